@@ -1,0 +1,275 @@
+//! The contract between the ivrgate core and each legacy-platform adapter.
+//!
+//! An adapter turns one platform's wire protocol into two kinds of requests to the core:
+//! a [`DecisionRequest`] (the platform waits for the customer's next call action) and an
+//! [`EventSubmission`] (something happened that must be stored and delivered as a webhook).
+//! The core decides, stores, signs and delivers; the adapter renders the outcome back in the
+//! platform's own encoding. Adapters depend on this crate only, never on each other and never
+//! on the core.
+
+#![forbid(unsafe_code)]
+
+pub mod action;
+pub mod epoch;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+pub use action::{Action, ActionKind, Answer};
+use serde_json::{Map, Value};
+
+/// A boxed future, so that [`Gateway`] and [`Adapter`] stay object safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One inbound HTTP request, already authenticated for `tenant` by the core.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The ivrgate tenant id from the URL path.
+    pub tenant: String,
+    pub method: http::Method,
+    /// The path after the tenant (and after the secret path token, when one is configured),
+    /// without a leading slash: `""`, `"cdr"`, `"popup"`, ...
+    pub sub_path: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: bytes::Bytes,
+    pub peer: SocketAddr,
+    /// Whether phone numbers must be masked in log lines.
+    pub mask_phones: bool,
+}
+
+/// What an adapter hands back: the response plus labels the core uses for metrics and logs.
+#[derive(Debug)]
+pub struct Handled {
+    pub response: http::Response<bytes::Bytes>,
+    /// The platform method (`GET_IVR_ACTION`, `CDR`, ...) or `"unknown"`.
+    pub method: String,
+    /// A short outcome label: `ok`, `fallback`, `duplicate`, `bad_request`, `refused`, ...
+    pub outcome: &'static str,
+}
+
+/// One legacy platform. The binary wires adapters in with a closed `match` on the path.
+pub trait Adapter: Send + Sync + 'static {
+    /// The adapter's name, used as the first path segment and as a metrics label.
+    fn name(&self) -> &'static str;
+    /// The decision points this adapter can raise, so that configuration can be checked
+    /// (deadlines, fallback actions) before any port is bound.
+    fn decision_points(&self) -> &'static [DecisionPoint];
+    /// Handle one request. Must not panic; bad input gets the platform's own error answer.
+    fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled>;
+}
+
+/// The services the core offers to adapters.
+pub trait Gateway: Send + Sync {
+    /// Ask the customer's decision webhook for the next action. Never fails: when the customer
+    /// is slow, down or answers nonsense, the tenant's fallback comes back within the deadline.
+    fn decide<'a>(&'a self, request: DecisionRequest) -> BoxFuture<'a, Decision>;
+    /// Store an event durably (fsynced) together with the call-state change it implies.
+    /// Resolves only after the commit, so the adapter may acknowledge to the legacy side.
+    fn record<'a>(
+        &'a self,
+        event: EventSubmission,
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>>;
+    /// The gateway's clock (controllable in tests).
+    fn now(&self) -> SystemTime;
+}
+
+/// A place where a legacy platform waits for the customer's answer.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionPoint {
+    /// The platform, e.g. `voicenter`.
+    pub vendor: &'static str,
+    /// The decision kind, used in the webhook type `decision.{kind}` and in configuration,
+    /// e.g. `ivr_action`, `layer_input`, `caller_lookup`.
+    pub kind: &'static str,
+    /// The longest the platform tolerates, in milliseconds; a configured deadline above it is
+    /// a configuration error.
+    pub platform_max_ms: u64,
+    /// The action this point falls back to when the tenant configured none.
+    pub default_fallback: fn() -> Answer,
+    /// Whether the platform can carry out an answer at this point; an `Err` names why not.
+    pub validate: fn(&Answer) -> Result<(), String>,
+}
+
+/// The vendor's identifiers for a call.
+#[derive(Debug, Clone, Default)]
+pub struct CallRef {
+    /// The vendor id that keys the call (e.g. Voicenter's `IVR_UNIQUE_ID`); `None` when the
+    /// request is not about a call (a caller lookup).
+    pub vendor_call_id: Option<String>,
+    /// Every vendor id seen on the request, under the vendor's own names
+    /// (`IVR_UNIQUE_ID`, `OriginalIvrUniqueID`, ...).
+    pub correlation: Map<String, Value>,
+}
+
+/// A synchronous question to the customer.
+#[derive(Debug, Clone)]
+pub struct DecisionRequest {
+    pub tenant: String,
+    pub point: &'static DecisionPoint,
+    pub call: CallRef,
+    /// Vendor-neutral fields (`from`, `to`, `dtmf`, `menu`, ...).
+    pub data: Map<String, Value>,
+    /// The vendor's fields, untouched.
+    pub vendor_fields: Map<String, Value>,
+}
+
+/// Why the customer's answer was replaced by a fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    Timeout,
+    Connect,
+    Status,
+    Invalid,
+    RateLimited,
+    CircuitOpen,
+}
+
+impl FallbackReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::Connect => "connect_error",
+            FallbackReason::Status => "bad_status",
+            FallbackReason::Invalid => "invalid_answer",
+            FallbackReason::RateLimited => "rate_limited",
+            FallbackReason::CircuitOpen => "circuit_open",
+        }
+    }
+}
+
+/// Where the answer came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerSource {
+    Customer,
+    FallbackUrl,
+    Fallback(FallbackReason),
+}
+
+/// The outcome of a decision: always something the platform can carry out.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub decision_id: String,
+    /// The ivrgate call id, when the request was about a call.
+    pub call_id: Option<String>,
+    pub answer: Answer,
+    pub source: AnswerSource,
+    /// The data attached to the call so far, including what this answer attached.
+    pub attached: Map<String, Value>,
+}
+
+/// What an event does to the call it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEffect {
+    /// The call goes on (or the event is about a call that already ended, e.g. a late CDR).
+    Continue,
+    /// The call ended: its live state is released, its id and sequence numbers are kept.
+    End,
+}
+
+/// A stored legacy answer, returned as is when the platform resends the same request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// Duplicate detection for legacy resends.
+#[derive(Debug, Clone)]
+pub struct Dedup {
+    /// Identifies the request (method, call id and body); the core scopes it to the tenant.
+    pub key: Vec<u8>,
+    /// The answer to give now and to any resend within the dedup window.
+    pub response: StoredResponse,
+}
+
+/// An event to store durably and deliver as a webhook.
+#[derive(Debug, Clone)]
+pub struct EventSubmission {
+    pub tenant: String,
+    pub vendor: &'static str,
+    /// The webhook type, e.g. `call.hangup`, `call.cdr`.
+    pub event_type: &'static str,
+    pub call: CallRef,
+    /// When it happened, if the vendor said so plausibly; otherwise the receipt time is used.
+    pub occurred_at: Option<SystemTime>,
+    /// Vendor-neutral fields.
+    pub data: Map<String, Value>,
+    /// The vendor's fields, untouched.
+    pub vendor_fields: Map<String, Value>,
+    pub effect: CallEffect,
+    pub dedup: Option<Dedup>,
+}
+
+/// The outcome of [`Gateway::record`].
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// Committed and fsynced.
+    New {
+        event_id: String,
+        call_id: Option<String>,
+        seq: Option<u64>,
+    },
+    /// The same request was recorded before: answer as the first time.
+    Duplicate(StoredResponse),
+}
+
+/// Why an event could not be stored. The adapter answers with its platform's "try again".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordError {
+    /// The tenant's outbox holds as many undelivered events as its quota allows.
+    QuotaExceeded,
+    /// Free space under the state directory is below the configured reserve.
+    StorageFull,
+    /// The store failed or is shutting down.
+    Unavailable(String),
+}
+
+impl std::fmt::Display for RecordError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecordError::QuotaExceeded => f.write_str("tenant outbox quota exceeded"),
+            RecordError::StorageFull => f.write_str("storage nearly full"),
+            RecordError::Unavailable(why) => write!(f, "storage unavailable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for RecordError {}
+
+/// Masks all but the last three digits of a phone number for log lines.
+pub fn mask_phone(number: &str, enabled: bool) -> String {
+    if !enabled {
+        return number.to_owned();
+    }
+    let digits = number.chars().filter(|c| c.is_ascii_alphanumeric()).count();
+    let keep = digits.saturating_sub(3);
+    let mut seen = 0;
+    number
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                seen += 1;
+                if seen <= keep {
+                    return '*';
+                }
+            }
+            c
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_all_but_last_three() {
+        assert_eq!(mask_phone("0540000123", true), "*******123");
+        assert_eq!(mask_phone("+972-54", true), "+**2-54");
+        assert_eq!(mask_phone("0540000123", false), "0540000123");
+    }
+}
