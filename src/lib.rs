@@ -1,1 +1,113 @@
-//! placeholder
+//! ivrgate: lets legacy IVR and contact-center platforms be driven by, and report to, signed
+//! JSON webhooks. This crate is the core and the daemon: configuration, the durable store,
+//! decisions, event delivery, timers and the HTTP server. Each legacy platform lives in its
+//! own adapter crate under `adapters/`; [`server::App`] is the one place that knows them all.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod auth;
+pub mod breaker;
+pub mod clock;
+pub mod config;
+pub mod core;
+pub mod delivery;
+pub mod ids;
+pub mod metrics;
+pub mod retry;
+pub mod server;
+pub mod signing;
+pub mod store;
+pub mod timers;
+
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use ivrgate_adapter::{Adapter, DecisionPoint};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::ResolvedConfig;
+
+/// Every decision point of every adapter, for checking configuration.
+pub fn decision_points() -> Vec<&'static DecisionPoint> {
+    ivrgate_voicenter::Voicenter::default()
+        .decision_points()
+        .iter()
+        .collect()
+}
+
+/// Options a test or benchmark may change.
+#[derive(Clone)]
+pub struct Options {
+    pub clock: SharedClock,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A running gateway's handles: reload configuration, reach the core.
+#[derive(Clone)]
+pub struct Handle {
+    pub core: Arc<core::Core>,
+}
+
+impl Handle {
+    /// Swaps in a new configuration (tenants, deadlines, limits). Listener and storage
+    /// settings need a restart.
+    pub fn reload(&self, config: ResolvedConfig) {
+        self.core
+            .runtime
+            .store(Arc::new(core::Runtime::new(config)));
+    }
+}
+
+/// Runs the gateway on `listener` until `shutdown` resolves, then drains: stops accepting,
+/// lets in-flight requests finish, stops workers, and flushes the store.
+pub async fn run(
+    config: ResolvedConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: Options,
+    on_start: impl FnOnce(Handle),
+) -> anyhow::Result<()> {
+    let store = store::sqlite::SqliteStore::open(
+        &config.raw.state_dir,
+        config.raw.storage.group_commit_max,
+    )?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let core = Arc::new(core::Core::new(
+        config,
+        store.clone(),
+        options.clock,
+        metrics,
+        decision_points(),
+    )?);
+    let app = Arc::new(server::App {
+        core: core.clone(),
+        voicenter: ivrgate_voicenter::Voicenter::default(),
+        shutting_down: AtomicBool::new(false),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let workers = [
+        tokio::spawn(delivery::run(core.clone(), stop_rx.clone())),
+        tokio::spawn(timers::run(core.clone(), stop_rx.clone())),
+        tokio::spawn(timers::maintenance(core.clone(), stop_rx.clone())),
+    ];
+    on_start(Handle { core: core.clone() });
+    let served = server::serve(app, listener, shutdown).await;
+    let _ = stop_tx.send(true);
+    for worker in workers {
+        let _ = worker.await;
+    }
+    store.close();
+    tracing::info!("stopped");
+    served.map_err(Into::into)
+}

@@ -1,1 +1,213 @@
-fn main() {}
+//! The `ivrgate` command: `serve`, `check-config`, and dead-letter tools.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use ivrgate::config::{Config, LogFormat, ResolvedConfig};
+use ivrgate::store::ReplayFilter;
+use tracing_subscriber::EnvFilter;
+
+/// Exit status for bad usage or bad configuration (EX_USAGE).
+const EX_CONFIG: u8 = 64;
+
+const USAGE: &str = "usage:
+  ivrgate serve --config PATH
+  ivrgate check-config PATH
+  ivrgate dead-letters --config PATH [--tenant ID]
+  ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = args.first().map(String::as_str).unwrap_or("");
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    match command {
+        "check-config" => {
+            let Some(path) = args
+                .get(1)
+                .filter(|a| !a.starts_with("--"))
+                .cloned()
+                .or_else(|| flag("--config"))
+            else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(EX_CONFIG);
+            };
+            match load(&PathBuf::from(&path)) {
+                Ok(config) => {
+                    println!(
+                        "{path}: ok ({} tenant(s), listening on {}, state in {})",
+                        config.tenants.len(),
+                        config.raw.listen,
+                        config.raw.state_dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(message) => {
+                    eprintln!("{message}");
+                    ExitCode::from(EX_CONFIG)
+                }
+            }
+        }
+        "serve" | "dead-letters" | "replay" => {
+            let Some(path) = flag("--config") else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(EX_CONFIG);
+            };
+            let path = PathBuf::from(path);
+            let config = match load(&path) {
+                Ok(c) => c,
+                Err(message) => {
+                    eprintln!("{message}");
+                    return ExitCode::from(EX_CONFIG);
+                }
+            };
+            init_logging(&config);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let result = match command {
+                "serve" => runtime.block_on(serve(config, path)),
+                "dead-letters" => runtime.block_on(dead_letters(config, flag("--tenant"))),
+                _ => runtime.block_on(replay(
+                    config,
+                    ReplayFilter {
+                        tenant: flag("--tenant"),
+                        event_id: flag("--event"),
+                        include_delivered: args.iter().any(|a| a == "--include-delivered"),
+                    },
+                )),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "ivrgate failed");
+                    eprintln!("ivrgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "--version" | "version" => {
+            println!("ivrgate {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<ResolvedConfig, String> {
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    config
+        .validate(&ivrgate::decision_points())
+        .map_err(|e| format!("{}: invalid configuration:\n{e}", path.display()))
+}
+
+fn init_logging(config: &ResolvedConfig) {
+    let logging = &config.raw.logging;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&logging.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match logging.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::TcpListener::bind(config.raw.listen).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        let _ = stop_rx.wait_for(|v| *v).await;
+    };
+    tracing::info!(listen = %config.raw.listen, state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
+    let run = ivrgate::run(
+        config,
+        listener,
+        shutdown,
+        ivrgate::Options::default(),
+        move |handle| {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            let mut watchdog_us = 0u64;
+            if sd_notify::watchdog_enabled(false, &mut watchdog_us) && watchdog_us > 0 {
+                tokio::spawn(async move {
+                    let every = Duration::from_micros(watchdog_us / 2);
+                    loop {
+                        tokio::time::sleep(every).await;
+                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                    }
+                });
+            }
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => break,
+                        _ = tokio::signal::ctrl_c() => break,
+                        _ = hup.recv() => {
+                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                            match load(&path) {
+                                Ok(new) => {
+                                    tracing::info!(tenants = new.tenants.len(), "configuration reloaded");
+                                    handle.reload(new);
+                                }
+                                Err(e) => tracing::error!(error = %e, "reload refused; keeping the running configuration"),
+                            }
+                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                        }
+                    }
+                }
+                tracing::info!("shutting down: finishing in-flight requests");
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                let _ = stop_tx.send(true);
+            });
+        },
+    );
+    run.await
+}
+
+async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {
+    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
+    for d in store.dead_letters(tenant, 10_000).await? {
+        println!(
+            "{}\t{}\t{}\tattempts={}\t{}",
+            d.event_id,
+            d.tenant,
+            d.event_type,
+            d.attempts,
+            d.last_error.unwrap_or_default()
+        );
+    }
+    store.close();
+    Ok(())
+}
+
+async fn replay(config: ResolvedConfig, filter: ReplayFilter) -> anyhow::Result<()> {
+    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
+    let now = ivrgate::clock::to_ms(std::time::SystemTime::now());
+    let n = store.replay(filter, now).await?;
+    println!("{n} event(s) put back in the delivery queue");
+    store.close();
+    Ok(())
+}

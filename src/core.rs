@@ -1,0 +1,634 @@
+//! The gateway core: what adapters call through [`ivrgate_adapter::Gateway`]. Decisions ask the
+//! customer's webhook under a deadline and always come back with something the platform can
+//! carry out; events become one unit of work each, committed (fsynced) before the adapter
+//! acknowledges.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use ivrgate_adapter::epoch::rfc3339;
+use ivrgate_adapter::{
+    Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint, DecisionRequest,
+    EventSubmission, FallbackReason, Gateway, RecordError, Recorded,
+};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
+
+use crate::breaker::Breakers;
+use crate::clock::SharedClock;
+use crate::config::{ResolvedConfig, ResolvedTenant};
+use crate::metrics::{DecisionLabels, Metrics, OutcomeLabels, ReasonLabels};
+use crate::store::{
+    CallKey, CallRow, CallWrite, CommitOutcome, DedupWrite, NewEvent, Store, UnitOfWork,
+};
+use crate::{ids, signing};
+
+/// Per-configuration state: rebuilt on reload.
+pub struct Runtime {
+    pub config: ResolvedConfig,
+    pub decision_limits: HashMap<String, DefaultDirectRateLimiter>,
+    pub delivery_limits: HashMap<String, Arc<DefaultDirectRateLimiter>>,
+    pub delivery_slots: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Runtime {
+    pub fn new(config: ResolvedConfig) -> Runtime {
+        let per_second =
+            |n: u32| Quota::per_second(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+        let decision_limits = config
+            .tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    RateLimiter::direct(per_second(t.decisions_per_second)),
+                )
+            })
+            .collect();
+        let delivery_limits = config
+            .tenants
+            .iter()
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    Arc::new(RateLimiter::direct(per_second(t.deliveries_per_second))),
+                )
+            })
+            .collect();
+        let slots = config.raw.delivery.per_endpoint_concurrency.max(1);
+        let delivery_slots = config
+            .tenants
+            .iter()
+            .map(|t| (t.id.clone(), Arc::new(Semaphore::new(slots))))
+            .collect();
+        Runtime {
+            config,
+            decision_limits,
+            delivery_limits,
+            delivery_slots,
+        }
+    }
+}
+
+pub struct Core {
+    pub runtime: ArcSwap<Runtime>,
+    pub store: Store,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub instance: String,
+    pub points: Vec<&'static DecisionPoint>,
+    /// Decision webhooks: their own connection pool, so they never wait behind deliveries.
+    pub decision_http: reqwest::Client,
+    pub delivery_http: reqwest::Client,
+    pub breakers: Breakers,
+    pub storage_full: AtomicBool,
+}
+
+impl Core {
+    pub fn new(
+        config: ResolvedConfig,
+        store: Store,
+        clock: SharedClock,
+        metrics: Arc<Metrics>,
+        points: Vec<&'static DecisionPoint>,
+    ) -> anyhow::Result<Core> {
+        let delivery = &config.raw.delivery;
+        let breakers = Breakers::new(
+            delivery.breaker_failures,
+            Duration::from_millis(delivery.breaker_open_ms),
+        );
+        let decision_http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2))
+            .build()?;
+        let delivery_http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_millis(delivery.timeout_ms))
+            .build()?;
+        Ok(Core {
+            runtime: ArcSwap::from_pointee(Runtime::new(config)),
+            store,
+            clock,
+            metrics,
+            instance: ids::instance_id(),
+            points,
+            decision_http,
+            delivery_http,
+            breakers,
+            storage_full: AtomicBool::new(false),
+        })
+    }
+
+    fn call_key(tenant: &str, vendor: &str, vendor_call_id: &str) -> CallKey {
+        CallKey {
+            tenant: tenant.to_owned(),
+            vendor: vendor.to_owned(),
+            vendor_call_id: vendor_call_id.to_owned(),
+        }
+    }
+
+    async fn load(&self, key: &CallKey) -> Option<CallRow> {
+        match self.store.load_call(key.clone()).await {
+            Ok(row) => row,
+            Err(e) => {
+                tracing::error!(tenant = %key.tenant, error = %e, "cannot read call state");
+                None
+            }
+        }
+    }
+
+    async fn decide_inner(&self, req: DecisionRequest) -> Decision {
+        let started = Instant::now();
+        let runtime = self.runtime.load_full();
+        let point = req.point;
+        let Some(tenant) = runtime.config.tenant(&req.tenant) else {
+            // The server only routes configured tenants here; a reload may have removed it.
+            return Decision {
+                decision_id: ids::decision_id(),
+                call_id: None,
+                answer: (point.default_fallback)(),
+                source: AnswerSource::Fallback(FallbackReason::Invalid),
+                attached: Map::new(),
+            };
+        };
+        let settings = tenant.decisions.get(point.kind);
+        let deadline_ms = settings
+            .map(|s| s.deadline_ms)
+            .unwrap_or(tenant_default_deadline(tenant));
+        let fallback = settings
+            .map(|s| s.fallback.clone())
+            .unwrap_or_else(point.default_fallback);
+        let deadline = started + Duration::from_millis(deadline_ms);
+        let decision_id = ids::decision_id();
+        let key = req
+            .call
+            .vendor_call_id
+            .as_deref()
+            .map(|id| Self::call_key(&tenant.id, point.vendor, id));
+        let row = match &key {
+            Some(key) => self.load(key).await,
+            None => None,
+        };
+        let call_id = key.as_ref().map(|_| {
+            row.as_ref()
+                .map(|r| r.call_id.clone())
+                .unwrap_or_else(ids::call_id)
+        });
+        let mut attached = row.as_ref().map(|r| r.attached.clone()).unwrap_or_default();
+        let previous = row
+            .as_ref()
+            .and_then(|r| r.state.as_ref())
+            .and_then(|s| s.get("last_decision"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let now = self.clock.now();
+        let mut data = Map::new();
+        data.insert("decision_id".into(), json!(decision_id));
+        data.insert("tenant".into(), json!(tenant.id));
+        data.insert("vendor".into(), json!(point.vendor));
+        data.insert("kind".into(), json!(point.kind));
+        data.insert("call_id".into(), json!(call_id));
+        data.insert("deadline_ms".into(), json!(deadline_ms));
+        data.insert(
+            "correlation".into(),
+            Value::Object(req.call.correlation.clone()),
+        );
+        data.insert("attached".into(), Value::Object(attached.clone()));
+        data.insert("previous_decision".into(), previous);
+        for (k, v) in &req.data {
+            data.insert(k.clone(), v.clone());
+        }
+        data.insert(
+            "vendor_fields".into(),
+            Value::Object(req.vendor_fields.clone()),
+        );
+        let body = json!({
+            "type": format!("decision.{}", point.kind),
+            "timestamp": rfc3339(now),
+            "data": data,
+        });
+        let body = serde_json::to_vec(&body).unwrap_or_default();
+
+        let limited = runtime
+            .decision_limits
+            .get(&tenant.id)
+            .is_some_and(|l| l.check().is_err());
+        let (answer, source) = if limited {
+            (
+                fallback.clone(),
+                AnswerSource::Fallback(FallbackReason::RateLimited),
+            )
+        } else {
+            match self
+                .ask(
+                    tenant,
+                    &tenant.decision_url,
+                    &decision_id,
+                    &body,
+                    deadline,
+                    point,
+                )
+                .await
+            {
+                Ok(answer) => (answer, AnswerSource::Customer),
+                Err(reason) => {
+                    let second = match &tenant.fallback_url {
+                        Some(url) if Instant::now() < deadline => Some(
+                            self.ask(tenant, url, &decision_id, &body, deadline, point)
+                                .await,
+                        ),
+                        _ => None,
+                    };
+                    match second {
+                        Some(Ok(answer)) => (answer, AnswerSource::FallbackUrl),
+                        _ => (fallback.clone(), AnswerSource::Fallback(reason)),
+                    }
+                }
+            }
+        };
+        if let Some(more) = answer.attach() {
+            for (k, v) in more {
+                attached.insert(k.clone(), v.clone());
+            }
+        }
+        let (source_label, reason) = match &source {
+            AnswerSource::Customer => ("customer", None),
+            AnswerSource::FallbackUrl => ("fallback_url", None),
+            AnswerSource::Fallback(reason) => ("fallback", Some(reason.as_str())),
+        };
+        let elapsed = started.elapsed();
+        self.metrics
+            .decision_seconds
+            .get_or_create(&DecisionLabels {
+                kind: point.kind.to_owned(),
+                source: source_label.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if let Some(reason) = reason {
+            self.metrics
+                .fallbacks
+                .get_or_create(&ReasonLabels {
+                    kind: point.kind.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+            tracing::warn!(
+                tenant = %tenant.id, kind = point.kind, decision_id = %decision_id,
+                call_id = call_id.as_deref().unwrap_or("-"), reason,
+                elapsed_ms = elapsed.as_millis() as u64, answer = answer.label(),
+                "decision answered with the fallback"
+            );
+        } else {
+            tracing::debug!(
+                tenant = %tenant.id, kind = point.kind, decision_id = %decision_id,
+                source = source_label, elapsed_ms = elapsed.as_millis() as u64,
+                answer = answer.label(), "decision answered"
+            );
+        }
+        if let (Some(key), Some(call_id)) = (key, call_id.clone()) {
+            let last = json!({
+                "decision_id": decision_id,
+                "kind": point.kind,
+                "at": rfc3339(now),
+                "answer": answer.label(),
+                "source": source_label,
+                "fallback_reason": reason,
+            });
+            self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
+        }
+        Decision {
+            decision_id,
+            call_id,
+            answer,
+            source,
+            attached,
+        }
+    }
+
+    /// Records a decision on its call. The legacy side is answered without waiting for this
+    /// commit (a decision is not an acknowledgement of a stored event); the write is queued
+    /// now, so a later request on the same call reads it.
+    fn commit_decision(
+        self: &Core,
+        key: CallKey,
+        call_id: String,
+        row: Option<CallRow>,
+        attached: Map<String, Value>,
+        last: Value,
+        runtime: &Runtime,
+    ) {
+        let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
+        let retry_key = key.clone();
+        let store = self.store.clone();
+        let clock = self.clock.clone();
+        let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {
+            let mut state = row
+                .and_then(|r| r.state.clone())
+                .unwrap_or_else(|| json!({"started_at": rfc3339(crate::clock::from_ms(now_ms))}));
+            if let Some(obj) = state.as_object_mut() {
+                let n = obj.get("decisions").and_then(Value::as_u64).unwrap_or(0);
+                obj.insert("decisions".into(), json!(n + 1));
+                obj.insert("last_decision".into(), last.clone());
+            }
+            let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
+            for (k, v) in &attached {
+                merged.insert(k.clone(), v.clone());
+            }
+            UnitOfWork {
+                tenant: key.tenant.clone(),
+                now_ms,
+                call: Some(CallWrite {
+                    key: key.clone(),
+                    call_id: row
+                        .map(|r| r.call_id.clone())
+                        .unwrap_or_else(|| call_id.clone()),
+                    expected_version: row.map(|r| r.version),
+                    status: "active",
+                    attached: merged,
+                    state: Some(state),
+                    expires_at_ms: Some(now_ms + ttl_ms),
+                }),
+                ..UnitOfWork::default()
+            }
+        };
+        let first = build(row.as_ref(), clock.now_ms());
+        let pending = store.commit_queued(first);
+        tokio::spawn(async move {
+            let mut outcome = pending.await;
+            for _ in 0..5 {
+                match outcome {
+                    Ok(CommitOutcome::Conflict) => {
+                        let row = store.load_call(retry_key.clone()).await.ok().flatten();
+                        outcome = store.commit(build(row.as_ref(), clock.now_ms())).await;
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record decision on its call");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    async fn ask(
+        &self,
+        tenant: &ResolvedTenant,
+        url: &str,
+        decision_id: &str,
+        body: &[u8],
+        deadline: Instant,
+        point: &DecisionPoint,
+    ) -> Result<Answer, FallbackReason> {
+        if !self.breakers.try_acquire(url) {
+            return Err(FallbackReason::CircuitOpen);
+        }
+        let timestamp = crate::clock::to_ms(self.clock.now()) / 1000;
+        let signature = signing::signature_header(&tenant.secrets, decision_id, timestamp, body);
+        let request = self
+            .decision_http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", decision_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.to_vec());
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        };
+        let result = tokio::time::timeout_at(deadline.into(), exchange).await;
+        let (status, bytes) = match result {
+            Err(_) => {
+                self.breakers.failure(url);
+                return Err(FallbackReason::Timeout);
+            }
+            Ok(Err(e)) => {
+                self.breakers.failure(url);
+                tracing::debug!(tenant = %tenant.id, error = %e, "decision webhook failed");
+                return Err(if e.is_timeout() {
+                    FallbackReason::Timeout
+                } else {
+                    FallbackReason::Connect
+                });
+            }
+            Ok(Ok(pair)) => pair,
+        };
+        if !status.is_success() {
+            if status.is_server_error() {
+                self.breakers.failure(url);
+            }
+            tracing::info!(tenant = %tenant.id, status = status.as_u16(), "decision webhook answered non-2xx");
+            return Err(FallbackReason::Status);
+        }
+        self.breakers.success(url);
+        let parsed = serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| format!("not JSON: {e}"))
+            .and_then(|v| Answer::from_json(&v))
+            .and_then(|a| (point.validate)(&a).map(|()| a));
+        parsed.map_err(|why| {
+            tracing::warn!(tenant = %tenant.id, kind = point.kind, decision_id, reason = %why, "invalid decision answer");
+            FallbackReason::Invalid
+        })
+    }
+
+    async fn record_inner(&self, ev: EventSubmission) -> Result<Recorded, RecordError> {
+        let refuse = |outcome: &str| {
+            self.metrics
+                .events_recorded
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.to_owned(),
+                })
+                .inc();
+        };
+        if self.storage_full.load(Ordering::Relaxed) {
+            refuse("storage_full");
+            tracing::error!(tenant = %ev.tenant, event_type = ev.event_type, "event refused: storage nearly full");
+            return Err(RecordError::StorageFull);
+        }
+        let runtime = self.runtime.load_full();
+        let Some(tenant) = runtime.config.tenant(&ev.tenant) else {
+            return Err(RecordError::Unavailable("unknown tenant".into()));
+        };
+        let storage = &runtime.config.raw.storage;
+        let ttl_ms = storage.call_ttl_s as i64 * 1000;
+        let dedup = ev.dedup.as_ref().map(|d| {
+            let mut hash = Sha256::new();
+            hash.update(tenant.id.as_bytes());
+            hash.update([0]);
+            hash.update(&d.key);
+            DedupWrite {
+                key_hash: hash.finalize().into(),
+                response: d.response.clone(),
+                expires_at_ms: 0,
+            }
+        });
+        let key = ev
+            .call
+            .vendor_call_id
+            .as_deref()
+            .map(|id| Self::call_key(&tenant.id, ev.vendor, id));
+        let event_id = ids::event_id();
+        for _ in 0..8 {
+            let now = self.clock.now();
+            let now_ms = crate::clock::to_ms(now);
+            let row = match &key {
+                Some(key) => self.load(key).await,
+                None => None,
+            };
+            let call = key.as_ref().map(|key| {
+                let call_id = row
+                    .as_ref()
+                    .map(|r| r.call_id.clone())
+                    .unwrap_or_else(ids::call_id);
+                let live = row.as_ref().and_then(|r| r.state.clone());
+                let (status, state, expires) = match (ev.effect, live) {
+                    (CallEffect::End, _) => ("ended", None, None),
+                    (CallEffect::Continue, Some(mut state)) => {
+                        if let Some(obj) = state.as_object_mut() {
+                            obj.insert("last_event_at".into(), json!(rfc3339(now)));
+                        }
+                        ("active", Some(state), Some(now_ms + ttl_ms))
+                    }
+                    (CallEffect::Continue, None) if row.is_some() => {
+                        // News about a call that already ended: it stays ended.
+                        let status = row.as_ref().map(|r| r.status.as_str()).unwrap_or("ended");
+                        (
+                            if status == "expired" {
+                                "expired"
+                            } else {
+                                "ended"
+                            },
+                            None,
+                            None,
+                        )
+                    }
+                    (CallEffect::Continue, None) => (
+                        "active",
+                        Some(json!({"started_at": rfc3339(now), "last_event_at": rfc3339(now)})),
+                        Some(now_ms + ttl_ms),
+                    ),
+                };
+                CallWrite {
+                    key: key.clone(),
+                    call_id,
+                    expected_version: row.as_ref().map(|r| r.version),
+                    status,
+                    attached: row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
+                    state,
+                    expires_at_ms: expires,
+                }
+            });
+            let call_id = call.as_ref().map(|c| c.call_id.clone());
+            let attached = call
+                .as_ref()
+                .map(|c| c.attached.clone())
+                .unwrap_or_default();
+            let mut data = Map::new();
+            data.insert("event_id".into(), json!(event_id));
+            data.insert("tenant".into(), json!(tenant.id));
+            data.insert("vendor".into(), json!(ev.vendor));
+            data.insert("call_id".into(), json!(call_id));
+            data.insert(
+                "correlation".into(),
+                Value::Object(ev.call.correlation.clone()),
+            );
+            data.insert("attached".into(), Value::Object(attached));
+            for (k, v) in &ev.data {
+                data.insert(k.clone(), v.clone());
+            }
+            data.insert("received_at".into(), json!(rfc3339(now)));
+            data.insert(
+                "vendor_fields".into(),
+                Value::Object(ev.vendor_fields.clone()),
+            );
+            let payload = json!({
+                "type": ev.event_type,
+                "timestamp": rfc3339(ev.occurred_at.unwrap_or(now)),
+                "data": data,
+            });
+            let uow = UnitOfWork {
+                tenant: tenant.id.clone(),
+                now_ms,
+                call,
+                events: vec![NewEvent {
+                    event_id: event_id.clone(),
+                    event_type: ev.event_type.to_owned(),
+                    payload,
+                }],
+                timers: Vec::new(),
+                dedup: dedup.clone().map(|mut d| {
+                    d.expires_at_ms = now_ms + storage.dedup_window_s as i64 * 1000;
+                    d
+                }),
+                outbox_quota: Some(tenant.outbox_quota),
+            };
+            match self.store.commit(uow).await {
+                Ok(CommitOutcome::Committed { seqs }) => {
+                    refuse("new");
+                    return Ok(Recorded::New {
+                        event_id,
+                        call_id,
+                        seq: seqs.first().copied().flatten().map(|s| s as u64),
+                    });
+                }
+                Ok(CommitOutcome::Duplicate(response)) => {
+                    refuse("duplicate");
+                    tracing::info!(tenant = %tenant.id, event_type = ev.event_type, "legacy resend answered with the original response");
+                    return Ok(Recorded::Duplicate(response));
+                }
+                Ok(CommitOutcome::QuotaExceeded) => {
+                    refuse("quota_exceeded");
+                    tracing::warn!(tenant = %tenant.id, quota = tenant.outbox_quota, "event refused: tenant outbox quota exceeded");
+                    return Err(RecordError::QuotaExceeded);
+                }
+                Ok(CommitOutcome::Conflict) => continue,
+                Err(e) => {
+                    refuse("error");
+                    tracing::error!(tenant = %tenant.id, error = %e, "event not stored");
+                    return Err(RecordError::Unavailable(e.to_string()));
+                }
+            }
+        }
+        refuse("error");
+        Err(RecordError::Unavailable(
+            "the call kept changing; retry".into(),
+        ))
+    }
+}
+
+fn tenant_default_deadline(tenant: &ResolvedTenant) -> u64 {
+    tenant
+        .decisions
+        .values()
+        .map(|d| d.deadline_ms)
+        .min()
+        .unwrap_or(3_000)
+}
+
+impl Gateway for Core {
+    fn decide<'a>(&'a self, request: DecisionRequest) -> BoxFuture<'a, Decision> {
+        Box::pin(self.decide_inner(request))
+    }
+
+    fn record<'a>(
+        &'a self,
+        event: EventSubmission,
+    ) -> BoxFuture<'a, Result<Recorded, RecordError>> {
+        Box::pin(self.record_inner(event))
+    }
+
+    fn now(&self) -> SystemTime {
+        self.clock.now()
+    }
+}

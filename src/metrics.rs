@@ -1,0 +1,152 @@
+//! Prometheus metrics. Each notable event is counted in one place, next to its log line.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub adapter: String,
+    pub method: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub kind: String,
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub decision_seconds: Family<DecisionLabels, Histogram>,
+    pub fallbacks: Family<ReasonLabels, Counter>,
+    pub outbox_pending: Family<TenantLabels, Gauge>,
+    pub outbox_dead: Family<TenantLabels, Gauge>,
+    pub deliveries: Family<OutcomeLabels, Counter>,
+    pub breaker_open: Family<TenantLabels, Gauge>,
+    pub events_recorded: Family<OutcomeLabels, Counter>,
+    pub calls_expired: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ivrgate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Legacy-platform requests by adapter, method and outcome",
+            requests.clone(),
+        );
+        let decision_seconds = Family::<DecisionLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(
+                [
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ]
+                .into_iter(),
+            )
+        });
+        registry.register(
+            "decision_duration_seconds",
+            "Time from a decision request to its answer, by kind and answer source",
+            decision_seconds.clone(),
+        );
+        let fallbacks = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "decision_fallbacks",
+            "Decisions answered with the tenant's fallback, by kind and reason",
+            fallbacks.clone(),
+        );
+        let outbox_pending = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "outbox_pending",
+            "Events stored and not yet delivered",
+            outbox_pending.clone(),
+        );
+        let outbox_dead = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "outbox_dead",
+            "Events whose retry schedule is exhausted",
+            outbox_dead.clone(),
+        );
+        let deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Event delivery attempts by outcome",
+            deliveries.clone(),
+        );
+        let breaker_open = Family::<TenantLabels, Gauge>::default();
+        registry.register(
+            "breaker_open",
+            "1 while a tenant endpoint's circuit breaker is open or half-open",
+            breaker_open.clone(),
+        );
+        let events_recorded = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "events_recorded",
+            "Events submitted by adapters, by outcome (new, duplicate, refused)",
+            events_recorded.clone(),
+        );
+        let calls_expired = Counter::default();
+        registry.register(
+            "calls_expired",
+            "Calls that ended because nothing was heard for the call TTL",
+            calls_expired.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            decision_seconds,
+            fallbacks,
+            outbox_pending,
+            outbox_dead,
+            deliveries,
+            breaker_open,
+            events_recorded,
+            calls_expired,
+        }
+    }
+
+    pub fn delivery(&self, outcome: &str) {
+        self.deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,263 @@
+//! The HTTP server: routes legacy platforms to their adapter after the tenant's inbound
+//! checks, and serves health, readiness, metrics and the admin API. Limits every request:
+//! header and body read time, body size. Stops accepting on shutdown and lets in-flight
+//! requests finish within the grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use ivrgate_adapter::{Adapter, Inbound};
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+use crate::auth::{self, Denied};
+use crate::core::Core;
+use crate::metrics::RequestLabels;
+
+pub struct App {
+    pub core: Arc<Core>,
+    pub voicenter: ivrgate_voicenter::Voicenter,
+    pub shutting_down: AtomicBool,
+}
+
+impl App {
+    /// The adapter serving a path's first segment: the one place that knows every adapter.
+    fn adapter(&self, name: &str) -> Option<&dyn Adapter> {
+        match name {
+            "voicenter" => Some(&self.voicenter),
+            _ => None,
+        }
+    }
+}
+
+pub type Body = Full<Bytes>;
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pub fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(value.to_string())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Accepts connections until `shutdown` resolves, then drains.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let server_cfg = app.core.runtime.load().config.raw.server.clone();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_millis(server_cfg.header_read_timeout_ms))
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        });
+    }
+    app.shutting_down.store(true, Ordering::SeqCst);
+    drop(listener);
+    let grace = Duration::from_millis(server_cfg.shutdown_grace_ms);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = server_cfg.shutdown_grace_ms,
+            "in-flight requests outlived the grace period"
+        );
+    }
+    Ok(())
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, ["readyz"]) => {
+            if app.shutting_down.load(Ordering::SeqCst) {
+                return text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+            }
+            match app.core.store.ping().await {
+                Ok(()) => text(StatusCode::OK, "ready\n"),
+                Err(e) => {
+                    tracing::error!(error = %e, "readiness check failed");
+                    text(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable\n")
+                }
+            }
+        }
+        (&Method::GET, ["metrics"]) => {
+            let mut response = text(StatusCode::OK, app.core.metrics.render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        (_, ["admin", ..]) => crate::admin::handle(&app, req, peer).await,
+        (_, [adapter, tenant, ..]) if app.adapter(adapter).is_some() => {
+            let adapter_name = (*adapter).to_owned();
+            let tenant = (*tenant).to_owned();
+            let span = tracing::info_span!("request", adapter = %adapter_name, tenant = %tenant);
+            legacy(app, req, peer, adapter_name, tenant)
+                .instrument(span)
+                .await
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+async fn legacy(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    adapter_name: String,
+    tenant_id: String,
+) -> Response<Body> {
+    let runtime = app.core.runtime.load_full();
+    let config = &runtime.config;
+    let count = |method: &str, outcome: &str| {
+        app.core
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                adapter: adapter_name.clone(),
+                method: method.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    };
+    let Some(tenant) = config.tenant(&tenant_id) else {
+        count("unknown", "unknown_tenant");
+        tracing::warn!(%peer, "request for an unknown tenant");
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let prefix_len = 1 + adapter_name.len() + 1 + tenant_id.len();
+    let after = req.uri().path().get(prefix_len..).unwrap_or("");
+    let forwarded = req
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok());
+    let client = auth::client_ip(peer, forwarded, &config.raw.server.trusted_proxies);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let sub_path = match auth::check(tenant, after, authorization, client) {
+        Ok(rest) => rest.to_owned(),
+        Err(denied) => {
+            count("unknown", "denied");
+            tracing::warn!(%client, reason = ?denied, "inbound request refused");
+            return match denied {
+                Denied::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+                Denied::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
+                Denied::Unauthorized => {
+                    let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Basic realm=\"ivrgate\""),
+                    );
+                    r
+                }
+            };
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let limit = config.raw.server.max_body_bytes;
+    let read = Limited::new(body, limit).collect();
+    let body = match tokio::time::timeout(
+        Duration::from_millis(config.raw.server.body_read_timeout_ms),
+        read,
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) => {
+            let too_large = e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if too_large {
+                count("unknown", "too_large");
+                tracing::warn!(%client, limit, "request body over the size limit");
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+            }
+            count("unknown", "read_error");
+            tracing::warn!(%client, error = %e, "cannot read request body");
+            return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
+        }
+        Err(_) => {
+            count("unknown", "body_timeout");
+            tracing::warn!(%client, "request body not received in time");
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "request body not received in time\n",
+            );
+        }
+    };
+    let inbound = Inbound {
+        tenant: tenant.id.clone(),
+        method: parts.method,
+        sub_path,
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body,
+        peer,
+        mask_phones: config.raw.logging.mask_phone_numbers,
+    };
+    let Some(adapter) = app.adapter(&adapter_name) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    let handled = adapter.handle(app.core.as_ref(), inbound).await;
+    count(&handled.method, handled.outcome);
+    tracing::info!(method = %handled.method, outcome = handled.outcome, status = handled.response.status().as_u16(), "handled");
+    let (parts, body) = handled.response.into_parts();
+    Response::from_parts(parts, Full::new(body))
+}

@@ -1,0 +1,219 @@
+//! Durable state: calls, the outbox of events, stored timers and legacy-resend answers.
+//!
+//! Every change to a call is one [`UnitOfWork`]: the new call state, the events it produces
+//! with their per-call sequence numbers, timers and the resend answer, committed in one
+//! transaction guarded by the call's version. A commit resolves only after it is fsynced.
+//! Deliveries and timers are claimed with leases, so a crashed or second instance neither
+//! loses nor double-sends them beyond at-least-once. The embedded backend is SQLite
+//! ([`sqlite::SqliteStore`]); PostgreSQL will implement the same operations.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use ivrgate_adapter::StoredResponse;
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Backend(String),
+    #[error("store is closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How a call is found: the vendor's id within a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CallKey {
+    pub tenant: String,
+    pub vendor: String,
+    pub vendor_call_id: String,
+}
+
+/// A call as stored. `state` is `None` once the call ended or expired; the row itself (id,
+/// sequence counter, attached data) outlives it for the retention period.
+#[derive(Debug, Clone)]
+pub struct CallRow {
+    pub call_id: String,
+    pub version: i64,
+    pub next_seq: i64,
+    pub status: String,
+    pub attached: Map<String, Value>,
+    pub state: Option<Value>,
+    pub expires_at_ms: Option<i64>,
+}
+
+/// The call part of a unit of work.
+#[derive(Debug, Clone)]
+pub struct CallWrite {
+    pub key: CallKey,
+    pub call_id: String,
+    /// The version read before computing the change; `None` when creating the call.
+    pub expected_version: Option<i64>,
+    pub status: &'static str,
+    pub attached: Map<String, Value>,
+    pub state: Option<Value>,
+    /// When the call expires if nothing else happens; a `call_expiry` timer is set for it.
+    pub expires_at_ms: Option<i64>,
+}
+
+/// An event to put in the outbox. When the unit of work writes a call, the event gets the
+/// call's next sequence number, written into `payload.data.seq`.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct DedupWrite {
+    pub key_hash: [u8; 32],
+    pub response: StoredResponse,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum TimerOp {
+    Set {
+        key: String,
+        kind: String,
+        tenant: String,
+        due_ms: i64,
+        payload: Value,
+    },
+    Delete {
+        key: String,
+    },
+}
+
+/// One atomic change.
+#[derive(Debug, Clone, Default)]
+pub struct UnitOfWork {
+    pub tenant: String,
+    pub now_ms: i64,
+    pub call: Option<CallWrite>,
+    pub events: Vec<NewEvent>,
+    pub timers: Vec<TimerOp>,
+    pub dedup: Option<DedupWrite>,
+    /// Refuse the events when the tenant already has this many undelivered ones.
+    pub outbox_quota: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommitOutcome {
+    /// Committed and fsynced; the sequence number given to each event, in order.
+    Committed {
+        seqs: Vec<Option<i64>>,
+    },
+    /// The call changed since it was read: read again and recompute.
+    Conflict,
+    /// The resend key was already recorded: the stored answer.
+    Duplicate(StoredResponse),
+    QuotaExceeded,
+}
+
+/// An event claimed for delivery.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: i64,
+    pub event_id: String,
+    pub tenant: String,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+    pub attempts: u32,
+    pub created_at_ms: i64,
+}
+
+/// What happened to a claimed delivery.
+#[derive(Debug, Clone)]
+pub enum DeliveryUpdate {
+    Delivered {
+        id: i64,
+        at_ms: i64,
+    },
+    /// A failed attempt; try again at `next_ms`.
+    Retry {
+        id: i64,
+        next_ms: i64,
+        error: String,
+    },
+    /// A failed attempt and the schedule is exhausted.
+    Dead {
+        id: i64,
+        error: String,
+    },
+    /// Not attempted (breaker open, endpoint disabled, shutting down): back to the queue.
+    Release {
+        id: i64,
+        next_ms: i64,
+    },
+}
+
+/// A stored timer claimed for running.
+#[derive(Debug, Clone)]
+pub struct TimerRow {
+    pub key: String,
+    pub kind: String,
+    pub tenant: String,
+    pub due_ms: i64,
+    pub payload: Value,
+}
+
+/// Counts per tenant for metrics and the admin API.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxDepth {
+    pub tenant: String,
+    pub pending: u64,
+    pub dead: u64,
+}
+
+/// A dead-lettered event, for the admin API.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub event_id: String,
+    pub tenant: String,
+    pub event_type: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+}
+
+/// Which events a replay puts back in the queue.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    pub tenant: Option<String>,
+    pub event_id: Option<String>,
+    /// Also replay delivered events (by default only dead letters).
+    pub include_delivered: bool,
+}
+
+/// Wake-ups raised by commits (this process's directly; other processes' through the
+/// backend's change detection), so waiters need not poll the store.
+#[derive(Debug, Default)]
+pub struct ChangeFeed {
+    pub outbox: Notify,
+    pub timers: Notify,
+    pub calls: Notify,
+}
+
+impl ChangeFeed {
+    pub fn all(&self) {
+        self.outbox.notify_waiters();
+        self.outbox.notify_one();
+        self.timers.notify_waiters();
+        self.timers.notify_one();
+        self.calls.notify_waiters();
+    }
+}
+
+pub type Store = Arc<sqlite::SqliteStore>;

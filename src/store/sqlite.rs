@@ -1,0 +1,901 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a commit is on
+//! disk before it is acknowledged. All writes go through one writer thread per process that
+//! commits whatever is queued in one transaction (group commit: one fsync for many units of
+//! work, each under its own savepoint). Several processes may open the same file; SQLite's
+//! write lock serializes their transactions and `PRAGMA data_version` tells each process that
+//! another one committed.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ivrgate_adapter::StoredResponse;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS calls (
+    tenant TEXT NOT NULL,
+    vendor TEXT NOT NULL,
+    vendor_call_id TEXT NOT NULL,
+    call_id TEXT NOT NULL UNIQUE,
+    version INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attached TEXT NOT NULL,
+    state TEXT,
+    expires_at_ms INTEGER,
+    updated_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, vendor, vendor_call_id)
+);
+CREATE INDEX IF NOT EXISTS calls_updated ON calls (updated_at_ms) WHERE state IS NULL;
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    call_id TEXT,
+    seq INTEGER,
+    event_type TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_ms INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    done_at_ms INTEGER
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
+CREATE INDEX IF NOT EXISTS outbox_tenant ON outbox (tenant, status);
+CREATE TABLE IF NOT EXISTS tenant_counters (
+    tenant TEXT PRIMARY KEY,
+    pending INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS timers (
+    key TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    due_ms INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    lease_owner TEXT,
+    lease_until_ms INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (due_ms);
+CREATE TABLE IF NOT EXISTS dedup (
+    tenant TEXT NOT NULL,
+    key_hash BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (tenant, key_hash)
+);
+CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at_ms);
+CREATE TABLE IF NOT EXISTS endpoints (
+    tenant TEXT PRIMARY KEY,
+    disabled_at_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+"#;
+
+/// Outbox statuses (0 is pending).
+const DELIVERED: i64 = 1;
+const DEAD: i64 = 2;
+
+type Job = Box<dyn WriteJob>;
+
+/// A write run by the writer thread inside the shared transaction.
+trait WriteJob: Send {
+    fn apply(&mut self, conn: &Connection) -> Result<()>;
+    /// Called after the transaction ended: `Ok` when it committed.
+    fn complete(self: Box<Self>, committed: Result<()>);
+    fn touches_outbox(&self) -> bool;
+}
+
+struct Op<T, F> {
+    run: F,
+    value: Option<Result<T>>,
+    reply: Option<oneshot::Sender<Result<T>>>,
+    outbox: bool,
+}
+
+impl<T, F> WriteJob for Op<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&Connection) -> Result<T> + Send + 'static,
+{
+    fn apply(&mut self, conn: &Connection) -> Result<()> {
+        let result = (self.run)(conn);
+        let failed = result.as_ref().err().cloned();
+        self.value = Some(result);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn complete(mut self: Box<Self>, committed: Result<()>) {
+        let value = match (committed, self.value.take()) {
+            (Ok(()), Some(v)) => v,
+            (Err(e), _) => Err(e),
+            (Ok(()), None) => Err(StoreError::Backend("write was not applied".into())),
+        };
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(value);
+        }
+    }
+
+    fn touches_outbox(&self) -> bool {
+        self.outbox
+    }
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    pub changes: Arc<ChangeFeed>,
+    stop: Arc<AtomicBool>,
+}
+
+fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/ivrgate.db` and starts the writer thread and the
+    /// change watcher.
+    pub fn open(dir: &Path, group_commit_max: usize) -> Result<Arc<SqliteStore>> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join("ivrgate.db");
+        let conn = open(&path)?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        let changes = Arc::new(ChangeFeed::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer_changes = changes.clone();
+        let max = group_commit_max.max(1);
+        let writer_thread = std::thread::Builder::new()
+            .name("ivrgate-writer".into())
+            .spawn(move || writer_loop(conn, rx, max, writer_changes))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+        let watcher_conn = open(&path)?;
+        let watcher_changes = changes.clone();
+        let watcher_stop = stop.clone();
+        std::thread::Builder::new()
+            .name("ivrgate-watch".into())
+            .spawn(move || watch_loop(watcher_conn, watcher_changes, watcher_stop))
+            .map_err(|e| StoreError::Backend(format!("cannot start watcher thread: {e}")))?;
+        Ok(Arc::new(SqliteStore {
+            path,
+            writer: Mutex::new(Some(tx)),
+            writer_thread: Mutex::new(Some(writer_thread)),
+            readers: Mutex::new(Vec::new()),
+            changes,
+            stop,
+        }))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stops accepting writes, lets the writer finish what is queued, and waits for it.
+    pub fn close(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let handle = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
+    async fn write<T, F>(&self, outbox: bool, run: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+    {
+        let answer = self.enqueue(outbox, run)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T, F>(&self, run: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open(&self.path)?,
+        };
+        let (conn, result) = tokio::task::spawn_blocking(move || {
+            let result = run(&conn);
+            (conn, result)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?;
+        let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// Checks the store answers (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        self.read(|c| {
+            c.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn load_call(&self, key: CallKey) -> Result<Option<CallRow>> {
+        self.read(move |c| load_call(c, &key)).await
+    }
+
+    pub async fn load_call_by_id(&self, call_id: String) -> Result<Option<(CallKey, CallRow)>> {
+        self.read(move |c| {
+            let key = c
+                .query_row(
+                    "SELECT tenant, vendor, vendor_call_id FROM calls WHERE call_id = ?1",
+                    [&call_id],
+                    |r| {
+                        Ok(CallKey {
+                            tenant: r.get(0)?,
+                            vendor: r.get(1)?,
+                            vendor_call_id: r.get(2)?,
+                        })
+                    },
+                )
+                .optional()?;
+            match key {
+                Some(key) => Ok(load_call(c, &key)?.map(|row| (key, row))),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Commits one unit of work (after fsync) or says why not.
+    pub async fn commit(&self, uow: UnitOfWork) -> Result<CommitOutcome> {
+        self.commit_queued(uow).await
+    }
+
+    /// Queues a unit of work right away (before the returned future is first polled), so
+    /// that writes queued later by this process are committed after it.
+    pub fn commit_queued(
+        &self,
+        uow: UnitOfWork,
+    ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
+        let outbox = !uow.events.is_empty();
+        let queued = self.enqueue(outbox, move |c| apply_uow(c, &uow));
+        async move { queued?.await.map_err(|_| StoreError::Closed)? }
+    }
+
+    fn enqueue<T, F>(&self, outbox: bool, run: F) -> Result<oneshot::Receiver<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnMut(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(Op {
+            run,
+            value: None,
+            reply: Some(reply),
+            outbox,
+        });
+        let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let sender = guard.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(job).map_err(|_| StoreError::Closed)?;
+        Ok(answer)
+    }
+
+    /// Leases up to `limit` due deliveries to `owner`, skipping the given tenants.
+    pub async fn claim_deliveries(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        skip_tenants: Vec<String>,
+    ) -> Result<Vec<Delivery>> {
+        self.write(false, move |c| {
+            let mut sql = String::from(
+                "SELECT id, event_id, tenant, event_type, payload, attempts, created_at_ms \
+                 FROM outbox WHERE status = 0 AND next_attempt_ms <= ?1 AND lease_until_ms <= ?1",
+            );
+            for (i, _) in skip_tenants.iter().enumerate() {
+                sql.push_str(&format!(" AND tenant <> ?{}", i + 3));
+            }
+            sql.push_str(" ORDER BY next_attempt_ms, id LIMIT ?2");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now_ms, &limit];
+            for t in &skip_tenants {
+                values.push(t);
+            }
+            let rows = stmt
+                .query_map(values.as_slice(), |r| {
+                    Ok(Delivery {
+                        id: r.get(0)?,
+                        event_id: r.get(1)?,
+                        tenant: r.get(2)?,
+                        event_type: r.get(3)?,
+                        payload: r.get(4)?,
+                        attempts: r.get(5)?,
+                        created_at_ms: r.get(6)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut lease = c.prepare_cached(
+                "UPDATE outbox SET lease_owner = ?1, lease_until_ms = ?2 WHERE id = ?3",
+            )?;
+            for row in &rows {
+                lease.execute(params![owner, now_ms + lease_ms, row.id])?;
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Records what happened to claimed deliveries (only rows still leased to `owner`).
+    pub async fn finish_deliveries(
+        &self,
+        owner: String,
+        updates: Vec<DeliveryUpdate>,
+    ) -> Result<()> {
+        self.write(true, move |c| {
+            for update in &updates {
+                match update {
+                    DeliveryUpdate::Delivered { id, at_ms } => {
+                        let tenant = settle(c, *id, &owner, DELIVERED, None, Some(*at_ms))?;
+                        if let Some(tenant) = tenant {
+                            bump_pending(c, &tenant, -1)?;
+                        }
+                    }
+                    DeliveryUpdate::Dead { id, error } => {
+                        let tenant = settle(c, *id, &owner, DEAD, Some(error), None)?;
+                        if let Some(tenant) = tenant {
+                            bump_pending(c, &tenant, -1)?;
+                        }
+                    }
+                    DeliveryUpdate::Retry { id, next_ms, error } => {
+                        c.prepare_cached(
+                            "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?1, \
+                             last_error = ?2, lease_owner = NULL, lease_until_ms = 0 \
+                             WHERE id = ?3 AND lease_owner = ?4 AND status = 0",
+                        )?
+                        .execute(params![next_ms, error, id, owner])?;
+                    }
+                    DeliveryUpdate::Release { id, next_ms } => {
+                        c.prepare_cached(
+                            "UPDATE outbox SET next_attempt_ms = ?1, lease_owner = NULL, \
+                             lease_until_ms = 0 WHERE id = ?2 AND lease_owner = ?3 AND status = 0",
+                        )?
+                        .execute(params![next_ms, id, owner])?;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Leases up to `limit` due timers to `owner`.
+    pub async fn claim_timers(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TimerRow>> {
+        self.write(false, move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT key, kind, tenant, due_ms, payload FROM timers \
+                     WHERE due_ms <= ?1 AND lease_until_ms <= ?1 ORDER BY due_ms LIMIT ?2",
+                )?
+                .query_map(params![now_ms, limit], |r| {
+                    let payload: String = r.get(4)?;
+                    Ok(TimerRow {
+                        key: r.get(0)?,
+                        kind: r.get(1)?,
+                        tenant: r.get(2)?,
+                        due_ms: r.get(3)?,
+                        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut lease = c.prepare_cached(
+                "UPDATE timers SET lease_owner = ?1, lease_until_ms = ?2 WHERE key = ?3",
+            )?;
+            for row in &rows {
+                lease.execute(params![owner, now_ms + lease_ms, row.key])?;
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Gives a leased timer back without running it (it was rescheduled meanwhile).
+    pub async fn release_timer(&self, key: String, owner: String) -> Result<()> {
+        self.write(false, move |c| {
+            c.execute(
+                "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 \
+                 WHERE key = ?1 AND lease_owner = ?2",
+                params![key, owner],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT tenant, SUM(status = 0), SUM(status = 2) FROM outbox \
+                 WHERE status IN (0, 2) GROUP BY tenant ORDER BY tenant",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(OutboxDepth {
+                        tenant: r.get(0)?,
+                        pending: r.get::<_, i64>(1)? as u64,
+                        dead: r.get::<_, i64>(2)? as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub async fn dead_letters(
+        &self,
+        tenant: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT event_id, tenant, event_type, attempts, last_error, created_at_ms \
+                 FROM outbox WHERE status = 2 AND (?1 IS NULL OR tenant = ?1) ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![tenant, limit], |r| {
+                    Ok(DeadLetter {
+                        event_id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        event_type: r.get(2)?,
+                        attempts: r.get(3)?,
+                        last_error: r.get(4)?,
+                        created_at_ms: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Puts matching events back in the delivery queue (same `webhook-id`); returns how many.
+    pub async fn replay(&self, filter: ReplayFilter, now_ms: i64) -> Result<u64> {
+        self.write(true, move |c| {
+            let statuses = if filter.include_delivered {
+                "(1, 2)"
+            } else {
+                "(2)"
+            };
+            let tenants: Vec<String> = c
+                .prepare(&format!(
+                    "SELECT tenant FROM outbox WHERE status IN {statuses} \
+                     AND (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR event_id = ?2)"
+                ))?
+                .query_map(params![filter.tenant, filter.event_id], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            c.execute(
+                &format!(
+                    "UPDATE outbox SET status = 0, attempts = 0, next_attempt_ms = ?3, \
+                     lease_owner = NULL, lease_until_ms = 0, done_at_ms = NULL \
+                     WHERE status IN {statuses} AND (?1 IS NULL OR tenant = ?1) \
+                     AND (?2 IS NULL OR event_id = ?2)"
+                ),
+                params![filter.tenant, filter.event_id, now_ms],
+            )?;
+            for tenant in &tenants {
+                bump_pending(c, tenant, 1)?;
+            }
+            Ok(tenants.len() as u64)
+        })
+        .await
+    }
+
+    /// Marks a tenant's endpoint disabled (it answered 410) or enabled again.
+    pub async fn set_endpoint_disabled(
+        &self,
+        tenant: String,
+        disabled: Option<(i64, String)>,
+    ) -> Result<()> {
+        self.write(true, move |c| {
+            match &disabled {
+                Some((at, reason)) => c.execute(
+                    "INSERT INTO endpoints (tenant, disabled_at_ms, reason) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (tenant) DO UPDATE SET disabled_at_ms = ?2, reason = ?3",
+                    params![tenant, at, reason],
+                )?,
+                None => c.execute("DELETE FROM endpoints WHERE tenant = ?1", [&tenant])?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn disabled_endpoints(&self) -> Result<Vec<(String, String)>> {
+        self.read(|c| {
+            let rows = c
+                .prepare_cached("SELECT tenant, reason FROM endpoints ORDER BY tenant")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Drops expired resend answers, long-ended calls and old delivered events.
+    pub async fn purge(
+        &self,
+        now_ms: i64,
+        call_retention_ms: i64,
+        delivered_retention_ms: i64,
+    ) -> Result<u64> {
+        self.write(false, move |c| {
+            let mut n = c.execute("DELETE FROM dedup WHERE expires_at_ms <= ?1", [now_ms])?;
+            n += c.execute(
+                "DELETE FROM calls WHERE state IS NULL AND updated_at_ms <= ?1",
+                [now_ms - call_retention_ms],
+            )?;
+            n += c.execute(
+                "DELETE FROM outbox WHERE status = 1 AND done_at_ms <= ?1",
+                [now_ms - delivered_retention_ms],
+            )?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// Events of one call in sequence order (for the admin API and tests).
+    pub async fn call_events(&self, call_id: String) -> Result<Vec<(i64, String, i64)>> {
+        self.read(move |c| {
+            let rows = c
+                .prepare(
+                    "SELECT seq, event_type, status FROM outbox WHERE call_id = ?1 ORDER BY seq",
+                )?
+                .query_map([call_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn load_call(c: &Connection, key: &CallKey) -> Result<Option<CallRow>> {
+    let row = c
+        .prepare_cached(
+            "SELECT call_id, version, next_seq, status, attached, state, expires_at_ms FROM calls \
+             WHERE tenant = ?1 AND vendor = ?2 AND vendor_call_id = ?3",
+        )?
+        .query_row(params![key.tenant, key.vendor, key.vendor_call_id], |r| {
+            let attached: String = r.get(4)?;
+            let state: Option<String> = r.get(5)?;
+            Ok(CallRow {
+                call_id: r.get(0)?,
+                version: r.get(1)?,
+                next_seq: r.get(2)?,
+                status: r.get(3)?,
+                attached: serde_json::from_str(&attached).unwrap_or_default(),
+                state: state.and_then(|s| serde_json::from_str(&s).ok()),
+                expires_at_ms: r.get(6)?,
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
+fn settle(
+    c: &Connection,
+    id: i64,
+    owner: &str,
+    status: i64,
+    error: Option<&String>,
+    at_ms: Option<i64>,
+) -> Result<Option<String>> {
+    let tenant = c
+        .prepare_cached(
+            "UPDATE outbox SET status = ?1, attempts = attempts + 1, last_error = COALESCE(?2, last_error), \
+             done_at_ms = ?3, lease_owner = NULL, lease_until_ms = 0 \
+             WHERE id = ?4 AND lease_owner = ?5 AND status = 0 RETURNING tenant",
+        )?
+        .query_row(params![status, error, at_ms, id, owner], |r| r.get(0))
+        .optional()?;
+    Ok(tenant)
+}
+
+fn bump_pending(c: &Connection, tenant: &str, by: i64) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO tenant_counters (tenant, pending) VALUES (?1, MAX(?2, 0)) \
+         ON CONFLICT (tenant) DO UPDATE SET pending = MAX(pending + ?2, 0)",
+    )?
+    .execute(params![tenant, by])?;
+    Ok(())
+}
+
+/// Applies a unit of work. Every refusal is decided before the first write, so a refusal
+/// leaves nothing behind; a backend error rolls the savepoint back.
+fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
+    if let Some(dedup) = &uow.dedup {
+        let found = c
+            .prepare_cached(
+                "SELECT status, content_type, body FROM dedup \
+                 WHERE tenant = ?1 AND key_hash = ?2 AND expires_at_ms > ?3",
+            )?
+            .query_row(params![uow.tenant, &dedup.key_hash[..], uow.now_ms], |r| {
+                Ok(StoredResponse {
+                    status: r.get::<_, i64>(0)? as u16,
+                    content_type: r.get(1)?,
+                    body: r.get(2)?,
+                })
+            })
+            .optional()?;
+        if let Some(found) = found {
+            return Ok(CommitOutcome::Duplicate(found));
+        }
+    }
+    if let (Some(quota), false) = (uow.outbox_quota, uow.events.is_empty()) {
+        let pending: i64 = c
+            .prepare_cached("SELECT pending FROM tenant_counters WHERE tenant = ?1")?
+            .query_row([&uow.tenant], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0);
+        if pending as u64 + uow.events.len() as u64 > quota {
+            return Ok(CommitOutcome::QuotaExceeded);
+        }
+    }
+    let mut next_seq = None;
+    if let Some(call) = &uow.call {
+        let current = load_call(c, &call.key)?;
+        match (&current, call.expected_version) {
+            (None, None) => {}
+            (Some(row), Some(v)) if row.version == v && row.call_id == call.call_id => {
+                next_seq = Some(row.next_seq);
+            }
+            _ => return Ok(CommitOutcome::Conflict),
+        }
+    }
+    let mut seqs = Vec::with_capacity(uow.events.len());
+    let mut seq_cursor = next_seq.unwrap_or(1);
+    let call_id = uow.call.as_ref().map(|c| c.call_id.clone());
+    for event in &uow.events {
+        let seq = call_id.as_ref().map(|_| {
+            let s = seq_cursor;
+            seq_cursor += 1;
+            s
+        });
+        let mut payload = event.payload.clone();
+        if let (Some(seq), Some(data)) =
+            (seq, payload.get_mut("data").and_then(Value::as_object_mut))
+        {
+            data.insert("seq".into(), Value::from(seq));
+        }
+        let body = serde_json::to_vec(&payload)
+            .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
+        c.prepare_cached(
+            "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
+             next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        )?
+        .execute(params![
+            event.event_id,
+            uow.tenant,
+            call_id,
+            seq,
+            event.event_type,
+            body,
+            uow.now_ms
+        ])?;
+        seqs.push(seq);
+    }
+    if !uow.events.is_empty() {
+        bump_pending(c, &uow.tenant, uow.events.len() as i64)?;
+    }
+    if let Some(call) = &uow.call {
+        let attached = serde_json::to_string(&call.attached).unwrap_or_else(|_| "{}".into());
+        let state = call.state.as_ref().map(|s| s.to_string());
+        match call.expected_version {
+            None => {
+                c.prepare_cached(
+                    "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
+                     status, attached, state, expires_at_ms, updated_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    call.key.tenant,
+                    call.key.vendor,
+                    call.key.vendor_call_id,
+                    call.call_id,
+                    seq_cursor,
+                    call.status,
+                    attached,
+                    state,
+                    call.expires_at_ms,
+                    uow.now_ms
+                ])?;
+            }
+            Some(version) => {
+                c.prepare_cached(
+                    "UPDATE calls SET version = version + 1, next_seq = ?1, status = ?2, attached = ?3, \
+                     state = ?4, expires_at_ms = ?5, updated_at_ms = ?6 \
+                     WHERE tenant = ?7 AND vendor = ?8 AND vendor_call_id = ?9 AND version = ?10",
+                )?
+                .execute(params![
+                    seq_cursor,
+                    call.status,
+                    attached,
+                    state,
+                    call.expires_at_ms,
+                    uow.now_ms,
+                    call.key.tenant,
+                    call.key.vendor,
+                    call.key.vendor_call_id,
+                    version
+                ])?;
+            }
+        }
+        let timer_key = format!("call_expiry:{}", call.call_id);
+        match call.expires_at_ms {
+            Some(due) => set_timer(
+                c,
+                &timer_key,
+                "call_expiry",
+                &call.key.tenant,
+                due,
+                &serde_json::json!({"call_id": call.call_id}),
+            )?,
+            None => {
+                c.prepare_cached("DELETE FROM timers WHERE key = ?1")?
+                    .execute([&timer_key])?;
+            }
+        }
+    }
+    for timer in &uow.timers {
+        match timer {
+            TimerOp::Set {
+                key,
+                kind,
+                tenant,
+                due_ms,
+                payload,
+            } => set_timer(c, key, kind, tenant, *due_ms, payload)?,
+            TimerOp::Delete { key } => {
+                c.prepare_cached("DELETE FROM timers WHERE key = ?1")?
+                    .execute([key])?;
+            }
+        }
+    }
+    if let Some(dedup) = &uow.dedup {
+        c.prepare_cached(
+            "INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant, key_hash) DO UPDATE SET \
+             expires_at_ms = ?3, status = ?4, content_type = ?5, body = ?6",
+        )?
+        .execute(params![
+            uow.tenant,
+            &dedup.key_hash[..],
+            dedup.expires_at_ms,
+            dedup.response.status,
+            dedup.response.content_type,
+            dedup.response.body
+        ])?;
+    }
+    Ok(CommitOutcome::Committed { seqs })
+}
+
+fn set_timer(
+    c: &Connection,
+    key: &str,
+    kind: &str,
+    tenant: &str,
+    due: i64,
+    payload: &Value,
+) -> Result<()> {
+    c.prepare_cached(
+        "INSERT INTO timers (key, kind, tenant, due_ms, payload) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT (key) DO UPDATE SET due_ms = ?4, payload = ?5, lease_owner = NULL, lease_until_ms = 0",
+    )?
+    .execute(params![key, kind, tenant, due, payload.to_string()])?;
+    Ok(())
+}
+
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    max: usize,
+    changes: Arc<ChangeFeed>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, &mut batch);
+        let outbox = batch.iter().any(|j| j.touches_outbox());
+        for job in batch.drain(..) {
+            job.complete(outcome.clone());
+        }
+        if outcome.is_ok() {
+            changes.calls.notify_waiters();
+            changes.timers.notify_one();
+            if outbox {
+                changes.outbox.notify_one();
+            }
+        } else if let Err(e) = &outcome {
+            tracing::error!(error = %e, "store commit failed");
+        }
+    }
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    for job in batch.iter_mut() {
+        conn.execute_batch("SAVEPOINT job")?;
+        match job.apply(conn) {
+            Ok(()) => conn.execute_batch("RELEASE job")?,
+            Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
+        }
+    }
+    if let Err(e) = conn.execute_batch("COMMIT") {
+        let _ = conn.execute_batch("ROLLBACK");
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+fn watch_loop(conn: Connection, changes: Arc<ChangeFeed>, stop: Arc<AtomicBool>) {
+    let read = |c: &Connection| {
+        c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+            .ok()
+    };
+    let mut last = read(&conn);
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = read(&conn);
+        if now != last {
+            last = now;
+            changes.all();
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Stored timers: claimed with a lease and run by whichever instance gets them first, so a
+//! restart or a second instance never forgets what is due. Today: call expiry (`call.expired`);
+//! the same table carries the adapters' later timers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ivrgate_adapter::epoch::rfc3339;
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::core::Core;
+use crate::ids;
+use crate::store::{CallWrite, CommitOutcome, NewEvent, TimerRow, UnitOfWork};
+
+const LEASE_MS: i64 = 30_000;
+
+pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let now = core.clock.now_ms();
+        let due = match core
+            .store
+            .claim_timers(core.instance.clone(), now, LEASE_MS, 64)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim timers");
+                Vec::new()
+            }
+        };
+        let idle = due.is_empty();
+        for timer in due {
+            match timer.kind.as_str() {
+                "call_expiry" => expire_call(&core, timer).await,
+                other => {
+                    tracing::warn!(kind = other, key = %timer.key, "unknown timer kind left alone");
+                }
+            }
+        }
+        if idle {
+            tokio::select! {
+                _ = core.store.changes.timers.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+}
+
+async fn expire_call(core: &Core, timer: TimerRow) {
+    let Some(call_id) = timer.payload.get("call_id").and_then(Value::as_str) else {
+        return;
+    };
+    for _ in 0..5 {
+        let loaded = match core.store.load_call_by_id(call_id.to_owned()).await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::error!(error = %e, call_id, "cannot read call for expiry");
+                return;
+            }
+        };
+        let now = core.clock.now();
+        let now_ms = crate::clock::to_ms(now);
+        let Some((key, row)) = loaded else { return };
+        let live = row.state.is_some();
+        if live && row.expires_at_ms.is_some_and(|at| at > now_ms) {
+            // News arrived since the timer was set; the commit moved it already.
+            let _ = core
+                .store
+                .release_timer(timer.key.clone(), core.instance.clone())
+                .await;
+            return;
+        }
+        let mut events = Vec::new();
+        if live {
+            let event_id = ids::event_id();
+            events.push(NewEvent {
+                event_id: event_id.clone(),
+                event_type: "call.expired".into(),
+                payload: json!({
+                    "type": "call.expired",
+                    "timestamp": rfc3339(now),
+                    "data": {
+                        "event_id": event_id,
+                        "tenant": key.tenant,
+                        "vendor": key.vendor,
+                        "call_id": row.call_id,
+                        "correlation": {"vendor_call_id": key.vendor_call_id},
+                        "attached": row.attached,
+                        "last_state": row.state,
+                        "expired_at": rfc3339(now),
+                    },
+                }),
+            });
+        }
+        let uow = UnitOfWork {
+            tenant: key.tenant.clone(),
+            now_ms,
+            call: Some(CallWrite {
+                key: key.clone(),
+                call_id: row.call_id.clone(),
+                expected_version: Some(row.version),
+                status: if live {
+                    "expired"
+                } else {
+                    leak_status(&row.status)
+                },
+                attached: row.attached.clone(),
+                state: None,
+                expires_at_ms: None,
+            }),
+            events,
+            ..UnitOfWork::default()
+        };
+        match core.store.commit(uow).await {
+            Ok(CommitOutcome::Committed { .. }) => {
+                if live {
+                    core.metrics.calls_expired.inc();
+                    tracing::info!(tenant = %key.tenant, call_id = %row.call_id, "call expired without news");
+                }
+                return;
+            }
+            Ok(CommitOutcome::Conflict) => continue,
+            Ok(other) => {
+                tracing::warn!(?other, call_id, "call expiry not committed");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, call_id, "call expiry failed");
+                return;
+            }
+        }
+    }
+}
+
+fn leak_status(status: &str) -> &'static str {
+    match status {
+        "expired" => "expired",
+        _ => "ended",
+    }
+}
+
+/// Housekeeping every few seconds: gauges, free space, purging old rows.
+pub async fn maintenance(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    let mut ticks: u64 = 0;
+    loop {
+        let runtime = core.runtime.load_full();
+        let cfg = &runtime.config.raw;
+        match fs4::available_space(&cfg.state_dir) {
+            Ok(free) => {
+                let full = free < cfg.storage.min_free_bytes;
+                let was = core.storage_full.swap(full, Ordering::Relaxed);
+                if full && !was {
+                    tracing::error!(
+                        free_bytes = free,
+                        reserve = cfg.storage.min_free_bytes,
+                        "storage nearly full: new events are refused until space is freed"
+                    );
+                } else if was && !full {
+                    tracing::info!(free_bytes = free, "storage has room again");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read free space"),
+        }
+        if let Ok(depths) = core.store.outbox_depth().await {
+            for tenant in &runtime.config.tenants {
+                let d = depths.iter().find(|d| d.tenant == tenant.id);
+                let label = crate::metrics::TenantLabels {
+                    tenant: tenant.id.clone(),
+                };
+                core.metrics
+                    .outbox_pending
+                    .get_or_create(&label)
+                    .set(d.map_or(0, |d| d.pending as i64));
+                core.metrics
+                    .outbox_dead
+                    .get_or_create(&label)
+                    .set(d.map_or(0, |d| d.dead as i64));
+                let open =
+                    core.breakers.state(&tenant.webhook_url) != crate::breaker::State::Closed;
+                core.metrics
+                    .breaker_open
+                    .get_or_create(&label)
+                    .set(i64::from(open));
+            }
+        }
+        if ticks % 120 == 0 {
+            let now = core.clock.now_ms();
+            match core
+                .store
+                .purge(
+                    now,
+                    cfg.storage.call_retention_s as i64 * 1000,
+                    cfg.storage.delivered_retention_s as i64 * 1000,
+                )
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "purged expired rows"),
+                Err(e) => tracing::warn!(error = %e, "purge failed"),
+            }
+        }
+        ticks += 1;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
