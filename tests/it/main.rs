@@ -1,0 +1,8 @@
+//! The integration tests: one binary, one module per concern, shared helpers in `support`.
+
+mod support;
+
+mod core;
+mod hardening;
+mod process;
+mod voicenter;

@@ -1,0 +1,397 @@
+//! Shared test helpers: a gateway on 127.0.0.1:0 with its own state directory, a webhook
+//! receiver that records what it gets and answers as scripted, and every wait bounded.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use ivrgate::clock::{ManualClock, SharedClock};
+use ivrgate::config::Config;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+pub const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub json: Value,
+}
+
+impl Hook {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Verifies the Standard Webhooks signature against the test secret.
+    pub fn verifies(&self) -> bool {
+        let key = ivrgate::signing::SigningKey::from_whsec(SECRET).expect("test secret");
+        let ts: i64 = self.header("webhook-timestamp").parse().unwrap_or(0);
+        ivrgate::signing::verify(
+            &key,
+            self.header("webhook-signature"),
+            self.header("webhook-id"),
+            ts,
+            &self.body,
+        )
+    }
+}
+
+/// What the receiver answers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    pub delay: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Reply {
+    pub fn ok(body: impl Into<String>) -> Reply {
+        Reply {
+            status: 200,
+            body: body.into(),
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            body: String::new(),
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn after(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+type Behaviour = Arc<dyn Fn(&Hook) -> Reply + Send + Sync>;
+
+/// A webhook receiver on 127.0.0.1:0.
+pub struct Receiver {
+    pub addr: SocketAddr,
+    rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Hook>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Receiver {
+    /// Starts a receiver that answers decisions with `{"action":"default"}` and events with 200.
+    pub async fn start() -> Receiver {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = mpsc::unbounded_channel();
+        let behaviour: Arc<Mutex<Behaviour>> =
+            Arc::new(Mutex::new(Arc::new(|_: &Hook| Reply::ok(r#"{"action":"default"}"#))));
+        let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
+        let b = behaviour.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => continue },
+                    _ = &mut stop_rx => return,
+                };
+                let tx = tx.clone();
+                let b = b.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let tx = tx.clone();
+                        let b = b.clone();
+                        async move {
+                            let path = req.uri().path().to_owned();
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let hook = Hook {
+                                path,
+                                headers: parts.headers,
+                                json: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                                body,
+                            };
+                            let behaviour = b.lock().expect("behaviour").clone();
+                            let reply = behaviour(&hook);
+                            let _ = tx.send(hook);
+                            if !reply.delay.is_zero() {
+                                tokio::time::sleep(reply.delay).await;
+                            }
+                            let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
+                            *response.status_mut() =
+                                http::StatusCode::from_u16(reply.status).expect("status");
+                            response.headers_mut().insert(
+                                "content-type",
+                                http::HeaderValue::from_static("application/json"),
+                            );
+                            for (k, v) in reply.headers {
+                                response.headers_mut().insert(
+                                    http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                                    http::HeaderValue::from_str(&v).expect("value"),
+                                );
+                            }
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Receiver {
+            addr,
+            rx: tokio::sync::Mutex::new(rx),
+            behaviour,
+            _stop: stop_tx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sets how the receiver answers from now on.
+    pub fn answer(&self, f: impl Fn(&Hook) -> Reply + Send + Sync + 'static) {
+        *self.behaviour.lock().expect("behaviour") = Arc::new(f);
+    }
+
+    /// The next request, or a panic after `WAIT`.
+    pub async fn next(&self) -> Hook {
+        self.next_within(WAIT)
+            .await
+            .expect("the receiver got nothing in time")
+    }
+
+    pub async fn next_within(&self, wait: Duration) -> Option<Hook> {
+        let mut rx = self.rx.lock().await;
+        tokio::time::timeout(wait, rx.recv()).await.ok().flatten()
+    }
+
+    /// The next request whose payload `type` starts with `prefix`.
+    pub async fn next_of(&self, prefix: &str) -> Hook {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let hook = self
+                .next_within(left)
+                .await
+                .unwrap_or_else(|| panic!("no {prefix} webhook in time"));
+            if hook.json["type"].as_str().unwrap_or("").starts_with(prefix) {
+                return hook;
+            }
+        }
+    }
+
+    /// Everything that arrives within `quiet` of the previous request.
+    pub async fn drain(&self, quiet: Duration) -> Vec<Hook> {
+        let mut out = Vec::new();
+        while let Some(h) = self.next_within(quiet).await {
+            out.push(h);
+        }
+        out
+    }
+}
+
+/// The TOML for one tenant `acme` sending everything to `webhook_url`, plus `extra` lines
+/// appended at the end of the tenant table (or top-level tables after it).
+pub fn config_toml(state_dir: &Path, webhook_url: &str, extra: &str) -> String {
+    format!(
+        r#"listen = "127.0.0.1:0"
+state_dir = "{dir}"
+
+[storage]
+min_free_bytes = 0
+
+[delivery]
+retry_schedule_s = [1, 2, 4]
+jitter_percent = 0
+
+[[tenants]]
+id = "acme"
+webhook_url = "{webhook_url}"
+webhook_secret = "{SECRET}"
+{extra}
+"#,
+        dir = state_dir.display()
+    )
+}
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub clock: Arc<ManualClock>,
+    pub handle: ivrgate::Handle,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Gateway {
+    /// Starts a gateway with a fresh state directory.
+    pub async fn start(webhook_url: &str, extra: &str) -> Gateway {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let mut gw = Gateway::start_in(&dir, &config_toml(&dir, webhook_url, extra), Arc::new(ManualClock::default())).await;
+        gw._tmp = Some(tmp);
+        gw
+    }
+
+    /// Starts a gateway on an existing directory with the given configuration text.
+    pub async fn start_in(dir: &Path, toml: &str, clock: Arc<ManualClock>) -> Gateway {
+        let config = Config::parse(toml, Path::new("test.toml"))
+            .expect("parse")
+            .validate(&ivrgate::decision_points())
+            .expect("valid config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let (handle_tx, handle_rx) = oneshot::channel();
+        let shared: SharedClock = clock.clone();
+        let join = tokio::spawn(ivrgate::run(
+            config,
+            listener,
+            async move {
+                let _ = stop_rx.await;
+            },
+            ivrgate::Options { clock: shared },
+            move |h| {
+                let _ = handle_tx.send(h);
+            },
+        ));
+        let handle = tokio::time::timeout(WAIT, handle_rx)
+            .await
+            .expect("gateway started in time")
+            .expect("gateway handle");
+        Gateway {
+            addr,
+            dir: dir.to_owned(),
+            clock,
+            handle,
+            stop: Some(stop_tx),
+            join: Some(join),
+            _tmp: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Graceful stop; returns the state directory guard so a restart can reuse it.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(join) = self.join.take() {
+            tokio::time::timeout(Duration::from_secs(30), join)
+                .await
+                .expect("gateway stopped in time")
+                .expect("gateway task")
+                .expect("gateway result");
+        }
+        self._tmp.take()
+    }
+
+    /// POSTs a body; returns status, content type and body text.
+    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, String, String) {
+        let response = client()
+            .post(self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status().as_u16();
+        let ct = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        (status, ct, response.text().await.expect("body"))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = client().get(self.url(path)).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+}
+
+/// A seed fixture from tests/fixtures.
+pub fn fixture(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// Replaces values that change on every run (ids, times) with placeholders, for golden files.
+pub fn normalize(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let v = match (k.as_str(), v) {
+                        ("event_id" | "call_id" | "decision_id" | "received_at", Value::String(_)) => {
+                            Value::String(format!("<{k}>"))
+                        }
+                        ("timestamp" | "started_at" | "at", Value::String(s)) if s.starts_with("20") && !s.starts_with("2012") && !s.starts_with("2014") => {
+                            Value::String(format!("<{k}>"))
+                        }
+                        _ => normalize(v),
+                    };
+                    (k.clone(), v)
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(normalize).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Compares `actual` with the golden file `tests/fixtures/{path}`; with `UPDATE_GOLDEN=1` in
+/// the environment, writes it instead.
+pub fn check_golden(path: &str, actual: &Value) {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    let pretty = serde_json::to_string_pretty(&normalize(actual)).expect("json") + "\n";
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&full, &pretty).expect("write golden");
+        return;
+    }
+    let expected = std::fs::read_to_string(&full)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", full.display()));
+    assert_eq!(pretty, expected, "golden file {path} differs");
+}
