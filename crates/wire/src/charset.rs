@@ -1,0 +1,251 @@
+//! Body charset detection and decoding to UTF-8.
+//!
+//! Legacy platforms in Israel still send `windows-1255` and `iso-8859-8` bodies, sometimes
+//! declared only in the XML declaration. The order of precedence is: the `charset` parameter
+//! of the `Content-Type` header, then a byte order mark, then the XML declaration's
+//! `encoding="..."` (looked for only when the body starts with `<?xml`), then UTF-8. Charset
+//! names are resolved with the WHATWG labels of `encoding_rs`. Bytes that are invalid for the
+//! chosen charset are an error, never silently replaced.
+
+use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
+
+use crate::WireError;
+
+/// How far into the body the XML declaration is looked for.
+const DECL_WINDOW: usize = 256;
+
+/// Decodes a body to UTF-8: the charset parameter of the Content-Type wins, then a BOM, then
+/// the XML declaration's encoding="..." (only when the body starts with `<?xml`), then UTF-8.
+/// Uses encoding_rs labels (windows-1255, iso-8859-8, utf-16...). Invalid bytes for the
+/// declared charset => WireError (no silent replacement).
+///
+/// A BOM matching the chosen charset is removed. When the header says UTF-16 and a UTF-16 BOM
+/// is present, the BOM decides the byte order. An XML declaration naming UTF-16 in a body
+/// that starts with ASCII `<?xml` is self-contradictory and is ignored (UTF-8 is used).
+pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<String, WireError> {
+    let bom = Encoding::for_bom(body);
+    let encoding = match content_type.and_then(charset_param) {
+        Some(label) => {
+            let declared = Encoding::for_label(label.as_bytes())
+                .ok_or_else(|| WireError::UnknownCharset(label.to_string()))?;
+            match bom {
+                Some((from_bom, _)) if is_utf16(declared) && is_utf16(from_bom) => from_bom,
+                _ => declared,
+            }
+        }
+        None => match bom {
+            Some((from_bom, _)) => from_bom,
+            None => match xml_declared_encoding(body) {
+                Some(label) => {
+                    let declared = Encoding::for_label(label.as_bytes())
+                        .ok_or_else(|| WireError::UnknownCharset(label.to_string()))?;
+                    if is_utf16(declared) {
+                        UTF_8
+                    } else {
+                        declared
+                    }
+                }
+                None => UTF_8,
+            },
+        },
+    };
+    let content = match bom {
+        Some((from_bom, len)) if from_bom == encoding => body.get(len..).unwrap_or_default(),
+        _ => body,
+    };
+    encoding
+        .decode_without_bom_handling_and_without_replacement(content)
+        .map(|text| text.into_owned())
+        .ok_or_else(|| WireError::Undecodable(encoding.name().to_string()))
+}
+
+fn is_utf16(encoding: &'static Encoding) -> bool {
+    encoding == UTF_16LE || encoding == UTF_16BE
+}
+
+/// The value of the `charset` parameter of a Content-Type header, unquoted and trimmed.
+fn charset_param(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (key, value) = param.split_once('=')?;
+        if !key.trim().eq_ignore_ascii_case("charset") {
+            return None;
+        }
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value)
+            .trim();
+        (!value.is_empty()).then_some(value)
+    })
+}
+
+/// The `encoding` pseudo-attribute of an XML declaration at the very start of the body.
+fn xml_declared_encoding(body: &[u8]) -> Option<String> {
+    if !body.starts_with(b"<?xml") {
+        return None;
+    }
+    let window = &body[..body.len().min(DECL_WINDOW)];
+    let end = window.windows(2).position(|w| w == b"?>")?;
+    // The declaration itself is ASCII; anything else means there is no usable declaration.
+    let decl = std::str::from_utf8(&window[..end]).ok()?;
+    let mut rest = decl;
+    while let Some(pos) = rest.find("encoding") {
+        let after = &rest[pos + "encoding".len()..];
+        let preceded_by_space = rest[..pos]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_whitespace());
+        let after_eq = after.trim_start().strip_prefix('=').map(str::trim_start);
+        if let (true, Some(value)) = (preceded_by_space, after_eq) {
+            let quote = value.chars().next()?;
+            if quote == '"' || quote == '\'' {
+                let inner = &value[1..];
+                let close = inner.find(quote)?;
+                return Some(inner[..close].trim().to_string());
+            }
+            return None;
+        }
+        rest = after;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// "שלום" in windows-1255.
+    const SHALOM_1255: &[u8] = &[0xF9, 0xEC, 0xE5, 0xED];
+
+    #[test]
+    fn plain_utf8_by_default() {
+        assert_eq!(decode("שלום".as_bytes(), None), Ok("שלום".to_string()));
+        assert_eq!(decode(b"", None), Ok(String::new()));
+    }
+
+    #[test]
+    fn windows_1255_from_xml_declaration() {
+        let mut body = b"<?xml version=\"1.0\" encoding=\"windows-1255\"?><s>".to_vec();
+        body.extend_from_slice(SHALOM_1255);
+        body.extend_from_slice(b"</s>");
+        let text = decode(&body, Some("text/xml")).expect("decodes");
+        assert_eq!(
+            text,
+            "<?xml version=\"1.0\" encoding=\"windows-1255\"?><s>שלום</s>"
+        );
+        // single quotes and spaces around '=' are allowed in the declaration
+        let mut body = b"<?xml version='1.0' encoding = 'ISO-8859-8' ?><s>".to_vec();
+        body.extend_from_slice(SHALOM_1255);
+        body.extend_from_slice(b"</s>");
+        assert!(decode(&body, None).expect("decodes").contains("שלום"));
+    }
+
+    #[test]
+    fn content_type_charset_wins_over_declaration() {
+        let mut body = b"<?xml version=\"1.0\" encoding=\"utf-8\"?><s>".to_vec();
+        body.extend_from_slice(SHALOM_1255);
+        body.extend_from_slice(b"</s>");
+        // the declaration alone says UTF-8 and the bytes are not UTF-8
+        assert_eq!(
+            decode(&body, None),
+            Err(WireError::Undecodable("UTF-8".to_string()))
+        );
+        let text = decode(&body, Some("text/xml; Charset=\"windows-1255\"")).expect("decodes");
+        assert!(text.ends_with("<s>שלום</s>"));
+    }
+
+    #[test]
+    fn bom_wins_over_declaration() {
+        let mut body = vec![0xEF, 0xBB, 0xBF];
+        body.extend_from_slice(
+            "<?xml version=\"1.0\" encoding=\"windows-1255\"?><s>ש</s>".as_bytes(),
+        );
+        let text = decode(&body, None).expect("decodes");
+        assert!(text.starts_with("<?xml"), "bom removed");
+        assert!(text.ends_with("<s>ש</s>"));
+    }
+
+    #[test]
+    fn utf16_with_bom() {
+        let mut body = vec![0xFF, 0xFE];
+        for unit in "{\"a\":\"ש\"}".encode_utf16() {
+            body.extend_from_slice(&unit.to_le_bytes());
+        }
+        assert_eq!(decode(&body, None), Ok("{\"a\":\"ש\"}".to_string()));
+        // header says utf-16, BOM says little endian: fine
+        assert_eq!(
+            decode(&body, Some("application/json; charset=utf-16")),
+            Ok("{\"a\":\"ש\"}".to_string())
+        );
+        let mut be = vec![0xFE, 0xFF];
+        for unit in "x".encode_utf16() {
+            be.extend_from_slice(&unit.to_be_bytes());
+        }
+        assert_eq!(
+            decode(&be, Some("application/json; charset=utf-16")),
+            Ok("x".to_string())
+        );
+    }
+
+    #[test]
+    fn utf16_declaration_in_ascii_body_is_ignored() {
+        let body = b"<?xml version=\"1.0\" encoding=\"UTF-16\"?><a/>";
+        assert_eq!(
+            decode(body, None),
+            Ok(String::from_utf8_lossy(body).into_owned())
+        );
+    }
+
+    #[test]
+    fn unknown_charset_is_refused() {
+        assert_eq!(
+            decode(b"x", Some("text/plain; charset=klingon")),
+            Err(WireError::UnknownCharset("klingon".to_string()))
+        );
+        assert_eq!(
+            decode(b"<?xml version=\"1.0\" encoding=\"nope\"?><a/>", None),
+            Err(WireError::UnknownCharset("nope".to_string()))
+        );
+    }
+
+    #[test]
+    fn invalid_bytes_are_refused_not_replaced() {
+        assert_eq!(
+            decode(&[b'a', 0xFF, b'b'], Some("application/json; charset=utf-8")),
+            Err(WireError::Undecodable("UTF-8".to_string()))
+        );
+        // 0xFB is unassigned in windows-1255
+        assert_eq!(
+            decode(&[0xFB], Some("text/xml; charset=windows-1255")),
+            Err(WireError::Undecodable("windows-1255".to_string()))
+        );
+    }
+
+    #[test]
+    fn declaration_only_at_start() {
+        // not at the start: the encoding attribute is not honoured, UTF-8 is used
+        let mut body = b" <?xml version=\"1.0\" encoding=\"windows-1255\"?>".to_vec();
+        body.extend_from_slice(SHALOM_1255);
+        assert!(matches!(
+            decode(&body, None),
+            Err(WireError::Undecodable(_))
+        ));
+        // an unterminated declaration is not a declaration
+        assert_eq!(
+            decode(b"<?xml encoding=\"windows-1255\"", None),
+            Ok("<?xml encoding=\"windows-1255\"".to_string())
+        );
+    }
+
+    #[test]
+    fn charset_param_parsing() {
+        assert_eq!(charset_param("text/xml;charset=UTF-8"), Some("UTF-8"));
+        assert_eq!(
+            charset_param("text/xml; boundary=x; charset = \" cp1255 \""),
+            Some("cp1255")
+        );
+        assert_eq!(charset_param("text/xml"), None);
+        assert_eq!(charset_param("text/xml; charset="), None);
+    }
+}

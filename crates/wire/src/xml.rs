@@ -1,0 +1,245 @@
+//! A small, limited XML tree built from quick-xml events, without recursion.
+//!
+//! Element names are reduced to their lowercase local name (`ex:nil` becomes `nil`,
+//! `methodResponse` becomes `methodresponse`); attributes are ignored; comments and
+//! processing instructions are skipped; text, CDATA and references are merged into one text
+//! node per run. DOCTYPE and entity declarations are refused, as are references to anything but
+//! the five predefined entities and character references.
+//!
+//! Closing tags are compared with the open element by trimmed, case-insensitive local name, so
+//! `</\nstring>` closes `<string>` (a closing tag broken after `</`, as in the seed's PDF
+//! extraction). The one other leniency: the root element of an XML-RPC document may be closed
+//! by the other XML-RPC root name (the seed closes a `<methodResponse>` with `</methodCall>`).
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+use crate::{Limits, WireError};
+
+/// A node of the tree.
+#[derive(Debug)]
+pub(crate) enum Node {
+    /// A child element.
+    Element(Element),
+    /// A run of character data (already unescaped).
+    Text(String),
+}
+
+/// An element with its lowercase local name and its children in document order.
+#[derive(Debug)]
+pub(crate) struct Element {
+    pub name: String,
+    pub children: Vec<Node>,
+}
+
+impl Element {
+    fn new(name: String) -> Self {
+        Element {
+            name,
+            children: Vec::new(),
+        }
+    }
+
+    fn push_text(&mut self, text: &str) {
+        if let Some(Node::Text(last)) = self.children.last_mut() {
+            last.push_str(text);
+        } else {
+            self.children.push(Node::Text(text.to_string()));
+        }
+    }
+
+    /// Child elements, skipping text.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// All the text directly inside this element, concatenated.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        for node in &self.children {
+            if let Node::Text(t) = node {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+
+    /// The first text run that is not only whitespace, if any.
+    pub fn stray_text(&self) -> Option<&str> {
+        self.children.iter().find_map(|n| match n {
+            Node::Text(t) if !t.trim().is_empty() => Some(t.as_str()),
+            _ => None,
+        })
+    }
+}
+
+const ROOT_ALIASES: [&str; 2] = ["methodcall", "methodresponse"];
+
+/// Parses a whole document into its root element.
+pub(crate) fn parse(xml: &str, limits: &Limits) -> Result<Element, WireError> {
+    limits.check_size(xml.len())?;
+    refuse_declarations(xml)?;
+    let max_depth = limits.depth();
+    // Senders (PHP scripts, the seed's own examples) put whitespace before the declaration;
+    // a byte order mark left in the text is skipped too.
+    let start = xml.len()
+        - xml
+            .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
+            .len();
+    let mut reader = Reader::from_str(&xml[start..]);
+    {
+        let config = reader.config_mut();
+        config.check_end_names = false;
+        config.trim_markup_names_in_closing_tags = true;
+        config.expand_empty_elements = false;
+        config.check_comments = true;
+    }
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    loop {
+        let position = reader.buffer_position() as usize + start;
+        let event = reader.read_event().map_err(|e| {
+            WireError::MalformedXml(format!(
+                "{e} at byte {}",
+                reader.error_position() as usize + start
+            ))
+        })?;
+        match event {
+            Event::DocType(_) => return Err(WireError::DoctypeRefused),
+            Event::Start(tag) | Event::Empty(tag) if root.is_some() => {
+                let name = local_name(tag.local_name().as_ref());
+                return Err(WireError::MalformedXml(format!(
+                    "second root element <{name}> at byte {position}"
+                )));
+            }
+            Event::Start(tag) => {
+                if stack.len() >= max_depth {
+                    return Err(WireError::TooDeep { limit: max_depth });
+                }
+                stack.push(Element::new(local_name(tag.local_name().as_ref())));
+            }
+            Event::Empty(tag) => {
+                if stack.len() >= max_depth {
+                    return Err(WireError::TooDeep { limit: max_depth });
+                }
+                let element = Element::new(local_name(tag.local_name().as_ref()));
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(Node::Element(element)),
+                    None => root = Some(element),
+                }
+            }
+            Event::End(tag) => {
+                let name = local_name(tag.name().as_ref());
+                let name = name.trim();
+                let Some(open) = stack.pop() else {
+                    return Err(WireError::MalformedXml(format!(
+                        "unexpected closing tag </{name}> at byte {position}"
+                    )));
+                };
+                let root_alias = stack.is_empty()
+                    && ROOT_ALIASES.contains(&open.name.as_str())
+                    && ROOT_ALIASES.contains(&name);
+                if open.name != name && !root_alias {
+                    return Err(WireError::MalformedXml(format!(
+                        "closing tag </{name}> does not match <{}> at byte {position}",
+                        open.name
+                    )));
+                }
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(Node::Element(open)),
+                    None => root = Some(open),
+                }
+            }
+            Event::Text(text) => {
+                let text = text
+                    .xml10_content()
+                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
+                add_text(&mut stack, &text, position)?;
+            }
+            Event::CData(data) => {
+                let text = data
+                    .xml10_content()
+                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
+                add_text(&mut stack, &text, position)?;
+            }
+            Event::GeneralRef(reference) => {
+                let resolved = if reference.is_char_ref() {
+                    let c = reference
+                        .resolve_char_ref()
+                        .map_err(|e| {
+                            WireError::MalformedXml(format!(
+                                "bad character reference: {e} at byte {position}"
+                            ))
+                        })?
+                        .ok_or_else(|| {
+                            WireError::MalformedXml(format!(
+                                "bad character reference at byte {position}"
+                            ))
+                        })?;
+                    c.to_string()
+                } else {
+                    let name = reference
+                        .decode()
+                        .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
+                    quick_xml::escape::resolve_predefined_entity(&name)
+                        .ok_or_else(|| {
+                            WireError::MalformedXml(format!(
+                                "unknown entity &{name}; at byte {position}"
+                            ))
+                        })?
+                        .to_string()
+                };
+                add_text(&mut stack, &resolved, position)?;
+            }
+            Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
+            Event::Eof => break,
+        }
+    }
+    if let Some(open) = stack.last() {
+        return Err(WireError::MalformedXml(format!(
+            "unexpected end of input inside <{}>",
+            open.name
+        )));
+    }
+    root.ok_or_else(|| WireError::MalformedXml("no root element".to_string()))
+}
+
+/// Text outside the root element may only be whitespace.
+fn add_text(stack: &mut [Element], text: &str, position: usize) -> Result<(), WireError> {
+    match stack.last_mut() {
+        Some(parent) => {
+            parent.push_text(text);
+            Ok(())
+        }
+        None if text.trim().is_empty() => Ok(()),
+        None => Err(WireError::MalformedXml(format!(
+            "text outside the root element at byte {position}"
+        ))),
+    }
+}
+
+fn local_name(raw: &[u8]) -> String {
+    let name = String::from_utf8_lossy(raw);
+    let local = match name.rsplit_once(':') {
+        Some((_, local)) => local,
+        None => &name,
+    };
+    local.to_ascii_lowercase()
+}
+
+/// Refuses `<!DOCTYPE` and `<!ENTITY` anywhere, whatever their case, before parsing starts.
+fn refuse_declarations(xml: &str) -> Result<(), WireError> {
+    let bytes = xml.as_bytes();
+    for (i, _) in xml.match_indices("<!") {
+        let rest = bytes.get(i + 2..).unwrap_or_default();
+        let starts =
+            |word: &[u8]| rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word);
+        if starts(b"doctype") || starts(b"entity") {
+            return Err(WireError::DoctypeRefused);
+        }
+    }
+    Ok(())
+}

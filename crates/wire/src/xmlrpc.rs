@@ -1,0 +1,1017 @@
+//! XML-RPC: a tolerant reader for calls and responses and a strict writer.
+//!
+//! Tolerances of the reader, each seen in the Voicenter seed or in real senders:
+//! - element names are matched case-insensitively and without namespace prefix
+//!   (`<methodresponse>`, `<ex:nil/>`);
+//! - whitespace between elements is ignored, as is whitespace before the XML declaration;
+//! - `<int>`, `<i4>` and `<i8>` all read as `i64` (`<int>15616841651</int>` is kept as given);
+//!   numbers, booleans, dates and base64 are trimmed, strings never are;
+//! - an untyped `<value> SIP/...</value>` is a string, kept exactly (leading space included);
+//!   `<value/>`, `<string/>` and `<string />` are empty strings;
+//! - a closing tag broken after `</` (`</\nstring>`, from the seed's PDF extraction) is
+//!   accepted: closing tags are compared by trimmed name;
+//! - the root element may be closed by the other root name: the seed's HANGUP_CALL response
+//!   opens `<methodResponse>` and closes it with `</methodCall>`;
+//! - `<array>` without its `<data>` wrapper is accepted.
+//!
+//! The writer emits what Python's `xmlrpc.client` and every other XML-RPC library accept:
+//! an XML declaration, canonical element names, `<int>` for values that fit in 32 bits and
+//! `<i8>` beyond, `<boolean>0|1</boolean>`, escaped strings in `<string>` and `<nil/>`.
+
+use base64::Engine as _;
+
+use crate::xml::{self, Element};
+use crate::{Limits, WireError};
+
+/// One XML-RPC value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `<int>`, `<i4>` or `<i8>`.
+    Int(i64),
+    /// `<boolean>`.
+    Bool(bool),
+    /// `<string>` or an untyped `<value>`, text kept exactly.
+    Str(String),
+    /// `<double>`.
+    Double(f64),
+    /// `<dateTime.iso8601>`, kept as the (trimmed) text sent: formats vary between senders.
+    DateTime(String),
+    /// `<base64>`, decoded.
+    Base64(Vec<u8>),
+    /// `<struct>`: members in document order, duplicates kept.
+    Struct(Vec<(String, Value)>),
+    /// `<array>`.
+    Array(Vec<Value>),
+    /// `<nil/>` or `<ex:nil/>`.
+    Nil,
+}
+
+/// A decoded `<methodCall>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodCall {
+    /// The `<methodName>`, trimmed.
+    pub method: String,
+    /// The parameters in order.
+    pub params: Vec<Value>,
+}
+
+/// An XML-RPC fault.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// `faultCode`.
+    pub code: i64,
+    /// `faultString`.
+    pub message: String,
+}
+
+/// Parses a `<methodCall>`. Tolerant reader: element names case-insensitive (`methodcall`,
+/// `methodresponse`), whitespace between elements ignored, `<int>`/`<i4>`/`<i8>` as i64 (a value
+/// with surrounding whitespace is trimmed for numbers, never for strings), untyped `<value>`
+/// text is a string, `<nil/>` and `<ex:nil/>` are Nil, `<boolean>` 0/1/true/false.
+/// Refuses: any `<!DOCTYPE>` or `<!ENTITY>` ([`WireError::DoctypeRefused`]), nesting deeper than
+/// `limits.max_depth`, input longer than `limits.max_bytes`. Predefined entities and numeric character
+/// references (`&#1488;` Hebrew) are decoded.
+pub fn parse_call(xml: &str, limits: &Limits) -> Result<MethodCall, WireError> {
+    let root = xml::parse(xml, limits)?;
+    if root.name != "methodcall" {
+        return Err(not_rpc(format!(
+            "root element is <{}>, expected <methodCall>",
+            root.name
+        )));
+    }
+    no_stray_text(&root)?;
+    let mut method = None;
+    let mut params = Vec::new();
+    for child in root.elements() {
+        match child.name.as_str() {
+            "methodname" if method.is_none() => {
+                no_children(child)?;
+                method = Some(child.text().trim().to_string());
+            }
+            "params" => params = read_params(child)?,
+            other => return Err(unexpected(other, "methodCall")),
+        }
+    }
+    let method = method
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| not_rpc("missing <methodName>".to_string()))?;
+    Ok(MethodCall { method, params })
+}
+
+/// Parses a `<methodResponse>` (for tests and for clients): `Ok(Ok(params))` or
+/// `Ok(Err(fault))`. Tolerates the seed's response closed with `</methodCall>`.
+///
+/// The closing-tag tolerance lives in the tree builder: the root element may be closed by
+/// either XML-RPC root name, as in the seed's HANGUP_CALL response example.
+pub fn parse_response(xml: &str, limits: &Limits) -> Result<Result<Vec<Value>, Fault>, WireError> {
+    let root = xml::parse(xml, limits)?;
+    if root.name != "methodresponse" {
+        return Err(not_rpc(format!(
+            "root element is <{}>, expected <methodResponse>",
+            root.name
+        )));
+    }
+    no_stray_text(&root)?;
+    let mut children = root.elements();
+    let (Some(body), None) = (children.next(), children.next()) else {
+        return Err(not_rpc(
+            "<methodResponse> must hold exactly one of <params> or <fault>".to_string(),
+        ));
+    };
+    match body.name.as_str() {
+        "params" => Ok(Ok(read_params(body)?)),
+        "fault" => {
+            no_stray_text(body)?;
+            let mut values = body.elements();
+            let (Some(value), None) = (values.next(), values.next()) else {
+                return Err(not_rpc("<fault> must hold one <value>".to_string()));
+            };
+            if value.name != "value" {
+                return Err(unexpected(&value.name, "fault"));
+            }
+            let value = read_value(value)?;
+            let code = match value.member("faultCode") {
+                Some(Value::Int(code)) => *code,
+                Some(Value::Str(code)) => code
+                    .trim()
+                    .parse()
+                    .map_err(|_| not_rpc(format!("faultCode {code:?} is not an integer")))?,
+                _ => return Err(not_rpc("fault without an integer faultCode".to_string())),
+            };
+            let message = match value.member("faultString") {
+                Some(Value::Str(message)) => message.clone(),
+                Some(Value::Nil) | None => String::new(),
+                Some(_) => return Err(not_rpc("faultString is not a string".to_string())),
+            };
+            Ok(Err(Fault { code, message }))
+        }
+        other => Err(unexpected(other, "methodResponse")),
+    }
+}
+
+/// Strictly valid output: `<?xml version="1.0" encoding="UTF-8"?>` then
+/// `<methodResponse><params><param><value>..</value></param></params></methodResponse>`.
+/// Ints that fit in i32 are written as `<int>`, larger ones as `<i8>`. Strings escaped
+/// (&, <, >; keep non-ASCII as UTF-8). Struct member order preserved.
+///
+/// Characters XML 1.0 cannot carry at all (most C0 controls) are written as U+FFFD; a
+/// carriage return is written as `&#13;` so that it survives end-of-line normalisation.
+/// Non-finite doubles are written as `nan`, `inf` and `-inf`, as Python does.
+pub fn write_response(value: &Value) -> String {
+    let mut out = String::from(DECLARATION);
+    out.push_str("<methodResponse><params><param>");
+    write_value(&mut out, value);
+    out.push_str("</param></params></methodResponse>");
+    out
+}
+
+/// `<methodResponse><fault>` with `faultCode`/`faultString`.
+pub fn write_fault(fault: &Fault) -> String {
+    let mut out = String::from(DECLARATION);
+    out.push_str("<methodResponse><fault>");
+    write_value(
+        &mut out,
+        &Value::Struct(vec![
+            ("faultCode".to_string(), Value::Int(fault.code)),
+            ("faultString".to_string(), Value::Str(fault.message.clone())),
+        ]),
+    );
+    out.push_str("</fault></methodResponse>");
+    out
+}
+
+/// Writes a `<methodCall>` (used by tests and benchmarks to play the legacy side).
+pub fn write_call(call: &MethodCall) -> String {
+    let mut out = String::from(DECLARATION);
+    out.push_str("<methodCall><methodName>");
+    escape_into(&mut out, &call.method);
+    out.push_str("</methodName><params>");
+    for param in &call.params {
+        out.push_str("<param>");
+        write_value(&mut out, param);
+        out.push_str("</param>");
+    }
+    out.push_str("</params></methodCall>");
+    out
+}
+
+impl Value {
+    /// To JSON: Int/Double -> number, Str/DateTime -> string, Base64 -> base64 string,
+    /// Bool -> bool, Nil -> null, Struct -> object (duplicate names: last wins, first
+    /// position kept), Array -> array.
+    ///
+    /// Base64 uses the standard alphabet with padding. A non-finite double becomes null.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value as J;
+        match self {
+            Value::Int(i) => J::from(*i),
+            Value::Bool(b) => J::Bool(*b),
+            Value::Str(s) | Value::DateTime(s) => J::String(s.clone()),
+            Value::Double(d) => serde_json::Number::from_f64(*d).map_or(J::Null, J::Number),
+            Value::Base64(bytes) => {
+                J::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            Value::Struct(members) => {
+                let mut map = serde_json::Map::new();
+                for (name, value) in members {
+                    // with preserve_order, insert keeps the position of an existing key
+                    map.insert(name.clone(), value.to_json());
+                }
+                J::Object(map)
+            }
+            Value::Array(items) => J::Array(items.iter().map(Value::to_json).collect()),
+            Value::Nil => J::Null,
+        }
+    }
+
+    /// From JSON: integers -> Int, other numbers -> Double, strings -> Str, bool -> Bool,
+    /// null -> Nil, objects -> Struct (order kept), arrays -> Array.
+    ///
+    /// Integers beyond the i64 range become Double.
+    pub fn from_json(value: &serde_json::Value) -> Value {
+        use serde_json::Value as J;
+        match value {
+            J::Null => Value::Nil,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(items) => Value::Array(items.iter().map(Value::from_json).collect()),
+            J::Object(map) => Value::Struct(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Struct member lookup by exact name, then by trimmed case-insensitive name.
+    ///
+    /// With duplicate names the last one wins, as in [`Value::to_json`]. `None` for anything
+    /// but a struct.
+    pub fn member(&self, name: &str) -> Option<&Value> {
+        let Value::Struct(members) = self else {
+            return None;
+        };
+        members
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .or_else(|| {
+                let wanted = name.trim();
+                members
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| n.trim().eq_ignore_ascii_case(wanted))
+            })
+            .map(|(_, v)| v)
+    }
+}
+
+const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+
+fn not_rpc(message: String) -> WireError {
+    WireError::NotXmlRpc(message)
+}
+
+fn unexpected(name: &str, parent: &str) -> WireError {
+    not_rpc(format!("unexpected <{name}> in <{parent}>"))
+}
+
+fn no_stray_text(element: &Element) -> Result<(), WireError> {
+    match element.stray_text() {
+        Some(text) => Err(not_rpc(format!(
+            "unexpected text {:?} in <{}>",
+            text.trim(),
+            element.name
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn no_children(element: &Element) -> Result<(), WireError> {
+    match element.elements().next() {
+        Some(child) => Err(unexpected(&child.name, &element.name)),
+        None => Ok(()),
+    }
+}
+
+fn read_params(params: &Element) -> Result<Vec<Value>, WireError> {
+    no_stray_text(params)?;
+    let mut out = Vec::new();
+    for param in params.elements() {
+        if param.name != "param" {
+            return Err(unexpected(&param.name, "params"));
+        }
+        no_stray_text(param)?;
+        let mut values = param.elements();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err(not_rpc("<param> must hold exactly one <value>".to_string()));
+        };
+        if value.name != "value" {
+            return Err(unexpected(&value.name, "param"));
+        }
+        out.push(read_value(value)?);
+    }
+    Ok(out)
+}
+
+/// Reads a `<value>` element. Recursion is bounded by the tree's depth limit.
+fn read_value(value: &Element) -> Result<Value, WireError> {
+    let mut typed = value.elements();
+    let Some(inner) = typed.next() else {
+        // untyped: the text, exactly
+        return Ok(Value::Str(value.text()));
+    };
+    if let Some(extra) = typed.next() {
+        return Err(unexpected(&extra.name, "value"));
+    }
+    no_stray_text(value)?;
+    let scalar = |inner: &Element| -> Result<String, WireError> {
+        no_children(inner)?;
+        Ok(inner.text())
+    };
+    match inner.name.as_str() {
+        "int" | "i4" | "i8" => {
+            let text = scalar(inner)?;
+            text.trim().parse::<i64>().map(Value::Int).map_err(|_| {
+                not_rpc(format!(
+                    "<{}> {:?} is not an integer",
+                    inner.name,
+                    text.trim()
+                ))
+            })
+        }
+        "boolean" => {
+            let text = scalar(inner)?;
+            match text.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" => Ok(Value::Bool(true)),
+                "0" | "false" => Ok(Value::Bool(false)),
+                other => Err(not_rpc(format!("<boolean> {other:?} is not 0 or 1"))),
+            }
+        }
+        "string" => Ok(Value::Str(scalar(inner)?)),
+        "double" => {
+            let text = scalar(inner)?;
+            text.trim()
+                .parse::<f64>()
+                .map(Value::Double)
+                .map_err(|_| not_rpc(format!("<double> {:?} is not a number", text.trim())))
+        }
+        "datetime.iso8601" => Ok(Value::DateTime(scalar(inner)?.trim().to_string())),
+        "base64" => {
+            let text = scalar(inner)?;
+            let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(compact.as_bytes())
+                .map(Value::Base64)
+                .map_err(|e| not_rpc(format!("bad <base64>: {e}")))
+        }
+        "nil" => {
+            no_children(inner)?;
+            no_stray_text(inner)?;
+            Ok(Value::Nil)
+        }
+        "struct" => {
+            no_stray_text(inner)?;
+            let mut members = Vec::new();
+            for member in inner.elements() {
+                if member.name != "member" {
+                    return Err(unexpected(&member.name, "struct"));
+                }
+                members.push(read_member(member)?);
+            }
+            Ok(Value::Struct(members))
+        }
+        "array" => {
+            no_stray_text(inner)?;
+            let mut children = inner.elements();
+            let holder = match (children.next(), children.next()) {
+                (Some(data), None) if data.name == "data" => {
+                    no_stray_text(data)?;
+                    data
+                }
+                (Some(data), Some(extra)) if data.name == "data" => {
+                    return Err(unexpected(&extra.name, "array"));
+                }
+                // tolerated: values directly inside <array>
+                _ => inner,
+            };
+            let mut items = Vec::new();
+            for item in holder.elements() {
+                if item.name != "value" {
+                    return Err(unexpected(&item.name, &holder.name));
+                }
+                items.push(read_value(item)?);
+            }
+            Ok(Value::Array(items))
+        }
+        other => Err(unexpected(other, "value")),
+    }
+}
+
+fn read_member(member: &Element) -> Result<(String, Value), WireError> {
+    no_stray_text(member)?;
+    let mut name = None;
+    let mut value = None;
+    for child in member.elements() {
+        match child.name.as_str() {
+            "name" if name.is_none() => {
+                no_children(child)?;
+                name = Some(child.text());
+            }
+            "value" if value.is_none() => value = Some(read_value(child)?),
+            other => return Err(unexpected(other, "member")),
+        }
+    }
+    match (name, value) {
+        (Some(name), Some(value)) => Ok((name, value)),
+        (None, _) => Err(not_rpc("<member> without <name>".to_string())),
+        (Some(name), None) => Err(not_rpc(format!("<member> {name:?} without <value>"))),
+    }
+}
+
+fn write_value(out: &mut String, value: &Value) {
+    out.push_str("<value>");
+    match value {
+        Value::Int(i) => {
+            if i32::try_from(*i).is_ok() {
+                out.push_str(&format!("<int>{i}</int>"));
+            } else {
+                out.push_str(&format!("<i8>{i}</i8>"));
+            }
+        }
+        Value::Bool(b) => out.push_str(if *b {
+            "<boolean>1</boolean>"
+        } else {
+            "<boolean>0</boolean>"
+        }),
+        Value::Str(s) => {
+            out.push_str("<string>");
+            escape_into(out, s);
+            out.push_str("</string>");
+        }
+        Value::Double(d) => {
+            let text = if d.is_nan() {
+                "nan".to_string()
+            } else if d.is_infinite() {
+                if *d > 0.0 { "inf" } else { "-inf" }.to_string()
+            } else {
+                format!("{d}")
+            };
+            out.push_str(&format!("<double>{text}</double>"));
+        }
+        Value::DateTime(s) => {
+            out.push_str("<dateTime.iso8601>");
+            escape_into(out, s);
+            out.push_str("</dateTime.iso8601>");
+        }
+        Value::Base64(bytes) => {
+            out.push_str("<base64>");
+            out.push_str(&base64::engine::general_purpose::STANDARD.encode(bytes));
+            out.push_str("</base64>");
+        }
+        Value::Struct(members) => {
+            out.push_str("<struct>");
+            for (name, value) in members {
+                out.push_str("<member><name>");
+                escape_into(out, name);
+                out.push_str("</name>");
+                write_value(out, value);
+                out.push_str("</member>");
+            }
+            out.push_str("</struct>");
+        }
+        Value::Array(items) => {
+            out.push_str("<array><data>");
+            for item in items {
+                write_value(out, item);
+            }
+            out.push_str("</data></array>");
+        }
+        Value::Nil => out.push_str("<nil/>"),
+    }
+    out.push_str("</value>");
+}
+
+/// Escapes text for element content; characters XML 1.0 forbids become U+FFFD.
+fn escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn one(xml: &str) -> Result<Value, WireError> {
+        let call = parse_call(
+            &format!("<methodCall><methodName>m</methodName><params><param>{xml}</param></params></methodCall>"),
+            &limits(),
+        )?;
+        call.params
+            .into_iter()
+            .next()
+            .ok_or_else(|| WireError::NotXmlRpc("no param".to_string()))
+    }
+
+    #[test]
+    fn scalar_types() {
+        assert_eq!(one("<value><int> 42 </int></value>"), Ok(Value::Int(42)));
+        assert_eq!(one("<value><i4>-7</i4></value>"), Ok(Value::Int(-7)));
+        assert_eq!(
+            one("<value><i8>-9223372036854775808</i8></value>"),
+            Ok(Value::Int(i64::MIN))
+        );
+        assert_eq!(
+            one("<value><boolean>1</boolean></value>"),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            one("<value><boolean> false </boolean></value>"),
+            Ok(Value::Bool(false))
+        );
+        assert_eq!(
+            one("<value><double>-1.5</double></value>"),
+            Ok(Value::Double(-1.5))
+        );
+        assert_eq!(
+            one("<value><dateTime.iso8601>20240101T10:00:00</dateTime.iso8601></value>"),
+            Ok(Value::DateTime("20240101T10:00:00".to_string()))
+        );
+        assert_eq!(
+            one("<value><base64>aGVs\n bG8=</base64></value>"),
+            Ok(Value::Base64(b"hello".to_vec()))
+        );
+        assert_eq!(one("<value><nil/></value>"), Ok(Value::Nil));
+        assert_eq!(
+            one("<value><ex:nil xmlns:ex=\"http://ws.apache.org/xmlrpc/namespaces/extensions\"/></value>"),
+            Ok(Value::Nil)
+        );
+        assert_eq!(one("<value/>"), Ok(Value::Str(String::new())));
+        assert_eq!(one("<value></value>"), Ok(Value::Str(String::new())));
+        assert_eq!(one("<value>  </value>"), Ok(Value::Str("  ".to_string())));
+        assert_eq!(
+            one("<value><string>  a  </string></value>"),
+            Ok(Value::Str("  a  ".to_string()))
+        );
+        assert_eq!(
+            one("<VALUE><STRING>x</STRING></VALUE>"),
+            Ok(Value::Str("x".to_string()))
+        );
+    }
+
+    #[test]
+    fn bad_scalars_are_errors() {
+        for bad in [
+            "<value><int>12a</int></value>",
+            "<value><int>99999999999999999999</int></value>",
+            "<value><int></int></value>",
+            "<value><boolean>2</boolean></value>",
+            "<value><double>x</double></value>",
+            "<value><base64>!!</base64></value>",
+            "<value><float>1</float></value>",
+            "<value><string>a</string><string>b</string></value>",
+            "<value>text<string>b</string></value>",
+            "<value><struct><member><name>a</name></member></struct></value>",
+            "<value><struct><member><value>1</value></member></struct></value>",
+            "<value><struct><oops/></struct></value>",
+        ] {
+            assert!(matches!(one(bad), Err(WireError::NotXmlRpc(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn entities_and_hebrew_character_references() {
+        assert_eq!(
+            one("<value><string>&#1488;&#x5D1; &lt;a&gt; &amp; &quot;&apos;</string></value>"),
+            Ok(Value::Str("אב <a> & \"'".to_string()))
+        );
+        assert_eq!(
+            one("<value><string><![CDATA[<raw> & ]]>x</string></value>"),
+            Ok(Value::Str("<raw> & x".to_string()))
+        );
+        assert!(matches!(
+            one("<value><string>&custom;</string></value>"),
+            Err(WireError::MalformedXml(_))
+        ));
+        assert!(matches!(
+            one("<value><string>&#0;</string></value>"),
+            Err(WireError::MalformedXml(_))
+        ));
+    }
+
+    #[test]
+    fn doctype_and_entities_are_refused() {
+        let laughs = "<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n \
+                      <!ENTITY lol2 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">\n]>\n\
+                      <methodCall><methodName>&lol2;</methodName></methodCall>";
+        assert_eq!(
+            parse_call(laughs, &limits()),
+            Err(WireError::DoctypeRefused)
+        );
+        let external = "<!doctype methodCall SYSTEM \"file:///etc/passwd\"><methodCall/>";
+        assert_eq!(
+            parse_call(external, &limits()),
+            Err(WireError::DoctypeRefused)
+        );
+        let stray = "<methodCall><!ENTITY x \"y\"><methodName>m</methodName></methodCall>";
+        assert_eq!(parse_call(stray, &limits()), Err(WireError::DoctypeRefused));
+        assert_eq!(
+            parse_response("<!DOCTYPE x><methodResponse/>", &limits()),
+            Err(WireError::DoctypeRefused)
+        );
+    }
+
+    #[test]
+    fn depth_and_size_limits() {
+        let depth = 1000;
+        let deep = format!(
+            "<methodCall><methodName>m</methodName><params><param>{}1{}</param></params></methodCall>",
+            "<value><array><data>".repeat(depth),
+            "</data></array></value>".repeat(depth)
+        );
+        assert_eq!(
+            parse_call(&deep, &limits()),
+            Err(WireError::TooDeep { limit: 32 })
+        );
+        // an unclosed tower of empty elements is refused the same way
+        let tower = "<a>".repeat(100_000);
+        assert_eq!(
+            parse_call(&tower, &limits()),
+            Err(WireError::TooDeep { limit: 32 })
+        );
+        // a huge configured depth is capped, so the stack stays safe
+        let generous = Limits {
+            max_depth: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        assert_eq!(
+            parse_call(&tower, &generous),
+            Err(WireError::TooDeep {
+                limit: crate::HARD_MAX_DEPTH
+            })
+        );
+        // within limits a nested array parses
+        let nested = format!(
+            "<methodCall><methodName>m</methodName><params><param>{}<value><i4>1</i4></value>{}</param></params></methodCall>",
+            "<value><array><data>".repeat(8),
+            "</data></array></value>".repeat(8)
+        );
+        assert!(parse_call(&nested, &limits()).is_ok());
+        let small = Limits {
+            max_depth: 32,
+            max_bytes: 10,
+        };
+        assert_eq!(
+            parse_call("<methodCall></methodCall>", &small),
+            Err(WireError::TooLarge {
+                size: 25,
+                limit: 10
+            })
+        );
+    }
+
+    #[test]
+    fn structure_errors() {
+        let l = limits();
+        assert!(matches!(
+            parse_call("", &l),
+            Err(WireError::MalformedXml(_))
+        ));
+        assert!(matches!(
+            parse_call("not xml", &l),
+            Err(WireError::MalformedXml(_))
+        ));
+        assert!(matches!(
+            parse_call("<methodCall>", &l),
+            Err(WireError::MalformedXml(_))
+        ));
+        assert!(matches!(
+            parse_call(
+                "<methodCall><methodName>m</methodName></methodCall><x/>",
+                &l
+            ),
+            Err(WireError::MalformedXml(_))
+        ));
+        assert!(matches!(
+            parse_call(
+                "<methodCall><methodName>m</methodName></methodCall>junk",
+                &l
+            ),
+            Err(WireError::MalformedXml(_))
+        ));
+        assert!(matches!(
+            parse_call("<methodCall><methodName>m</methodName></methodcall2>", &l),
+            Err(WireError::MalformedXml(_))
+        ));
+        // only the root may be closed by the other root name
+        assert!(matches!(
+            parse_call(
+                "<methodCall><methodName>m</methodName><params><param><value><string>a</methodCall></value></param></params></methodCall>",
+                &l
+            ),
+            Err(WireError::MalformedXml(_))
+        ));
+        assert!(matches!(
+            parse_call("<methodResponse><params/></methodResponse>", &l),
+            Err(WireError::NotXmlRpc(_))
+        ));
+        assert!(matches!(
+            parse_call("<methodCall><params/></methodCall>", &l),
+            Err(WireError::NotXmlRpc(_))
+        ));
+        assert!(matches!(
+            parse_response("<methodCall><methodName>m</methodName></methodCall>", &l),
+            Err(WireError::NotXmlRpc(_))
+        ));
+        assert!(matches!(
+            parse_response("<methodResponse></methodResponse>", &l),
+            Err(WireError::NotXmlRpc(_))
+        ));
+        assert!(matches!(
+            parse_response(
+                "<methodResponse><fault><value><struct/></value></fault></methodResponse>",
+                &l
+            ),
+            Err(WireError::NotXmlRpc(_))
+        ));
+    }
+
+    #[test]
+    fn call_without_params_and_with_comments() {
+        let c = parse_call(
+            "<?xml version=\"1.0\"?><!-- hi --><methodCall><methodName> ping </methodName>\
+             <?pi x?></methodCall>",
+            &limits(),
+        );
+        assert_eq!(
+            c,
+            Ok(MethodCall {
+                method: "ping".to_string(),
+                params: vec![]
+            })
+        );
+        assert_eq!(
+            parse_response("<methodResponse><params/></methodResponse>", &limits()),
+            Ok(Ok(vec![]))
+        );
+    }
+
+    #[test]
+    fn array_without_data_wrapper() {
+        assert_eq!(
+            one("<value><array><value><int>1</int></value><value>b</value></array></value>"),
+            Ok(Value::Array(vec![
+                Value::Int(1),
+                Value::Str("b".to_string())
+            ]))
+        );
+        assert_eq!(
+            one("<value><array><data/></array></value>"),
+            Ok(Value::Array(vec![]))
+        );
+    }
+
+    fn sample() -> Value {
+        Value::Struct(vec![
+            ("small".to_string(), Value::Int(i64::from(i32::MAX))),
+            ("negative".to_string(), Value::Int(i64::from(i32::MIN))),
+            ("big".to_string(), Value::Int(15616841651)),
+            ("bool".to_string(), Value::Bool(true)),
+            (
+                "text".to_string(),
+                Value::Str(" <שלום> & \"x\"\r\n\t".to_string()),
+            ),
+            ("double".to_string(), Value::Double(0.1)),
+            ("whole".to_string(), Value::Double(3.0)),
+            (
+                "when".to_string(),
+                Value::DateTime("20240101T10:00:00".to_string()),
+            ),
+            ("bytes".to_string(), Value::Base64(vec![0, 1, 2, 255])),
+            ("nothing".to_string(), Value::Nil),
+            ("empty".to_string(), Value::Str(String::new())),
+            ("dup".to_string(), Value::Int(1)),
+            ("dup".to_string(), Value::Int(2)),
+            (
+                "list".to_string(),
+                Value::Array(vec![Value::Struct(vec![]), Value::Array(vec![])]),
+            ),
+        ])
+    }
+
+    #[test]
+    fn write_response_round_trips() {
+        let value = sample();
+        let xml = write_response(&value);
+        assert_eq!(parse_response(&xml, &limits()), Ok(Ok(vec![value.clone()])));
+        let call = MethodCall {
+            method: "GET_IVR_ACTION".to_string(),
+            params: vec![value, Value::Int(1)],
+        };
+        assert_eq!(parse_call(&write_call(&call), &limits()), Ok(call));
+    }
+
+    #[test]
+    fn written_shape_is_what_python_accepts() {
+        let xml = write_response(&sample());
+        assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?><methodResponse><params><param><value><struct>"));
+        assert!(xml.ends_with("</struct></value></param></params></methodResponse>"));
+        assert!(
+            xml.contains("<member><name>small</name><value><int>2147483647</int></value></member>")
+        );
+        assert!(xml.contains("<value><int>-2147483648</int></value>"));
+        assert!(xml.contains("<value><i8>15616841651</i8></value>"));
+        assert!(xml.contains("<value><boolean>1</boolean></value>"));
+        assert!(xml.contains("<string> &lt;שלום&gt; &amp; \"x\"&#13;\n\t</string>"));
+        assert!(xml.contains("<double>0.1</double>"));
+        assert!(xml.contains("<double>3</double>"));
+        assert!(xml.contains("<dateTime.iso8601>20240101T10:00:00</dateTime.iso8601>"));
+        assert!(xml.contains("<base64>AAEC/w==</base64>"));
+        assert!(xml.contains("<value><nil/></value>"));
+        assert!(xml.contains("<array><data><value><struct></struct></value><value><array><data></data></array></value></data></array>"));
+        // member order is preserved, duplicates included
+        let small = xml.find("small").unwrap_or(usize::MAX);
+        let list = xml.find("list").unwrap_or(0);
+        assert!(small < list);
+        assert_eq!(xml.matches("<name>dup</name>").count(), 2);
+    }
+
+    #[test]
+    fn faults() {
+        let fault = Fault {
+            code: -32700,
+            message: "parse error: <bad> & worse".to_string(),
+        };
+        let xml = write_fault(&fault);
+        assert!(xml.starts_with(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><methodResponse><fault><value><struct>"
+        ));
+        assert!(
+            xml.contains("<member><name>faultCode</name><value><int>-32700</int></value></member>")
+        );
+        assert!(xml.contains("<member><name>faultString</name><value><string>parse error: &lt;bad&gt; &amp; worse</string></value></member>"));
+        assert!(xml.ends_with("</struct></value></fault></methodResponse>"));
+        assert_eq!(parse_response(&xml, &limits()), Ok(Err(fault)));
+        // a faultCode sent as a string is tolerated
+        let lax = "<methodResponse><fault><value><struct><member><name>faultCode</name>\
+                   <value><string> 4 </string></value></member><member><name>faultString</name>\
+                   <value>Too many parameters.</value></member></struct></value></fault></methodResponse>";
+        assert_eq!(
+            parse_response(lax, &limits()),
+            Ok(Err(Fault {
+                code: 4,
+                message: "Too many parameters.".to_string()
+            }))
+        );
+    }
+
+    #[test]
+    fn control_characters_are_replaced_in_output() {
+        let xml = write_response(&Value::Str("a\u{0}b\u{1b}c".to_string()));
+        assert!(xml.contains("<string>a\u{FFFD}b\u{FFFD}c</string>"));
+        assert!(parse_response(&xml, &limits()).is_ok());
+    }
+
+    #[test]
+    fn json_conversion() {
+        use serde_json::json;
+        let value = Value::Struct(vec![
+            ("b".to_string(), Value::Int(1)),
+            ("a".to_string(), Value::Str("x".to_string())),
+            ("b".to_string(), Value::Int(2)),
+            (
+                "c".to_string(),
+                Value::Array(vec![Value::Nil, Value::Bool(false), Value::Double(1.5)]),
+            ),
+            ("d".to_string(), Value::Base64(b"hi".to_vec())),
+            (
+                "e".to_string(),
+                Value::DateTime("20240101T00:00:00".to_string()),
+            ),
+            ("f".to_string(), Value::Double(f64::NAN)),
+        ]);
+        let j = value.to_json();
+        assert_eq!(
+            j,
+            json!({"b": 2, "a": "x", "c": [null, false, 1.5], "d": "aGk=", "e": "20240101T00:00:00", "f": null})
+        );
+        let keys: Vec<&String> = j
+            .as_object()
+            .map(|m| m.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(keys, ["b", "a", "c", "d", "e", "f"]);
+
+        let back = Value::from_json(
+            &json!({"z": 1, "y": [1.5, "s", null, true], "x": 18446744073709551615_u64}),
+        );
+        assert_eq!(
+            back,
+            Value::Struct(vec![
+                ("z".to_string(), Value::Int(1)),
+                (
+                    "y".to_string(),
+                    Value::Array(vec![
+                        Value::Double(1.5),
+                        Value::Str("s".to_string()),
+                        Value::Nil,
+                        Value::Bool(true)
+                    ])
+                ),
+                (
+                    "x".to_string(),
+                    Value::Double(18446744073709551615_u64 as f64)
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn member_lookup() {
+        let v = Value::Struct(vec![
+            ("LAYER ".to_string(), Value::Int(22)),
+            ("layer".to_string(), Value::Int(1)),
+            ("Err".to_string(), Value::Int(0)),
+            ("x".to_string(), Value::Int(1)),
+            ("x".to_string(), Value::Int(2)),
+        ]);
+        assert_eq!(v.member("layer"), Some(&Value::Int(1)), "exact name first");
+        assert_eq!(v.member("LAYER "), Some(&Value::Int(22)));
+        assert_eq!(
+            v.member("err"),
+            Some(&Value::Int(0)),
+            "case-insensitive fallback"
+        );
+        assert_eq!(v.member(" ERR "), Some(&Value::Int(0)));
+        assert_eq!(v.member("x"), Some(&Value::Int(2)), "last duplicate wins");
+        assert_eq!(v.member("missing"), None);
+        assert_eq!(Value::Int(1).member("x"), None);
+    }
+
+    #[test]
+    fn arbitrary_garbage_never_panics() {
+        let pieces = [
+            "<",
+            ">",
+            "</",
+            "/>",
+            "methodCall",
+            "value",
+            "struct",
+            "member",
+            "name",
+            "string",
+            "int",
+            "&",
+            "&#",
+            "&#x",
+            ";",
+            "<![CDATA[",
+            "]]>",
+            "<!--",
+            "-->",
+            "<?",
+            "?>",
+            "\"",
+            "=",
+            " ",
+            "\n",
+            "ש",
+            "\u{0}",
+            "<!",
+            "array",
+            "data",
+            "1",
+            "x:",
+        ];
+        // a deterministic pseudo-random walk over the pieces
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..3000 {
+            let mut doc = String::new();
+            for _ in 0..(state % 40) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                doc.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            let _ = parse_call(&doc, &limits());
+            let _ = parse_response(&doc, &limits());
+        }
+    }
+}
