@@ -1,1 +1,405 @@
-//! placeholder
+//! The Voicenter adapter: ivrgate plays "the client's server" for Voicenter's cloud PBX.
+//!
+//! Voicenter calls ivrgate for its External IVR (`GET_IVR_ACTION`, `HANGUP_CALL`), its
+//! External Layer IVR (`IVR_LAYER_INPUT`), its CDR notifications and its pop-up screen lookup
+//! (`?phone=`). Requests come as XML-RPC, (lenient) JSON, form bodies or query strings; each
+//! is answered in the encoding it came in. Questions (`GET_IVR_ACTION`, `IVR_LAYER_INPUT`,
+//! the pop-up) become decision webhooks through [`Gateway::decide`]; reports (`HANGUP_CALL`,
+//! `CDR`) become durable events through [`Gateway::record`] and are acknowledged only once
+//! stored. Vendor field names keep Voicenter's spelling (`CALL_DAILTIME` stays).
+//!
+//! Routes (the core strips `/voicenter/{tenant}`): `""` (every method, dispatched on the
+//! XML-RPC `methodName` or the JSON `METHOD`), `"cdr"` (CDR notifications without a method
+//! name) and `"popup"` (the pop-up lookup).
+
+#![forbid(unsafe_code)]
+
+mod fields;
+mod render;
+mod request;
+
+#[cfg(test)]
+mod tests;
+
+use bytes::Bytes;
+use ivrgate_adapter::action::{Action, Envelope};
+use ivrgate_adapter::{
+    mask_phone, Adapter, Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint,
+    DecisionRequest, Dedup, EventSubmission, Gateway, Handled, Inbound, Recorded, StoredResponse,
+};
+use ivrgate_wire::xmlrpc;
+use request::{Encoding, ErrorShape, Method, Parsed, Rejection};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+pub use render::{
+    DEFAULT_LANGUAGE, DEFAULT_MAX_CALL_S, DEFAULT_RING_TIMEOUT_S, POPUP_ERROR, POPUP_NOT_FOUND,
+};
+
+/// The vendor name: path segment, metrics label and `vendor` of every event.
+pub const VENDOR: &str = "voicenter";
+
+/// Content type of XML-RPC answers.
+const XML: &str = "text/xml; charset=utf-8";
+/// Content type of JSON answers.
+const JSON: &str = "application/json";
+
+/// The places where Voicenter waits for the customer.
+///
+/// - `ivr_action` (`GET_IVR_ACTION`): the seed documents no timeout; 10 000 ms is the longest
+///   deadline ivrgate accepts, a guess on the safe side of Voicenter's HTTP client.
+/// - `layer_input` (`IVR_LAYER_INPUT`): Voicenter waits about 5 s (field notes).
+/// - `caller_lookup` (the pop-up `?phone=`): an agent's screen waits; 5 000 ms.
+pub static DECISION_POINTS: [DecisionPoint; 3] = [
+    DecisionPoint {
+        vendor: VENDOR,
+        kind: "ivr_action",
+        platform_max_ms: 10_000,
+        default_fallback: platform_default,
+        validate: validate_ivr_action,
+    },
+    DecisionPoint {
+        vendor: VENDOR,
+        kind: "layer_input",
+        platform_max_ms: 5_000,
+        default_fallback: platform_default,
+        validate: validate_layer_input,
+    },
+    DecisionPoint {
+        vendor: VENDOR,
+        kind: "caller_lookup",
+        platform_max_ms: 5_000,
+        default_fallback: caller_not_found,
+        validate: validate_caller_lookup,
+    },
+];
+
+const IVR_ACTION: usize = 0;
+const LAYER_INPUT: usize = 1;
+const CALLER_LOOKUP: usize = 2;
+
+/// `default`: Voicenter is answered `{"STATUS": 1}` and goes on with its own flow.
+fn platform_default() -> Answer {
+    Answer::Action(Envelope::new(Action::Default {}))
+}
+
+/// An unknown caller.
+fn caller_not_found() -> Answer {
+    Answer::Action(Envelope::new(Action::LookupResult {
+        found: false,
+        url: None,
+        name: None,
+        total: None,
+        company: None,
+    }))
+}
+
+/// `GET_IVR_ACTION` carries out menu, say_digits, dial (one target), goto (an integer
+/// layer), record, hangup and default; natively MENU, CALL, HANGUP, SAYDIGITS, VO,
+/// SILENTRECORD or `STATUS 1`.
+fn validate_ivr_action(answer: &Answer) -> Result<(), String> {
+    render::ivr_action(answer).map(drop)
+}
+
+/// `IVR_LAYER_INPUT` carries out goto (an integer layer), dial, say_digits (with a next
+/// layer) and default; natively GO_TO_LAYER, DIAL, SAY_DIGITS or `STATUS 1`.
+fn validate_layer_input(answer: &Answer) -> Result<(), String> {
+    render::layer_input(answer, &Map::new()).map(drop)
+}
+
+/// The pop-up takes lookup_result and default; natively an object with a `STATUS` string.
+fn validate_caller_lookup(answer: &Answer) -> Result<(), String> {
+    render::caller_lookup(answer).map(drop)
+}
+
+/// The Voicenter adapter. Stateless: call state lives in the core.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Voicenter;
+
+impl Voicenter {
+    pub fn new() -> Self {
+        Voicenter
+    }
+}
+
+impl Adapter for Voicenter {
+    fn name(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn decision_points(&self) -> &'static [DecisionPoint] {
+        &DECISION_POINTS
+    }
+
+    fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled> {
+        Box::pin(handle(gateway, request))
+    }
+}
+
+async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
+    let parsed = match request::decode(&request) {
+        Ok(parsed) => parsed,
+        Err(rejection) => return rejected(&request, rejection),
+    };
+    let call = fields::call_ref(&parsed.fields);
+    if call.vendor_call_id.is_none() && parsed.method != Method::Popup {
+        let rejection = Rejection {
+            encoding: parsed.encoding,
+            shape: if parsed.method == Method::Cdr {
+                ErrorShape::Cdr
+            } else {
+                ErrorShape::Status
+            },
+            method: Some(parsed.method),
+            raw_method: None,
+            reason: "missing call id (IVR_UNIQUE_ID / ivruniqueid)".into(),
+        };
+        return rejected_with_caller(&request, rejection, &parsed.fields);
+    }
+    let (data, occurred_at) = fields::neutral(parsed.method, &parsed.fields, gateway.now());
+    let vendor_fields = parsed.fields.clone();
+
+    match parsed.method {
+        Method::HangupCall | Method::Cdr => {
+            record(
+                gateway,
+                &request,
+                &parsed,
+                EventSubmission {
+                    tenant: request.tenant.clone(),
+                    vendor: VENDOR,
+                    event_type: if parsed.method == Method::Cdr {
+                        "call.cdr"
+                    } else {
+                        "call.hangup"
+                    },
+                    call,
+                    occurred_at,
+                    data,
+                    vendor_fields,
+                    // A CDR is the record of a finished call, like the hangup report: either
+                    // one ends the call's live state (a CDR for a call ivrgate never saw
+                    // must not start a call that later "expires").
+                    effect: CallEffect::End,
+                    dedup: None,
+                },
+            )
+            .await
+        }
+        Method::GetIvrAction | Method::LayerInput | Method::Popup => {
+            let point = match parsed.method {
+                Method::GetIvrAction => IVR_ACTION,
+                Method::LayerInput => LAYER_INPUT,
+                _ => CALLER_LOOKUP,
+            };
+            let decision = gateway
+                .decide(DecisionRequest {
+                    tenant: request.tenant.clone(),
+                    point: &DECISION_POINTS[point],
+                    call,
+                    data,
+                    vendor_fields,
+                })
+                .await;
+            answer_decision(&request, &parsed, &decision)
+        }
+    }
+}
+
+/// Stores a HANGUP_CALL or CDR and acknowledges it once stored.
+async fn record(
+    gateway: &dyn Gateway,
+    request: &Inbound,
+    parsed: &Parsed,
+    mut event: EventSubmission,
+) -> Handled {
+    let method = parsed.method;
+    let ok = ack(method, parsed.encoding, Ack::Ok);
+    let call_id = event.call.vendor_call_id.clone().unwrap_or_default();
+    let mut key = Vec::with_capacity(64 + call_id.len());
+    key.extend_from_slice(method.as_str().as_bytes());
+    key.push(b'\n');
+    key.extend_from_slice(call_id.as_bytes());
+    key.push(b'\n');
+    key.extend_from_slice(hex(&Sha256::digest(&parsed.raw)).as_bytes());
+    event.dedup = Some(Dedup {
+        key,
+        response: ok.clone(),
+    });
+    match gateway.record(event).await {
+        Ok(Recorded::New { .. }) => handled(ok, method.as_str(), "ok"),
+        Ok(Recorded::Duplicate(stored)) => handled(stored, method.as_str(), "duplicate"),
+        Err(error) => {
+            tracing::warn!(
+                tenant = %request.tenant,
+                method = method.as_str(),
+                call_id = %call_id,
+                reason = %error,
+                "voicenter event not stored; answered retry"
+            );
+            handled(
+                ack(method, parsed.encoding, Ack::Retry),
+                method.as_str(),
+                "refused",
+            )
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    Ok,
+    /// Not stored: Voicenter should send it again.
+    Retry,
+    /// The request could not be read.
+    Parse,
+}
+
+/// The acknowledgement of an event: `STATUS` for HANGUP_CALL, `err`/`errdesc` for a CDR.
+/// `err` is written as an integer, as the seed's table says (its JSON example shows "0").
+fn ack(method: Method, encoding: Encoding, ack: Ack) -> StoredResponse {
+    let body = if method == Method::Cdr {
+        let (err, desc) = match ack {
+            Ack::Ok => (0, "OK"),
+            Ack::Retry => (2, "temporarily unable to store, retry"),
+            Ack::Parse => (1, "parse error"),
+        };
+        json!({ "err": err, "errdesc": desc })
+    } else {
+        render::status(i64::from(ack != Ack::Ok))
+    };
+    encode(encoding, &body)
+}
+
+/// Writes a reply tree as an XML-RPC `methodResponse` or as JSON.
+fn encode(encoding: Encoding, body: &Value) -> StoredResponse {
+    match encoding {
+        Encoding::XmlRpc => StoredResponse {
+            status: 200,
+            content_type: XML.into(),
+            body: xmlrpc::write_response(&xmlrpc::Value::from_json(body)).into_bytes(),
+        },
+        Encoding::Json | Encoding::Form => StoredResponse {
+            status: 200,
+            content_type: JSON.into(),
+            body: serde_json::to_vec(body).unwrap_or_else(|_| b"{\"STATUS\":1}".to_vec()),
+        },
+    }
+}
+
+/// Renders a decision in the request's encoding (the pop-up answers JSON always).
+fn answer_decision(request: &Inbound, parsed: &Parsed, decision: &Decision) -> Handled {
+    let method = parsed.method;
+    let rendered = match method {
+        Method::GetIvrAction => render::ivr_action(&decision.answer),
+        Method::LayerInput => render::layer_input(&decision.answer, &decision.attached),
+        _ => render::caller_lookup(&decision.answer),
+    };
+    let mut outcome = match decision.source {
+        AnswerSource::Fallback(_) => "fallback",
+        AnswerSource::Customer | AnswerSource::FallbackUrl => "ok",
+    };
+    let body = match rendered {
+        Ok(body) => body,
+        Err(reason) => {
+            // The core validates answers before handing them over; this is a last guard.
+            tracing::warn!(
+                tenant = %request.tenant,
+                method = method.as_str(),
+                decision_id = %decision.decision_id,
+                reason = %reason,
+                "voicenter answer not renderable; answered the platform default"
+            );
+            outcome = "fallback";
+            match method {
+                Method::Popup => render::popup(POPUP_NOT_FOUND, "", "", "0", ""),
+                _ => render::status(1),
+            }
+        }
+    };
+    let encoding = if method == Method::Popup {
+        Encoding::Json
+    } else {
+        parsed.encoding
+    };
+    handled(encode(encoding, &body), method.as_str(), outcome)
+}
+
+fn rejected(request: &Inbound, rejection: Rejection) -> Handled {
+    rejected_with_caller(request, rejection, &Map::new())
+}
+
+/// The platform's own error answer for a request that cannot be served.
+fn rejected_with_caller(
+    request: &Inbound,
+    rejection: Rejection,
+    fields: &Map<String, Value>,
+) -> Handled {
+    let label = rejection.method.map(Method::as_str).unwrap_or("unknown");
+    let raw_method: String = rejection
+        .raw_method
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(64)
+        .collect();
+    let caller = ["CALLER_ID", "caller", "phone"]
+        .iter()
+        .find_map(|k| request::get(fields, k).and_then(Value::as_str))
+        .map(|c| mask_phone(c, request.mask_phones))
+        .unwrap_or_default();
+    tracing::warn!(
+        tenant = %request.tenant,
+        method = label,
+        sent_method = %raw_method,
+        caller = %caller,
+        reason = %rejection.reason,
+        "voicenter request rejected"
+    );
+    let response = match rejection.shape {
+        ErrorShape::Fault => StoredResponse {
+            status: 200,
+            content_type: XML.into(),
+            body: xmlrpc::write_fault(&xmlrpc::Fault {
+                code: -32700,
+                message: format!("parse error: {}", rejection.reason),
+            })
+            .into_bytes(),
+        },
+        ErrorShape::Cdr => ack(Method::Cdr, rejection.encoding, Ack::Parse),
+        ErrorShape::Status => encode(rejection.encoding, &render::status(1)),
+        ErrorShape::Popup => encode(Encoding::Json, &render::popup(POPUP_ERROR, "", "", "0", "")),
+    };
+    handled(response, label, "bad_request")
+}
+
+fn handled(stored: StoredResponse, method: &str, outcome: &'static str) -> Handled {
+    let response = http::Response::builder()
+        .status(stored.status)
+        .header(http::header::CONTENT_TYPE, stored.content_type.as_str())
+        .body(Bytes::from(stored.body))
+        .unwrap_or_else(|_| {
+            let mut fallback = http::Response::new(Bytes::from_static(b"{\"STATUS\":1}"));
+            fallback.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(JSON),
+            );
+            fallback
+        });
+    Handled {
+        response,
+        method: method.to_owned(),
+        outcome,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}

@@ -68,10 +68,8 @@ pub trait Gateway: Send + Sync {
     fn decide<'a>(&'a self, request: DecisionRequest) -> BoxFuture<'a, Decision>;
     /// Store an event durably (fsynced) together with the call-state change it implies.
     /// Resolves only after the commit, so the adapter may acknowledge to the legacy side.
-    fn record<'a>(
-        &'a self,
-        event: EventSubmission,
-    ) -> BoxFuture<'a, Result<Recorded, RecordError>>;
+    fn record<'a>(&'a self, event: EventSubmission)
+        -> BoxFuture<'a, Result<Recorded, RecordError>>;
     /// The gateway's clock (controllable in tests).
     fn now(&self) -> SystemTime;
 }

@@ -1,0 +1,222 @@
+//! From Voicenter's fields to the call reference and the vendor-neutral `data`.
+
+use crate::request::{get, Method};
+use ivrgate_adapter::epoch::{plausible_epoch, time_field};
+use ivrgate_adapter::CallRef;
+use serde_json::{Map, Value};
+use std::time::SystemTime;
+
+/// Field names that carry the id of the call itself, in order of preference.
+/// `ivrunique-id` is the spelling of the seed's CDR table example column.
+const CALL_ID_FIELDS: [&str; 5] = [
+    "IVR_UNIQUE_ID",
+    "ivruniqueid",
+    "ivrid",
+    "CALLID",
+    "ivrunique-id",
+];
+
+/// Field names that carry the id of a related call (the origin of a transfer).
+const RELATED_ID_FIELDS: [&str; 1] = ["OriginalIvrUniqueID"];
+
+/// An id with all whitespace removed: the seed's XML example breaks an `IVR_UNIQUE_ID`
+/// across a line inside `<string>`, and Voicenter ids never contain whitespace.
+pub(crate) fn clean_id(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.chars().filter(|c| !c.is_whitespace()).collect::<String>(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// The call reference: the call's own id keys the call; every id seen goes to `correlation`
+/// under the name it was sent with.
+pub(crate) fn call_ref(fields: &Map<String, Value>) -> CallRef {
+    let mut call = CallRef::default();
+    for (key, value) in fields {
+        let name = key.trim();
+        let known = CALL_ID_FIELDS
+            .iter()
+            .chain(RELATED_ID_FIELDS.iter())
+            .any(|k| name.eq_ignore_ascii_case(k));
+        if known {
+            if let Some(id) = clean_id(value) {
+                call.correlation.insert(key.clone(), Value::String(id));
+            }
+        }
+    }
+    call.vendor_call_id = CALL_ID_FIELDS
+        .iter()
+        .find_map(|name| get(fields, name).and_then(clean_id));
+    call
+}
+
+/// The vendor-neutral fields of a request, and when the call happened if the vendor said so
+/// plausibly.
+pub(crate) fn neutral(
+    method: Method,
+    fields: &Map<String, Value>,
+    now: SystemTime,
+) -> (Map<String, Value>, Option<SystemTime>) {
+    let mut data = Map::new();
+    let first = |names: &[&str]| names.iter().find_map(|n| get(fields, n)).cloned();
+
+    let from_names: &[&str] = if method == Method::Popup {
+        &["phone", "CALLER_ID", "caller"]
+    } else {
+        &["CALLER_ID", "caller"]
+    };
+    put_str(&mut data, "from", first(from_names));
+    // `to` is the number the caller dialled; a CDR of an outgoing call has no DID, so the
+    // destination stands in for it.
+    let did = first(&["DID", "did"]).filter(|v| !is_blank(v));
+    let target = first(&["TARGET", "target"]);
+    put_str(
+        &mut data,
+        "to",
+        did.or_else(|| target.clone().filter(|v| !is_blank(v))),
+    );
+    put_str(&mut data, "target", target);
+    put_str(&mut data, "caller_name", first(&["CALLER_NAME"]));
+    put_str(&mut data, "dtmf", first(&["DTMF"]));
+    put_str(&mut data, "menu", first(&["MENU"]));
+    put_str(&mut data, "previous_menu", first(&["PREVIOUS_MENU"]));
+    put_int(&mut data, "layer_id", first(&["LAYER_ID"]));
+    put_int(
+        &mut data,
+        "previous_layer_id",
+        first(&["PREVIOUS_LAYER_ID"]),
+    );
+    if let Some(status) = first(&["CALL_STATUS", "status", "statusCall"]) {
+        if let Some(s) = scalar_text(&status) {
+            data.insert("status".into(), Value::String(neutral_status(&s)));
+        }
+    }
+    put_int(
+        &mut data,
+        "duration_s",
+        first(&["CALL_DURATION", "duration"]),
+    );
+    put_int(
+        &mut data,
+        "dial_time_s",
+        first(&["CALL_DAILTIME", "dialtime"]),
+    );
+
+    let time = first(&["time", "CALL_TIME_EPOCH"]);
+    let start = first(&["CALL_START_EPOCH"]);
+    let mut occurred_at = None;
+    for (name, raw) in [("time", &time), ("start_time", &start)] {
+        if let Some(raw) = raw {
+            data.insert(name.into(), time_field(raw, now));
+            if occurred_at.is_none() {
+                occurred_at = epoch_seconds(raw).and_then(|s| plausible_epoch(s, now));
+            }
+        }
+    }
+
+    put_str(&mut data, "call_type", first(&["type"]));
+    put_str(&mut data, "direction", first(&["direction"]));
+    if let Some(url) = first(&["record"]).as_ref().and_then(scalar_text) {
+        let url: String = url.chars().filter(|c| !c.is_whitespace()).collect();
+        data.insert("recording_url".into(), Value::String(url));
+    }
+    put_int(&mut data, "queue_id", first(&["queueid"]));
+    put_str(&mut data, "queue_name", first(&["queuename"]));
+    if let Some(price) = first(&["price"]) {
+        if let Some(n) = number(&price) {
+            data.insert("price".into(), n);
+        }
+    }
+    if let Some(ivr) = first(&["IVR"]) {
+        data.insert("ivr".into(), embedded_json(ivr));
+    }
+    if let Some(custom) = first(&["CUSTOM_DATA"]) {
+        data.insert("custom_data".into(), embedded_json(custom));
+    }
+    (data, occurred_at)
+}
+
+/// `ANSWER` (CDR) and `ANSWERED` (HANGUP_CALL) both mean `answered`; other statuses are
+/// lower-cased (`busy`, `noanswer`, `cancel`, ...).
+fn neutral_status(raw: &str) -> String {
+    let status = raw.trim().to_ascii_lowercase();
+    match status.as_str() {
+        "answer" | "answered" => "answered".into(),
+        _ => status,
+    }
+}
+
+/// A value that may be JSON inside a string (`IVR`, `CUSTOM_DATA`): parsed when it is, kept
+/// as given otherwise.
+fn embedded_json(value: Value) -> Value {
+    if let Value::String(s) = &value {
+        let trimmed = s.trim();
+        if trimmed.starts_with('{') || trimmed.starts_with('[') {
+            if let Ok(parsed) =
+                ivrgate_wire::json::parse_lenient(trimmed, &ivrgate_wire::Limits::default())
+            {
+                return parsed;
+            }
+        }
+    }
+    value
+}
+
+fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.trim().is_empty(),
+        Value::Null => true,
+        _ => false,
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+fn put_str(data: &mut Map<String, Value>, name: &str, value: Option<Value>) {
+    if let Some(text) = value.as_ref().and_then(scalar_text) {
+        data.insert(name.into(), Value::String(text));
+    }
+}
+
+fn put_int(data: &mut Map<String, Value>, name: &str, value: Option<Value>) {
+    if let Some(n) = value.as_ref().and_then(epoch_seconds) {
+        data.insert(name.into(), Value::from(n));
+    }
+}
+
+/// An integer sent as a number or as a numeric string.
+pub(crate) fn epoch_seconds(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// A number sent as a number or as a numeric string (`price` may be a float).
+fn number(value: &Value) -> Option<Value> {
+    match value {
+        Value::Number(_) => Some(value.clone()),
+        Value::String(s) => {
+            let s = s.trim();
+            if let Ok(i) = s.parse::<i64>() {
+                Some(Value::from(i))
+            } else {
+                s.parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+            }
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,377 @@
+//! Reading a Voicenter request: which encoding, which method, which fields.
+//!
+//! Voicenter posts the same callbacks as XML-RPC, JSON (often with unquoted or duplicated
+//! keys) or `application/x-www-form-urlencoded`, and sends the pop-up lookup and some CDRs by
+//! GET. Everything ends up as one flat JSON object of the vendor's fields, under the vendor's
+//! own names.
+
+use ivrgate_adapter::Inbound;
+use ivrgate_wire::{charset, form, json, xmlrpc, Limits};
+use serde_json::{Map, Value};
+
+/// How the request body was encoded; answers go back the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Encoding {
+    XmlRpc,
+    Json,
+    /// Form-encoded body or query string; answered in JSON, as the Voicenter SDK does.
+    Form,
+}
+
+/// The Voicenter callbacks ivrgate serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Method {
+    GetIvrAction,
+    LayerInput,
+    HangupCall,
+    Cdr,
+    Popup,
+}
+
+impl Method {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Method::GetIvrAction => "GET_IVR_ACTION",
+            Method::LayerInput => "IVR_LAYER_INPUT",
+            Method::HangupCall => "HANGUP_CALL",
+            Method::Cdr => "CDR",
+            Method::Popup => "POPUP",
+        }
+    }
+
+    /// Method names are matched trimmed and case-insensitively. `IvrExternalLayerInput` is
+    /// the name seed section 12 gives the layer request in its prose.
+    fn from_name(name: &str) -> Option<Method> {
+        let name = name.trim();
+        let is = |known: &str| name.eq_ignore_ascii_case(known);
+        if is("GET_IVR_ACTION") {
+            Some(Method::GetIvrAction)
+        } else if is("IVR_LAYER_INPUT") || is("IvrExternalLayerInput") {
+            Some(Method::LayerInput)
+        } else if is("HANGUP_CALL") {
+            Some(Method::HangupCall)
+        } else if is("CDR") {
+            Some(Method::Cdr)
+        } else {
+            None
+        }
+    }
+}
+
+/// Which error shape a rejected request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorShape {
+    /// `STATUS 1` (External IVR, Layer IVR, HANGUP_CALL).
+    Status,
+    /// `err 1` (CDR: "1 – Parse error").
+    Cdr,
+    /// The pop-up answer with `STATUS` `ERROR`.
+    Popup,
+    /// An XML-RPC fault: the body is XML but not a method call at all.
+    Fault,
+}
+
+/// A request that cannot be served, with what to answer.
+#[derive(Debug, Clone)]
+pub(crate) struct Rejection {
+    pub(crate) encoding: Encoding,
+    pub(crate) shape: ErrorShape,
+    /// The method, when it was recognised.
+    pub(crate) method: Option<Method>,
+    /// The method name as sent, for the log line only (never a metrics label).
+    pub(crate) raw_method: Option<String>,
+    pub(crate) reason: String,
+}
+
+/// A decoded request.
+#[derive(Debug, Clone)]
+pub(crate) struct Parsed {
+    pub(crate) encoding: Encoding,
+    pub(crate) method: Method,
+    /// The vendor's fields (the `DATA` object, the XML-RPC struct or the form pairs).
+    pub(crate) fields: Map<String, Value>,
+    /// The bytes the request was identified by (body, or query string for a GET).
+    pub(crate) raw: Vec<u8>,
+}
+
+/// The route the core matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Main,
+    Cdr,
+    Popup,
+}
+
+/// Query parameters that may carry a credential; never copied into vendor fields.
+const SECRET_PARAMS: [&str; 10] = [
+    "token",
+    "secret",
+    "key",
+    "apikey",
+    "api_key",
+    "password",
+    "pass",
+    "signature",
+    "sig",
+    "auth",
+];
+
+pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
+    let route = match request.sub_path.trim_matches('/') {
+        "" => Route::Main,
+        "cdr" => Route::Cdr,
+        "popup" => Route::Popup,
+        _ => {
+            return Err(reject(
+                Encoding::Json,
+                ErrorShape::Status,
+                "unknown path".into(),
+            ))
+        }
+    };
+    let route_shape = match route {
+        Route::Main => ErrorShape::Status,
+        Route::Cdr => ErrorShape::Cdr,
+        Route::Popup => ErrorShape::Popup,
+    };
+    let content_type = request
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let xml_declared = content_type.is_some_and(|ct| ct.to_ascii_lowercase().contains("xml"));
+
+    let body_blank = request
+        .body
+        .iter()
+        .all(|b| b.is_ascii_whitespace() || *b == 0);
+    if body_blank {
+        let query = request.query.as_deref().unwrap_or("");
+        if query.trim().is_empty() {
+            let encoding = if xml_declared {
+                Encoding::XmlRpc
+            } else {
+                Encoding::Json
+            };
+            let shape = if route_shape == ErrorShape::Status && xml_declared {
+                ErrorShape::Fault
+            } else {
+                route_shape
+            };
+            return Err(reject(encoding, shape, "empty request".into()));
+        }
+        let fields = form_fields(query, true);
+        return resolve(
+            route,
+            Encoding::Form,
+            None,
+            fields,
+            query.as_bytes().to_vec(),
+        );
+    }
+
+    let text = charset::decode(&request.body, content_type).map_err(|e| {
+        let (encoding, shape) = if xml_declared {
+            let shape = if route_shape == ErrorShape::Status {
+                ErrorShape::Fault
+            } else {
+                route_shape
+            };
+            (Encoding::XmlRpc, shape)
+        } else {
+            (Encoding::Json, route_shape)
+        };
+        reject(encoding, shape, format!("undecodable body: {e}"))
+    })?;
+    let raw = request.body.to_vec();
+    let limits = Limits::default();
+    let start = text.trim_start_matches(|c: char| c == '\u{feff}' || c.is_whitespace());
+
+    if start.starts_with('<') {
+        let call = xmlrpc::parse_call(start, &limits).map_err(|e| {
+            let shape = if route_shape == ErrorShape::Status {
+                ErrorShape::Fault
+            } else {
+                route_shape
+            };
+            reject(Encoding::XmlRpc, shape, format!("not an xml-rpc call: {e}"))
+        })?;
+        let fields = match call.params.first().map(|p| p.to_json()) {
+            Some(Value::Object(fields)) => fields,
+            _ => {
+                let mut rejection = reject(
+                    Encoding::XmlRpc,
+                    route_shape,
+                    "the first parameter is not a struct".into(),
+                );
+                rejection.method = Method::from_name(&call.method);
+                rejection.raw_method = Some(call.method.clone());
+                if let Some(method) = rejection.method {
+                    rejection.shape = shape_for(method);
+                }
+                return Err(rejection);
+            }
+        };
+        return resolve(route, Encoding::XmlRpc, Some(call.method), fields, raw);
+    }
+
+    if start.starts_with('{') || start.starts_with('[') {
+        let value = json::parse_lenient(start, &limits)
+            .map_err(|e| reject(Encoding::Json, route_shape, format!("invalid json: {e}")))?;
+        let Value::Object(mut object) = value else {
+            return Err(reject(
+                Encoding::Json,
+                route_shape,
+                "the json body is not an object".into(),
+            ));
+        };
+        let Some(method_key) = find_key(&object, "METHOD") else {
+            return resolve(route, Encoding::Json, None, object, raw);
+        };
+        let method_value = object.remove(&method_key).unwrap_or(Value::Null);
+        let Some(name) = method_value.as_str().map(str::to_owned) else {
+            return Err(reject(
+                Encoding::Json,
+                route_shape,
+                "METHOD is not a string".into(),
+            ));
+        };
+        let data = find_key(&object, "DATA").and_then(|k| object.remove(&k));
+        let fields = match data {
+            Some(Value::Object(fields)) => fields,
+            // A DATA sent as a string holding a JSON object.
+            Some(Value::String(s)) => match json::parse_lenient(&s, &limits) {
+                Ok(Value::Object(fields)) => fields,
+                _ => return Err(missing_data(route_shape, &name)),
+            },
+            _ => return Err(missing_data(route_shape, &name)),
+        };
+        return resolve(route, Encoding::Json, Some(name), fields, raw);
+    }
+
+    let mut fields = form_fields(&text, false);
+    let name = find_key(&fields, "METHOD")
+        .and_then(|k| fields.remove(&k))
+        .and_then(|v| v.as_str().map(str::to_owned));
+    resolve(route, Encoding::Form, name, fields, raw)
+}
+
+fn missing_data(route_shape: ErrorShape, name: &str) -> Rejection {
+    let method = Method::from_name(name);
+    Rejection {
+        encoding: Encoding::Json,
+        shape: method.map(shape_for).unwrap_or(route_shape),
+        method,
+        raw_method: Some(name.to_owned()),
+        reason: "missing DATA object".into(),
+    }
+}
+
+fn shape_for(method: Method) -> ErrorShape {
+    match method {
+        Method::Cdr => ErrorShape::Cdr,
+        Method::Popup => ErrorShape::Popup,
+        _ => ErrorShape::Status,
+    }
+}
+
+fn reject(encoding: Encoding, shape: ErrorShape, reason: String) -> Rejection {
+    Rejection {
+        encoding,
+        shape,
+        method: None,
+        raw_method: None,
+        reason,
+    }
+}
+
+/// Picks the method: the pop-up path always means the pop-up; otherwise an explicit method
+/// name wins; otherwise the `cdr` path means a CDR; on the main path a `phone` field means the
+/// pop-up and CDR fields mean a CDR.
+fn resolve(
+    route: Route,
+    encoding: Encoding,
+    name: Option<String>,
+    fields: Map<String, Value>,
+    raw: Vec<u8>,
+) -> Result<Parsed, Rejection> {
+    let method = if route == Route::Popup {
+        Method::Popup
+    } else if let Some(name) = &name {
+        match Method::from_name(name) {
+            Some(method) => method,
+            None => {
+                let shape = if route == Route::Cdr {
+                    ErrorShape::Cdr
+                } else {
+                    ErrorShape::Status
+                };
+                let mut rejection = reject(encoding, shape, "unknown method".into());
+                rejection.raw_method = Some(name.clone());
+                return Err(rejection);
+            }
+        }
+    } else if route == Route::Cdr {
+        Method::Cdr
+    } else if find_key(&fields, "phone").is_some() {
+        Method::Popup
+    } else if [
+        "ivruniqueid",
+        "caller",
+        "callerextension",
+        "dialtime",
+        "ivrid",
+    ]
+    .iter()
+    .any(|k| find_key(&fields, k).is_some())
+    {
+        Method::Cdr
+    } else {
+        return Err(reject(
+            encoding,
+            ErrorShape::Status,
+            "no method and no cdr fields".into(),
+        ));
+    };
+    Ok(Parsed {
+        encoding,
+        method,
+        fields,
+        raw,
+    })
+}
+
+fn form_fields(text: &str, from_query: bool) -> Map<String, Value> {
+    let mut fields = Map::new();
+    for (key, value) in form::parse(text) {
+        let key = key.trim().to_owned();
+        if key.is_empty() {
+            continue;
+        }
+        if from_query && SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) {
+            continue;
+        }
+        fields.insert(key, Value::String(value));
+    }
+    fields
+}
+
+/// The key as sent that matches `name` exactly, else case-insensitively.
+pub(crate) fn find_key(fields: &Map<String, Value>, name: &str) -> Option<String> {
+    if fields.contains_key(name) {
+        return Some(name.to_owned());
+    }
+    fields
+        .keys()
+        .find(|k| k.trim().eq_ignore_ascii_case(name))
+        .cloned()
+}
+
+/// The value under `name` (exact, else trimmed and case-insensitive).
+pub(crate) fn get<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    fields.get(name).or_else(|| {
+        fields
+            .iter()
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
