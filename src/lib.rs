@@ -33,7 +33,7 @@ use crate::config::ResolvedConfig;
 
 /// Every decision point of every adapter, for checking configuration.
 pub fn decision_points() -> Vec<&'static DecisionPoint> {
-    ivrgate_voicenter::Voicenter::default()
+    ivrgate_voicenter::Voicenter
         .decision_points()
         .iter()
         .collect()
@@ -92,7 +92,7 @@ pub async fn run(
     )?);
     let app = Arc::new(server::App {
         core: core.clone(),
-        voicenter: ivrgate_voicenter::Voicenter::default(),
+        voicenter: ivrgate_voicenter::Voicenter,
         shutting_down: AtomicBool::new(false),
     });
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -66,12 +66,9 @@ impl Metrics {
             requests.clone(),
         );
         let decision_seconds = Family::<DecisionLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(
-                [
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ]
-                .into_iter(),
-            )
+            Histogram::new([
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
         });
         registry.register(
             "decision_duration_seconds",

@@ -109,8 +109,9 @@ impl Receiver {
             .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = mpsc::unbounded_channel();
-        let behaviour: Arc<Mutex<Behaviour>> =
-            Arc::new(Mutex::new(Arc::new(|_: &Hook| Reply::ok(r#"{"action":"default"}"#))));
+        let behaviour: Arc<Mutex<Behaviour>> = Arc::new(Mutex::new(Arc::new(|_: &Hook| {
+            Reply::ok(r#"{"action":"default"}"#)
+        })));
         let (stop_tx, mut stop_rx) = oneshot::channel::<()>();
         let b = behaviour.clone();
         tokio::spawn(async move {
@@ -128,7 +129,11 @@ impl Receiver {
                         async move {
                             let path = req.uri().path().to_owned();
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             let hook = Hook {
                                 path,
                                 headers: parts.headers,
@@ -141,7 +146,8 @@ impl Receiver {
                             if !reply.delay.is_zero() {
                                 tokio::time::sleep(reply.delay).await;
                             }
-                            let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
+                            let mut response =
+                                hyper::Response::new(Full::new(Bytes::from(reply.body)));
                             *response.status_mut() =
                                 http::StatusCode::from_u16(reply.status).expect("status");
                             response.headers_mut().insert(
@@ -257,7 +263,20 @@ impl Gateway {
     pub async fn start(webhook_url: &str, extra: &str) -> Gateway {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_owned();
-        let mut gw = Gateway::start_in(&dir, &config_toml(&dir, webhook_url, extra), Arc::new(ManualClock::default())).await;
+        let toml = config_toml(&dir, webhook_url, extra);
+        std::fs::write(dir.join("test.toml"), &toml).expect("write config");
+        let mut gw = Gateway::start_in(&dir, &toml, Arc::new(ManualClock::default())).await;
+        gw._tmp = Some(tmp);
+        gw
+    }
+
+    /// Starts a gateway whose configuration text is changed by `edit` first.
+    pub async fn start_edited(webhook_url: &str, edit: impl FnOnce(String) -> String) -> Gateway {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let toml = edit(config_toml(&dir, webhook_url, ""));
+        std::fs::write(dir.join("test.toml"), &toml).expect("write config");
+        let mut gw = Gateway::start_in(&dir, &toml, Arc::new(ManualClock::default())).await;
         gw._tmp = Some(tmp);
         gw
     }
@@ -268,7 +287,9 @@ impl Gateway {
             .expect("parse")
             .validate(&ivrgate::decision_points())
             .expect("valid config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (handle_tx, handle_rx) = oneshot::channel();
@@ -319,7 +340,12 @@ impl Gateway {
     }
 
     /// POSTs a body; returns status, content type and body text.
-    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> (u16, String, String) {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String, String) {
         let response = client()
             .post(self.url(path))
             .header("content-type", content_type)
@@ -353,7 +379,9 @@ pub fn client() -> reqwest::Client {
 
 /// A seed fixture from tests/fixtures.
 pub fn fixture(path: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
     std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
 }
 
@@ -364,10 +392,15 @@ pub fn normalize(value: &Value) -> Value {
             map.iter()
                 .map(|(k, v)| {
                     let v = match (k.as_str(), v) {
-                        ("event_id" | "call_id" | "decision_id" | "received_at", Value::String(_)) => {
-                            Value::String(format!("<{k}>"))
-                        }
-                        ("timestamp" | "started_at" | "at", Value::String(s)) if s.starts_with("20") && !s.starts_with("2012") && !s.starts_with("2014") => {
+                        (
+                            "event_id" | "call_id" | "decision_id" | "received_at",
+                            Value::String(_),
+                        ) => Value::String(format!("<{k}>")),
+                        ("timestamp" | "started_at" | "at", Value::String(s))
+                            if s.starts_with("20")
+                                && !s.starts_with("2012")
+                                && !s.starts_with("2014") =>
+                        {
                             Value::String(format!("<{k}>"))
                         }
                         _ => normalize(v),
@@ -384,14 +417,49 @@ pub fn normalize(value: &Value) -> Value {
 /// Compares `actual` with the golden file `tests/fixtures/{path}`; with `UPDATE_GOLDEN=1` in
 /// the environment, writes it instead.
 pub fn check_golden(path: &str, actual: &Value) {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(path);
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(path);
     let pretty = serde_json::to_string_pretty(&normalize(actual)).expect("json") + "\n";
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
         std::fs::write(&full, &pretty).expect("write golden");
         return;
     }
-    let expected = std::fs::read_to_string(&full)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create it)", full.display()));
+    let expected = std::fs::read_to_string(&full).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            full.display()
+        )
+    });
     assert_eq!(pretty, expected, "golden file {path} differs");
+}
+
+/// Verifies a captured delivery with the Standard Webhooks reference library for Python
+/// (`standardwebhooks` from PyPI, installed by .ci/run): a real customer's verifier.
+pub fn verify_with_python(hook: &Hook) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("hook.json");
+    let doc = serde_json::json!({
+        "secret": SECRET,
+        "headers": {
+            "webhook-id": hook.header("webhook-id"),
+            "webhook-timestamp": hook.header("webhook-timestamp"),
+            "webhook-signature": hook.header("webhook-signature"),
+        },
+        "body": String::from_utf8_lossy(&hook.body),
+    });
+    std::fs::write(&file, doc.to_string()).expect("write");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/verify_webhook.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(&file)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "standardwebhooks refused the delivery: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
