@@ -432,8 +432,15 @@ impl Core {
             return Err(FallbackReason::Status);
         }
         self.breakers.success(url);
-        let parsed = serde_json::from_slice::<Value>(&bytes)
-            .map_err(|e| format!("not JSON: {e}"))
+        // Customers porting a legacy server may answer with the vendor's own (sometimes
+        // not quite JSON) examples; the lenient reader takes those too.
+        let limits = ivrgate_wire::Limits::default();
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|_| "answer is not UTF-8".to_owned())
+            .and_then(|text| {
+                ivrgate_wire::json::parse_lenient(text, &limits)
+                    .map_err(|e| format!("not JSON: {e}"))
+            })
             .and_then(|v| Answer::from_json(&v))
             .and_then(|a| (point.validate)(&a).map(|()| a));
         parsed.map_err(|why| {

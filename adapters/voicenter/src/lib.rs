@@ -251,8 +251,6 @@ enum Ack {
     Ok,
     /// Not stored: Voicenter should send it again.
     Retry,
-    /// The request could not be read.
-    Parse,
 }
 
 /// The acknowledgement of an event: `STATUS` for HANGUP_CALL, `err`/`errdesc` for a CDR.
@@ -262,7 +260,6 @@ fn ack(method: Method, encoding: Encoding, ack: Ack) -> StoredResponse {
         let (err, desc) = match ack {
             Ack::Ok => (0, "OK"),
             Ack::Retry => (2, "temporarily unable to store, retry"),
-            Ack::Parse => (1, "parse error"),
         };
         json!({ "err": err, "errdesc": desc })
     } else {
@@ -367,7 +364,11 @@ fn rejected_with_caller(
             })
             .into_bytes(),
         },
-        ErrorShape::Cdr => ack(Method::Cdr, rejection.encoding, Ack::Parse),
+        // err 1 with the reason, so whoever reads Voicenter's side sees what was wrong.
+        ErrorShape::Cdr => encode(
+            rejection.encoding,
+            &json!({ "err": 1, "errdesc": format!("parse error: {}", rejection.reason) }),
+        ),
         ErrorShape::Status => encode(rejection.encoding, &render::status(1)),
         ErrorShape::Popup => encode(Encoding::Json, &render::popup(POPUP_ERROR, "", "", "0", "")),
     };

@@ -1121,9 +1121,12 @@ async fn malformed_requests_get_the_platform_error() {
             ),
             json!({"STATUS": 1}),
         ),
-        (post("cdr", "application/json", "[1,2]"), json!({"err": 1, "errdesc": "parse error"})),
-        (post("cdr", "application/json", "{}"), json!({"err": 1, "errdesc": "parse error"})),
-        (post("cdr", "text/xml", "<nope"), json!({"err": 1, "errdesc": "parse error"})),
+        (
+            post("cdr", "application/json", "[1,2]"),
+            json!({"err": 1, "errdesc": "parse error: the json body is not an object"}),
+        ),
+        (post("cdr", "application/json", "{}"), json!({"err": 1, "errdesc": "parse error: missing call id (IVR_UNIQUE_ID / ivruniqueid)"})),
+        (post("cdr", "text/xml", "<nope"), json!({"err": 1, "errdesc": "parse error: not an xml-rpc call: malformed xml: syntax error: tag not closed: `>` not found before end of input at byte 0"})),
         (
             post("popup", "text/plain", ""),
             json!({"STATUS": "ERROR", "URL": "", "CLIENTNAME": "", "TOTAL": "0", "COMPANY": ""}),
