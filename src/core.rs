@@ -254,10 +254,8 @@ impl Core {
                 }
             }
         };
-        if let Some(more) = answer.attach() {
-            for (k, v) in more {
-                attached.insert(k.clone(), v.clone());
-            }
+        for (k, v) in point.attached_by(&answer) {
+            attached.insert(k, v);
         }
         let (source_label, reason) = match &source {
             AnswerSource::Customer => ("customer", None),

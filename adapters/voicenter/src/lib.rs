@@ -57,6 +57,7 @@ pub static DECISION_POINTS: [DecisionPoint; 3] = [
         platform_max_ms: 10_000,
         default_fallback: platform_default,
         validate: validate_ivr_action,
+        native_attach: no_attach,
     },
     DecisionPoint {
         vendor: VENDOR,
@@ -64,6 +65,7 @@ pub static DECISION_POINTS: [DecisionPoint; 3] = [
         platform_max_ms: 5_000,
         default_fallback: platform_default,
         validate: validate_layer_input,
+        native_attach: custom_data,
     },
     DecisionPoint {
         vendor: VENDOR,
@@ -71,12 +73,29 @@ pub static DECISION_POINTS: [DecisionPoint; 3] = [
         platform_max_ms: 5_000,
         default_fallback: caller_not_found,
         validate: validate_caller_lookup,
+        native_attach: no_attach,
     },
 ];
 
 const IVR_ACTION: usize = 0;
 const LAYER_INPUT: usize = 1;
 const CALLER_LOOKUP: usize = 2;
+
+/// GET_IVR_ACTION and pop-up answers carry no call data.
+fn no_attach(_: &Value) -> Map<String, Value> {
+    Map::new()
+}
+
+/// A native layer answer's `CUSTOM_DATA` is kept on the call, as Voicenter keeps it and
+/// repeats it in its pop-up and CDR notifications (seed §12).
+fn custom_data(native: &Value) -> Map<String, Value> {
+    native
+        .as_object()
+        .and_then(|o| o.iter().find(|(k, _)| k.trim() == "CUSTOM_DATA"))
+        .and_then(|(_, v)| v.as_object())
+        .cloned()
+        .unwrap_or_default()
+}
 
 /// `default`: Voicenter is answered `{"STATUS": 1}` and goes on with its own flow.
 fn platform_default() -> Answer {

@@ -89,6 +89,19 @@ pub struct DecisionPoint {
     pub default_fallback: fn() -> Answer,
     /// Whether the platform can carry out an answer at this point; an `Err` names why not.
     pub validate: fn(&Answer) -> Result<(), String>,
+    /// The key/value data a valid native answer attaches to the call (Voicenter's
+    /// `CUSTOM_DATA`); neutral answers attach through [`action::Envelope::attach`].
+    pub native_attach: fn(&serde_json::Value) -> Map<String, Value>,
+}
+
+impl DecisionPoint {
+    /// The data an answer attaches to the call, neutral or native.
+    pub fn attached_by(&self, answer: &Answer) -> Map<String, Value> {
+        match answer {
+            Answer::Action(envelope) => envelope.attach.clone(),
+            Answer::Native(native) => (self.native_attach)(native),
+        }
+    }
 }
 
 /// The vendor's identifiers for a call.
