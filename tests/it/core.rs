@@ -549,3 +549,117 @@ async fn health_readiness_metrics_and_graceful_shutdown() {
         "answered by the customer, not cut off"
     );
 }
+
+#[tokio::test]
+async fn nearly_full_storage_refuses_events_with_the_platforms_answer() {
+    let rx = Receiver::start().await;
+    // A reserve no disk has: storage counts as nearly full from the first check.
+    let gw = Gateway::start_edited(&rx.url("/hooks"), |t| {
+        t.replace(
+            "min_free_bytes = 0",
+            "min_free_bytes = 18000000000000000000",
+        )
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, body) = gw
+        .post("/voicenter/acme/cdr", "application/json", cdr("c-full", 1))
+        .await;
+    assert_eq!(status, 200);
+    let body: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(body["err"], 2, "{body}");
+    let (_, _, hangup_answer) = gw
+        .post("/voicenter/acme", "application/json", hangup("c-full"))
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&hangup_answer).expect("json")["STATUS"],
+        1
+    );
+    // Decisions still work: a caller is never left in dead air.
+    rx.answer(|_| Reply::ok(MENU));
+    let (_, _, decision) = gw
+        .post("/voicenter/acme", "application/json", ivr_action("c-full"))
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&decision).expect("json")["ACTION"],
+        "MENU"
+    );
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"ivrgate_events_recorded_total{outcome="storage_full"} 2"#),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn decision_rate_limit_answers_with_the_fallback_at_once() {
+    let rx = Receiver::start().await;
+    rx.answer(|_| Reply::ok(MENU));
+    let gw = Gateway::start(
+        &rx.url("/hooks"),
+        &format!("decisions_per_second = 1\n{HANGUP_FALLBACK}"),
+    )
+    .await;
+    let (_, _, first) = gw
+        .post("/voicenter/acme", "application/json", ivr_action("c-rl1"))
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&first).expect("json")["ACTION"],
+        "MENU"
+    );
+    let started = Instant::now();
+    let (_, _, second) = gw
+        .post("/voicenter/acme", "application/json", ivr_action("c-rl2"))
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&second).expect("json")["ACTION"],
+        "HANGUP"
+    );
+    assert!(started.elapsed() < Duration::from_millis(200));
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"ivrgate_decision_fallbacks_total{kind="ivr_action",reason="rate_limited"} 1"#
+        ),
+        "{metrics}"
+    );
+    // Events are never refused for rate reasons.
+    for i in 0..5 {
+        let (_, _, ack) = gw
+            .post(
+                "/voicenter/acme/cdr",
+                "application/json",
+                cdr(&format!("c-rl-e{i}"), 1),
+            )
+            .await;
+        assert!(ack.contains(r#""err":0"#), "{ack}");
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_native_answers_custom_data_is_kept_on_the_call() {
+    let rx = Receiver::start().await;
+    rx.answer(|hook| {
+        if hook.json["type"] == "decision.layer_input" {
+            Reply::ok(
+                r#"{"STATUS":0,"ACTION":"GO_TO_LAYER","LAYER":3,"CUSTOM_DATA":{"ticket":"T-9"}}"#,
+            )
+        } else {
+            Reply::ok("{}")
+        }
+    });
+    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let layer = json!({"METHOD": "IVR_LAYER_INPUT", "DATA": {"DID": "0732793256", "CALLER_ID": "0523574321",
+        "IVR_UNIQUE_ID": "c-native", "DTMF": "2", "LAYER_ID": 3, "PREVIOUS_LAYER_ID": 1}});
+    gw.post("/voicenter/acme", "application/json", layer.to_string())
+        .await;
+    let _ = rx.next_of("decision.layer_input").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.post("/voicenter/acme", "application/json", hangup("c-native"))
+        .await;
+    let ended = rx.next_of("call.hangup").await;
+    assert_eq!(ended.json["data"]["attached"], json!({"ticket": "T-9"}));
+    gw.stop().await;
+}

@@ -418,6 +418,45 @@ basic_auth = {{ username = "vc", password = "env:IVRGATE_TEST_PASS" }}
         .expect("request");
     assert_eq!(bad.status(), 200);
     let _ = rx.next_of("call.hangup").await;
+    // SIGHUP reloads the configuration: a tenant added to the file starts working.
+    assert_eq!(
+        client()
+            .post(format!("{base}/voicenter/globex/cdr"))
+            .body("{}")
+            .send()
+            .await
+            .expect("request")
+            .status(),
+        404
+    );
+    let config_path = dir.path().join("ivrgate.toml");
+    let mut text = std::fs::read_to_string(&config_path).expect("config");
+    text.push_str(&format!(
+        "\n[[tenants]]\nid = \"globex\"\nwebhook_url = \"{}\"\nwebhook_secret = \"env:IVRGATE_TEST_SECRET\"\n",
+        rx.url("/hooks")
+    ));
+    std::fs::write(&config_path, text).expect("rewrite config");
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let mut reloaded = false;
+    for _ in 0..50 {
+        let r = client()
+            .post(format!("{base}/voicenter/globex/cdr"))
+            .body("{}")
+            .send()
+            .await
+            .expect("request");
+        if r.status() == 200 {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "SIGHUP did not load the new tenant");
     // SIGTERM: a graceful stop with status 0.
     let status = Command::new("kill")
         .arg("-TERM")
