@@ -147,6 +147,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
                 .await
             {
                 Ok(()) => {
+                    app.core
+                        .disabled_endpoints
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(*tenant);
                     app.core.breakers.success(
                         &app.core
                             .runtime

@@ -88,6 +88,9 @@ pub struct Core {
     pub delivery_http: reqwest::Client,
     pub breakers: Breakers,
     pub storage_full: AtomicBool,
+    /// Tenants whose endpoint answered 410, as last read from the store (or just recorded
+    /// here), checked before every delivery attempt.
+    pub disabled_endpoints: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Core {
@@ -124,7 +127,22 @@ impl Core {
             delivery_http,
             breakers,
             storage_full: AtomicBool::new(false),
+            disabled_endpoints: std::sync::Mutex::new(Default::default()),
         })
+    }
+
+    pub fn endpoint_disabled(&self, tenant: &str) -> bool {
+        self.disabled_endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(tenant)
+    }
+
+    pub fn set_disabled_endpoints(&self, tenants: impl IntoIterator<Item = String>) {
+        *self
+            .disabled_endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = tenants.into_iter().collect();
     }
 
     fn call_key(tenant: &str, vendor: &str, vendor_call_id: &str) -> CallKey {

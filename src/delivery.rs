@@ -27,14 +27,16 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             let runtime = core.runtime.load_full();
             let delivery = &runtime.config.raw.delivery;
             let mut skip: Vec<String> = Vec::new();
-            let disabled = core.store.disabled_endpoints().await.unwrap_or_default();
+            if let Ok(rows) = core.store.disabled_endpoints().await {
+                core.set_disabled_endpoints(rows.into_iter().map(|(tenant, _)| tenant));
+            }
             for tenant in &runtime.config.tenants {
                 let busy = runtime
                     .delivery_slots
                     .get(&tenant.id)
                     .is_some_and(|s| s.available_permits() == 0);
                 let open = !core.breakers.try_peek(&tenant.webhook_url);
-                if busy || open || disabled.iter().any(|(t, _)| t == &tenant.id) {
+                if busy || open || core.endpoint_disabled(&tenant.id) {
                     skip.push(tenant.id.clone());
                 }
             }
@@ -115,6 +117,14 @@ async fn deliver(core: &Core, row: Delivery) {
         None => None,
     };
     let url = &tenant.webhook_url;
+    if core.endpoint_disabled(&tenant.id) {
+        finish(DeliveryUpdate::Release {
+            id: row.id,
+            next_ms: now_ms,
+        })
+        .await;
+        return;
+    }
     if !core.breakers.try_acquire(url) {
         core.metrics.delivery("breaker_open");
         finish(DeliveryUpdate::Release {
@@ -157,6 +167,10 @@ async fn deliver(core: &Core, row: Delivery) {
         Ok(response) if response.status().as_u16() == 410 => {
             core.metrics.delivery("gone");
             tracing::error!(tenant = %tenant.id, url = %url, "endpoint answered 410 Gone: disabled until re-enabled through the admin API");
+            core.disabled_endpoints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(tenant.id.clone());
             let reason = format!("410 Gone at attempt {attempts} of {}", row.event_id);
             if let Err(e) = core
                 .store
