@@ -5,4 +5,5 @@ mod support;
 mod core;
 mod hardening;
 mod process;
+mod schemas;
 mod voicenter;
