@@ -91,6 +91,17 @@ pub struct Core {
     /// Tenants whose endpoint answered 410, as last read from the store (or just recorded
     /// here), checked before every delivery attempt.
     pub disabled_endpoints: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Decisions answered by this process whose call-state write is queued but not yet
+    /// committed, so a request on the same call moments later still sees them.
+    pending_decisions: Arc<std::sync::Mutex<HashMap<CallKey, PendingDecision>>>,
+}
+
+#[derive(Clone)]
+struct PendingDecision {
+    decision_id: String,
+    call_id: String,
+    last: Value,
+    attached: Map<String, Value>,
 }
 
 impl Core {
@@ -128,6 +139,7 @@ impl Core {
             breakers,
             storage_full: AtomicBool::new(false),
             disabled_endpoints: std::sync::Mutex::new(Default::default()),
+            pending_decisions: Arc::new(std::sync::Mutex::new(HashMap::new())),
         })
     }
 
@@ -195,18 +207,31 @@ impl Core {
             Some(key) => self.load(key).await,
             None => None,
         };
-        let call_id = key.as_ref().map(|_| {
-            row.as_ref()
-                .map(|r| r.call_id.clone())
-                .unwrap_or_else(ids::call_id)
+        let pending = key.as_ref().and_then(|k| {
+            self.pending_decisions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(k)
+                .cloned()
         });
-        let mut attached = row.as_ref().map(|r| r.attached.clone()).unwrap_or_default();
-        let previous = row
-            .as_ref()
-            .and_then(|r| r.state.as_ref())
-            .and_then(|s| s.get("last_decision"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let call_id = key.as_ref().map(|_| match (&pending, &row) {
+            (Some(p), _) => p.call_id.clone(),
+            (None, Some(r)) => r.call_id.clone(),
+            (None, None) => ids::call_id(),
+        });
+        let mut attached = match &pending {
+            Some(p) => p.attached.clone(),
+            None => row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
+        };
+        let previous = match &pending {
+            Some(p) => p.last.clone(),
+            None => row
+                .as_ref()
+                .and_then(|r| r.state.as_ref())
+                .and_then(|s| s.get("last_decision"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
         let now = self.clock.now();
         let mut data = Map::new();
         data.insert("decision_id".into(), json!(decision_id));
@@ -318,6 +343,18 @@ impl Core {
                 "source": source_label,
                 "fallback_reason": reason,
             });
+            self.pending_decisions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    key.clone(),
+                    PendingDecision {
+                        decision_id: decision_id.clone(),
+                        call_id: call_id.clone(),
+                        last: last.clone(),
+                        attached: attached.clone(),
+                    },
+                );
             self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
         }
         Decision {
@@ -343,6 +380,13 @@ impl Core {
     ) {
         let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
         let retry_key = key.clone();
+        let overlay_key = key.clone();
+        let overlay = self.pending_decisions.clone();
+        let decision_id = last
+            .get("decision_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let store = self.store.clone();
         let clock = self.clock.clone();
         let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {
@@ -378,6 +422,16 @@ impl Core {
         let first = build(row.as_ref(), clock.now_ms());
         let pending = store.commit_queued(first);
         tokio::spawn(async move {
+            // However the write ends, this decision is no longer pending.
+            let _clear = Defer(Some(move || {
+                let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
+                if map
+                    .get(&overlay_key)
+                    .is_some_and(|p| p.decision_id == decision_id)
+                {
+                    map.remove(&overlay_key);
+                }
+            }));
             let mut outcome = pending.await;
             for _ in 0..5 {
                 match outcome {
@@ -627,6 +681,17 @@ impl Core {
         Err(RecordError::Unavailable(
             "the call kept changing; retry".into(),
         ))
+    }
+}
+
+/// Runs a closure when dropped.
+struct Defer<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
     }
 }
 

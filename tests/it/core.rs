@@ -673,3 +673,43 @@ async fn a_native_answers_custom_data_is_kept_on_the_call() {
     assert_eq!(ended.json["data"]["attached"], json!({"ticket": "T-9"}));
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn back_to_back_decisions_on_one_call_see_each_other() {
+    let rx = Receiver::start().await;
+    rx.answer(|hook| {
+        let n = hook.json["data"]["dtmf"].as_str().unwrap_or("0").to_owned();
+        Reply::ok(format!(
+            r#"{{"action":"goto","target":"{n}","attach":{{"step{n}":"seen"}}}}"#
+        ))
+    });
+    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let mut ids = Vec::new();
+    for step in 1..=3 {
+        let layer = json!({"METHOD": "IVR_LAYER_INPUT", "DATA": {"DID": "0732793256", "CALLER_ID": "0523574321",
+            "IVR_UNIQUE_ID": "c-b2b", "DTMF": step.to_string(), "LAYER_ID": step, "PREVIOUS_LAYER_ID": 1}});
+        let (_, _, answer) = gw
+            .post("/voicenter/acme", "application/json", layer.to_string())
+            .await;
+        let answer: Value = serde_json::from_str(&answer).expect("json");
+        assert_eq!(answer["LAYER"], step, "{answer}");
+        let hook = rx.next_of("decision.layer_input").await;
+        let data = &hook.json["data"];
+        if let Some(previous) = ids.last() {
+            assert_eq!(
+                data["previous_decision"]["decision_id"], *previous,
+                "{data}"
+            );
+            assert_eq!(data["call_id"], hook.json["data"]["call_id"]);
+        } else {
+            assert_eq!(data["previous_decision"], Value::Null);
+        }
+        assert_eq!(
+            data["attached"].as_object().map(|a| a.len()),
+            Some(step as usize - 1),
+            "{data}"
+        );
+        ids.push(data["decision_id"].clone());
+    }
+    gw.stop().await;
+}
