@@ -486,6 +486,38 @@ async fn newer_cdr_fields_are_carried() {
 }
 
 #[tokio::test]
+async fn seed_spellings_of_call_ids_are_recognised() {
+    // The §4 table spells the id "ivrunique-id"; the JSON CDR table writes
+    // "OriginalivrUniqueID" with a lower-case i. The first keys the call, the second is
+    // correlation only.
+    let gateway = FakeGateway::new();
+    let body = r#"{"caller": "0544444444", "ivrunique-id": "201809131615530APIAPI-APIAac40c3d53",
+        "OriginalivrUniqueID": "201809131730110122APIAPI-API ", "status": "ANSWER", "time": 1536855354}"#;
+    let handled = run(&gateway, post("cdr", "application/json", body)).await;
+    assert_eq!(meaning(&handled), json!({"err": 0, "errdesc": "OK"}));
+    let event = &gateway.events()[0];
+    assert_eq!(
+        event.call.vendor_call_id.as_deref(),
+        Some("201809131615530APIAPI-APIAac40c3d53")
+    );
+    assert_eq!(
+        event.call.correlation.get("OriginalivrUniqueID"),
+        Some(&json!("201809131730110122APIAPI-API"))
+    );
+}
+
+#[tokio::test]
+async fn the_prose_name_ivr_external_layer_input_is_an_alias() {
+    // §12's prose calls the request "IvrExternalLayerInput"; its examples say IVR_LAYER_INPUT.
+    let gateway = FakeGateway::new();
+    let body = r#"{"METHOD": "IvrExternalLayerInput", "DATA": {"DID": "0732793256",
+        "CALLER_ID": "0523574321", "IVR_UNIQUE_ID": "abc", "DTMF": "1", "LAYER_ID": 8}}"#;
+    let handled = run(&gateway, post("", "application/json", body)).await;
+    assert_eq!(handled.method, "IVR_LAYER_INPUT");
+    assert_eq!(gateway.decisions()[0].point.kind, "layer_input");
+}
+
+#[tokio::test]
 async fn layer_input_requests() {
     let gateway = FakeGateway::new();
     let handled = run(
