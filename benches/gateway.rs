@@ -1,1 +1,736 @@
-fn main() {}
+//! End-to-end benchmark of the gateway, in one process and one run (`cargo bench --bench
+//! gateway`). Prints one table; each figure sits beside its target with PASS or MISS. A MISS
+//! does not fail the process: benchmarks inform, tests assert.
+//!
+//! Everything shares one multi-threaded tokio runtime (one worker per core): the gateway under
+//! test, the customer's webhook (a bare hyper server), the bare pass-through proxy used as a
+//! baseline, and the load generators (reqwest clients with connection pools).
+//!
+//! 1. Decision-path overhead at a fixed open-loop rate: GET_IVR_ACTION (the seed's XML-RPC body,
+//!    a unique IVR_UNIQUE_ID per call) through the gateway, and the very same webhook request
+//!    the gateway makes (captured body and signature headers) sent straight to the webhook at
+//!    the same rate. Overhead = gateway percentile minus bare-webhook percentile.
+//! 2. Closed-loop throughput with N clients: through the gateway, and through a minimal hyper
+//!    proxy that receives the same XML body and forwards the same JSON to the same webhook.
+//! 3. CDR ingest: closed loop, distinct JSON CDRs to /voicenter/acme/cdr; only `{"err":0`
+//!    answers (sent after the commit's fsync) count. Deliveries run concurrently.
+//! 4. For context: fdatasync latency of the disk under the state directory.
+//!
+//! `IVRGATE_BENCH_SECS` changes the length of each measured phase (default 5).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+const MENU_ANSWER: &str = r#"{"action":"menu","prompt":"p","menu":"m","max_digits":1}"#;
+const RATE: u32 = 1_000;
+const CLIENTS: usize = 32;
+const CDR_CLIENTS: usize = 64;
+const WARMUP: Duration = Duration::from_millis(700);
+
+const TARGET_OVERHEAD_P99_MS: f64 = 2.0;
+const TARGET_RATIO: f64 = 0.70;
+const TARGET_CDR_ACKS: f64 = 5_000.0;
+
+fn phase() -> Duration {
+    let secs = std::env::var("IVRGATE_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(5.0);
+    Duration::from_secs_f64(secs)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+/// Serves HTTP/1 on `listener` with `handler` until the runtime ends.
+fn serve<F, Fut>(listener: TcpListener, handler: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
+fn respond(content_type: &'static str, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+/// One decision webhook request as the gateway sent it: replayed in the bare measurements.
+#[derive(Clone)]
+struct CapturedDecision {
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+/// The customer's webhook: `/decide` answers a menu at once, anything else (event
+/// deliveries) answers 200 at once.
+struct Webhook {
+    addr: SocketAddr,
+    decisions: AtomicU64,
+    events: AtomicU64,
+    captured: OnceLock<CapturedDecision>,
+}
+
+async fn start_webhook() -> Arc<Webhook> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind webhook");
+    let hook = Arc::new(Webhook {
+        addr: listener.local_addr().expect("addr"),
+        decisions: AtomicU64::new(0),
+        events: AtomicU64::new(0),
+        captured: OnceLock::new(),
+    });
+    let h = hook.clone();
+    serve(listener, move |req: Request<Incoming>| {
+        let h = h.clone();
+        async move {
+            let decision = req.uri().path() == "/decide";
+            let (parts, body) = req.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            if decision {
+                h.decisions.fetch_add(1, Ordering::Relaxed);
+                if h.captured.get().is_none() {
+                    let headers = parts
+                        .headers
+                        .iter()
+                        .filter(|(k, _)| {
+                            k.as_str() == "content-type" || k.as_str().starts_with("webhook-")
+                        })
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                        .collect();
+                    let _ = h.captured.set(CapturedDecision { headers, body });
+                }
+                respond(
+                    "application/json",
+                    Bytes::from_static(MENU_ANSWER.as_bytes()),
+                )
+            } else {
+                h.events.fetch_add(1, Ordering::Relaxed);
+                respond("application/json", Bytes::from_static(b"{}"))
+            }
+        }
+    });
+    hook
+}
+
+/// The baseline: a minimal hyper proxy that reads the legacy XML body, forwards the same
+/// JSON webhook request the gateway makes, and returns the webhook's body.
+async fn start_passthrough(webhook: SocketAddr, captured: CapturedDecision) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    // The same client settings as the gateway's decision client.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .expect("client");
+    let url: Arc<str> = format!("http://{webhook}/decide").into();
+    let captured = Arc::new(captured);
+    serve(listener, move |req: Request<Incoming>| {
+        let client = client.clone();
+        let url = url.clone();
+        let captured = captured.clone();
+        async move {
+            let _xml = req
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            let mut forward = client.post(&*url).body(captured.body.clone());
+            for (k, v) in &captured.headers {
+                forward = forward.header(k, v);
+            }
+            let body = match forward.send().await {
+                Ok(r) => r.bytes().await.unwrap_or_default(),
+                Err(_) => Bytes::new(),
+            };
+            respond("text/xml", body)
+        }
+    });
+    addr
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway
+
+struct Gateway {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    join: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start_gateway(dir: &Path, webhook: SocketAddr) -> Gateway {
+    let toml = format!(
+        r#"listen = "127.0.0.1:0"
+state_dir = "{dir}"
+
+[storage]
+min_free_bytes = 0
+
+[[tenants]]
+id = "acme"
+webhook_url = "http://{webhook}/events"
+decision_url = "http://{webhook}/decide"
+webhook_secret = "{SECRET}"
+decisions_per_second = 100000
+deliveries_per_second = 100000
+"#,
+        dir = dir.display()
+    );
+    let config = ivrgate::config::Config::parse(&toml, Path::new("bench.toml"))
+        .expect("parse config")
+        .validate(&ivrgate::decision_points())
+        .expect("valid config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let (started_tx, started_rx) = oneshot::channel();
+    let join = tokio::spawn(ivrgate::run(
+        config,
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+        ivrgate::Options::default(),
+        move |_| {
+            let _ = started_tx.send(());
+        },
+    ));
+    tokio::time::timeout(Duration::from_secs(10), started_rx)
+        .await
+        .expect("gateway started in time")
+        .expect("gateway started");
+    Gateway { addr, stop, join }
+}
+
+/// The seed's XML-RPC GET_IVR_ACTION with its IVR_UNIQUE_ID replaced by `{ID}`.
+fn ivr_action_template() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/voicenter/get_ivr_action.xmlrpc.xml");
+    let xml = std::fs::read_to_string(&path).expect("read fixture");
+    let name = xml
+        .find("<name>IVR_UNIQUE_ID</name>")
+        .expect("IVR_UNIQUE_ID");
+    let open = name + xml[name..].find("<string>").expect("<string>") + "<string>".len();
+    let close = open + xml[open..].find("</string>").expect("</string>");
+    format!("{}{{ID}}{}", &xml[..open], &xml[close..])
+}
+
+fn cdr_body(id: u64) -> String {
+    serde_json::json!({
+        "caller": "0544444444", "target": "0722776772", "time": 1_700_000_000,
+        "duration": 12, "ivruniqueid": format!("bench-cdr-{id:020}"),
+        "type": "Incoming Call", "status": "ANSWER", "did": "0722776772",
+        "queueid": 0, "dialtime": 3,
+    })
+    .to_string()
+}
+
+fn load_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load generators
+
+type MakeRequest = Arc<dyn Fn(u64) -> reqwest::RequestBuilder + Send + Sync>;
+type Check = fn(&[u8]) -> bool;
+
+struct OpenLoop {
+    latencies: Vec<Duration>,
+    errors: u64,
+    offered_rate: f64,
+}
+
+/// Sends at a fixed rate whatever the answers do (a new task per request); latency is from
+/// the moment the request task starts to the last byte of the answer.
+async fn open_loop(rate: u32, duration: Duration, make: MakeRequest, check: Check) -> OpenLoop {
+    let period = Duration::from_secs(1) / rate;
+    let total = (duration.as_secs_f64() * rate as f64) as u64;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut tasks = Vec::with_capacity(total as usize);
+    let started = Instant::now();
+    for i in 0..total {
+        ticker.tick().await;
+        let request = make(i);
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let response = request.send().await.ok()?;
+            let ok = response.status().is_success();
+            let body = response.bytes().await.ok()?;
+            let elapsed = sent.elapsed();
+            (ok && check(&body)).then_some(elapsed)
+        }));
+    }
+    let offered_rate = total as f64 / started.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(tasks.len());
+    let mut errors = 0;
+    for task in tasks {
+        match task.await {
+            Ok(Some(latency)) => latencies.push(latency),
+            _ => errors += 1,
+        }
+    }
+    latencies.sort();
+    OpenLoop {
+        latencies,
+        errors,
+        offered_rate,
+    }
+}
+
+struct ClosedLoop {
+    per_second: f64,
+    errors: u64,
+    /// Process CPU time per counted answer, in microseconds.
+    cpu_us: f64,
+}
+
+/// `clients` tasks, each sending its next request as soon as the previous one is answered.
+async fn closed_loop(
+    clients: usize,
+    duration: Duration,
+    make: MakeRequest,
+    check: Check,
+) -> ClosedLoop {
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let cpu_before = process_cpu();
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (next, ok, errors, make) = (next.clone(), ok.clone(), errors.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                let request = make(next.fetch_add(1, Ordering::Relaxed));
+                let good = match request.send().await {
+                    Ok(r) if r.status().is_success() => {
+                        r.bytes().await.map(|b| check(&b)).unwrap_or(false)
+                    }
+                    _ => false,
+                };
+                if Instant::now() > deadline {
+                    break; // answered after the window: not counted either way
+                }
+                if good {
+                    ok.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let cpu = process_cpu().saturating_sub(cpu_before);
+    let ok = ok.load(Ordering::Relaxed);
+    ClosedLoop {
+        per_second: ok as f64 / duration.as_secs_f64(),
+        errors: errors.load(Ordering::Relaxed),
+        cpu_us: cpu.as_secs_f64() * 1e6 / ok.max(1) as f64,
+    }
+}
+
+fn is_menu(body: &[u8]) -> bool {
+    // The rendered XML-RPC answer names the action; the platform default fallback does not
+    // render MENU, so this also catches fallbacks.
+    body.windows(4).any(|w| w == b"MENU")
+}
+
+fn is_menu_json(body: &[u8]) -> bool {
+    body.starts_with(br#"{"action":"menu""#)
+}
+
+fn is_ack(body: &[u8]) -> bool {
+    body.starts_with(br#"{"err":0"#)
+}
+
+/// CPU time (user + system) of this whole process so far: gateway, webhook, proxy and load
+/// generator together. Linux only; zero elsewhere.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Field 14 is index 11 after the name (state is field 3, index 0); 100 ticks/s on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// The 1-minute load average, to show whether something else was using the machine.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
+}
+
+/// fdatasync latency of the disk under `dir`: 4 KiB appends, each followed by fdatasync (what
+/// a WAL commit with `synchronous=FULL` costs at least once per group).
+fn fsync_probe(dir: &Path, rounds: usize) -> Vec<Duration> {
+    let mut file = std::fs::File::create(dir.join("fsync-probe")).expect("probe file");
+    let block = [0x5au8; 4096];
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let t = Instant::now();
+        file.write_all(&block).expect("write");
+        file.sync_data().expect("fdatasync");
+        out.push(t.elapsed());
+    }
+    let _ = std::fs::remove_file(dir.join("fsync-probe"));
+    out.sort();
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Row {
+    name: String,
+    value: String,
+    target: String,
+    verdict: &'static str,
+}
+
+fn row(name: &str, value: String, target: &str, pass: Option<bool>) -> Row {
+    Row {
+        name: name.to_owned(),
+        value,
+        target: target.to_owned(),
+        verdict: match pass {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None => "",
+        },
+    }
+}
+
+fn main() {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(bench(threads));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+}
+
+async fn bench(threads: usize) {
+    let secs = phase();
+    let load_before = loadavg();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    eprintln!(
+        "ivrgate bench: {threads} runtime workers, {:.1} s per phase, state dir {}",
+        secs.as_secs_f64(),
+        tmp.path().display()
+    );
+
+    let fsync = tokio::task::spawn_blocking({
+        let dir = tmp.path().to_owned();
+        move || fsync_probe(&dir, 300)
+    })
+    .await
+    .expect("fsync probe");
+
+    let webhook = start_webhook().await;
+    let gateway = start_gateway(tmp.path(), webhook.addr).await;
+    let client = load_client();
+    let template: Arc<str> = ivr_action_template().into();
+    let run_id = std::process::id();
+
+    let gateway_decision: MakeRequest = {
+        let client = client.clone();
+        let url = format!("http://{}/voicenter/acme", gateway.addr);
+        let template = template.clone();
+        Arc::new(move |i| {
+            client
+                .post(&url)
+                .header("content-type", "text/xml")
+                .body(template.replace("{ID}", &format!("bench{run_id:08x}{i:020}")))
+        })
+    };
+
+    // Warm up the gateway (pools, SQLite pages, allocator) and capture one webhook request.
+    eprintln!("warming up");
+    let warm = closed_loop(4, WARMUP, gateway_decision.clone(), is_menu).await;
+    assert!(warm.per_second > 0.0, "the gateway answered no decision");
+    let captured = webhook
+        .captured
+        .get()
+        .cloned()
+        .expect("a decision reached the webhook");
+    let bare_decision: MakeRequest = {
+        let client = client.clone();
+        let url = format!("http://{}/decide", webhook.addr);
+        let captured = captured.clone();
+        Arc::new(move |_| {
+            let mut request = client.post(&url).body(captured.body.clone());
+            for (k, v) in &captured.headers {
+                request = request.header(k, v);
+            }
+            request
+        })
+    };
+    let _ = open_loop(RATE, WARMUP, bare_decision.clone(), is_menu_json).await;
+
+    // 1. Overhead at a fixed rate: the bare webhook first, then the gateway, same rate.
+    eprintln!("1/3 decision latency at {RATE}/s, open loop");
+    let bare = open_loop(RATE, secs, bare_decision.clone(), is_menu_json).await;
+    let through = open_loop(RATE, secs, gateway_decision.clone(), is_menu).await;
+
+    // 2. Throughput beside a bare pass-through proxy.
+    eprintln!("2/3 decision throughput, {CLIENTS} clients, closed loop");
+    let proxy = start_passthrough(webhook.addr, captured.clone()).await;
+    let proxy_decision: MakeRequest = {
+        let client = client.clone();
+        let url = format!("http://{proxy}/voicenter/acme");
+        let template = template.clone();
+        Arc::new(move |i| {
+            client
+                .post(&url)
+                .header("content-type", "text/xml")
+                .body(template.replace("{ID}", &format!("proxy{run_id:08x}{i:020}")))
+        })
+    };
+    let _ = closed_loop(CLIENTS, WARMUP, proxy_decision.clone(), is_menu_json).await;
+    let proxy_tp = closed_loop(CLIENTS, secs, proxy_decision, is_menu_json).await;
+    let gateway_tp = closed_loop(CLIENTS, secs, gateway_decision.clone(), is_menu).await;
+
+    // 3. CDR ingest, acknowledged after fsync, deliveries running alongside.
+    eprintln!("3/3 CDR ingest, {CDR_CLIENTS} clients, closed loop");
+    let cdr: MakeRequest = {
+        let client = client.clone();
+        let url = format!("http://{}/voicenter/acme/cdr", gateway.addr);
+        let offset = 1_000_000_000u64;
+        Arc::new(move |i| {
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(cdr_body(offset + i))
+        })
+    };
+    let _ = closed_loop(CDR_CLIENTS, WARMUP, cdr.clone(), is_ack).await;
+    let delivered_before = webhook.events.load(Ordering::Relaxed);
+    let cdr_tp = closed_loop(CDR_CLIENTS, secs, cdr, is_ack).await;
+    let delivered = webhook.events.load(Ordering::Relaxed) - delivered_before;
+
+    let _ = gateway.stop.send(());
+    match tokio::time::timeout(Duration::from_secs(15), gateway.join).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("gateway stopped with an error: {e:#}"),
+        Ok(Err(e)) => eprintln!("gateway task failed: {e}"),
+        Err(_) => eprintln!("gateway did not stop within 15 s"),
+    }
+
+    let load_after = loadavg();
+
+    // The table.
+    let (b50, b99) = (
+        percentile(&bare.latencies, 50.0),
+        percentile(&bare.latencies, 99.0),
+    );
+    let (g50, g99) = (
+        percentile(&through.latencies, 50.0),
+        percentile(&through.latencies, 99.0),
+    );
+    let (o50, o99) = (g50 - b50, g99 - b99);
+    let ratio = gateway_tp.per_second / proxy_tp.per_second;
+    let f50 = percentile(&fsync, 50.0);
+    let f99 = percentile(&fsync, 99.0);
+    let rows = vec![
+        row(
+            "decision overhead p50 (gateway - bare webhook)",
+            format!("{o50:.3} ms"),
+            "",
+            None,
+        ),
+        row(
+            "decision overhead p99 (gateway - bare webhook)",
+            format!("{o99:.3} ms"),
+            "<= 2 ms",
+            Some(o99 <= TARGET_OVERHEAD_P99_MS),
+        ),
+        row(
+            "decision end-to-end p50 / p99 via gateway",
+            format!("{g50:.3} / {g99:.3} ms"),
+            "",
+            None,
+        ),
+        row(
+            "bare webhook round-trip p50 / p99",
+            format!("{b50:.3} / {b99:.3} ms"),
+            "",
+            None,
+        ),
+        row(
+            "  open-loop rate offered (gateway / bare)",
+            format!(
+                "{:.0} / {:.0} req/s, errors {} / {}",
+                through.offered_rate, bare.offered_rate, through.errors, bare.errors
+            ),
+            "1000/s",
+            None,
+        ),
+        row(
+            &format!("throughput via gateway ({CLIENTS} clients)"),
+            format!(
+                "{:.0} req/s, errors {}, {:.0} us CPU/req, {:.1} cores busy",
+                gateway_tp.per_second,
+                gateway_tp.errors,
+                gateway_tp.cpu_us,
+                gateway_tp.cpu_us * gateway_tp.per_second / 1e6
+            ),
+            "",
+            None,
+        ),
+        row(
+            &format!("throughput via bare hyper pass-through ({CLIENTS} clients)"),
+            format!(
+                "{:.0} req/s, errors {}, {:.0} us CPU/req, {:.1} cores busy",
+                proxy_tp.per_second,
+                proxy_tp.errors,
+                proxy_tp.cpu_us,
+                proxy_tp.cpu_us * proxy_tp.per_second / 1e6
+            ),
+            "",
+            None,
+        ),
+        row(
+            "gateway / pass-through",
+            format!("{:.0} %", ratio * 100.0),
+            ">= 70 %",
+            Some(ratio >= TARGET_RATIO),
+        ),
+        row(
+            &format!("CDR acks after fsync ({CDR_CLIENTS} clients)"),
+            format!(
+                "{:.0} acks/s, non-acks {}, {:.0} us CPU/ack, {:.1} cores busy",
+                cdr_tp.per_second,
+                cdr_tp.errors,
+                cdr_tp.cpu_us,
+                cdr_tp.cpu_us * cdr_tp.per_second / 1e6
+            ),
+            ">= 5000/s",
+            Some(cdr_tp.per_second >= TARGET_CDR_ACKS),
+        ),
+        row(
+            "  deliveries completed during the CDR phase",
+            format!("{:.0} /s", delivered as f64 / secs.as_secs_f64()),
+            "",
+            None,
+        ),
+        row(
+            "disk fdatasync (4 KiB append) p50 / p99",
+            format!("{f50:.3} / {f99:.3} ms"),
+            "",
+            None,
+        ),
+        row(
+            "  ceiling with one fsync per ack (1 / fsync p50)",
+            format!("{:.0} /s", 1000.0 / f50),
+            "",
+            None,
+        ),
+    ];
+    let w0 = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
+    let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0);
+    let w2 = rows
+        .iter()
+        .map(|r| r.target.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let line = "-".repeat(w0 + w1 + w2 + 14);
+    println!();
+    println!(
+        "ivrgate gateway bench ({threads} cores, {:.0} s phases, open loop {RATE}/s, \
+         load average {load_before} before, {load_after} after)",
+        secs.as_secs_f64()
+    );
+    println!("CPU/req is the whole process (gateway, webhook, proxy, load generator) per answer");
+    println!("{line}");
+    println!(
+        "{:<w0$}  {:>w1$}  {:<w2$}  result",
+        "measure", "value", "target"
+    );
+    println!("{line}");
+    for r in &rows {
+        println!(
+            "{:<w0$}  {:>w1$}  {:<w2$}  {}",
+            r.name, r.value, r.target, r.verdict
+        );
+    }
+    println!("{line}");
+}
