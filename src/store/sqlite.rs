@@ -13,7 +13,7 @@ use std::time::Duration;
 use ivrgate_adapter::StoredResponse;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::*;
 
@@ -137,7 +137,7 @@ where
 
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     pub changes: Arc<ChangeFeed>,
@@ -153,16 +153,28 @@ fn open(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Reader connections kept for reuse (a new one costs a schema read).
+const READER_POOL: usize = 64;
+/// How often an idle writer looks for other processes' commits.
+const FOREIGN_POLL: Duration = Duration::from_millis(25);
+
+/// A connection for reads: the journal mode is the file's, set by the writer.
+fn open_reader(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/ivrgate.db` and starts the writer thread and the
-    /// change watcher.
+    /// Opens (creating if needed) `dir/ivrgate.db` and starts the writer thread.
     pub fn open(dir: &Path, group_commit_max: usize) -> Result<Arc<SqliteStore>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("ivrgate.db");
         let conn = open(&path)?;
         conn.execute_batch(SCHEMA)?;
-        let (tx, rx) = mpsc::unbounded_channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let changes = Arc::new(ChangeFeed::default());
         let stop = Arc::new(AtomicBool::new(false));
         let writer_changes = changes.clone();
@@ -171,13 +183,6 @@ impl SqliteStore {
             .name("ivrgate-writer".into())
             .spawn(move || writer_loop(conn, rx, max, writer_changes))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
-        let watcher_conn = open(&path)?;
-        let watcher_changes = changes.clone();
-        let watcher_stop = stop.clone();
-        std::thread::Builder::new()
-            .name("ivrgate-watch".into())
-            .spawn(move || watch_loop(watcher_conn, watcher_changes, watcher_stop))
-            .map_err(|e| StoreError::Backend(format!("cannot start watcher thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path,
             writer: Mutex::new(Some(tx)),
@@ -220,19 +225,20 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let conn = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => open(&self.path)?,
-        };
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let path = self.path.clone();
         let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match pooled {
+                Some(c) => c,
+                None => open_reader(&path)?,
+            };
             let result = run(&conn);
-            (conn, result)
+            Ok::<_, StoreError>((conn, result))
         })
         .await
-        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))?;
+        .map_err(|e| StoreError::Backend(format!("reader task failed: {e}")))??;
         let mut pool = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 8 {
+        if pool.len() < READER_POOL {
             pool.push(conn);
         }
         result
@@ -247,8 +253,25 @@ impl SqliteStore {
         .await
     }
 
+    /// Reads one call by its key. A primary-key lookup in WAL mode never waits for the
+    /// writer and takes microseconds, so it runs on the calling thread with a connection
+    /// kept per thread, sparing a hand-off to the blocking pool on the decision path.
     pub async fn load_call(&self, key: CallKey) -> Result<Option<CallRow>> {
-        self.read(move |c| load_call(c, &key)).await
+        thread_local! {
+            static POINT_READER: std::cell::RefCell<Option<(PathBuf, Connection)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        POINT_READER.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let stale = slot.as_ref().is_none_or(|(path, _)| path != &self.path);
+            if stale {
+                *slot = Some((self.path.clone(), open_reader(&self.path)?));
+            }
+            match slot.as_ref() {
+                Some((_, conn)) => load_call(conn, &key),
+                None => Err(StoreError::Closed),
+            }
+        })
     }
 
     pub async fn load_call_by_id(&self, call_id: String) -> Result<Option<(CallKey, CallRow)>> {
@@ -682,26 +705,88 @@ fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
             return Ok(CommitOutcome::QuotaExceeded);
         }
     }
-    let mut next_seq = None;
+    // The call first: its version check decides whether anything is written, and its
+    // sequence counter is advanced by the number of events in the same statement.
+    let events = uow.events.len() as i64;
+    let mut first_seq = 1;
     if let Some(call) = &uow.call {
-        let current = load_call(c, &call.key)?;
-        match (&current, call.expected_version) {
-            (None, None) => {}
-            (Some(row), Some(v)) if row.version == v && row.call_id == call.call_id => {
-                next_seq = Some(row.next_seq);
+        let attached = serde_json::to_string(&call.attached).unwrap_or_else(|_| "{}".into());
+        let state = call.state.as_ref().map(|s| s.to_string());
+        match call.expected_version {
+            None => {
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
+                         status, attached, state, expires_at_ms, updated_at_ms) \
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        call.key.tenant,
+                        call.key.vendor,
+                        call.key.vendor_call_id,
+                        call.call_id,
+                        1 + events,
+                        call.status,
+                        attached,
+                        state,
+                        call.expires_at_ms,
+                        uow.now_ms
+                    ])?;
+                if inserted == 0 {
+                    return Ok(CommitOutcome::Conflict);
+                }
             }
-            _ => return Ok(CommitOutcome::Conflict),
+            Some(version) => {
+                let updated: Option<i64> = c
+                    .prepare_cached(
+                        "UPDATE calls SET version = version + 1, next_seq = next_seq + ?1, status = ?2, \
+                         attached = ?3, state = ?4, expires_at_ms = ?5, updated_at_ms = ?6 \
+                         WHERE tenant = ?7 AND vendor = ?8 AND vendor_call_id = ?9 AND version = ?10 \
+                         AND call_id = ?11 RETURNING next_seq - ?1",
+                    )?
+                    .query_row(
+                        params![
+                            events,
+                            call.status,
+                            attached,
+                            state,
+                            call.expires_at_ms,
+                            uow.now_ms,
+                            call.key.tenant,
+                            call.key.vendor,
+                            call.key.vendor_call_id,
+                            version,
+                            call.call_id
+                        ],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                match updated {
+                    Some(seq) => first_seq = seq,
+                    None => return Ok(CommitOutcome::Conflict),
+                }
+            }
+        }
+        let timer_key = format!("call_expiry:{}", call.call_id);
+        match call.expires_at_ms {
+            Some(due) => set_timer(
+                c,
+                &timer_key,
+                "call_expiry",
+                &call.key.tenant,
+                due,
+                &serde_json::json!({"call_id": call.call_id}),
+            )?,
+            None => {
+                c.prepare_cached("DELETE FROM timers WHERE key = ?1")?
+                    .execute([&timer_key])?;
+            }
         }
     }
     let mut seqs = Vec::with_capacity(uow.events.len());
-    let mut seq_cursor = next_seq.unwrap_or(1);
     let call_id = uow.call.as_ref().map(|c| c.call_id.clone());
-    for event in &uow.events {
-        let seq = call_id.as_ref().map(|_| {
-            let s = seq_cursor;
-            seq_cursor += 1;
-            s
-        });
+    for (i, event) in uow.events.iter().enumerate() {
+        let seq = call_id.as_ref().map(|_| first_seq + i as i64);
         let mut payload = event.payload.clone();
         if let (Some(seq), Some(data)) =
             (seq, payload.get_mut("data").and_then(Value::as_object_mut))
@@ -727,65 +812,6 @@ fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
     }
     if !uow.events.is_empty() {
         bump_pending(c, &uow.tenant, uow.events.len() as i64)?;
-    }
-    if let Some(call) = &uow.call {
-        let attached = serde_json::to_string(&call.attached).unwrap_or_else(|_| "{}".into());
-        let state = call.state.as_ref().map(|s| s.to_string());
-        match call.expected_version {
-            None => {
-                c.prepare_cached(
-                    "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
-                     status, attached, state, expires_at_ms, updated_at_ms) \
-                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )?
-                .execute(params![
-                    call.key.tenant,
-                    call.key.vendor,
-                    call.key.vendor_call_id,
-                    call.call_id,
-                    seq_cursor,
-                    call.status,
-                    attached,
-                    state,
-                    call.expires_at_ms,
-                    uow.now_ms
-                ])?;
-            }
-            Some(version) => {
-                c.prepare_cached(
-                    "UPDATE calls SET version = version + 1, next_seq = ?1, status = ?2, attached = ?3, \
-                     state = ?4, expires_at_ms = ?5, updated_at_ms = ?6 \
-                     WHERE tenant = ?7 AND vendor = ?8 AND vendor_call_id = ?9 AND version = ?10",
-                )?
-                .execute(params![
-                    seq_cursor,
-                    call.status,
-                    attached,
-                    state,
-                    call.expires_at_ms,
-                    uow.now_ms,
-                    call.key.tenant,
-                    call.key.vendor,
-                    call.key.vendor_call_id,
-                    version
-                ])?;
-            }
-        }
-        let timer_key = format!("call_expiry:{}", call.call_id);
-        match call.expires_at_ms {
-            Some(due) => set_timer(
-                c,
-                &timer_key,
-                "call_expiry",
-                &call.key.tenant,
-                due,
-                &serde_json::json!({"call_id": call.call_id}),
-            )?,
-            None => {
-                c.prepare_cached("DELETE FROM timers WHERE key = ?1")?
-                    .execute([&timer_key])?;
-            }
-        }
     }
     for timer in &uow.timers {
         match timer {
@@ -838,12 +864,31 @@ fn set_timer(
 
 fn writer_loop(
     conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<Job>,
+    rx: std::sync::mpsc::Receiver<Job>,
     max: usize,
     changes: Arc<ChangeFeed>,
 ) {
+    use std::sync::mpsc::RecvTimeoutError;
+    // `data_version` on this connection changes only when another connection (another
+    // process) committed: that is what wakes this process's waiters for foreign changes.
+    let version = |c: &Connection| {
+        c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+            .ok()
+    };
+    let mut seen = version(&conn);
     let mut batch: Vec<Job> = Vec::with_capacity(max);
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        let first = match rx.recv_timeout(FOREIGN_POLL) {
+            Ok(job) => Some(job),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let now = version(&conn);
+        if now != seen {
+            seen = now;
+            changes.all();
+        }
+        let Some(first) = first else { continue };
         batch.push(first);
         while batch.len() < max {
             match rx.try_recv() {
@@ -856,14 +901,14 @@ fn writer_loop(
         for job in batch.drain(..) {
             job.complete(outcome.clone());
         }
-        if outcome.is_ok() {
-            changes.calls.notify_waiters();
-            changes.timers.notify_one();
-            if outbox {
-                changes.outbox.notify_one();
+        match &outcome {
+            Ok(()) => {
+                changes.calls.notify_waiters();
+                if outbox {
+                    changes.outbox.notify_one();
+                }
             }
-        } else if let Err(e) = &outcome {
-            tracing::error!(error = %e, "store commit failed");
+            Err(e) => tracing::error!(error = %e, "store commit failed"),
         }
     }
 }
@@ -871,9 +916,11 @@ fn writer_loop(
 fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     for job in batch.iter_mut() {
-        conn.execute_batch("SAVEPOINT job")?;
+        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
         match job.apply(conn) {
-            Ok(()) => conn.execute_batch("RELEASE job")?,
+            Ok(()) => {
+                conn.prepare_cached("RELEASE job")?.execute([])?;
+            }
             Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
         }
     }
@@ -882,20 +929,4 @@ fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
         return Err(e.into());
     }
     Ok(())
-}
-
-fn watch_loop(conn: Connection, changes: Arc<ChangeFeed>, stop: Arc<AtomicBool>) {
-    let read = |c: &Connection| {
-        c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
-            .ok()
-    };
-    let mut last = read(&conn);
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(50));
-        let now = read(&conn);
-        if now != last {
-            last = now;
-            changes.all();
-        }
-    }
 }
