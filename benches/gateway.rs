@@ -18,6 +18,10 @@
 //!
 //! `IVRGATE_BENCH_SECS` changes the length of each measured phase (default 5).
 
+/// The same allocator as the daemon (src/main.rs), so the figures are the daemon's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;

@@ -2,6 +2,12 @@
 
 #![forbid(unsafe_code)]
 
+/// mimalloc: async request handling allocates on one worker thread and frees on another,
+/// which makes glibc's malloc contend on its arena locks (measured: ~14% of CPU in lock
+/// wait/wake on the decision path; docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
