@@ -7,79 +7,151 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::core::Core;
 use crate::store::{Delivery, DeliveryUpdate};
 use crate::{clock, retry, signing};
 
+/// Claimed rows kept ready per tenant, as a multiple of its endpoint slots: enough to keep
+/// the slots busy while the next claim waits for its commit, few enough that a slow endpoint
+/// (`timeout_ms` per attempt) sends them well within the lease.
+const PREFETCH_PER_SLOT: usize = 4;
+
 /// Runs until `shutdown` turns true; deliveries in flight finish (or time out) first.
 pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let workers = core.runtime.load().config.raw.delivery.workers.max(1);
     let slots = Arc::new(Semaphore::new(workers));
-    loop {
-        if *shutdown.borrow() {
-            break;
+    let freed = Arc::new(Notify::new());
+    let mut backlog: Vec<Delivery> = Vec::new();
+    while !*shutdown.borrow() {
+        let runtime = core.runtime.load_full();
+        let cfg = &runtime.config.raw.delivery;
+        if let Ok(rows) = core.store.disabled_endpoints().await {
+            core.set_disabled_endpoints(rows.into_iter().map(|(tenant, _)| tenant));
         }
-        let free = slots.available_permits();
-        let mut claimed = Vec::new();
-        if free > 0 {
-            let runtime = core.runtime.load_full();
-            let delivery = &runtime.config.raw.delivery;
-            let mut skip: Vec<String> = Vec::new();
-            if let Ok(rows) = core.store.disabled_endpoints().await {
-                core.set_disabled_endpoints(rows.into_iter().map(|(tenant, _)| tenant));
+        // Tenants that cannot be sent to now keep their rows in the store, not here.
+        let blocked: Vec<String> = runtime
+            .config
+            .tenants
+            .iter()
+            .filter(|t| core.endpoint_disabled(&t.id) || !core.breakers.try_peek(&t.webhook_url))
+            .map(|t| t.id.clone())
+            .collect();
+        let (held, kept): (Vec<_>, Vec<_>) = backlog
+            .drain(..)
+            .partition(|row| blocked.contains(&row.tenant));
+        backlog = kept;
+        for row in held {
+            release(&core, row.id, core.clock.now_ms()).await;
+        }
+        // Claim what each tenant's prefetch budget still has room for.
+        let budget = cfg.per_endpoint_concurrency.max(1) * PREFETCH_PER_SLOT;
+        let mut skip = blocked;
+        let mut room = 0;
+        for tenant in &runtime.config.tenants {
+            let in_flight = runtime.delivery_slots.get(&tenant.id).map_or(0, |s| {
+                cfg.per_endpoint_concurrency
+                    - s.available_permits().min(cfg.per_endpoint_concurrency)
+            });
+            let queued = backlog.iter().filter(|r| r.tenant == tenant.id).count();
+            let left = budget.saturating_sub(in_flight + queued);
+            if left == 0 {
+                skip.push(tenant.id.clone());
+            } else if !skip.contains(&tenant.id) {
+                room += left;
             }
-            for tenant in &runtime.config.tenants {
-                let busy = runtime
-                    .delivery_slots
-                    .get(&tenant.id)
-                    .is_some_and(|s| s.available_permits() == 0);
-                let open = !core.breakers.try_peek(&tenant.webhook_url);
-                if busy || open || core.endpoint_disabled(&tenant.id) {
-                    skip.push(tenant.id.clone());
-                }
-            }
-            let now = core.clock.now_ms();
+        }
+        let mut claimed = 0;
+        if room > 0 {
             match core
                 .store
                 .claim_deliveries(
                     core.instance.clone(),
-                    now,
-                    delivery.lease_ms as i64,
-                    free.min(256),
+                    core.clock.now_ms(),
+                    cfg.lease_ms as i64,
+                    room.min(256),
                     skip,
                 )
                 .await
             {
-                Ok(rows) => claimed = rows,
+                Ok(rows) => {
+                    claimed = rows.len();
+                    backlog.extend(rows);
+                }
                 Err(e) => tracing::error!(error = %e, "cannot claim deliveries"),
             }
         }
-        let got = claimed.len();
-        for row in claimed {
-            let Ok(permit) = slots.clone().acquire_owned().await else {
-                break;
-            };
-            let core = core.clone();
-            tokio::spawn(async move {
-                deliver(&core, row).await;
-                drop(permit);
-            });
+        // Send what the free slots allow; the rest waits here, leased.
+        let mut waiting = Vec::new();
+        let mut sent = 0;
+        for row in backlog.drain(..) {
+            let tenant_slot = runtime
+                .delivery_slots
+                .get(&row.tenant)
+                .and_then(|s| s.clone().try_acquire_owned().ok());
+            let global = slots.clone().try_acquire_owned().ok();
+            match (global, tenant_slot) {
+                (Some(global), Some(tenant)) => {
+                    sent += 1;
+                    let core = core.clone();
+                    let freed = freed.clone();
+                    tokio::spawn(async move {
+                        deliver(&core, row, (global, Some(tenant)), &freed).await;
+                        // Early returns (breaker, disabled endpoint) free their slots too.
+                        freed.notify_one();
+                    });
+                }
+                _ => waiting.push(row),
+            }
         }
-        if got == 0 || slots.available_permits() == 0 {
+        backlog = waiting;
+        if claimed == 0 && sent == 0 {
             tokio::select! {
                 _ = core.store.changes.outbox.notified() => {}
+                _ = freed.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => {}
             }
+        } else if !backlog.is_empty() && claimed == 0 {
+            tokio::select! {
+                _ = freed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = shutdown.changed() => {}
+            }
         }
+    }
+    // Rows claimed but not sent go back to the queue at once instead of waiting out the lease.
+    for row in backlog {
+        release(&core, row.id, core.clock.now_ms()).await;
     }
     // Let in-flight deliveries finish: they hold the permits.
     let _ = tokio::time::timeout(Duration::from_secs(15), slots.acquire_many(workers as u32)).await;
 }
 
-async fn deliver(core: &Core, row: Delivery) {
+async fn release(core: &Core, id: i64, next_ms: i64) {
+    let update = DeliveryUpdate::Release { id, next_ms };
+    if let Err(e) = core
+        .store
+        .finish_deliveries(core.instance.clone(), vec![update])
+        .await
+    {
+        tracing::error!(error = %e, "cannot release a claimed delivery");
+    }
+}
+
+/// Sends one claimed event. `slots` (the global worker slot and the tenant's endpoint slot)
+/// are given back as soon as the exchange is over; the lease keeps the row this instance's
+/// until its outcome is written.
+async fn deliver(
+    core: &Core,
+    row: Delivery,
+    slots: (
+        tokio::sync::OwnedSemaphorePermit,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ),
+    freed: &Notify,
+) {
     let runtime = core.runtime.load_full();
     let now_ms = core.clock.now_ms();
     let owner = core.instance.clone();
@@ -102,20 +174,6 @@ async fn deliver(core: &Core, row: Delivery) {
         return;
     };
     let cfg = &runtime.config.raw.delivery;
-    let _slot = match runtime.delivery_slots.get(&tenant.id) {
-        Some(s) => match s.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => {
-                finish(DeliveryUpdate::Release {
-                    id: row.id,
-                    next_ms: now_ms,
-                })
-                .await;
-                return;
-            }
-        },
-        None => None,
-    };
     let url = &tenant.webhook_url;
     if core.endpoint_disabled(&tenant.id) {
         finish(DeliveryUpdate::Release {
@@ -151,6 +209,8 @@ async fn deliver(core: &Core, row: Delivery) {
         .body(row.payload.clone())
         .send()
         .await;
+    drop(slots);
+    freed.notify_one();
     let attempts = row.attempts + 1;
     let (error, retry_after) = match result {
         Ok(response) if response.status().is_success() => {
