@@ -474,7 +474,7 @@ impl Core {
         let exchange = async {
             let response = request.send().await?;
             let status = response.status();
-            let bytes = response.bytes().await?;
+            let bytes = read_capped(response, MAX_ANSWER_BYTES).await?;
             Ok::<_, reqwest::Error>((status, bytes))
         };
         let result = tokio::time::timeout_at(deadline.into(), exchange).await;
@@ -682,6 +682,27 @@ impl Core {
             "the call kept changing; retry".into(),
         ))
     }
+}
+
+/// The largest decision answer read; the rest of a larger one is ignored, so the answer is
+/// invalid (truncated JSON) and the fallback answers.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// Reads a response body up to `cap` bytes. Reading it (rather than dropping it) also lets
+/// the connection go back to the pool.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<bytes::Bytes, reqwest::Error> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= cap {
+            break;
+        }
+    }
+    Ok(body.freeze())
 }
 
 /// Runs a closure when dropped.

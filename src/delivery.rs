@@ -214,6 +214,8 @@ async fn deliver(
     let attempts = row.attempts + 1;
     let (error, retry_after) = match result {
         Ok(response) if response.status().is_success() => {
+            // Drain (a little of) the body so the connection is reused.
+            let _ = crate::core::read_capped(response, 64 * 1024).await;
             core.breakers.success(url);
             core.metrics.delivery("delivered");
             tracing::debug!(tenant = %tenant.id, event_id = %row.event_id, event_type = %row.event_type, attempts, "event delivered");

@@ -127,6 +127,14 @@ async fn invalid_or_failed_answers_fall_back_and_are_counted_by_reason() {
         ),
         (Reply::status(503), "bad_status"),
         (Reply::ok("<html>oops</html>"), "invalid_answer"),
+        // A valid action padded past the answer size cap is cut, so it is not valid JSON.
+        (
+            Reply::ok(format!(
+                r#"{{"action":"menu","prompt":"p","menu":"m","max_digits":1,"pad":"{}"}}"#,
+                "x".repeat(300 * 1024)
+            )),
+            "invalid_answer",
+        ),
     ] {
         rx.answer(move |_| reply.clone());
         let (status, _, body) = gw
@@ -142,7 +150,7 @@ async fn invalid_or_failed_answers_fall_back_and_are_counted_by_reason() {
     let (_, metrics) = gw.get("/metrics").await;
     assert!(
         metrics.contains(
-            r#"ivrgate_decision_fallbacks_total{kind="ivr_action",reason="invalid_answer"} 2"#
+            r#"ivrgate_decision_fallbacks_total{kind="ivr_action",reason="invalid_answer"} 3"#
         ),
         "{metrics}"
     );
