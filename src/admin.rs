@@ -152,7 +152,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(*tenant);
-                    app.core.breakers.success(
+                    app.core.delivery_breakers.success(
                         &app.core
                             .runtime
                             .load()

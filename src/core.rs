@@ -86,7 +86,10 @@ pub struct Core {
     /// Decision webhooks: their own connection pool, so they never wait behind deliveries.
     pub decision_http: reqwest::Client,
     pub delivery_http: reqwest::Client,
-    pub breakers: Breakers,
+    /// Breakers for decision URLs and for event endpoints, kept apart: a customer whose
+    /// event handler fails must still get its calls' decisions.
+    pub decision_breakers: Breakers,
+    pub delivery_breakers: Breakers,
     pub storage_full: AtomicBool,
     /// Tenants whose endpoint answered 410, as last read from the store (or just recorded
     /// here), checked before every delivery attempt.
@@ -113,10 +116,8 @@ impl Core {
         points: Vec<&'static DecisionPoint>,
     ) -> anyhow::Result<Core> {
         let delivery = &config.raw.delivery;
-        let breakers = Breakers::new(
-            delivery.breaker_failures,
-            Duration::from_millis(delivery.breaker_open_ms),
-        );
+        let (failures, open_ms) = (delivery.breaker_failures, delivery.breaker_open_ms);
+        let breaker = || Breakers::new(failures, Duration::from_millis(open_ms));
         let decision_http = reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
@@ -136,7 +137,8 @@ impl Core {
             points,
             decision_http,
             delivery_http,
-            breakers,
+            decision_breakers: breaker(),
+            delivery_breakers: breaker(),
             storage_full: AtomicBool::new(false),
             disabled_endpoints: std::sync::Mutex::new(Default::default()),
             pending_decisions: Arc::new(std::sync::Mutex::new(HashMap::new())),
@@ -458,7 +460,7 @@ impl Core {
         deadline: Instant,
         point: &DecisionPoint,
     ) -> Result<Answer, FallbackReason> {
-        if !self.breakers.try_acquire(url) {
+        if !self.decision_breakers.try_acquire(url) {
             return Err(FallbackReason::CircuitOpen);
         }
         let timestamp = crate::clock::to_ms(self.clock.now()) / 1000;
@@ -480,11 +482,11 @@ impl Core {
         let result = tokio::time::timeout_at(deadline.into(), exchange).await;
         let (status, bytes) = match result {
             Err(_) => {
-                self.breakers.failure(url);
+                self.decision_breakers.failure(url);
                 return Err(FallbackReason::Timeout);
             }
             Ok(Err(e)) => {
-                self.breakers.failure(url);
+                self.decision_breakers.failure(url);
                 tracing::debug!(tenant = %tenant.id, error = %e, "decision webhook failed");
                 return Err(if e.is_timeout() {
                     FallbackReason::Timeout
@@ -496,12 +498,12 @@ impl Core {
         };
         if !status.is_success() {
             if status.is_server_error() {
-                self.breakers.failure(url);
+                self.decision_breakers.failure(url);
             }
             tracing::info!(tenant = %tenant.id, status = status.as_u16(), "decision webhook answered non-2xx");
             return Err(FallbackReason::Status);
         }
-        self.breakers.success(url);
+        self.decision_breakers.success(url);
         // Customers porting a legacy server may answer with the vendor's own (sometimes
         // not quite JSON) examples; the lenient reader takes those too.
         let limits = ivrgate_wire::Limits::default();

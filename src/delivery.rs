@@ -35,7 +35,9 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             .config
             .tenants
             .iter()
-            .filter(|t| core.endpoint_disabled(&t.id) || !core.breakers.try_peek(&t.webhook_url))
+            .filter(|t| {
+                core.endpoint_disabled(&t.id) || !core.delivery_breakers.try_peek(&t.webhook_url)
+            })
             .map(|t| t.id.clone())
             .collect();
         let (held, kept): (Vec<_>, Vec<_>) = backlog
@@ -183,7 +185,7 @@ async fn deliver(
         .await;
         return;
     }
-    if !core.breakers.try_acquire(url) {
+    if !core.delivery_breakers.try_acquire(url) {
         core.metrics.delivery("breaker_open");
         finish(DeliveryUpdate::Release {
             id: row.id,
@@ -216,7 +218,7 @@ async fn deliver(
         Ok(response) if response.status().is_success() => {
             // Drain (a little of) the body so the connection is reused.
             let _ = crate::core::read_capped(response, 64 * 1024).await;
-            core.breakers.success(url);
+            core.delivery_breakers.success(url);
             core.metrics.delivery("delivered");
             tracing::debug!(tenant = %tenant.id, event_id = %row.event_id, event_type = %row.event_type, attempts, "event delivered");
             finish(DeliveryUpdate::Delivered {
@@ -258,12 +260,12 @@ async fn deliver(
                     retry::parse_retry_after(v, now, Duration::from_secs(cfg.max_retry_after_s))
                 });
             if status.is_server_error() || status.as_u16() == 429 {
-                core.breakers.failure(url);
+                core.delivery_breakers.failure(url);
             }
             (format!("HTTP {}", status.as_u16()), retry_after)
         }
         Err(e) => {
-            core.breakers.failure(url);
+            core.delivery_breakers.failure(url);
             let kind = if e.is_timeout() {
                 "timeout"
             } else if e.is_connect() {

@@ -181,8 +181,8 @@ pub async fn maintenance(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
                     .outbox_dead
                     .get_or_create(&label)
                     .set(d.map_or(0, |d| d.dead as i64));
-                let open =
-                    core.breakers.state(&tenant.webhook_url) != crate::breaker::State::Closed;
+                let open = core.delivery_breakers.state(&tenant.webhook_url)
+                    != crate::breaker::State::Closed;
                 core.metrics
                     .breaker_open
                     .get_or_create(&label)

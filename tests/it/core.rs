@@ -721,3 +721,51 @@ async fn back_to_back_decisions_on_one_call_see_each_other() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn failing_event_deliveries_do_not_short_circuit_decisions_on_the_same_url() {
+    let rx = Receiver::start().await;
+    rx.answer(|hook| {
+        if hook.json["type"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("decision.")
+        {
+            Reply::ok(MENU)
+        } else {
+            Reply::status(500)
+        }
+    });
+    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    // Six failing deliveries open the delivery breaker (5 failures by default).
+    for i in 0..6 {
+        gw.post(
+            "/voicenter/acme/cdr",
+            "application/json",
+            cdr(&format!("c-br{i}"), 1),
+        )
+        .await;
+    }
+    for _ in 0..5 {
+        let _ = rx.next_of("call.cdr").await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"ivrgate_deliveries_total{outcome="retry"} 5"#),
+        "{metrics}"
+    );
+    let (_, _, answer) = gw
+        .post(
+            "/voicenter/acme",
+            "application/json",
+            ivr_action("c-br-call"),
+        )
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&answer).expect("json")["ACTION"],
+        "MENU",
+        "the decision was answered by the customer, not a fallback"
+    );
+    gw.stop().await;
+}
