@@ -522,7 +522,7 @@ impl Core {
     }
 
     async fn record_inner(&self, ev: EventSubmission) -> Result<Recorded, RecordError> {
-        let refuse = |outcome: &str| {
+        let count = |outcome: &str| {
             self.metrics
                 .events_recorded
                 .get_or_create(&OutcomeLabels {
@@ -531,7 +531,7 @@ impl Core {
                 .inc();
         };
         if self.storage_full.load(Ordering::Relaxed) {
-            refuse("storage_full");
+            count("storage_full");
             tracing::error!(tenant = %ev.tenant, event_type = ev.event_type, "event refused: storage nearly full");
             return Err(RecordError::StorageFull);
         }
@@ -654,7 +654,7 @@ impl Core {
             };
             match self.store.commit(uow).await {
                 Ok(CommitOutcome::Committed { seqs }) => {
-                    refuse("new");
+                    count("new");
                     return Ok(Recorded::New {
                         event_id,
                         call_id,
@@ -662,24 +662,24 @@ impl Core {
                     });
                 }
                 Ok(CommitOutcome::Duplicate(response)) => {
-                    refuse("duplicate");
+                    count("duplicate");
                     tracing::info!(tenant = %tenant.id, event_type = ev.event_type, "legacy resend answered with the original response");
                     return Ok(Recorded::Duplicate(response));
                 }
                 Ok(CommitOutcome::QuotaExceeded) => {
-                    refuse("quota_exceeded");
+                    count("quota_exceeded");
                     tracing::warn!(tenant = %tenant.id, quota = tenant.outbox_quota, "event refused: tenant outbox quota exceeded");
                     return Err(RecordError::QuotaExceeded);
                 }
                 Ok(CommitOutcome::Conflict) => continue,
                 Err(e) => {
-                    refuse("error");
+                    count("error");
                     tracing::error!(tenant = %tenant.id, error = %e, "event not stored");
                     return Err(RecordError::Unavailable(e.to_string()));
                 }
             }
         }
-        refuse("error");
+        count("error");
         Err(RecordError::Unavailable(
             "the call kept changing; retry".into(),
         ))

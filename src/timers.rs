@@ -108,7 +108,7 @@ async fn expire_call(core: &Core, timer: TimerRow) {
                 status: if live {
                     "expired"
                 } else {
-                    leak_status(&row.status)
+                    ended_status(&row.status)
                 },
                 attached: row.attached.clone(),
                 state: None,
@@ -138,7 +138,8 @@ async fn expire_call(core: &Core, timer: TimerRow) {
     }
 }
 
-fn leak_status(status: &str) -> &'static str {
+/// The status a call without live state keeps when its timer is cleared.
+fn ended_status(status: &str) -> &'static str {
     match status {
         "expired" => "expired",
         _ => "ended",
