@@ -162,7 +162,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
                             .unwrap_or_default(),
                     );
                     tracing::info!(tenant, "endpoint re-enabled through the admin API");
-                    app.core.store.changes.outbox.notify_one();
+                    app.core.store.changes().outbox.notify_one();
                     json(
                         StatusCode::OK,
                         &json!({"tenant": tenant, "disabled": false}),

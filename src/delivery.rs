@@ -110,7 +110,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         backlog = waiting;
         if claimed == 0 && sent == 0 {
             tokio::select! {
-                _ = core.store.changes.outbox.notified() => {}
+                _ = core.store.changes().outbox.notified() => {}
                 _ = freed.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 _ = shutdown.changed() => {}

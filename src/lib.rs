@@ -78,7 +78,7 @@ pub async fn run(
     options: Options,
     on_start: impl FnOnce(Handle),
 ) -> anyhow::Result<()> {
-    let store = store::sqlite::SqliteStore::open(
+    let store: store::Store = store::sqlite::SqliteStore::open(
         &config.raw.state_dir,
         config.raw.storage.group_commit_max,
     )?;

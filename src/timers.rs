@@ -44,7 +44,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         }
         if idle {
             tokio::select! {
-                _ = core.store.changes.timers.notified() => {}
+                _ = core.store.changes().timers.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
                 _ = shutdown.changed() => {}
             }

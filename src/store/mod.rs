@@ -4,14 +4,16 @@
 //! with their per-call sequence numbers, timers and the resend answer, committed in one
 //! transaction guarded by the call's version. A commit resolves only after it is fsynced.
 //! Deliveries and timers are claimed with leases, so a crashed or second instance neither
-//! loses nor double-sends them beyond at-least-once. The embedded backend is SQLite
-//! ([`sqlite::SqliteStore`]); PostgreSQL will implement the same operations.
+//! loses nor double-sends them beyond at-least-once. [`Backend`] is the one interface the
+//! core uses; the embedded backend is SQLite ([`sqlite::SqliteStore`]), and PostgreSQL will
+//! implement the same operations (claims with `FOR UPDATE SKIP LOCKED`, the change feed from
+//! `LISTEN/NOTIFY`).
 
 pub mod sqlite;
 
 use std::sync::Arc;
 
-use ivrgate_adapter::StoredResponse;
+use ivrgate_adapter::{BoxFuture, StoredResponse};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
@@ -216,4 +218,69 @@ impl ChangeFeed {
     }
 }
 
-pub type Store = Arc<sqlite::SqliteStore>;
+/// A store backend: every operation the core needs, on plain data.
+pub trait Backend: Send + Sync + 'static {
+    /// Wake-ups raised by commits, this process's and other processes'.
+    fn changes(&self) -> &ChangeFeed;
+    /// Finishes queued writes and closes; later calls fail with [`StoreError::Closed`].
+    fn close(&self);
+    /// Whether the store answers (readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<()>>;
+    fn load_call(&self, key: CallKey) -> BoxFuture<'_, Result<Option<CallRow>>>;
+    fn load_call_by_id(&self, call_id: String)
+        -> BoxFuture<'_, Result<Option<(CallKey, CallRow)>>>;
+    /// Commits one unit of work, durably, or says why not.
+    fn commit(&self, uow: UnitOfWork) -> BoxFuture<'_, Result<CommitOutcome>>;
+    /// Like [`Backend::commit`], but the write is queued before this returns, so writes this
+    /// process queues later commit after it.
+    fn commit_queued(&self, uow: UnitOfWork) -> BoxFuture<'static, Result<CommitOutcome>>;
+    /// Leases up to `limit` due deliveries to `owner`, skipping the given tenants.
+    fn claim_deliveries(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        skip_tenants: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>>>;
+    /// Records outcomes of claimed deliveries (only rows still leased to `owner`).
+    fn finish_deliveries(
+        &self,
+        owner: String,
+        updates: Vec<DeliveryUpdate>,
+    ) -> BoxFuture<'_, Result<()>>;
+    /// Leases up to `limit` due timers to `owner`.
+    fn claim_timers(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<TimerRow>>>;
+    fn release_timer(&self, key: String, owner: String) -> BoxFuture<'_, Result<()>>;
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<OutboxDepth>>>;
+    fn dead_letters(
+        &self,
+        tenant: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>>>;
+    /// Puts matching events back in the delivery queue; returns how many.
+    fn replay(&self, filter: ReplayFilter, now_ms: i64) -> BoxFuture<'_, Result<u64>>;
+    fn set_endpoint_disabled(
+        &self,
+        tenant: String,
+        disabled: Option<(i64, String)>,
+    ) -> BoxFuture<'_, Result<()>>;
+    fn disabled_endpoints(&self) -> BoxFuture<'_, Result<Vec<(String, String)>>>;
+    fn purge(
+        &self,
+        now_ms: i64,
+        call_retention_ms: i64,
+        delivered_retention_ms: i64,
+    ) -> BoxFuture<'_, Result<u64>>;
+    /// A call's events in sequence order: (seq, type, delivery status).
+    fn call_events(&self, call_id: String) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>>>;
+}
+
+/// The store the core holds.
+pub type Store = Arc<dyn Backend>;

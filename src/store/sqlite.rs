@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ivrgate_adapter::BoxFuture;
 use ivrgate_adapter::StoredResponse;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
@@ -929,4 +930,125 @@ fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
         return Err(e.into());
     }
     Ok(())
+}
+
+impl Backend for SqliteStore {
+    fn changes(&self) -> &ChangeFeed {
+        &self.changes
+    }
+
+    fn close(&self) {
+        SqliteStore::close(self)
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SqliteStore::ping(self))
+    }
+
+    fn load_call(&self, key: CallKey) -> BoxFuture<'_, Result<Option<CallRow>>> {
+        Box::pin(SqliteStore::load_call(self, key))
+    }
+
+    fn load_call_by_id(
+        &self,
+        call_id: String,
+    ) -> BoxFuture<'_, Result<Option<(CallKey, CallRow)>>> {
+        Box::pin(SqliteStore::load_call_by_id(self, call_id))
+    }
+
+    fn commit(&self, uow: UnitOfWork) -> BoxFuture<'_, Result<CommitOutcome>> {
+        Box::pin(SqliteStore::commit(self, uow))
+    }
+
+    fn commit_queued(&self, uow: UnitOfWork) -> BoxFuture<'static, Result<CommitOutcome>> {
+        Box::pin(SqliteStore::commit_queued(self, uow))
+    }
+
+    fn claim_deliveries(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        skip_tenants: Vec<String>,
+    ) -> BoxFuture<'_, Result<Vec<Delivery>>> {
+        Box::pin(SqliteStore::claim_deliveries(
+            self,
+            owner,
+            now_ms,
+            lease_ms,
+            limit,
+            skip_tenants,
+        ))
+    }
+
+    fn finish_deliveries(
+        &self,
+        owner: String,
+        updates: Vec<DeliveryUpdate>,
+    ) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SqliteStore::finish_deliveries(self, owner, updates))
+    }
+
+    fn claim_timers(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<TimerRow>>> {
+        Box::pin(SqliteStore::claim_timers(
+            self, owner, now_ms, lease_ms, limit,
+        ))
+    }
+
+    fn release_timer(&self, key: String, owner: String) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SqliteStore::release_timer(self, key, owner))
+    }
+
+    fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<OutboxDepth>>> {
+        Box::pin(SqliteStore::outbox_depth(self))
+    }
+
+    fn dead_letters(
+        &self,
+        tenant: Option<String>,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<DeadLetter>>> {
+        Box::pin(SqliteStore::dead_letters(self, tenant, limit))
+    }
+
+    fn replay(&self, filter: ReplayFilter, now_ms: i64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(SqliteStore::replay(self, filter, now_ms))
+    }
+
+    fn set_endpoint_disabled(
+        &self,
+        tenant: String,
+        disabled: Option<(i64, String)>,
+    ) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SqliteStore::set_endpoint_disabled(self, tenant, disabled))
+    }
+
+    fn disabled_endpoints(&self) -> BoxFuture<'_, Result<Vec<(String, String)>>> {
+        Box::pin(SqliteStore::disabled_endpoints(self))
+    }
+
+    fn purge(
+        &self,
+        now_ms: i64,
+        call_retention_ms: i64,
+        delivered_retention_ms: i64,
+    ) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(SqliteStore::purge(
+            self,
+            now_ms,
+            call_retention_ms,
+            delivered_retention_ms,
+        ))
+    }
+
+    fn call_events(&self, call_id: String) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>>> {
+        Box::pin(SqliteStore::call_events(self, call_id))
+    }
 }
