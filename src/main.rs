@@ -156,8 +156,7 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
         ivrgate::Options::default(),
         move |handle| {
             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            let mut watchdog_us = 0u64;
-            if sd_notify::watchdog_enabled(false, &mut watchdog_us) && watchdog_us > 0 {
+            if let Some(watchdog_us) = watchdog_usec() {
                 tokio::spawn(async move {
                     let every = Duration::from_micros(watchdog_us / 2);
                     loop {
@@ -191,6 +190,17 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
         },
     );
     run.await
+}
+
+/// The watchdog interval systemd asks for, read as libsystemd's `sd_watchdog_enabled` reads
+/// it: `WATCHDOG_USEC`, meant for this process unless `WATCHDOG_PID` names another one.
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    let for_us = match std::env::var("WATCHDOG_PID") {
+        Ok(pid) => pid.parse::<u32>().ok() == Some(std::process::id()),
+        Err(_) => true,
+    };
+    (for_us && usec > 0).then_some(usec)
 }
 
 async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {
