@@ -4,6 +4,7 @@ mod support;
 
 mod core;
 mod hardening;
+mod ops;
 mod process;
 mod schemas;
 mod voicenter;
