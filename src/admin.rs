@@ -1,5 +1,6 @@
 //! The admin API: outbox depth, dead letters, replay, re-enabling a disabled endpoint.
-//! Guarded by `admin.token` (Bearer); without a token it answers only loopback peers.
+//! Guarded by `admin.token` (Bearer); without a token it answers only on a loopback listener,
+//! to requests that did not come through a proxy.
 //!
 //! - `GET  /admin/outbox`                          pending and dead counts per tenant
 //! - `GET  /admin/dead-letters?tenant=T&limit=N`   dead-lettered events
@@ -25,7 +26,13 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let token = app.core.runtime.load().config.admin_token.clone();
+    let runtime = app.core.runtime.load_full();
+    let token = runtime.config.admin_token.clone();
+    // Without a token only a loopback listener answers, and only requests that did not come
+    // through a proxy: behind a local reverse proxy every peer is loopback.
+    let proxied =
+        req.headers().contains_key("x-forwarded-for") || req.headers().contains_key("forwarded");
+    let local = runtime.config.raw.listen.ip().is_loopback() && peer.ip().is_loopback() && !proxied;
     let allowed = match &token {
         Some(token) => req
             .headers()
@@ -33,7 +40,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|given| crate::auth::same(given.trim().as_bytes(), token.as_bytes())),
-        None => peer.ip().is_loopback(),
+        None => local,
     };
     if !allowed {
         tracing::warn!(%peer, "admin request refused");

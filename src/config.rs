@@ -192,7 +192,7 @@ impl Default for DeliveryConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// Bearer token for the admin API. Without one the admin API answers only on a loopback
-    /// listener.
+    /// listener, to requests that did not come through a proxy.
     pub token: Option<Secret>,
 }
 

@@ -148,3 +148,41 @@ async fn dead_letters_are_listed_and_replayed_from_the_command_line() {
     gw.stop().await;
     drop(guard);
 }
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_or_a_direct_local_request() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    // No token configured: a direct loopback request is served, a proxied one is not.
+    assert_eq!(gw.get("/admin/outbox").await.0, 200);
+    let proxied = client()
+        .get(gw.url("/admin/outbox"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(proxied.status(), 401);
+    gw.stop().await;
+
+    let gw = Gateway::start(
+        &rx.url("/hooks"),
+        "[admin]\ntoken = \"adm_0123456789abcdef\"\n",
+    )
+    .await;
+    assert_eq!(gw.get("/admin/outbox").await.0, 401);
+    let with = client()
+        .get(gw.url("/admin/outbox"))
+        .bearer_auth("adm_0123456789abcdef")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(with.status(), 200);
+    let wrong = client()
+        .get(gw.url("/admin/outbox"))
+        .bearer_auth("adm_0123456789abcdeX")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(wrong.status(), 401);
+    gw.stop().await;
+}
