@@ -325,7 +325,8 @@ impl Core {
                 .inc();
             tracing::warn!(
                 tenant = %tenant.id, kind = point.kind, decision_id = %decision_id,
-                call_id = call_id.as_deref().unwrap_or("-"), reason,
+                call_id = call_id.as_deref().unwrap_or("-"),
+                vendor_call_id = req.call.vendor_call_id.as_deref().unwrap_or("-"), reason,
                 elapsed_ms = elapsed.as_millis() as u64, answer = answer.label(),
                 "decision answered with the fallback"
             );

@@ -148,6 +148,28 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
     let shutdown = async move {
         let _ = stop_rx.wait_for(|v| *v).await;
     };
+    for tenant in &config.tenants {
+        let mut inbound = Vec::new();
+        if tenant.path_token.is_some() {
+            inbound.push("path_token");
+        }
+        if tenant.basic_auth.is_some() {
+            inbound.push("basic_auth");
+        }
+        if !tenant.allow_ips.is_empty() {
+            inbound.push("allow_ips");
+        }
+        let host = reqwest::Url::parse(&tenant.webhook_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        tracing::info!(
+            tenant = %tenant.id,
+            webhook_host = %host,
+            inbound = %if inbound.is_empty() { "none (loopback listener)".to_owned() } else { inbound.join("+") },
+            "tenant configured"
+        );
+    }
     tracing::info!(listen = %config.raw.listen, state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
     let run = ivrgate::run(
         config,

@@ -257,7 +257,13 @@ async fn legacy(
     };
     let handled = adapter.handle(app.core.as_ref(), inbound).await;
     count(&handled.method, handled.outcome);
-    tracing::info!(method = %handled.method, outcome = handled.outcome, status = handled.response.status().as_u16(), "handled");
+    tracing::info!(
+        method = %handled.method,
+        outcome = handled.outcome,
+        call = handled.vendor_call_id.as_deref().unwrap_or("-"),
+        status = handled.response.status().as_u16(),
+        "handled"
+    );
     let (parts, body) = handled.response.into_parts();
     Response::from_parts(parts, Full::new(body))
 }

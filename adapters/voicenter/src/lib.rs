@@ -177,8 +177,9 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
     }
     let (data, occurred_at) = fields::neutral(parsed.method, &parsed.fields, gateway.now());
     let vendor_fields = parsed.fields.clone();
+    let vendor_call_id = call.vendor_call_id.clone();
 
-    match parsed.method {
+    let mut handled = match parsed.method {
         Method::HangupCall | Method::Cdr => {
             record(
                 gateway,
@@ -222,7 +223,9 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
                 .await;
             answer_decision(&request, &parsed, &decision)
         }
-    }
+    };
+    handled.vendor_call_id = vendor_call_id;
+    handled
 }
 
 /// Stores a HANGUP_CALL or CDR and acknowledges it once stored.
@@ -411,6 +414,7 @@ fn handled(stored: StoredResponse, method: &str, outcome: &'static str) -> Handl
         response,
         method: method.to_owned(),
         outcome,
+        vendor_call_id: None,
     }
 }
 

@@ -48,6 +48,9 @@ pub struct Handled {
     pub method: String,
     /// A short outcome label: `ok`, `fallback`, `duplicate`, `bad_request`, `refused`, ...
     pub outcome: &'static str,
+    /// The vendor's call id, when the request named one, so the core's log line for the
+    /// request can be found by it.
+    pub vendor_call_id: Option<String>,
 }
 
 /// One legacy platform. The binary wires adapters in with a closed `match` on the path.
