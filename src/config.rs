@@ -512,13 +512,25 @@ impl Config {
                     },
                 );
             }
+            let parse = |u: &str| reqwest::Url::parse(u).ok();
+            let decision_url = tenant
+                .decision_url
+                .clone()
+                .unwrap_or_else(|| tenant.webhook_url.clone());
+            let (Some(webhook_target), Some(decision_target)) =
+                (parse(&tenant.webhook_url), parse(&decision_url))
+            else {
+                // Already reported by check_url above.
+                continue;
+            };
+            let fallback_target = tenant.fallback_url.as_deref().and_then(parse);
             tenants.push(ResolvedTenant {
                 id: id.clone(),
+                webhook_target,
+                decision_target,
+                fallback_target,
                 webhook_url: tenant.webhook_url.clone(),
-                decision_url: tenant
-                    .decision_url
-                    .clone()
-                    .unwrap_or_else(|| tenant.webhook_url.clone()),
+                decision_url,
                 fallback_url: tenant.fallback_url.clone(),
                 secrets,
                 decisions,
@@ -601,6 +613,10 @@ pub struct ResolvedTenant {
     pub webhook_url: String,
     pub decision_url: String,
     pub fallback_url: Option<String>,
+    /// The same URLs, parsed once rather than on every request.
+    pub webhook_target: reqwest::Url,
+    pub decision_target: reqwest::Url,
+    pub fallback_target: Option<reqwest::Url>,
     pub secrets: Vec<crate::signing::SigningKey>,
     pub decisions: BTreeMap<&'static str, ResolvedDecision>,
     pub outbox_quota: u64,

@@ -275,7 +275,7 @@ impl Core {
             match self
                 .ask(
                     tenant,
-                    &tenant.decision_url,
+                    &tenant.decision_target,
                     &decision_id,
                     &body,
                     deadline,
@@ -285,7 +285,7 @@ impl Core {
             {
                 Ok(answer) => (answer, AnswerSource::Customer),
                 Err(reason) => {
-                    let second = match &tenant.fallback_url {
+                    let second = match &tenant.fallback_target {
                         Some(url) if Instant::now() < deadline => Some(
                             self.ask(tenant, url, &decision_id, &body, deadline, point)
                                 .await,
@@ -455,12 +455,13 @@ impl Core {
     async fn ask(
         &self,
         tenant: &ResolvedTenant,
-        url: &str,
+        target: &reqwest::Url,
         decision_id: &str,
         body: &[u8],
         deadline: Instant,
         point: &DecisionPoint,
     ) -> Result<Answer, FallbackReason> {
+        let url = target.as_str();
         if !self.decision_breakers.try_acquire(url) {
             return Err(FallbackReason::CircuitOpen);
         }
@@ -468,7 +469,7 @@ impl Core {
         let signature = signing::signature_header(&tenant.secrets, decision_id, timestamp, body);
         let request = self
             .decision_http
-            .post(url)
+            .post(target.clone())
             .header("content-type", "application/json")
             .header("webhook-id", decision_id)
             .header("webhook-timestamp", timestamp.to_string())

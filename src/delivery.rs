@@ -203,7 +203,7 @@ async fn deliver(
         signing::signature_header(&tenant.secrets, &row.event_id, timestamp, &row.payload);
     let result = core
         .delivery_http
-        .post(url)
+        .post(tenant.webhook_target.clone())
         .header("content-type", "application/json")
         .header("webhook-id", &row.event_id)
         .header("webhook-timestamp", timestamp.to_string())

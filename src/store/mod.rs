@@ -231,8 +231,9 @@ pub trait Backend: Send + Sync + 'static {
         -> BoxFuture<'_, Result<Option<(CallKey, CallRow)>>>;
     /// Commits one unit of work, durably, or says why not.
     fn commit(&self, uow: UnitOfWork) -> BoxFuture<'_, Result<CommitOutcome>>;
-    /// Like [`Backend::commit`], but the write is queued before this returns, so writes this
-    /// process queues later commit after it.
+    /// For writes nobody acknowledges (a decision recorded on its call): queued before this
+    /// returns, so writes this process queues later commit after it; the backend may batch it
+    /// and make it durable with a later commit rather than at once.
     fn commit_queued(&self, uow: UnitOfWork) -> BoxFuture<'static, Result<CommitOutcome>>;
     /// Leases up to `limit` due deliveries to `owner`, skipping the given tenants.
     fn claim_deliveries(

@@ -96,6 +96,9 @@ trait WriteJob: Send {
     /// Called after the transaction ended: `Ok` when it committed.
     fn complete(self: Box<Self>, committed: Result<()>);
     fn touches_outbox(&self) -> bool;
+    /// Nobody waits on this write to acknowledge anything: it may wait briefly for company
+    /// and be committed without an fsync of its own.
+    fn lazy(&self) -> bool;
 }
 
 struct Op<T, F> {
@@ -103,6 +106,7 @@ struct Op<T, F> {
     value: Option<Result<T>>,
     reply: Option<oneshot::Sender<Result<T>>>,
     outbox: bool,
+    lazy: bool,
 }
 
 impl<T, F> WriteJob for Op<T, F>
@@ -134,6 +138,10 @@ where
     fn touches_outbox(&self) -> bool {
         self.outbox
     }
+
+    fn lazy(&self) -> bool {
+        self.lazy
+    }
 }
 
 pub struct SqliteStore {
@@ -156,6 +164,8 @@ fn open(path: &Path) -> Result<Connection> {
 
 /// Reader connections kept for reuse (a new one costs a schema read).
 const READER_POOL: usize = 64;
+/// How long writes nobody waits on may wait for others to share their commit.
+const LAZY_WINDOW: Duration = Duration::from_millis(2);
 /// How often an idle writer looks for other processes' commits.
 const FOREIGN_POLL: Duration = Duration::from_millis(25);
 
@@ -217,7 +227,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
-        let answer = self.enqueue(outbox, run)?;
+        let answer = self.enqueue(outbox, false, run)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -300,21 +310,37 @@ impl SqliteStore {
 
     /// Commits one unit of work (after fsync) or says why not.
     pub async fn commit(&self, uow: UnitOfWork) -> Result<CommitOutcome> {
-        self.commit_queued(uow).await
+        self.queue_uow(uow, false).await
     }
 
     /// Queues a unit of work right away (before the returned future is first polled), so
-    /// that writes queued later by this process are committed after it.
+    /// that writes queued later by this process are committed after it. Nobody acknowledges
+    /// it: it may wait up to [`LAZY_WINDOW`] for other writes and, in a batch of such writes
+    /// only, is committed without an fsync of its own (the next durable commit's fsync
+    /// covers it, as the WAL is synced in order).
     pub fn commit_queued(
         &self,
         uow: UnitOfWork,
     ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
+        self.queue_uow(uow, true)
+    }
+
+    fn queue_uow(
+        &self,
+        uow: UnitOfWork,
+        lazy: bool,
+    ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
         let outbox = !uow.events.is_empty();
-        let queued = self.enqueue(outbox, move |c| apply_uow(c, &uow));
+        let queued = self.enqueue(outbox, lazy, move |c| apply_uow(c, &uow));
         async move { queued?.await.map_err(|_| StoreError::Closed)? }
     }
 
-    fn enqueue<T, F>(&self, outbox: bool, run: F) -> Result<oneshot::Receiver<Result<T>>>
+    fn enqueue<T, F>(
+        &self,
+        outbox: bool,
+        lazy: bool,
+        run: F,
+    ) -> Result<oneshot::Receiver<Result<T>>>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
@@ -325,6 +351,7 @@ impl SqliteStore {
             value: None,
             reply: Some(reply),
             outbox,
+            lazy,
         });
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
@@ -877,6 +904,7 @@ fn writer_loop(
             .ok()
     };
     let mut seen = version(&conn);
+    let mut synchronous_full = true;
     let mut batch: Vec<Job> = Vec::with_capacity(max);
     loop {
         let first = match rx.recv_timeout(FOREIGN_POLL) {
@@ -897,7 +925,37 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(&conn, &mut batch);
+        // Writes nobody waits on give others a moment to join them, unless a durable one
+        // (an acknowledgement waits on it) arrives.
+        if batch.iter().all(|j| j.lazy()) {
+            let until = std::time::Instant::now() + LAZY_WINDOW;
+            while batch.len() < max {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(job) => {
+                        let durable = !job.lazy();
+                        batch.push(job);
+                        if durable {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let durable = batch.iter().any(|j| !j.lazy());
+        if durable != synchronous_full {
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => synchronous_full = durable,
+                Err(e) => tracing::error!(error = %e, mode, "cannot set synchronous"),
+            }
+        }
+        let outcome = if durable && !synchronous_full {
+            Err(StoreError::Backend("cannot make the commit durable".into()))
+        } else {
+            run_batch(&conn, &mut batch)
+        };
         let outbox = batch.iter().any(|j| j.touches_outbox());
         for job in batch.drain(..) {
             job.complete(outcome.clone());
