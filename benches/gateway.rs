@@ -16,7 +16,8 @@
 //!    answers (sent after the commit's fsync) count. Deliveries run concurrently.
 //! 4. For context: fdatasync latency of the disk under the state directory.
 //!
-//! `IVRGATE_BENCH_SECS` changes the length of each measured phase (default 5).
+//! `IVRGATE_BENCH_SECS` changes the length of each measured phase (default 5);
+//! `IVRGATE_BENCH_PROFILE=1` runs only the gateway's closed-loop decision phase, for `perf`.
 
 /// The same allocator as the daemon (src/main.rs), so the figures are the daemon's.
 #[global_allocator]
@@ -548,6 +549,14 @@ async fn bench(threads: usize) {
         })
     };
     let _ = open_loop(RATE, WARMUP, bare_decision.clone(), is_menu_json).await;
+
+    // For profiling (`perf record`): only the gateway's closed-loop decision phase.
+    if std::env::var_os("IVRGATE_BENCH_PROFILE").is_some() {
+        eprintln!("profile: gateway decisions, {CLIENTS} clients, closed loop");
+        let only = closed_loop(CLIENTS, secs, gateway_decision.clone(), is_menu).await;
+        eprintln!("{:.0} req/s", only.per_second);
+        return;
+    }
 
     // 1. Overhead at a fixed rate: the bare webhook first, then the gateway, same rate.
     eprintln!("1/3 decision latency at {RATE}/s, open loop");
