@@ -118,12 +118,16 @@ impl Core {
         let delivery = &config.raw.delivery;
         let (failures, open_ms) = (delivery.breaker_failures, delivery.breaker_open_ms);
         let breaker = || Breakers::new(failures, Duration::from_millis(open_ms));
+        // Redirects are not followed: only a 2xx from the configured URL counts, and a
+        // signed POST must not be replayed elsewhere (or turned into a GET).
         let decision_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))
             .build()?;
         let delivery_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_millis(delivery.timeout_ms))

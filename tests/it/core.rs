@@ -772,3 +772,33 @@ async fn failing_event_deliveries_do_not_short_circuit_decisions_on_the_same_url
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let rx = Receiver::start().await;
+    let elsewhere = rx.url("/elsewhere");
+    rx.answer(move |hook| {
+        if hook.path == "/elsewhere" {
+            Reply::ok(MENU)
+        } else {
+            Reply::status(307).header("location", &elsewhere)
+        }
+    });
+    let gw = Gateway::start(&rx.url("/hooks"), HANGUP_FALLBACK).await;
+    let (_, _, body) = gw
+        .post("/voicenter/acme", "application/json", ivr_action("c-redir"))
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["ACTION"],
+        "HANGUP"
+    );
+    gw.post("/voicenter/acme/cdr", "application/json", cdr("c-redir", 1))
+        .await;
+    let hooks = rx.drain(Duration::from_millis(800)).await;
+    assert!(
+        hooks.iter().all(|h| h.path == "/hooks"),
+        "a redirect was followed"
+    );
+    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    gw.stop().await;
+}
