@@ -346,21 +346,16 @@ impl Gateway {
         content_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> (u16, String, String) {
-        let response = client()
+        let request = client()
             .post(self.url(path))
             .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("request");
-        let status = response.status().as_u16();
-        let ct = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        (status, ct, response.text().await.expect("body"))
+            .body(body);
+        exchange(request).await
+    }
+
+    /// GETs a path; returns status, content type and body text.
+    pub async fn get_full(&self, path: &str) -> (u16, String, String) {
+        exchange(client().get(self.url(path))).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -368,6 +363,18 @@ impl Gateway {
         let status = response.status().as_u16();
         (status, response.text().await.expect("body"))
     }
+}
+
+async fn exchange(request: reqwest::RequestBuilder) -> (u16, String, String) {
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (status, content_type, response.text().await.expect("body"))
 }
 
 pub fn client() -> reqwest::Client {

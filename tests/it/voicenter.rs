@@ -76,22 +76,7 @@ async fn check(case: Case<'_>) {
     });
     let gw = Gateway::start(&rx.url("/hooks"), "").await;
     let (status, content_type, body) = if case.get {
-        let response = client()
-            .get(gw.url(case.path))
-            .send()
-            .await
-            .expect("request");
-        let ct = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        (
-            response.status().as_u16(),
-            ct,
-            response.text().await.expect("body"),
-        )
+        gw.get_full(case.path).await
     } else {
         gw.post(case.path, case.content_type, case.body.clone())
             .await
