@@ -251,6 +251,7 @@ async fn legacy(
         body,
         peer,
         mask_phones: config.raw.logging.mask_phone_numbers,
+        max_depth: config.raw.server.max_nesting_depth,
     };
     let Some(adapter) = app.adapter(&adapter_name) else {
         return text(StatusCode::NOT_FOUND, "not found\n");

@@ -502,3 +502,33 @@ basic_auth = {{ username = "vc", password = "env:IVRGATE_TEST_PASS" }}
         "masked number not logged:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn the_configured_nesting_depth_applies() {
+    let rx = Receiver::start().await;
+    rx.answer(|_| Reply::ok("{}"));
+    // Depth 4: the CDR object, aiData, "a" and "b".
+    let nested = json!({"caller": "0544444444", "ivruniqueid": "deep-1", "status": "ANSWER",
+        "aiData": {"a": {"b": {"c": 1}}}})
+    .to_string();
+    let gw = Gateway::start(&rx.url("/hooks"), "[server]\nmax_nesting_depth = 3\n").await;
+    let (_, _, body) = gw
+        .post("/voicenter/acme/cdr", "application/json", nested.clone())
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["err"],
+        1,
+        "{body}"
+    );
+    gw.stop().await;
+    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let (_, _, body) = gw
+        .post("/voicenter/acme/cdr", "application/json", nested)
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["err"],
+        0,
+        "{body}"
+    );
+    gw.stop().await;
+}

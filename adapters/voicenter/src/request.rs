@@ -183,7 +183,11 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
         reject(encoding, shape, format!("undecodable body: {e}"))
     })?;
     let raw = request.body.to_vec();
-    let limits = Limits::default();
+    // The server bounded the body's size already; the nesting depth is the operator's.
+    let limits = Limits {
+        max_depth: request.max_depth,
+        max_bytes: usize::MAX,
+    };
     let start = text.trim_start_matches(|c: char| c == '\u{feff}' || c.is_whitespace());
 
     if start.starts_with('<') {

@@ -132,6 +132,7 @@ fn inbound(
         body: Bytes::copy_from_slice(body.as_bytes()),
         peer: "127.0.0.1:9".parse().expect("addr"),
         mask_phones: true,
+        max_depth: 32,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct Inbound {
     pub peer: SocketAddr,
     /// Whether phone numbers must be masked in log lines.
     pub mask_phones: bool,
+    /// The deepest XML or JSON nesting the body may have (`server.max_nesting_depth`); the
+    /// body's size is already bounded by the server.
+    pub max_depth: usize,
 }
 
 /// What an adapter hands back: the response plus labels the core uses for metrics and logs.
