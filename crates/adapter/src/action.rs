@@ -263,7 +263,8 @@ impl Answer {
             return Ok(Answer::Native(native.clone()));
         }
         if object.contains_key("action") {
-            return serde_json::from_value::<Envelope>(value.clone())
+            // `&Value` is a deserializer itself: no copy of the answer is made.
+            return Envelope::deserialize(value)
                 .map(Answer::Action)
                 .map_err(|e| format!("invalid action: {e}"));
         }
