@@ -232,6 +232,16 @@ pub struct TenantConfig {
     /// How the legacy platform proves it is allowed to use this tenant's URLs.
     #[serde(default)]
     pub inbound: InboundConfig,
+    /// Bearer token for this tenant's command API (`/api/{tenant}/...`), at least 16
+    /// characters. Without one the command API answers only on a loopback listener.
+    #[serde(default)]
+    pub command_token: Option<Secret>,
+    /// Settings of the PTK adapter for this tenant (see `docs/ptk.md`).
+    #[serde(default)]
+    pub ptk: Option<toml::Value>,
+    /// Settings of the OpenScape adapter for this tenant (see `docs/openscape.md`).
+    #[serde(default)]
+    pub openscape: Option<toml::Value>,
 }
 
 fn default_decision_deadline_ms() -> u64 {
@@ -524,8 +534,45 @@ impl Config {
                 continue;
             };
             let fallback_target = tenant.fallback_url.as_deref().and_then(parse);
+            let mut settings = BTreeMap::new();
+            for (adapter, section) in [("ptk", &tenant.ptk), ("openscape", &tenant.openscape)] {
+                let value = match section {
+                    Some(section) => match serde_json::to_value(section) {
+                        Ok(value) => value,
+                        Err(e) => {
+                            problems.push(format!("tenant {id}: [{adapter}] {e}"));
+                            continue;
+                        }
+                    },
+                    None => serde_json::Value::Null,
+                };
+                if let Some(a) = crate::adapters::get(adapter) {
+                    if let Err(lines) = a.check_settings(&value) {
+                        for line in lines {
+                            problems.push(format!("tenant {id}: {adapter}: {line}"));
+                        }
+                    }
+                }
+                settings.insert(adapter, std::sync::Arc::new(value));
+            }
+            let command_token = match tenant.command_token.as_ref().map(Secret::resolve) {
+                Some(Ok(t)) if t.len() >= 16 => Some(t),
+                Some(Ok(_)) => {
+                    problems.push(format!(
+                        "tenant {id}: command_token must be at least 16 characters"
+                    ));
+                    None
+                }
+                Some(Err(why)) => {
+                    problems.push(format!("tenant {id}: command_token: {why}"));
+                    None
+                }
+                None => None,
+            };
             tenants.push(ResolvedTenant {
                 id: id.clone(),
+                settings,
+                command_token,
                 webhook_target,
                 decision_target,
                 fallback_target,
@@ -625,6 +672,9 @@ pub struct ResolvedTenant {
     pub path_token: Option<String>,
     pub basic_auth: Option<(String, String)>,
     pub allow_ips: Vec<IpNet>,
+    /// Each adapter's settings section as JSON (`Null` when absent), already checked.
+    pub settings: BTreeMap<&'static str, std::sync::Arc<serde_json::Value>>,
+    pub command_token: Option<String>,
 }
 
 impl fmt::Debug for ResolvedTenant {

@@ -5,7 +5,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adapters;
 pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod breaker;
 pub mod clock;
@@ -24,7 +26,7 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use ivrgate_adapter::{Adapter, DecisionPoint};
+use ivrgate_adapter::DecisionPoint;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,9 +35,9 @@ use crate::config::ResolvedConfig;
 
 /// Every decision point of every adapter, for checking configuration.
 pub fn decision_points() -> Vec<&'static DecisionPoint> {
-    ivrgate_voicenter::Voicenter
-        .decision_points()
+    adapters::all()
         .iter()
+        .flat_map(|a| a.decision_points().iter())
         .collect()
 }
 
@@ -92,7 +94,6 @@ pub async fn run(
     )?);
     let app = Arc::new(server::App {
         core: core.clone(),
-        voicenter: ivrgate_voicenter::Voicenter,
         shutting_down: AtomicBool::new(false),
     });
     let (stop_tx, stop_rx) = watch::channel(false);

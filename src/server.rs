@@ -26,17 +26,13 @@ use crate::metrics::RequestLabels;
 
 pub struct App {
     pub core: Arc<Core>,
-    pub voicenter: ivrgate_voicenter::Voicenter,
     pub shutting_down: AtomicBool,
 }
 
 impl App {
-    /// The adapter serving a path's first segment: the one place that knows every adapter.
-    fn adapter(&self, name: &str) -> Option<&dyn Adapter> {
-        match name {
-            "voicenter" => Some(&self.voicenter),
-            _ => None,
-        }
+    /// The adapter serving a path's first segment.
+    fn adapter(&self, name: &str) -> Option<&'static dyn Adapter> {
+        crate::adapters::get(name)
     }
 }
 

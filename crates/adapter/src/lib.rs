@@ -11,6 +11,7 @@
 
 pub mod action;
 pub mod epoch;
+pub mod state;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +20,10 @@ use std::time::SystemTime;
 
 pub use action::{Action, ActionKind, Answer};
 use serde_json::{Map, Value};
+pub use state::{
+    AliasChange, Change, Command, CommandReply, Entity, EntityEvent, EntityKey, TimerChange,
+    TimerFired, TransitionFn, Transitioned, Waited, Write,
+};
 
 /// A boxed future, so that [`Gateway`] and [`Adapter`] stay object safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -65,6 +70,37 @@ pub trait Adapter: Send + Sync + 'static {
     fn decision_points(&self) -> &'static [DecisionPoint];
     /// Handle one request. Must not panic; bad input gets the platform's own error answer.
     fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled>;
+
+    /// Checks the tenant's `[tenants.<adapter>]` configuration section (as JSON; `Null` when
+    /// absent), so `check-config` reports mistakes before any port is bound. Each problem is
+    /// one line.
+    fn check_settings(&self, settings: &Value) -> Result<(), Vec<String>> {
+        let _ = settings;
+        Ok(())
+    }
+
+    /// Runs one of this adapter's entity timers that fell due. `Ok` lets the core drop the
+    /// timer (unless the adapter set it again); `Err` leaves it to be retried after its lease.
+    /// May run more than once for one due time (a crash between the adapter's commit and the
+    /// timer's removal), so it must check the entity's state rather than assume.
+    fn on_timer<'a>(
+        &'a self,
+        gateway: &'a dyn Gateway,
+        timer: TimerFired,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        let _ = (gateway, timer);
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Serves this adapter's part of the command API (`/api/{tenant}/{adapter}/...`).
+    fn command<'a>(
+        &'a self,
+        gateway: &'a dyn Gateway,
+        command: Command,
+    ) -> BoxFuture<'a, CommandReply> {
+        let _ = (gateway, command);
+        Box::pin(async { CommandReply::error(404, "not_found", "this adapter has no command API") })
+    }
 }
 
 /// The services the core offers to adapters.
@@ -78,6 +114,80 @@ pub trait Gateway: Send + Sync {
         -> BoxFuture<'a, Result<Recorded, RecordError>>;
     /// The gateway's clock (controllable in tests).
     fn now(&self) -> SystemTime;
+
+    /// The tenant's configuration section for an adapter (`[tenants.<adapter>]`) as JSON,
+    /// `Null` when absent. Checked by [`Adapter::check_settings`] before it gets here.
+    fn settings(&self, tenant: &str, adapter: &str) -> std::sync::Arc<Value> {
+        let _ = (tenant, adapter);
+        std::sync::Arc::new(Value::Null)
+    }
+
+    /// Reads one entity (see [`state`]).
+    fn load<'a>(&'a self, key: EntityKey) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {
+        let _ = key;
+        Box::pin(async { Err(RecordError::Unavailable("no entity store".into())) })
+    }
+
+    /// Finds the entity holding an alias (a claim that has not lapsed).
+    fn find<'a>(
+        &'a self,
+        tenant: &'a str,
+        namespace: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {
+        let _ = (tenant, namespace, value);
+        Box::pin(async { Err(RecordError::Unavailable("no entity store".into())) })
+    }
+
+    /// Live entities of one kind in a tenant, oldest first, at most `limit`.
+    fn list<'a>(
+        &'a self,
+        tenant: &'a str,
+        kind: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Entity>, RecordError>> {
+        let _ = (tenant, kind, limit);
+        Box::pin(async { Err(RecordError::Unavailable("no entity store".into())) })
+    }
+
+    /// Reads the entities, lets `f` compute their changes and commits them atomically
+    /// (fsynced), calling `f` again when an entity changed in between. All keys must belong
+    /// to one tenant. Refused like [`Gateway::record`] when storage is nearly full or the
+    /// tenant's outbox quota is reached and the transition carries events.
+    fn transition<'a>(
+        &'a self,
+        keys: Vec<EntityKey>,
+        f: &'a mut TransitionFn<'a>,
+    ) -> BoxFuture<'a, Result<Transitioned, RecordError>> {
+        let _ = (keys, f);
+        Box::pin(async { Err(RecordError::Unavailable("no entity store".into())) })
+    }
+
+    /// Waits until the entity's version differs from `seen` (`None`: until it exists), up to
+    /// `timeout` (capped at [`state::MAX_WAIT`]). Changes committed by another instance on the
+    /// same store wake the wait too. Answers [`Waited::ShuttingDown`] at once on shutdown.
+    fn wait_change<'a>(
+        &'a self,
+        key: EntityKey,
+        seen: Option<i64>,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<'a, Waited> {
+        let _ = (key, seen, timeout);
+        Box::pin(async { Waited::ShuttingDown })
+    }
+}
+
+/// Runs a transition on a single entity: `f` sees it (or `None`) and returns its change.
+pub async fn transition_one<F>(
+    gateway: &dyn Gateway,
+    key: EntityKey,
+    mut f: F,
+) -> Result<Transitioned, RecordError>
+where
+    F: FnMut(Option<&Entity>) -> Change + Send,
+{
+    let mut wrapped = move |read: &[Option<Entity>]| vec![f(read.first().and_then(Option::as_ref))];
+    gateway.transition(vec![key], &mut wrapped).await
 }
 
 /// A place where a legacy platform waits for the customer's answer.

@@ -1,0 +1,1 @@
+//! The command API (work in progress).
