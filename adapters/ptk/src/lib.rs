@@ -1,15 +1,83 @@
-//! The Mindful Callback Platform Toolkit (PTK) adapter (work in progress).
+//! The Mindful Callback Platform Toolkit (PTK) adapter: ivrgate plays the PTK web service
+//! for IVRs written against Mindful's (formerly VHT's) On-Premise Callback platform.
+//!
+//! Every method of seed 004 is served at `/ptk/{tenant}` over SOAP 1.1 and 1.2, with a typed
+//! document/literal-wrapped WSDL at `?wsdl`. Interactions are entities of kind `ptk` changed
+//! through the core's atomic transitions, together with their PTK tenant's licence counter
+//! (`ptk.licence`) and their appointment slot (`ptk.slot`); external tracking ids, client ids
+//! and pending callback contacts are aliases. Every state change is a durable webhook event;
+//! callbacks fall due through entity timers (`callback.due`). Segments (operation mode,
+//! business hours, holidays, slots, EWT) come from the tenant's `[tenants.ptk]` section, or
+//! from the `segment_state` decision webhook where a segment says so. See `docs/ptk.md`.
 
 #![forbid(unsafe_code)]
 
-use ivrgate_adapter::{Adapter, BoxFuture, DecisionPoint, Gateway, Handled, Inbound};
+pub mod codes;
+mod interaction;
+mod methods;
+mod reply;
+pub mod settings;
+pub mod soap;
+mod store;
+pub mod wsdl;
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use ivrgate_adapter::action::{Action, Envelope};
+use ivrgate_adapter::{
+    Adapter, Answer, BoxFuture, DecisionPoint, Gateway, Handled, Inbound, TimerFired,
+};
+use serde_json::{Map, Value};
+
+use reply::Reply;
+use settings::Settings;
+use soap::{Element, Version};
 
 /// The vendor name: path segment, metrics label and `vendor` of every event.
 pub const VENDOR: &str = "ptk";
 
-pub static DECISION_POINTS: [DecisionPoint; 0] = [];
+/// The places where the PTK waits for the customer.
+///
+/// `segment_state`: GetSegmentState (and the acceptance of AddInteraction, CreateInteraction
+/// and InteractionRequestContact) for a segment configured with `decision = true`. The IVR
+/// waits for its SOAP answer; .NET and JAX-WS clients default to 100 s or more, ivrgate allows
+/// deadlines up to 10 000 ms. The answer is `default` (use the configured segment) or a native
+/// object with any of OperationMode, EWT, OfferTreatment, ModeStatus, RecommendedDestination,
+/// QueueMode.
+pub static DECISION_POINTS: [DecisionPoint; 1] = [DecisionPoint {
+    vendor: VENDOR,
+    kind: "segment_state",
+    platform_max_ms: 10_000,
+    default_fallback: configured_segment,
+    validate: validate_segment_state,
+    native_attach: no_attach,
+}];
 
-#[derive(Debug, Default)]
+fn configured_segment() -> Answer {
+    Answer::Action(Envelope::new(Action::Default {}))
+}
+
+fn validate_segment_state(answer: &Answer) -> Result<(), String> {
+    match answer {
+        Answer::Action(envelope) => match envelope.action {
+            Action::Default {} => Ok(()),
+            _ => Err(format!(
+                "segment_state takes default or a native object, not {}",
+                envelope.action.kind().as_str()
+            )),
+        },
+        Answer::Native(Value::Object(_)) => Ok(()),
+        Answer::Native(_) => Err("a native segment_state answer is a JSON object".into()),
+    }
+}
+
+fn no_attach(_: &Value) -> Map<String, Value> {
+    Map::new()
+}
+
+/// The PTK adapter. Stateless: interactions live in the core's entities.
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Ptk;
 
 impl Adapter for Ptk {
@@ -21,20 +89,354 @@ impl Adapter for Ptk {
         &DECISION_POINTS
     }
 
-    fn handle<'a>(
+    fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled> {
+        Box::pin(handle(gateway, request))
+    }
+
+    fn check_settings(&self, settings: &Value) -> Result<(), Vec<String>> {
+        if settings.is_null() {
+            // A tenant without a PTK section simply answers 108000 to every PTK tenant name.
+            return Ok(());
+        }
+        Settings::parse(settings).map(drop)
+    }
+
+    fn on_timer<'a>(
         &'a self,
-        _gateway: &'a dyn Gateway,
-        _request: Inbound,
-    ) -> BoxFuture<'a, Handled> {
-        Box::pin(async {
-            let mut response = http::Response::new(bytes::Bytes::from_static(b"not yet\n"));
-            *response.status_mut() = http::StatusCode::NOT_IMPLEMENTED;
-            Handled {
-                response,
-                method: "unknown".into(),
-                outcome: "unsupported",
-                vendor_call_id: None,
+        gateway: &'a dyn Gateway,
+        timer: TimerFired,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(methods::on_timer(gateway, timer))
+    }
+}
+
+/// Everything a method needs about its request.
+pub(crate) struct Cx<'a> {
+    pub gw: &'a dyn Gateway,
+    /// The ivrgate tenant.
+    pub tenant: &'a str,
+    pub settings: &'a Settings,
+    pub params: &'a Element,
+    pub method: &'static wsdl::Method,
+    pub now: SystemTime,
+    /// Whether contacts are masked in log lines.
+    pub mask: bool,
+    /// The request's parameters as JSON, for events' `vendor_fields`.
+    pub vendor_fields: Map<String, Value>,
+}
+
+impl Cx<'_> {
+    /// A parameter's trimmed text, looked up among the parameters and then in `Options`;
+    /// empty and nil values count as absent.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        let direct = self.params.child(name);
+        let found = direct.or_else(|| self.params.child("Options")?.child(name))?;
+        if found.is_nil() || found.value().is_empty() {
+            None
+        } else {
+            Some(found.value())
+        }
+    }
+
+    /// A parameter element, wherever it is (parameters, then `Options`).
+    pub fn element(&self, name: &str) -> Option<&Element> {
+        self.params
+            .child(name)
+            .or_else(|| self.params.child("Options")?.child(name))
+    }
+}
+
+async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
+    let content_type = request
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let announced = soap::version_from_content_type(content_type).unwrap_or(Version::V11);
+    let wants_wsdl = request
+        .query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("wsdl")));
+    let settings_value = gw.settings(&request.tenant, VENDOR);
+    if request.method == http::Method::GET && wants_wsdl {
+        let namespace = Settings::parse(&settings_value)
+            .map(|s| s.target_namespace)
+            .unwrap_or_else(|_| settings::DEFAULT_NAMESPACE.into());
+        let host = request
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = request
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| *p == "https")
+            .unwrap_or("http");
+        let location = format!("{scheme}://{host}/ptk/{}", request.tenant);
+        return respond(
+            200,
+            "text/xml; charset=utf-8",
+            wsdl::wsdl(&namespace, &location),
+            "wsdl",
+            "ok",
+            None,
+        );
+    }
+    if request.method != http::Method::POST {
+        return fault(&request, announced, "unknown", "POST a SOAP request, or GET ?wsdl");
+    }
+    let text = match ivrgate_wire::charset::decode(&request.body, content_type) {
+        Ok(text) => text,
+        Err(e) => return fault(&request, announced, "unknown", &format!("unreadable body: {e}")),
+    };
+    let root = match soap::parse(&text, request.max_depth) {
+        Ok(root) => root,
+        Err(e) => return fault(&request, announced, "unknown", &e.0),
+    };
+    let soap_request = match soap::read_request(root, content_type) {
+        Ok(r) => r,
+        Err(why) => return fault(&request, announced, "unknown", &why),
+    };
+    let version = soap_request.version;
+    let Some(method) = wsdl::method(&soap_request.operation.name) else {
+        let name: String = soap_request
+            .operation
+            .name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(64)
+            .collect();
+        return fault(
+            &request,
+            version,
+            "unknown",
+            &format!("unknown operation {name}"),
+        );
+    };
+    let namespace;
+    let reply;
+    let params = soap_request.params();
+    let client_id = params
+        .child("Options")
+        .and_then(|o| o.child("ClientId"))
+        .or_else(|| params.child("ClientId"))
+        .map(|e| e.value().to_owned())
+        .unwrap_or_default();
+    match Settings::parse(&settings_value) {
+        Err(problems) => {
+            namespace = settings::DEFAULT_NAMESPACE.to_owned();
+            reply = Reply::error(
+                codes::INVALID_TENANT,
+                "no PTK tenants are configured for this ivrgate tenant",
+            );
+            tracing::debug!(tenant = %request.tenant, problems = ?problems, "ptk settings absent");
+        }
+        Ok(settings) => {
+            namespace = settings.target_namespace.clone();
+            let cx = Cx {
+                gw,
+                tenant: &request.tenant,
+                settings: &settings,
+                params,
+                method,
+                now: gw.now(),
+                mask: request.mask_phones,
+                vendor_fields: methods::to_json(params, 0),
+            };
+            reply = methods::dispatch(&cx).await;
+        }
+    }
+    let interaction_id = reply
+        .interaction_id
+        .clone()
+        .or_else(|| params.child("InteractionId").map(|e| e.value().to_owned()))
+        .filter(|id| !id.is_empty());
+    let ptk_tenant = params
+        .child("Tenant")
+        .or_else(|| params.child("Options")?.child("Tenant"))
+        .map(|e| e.value().to_owned())
+        .unwrap_or_default();
+    if let Some(reason) = &reply.fault {
+        tracing::warn!(
+            tenant = %request.tenant,
+            ptk_tenant = %ptk_tenant,
+            method = method.name,
+            interaction_id = interaction_id.as_deref().unwrap_or(""),
+            reason = %reason,
+            "ptk request refused with a SOAP fault"
+        );
+        return respond(
+            soap_fault_status(version),
+            version.content_type(),
+            soap::fault(version, reason),
+            method.name,
+            "bad_request",
+            interaction_id,
+        );
+    }
+    let outcome = if reply.succeeded() {
+        "ok"
+    } else if matches!(reply.code, codes::RESOURCES_UNAVAILABLE | codes::UNABLE_TO_CREATE | codes::PLATFORM_UNAVAILABLE | codes::BANDWIDTH_EXCEEDED | codes::LICENCE_UNAVAILABLE) {
+        "refused"
+    } else {
+        "rejected"
+    };
+    if reply.succeeded() {
+        tracing::info!(
+            tenant = %request.tenant,
+            ptk_tenant = %ptk_tenant,
+            method = method.name,
+            interaction_id = interaction_id.as_deref().unwrap_or(""),
+            code = reply.code,
+            "ptk request completed"
+        );
+    } else {
+        tracing::warn!(
+            tenant = %request.tenant,
+            ptk_tenant = %ptk_tenant,
+            method = method.name,
+            interaction_id = interaction_id.as_deref().unwrap_or(""),
+            code = reply.code,
+            result = codes::describe(reply.code).0,
+            reason = %reply.message,
+            "ptk request not completed"
+        );
+    }
+    let guid = guid();
+    let body = reply::render(version, &namespace, method, &client_id, &guid, &reply);
+    respond(200, version.content_type(), body, method.name, outcome, interaction_id)
+}
+
+/// SOAP 1.1 faults travel with HTTP 500; SOAP 1.2 sender faults with 400.
+fn soap_fault_status(version: Version) -> u16 {
+    match version {
+        Version::V11 => 500,
+        Version::V12 => 400,
+    }
+}
+
+fn fault(request: &Inbound, version: Version, method: &str, reason: &str) -> Handled {
+    tracing::warn!(
+        tenant = %request.tenant,
+        method = method,
+        peer = %request.peer,
+        reason = %reason,
+        "ptk request is not a SOAP request we can read; answered a fault"
+    );
+    respond(
+        soap_fault_status(version),
+        version.content_type(),
+        soap::fault(version, reason),
+        method,
+        "bad_request",
+        None,
+    )
+}
+
+fn respond(
+    status: u16,
+    content_type: &str,
+    body: String,
+    method: &str,
+    outcome: &'static str,
+    vendor_call_id: Option<String>,
+) -> Handled {
+    let response = http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Bytes::from(body))
+        .unwrap_or_else(|_| http::Response::new(Bytes::new()));
+    Handled {
+        response,
+        method: method.to_owned(),
+        outcome,
+        vendor_call_id,
+    }
+}
+
+/// A random GUID for the response header (`Id` / `Guid`).
+pub(crate) fn guid() -> String {
+    let b: [u8; 16] = rand::random();
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Helpers for the integration tests: the element paths of a document, to compare a
+/// response's shape with the seed's example.
+#[doc(hidden)]
+pub mod testing {
+    use crate::soap::{parse, Element};
+
+    /// Every element path (`A/B/C`) and attribute path (`A/B/@x`) under the first element
+    /// named `from` (the document root when `None`), by local name.
+    pub fn shape(xml: &str, from: Option<&str>) -> Result<Vec<String>, String> {
+        let root = parse(xml, 64).map_err(|e| e.0)?;
+        let start = match from {
+            None => Some(&root),
+            Some(name) => find(&root, name),
+        }
+        .ok_or_else(|| format!("no <{}> in the document", from.unwrap_or("")))?;
+        let mut out = Vec::new();
+        walk(start, "", &mut out);
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// The text of the first element named `name`.
+    pub fn text_of(xml: &str, name: &str) -> Option<String> {
+        let root = parse(xml, 64).ok()?;
+        find(&root, name).map(|e| e.text.trim().to_owned())
+    }
+
+    /// Every value of attribute `attr` on elements named `name`.
+    pub fn attrs_of(xml: &str, name: &str, attr: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Ok(root) = parse(xml, 64) {
+            collect(&root, name, attr, &mut out);
+        }
+        out
+    }
+
+    fn collect(e: &Element, name: &str, attr: &str, out: &mut Vec<String>) {
+        if e.name == name {
+            if let Some(v) = e.attr(attr) {
+                out.push(v.to_owned());
             }
-        })
+        }
+        for c in &e.children {
+            collect(c, name, attr, out);
+        }
+    }
+
+    fn find<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
+        if e.name == name {
+            return Some(e);
+        }
+        e.children.iter().find_map(|c| find(c, name))
+    }
+
+    fn walk(e: &Element, prefix: &str, out: &mut Vec<String>) {
+        for c in &e.children {
+            let path = if prefix.is_empty() {
+                c.name.clone()
+            } else {
+                format!("{prefix}/{}", c.name)
+            };
+            for (k, _) in &c.attributes {
+                if !k.starts_with("xmlns") {
+                    out.push(format!("{path}/@{k}"));
+                }
+            }
+            out.push(path.clone());
+            walk(c, &path, out);
+        }
     }
 }

@@ -1,0 +1,268 @@
+//! Interactions through the core's transitions: one interaction, its PTK tenant's licence
+//! counter and the appointment slots it leaves and takes, committed together.
+
+use std::time::SystemTime;
+
+use ivrgate_adapter::{
+    AliasChange, Change, Entity, EntityEvent, EntityKey, Gateway, RecordError, TimerChange,
+    Transitioned, Write,
+};
+use serde_json::{json, Value};
+
+use crate::codes;
+use crate::interaction::Interaction;
+use crate::reply::Reply;
+use crate::settings::{epoch_s, Settings};
+
+/// The entity kind of interactions (call-like: the adapter's own name).
+pub const KIND: &str = "ptk";
+/// A PTK tenant's licence counters.
+pub const LICENCE: &str = "ptk.licence";
+/// One appointment slot's bookings.
+pub const SLOT: &str = "ptk.slot";
+/// Alias namespaces.
+pub const EXTERNAL: &str = "ptk.external";
+pub const CLIENT: &str = "ptk.client";
+pub const CONTACT: &str = "ptk.contact";
+
+/// What a method does to an interaction, computed from what it read.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// Leave the interaction as it is (a repeated report, a stale timer).
+    pub keep: bool,
+    /// The new state; `None` ends the interaction (its licence and slot are released).
+    pub next: Option<Interaction>,
+    pub events: Vec<EntityEvent>,
+    pub timers: Vec<TimerChange>,
+    pub aliases: Vec<AliasChange>,
+    pub reply: Reply,
+    /// AddInteraction/CreateInteraction: counts toward the licence quota window (109035).
+    pub counts_request: bool,
+}
+
+/// The outcome of [`run`].
+#[derive(Debug)]
+pub enum Ran {
+    /// Committed (or nothing to commit).
+    Done { reply: Reply },
+    /// The method's own refusal, or a licence, quota or slot refusal.
+    Refused(Reply),
+    /// An alias the step claimed is held by another interaction.
+    Taken { namespace: String },
+}
+
+pub fn key(tenant: &str, id: &str) -> EntityKey {
+    EntityKey::new(tenant, KIND, id)
+}
+
+fn slot_key(tenant: &str, i: &Interaction) -> Option<EntityKey> {
+    Some(EntityKey::new(
+        tenant,
+        SLOT,
+        format!("{}/{}/{}", i.tenant, i.segment.as_deref()?, i.slot?),
+    ))
+}
+
+/// The interaction in an entity, and whether the entity exists but ended.
+pub fn read(entity: Option<&Entity>) -> (Option<Interaction>, bool) {
+    match entity {
+        None => (None, false),
+        Some(e) => match e.state.as_ref().and_then(Interaction::from_state) {
+            Some(i) => (Some(i), false),
+            None => (None, true),
+        },
+    }
+}
+
+/// The code for a storage refusal: the PTK's "try again".
+pub fn storage(error: &RecordError) -> Reply {
+    Reply::error(codes::RESOURCES_UNAVAILABLE, error.to_string())
+}
+
+enum Out {
+    Pending,
+    Retry,
+    Refused(Reply),
+    Done(Reply),
+}
+
+/// Runs `step` on interaction `id` in one transition with its PTK tenant's licence counter and
+/// the slots it leaves and takes. `step` sees the live interaction (or `None`) and whether
+/// the entity exists but ended; it must be pure.
+pub async fn run<F>(
+    gw: &dyn Gateway,
+    tenant: &str,
+    settings: &Settings,
+    ptk_tenant: &str,
+    id: &str,
+    now: SystemTime,
+    mut step: F,
+) -> Ran
+where
+    F: FnMut(Option<&Interaction>, bool) -> Result<Step, Reply> + Send,
+{
+    let ikey = key(tenant, id);
+    for _ in 0..5 {
+        // A dry run on what is stored now tells which slot entities the transition touches.
+        let stored = match gw.load(ikey.clone()).await {
+            Ok(e) => e,
+            Err(e) => return Ran::Refused(storage(&e)),
+        };
+        let (current, ended) = read(stored.as_ref());
+        let planned = match step(current.as_ref(), ended) {
+            Ok(s) => s,
+            Err(reply) => return Ran::Refused(reply),
+        };
+        let old_slot = current.as_ref().and_then(|i| slot_key(tenant, i));
+        let new_slot = if planned.keep {
+            old_slot.clone()
+        } else {
+            planned.next.as_ref().and_then(|i| slot_key(tenant, i))
+        };
+        let lkey = EntityKey::new(tenant, LICENCE, ptk_tenant);
+        let mut keys = vec![ikey.clone(), lkey];
+        if let Some(k) = &old_slot {
+            keys.push(k.clone());
+        }
+        if let Some(k) = new_slot.as_ref().filter(|k| Some(*k) != old_slot.as_ref()) {
+            keys.push(k.clone());
+        }
+        let mut out = Out::Pending;
+        let now_s = epoch_s(now);
+        let mut f = |read_back: &[Option<Entity>]| -> Vec<Change> {
+            let (current, ended) = read(read_back.first().and_then(Option::as_ref));
+            let s = match step(current.as_ref(), ended) {
+                Ok(s) => s,
+                Err(reply) => {
+                    out = Out::Refused(reply);
+                    return vec![];
+                }
+            };
+            if s.keep {
+                out = Out::Done(s.reply);
+                return vec![];
+            }
+            let was = current.as_ref().and_then(|i| slot_key(tenant, i));
+            let will = s.next.as_ref().and_then(|i| slot_key(tenant, i));
+            if was != old_slot || will != new_slot {
+                out = Out::Retry;
+                return vec![];
+            }
+            let mut changes = vec![Change::Keep; read_back.len()];
+            // The licence counters.
+            let licence = read_back
+                .get(1)
+                .and_then(Option::as_ref)
+                .and_then(|e| e.state.clone())
+                .unwrap_or_else(|| json!({}));
+            let field = |name: &str| licence.get(name).and_then(Value::as_u64).unwrap_or(0);
+            let (mut start, mut count, mut live) =
+                (field("window_start"), field("count"), field("live"));
+            let mut licence_changed = false;
+            if s.counts_request {
+                if now_s >= start + settings.licence_window_s {
+                    start = now_s;
+                    count = 0;
+                }
+                if settings
+                    .licence_requests_per_window
+                    .is_some_and(|max| count >= max)
+                {
+                    out = Out::Refused(Reply::error(
+                        codes::BANDWIDTH_EXCEEDED,
+                        format!(
+                            "more than {} requests in {} s",
+                            settings.licence_requests_per_window.unwrap_or(0),
+                            settings.licence_window_s
+                        ),
+                    ));
+                    return vec![];
+                }
+                count += 1;
+                licence_changed = true;
+            }
+            match (current.is_some(), s.next.is_some()) {
+                (false, true) => {
+                    if settings.licences.is_some_and(|max| live >= max) {
+                        out = Out::Refused(Reply::error(
+                            codes::LICENCE_UNAVAILABLE,
+                            "every licence is in use",
+                        ));
+                        return vec![];
+                    }
+                    live += 1;
+                    licence_changed = true;
+                }
+                (true, false) => {
+                    live = live.saturating_sub(1);
+                    licence_changed = true;
+                }
+                _ => {}
+            }
+            if licence_changed {
+                changes[1] = Change::Write(Write::state(
+                    json!({"window_start": start, "count": count, "live": live}),
+                ));
+            }
+            // The slots.
+            if was != will {
+                for (index, entity) in read_back.iter().enumerate().skip(2) {
+                    let Some(k) = keys.get(index) else { continue };
+                    let booked = entity
+                        .as_ref()
+                        .and_then(|e| e.state.as_ref())
+                        .and_then(|s| s.get("count"))
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0);
+                    if Some(k) == was.as_ref() {
+                        let left = booked.saturating_sub(1);
+                        changes[index] = Change::Write(Write {
+                            state: (left > 0).then(|| json!({"count": left})),
+                            ..Write::default()
+                        });
+                    } else if Some(k) == will.as_ref() {
+                        let capacity = s
+                            .next
+                            .as_ref()
+                            .and_then(|i| settings.segment(&i.tenant, i.segment.as_deref()?))
+                            .map(|seg| u64::from(seg.slot_capacity))
+                            .unwrap_or(0);
+                        if booked >= capacity {
+                            out = Out::Refused(Reply::error(
+                                codes::TIME_FULL,
+                                "the appointment slot is full",
+                            ));
+                            return vec![];
+                        }
+                        changes[index] = Change::Write(Write::state(json!({"count": booked + 1})));
+                    }
+                }
+            }
+            changes[0] = Change::Write(Write {
+                state: s.next.as_ref().map(Interaction::to_state),
+                attached: None,
+                expires_at: None,
+                events: s.events,
+                timers: s.timers,
+                aliases: s.aliases,
+            });
+            out = Out::Done(s.reply);
+            changes
+        };
+        let result = gw.transition(keys.clone(), &mut f).await;
+        match result {
+            Err(e) => return Ran::Refused(storage(&e)),
+            Ok(Transitioned::AliasTaken { namespace, .. }) => return Ran::Taken { namespace },
+            Ok(Transitioned::Done(_)) => {}
+        }
+        match out {
+            Out::Done(reply) => return Ran::Done { reply },
+            Out::Refused(reply) => return Ran::Refused(reply),
+            Out::Retry | Out::Pending => continue,
+        }
+    }
+    Ran::Refused(Reply::error(
+        codes::RESOURCES_UNAVAILABLE,
+        "the interaction kept changing; try again",
+    ))
+}
