@@ -7,5 +7,6 @@ mod entities;
 mod hardening;
 mod ops;
 mod process;
+mod ptk;
 mod schemas;
 mod voicenter;

@@ -250,6 +250,9 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
             }
         }
     }
+    // The offer follows the mode and EWT the customer gave, unless it names one itself.
+    state.offer_treatment =
+        u8::from(state.operation_mode == "Normal" && state.ewt_s >= segment.offer_threshold_s);
     if let Some(offer) = get("OfferTreatment") {
         let parsed = offer
             .as_u64()
@@ -1031,7 +1034,10 @@ fn data_name(cx: &Cx<'_>, value_required: bool) -> Result<Option<(String, String
         return Ok(None);
     };
     let name = name.value();
-    if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
         return Err(Reply::error(BAD_DATA_NAME, "DataName is not a valid data name"));
     }
     if cx.settings.private_data_names.iter().any(|p| p.eq_ignore_ascii_case(name)) || name.starts_with('_') {
@@ -1296,6 +1302,7 @@ async fn queued(cx: &Cx<'_>) -> Reply {
             let created = event(&cx.vendor_fields, cx.method.name, "ptk.interaction.created", &i, "QueuedHold", json!({}));
             let mut s = move_step(cx, i, "ptk.interaction.queued", json!({"skill_id": skill, "queue_kind": "hold"}), Reply::code(COMPLETED_WITH_ID).with_id(new_id));
             s.events.insert(0, created);
+            s.report = true;
             if let Some(ext) = &ext {
                 s.aliases.push(AliasChange::Claim { namespace: store::EXTERNAL.into(), value: format!("{ptk}/{ext}"), until: None });
             }

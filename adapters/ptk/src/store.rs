@@ -38,6 +38,9 @@ pub struct Step {
     pub reply: Reply,
     /// AddInteraction/CreateInteraction: counts toward the licence quota window (109035).
     pub counts_request: bool,
+    /// A state report creating the interaction (InteractionQueued): it takes a licence but is
+    /// never refused for want of one.
+    pub report: bool,
 }
 
 /// The outcome of [`run`].
@@ -183,7 +186,7 @@ where
             }
             match (current.is_some(), s.next.is_some()) {
                 (false, true) => {
-                    if settings.licences.is_some_and(|max| live >= max) {
+                    if !s.report && settings.licences.is_some_and(|max| live >= max) {
                         out = Out::Refused(Reply::error(
                             codes::LICENCE_UNAVAILABLE,
                             "every licence is in use",
