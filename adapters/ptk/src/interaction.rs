@@ -136,7 +136,9 @@ pub fn read_user_data(container: &Element, depth: usize) -> Result<Map<String, V
             .map(Element::value)
             .filter(|k| !k.is_empty())
             .ok_or("a UserDataAssignment has no Key")?;
-        let value = assignment.child("Value").ok_or("a UserDataAssignment has no Value")?;
+        let value = assignment
+            .child("Value")
+            .ok_or("a UserDataAssignment has no Value")?;
         out.insert(key.to_owned(), read_value(value, depth)?);
     }
     // Anything but assignments inside UserData is a format error.
@@ -179,7 +181,8 @@ fn read_value(value: &Element, depth: usize) -> Result<Value, String> {
 /// old one, except that two lists are merged.
 pub fn merge(old: &mut Map<String, Value>, new: &Map<String, Value>) {
     for (key, value) in new {
-        let both_lists = old.get(key).and_then(|v| v.get("list")).is_some() && value.get("list").is_some();
+        let both_lists =
+            old.get(key).and_then(|v| v.get("list")).is_some() && value.get("list").is_some();
         if both_lists {
             if let (Some(Value::Object(target)), Some(Value::Object(source))) = (
                 old.get_mut(key).and_then(|v| v.get_mut("list")),
@@ -247,7 +250,10 @@ mod tests {
         json!({"list": pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Map<_, _>>()})
     }
     fn map(pairs: &[(&str, Value)]) -> Map<String, Value> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     #[test]

@@ -183,11 +183,23 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         );
     }
     if request.method != http::Method::POST {
-        return fault(&request, announced, "unknown", "POST a SOAP request, or GET ?wsdl");
+        return fault(
+            &request,
+            announced,
+            "unknown",
+            "POST a SOAP request, or GET ?wsdl",
+        );
     }
     let text = match ivrgate_wire::charset::decode(&request.body, content_type) {
         Ok(text) => text,
-        Err(e) => return fault(&request, announced, "unknown", &format!("unreadable body: {e}")),
+        Err(e) => {
+            return fault(
+                &request,
+                announced,
+                "unknown",
+                &format!("unreadable body: {e}"),
+            )
+        }
     };
     let root = match soap::parse(&text, request.max_depth) {
         Ok(root) => root,
@@ -276,7 +288,14 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     }
     let outcome = if reply.succeeded() {
         "ok"
-    } else if matches!(reply.code, codes::RESOURCES_UNAVAILABLE | codes::UNABLE_TO_CREATE | codes::PLATFORM_UNAVAILABLE | codes::BANDWIDTH_EXCEEDED | codes::LICENCE_UNAVAILABLE) {
+    } else if matches!(
+        reply.code,
+        codes::RESOURCES_UNAVAILABLE
+            | codes::UNABLE_TO_CREATE
+            | codes::PLATFORM_UNAVAILABLE
+            | codes::BANDWIDTH_EXCEEDED
+            | codes::LICENCE_UNAVAILABLE
+    ) {
         "refused"
     } else {
         "rejected"
@@ -304,7 +323,14 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     }
     let guid = guid();
     let body = reply::render(version, &namespace, method, &client_id, &guid, &reply);
-    respond(200, version.content_type(), body, method.name, outcome, interaction_id)
+    respond(
+        200,
+        version.content_type(),
+        body,
+        method.name,
+        outcome,
+        interaction_id,
+    )
 }
 
 /// SOAP 1.1 faults travel with HTTP 500; SOAP 1.2 sender faults with 400.

@@ -12,8 +12,7 @@ use crate::codes::*;
 use crate::interaction::{self, Interaction, Status};
 use crate::reply::Reply;
 use crate::settings::{
-    check_appointment, format_time, parse_time, slot_start, Segment, SegmentState, Settings,
-    MODES,
+    check_appointment, format_time, parse_time, slot_start, Segment, SegmentState, Settings, MODES,
 };
 use crate::soap::{Element, Writer};
 use crate::store::{self, Ran, Step};
@@ -224,9 +223,17 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
     let Answer::Native(Value::Object(answer)) = decision.answer else {
         return Ok(state);
     };
-    let get = |k: &str| answer.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v);
+    let get = |k: &str| {
+        answer
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v)
+    };
     if let Some(mode) = get("OperationMode") {
-        match mode.as_str().and_then(|m| MODES.iter().find(|x| x.eq_ignore_ascii_case(m))) {
+        match mode
+            .as_str()
+            .and_then(|m| MODES.iter().find(|x| x.eq_ignore_ascii_case(m)))
+        {
             Some(m) => state.operation_mode = (*m).to_owned(),
             None => {
                 return Err(Reply::error(
@@ -270,7 +277,11 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
     }
     for (field, code, target) in [
         ("ModeStatus", 109024, &mut state.mode_status),
-        ("RecommendedDestination", 109025, &mut state.recommended_destination),
+        (
+            "RecommendedDestination",
+            109025,
+            &mut state.recommended_destination,
+        ),
         ("QueueMode", 109036, &mut state.queue_mode),
     ] {
         if let Some(v) = get(field) {
@@ -292,11 +303,19 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
 // Events and rendering
 // ---------------------------------------------------------------------------------------------
 
-fn event(cx_fields: &Map<String, Value>, method: &str, kind: &str, i: &Interaction, status: &str, extra: Value) -> EntityEvent {
+fn event(
+    cx_fields: &Map<String, Value>,
+    method: &str,
+    kind: &str,
+    i: &Interaction,
+    status: &str,
+    extra: Value,
+) -> EntityEvent {
     let mut e = EntityEvent::new(kind);
     e.correlation.insert("InteractionId".into(), json!(i.id));
     if let Some(ext) = &i.external_id {
-        e.correlation.insert("ExternalTrackingId".into(), json!(ext));
+        e.correlation
+            .insert("ExternalTrackingId".into(), json!(ext));
     }
     let mut data = Map::new();
     data.insert("ptk_tenant".into(), json!(i.tenant));
@@ -322,7 +341,13 @@ fn event(cx_fields: &Map<String, Value>, method: &str, kind: &str, i: &Interacti
     e
 }
 
-fn interaction_xml(w: &mut Writer, i: &Interaction, information: bool, user_data: bool, now: SystemTime) {
+fn interaction_xml(
+    w: &mut Writer,
+    i: &Interaction,
+    information: bool,
+    user_data: bool,
+    now: SystemTime,
+) {
     w.open_attrs(
         "Interaction",
         &[
@@ -364,7 +389,10 @@ fn interaction_xml(w: &mut Writer, i: &Interaction, information: bool, user_data
             items.push(("Result", result.clone()));
         }
         for (name, value) in items {
-            w.empty_attrs("InteractionInformation", &[("Name", name), ("Value", &value)]);
+            w.empty_attrs(
+                "InteractionInformation",
+                &[("Name", name), ("Value", &value)],
+            );
         }
     }
     w.close("Information");
@@ -376,7 +404,12 @@ fn interaction_xml(w: &mut Writer, i: &Interaction, information: bool, user_data
     w.close("Interaction");
 }
 
-fn interactions_data(list: &[Interaction], information: bool, user_data: bool, now: SystemTime) -> String {
+fn interactions_data(
+    list: &[Interaction],
+    information: bool,
+    user_data: bool,
+    now: SystemTime,
+) -> String {
     let mut w = Writer::default();
     w.open("Interactions");
     for i in list {
@@ -393,9 +426,7 @@ async fn load_live(cx: &Cx<'_>, ptk: &str, id: &str) -> Result<Option<Interactio
         .load(store::key(cx.tenant, id))
         .await
         .map_err(|e| store::storage(&e))?;
-    Ok(store::read(entity.as_ref())
-        .0
-        .filter(|i| i.tenant == ptk))
+    Ok(store::read(entity.as_ref()).0.filter(|i| i.tenant == ptk))
 }
 
 /// What an interaction transition answered, with alias conflicts mapped to their codes.
@@ -404,15 +435,26 @@ fn finish(ran: Ran) -> Reply {
         Ran::Done { reply, .. } => reply,
         Ran::Refused(reply) => reply,
         Ran::Taken { namespace, .. } => match namespace.as_str() {
-            store::EXTERNAL => Reply::error(EXTERNAL_DUPLICATE, "the external tracking id belongs to another interaction"),
-            store::CONTACT => Reply::error(DUPLICATE_CONTACT, "another callback for this contact is pending in this queue"),
+            store::EXTERNAL => Reply::error(
+                EXTERNAL_DUPLICATE,
+                "the external tracking id belongs to another interaction",
+            ),
+            store::CONTACT => Reply::error(
+                DUPLICATE_CONTACT,
+                "another callback for this contact is pending in this queue",
+            ),
             _ => Reply::error(UNEXPECTED, format!("alias {namespace} taken")),
         },
     }
 }
 
 fn contact_alias(i: &Interaction) -> Option<String> {
-    Some(format!("{}/{}/{}", i.tenant, i.queue.as_deref()?, i.contact.as_deref()?))
+    Some(format!(
+        "{}/{}/{}",
+        i.tenant,
+        i.queue.as_deref()?,
+        i.contact.as_deref()?
+    ))
 }
 
 /// Releases what an ending interaction holds: its pending-contact claim, and its external
@@ -420,20 +462,43 @@ fn contact_alias(i: &Interaction) -> Option<String> {
 fn ending_aliases(i: &Interaction, now: SystemTime) -> Vec<AliasChange> {
     let mut out = Vec::new();
     if let Some(value) = contact_alias(i) {
-        out.push(AliasChange::Release { namespace: store::CONTACT.into(), value });
+        out.push(AliasChange::Release {
+            namespace: store::CONTACT.into(),
+            value,
+        });
     }
     if let Some(ext) = &i.external_id {
-        out.push(AliasChange::Claim { namespace: store::EXTERNAL.into(), value: format!("{}/{ext}", i.tenant), until: Some(now + ENDED_CLAIM) });
+        out.push(AliasChange::Claim {
+            namespace: store::EXTERNAL.into(),
+            value: format!("{}/{ext}", i.tenant),
+            until: Some(now + ENDED_CLAIM),
+        });
     }
     out
 }
 
 /// A step that ends the interaction with `status`, emitting `kind`.
-fn end_step(cx: &Cx<'_>, i: &Interaction, kind: &str, status: &str, extra: Value, reply: Reply) -> Step {
+fn end_step(
+    cx: &Cx<'_>,
+    i: &Interaction,
+    kind: &str,
+    status: &str,
+    extra: Value,
+    reply: Reply,
+) -> Step {
     Step {
         next: None,
-        events: vec![event(&cx.vendor_fields, cx.method.name, kind, i, status, extra)],
-        timers: vec![TimerChange::Cancel { name: DUE_TIMER.into() }],
+        events: vec![event(
+            &cx.vendor_fields,
+            cx.method.name,
+            kind,
+            i,
+            status,
+            extra,
+        )],
+        timers: vec![TimerChange::Cancel {
+            name: DUE_TIMER.into(),
+        }],
         aliases: ending_aliases(i, cx.now),
         reply,
         ..Step::default()
@@ -443,7 +508,14 @@ fn end_step(cx: &Cx<'_>, i: &Interaction, kind: &str, status: &str, extra: Value
 /// A step that moves the interaction to `next`, emitting `kind`.
 fn move_step(cx: &Cx<'_>, next: Interaction, kind: &str, extra: Value, reply: Reply) -> Step {
     Step {
-        events: vec![event(&cx.vendor_fields, cx.method.name, kind, &next, next.status.as_str(), extra)],
+        events: vec![event(
+            &cx.vendor_fields,
+            cx.method.name,
+            kind,
+            &next,
+            next.status.as_str(),
+            extra,
+        )],
         next: Some(next),
         reply,
         ..Step::default()
@@ -469,7 +541,10 @@ fn make_callback(
 ) -> (Interaction, Vec<TimerChange>, Vec<AliasChange>) {
     let mut aliases = Vec::new();
     if let Some(old) = contact_alias(&i) {
-        aliases.push(AliasChange::Release { namespace: store::CONTACT.into(), value: old });
+        aliases.push(AliasChange::Release {
+            namespace: store::CONTACT.into(),
+            value: old,
+        });
     }
     i.segment = Some(segment.name.clone());
     i.queue = Some(segment.queue().to_owned());
@@ -491,7 +566,11 @@ fn make_callback(
     i.due = Some(format_time(due));
     if segment.double_check {
         if let Some(value) = contact_alias(&i) {
-            aliases.push(AliasChange::Claim { namespace: store::CONTACT.into(), value, until: None });
+            aliases.push(AliasChange::Claim {
+                namespace: store::CONTACT.into(),
+                value,
+                until: None,
+            });
         }
     }
     let timers = vec![TimerChange::Set {
@@ -535,14 +614,22 @@ where
     for _ in 0..5 {
         let id = interaction::new_id(cx.now);
         let mut collided = false;
-        let ran = store::run(cx.gw, cx.tenant, cx.settings, ptk, &id, cx.now, |current, ended| {
-            if current.is_some() || ended {
-                collided = true;
-                return Err(Reply::code(0));
-            }
-            collided = false;
-            make(&id)
-        })
+        let ran = store::run(
+            cx.gw,
+            cx.tenant,
+            cx.settings,
+            ptk,
+            &id,
+            cx.now,
+            |current, ended| {
+                if current.is_some() || ended {
+                    collided = true;
+                    return Err(Reply::code(0));
+                }
+                collided = false;
+                make(&id)
+            },
+        )
         .await;
         if !collided {
             return ran;
@@ -552,7 +639,11 @@ where
 }
 
 /// The live interaction owning an alias in this PTK tenant.
-async fn owner(cx: &Cx<'_>, namespace: &str, value: &str) -> Result<Option<(Interaction, bool)>, Reply> {
+async fn owner(
+    cx: &Cx<'_>,
+    namespace: &str,
+    value: &str,
+) -> Result<Option<(Interaction, bool)>, Reply> {
     let found = cx
         .gw
         .find(cx.tenant, namespace, value)
@@ -587,14 +678,17 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
     let contact = cx
         .text("Contact")
         .ok_or_else(|| Reply::error(CONTACT_REQUIRED, "Contact is required"))?;
-    let contact = normalize_contact(Some(seg), contact)
-        .ok_or_else(|| Reply::error(INVALID_CONTACT, "the contact fails phone number validation"))?;
+    let contact = normalize_contact(Some(seg), contact).ok_or_else(|| {
+        Reply::error(INVALID_CONTACT, "the contact fails phone number validation")
+    })?;
     let at = cx.text("AppointmentTime").map(time).transpose()?;
     let app = check_source_application(cx)?;
     let data = user_data(cx)?.unwrap_or_default();
     let client = cx.text("ClientId").map(str::to_owned);
     if let Some(client) = &client {
-        if let Some((original, false)) = owner(cx, store::CLIENT, &format!("{ptk}/{client}")).await? {
+        if let Some((original, false)) =
+            owner(cx, store::CLIENT, &format!("{ptk}/{client}")).await?
+        {
             let data = interactions_data(std::slice::from_ref(&original), false, false, cx.now);
             return Ok(Reply::ok().with_data(data).with_id(original.id));
         }
@@ -635,7 +729,12 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
             });
         }
         let reply = Reply::ok()
-            .with_data(interactions_data(std::slice::from_ref(&i), false, false, cx.now))
+            .with_data(interactions_data(
+                std::slice::from_ref(&i),
+                false,
+                false,
+                cx.now,
+            ))
             .with_id(id);
         let mut s = move_step(cx, i, "ptk.interaction.created", json!({}), reply);
         s.timers = timers;
@@ -647,7 +746,9 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
     if let (Ran::Taken { namespace, .. }, Some(client)) = (&ran, &client) {
         if namespace == store::CLIENT {
             // The same ClientId won a race meanwhile: answer its interaction.
-            if let Some((original, false)) = owner(cx, store::CLIENT, &format!("{ptk}/{client}")).await? {
+            if let Some((original, false)) =
+                owner(cx, store::CLIENT, &format!("{ptk}/{client}")).await?
+            {
                 let data = interactions_data(std::slice::from_ref(&original), false, false, cx.now);
                 return Ok(Reply::ok().with_data(data).with_id(original.id));
             }
@@ -671,7 +772,10 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
     let ext = match cx.element("ExternalTrackingId") {
         Some(e) if !e.is_nil() && !e.value().is_empty() => {
             if !valid_external(e.value()) {
-                return Err(Reply::error(EXTERNAL_MISSING, "the external tracking id is not valid"));
+                return Err(Reply::error(
+                    EXTERNAL_MISSING,
+                    "the external tracking id is not valid",
+                ));
             }
             Some(e.value().to_owned())
         }
@@ -683,14 +787,20 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         match owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await? {
             Some((original, false)) => return Ok(Reply::ok().with_id(original.id)),
             Some((_, true)) => {
-                return Err(Reply::error(EXTERNAL_DUPLICATE, "the external tracking id was used by an interaction that ended"))
+                return Err(Reply::error(
+                    EXTERNAL_DUPLICATE,
+                    "the external tracking id was used by an interaction that ended",
+                ))
             }
             None => {}
         }
     }
     let state = segment_state(cx, seg).await?;
     if state.operation_mode == "Shutdown" {
-        return Err(Reply::error(MODE_REFUSED, "the segment is in Shutdown mode"));
+        return Err(Reply::error(
+            MODE_REFUSED,
+            "the segment is in Shutdown mode",
+        ));
     }
     let ran = create(cx, &ptk, |id| {
         let mut i = new_interaction(cx, id, &ptk);
@@ -699,16 +809,28 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         i.external_id = ext.clone();
         i.source_application = app.clone();
         i.user_data = data.clone();
-        let mut s = move_step(cx, i, "ptk.interaction.created", json!({}), Reply::ok().with_id(id));
+        let mut s = move_step(
+            cx,
+            i,
+            "ptk.interaction.created",
+            json!({}),
+            Reply::ok().with_id(id),
+        );
         if let Some(ext) = &ext {
-            s.aliases.push(AliasChange::Claim { namespace: store::EXTERNAL.into(), value: format!("{ptk}/{ext}"), until: None });
+            s.aliases.push(AliasChange::Claim {
+                namespace: store::EXTERNAL.into(),
+                value: format!("{ptk}/{ext}"),
+                until: None,
+            });
         }
         s.counts_request = true;
         Ok(s)
     })
     .await;
     Ok(match ran {
-        Ran::Refused(r) if r.code == RESOURCES_UNAVAILABLE => Reply::error(UNABLE_TO_CREATE, r.message),
+        Ran::Refused(r) if r.code == RESOURCES_UNAVAILABLE => {
+            Reply::error(UNABLE_TO_CREATE, r.message)
+        }
         other => finish(other),
     })
 }
@@ -728,16 +850,25 @@ async fn find_interaction(cx: &Cx<'_>) -> Reply {
             if !interaction::valid_id(id) {
                 return Err(Reply::error(BAD_SEARCH, "the interaction id is not valid"));
             }
-            let found = load_live(cx, &ptk, id).await?
+            let found = load_live(cx, &ptk, id)
+                .await?
                 .filter(|i| seg_filter.is_none() || i.segment == seg_filter)
                 .ok_or_else(|| Reply::error(NOT_FOUND, "no such interaction"))?;
             return Ok(Reply::ok().with_data(interactions_data(&[found], true, false, cx.now)));
         }
         let Some(contact) = cx.text("Contact") else {
-            return Err(Reply::error(BAD_SEARCH, "give an InteractionId or a Contact"));
+            return Err(Reply::error(
+                BAD_SEARCH,
+                "give an InteractionId or a Contact",
+            ));
         };
-        let contact = normalize_contact(None, contact).ok_or_else(|| Reply::error(BAD_SEARCH, "the contact is not a phone number"))?;
-        let all = cx.gw.list(cx.tenant, store::KIND, 10_000).await.map_err(|e| store::storage(&e))?;
+        let contact = normalize_contact(None, contact)
+            .ok_or_else(|| Reply::error(BAD_SEARCH, "the contact is not a phone number"))?;
+        let all = cx
+            .gw
+            .list(cx.tenant, store::KIND, 10_000)
+            .await
+            .map_err(|e| store::storage(&e))?;
         let found: Vec<Interaction> = all
             .iter()
             .filter_map(|e| store::read(Some(e)).0)
@@ -745,7 +876,10 @@ async fn find_interaction(cx: &Cx<'_>) -> Reply {
             .filter(|i| seg_filter.is_none() || i.segment == seg_filter)
             .collect();
         if found.is_empty() {
-            return Err(Reply::error(CONTACT_NOT_FOUND, "no interaction for this contact"));
+            return Err(Reply::error(
+                CONTACT_NOT_FOUND,
+                "no interaction for this contact",
+            ));
         }
         Ok(Reply::ok().with_data(interactions_data(&found, true, false, cx.now)))
     };
@@ -758,8 +892,14 @@ async fn get_interaction_data(cx: &Cx<'_>) -> Reply {
     let inner = async {
         let ptk = tenant(cx)?;
         let id = interaction_id(cx, INVALID_ID, INVALID_ID)?;
-        let found = load_live(cx, &ptk, &id).await?.ok_or_else(|| Reply::error(NOT_FOUND, "no such interaction"))?;
-        Ok::<_, Reply>(Reply::ok().with_data(interactions_data(&[found], true, true, cx.now)).with_id(id))
+        let found = load_live(cx, &ptk, &id)
+            .await?
+            .ok_or_else(|| Reply::error(NOT_FOUND, "no such interaction"))?;
+        Ok::<_, Reply>(
+            Reply::ok()
+                .with_data(interactions_data(&[found], true, true, cx.now))
+                .with_id(id),
+        )
     };
     match inner.await {
         Ok(r) | Err(r) => r,
@@ -801,13 +941,24 @@ async fn next_appointments(cx: &Cx<'_>) -> Reply {
             let at = SystemTime::UNIX_EPOCH + Duration::from_secs(start);
             start += len;
             if check_appointment(seg, &model, &state, cx.now, at).is_err() {
-                if at > cx.now + Duration::from_secs(u64::from(seg.appointment_days) * 86_400) || !seg.appointments || state.operation_mode == "Shutdown" {
+                if at > cx.now + Duration::from_secs(u64::from(seg.appointment_days) * 86_400)
+                    || !seg.appointments
+                    || state.operation_mode == "Shutdown"
+                {
                     break;
                 }
                 continue;
             }
-            let key = EntityKey::new(cx.tenant, store::SLOT, format!("{ptk}/{}/{}", seg.name, start - len));
-            let booked = cx.gw.load(key).await.map_err(|e| store::storage(&e))?
+            let key = EntityKey::new(
+                cx.tenant,
+                store::SLOT,
+                format!("{ptk}/{}/{}", seg.name, start - len),
+            );
+            let booked = cx
+                .gw
+                .load(key)
+                .await
+                .map_err(|e| store::storage(&e))?
                 .and_then(|e| e.state)
                 .and_then(|s| s.get("count").and_then(Value::as_u64))
                 .unwrap_or(0);
@@ -832,7 +983,14 @@ async fn next_appointments(cx: &Cx<'_>) -> Reply {
 }
 
 fn segment_xml(w: &mut Writer, seg: &Segment) {
-    w.empty_attrs("Segment", &[("Name", &seg.name), ("Queue", seg.queue()), ("Tenant", &seg.tenant)]);
+    w.empty_attrs(
+        "Segment",
+        &[
+            ("Name", &seg.name),
+            ("Queue", seg.queue()),
+            ("Tenant", &seg.tenant),
+        ],
+    );
 }
 
 fn get_segments(cx: &Cx<'_>) -> Reply {
@@ -846,7 +1004,12 @@ fn get_segments(cx: &Cx<'_>) -> Reply {
     let mut w = Writer::default();
     w.open("Segments");
     let mut n = 0;
-    for seg in cx.settings.segments.iter().filter(|s| tenants.contains(&s.tenant)) {
+    for seg in cx
+        .settings
+        .segments
+        .iter()
+        .filter(|s| tenants.contains(&s.tenant))
+    {
         segment_xml(&mut w, seg);
         n += 1;
     }
@@ -860,7 +1023,9 @@ fn get_segments(cx: &Cx<'_>) -> Reply {
 async fn get_segment_state(cx: &Cx<'_>) -> Reply {
     let inner = async {
         let ptk = tenant(cx)?;
-        let name = cx.text("Segment").ok_or_else(|| Reply::error(INVALID_SEGMENT, "Segment is required"))?;
+        let name = cx
+            .text("Segment")
+            .ok_or_else(|| Reply::error(INVALID_SEGMENT, "Segment is required"))?;
         let seg = segment(cx, &ptk, name, INVALID_SEGMENT)?;
         if let Some(max) = cx.settings.licences {
             let licence = cx
@@ -879,14 +1044,24 @@ async fn get_segment_state(cx: &Cx<'_>) -> Reply {
         let state = segment_state(cx, seg).await?;
         let mut w = Writer::default();
         w.open("Segments")
-            .open_attrs("Segment", &[("Tenant", &seg.tenant), ("Queue", seg.queue()), ("Name", &seg.name)])
+            .open_attrs(
+                "Segment",
+                &[
+                    ("Tenant", &seg.tenant),
+                    ("Queue", seg.queue()),
+                    ("Name", &seg.name),
+                ],
+            )
             .open("StateData");
         for (name, value) in [
             ("OperationMode", state.operation_mode.clone()),
             ("EWT", state.ewt_s.to_string()),
             ("OfferTreatment", state.offer_treatment.to_string()),
             ("ModeStatus", state.mode_status.clone()),
-            ("RecommendedDestination", state.recommended_destination.clone()),
+            (
+                "RecommendedDestination",
+                state.recommended_destination.clone(),
+            ),
             ("QueueMode", state.queue_mode.clone()),
         ] {
             w.empty_attrs("StateData", &[("Name", name), ("Value", &value)]);
@@ -914,13 +1089,25 @@ fn get_segment_variables(cx: &Cx<'_>) -> Reply {
     let wanted: Vec<String> = cx
         .params
         .child("Options")
-        .map(|o| o.all("Variable").map(|v| v.value().to_owned()).filter(|v| !v.is_empty()).collect())
+        .map(|o| {
+            o.all("Variable")
+                .map(|v| v.value().to_owned())
+                .filter(|v| !v.is_empty())
+                .collect()
+        })
         .unwrap_or_default();
     let mut w = Writer::default();
     w.open("Segments");
     for seg in segments {
-        w.open_attrs("Segment", &[("Name", &seg.name), ("Queue", seg.queue()), ("Tenant", &seg.tenant)])
-            .open("Variables");
+        w.open_attrs(
+            "Segment",
+            &[
+                ("Name", &seg.name),
+                ("Queue", seg.queue()),
+                ("Tenant", &seg.tenant),
+            ],
+        )
+        .open("Variables");
         for (name, value) in crate::settings::variables(seg) {
             if wanted.is_empty() || wanted.iter().any(|v| v.eq_ignore_ascii_case(&name)) {
                 w.empty_attrs("Variable", &[("Name", &name), ("Value", &value)]);
@@ -981,20 +1168,29 @@ fn get_version(cx: &Cx<'_>) -> Reply {
 fn validate_contact(cx: &Cx<'_>) -> Reply {
     let inner = || {
         let ptk = tenant(cx)?;
-        let contact = cx.text("Contact").ok_or_else(|| Reply::error(CONTACT_REQUIRED, "Contact is required"))?;
+        let contact = cx
+            .text("Contact")
+            .ok_or_else(|| Reply::error(CONTACT_REQUIRED, "Contact is required"))?;
         let seg = match cx.text("Segment") {
             Some(name) => segment(cx, &ptk, name, INVALID_SEGMENT)?,
             None => {
                 let mut all = cx.settings.segments_of(&ptk);
                 match (all.next(), all.next()) {
                     (Some(only), None) => only,
-                    _ => return Err(Reply::error(SEGMENT_REQUIRED, "the tenant has several segments: name one")),
+                    _ => {
+                        return Err(Reply::error(
+                            SEGMENT_REQUIRED,
+                            "the tenant has several segments: name one",
+                        ))
+                    }
                 }
             }
         };
         normalize_contact(Some(seg), contact)
             .map(|_| Reply::ok())
-            .ok_or_else(|| Reply::error(INVALID_CONTACT, "the contact fails phone number validation"))
+            .ok_or_else(|| {
+                Reply::error(INVALID_CONTACT, "the contact fails phone number validation")
+            })
     };
     match inner() {
         Ok(r) | Err(r) => r,
@@ -1014,7 +1210,12 @@ fn report_target(cx: &Cx<'_>, malformed: u32) -> Result<(String, String), Reply>
 
 /// Checks an enumerated parameter; a value outside the enumeration is a SOAP Fault (the WSDL
 /// enumerates it and the method documents no code for it).
-fn enumerated<'a>(cx: &'a Cx<'_>, name: &str, valid: &[&'static str], missing: Option<u32>) -> Result<&'static str, Reply> {
+fn enumerated(
+    cx: &Cx<'_>,
+    name: &str,
+    valid: &[&'static str],
+    missing: Option<u32>,
+) -> Result<&'static str, Reply> {
     let Some(value) = cx.text(name) else {
         return Err(match missing {
             Some(code) => Reply::error(code, format!("{name} is required")),
@@ -1036,16 +1237,33 @@ fn data_name(cx: &Cx<'_>, value_required: bool) -> Result<Option<(String, String
     let name = name.value();
     if name.is_empty()
         || name.len() > 64
-        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
-        return Err(Reply::error(BAD_DATA_NAME, "DataName is not a valid data name"));
+        return Err(Reply::error(
+            BAD_DATA_NAME,
+            "DataName is not a valid data name",
+        ));
     }
-    if cx.settings.private_data_names.iter().any(|p| p.eq_ignore_ascii_case(name)) || name.starts_with('_') {
-        return Err(Reply::error(109028, format!("{name} is a private data name")));
+    if cx
+        .settings
+        .private_data_names
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+        || name.starts_with('_')
+    {
+        return Err(Reply::error(
+            109028,
+            format!("{name} is a private data name"),
+        ));
     }
     let value = cx.text("DataValue");
     if value.is_none() && value_required {
-        return Err(Reply::error(DATA_VALUE_REQUIRED, "DataValue is required with DataName"));
+        return Err(Reply::error(
+            DATA_VALUE_REQUIRED,
+            "DataValue is required with DataName",
+        ));
     }
     Ok(Some((name.to_owned(), value.unwrap_or("").to_owned())))
 }
@@ -1065,14 +1283,28 @@ macro_rules! tryr {
     };
 }
 
-const CANCELLED_BY: &[&str] = &["Caller", "Agent", "EyeQueue", "Configuration", "ChoseMessaging", "RejectMessaging", "Administrator", "Web"];
+const CANCELLED_BY: &[&str] = &[
+    "Caller",
+    "Agent",
+    "EyeQueue",
+    "Configuration",
+    "ChoseMessaging",
+    "RejectMessaging",
+    "Administrator",
+    "Web",
+];
 
 async fn cancelled(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
     let by = match cx.text("CancelledBy") {
         Some(v) => match CANCELLED_BY.iter().find(|c| c.eq_ignore_ascii_case(v)) {
             Some(c) => *c,
-            None => return Reply::error(CANCELLED_BY_REQUIRED, format!("CancelledBy must be one of {}", CANCELLED_BY.join(", "))),
+            None => {
+                return Reply::error(
+                    CANCELLED_BY_REQUIRED,
+                    format!("CancelledBy must be one of {}", CANCELLED_BY.join(", ")),
+                )
+            }
         },
         None => return Reply::error(CANCELLED_BY_REQUIRED, "CancelledBy is required"),
     };
@@ -1083,9 +1315,22 @@ async fn cancelled(cx: &Cx<'_>) -> Reply {
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
         if !matches!(i.status, Status::CallbackPending | Status::CallbackDue) {
-            return Err(Reply::error(CANNOT_CANCEL, format!("a {} interaction is not a pending callback", i.status.as_str())));
+            return Err(Reply::error(
+                CANNOT_CANCEL,
+                format!(
+                    "a {} interaction is not a pending callback",
+                    i.status.as_str()
+                ),
+            ));
         }
-        Ok(end_step(cx, i, "ptk.interaction.cancelled", "Cancelled", json!({"cancelled_by": by}), Reply::ok().with_id(&i.id)))
+        Ok(end_step(
+            cx,
+            i,
+            "ptk.interaction.cancelled",
+            "Cancelled",
+            json!({"cancelled_by": by}),
+            Reply::ok().with_id(&i.id),
+        ))
     })
     .await
 }
@@ -1094,18 +1339,32 @@ async fn dequeued(cx: &Cx<'_>) -> Reply {
     let ptk = tryr!(tenant(cx));
     let reason = match cx.text("Reason") {
         None => return Reply::error(DEQUEUE_REASON_MISSING, "Reason is required"),
-        Some(r) => match ["AgentAnswered", "Abandoned"].iter().find(|v| v.eq_ignore_ascii_case(r)) {
+        Some(r) => match ["AgentAnswered", "Abandoned"]
+            .iter()
+            .find(|v| v.eq_ignore_ascii_case(r))
+        {
             Some(v) => *v,
-            None => return Reply::error(DEQUEUE_REASON_INVALID, "Reason must be AgentAnswered or Abandoned"),
+            None => {
+                return Reply::error(
+                    DEQUEUE_REASON_INVALID,
+                    "Reason must be AgentAnswered or Abandoned",
+                )
+            }
         },
     };
     let id = match (cx.text("InteractionId"), cx.text("ExternalTrackingId")) {
         (Some(id), _) => id.to_owned(),
-        (None, Some(ext)) => match tryr!(owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await) {
+        (None, Some(ext)) => match tryr!(owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await)
+        {
             Some((i, _)) => i.id,
             None => return Reply::error(NOT_FOUND, "no interaction has this external tracking id"),
         },
-        (None, None) => return Reply::error(ID_OR_EXTERNAL_REQUIRED, "InteractionId or ExternalTrackingId is required"),
+        (None, None) => {
+            return Reply::error(
+                ID_OR_EXTERNAL_REQUIRED,
+                "InteractionId or ExternalTrackingId is required",
+            )
+        }
     };
     if !interaction::valid_id(&id) {
         return Reply::error(NOT_FOUND, "no such interaction");
@@ -1128,7 +1387,12 @@ async fn dequeued(cx: &Cx<'_>) -> Reply {
 async fn disconnected_by_application(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
     let data = tryr!(data_name(cx, false));
-    let reason = tryr!(enumerated(cx, "Reason", &["AfterHours", "SmartCallBlock", "Other"], None));
+    let reason = tryr!(enumerated(
+        cx,
+        "Reason",
+        &["AfterHours", "SmartCallBlock", "Other"],
+        None
+    ));
     on_interaction(cx, &ptk, &id, |cur, _| {
         let i = match cur {
             Some(i) if i.tenant == ptk => i,
@@ -1136,7 +1400,14 @@ async fn disconnected_by_application(cx: &Cx<'_>) -> Reply {
         };
         let mut last = i.clone();
         set_data(&mut last, &data);
-        Ok(end_step(cx, &last, "ptk.interaction.disconnected", "Disconnected", json!({"by": "application", "reason": reason}), Reply::ok().with_id(&i.id)))
+        Ok(end_step(
+            cx,
+            &last,
+            "ptk.interaction.disconnected",
+            "Disconnected",
+            json!({"by": "application", "reason": reason}),
+            Reply::ok().with_id(&i.id),
+        ))
     })
     .await
 }
@@ -1146,24 +1417,63 @@ async fn disconnected_by_caller(cx: &Cx<'_>) -> Reply {
     let reason = tryr!(enumerated(
         cx,
         "Reason",
-        &["Abandon", "CBDCDisconnectAndKeepPendingCallback", "CBDCDisconnectAndCancelPendingCallback", "CBDCMaxInvalidResponse", "ChoseMessaging"],
+        &[
+            "Abandon",
+            "CBDCDisconnectAndKeepPendingCallback",
+            "CBDCDisconnectAndCancelPendingCallback",
+            "CBDCMaxInvalidResponse",
+            "ChoseMessaging"
+        ],
         None
     ));
     on_interaction(cx, &ptk, &id, |cur, ended| {
         let i = match cur {
             Some(i) if i.tenant == ptk => i,
-            _ if ended => return Err(Reply::error(CANNOT_DISCONNECT, "the interaction already ended")),
+            _ if ended => {
+                return Err(Reply::error(
+                    CANNOT_DISCONNECT,
+                    "the interaction already ended",
+                ))
+            }
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
-        if !matches!(i.status, Status::Inbound | Status::QueuedHold | Status::QueuedCallback | Status::OutboundConnected) {
-            return Err(Reply::error(CANNOT_DISCONNECT, format!("a {} interaction is neither in treatment nor queued", i.status.as_str())));
+        if !matches!(
+            i.status,
+            Status::Inbound
+                | Status::QueuedHold
+                | Status::QueuedCallback
+                | Status::OutboundConnected
+        ) {
+            return Err(Reply::error(
+                CANNOT_DISCONNECT,
+                format!(
+                    "a {} interaction is neither in treatment nor queued",
+                    i.status.as_str()
+                ),
+            ));
         }
-        Ok(end_step(cx, i, "ptk.interaction.disconnected", "Abandoned", json!({"by": "caller", "reason": reason}), Reply::ok().with_id(&i.id)))
+        Ok(end_step(
+            cx,
+            i,
+            "ptk.interaction.disconnected",
+            "Abandoned",
+            json!({"by": "caller", "reason": reason}),
+            Reply::ok().with_id(&i.id),
+        ))
     })
     .await
 }
 
-const ATTEMPT_REASONS: &[&str] = &["Busy", "NoAnswer", "AnsweringMachine", "TryAgain", "Abandon", "InvalidResponse", "MaxInvalidResponse", "Other"];
+const ATTEMPT_REASONS: &[&str] = &[
+    "Busy",
+    "NoAnswer",
+    "AnsweringMachine",
+    "TryAgain",
+    "Abandon",
+    "InvalidResponse",
+    "MaxInvalidResponse",
+    "Other",
+];
 
 /// The per-reason attempt limit, from the segment's queue variables.
 fn reason_limit(seg: &Segment, reason: &str) -> Option<u32> {
@@ -1181,26 +1491,58 @@ fn reason_limit(seg: &Segment, reason: &str) -> Option<u32> {
 }
 
 async fn attempt_failed(cx: &Cx<'_>) -> Reply {
-    if cx.params.children.iter().all(|c| c.value().is_empty() && c.children.is_empty()) {
+    if cx
+        .params
+        .children
+        .iter()
+        .all(|c| c.value().is_empty() && c.children.is_empty())
+    {
         return Reply::error(DATA_REQUIRED, "the request carries no data");
     }
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
-    let reason = tryr!(enumerated(cx, "Reason", ATTEMPT_REASONS, Some(REASON_REQUIRED)));
+    let reason = tryr!(enumerated(
+        cx,
+        "Reason",
+        ATTEMPT_REASONS,
+        Some(REASON_REQUIRED)
+    ));
     let data = tryr!(data_name(cx, false));
     on_interaction(cx, &ptk, &id, |cur, ended| {
         let i = match cur {
             Some(i) if i.tenant == ptk => i,
-            _ if ended => return Err(Reply::error(STATE_PREVENTS, "the interaction already ended")),
+            _ if ended => {
+                return Err(Reply::error(
+                    STATE_PREVENTS,
+                    "the interaction already ended",
+                ))
+            }
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
-        if !matches!(i.status, Status::CallbackDue | Status::OutboundConnected | Status::CallbackPending) {
-            return Err(Reply::error(STATE_PREVENTS, format!("a {} interaction has no outbound attempt", i.status.as_str())));
+        if !matches!(
+            i.status,
+            Status::CallbackDue | Status::OutboundConnected | Status::CallbackPending
+        ) {
+            return Err(Reply::error(
+                STATE_PREVENTS,
+                format!(
+                    "a {} interaction has no outbound attempt",
+                    i.status.as_str()
+                ),
+            ));
         }
-        let seg = i.segment.as_deref().and_then(|s| cx.settings.segment(&i.tenant, s));
+        let seg = i
+            .segment
+            .as_deref()
+            .and_then(|s| cx.settings.segment(&i.tenant, s));
         let mut next = i.clone();
         set_data(&mut next, &data);
         next.attempts += 1;
-        let count = next.failures.get(reason).and_then(Value::as_u64).unwrap_or(0) + 1;
+        let count = next
+            .failures
+            .get(reason)
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            + 1;
         next.failures.insert(reason.into(), json!(count));
         let max = seg.map(|s| s.max_attempts).unwrap_or(1);
         let reason_max = seg.and_then(|s| reason_limit(s, reason));
@@ -1208,16 +1550,31 @@ async fn attempt_failed(cx: &Cx<'_>) -> Reply {
             || next.attempts >= max
             || reason_max.is_some_and(|m| count >= u64::from(m));
         if exhausted || seg.is_none() {
-            return Ok(end_step(cx, &next, "ptk.interaction.outbound_attempt_failed", "Failed",
-                json!({"reason": reason, "next": "completed"}), Reply::ok().with_id(&i.id)));
+            return Ok(end_step(
+                cx,
+                &next,
+                "ptk.interaction.outbound_attempt_failed",
+                "Failed",
+                json!({"reason": reason, "next": "completed"}),
+                Reply::ok().with_id(&i.id),
+            ));
         }
         let retry_s = seg.map(|s| s.retry_interval_s).unwrap_or(300);
         let due = cx.now + Duration::from_secs(retry_s);
         next.status = Status::CallbackPending;
         next.due = Some(format_time(due));
-        let mut s = move_step(cx, next, "ptk.interaction.outbound_attempt_failed",
-            json!({"reason": reason, "next": "rescheduled", "retry_at": format_time(due)}), Reply::ok().with_id(&i.id));
-        s.timers.push(TimerChange::Set { name: DUE_TIMER.into(), due, payload: json!({"due": format_time(due)}) });
+        let mut s = move_step(
+            cx,
+            next,
+            "ptk.interaction.outbound_attempt_failed",
+            json!({"reason": reason, "next": "rescheduled", "retry_at": format_time(due)}),
+            Reply::ok().with_id(&i.id),
+        );
+        s.timers.push(TimerChange::Set {
+            name: DUE_TIMER.into(),
+            due,
+            payload: json!({"due": format_time(due)}),
+        });
         Ok(s)
     })
     .await
@@ -1228,17 +1585,36 @@ async fn outbound_connected(cx: &Cx<'_>) -> Reply {
     on_interaction(cx, &ptk, &id, |cur, ended| {
         let i = match cur {
             Some(i) if i.tenant == ptk => i,
-            _ if ended => return Err(Reply::error(STATE_PREVENTS, "the interaction already ended")),
+            _ if ended => {
+                return Err(Reply::error(
+                    STATE_PREVENTS,
+                    "the interaction already ended",
+                ))
+            }
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
         if !matches!(i.status, Status::CallbackDue | Status::CallbackPending) {
-            return Err(Reply::error(STATE_PREVENTS, format!("a {} interaction is not a callback being placed", i.status.as_str())));
+            return Err(Reply::error(
+                STATE_PREVENTS,
+                format!(
+                    "a {} interaction is not a callback being placed",
+                    i.status.as_str()
+                ),
+            ));
         }
         let mut next = i.clone();
         next.status = Status::OutboundConnected;
         next.due = None;
-        let mut s = move_step(cx, next, "ptk.interaction.outbound_connected", json!({}), Reply::ok().with_id(&i.id));
-        s.timers.push(TimerChange::Cancel { name: DUE_TIMER.into() });
+        let mut s = move_step(
+            cx,
+            next,
+            "ptk.interaction.outbound_connected",
+            json!({}),
+            Reply::ok().with_id(&i.id),
+        );
+        s.timers.push(TimerChange::Cancel {
+            name: DUE_TIMER.into(),
+        });
         Ok(s)
     })
     .await
@@ -1260,13 +1636,26 @@ async fn queued(cx: &Cx<'_>) -> Reply {
         return Reply::error(SKILL_NOT_FOUND, "SkillId is required");
     };
     let mut id = match (cx.text("InteractionId"), &ext) {
-        (Some(id), _) if !interaction::valid_id(id) => return Reply::error(NOT_FOUND, "the interaction id is not valid"),
+        (Some(id), _) if !interaction::valid_id(id) => {
+            return Reply::error(NOT_FOUND, "the interaction id is not valid")
+        }
         (Some(id), _) => Some(id.to_owned()),
-        (None, Some(ext)) => tryr!(owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await).map(|(i, _)| i.id),
-        (None, None) => return Reply::error(EXTERNAL_MISSING, "InteractionId or ExternalTrackingId is required"),
+        (None, Some(ext)) => {
+            tryr!(owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await).map(|(i, _)| i.id)
+        }
+        (None, None) => {
+            return Reply::error(
+                EXTERNAL_MISSING,
+                "InteractionId or ExternalTrackingId is required",
+            )
+        }
     };
     let existing = match &id {
-        Some(id) => tryr!(cx.gw.load(store::key(cx.tenant, id)).await.map_err(|e| store::storage(&e))),
+        Some(id) => tryr!(cx
+            .gw
+            .load(store::key(cx.tenant, id))
+            .await
+            .map_err(|e| store::storage(&e))),
         None => None,
     };
     let (live, _) = store::read(existing.as_ref());
@@ -1274,13 +1663,21 @@ async fn queued(cx: &Cx<'_>) -> Reply {
         (Some(s), _) => Some(s),
         (None, Some(name)) => match cx.settings.segment(&ptk, &name) {
             Some(s) => Some(s),
-            None => return Reply::error(QUEUE_NOT_FOUND, format!("segment {name} is no longer configured")),
+            None => {
+                return Reply::error(
+                    QUEUE_NOT_FOUND,
+                    format!("segment {name} is no longer configured"),
+                )
+            }
         },
         (None, None) => None,
     };
     if let Some(seg) = seg {
         if !seg.skills.is_empty() && !seg.skills.iter().any(|s| s.eq_ignore_ascii_case(&skill)) {
-            return Reply::error(SKILL_NOT_FOUND, format!("skill {skill} is not a skill of segment {}", seg.name));
+            return Reply::error(
+                SKILL_NOT_FOUND,
+                format!("skill {skill} is not a skill of segment {}", seg.name),
+            );
         }
     }
     let exists = existing.is_some();
@@ -1299,26 +1696,59 @@ async fn queued(cx: &Cx<'_>) -> Reply {
             i.external_id = ext.clone();
             i.skill = Some(skill.clone());
             i.status = Status::QueuedHold;
-            let created = event(&cx.vendor_fields, cx.method.name, "ptk.interaction.created", &i, "QueuedHold", json!({}));
-            let mut s = move_step(cx, i, "ptk.interaction.queued", json!({"skill_id": skill, "queue_kind": "hold"}), Reply::code(COMPLETED_WITH_ID).with_id(new_id));
+            let created = event(
+                &cx.vendor_fields,
+                cx.method.name,
+                "ptk.interaction.created",
+                &i,
+                "QueuedHold",
+                json!({}),
+            );
+            let mut s = move_step(
+                cx,
+                i,
+                "ptk.interaction.queued",
+                json!({"skill_id": skill, "queue_kind": "hold"}),
+                Reply::code(COMPLETED_WITH_ID).with_id(new_id),
+            );
             s.events.insert(0, created);
             s.report = true;
             if let Some(ext) = &ext {
-                s.aliases.push(AliasChange::Claim { namespace: store::EXTERNAL.into(), value: format!("{ptk}/{ext}"), until: None });
+                s.aliases.push(AliasChange::Claim {
+                    namespace: store::EXTERNAL.into(),
+                    value: format!("{ptk}/{ext}"),
+                    until: None,
+                });
             }
             s
         };
         let ran = match id.take() {
-            Some(given) => store::run(cx.gw, cx.tenant, cx.settings, &ptk, &given, cx.now, |cur, ended| {
-                if cur.is_some() || ended {
-                    return Err(Reply::error(STATE_PREVENTS, "the interaction changed meanwhile; retry"));
-                }
-                Ok(build(&given))
-            }).await,
+            Some(given) => {
+                store::run(
+                    cx.gw,
+                    cx.tenant,
+                    cx.settings,
+                    &ptk,
+                    &given,
+                    cx.now,
+                    |cur, ended| {
+                        if cur.is_some() || ended {
+                            return Err(Reply::error(
+                                STATE_PREVENTS,
+                                "the interaction changed meanwhile; retry",
+                            ));
+                        }
+                        Ok(build(&given))
+                    },
+                )
+                .await
+            }
             None => create(cx, &ptk, |new_id| Ok(build(new_id))).await,
         };
         return match ran {
-            Ran::Refused(r) if r.code == RESOURCES_UNAVAILABLE => Reply::error(UNABLE_TO_CREATE, r.message),
+            Ran::Refused(r) if r.code == RESOURCES_UNAVAILABLE => {
+                Reply::error(UNABLE_TO_CREATE, r.message)
+            }
             other => finish(other),
         };
     }
@@ -1328,14 +1758,24 @@ async fn queued(cx: &Cx<'_>) -> Reply {
     on_interaction(cx, &ptk, &id, |cur, ended| {
         let i = match cur {
             Some(i) if i.tenant == ptk => i,
-            _ if ended => return Err(Reply::error(STATE_PREVENTS, "the interaction already ended")),
+            _ if ended => {
+                return Err(Reply::error(
+                    STATE_PREVENTS,
+                    "the interaction already ended",
+                ))
+            }
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
         let mut next = i.clone();
         next.status = match i.status {
             Status::Inbound | Status::QueuedHold => Status::QueuedHold,
             Status::OutboundConnected | Status::QueuedCallback => Status::QueuedCallback,
-            other => return Err(Reply::error(STATE_PREVENTS, format!("a {} interaction cannot be queued", other.as_str()))),
+            other => {
+                return Err(Reply::error(
+                    STATE_PREVENTS,
+                    format!("a {} interaction cannot be queued", other.as_str()),
+                ))
+            }
         };
         if let Some(seg) = seg {
             next.segment = Some(seg.name.clone());
@@ -1346,11 +1786,25 @@ async fn queued(cx: &Cx<'_>) -> Reply {
         if let Some(ext) = &ext {
             if next.external_id.as_deref() != Some(ext) {
                 next.external_id = Some(ext.clone());
-                aliases.push(AliasChange::Claim { namespace: store::EXTERNAL.into(), value: format!("{ptk}/{ext}"), until: None });
+                aliases.push(AliasChange::Claim {
+                    namespace: store::EXTERNAL.into(),
+                    value: format!("{ptk}/{ext}"),
+                    until: None,
+                });
             }
         }
-        let kind = if next.status == Status::QueuedHold { "hold" } else { "callback" };
-        let mut s = move_step(cx, next, "ptk.interaction.queued", json!({"skill_id": skill, "queue_kind": kind}), Reply::ok().with_id(&i.id));
+        let kind = if next.status == Status::QueuedHold {
+            "hold"
+        } else {
+            "callback"
+        };
+        let mut s = move_step(
+            cx,
+            next,
+            "ptk.interaction.queued",
+            json!({"skill_id": skill, "queue_kind": kind}),
+            Reply::ok().with_id(&i.id),
+        );
         s.aliases = aliases;
         Ok(s)
     })
@@ -1360,10 +1814,16 @@ async fn queued(cx: &Cx<'_>) -> Reply {
 /// A parsed ContactURI: `voice://NUMBER/` (ASAP) or `voice://NUMBER/yyyy-mm-ddTHH:mm:ssZ`.
 fn contact_uri(uri: &str) -> Result<(String, Option<String>), Reply> {
     let Some((scheme, rest)) = uri.split_once("://") else {
-        return Err(Reply::error(BAD_CONTACT_URI, "ContactURI is scheme://number/[time]"));
+        return Err(Reply::error(
+            BAD_CONTACT_URI,
+            "ContactURI is scheme://number/[time]",
+        ));
     };
     if !scheme.eq_ignore_ascii_case("voice") {
-        return Err(Reply::error(BAD_CALL_TYPE, format!("call type {scheme:?} is not voice")));
+        return Err(Reply::error(
+            BAD_CALL_TYPE,
+            format!("call type {scheme:?} is not voice"),
+        ));
     }
     let (number, time) = match rest.split_once('/') {
         Some((n, t)) => (n, t.trim_end_matches('/')),
@@ -1372,7 +1832,10 @@ fn contact_uri(uri: &str) -> Result<(String, Option<String>), Reply> {
     if number.trim().is_empty() {
         return Err(Reply::error(BAD_CONTACT_URI, "ContactURI has no number"));
     }
-    Ok((number.to_owned(), (!time.is_empty()).then(|| time.to_owned())))
+    Ok((
+        number.to_owned(),
+        (!time.is_empty()).then(|| time.to_owned()),
+    ))
 }
 
 async fn request_contact(cx: &Cx<'_>) -> Reply {
@@ -1388,9 +1851,13 @@ async fn request_contact(cx: &Cx<'_>) -> Reply {
     let seg = match (cx.text("Segment"), current.segment.as_deref()) {
         (Some(name), _) | (None, Some(name)) => match cx.settings.segment(&ptk, name) {
             Some(s) => s,
-            None => return Reply::error(QUEUE_NOT_FOUND, format!("segment {name} is not configured")),
+            None => {
+                return Reply::error(QUEUE_NOT_FOUND, format!("segment {name} is not configured"))
+            }
         },
-        (None, None) => return Reply::error(SEGMENT_NOT_SET, "the interaction has no segment; name one"),
+        (None, None) => {
+            return Reply::error(SEGMENT_NOT_SET, "the interaction has no segment; name one")
+        }
     };
     let Some(contact) = normalize_contact(Some(seg), &number) else {
         return Reply::error(INVALID_CONTACT, "the contact fails phone number validation");
@@ -1400,12 +1867,21 @@ async fn request_contact(cx: &Cx<'_>) -> Reply {
         None => None,
     };
     let state = tryr!(segment_state(cx, seg).await);
-    if !state.mode_status.is_empty() && !state.mode_status.eq_ignore_ascii_case("Normal") && !state.mode_status.eq_ignore_ascii_case("Valid") {
-        return Reply::error(109030, format!("mode status {:?} takes no callbacks", state.mode_status));
+    if !state.mode_status.is_empty()
+        && !state.mode_status.eq_ignore_ascii_case("Normal")
+        && !state.mode_status.eq_ignore_ascii_case("Valid")
+    {
+        return Reply::error(
+            109030,
+            format!("mode status {:?} takes no callbacks", state.mode_status),
+        );
     }
     match at {
         None if state.operation_mode != "Normal" => {
-            return Reply::error(MODE_REFUSED, format!("{} mode takes no ASAP callbacks", state.operation_mode))
+            return Reply::error(
+                MODE_REFUSED,
+                format!("{} mode takes no ASAP callbacks", state.operation_mode),
+            )
         }
         None => {}
         Some(at) => {
@@ -1420,11 +1896,26 @@ async fn request_contact(cx: &Cx<'_>) -> Reply {
             Some(i) if i.tenant == ptk => i,
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
-        if !matches!(i.status, Status::Inbound | Status::QueuedHold | Status::CallbackPending) {
-            return Err(Reply::error(STATE_PREVENTS, format!("a {} interaction cannot become a callback", i.status.as_str())));
+        if !matches!(
+            i.status,
+            Status::Inbound | Status::QueuedHold | Status::CallbackPending
+        ) {
+            return Err(Reply::error(
+                STATE_PREVENTS,
+                format!(
+                    "a {} interaction cannot become a callback",
+                    i.status.as_str()
+                ),
+            ));
         }
         let (next, timers, aliases) = make_callback(cx, i.clone(), seg, contact.clone(), at);
-        let mut s = move_step(cx, next, "ptk.interaction.callback_requested", json!({"contact_uri": uri}), Reply::ok().with_id(&i.id));
+        let mut s = move_step(
+            cx,
+            next,
+            "ptk.interaction.callback_requested",
+            json!({"contact_uri": uri}),
+            Reply::ok().with_id(&i.id),
+        );
         s.timers = timers;
         s.aliases = aliases;
         Ok(s)
@@ -1432,7 +1923,18 @@ async fn request_contact(cx: &Cx<'_>) -> Reply {
     .await
 }
 
-const SEND_REASONS: &[&str] = &["ChoseHold", "ForceHold", "MaxInvalidResponse", "QueueSpeak", "SpeakToAgent", "TroubleTransfer", "UnderThreshold", "CBDCSendToHoldingQueue", "CNDCSendToPriorityQueue", "CBDCSendToPriorityQueue"];
+const SEND_REASONS: &[&str] = &[
+    "ChoseHold",
+    "ForceHold",
+    "MaxInvalidResponse",
+    "QueueSpeak",
+    "SpeakToAgent",
+    "TroubleTransfer",
+    "UnderThreshold",
+    "CBDCSendToHoldingQueue",
+    "CNDCSendToPriorityQueue",
+    "CBDCSendToPriorityQueue",
+];
 
 async fn send_to_queue(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
@@ -1441,7 +1943,12 @@ async fn send_to_queue(cx: &Cx<'_>) -> Reply {
     on_interaction(cx, &ptk, &id, |cur, ended| {
         let i = match cur {
             Some(i) if i.tenant == ptk => i,
-            _ if ended => return Err(Reply::error(STATE_PREVENTS, "the interaction already ended")),
+            _ if ended => {
+                return Err(Reply::error(
+                    STATE_PREVENTS,
+                    "the interaction already ended",
+                ))
+            }
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
         let mut next = i.clone();
@@ -1449,15 +1956,32 @@ async fn send_to_queue(cx: &Cx<'_>) -> Reply {
         next.status = match i.status {
             Status::Inbound | Status::QueuedHold => Status::QueuedHold,
             Status::OutboundConnected | Status::QueuedCallback => Status::QueuedCallback,
-            other => return Err(Reply::error(STATE_PREVENTS, format!("a {} interaction cannot be sent to a queue", other.as_str()))),
+            other => {
+                return Err(Reply::error(
+                    STATE_PREVENTS,
+                    format!("a {} interaction cannot be sent to a queue", other.as_str()),
+                ))
+            }
         };
-        Ok(move_step(cx, next, "ptk.interaction.sent_to_queue", json!({"reason": reason}), Reply::ok().with_id(&i.id)))
+        Ok(move_step(
+            cx,
+            next,
+            "ptk.interaction.sent_to_queue",
+            json!({"reason": reason}),
+            Reply::ok().with_id(&i.id),
+        ))
     })
     .await
 }
 
 /// Re-books an appointment on a pending callback, with the segment's checks.
-async fn appointment_change(cx: &Cx<'_>, ptk: &str, id: &str, text: Option<&str>, disabled_code: u32) -> Reply {
+async fn appointment_change(
+    cx: &Cx<'_>,
+    ptk: &str,
+    id: &str,
+    text: Option<&str>,
+    disabled_code: u32,
+) -> Reply {
     let Some(text) = text else {
         return Reply::error(APPOINTMENT_REQUIRED, "AppointmentTime is required");
     };
@@ -1467,16 +1991,31 @@ async fn appointment_change(cx: &Cx<'_>, ptk: &str, id: &str, text: Option<&str>
         None => return Reply::error(NOT_FOUND, "no such interaction"),
     };
     if current.status != Status::CallbackPending {
-        return Reply::error(STATE_PREVENTS_APPOINTMENT, format!("a {} interaction is already active", current.status.as_str()));
+        return Reply::error(
+            STATE_PREVENTS_APPOINTMENT,
+            format!(
+                "a {} interaction is already active",
+                current.status.as_str()
+            ),
+        );
     }
-    let Some(seg) = current.segment.as_deref().and_then(|s| cx.settings.segment(ptk, s)) else {
-        return Reply::error(QUEUE_NOT_FOUND, "the interaction's segment is not configured");
+    let Some(seg) = current
+        .segment
+        .as_deref()
+        .and_then(|s| cx.settings.segment(ptk, s))
+    else {
+        return Reply::error(
+            QUEUE_NOT_FOUND,
+            "the interaction's segment is not configured",
+        );
     };
     let state = tryr!(segment_state(cx, seg).await);
     let model = tryr!(seg.model().map_err(|why| Reply::error(UNEXPECTED, why)));
     match check_appointment(seg, &model, &state, cx.now, at) {
         Ok(()) => {}
-        Err(APPOINTMENTS_DISABLED) => return Reply::error(disabled_code, "scheduling is not enabled for the segment"),
+        Err(APPOINTMENTS_DISABLED) => {
+            return Reply::error(disabled_code, "scheduling is not enabled for the segment")
+        }
         Err(code) => return Reply::error(code, "appointment time refused by the segment"),
     }
     on_interaction(cx, ptk, id, |cur, _| {
@@ -1485,28 +2024,56 @@ async fn appointment_change(cx: &Cx<'_>, ptk: &str, id: &str, text: Option<&str>
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
         if i.status != Status::CallbackPending {
-            return Err(Reply::error(STATE_PREVENTS_APPOINTMENT, "the interaction is already active"));
+            return Err(Reply::error(
+                STATE_PREVENTS_APPOINTMENT,
+                "the interaction is already active",
+            ));
         }
         let contact = i.contact.clone().unwrap_or_default();
         let (next, timers, _) = make_callback(cx, i.clone(), seg, contact, Some(at));
-        let mut s = move_step(cx, next, "ptk.interaction.modified", json!({"changed": "AppointmentTime"}), Reply::ok().with_id(&i.id));
+        let mut s = move_step(
+            cx,
+            next,
+            "ptk.interaction.modified",
+            json!({"changed": "AppointmentTime"}),
+            Reply::ok().with_id(&i.id),
+        );
         s.timers = timers;
         Ok(s)
     })
     .await
 }
 
-const ACTIONS: &[&str] = &["AppointmentTime", "Result", "ClientId", "DataName", "DataValue"];
+const ACTIONS: &[&str] = &[
+    "AppointmentTime",
+    "Result",
+    "ClientId",
+    "DataName",
+    "DataValue",
+];
 
 async fn modify(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
-    let Some(action) = cx.text("Action").and_then(|a| ACTIONS.iter().find(|x| x.eq_ignore_ascii_case(a))) else {
-        return Reply::error(BAD_ACTION, format!("Action must be one of {}", ACTIONS.join(", ")));
+    let Some(action) = cx
+        .text("Action")
+        .and_then(|a| ACTIONS.iter().find(|x| x.eq_ignore_ascii_case(a)))
+    else {
+        return Reply::error(
+            BAD_ACTION,
+            format!("Action must be one of {}", ACTIONS.join(", ")),
+        );
     };
     match *action {
-        "AppointmentTime" => appointment_change(cx, &ptk, &id, cx.text("AppointmentTime"), APPOINTMENT_ERROR).await,
+        "AppointmentTime" => {
+            appointment_change(cx, &ptk, &id, cx.text("AppointmentTime"), APPOINTMENT_ERROR).await
+        }
         "Result" => {
-            let Some((result, kind)) = cx.text("Result").and_then(|r| cx.settings.results.iter().find(|(k, _)| k.eq_ignore_ascii_case(r))) else {
+            let Some((result, kind)) = cx.text("Result").and_then(|r| {
+                cx.settings
+                    .results
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(r))
+            }) else {
                 return Reply::error(BAD_RESULT, "Result is not a configured result code");
             };
             let status = match kind.as_str() {
@@ -1521,7 +2088,14 @@ async fn modify(cx: &Cx<'_>) -> Reply {
                 };
                 let mut last = i.clone();
                 last.result = Some(result.clone());
-                Ok(end_step(cx, &last, "ptk.interaction.completed", status, json!({"result": result, "result_type": kind}), Reply::ok().with_id(&i.id)))
+                Ok(end_step(
+                    cx,
+                    &last,
+                    "ptk.interaction.completed",
+                    status,
+                    json!({"result": result, "result_type": kind}),
+                    Reply::ok().with_id(&i.id),
+                ))
             })
             .await
         }
@@ -1536,8 +2110,18 @@ async fn modify(cx: &Cx<'_>) -> Reply {
                 };
                 let mut next = i.clone();
                 next.client_id = Some(client.clone());
-                let mut s = move_step(cx, next, "ptk.interaction.modified", json!({"changed": "ClientId"}), Reply::ok().with_id(&i.id));
-                s.aliases.push(AliasChange::Claim { namespace: store::CLIENT.into(), value: format!("{ptk}/{client}"), until: Some(cx.now + ENDED_CLAIM) });
+                let mut s = move_step(
+                    cx,
+                    next,
+                    "ptk.interaction.modified",
+                    json!({"changed": "ClientId"}),
+                    Reply::ok().with_id(&i.id),
+                );
+                s.aliases.push(AliasChange::Claim {
+                    namespace: store::CLIENT.into(),
+                    value: format!("{ptk}/{client}"),
+                    until: Some(cx.now + ENDED_CLAIM),
+                });
                 Ok(s)
             })
             .await
@@ -1554,7 +2138,13 @@ async fn modify(cx: &Cx<'_>) -> Reply {
                 };
                 let mut next = i.clone();
                 set_data(&mut next, &data);
-                Ok(move_step(cx, next, "ptk.interaction.modified", json!({"changed": "UserData"}), Reply::ok().with_id(&i.id)))
+                Ok(move_step(
+                    cx,
+                    next,
+                    "ptk.interaction.modified",
+                    json!({"changed": "UserData"}),
+                    Reply::ok().with_id(&i.id),
+                ))
             })
             .await
         }
@@ -1566,7 +2156,11 @@ async fn remove(cx: &Cx<'_>) -> Reply {
     let Some(reason) = cx.text("Reason") else {
         return Reply::error(REASON_REQUIRED, "Reason is required");
     };
-    let squashed: String = reason.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_lowercase();
+    let squashed: String = reason
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_lowercase();
     let reason = match squashed.as_str() {
         "webcanceled" | "webcancelled" => "Web Canceled",
         "admincanceled" | "admincancelled" => "Admin Canceled",
@@ -1577,7 +2171,14 @@ async fn remove(cx: &Cx<'_>) -> Reply {
             Some(i) if i.tenant == ptk => i,
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
-        Ok(end_step(cx, i, "ptk.interaction.removed", "Removed", json!({"reason": reason}), Reply::ok().with_id(&i.id)))
+        Ok(end_step(
+            cx,
+            i,
+            "ptk.interaction.removed",
+            "Removed",
+            json!({"reason": reason}),
+            Reply::ok().with_id(&i.id),
+        ))
     })
     .await
 }
@@ -1596,15 +2197,28 @@ async fn update_user_data(cx: &Cx<'_>) -> Reply {
         };
         let mut next = i.clone();
         interaction::merge(&mut next.user_data, &data);
-        Ok(move_step(cx, next, "ptk.interaction.user_data_updated", json!({}), Reply::ok().with_id(&i.id)))
+        Ok(move_step(
+            cx,
+            next,
+            "ptk.interaction.user_data_updated",
+            json!({}),
+            Reply::ok().with_id(&i.id),
+        ))
     })
     .await
 }
 
 async fn associate(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, INVALID_ID));
-    let Some(ext) = cx.text("ExternalTrackingId").filter(|e| valid_external(e)).map(str::to_owned) else {
-        return Reply::error(EXTERNAL_MISSING, "the external tracking id is missing or invalid");
+    let Some(ext) = cx
+        .text("ExternalTrackingId")
+        .filter(|e| valid_external(e))
+        .map(str::to_owned)
+    else {
+        return Reply::error(
+            EXTERNAL_MISSING,
+            "the external tracking id is missing or invalid",
+        );
     };
     set_external(cx, &ptk, &id, ext).await
 }
@@ -1619,12 +2233,25 @@ async fn set_external(cx: &Cx<'_>, ptk: &str, id: &str, ext: String) -> Reply {
         let mut aliases = Vec::new();
         if let Some(old) = &i.external_id {
             if *old != ext {
-                aliases.push(AliasChange::Release { namespace: store::EXTERNAL.into(), value: format!("{ptk}/{old}") });
+                aliases.push(AliasChange::Release {
+                    namespace: store::EXTERNAL.into(),
+                    value: format!("{ptk}/{old}"),
+                });
             }
         }
-        aliases.push(AliasChange::Claim { namespace: store::EXTERNAL.into(), value: format!("{ptk}/{ext}"), until: None });
+        aliases.push(AliasChange::Claim {
+            namespace: store::EXTERNAL.into(),
+            value: format!("{ptk}/{ext}"),
+            until: None,
+        });
         next.external_id = Some(ext.clone());
-        let mut s = move_step(cx, next, "ptk.interaction.external_id_associated", json!({}), Reply::ok().with_id(&i.id));
+        let mut s = move_step(
+            cx,
+            next,
+            "ptk.interaction.external_id_associated",
+            json!({}),
+            Reply::ok().with_id(&i.id),
+        );
         s.aliases = aliases;
         Ok(s)
     })
@@ -1637,11 +2264,19 @@ async fn update_interaction_data(cx: &Cx<'_>) -> Reply {
     let pairs: Vec<(String, Option<String>)> = holder
         .children
         .iter()
-        .filter(|c| ["KeyValuePair", "InteractionKeyValuePair"].iter().any(|n| c.name.eq_ignore_ascii_case(n)))
+        .filter(|c| {
+            ["KeyValuePair", "InteractionKeyValuePair"]
+                .iter()
+                .any(|n| c.name.eq_ignore_ascii_case(n))
+        })
         .map(|c| {
             (
-                c.child("Key").map(|k| k.value().to_owned()).unwrap_or_default(),
-                c.child("Value").filter(|v| !v.is_nil() && !v.value().is_empty()).map(|v| v.value().to_owned()),
+                c.child("Key")
+                    .map(|k| k.value().to_owned())
+                    .unwrap_or_default(),
+                c.child("Value")
+                    .filter(|v| !v.is_nil() && !v.value().is_empty())
+                    .map(|v| v.value().to_owned()),
             )
         })
         .collect();
@@ -1658,12 +2293,19 @@ async fn update_interaction_data(cx: &Cx<'_>) -> Reply {
                 None => Reply::error(CONTACT_REQUIRED, "Contact needs a value"),
                 Some(v) => update_contact(cx, &ptk, &id, v).await,
             },
-            "appointmenttime" => appointment_change(cx, &ptk, &id, value.as_deref(), APPOINTMENT_ERROR).await,
+            "appointmenttime" => {
+                appointment_change(cx, &ptk, &id, value.as_deref(), APPOINTMENT_ERROR).await
+            }
             "externaltrackingid" => match value.as_deref().filter(|v| valid_external(v)) {
-                None => Reply::error(EXTERNAL_MISSING, "the external tracking id is missing or invalid"),
+                None => Reply::error(
+                    EXTERNAL_MISSING,
+                    "the external tracking id is missing or invalid",
+                ),
                 Some(v) => set_external(cx, &ptk, &id, v.to_owned()).await,
             },
-            _ if value.is_none() => Reply::error(DATA_VALUE_REQUIRED, format!("{key} needs a value")),
+            _ if value.is_none() => {
+                Reply::error(DATA_VALUE_REQUIRED, format!("{key} needs a value"))
+            }
             _ => Reply::error(KEY_NOT_SUPPORTED, format!("{key:?} cannot be updated")),
         };
         if !reply.succeeded() {
@@ -1673,7 +2315,10 @@ async fn update_interaction_data(cx: &Cx<'_>) -> Reply {
     match failures.len() {
         0 => Reply::ok().with_id(id),
         1 => failures.remove(0),
-        n => Reply::error(UPDATE_FAILED, format!("{n} of {} values failed to update", pairs.len())),
+        n => Reply::error(
+            UPDATE_FAILED,
+            format!("{n} of {} values failed to update", pairs.len()),
+        ),
     }
 }
 
@@ -1683,25 +2328,44 @@ async fn update_contact(cx: &Cx<'_>, ptk: &str, id: &str, value: &str) -> Reply 
             Some(i) if i.tenant == ptk => i,
             _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
         };
-        let seg = i.segment.as_deref().and_then(|s| cx.settings.segment(ptk, s));
+        let seg = i
+            .segment
+            .as_deref()
+            .and_then(|s| cx.settings.segment(ptk, s));
         let Some(contact) = normalize_contact(seg, value) else {
-            return Err(Reply::error(INVALID_CONTACT, "the contact fails phone number validation"));
+            return Err(Reply::error(
+                INVALID_CONTACT,
+                "the contact fails phone number validation",
+            ));
         };
         let mut next = i.clone();
         let mut aliases = Vec::new();
         let pending = matches!(i.status, Status::CallbackPending | Status::CallbackDue);
         if pending {
             if let Some(old) = contact_alias(i) {
-                aliases.push(AliasChange::Release { namespace: store::CONTACT.into(), value: old });
+                aliases.push(AliasChange::Release {
+                    namespace: store::CONTACT.into(),
+                    value: old,
+                });
             }
         }
         next.contact = Some(contact);
         if pending && seg.is_some_and(|s| s.double_check) {
             if let Some(new) = contact_alias(&next) {
-                aliases.push(AliasChange::Claim { namespace: store::CONTACT.into(), value: new, until: None });
+                aliases.push(AliasChange::Claim {
+                    namespace: store::CONTACT.into(),
+                    value: new,
+                    until: None,
+                });
             }
         }
-        let mut s = move_step(cx, next, "ptk.interaction.modified", json!({"changed": "Contact"}), Reply::ok().with_id(&i.id));
+        let mut s = move_step(
+            cx,
+            next,
+            "ptk.interaction.modified",
+            json!({"changed": "Contact"}),
+            Reply::ok().with_id(&i.id),
+        );
         s.aliases = aliases;
         Ok(s)
     })
@@ -1723,25 +2387,59 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
         tracing::warn!(tenant = %timer.entity.tenant, interaction_id = %timer.entity.id, "ptk timer for a tenant without PTK settings; dropped");
         return Ok(());
     };
-    let due = timer.payload.get("due").and_then(Value::as_str).unwrap_or("").to_owned();
-    let stored = gw.load(timer.entity.clone()).await.map_err(|e| e.to_string())?;
+    let due = timer
+        .payload
+        .get("due")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let stored = gw
+        .load(timer.entity.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let Some(i) = store::read(stored.as_ref()).0 else {
         return Ok(());
     };
     let ptk = i.tenant.clone();
     let now = gw.now();
-    let ran = store::run(gw, &timer.entity.tenant, &settings, &ptk, &timer.entity.id, now, |cur, _| {
-        let Some(i) = cur else {
-            return Ok(Step { keep: true, ..Step::default() });
-        };
-        if i.status != Status::CallbackPending || i.due.as_deref() != Some(due.as_str()) {
-            return Ok(Step { keep: true, ..Step::default() });
-        }
-        let mut next = i.clone();
-        next.status = Status::CallbackDue;
-        let e = event(&Map::new(), "timer", "callback.due", &next, "CallbackDue", json!({"due_at": due}));
-        Ok(Step { next: Some(next), events: vec![e], reply: Reply::ok(), ..Step::default() })
-    })
+    let ran = store::run(
+        gw,
+        &timer.entity.tenant,
+        &settings,
+        &ptk,
+        &timer.entity.id,
+        now,
+        |cur, _| {
+            let Some(i) = cur else {
+                return Ok(Step {
+                    keep: true,
+                    ..Step::default()
+                });
+            };
+            if i.status != Status::CallbackPending || i.due.as_deref() != Some(due.as_str()) {
+                return Ok(Step {
+                    keep: true,
+                    ..Step::default()
+                });
+            }
+            let mut next = i.clone();
+            next.status = Status::CallbackDue;
+            let e = event(
+                &Map::new(),
+                "timer",
+                "callback.due",
+                &next,
+                "CallbackDue",
+                json!({"due_at": due}),
+            );
+            Ok(Step {
+                next: Some(next),
+                events: vec![e],
+                reply: Reply::ok(),
+                ..Step::default()
+            })
+        },
+    )
     .await;
     match ran {
         Ran::Done { .. } => {

@@ -79,7 +79,8 @@ pub fn render(
     let mut w = Writer::default();
     let response = format!("{}Response", method.name);
     let result = format!("{}Result", method.name);
-    w.out.push_str(&format!("<{response} xmlns=\"{}\">", escape(namespace)));
+    w.out
+        .push_str(&format!("<{response} xmlns=\"{}\">", escape(namespace)));
     w.open(&result);
     match method.shape {
         Shape::Toolkit => {

@@ -209,7 +209,9 @@ impl Settings {
     /// Reads and checks the section; each problem is one line.
     pub fn parse(value: &Value) -> Result<Settings, Vec<String>> {
         if value.is_null() {
-            return Err(vec!["[tenants.ptk] is missing: no PTK tenants configured".into()]);
+            return Err(vec![
+                "[tenants.ptk] is missing: no PTK tenants configured".into()
+            ]);
         }
         let settings: Settings = serde_json::from_value(value.clone())
             .map_err(|e| vec![format!("[tenants.ptk]: {e}")])?;
@@ -334,7 +336,8 @@ impl Segment {
                     let (open, close) = span
                         .split_once('-')
                         .ok_or_else(|| format!("hours.{day}: {span:?} is not HH:MM-HH:MM"))?;
-                    let open = parse_hm(open)?.ok_or_else(|| format!("hours.{day}: opens at 24:00"))?;
+                    let open =
+                        parse_hm(open)?.ok_or_else(|| format!("hours.{day}: opens at 24:00"))?;
                     let close = parse_hm(close)?;
                     if close.is_some_and(|c| c <= open) {
                         return Err(format!("hours.{day}: closes before it opens"));
@@ -491,11 +494,27 @@ pub fn variables(segment: &Segment) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = vec![
         (
             "SCHEDULEDCALLBACKON".into(),
-            if segment.appointments { "TRUE" } else { "FALSE" }.into(),
+            if segment.appointments {
+                "TRUE"
+            } else {
+                "FALSE"
+            }
+            .into(),
         ),
         ("MAXATTEMPTS".into(), segment.max_attempts.to_string()),
-        ("TURNONTHRESHOLD".into(), segment.offer_threshold_s.to_string()),
-        ("CDBC_ENABLED".into(), if segment.double_check { "TRUE" } else { "FALSE" }.into()),
+        (
+            "TURNONTHRESHOLD".into(),
+            segment.offer_threshold_s.to_string(),
+        ),
+        (
+            "CDBC_ENABLED".into(),
+            if segment.double_check {
+                "TRUE"
+            } else {
+                "FALSE"
+            }
+            .into(),
+        ),
         (
             "RECALLMAXTRYAGAINPERIOD".into(),
             hms(segment.retry_interval_s),
@@ -567,6 +586,23 @@ mod tests {
             format_time(parse_time("2011-10-11T22:00:00Z").expect("t")),
             "2011-10-11T22:00:00Z"
         );
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let text = include_str!("../../../config/example.toml");
+        let block: String = text
+            .lines()
+            .skip_while(|l| !l.contains("--- ptk example begin"))
+            .skip(1)
+            .take_while(|l| !l.contains("--- ptk example end"))
+            .map(|l| l.strip_prefix("# ").unwrap_or(l.trim_start_matches('#')))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: toml::Value = toml::from_str(&block).expect("the example is TOML");
+        let json = serde_json::to_value(&parsed["tenants"]["ptk"]).expect("json");
+        let settings = Settings::parse(&json).expect("the example is valid");
+        assert_eq!(settings.segments.len(), 1);
     }
 
     #[test]

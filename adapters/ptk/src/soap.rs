@@ -130,7 +130,9 @@ pub fn parse(xml: &str, max_depth: usize) -> Result<Element, XmlError> {
     let max_depth = max_depth.clamp(4, 128);
     let upper = xml.to_ascii_uppercase();
     if upper.contains("<!DOCTYPE") || upper.contains("<!ENTITY") {
-        return Err(XmlError("DOCTYPE and ENTITY declarations are refused".into()));
+        return Err(XmlError(
+            "DOCTYPE and ENTITY declarations are refused".into(),
+        ));
     }
     let trimmed = xml.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}');
     let mut reader = Reader::from_str(trimmed);
@@ -144,11 +146,16 @@ pub fn parse(xml: &str, max_depth: usize) -> Result<Element, XmlError> {
     let mut root: Option<Element> = None;
     loop {
         let event = reader.read_event().map_err(|e| {
-            XmlError(format!("malformed XML: {e} at byte {}", reader.error_position()))
+            XmlError(format!(
+                "malformed XML: {e} at byte {}",
+                reader.error_position()
+            ))
         })?;
         match event {
             Event::DocType(_) => {
-                return Err(XmlError("DOCTYPE and ENTITY declarations are refused".into()))
+                return Err(XmlError(
+                    "DOCTYPE and ENTITY declarations are refused".into(),
+                ))
             }
             Event::Start(_) | Event::Empty(_) if root.is_some() => {
                 return Err(XmlError("malformed XML: a second root element".into()))
@@ -237,7 +244,9 @@ fn push_text(stack: &mut [Element], text: &str) -> Result<(), XmlError> {
             Ok(())
         }
         None if text.trim().is_empty() => Ok(()),
-        None => Err(XmlError("malformed XML: text outside the root element".into())),
+        None => Err(XmlError(
+            "malformed XML: text outside the root element".into(),
+        )),
     }
 }
 
@@ -418,13 +427,19 @@ mod tests {
         let request = read_request(parse(v12, 32).expect("parse"), None).expect("read");
         assert_eq!(request.version, Version::V12);
         assert!(request.wrapped);
-        assert_eq!(request.params().child("Tenant").map(Element::value), Some("VHTLab"));
+        assert_eq!(
+            request.params().child("Tenant").map(Element::value),
+            Some("VHTLab")
+        );
         let v11 = r#"<SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/"><SOAP-ENV:Body><p:CreateInteraction xmlns:p="urn:x"><p:Tenant>Portree</p:Tenant></p:CreateInteraction></SOAP-ENV:Body></SOAP-ENV:Envelope>"#;
         let request = read_request(parse(v11, 32).expect("parse"), None).expect("read");
         assert_eq!(request.version, Version::V11);
         assert!(!request.wrapped);
         assert_eq!(request.operation.name, "CreateInteraction");
-        assert_eq!(request.params().child("tenant").map(Element::value), Some("Portree"));
+        assert_eq!(
+            request.params().child("tenant").map(Element::value),
+            Some("Portree")
+        );
     }
 
     #[test]

@@ -45,32 +45,192 @@ const ID: (&str, Kind) = ("InteractionId", Text);
 const OPT: (&str, Kind) = ("Options", Options);
 
 pub static METHODS: &[Method] = &[
-    Method { name: "AddInteraction", wrapped: true, params: &[T, ("Segment", Text), ("Contact", Text), OPT], shape: Shape::Toolkit },
-    Method { name: "AssociateInteractionWithExternalTrackingID", wrapped: false, params: &[T, ID, ("ExternalTrackingId", Text)], shape: Shape::Result },
-    Method { name: "CreateInteraction", wrapped: false, params: &[T, ("Segment", Text), ("ExternalTrackingId", Text), ("SourceApplication", Text), ("UserData", UserData)], shape: Shape::Result },
-    Method { name: "FindInteraction", wrapped: true, params: &[T, ("Contact", Text), ("Segment", Text), ID, OPT], shape: Shape::Toolkit },
-    Method { name: "GetInteractionData", wrapped: true, params: &[T, ID, OPT], shape: Shape::Toolkit },
-    Method { name: "GetNextAvailableAppointmentTime", wrapped: true, params: &[T, ("Segment", Text), OPT], shape: Shape::Toolkit },
-    Method { name: "GetSegments", wrapped: true, params: &[T, OPT], shape: Shape::Toolkit },
-    Method { name: "GetSegmentState", wrapped: true, params: &[T, ("Segment", Text), OPT, ("SourceApplication", Text)], shape: Shape::SegmentState },
-    Method { name: "GetSegmentVariables", wrapped: true, params: &[T, ("Segment", Text), OPT], shape: Shape::Toolkit },
-    Method { name: "GetStatus", wrapped: true, params: &[T, OPT], shape: Shape::Toolkit },
-    Method { name: "GetSystemVariables", wrapped: false, params: &[T], shape: Shape::Result },
-    Method { name: "GetVersion", wrapped: true, params: &[OPT], shape: Shape::Toolkit },
-    Method { name: "InteractionCancelled", wrapped: false, params: &[T, ID, ("CancelledBy", Text)], shape: Shape::Result },
-    Method { name: "InteractionDequeued", wrapped: false, params: &[T, ID, ("ExternalTrackingId", Text), ("Reason", Text)], shape: Shape::Result },
-    Method { name: "InteractionDisconnectedByApplication", wrapped: false, params: &[T, ID, ("Reason", Text), ("DataName", Text), ("DataValue", Text)], shape: Shape::Result },
-    Method { name: "InteractionDisconnectedByCaller", wrapped: false, params: &[T, ID, ("Reason", Text)], shape: Shape::Result },
-    Method { name: "InteractionOutboundAttemptFailed", wrapped: false, params: &[T, ID, ("Reason", Text), ("DataName", Text), ("DataValue", Text)], shape: Shape::Result },
-    Method { name: "InteractionOutboundConnected", wrapped: false, params: &[T, ID], shape: Shape::Result },
-    Method { name: "InteractionQueued", wrapped: false, params: &[T, ID, ("ExternalTrackingId", Text), ("SkillId", Text), ("Segment", Text)], shape: Shape::Result },
-    Method { name: "InteractionRequestContact", wrapped: false, params: &[T, ID, ("ContactURI", Text), ("Segment", Text)], shape: Shape::Result },
-    Method { name: "InteractionSendToQueue", wrapped: false, params: &[T, ID, ("Reason", Text), ("DataName", Text), ("DataValue", Text)], shape: Shape::Result },
-    Method { name: "ModifyInteraction", wrapped: true, params: &[T, ID, ("Action", Text), OPT], shape: Shape::Toolkit },
-    Method { name: "RemoveInteraction", wrapped: true, params: &[T, ID, ("Reason", Text), OPT], shape: Shape::Toolkit },
-    Method { name: "UpdateInteractionData", wrapped: false, params: &[T, ID, ("InteractionData", InteractionData)], shape: Shape::Result },
-    Method { name: "UpdateUserData", wrapped: true, params: &[T, ID, ("UserData", UserData)], shape: Shape::Toolkit },
-    Method { name: "ValidateContact", wrapped: true, params: &[T, ("Segment", Text), ("Contact", Text), OPT], shape: Shape::Toolkit },
+    Method {
+        name: "AddInteraction",
+        wrapped: true,
+        params: &[T, ("Segment", Text), ("Contact", Text), OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "AssociateInteractionWithExternalTrackingID",
+        wrapped: false,
+        params: &[T, ID, ("ExternalTrackingId", Text)],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "CreateInteraction",
+        wrapped: false,
+        params: &[
+            T,
+            ("Segment", Text),
+            ("ExternalTrackingId", Text),
+            ("SourceApplication", Text),
+            ("UserData", UserData),
+        ],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "FindInteraction",
+        wrapped: true,
+        params: &[T, ("Contact", Text), ("Segment", Text), ID, OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "GetInteractionData",
+        wrapped: true,
+        params: &[T, ID, OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "GetNextAvailableAppointmentTime",
+        wrapped: true,
+        params: &[T, ("Segment", Text), OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "GetSegments",
+        wrapped: true,
+        params: &[T, OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "GetSegmentState",
+        wrapped: true,
+        params: &[T, ("Segment", Text), OPT, ("SourceApplication", Text)],
+        shape: Shape::SegmentState,
+    },
+    Method {
+        name: "GetSegmentVariables",
+        wrapped: true,
+        params: &[T, ("Segment", Text), OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "GetStatus",
+        wrapped: true,
+        params: &[T, OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "GetSystemVariables",
+        wrapped: false,
+        params: &[T],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "GetVersion",
+        wrapped: true,
+        params: &[OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "InteractionCancelled",
+        wrapped: false,
+        params: &[T, ID, ("CancelledBy", Text)],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionDequeued",
+        wrapped: false,
+        params: &[T, ID, ("ExternalTrackingId", Text), ("Reason", Text)],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionDisconnectedByApplication",
+        wrapped: false,
+        params: &[
+            T,
+            ID,
+            ("Reason", Text),
+            ("DataName", Text),
+            ("DataValue", Text),
+        ],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionDisconnectedByCaller",
+        wrapped: false,
+        params: &[T, ID, ("Reason", Text)],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionOutboundAttemptFailed",
+        wrapped: false,
+        params: &[
+            T,
+            ID,
+            ("Reason", Text),
+            ("DataName", Text),
+            ("DataValue", Text),
+        ],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionOutboundConnected",
+        wrapped: false,
+        params: &[T, ID],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionQueued",
+        wrapped: false,
+        params: &[
+            T,
+            ID,
+            ("ExternalTrackingId", Text),
+            ("SkillId", Text),
+            ("Segment", Text),
+        ],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionRequestContact",
+        wrapped: false,
+        params: &[T, ID, ("ContactURI", Text), ("Segment", Text)],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "InteractionSendToQueue",
+        wrapped: false,
+        params: &[
+            T,
+            ID,
+            ("Reason", Text),
+            ("DataName", Text),
+            ("DataValue", Text),
+        ],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "ModifyInteraction",
+        wrapped: true,
+        params: &[T, ID, ("Action", Text), OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "RemoveInteraction",
+        wrapped: true,
+        params: &[T, ID, ("Reason", Text), OPT],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "UpdateInteractionData",
+        wrapped: false,
+        params: &[T, ID, ("InteractionData", InteractionData)],
+        shape: Shape::Result,
+    },
+    Method {
+        name: "UpdateUserData",
+        wrapped: true,
+        params: &[T, ID, ("UserData", UserData)],
+        shape: Shape::Toolkit,
+    },
+    Method {
+        name: "ValidateContact",
+        wrapped: true,
+        params: &[T, ("Segment", Text), ("Contact", Text), OPT],
+        shape: Shape::Toolkit,
+    },
 ];
 
 /// The method with this name (case-insensitive).
@@ -303,7 +463,11 @@ mod tests {
         let text = wsdl("urn:test", "http://h/ptk/acme");
         assert!(!text.contains("anyType"));
         for m in METHODS {
-            assert!(text.contains(&format!("<xs:element name=\"{}\">", m.name)), "{}", m.name);
+            assert!(
+                text.contains(&format!("<xs:element name=\"{}\">", m.name)),
+                "{}",
+                m.name
+            );
         }
         crate::soap::parse(&text, 64).expect("the WSDL is well-formed");
     }
