@@ -98,7 +98,10 @@ fn assert_shape(seed: &str, seed_from: Option<&str>, actual: &str, actual_from: 
     let expected = shape(&fixture(&format!("ptk/seed/{seed}")), seed_from).expect("seed parses");
     let got = shape(actual, Some(actual_from)).expect("answer parses");
     let missing: Vec<_> = expected.iter().filter(|p| !got.contains(p)).collect();
-    assert!(missing.is_empty(), "{seed}: missing {missing:?} in\n{actual}");
+    assert!(
+        missing.is_empty(),
+        "{seed}: missing {missing:?} in\n{actual}"
+    );
 }
 
 /// A gateway whose clock reads `at` (epoch seconds) now.
@@ -131,32 +134,73 @@ async fn ptk_seed_examples_through_the_server() {
     assert_eq!(attrs_of(&body, "Interaction", "Contact"), ["80001"]);
     let asap = id_of(&body);
     assert_eq!(asap.len(), 32);
-    assert_eq!(&asap[15..23], "11102011", "DDMMYYYY of the creation: {asap}");
+    assert_eq!(
+        &asap[15..23],
+        "11102011",
+        "DDMMYYYY of the creation: {asap}"
+    );
 
     // AddInteraction, scheduled.
     let (_, _, body) = post(&gw, true, &fixture("ptk/seed/add_scheduled.request.xml")).await;
-    assert_shape("add_scheduled.response.xml", None, &body, "AddInteractionResult");
+    assert_shape(
+        "add_scheduled.response.xml",
+        None,
+        &body,
+        "AddInteractionResult",
+    );
     assert_eq!(code(&body), 107000, "{body}");
-    assert_eq!(attrs_of(&body, "Interaction", "InteractionType"), ["Appointment"]);
+    assert_eq!(
+        attrs_of(&body, "Interaction", "InteractionType"),
+        ["Appointment"]
+    );
 
     // CreateInteraction (SOAP 1.1, no wrapper).
     let (_, ct, body) = post(&gw, false, &fixture("ptk/seed/create.request.xml")).await;
     assert!(ct.starts_with("text/xml"), "{ct}");
-    assert_shape("create.response.xml", Some("CreateInteractionResult"), &body, "CreateInteractionResult");
+    assert_shape(
+        "create.response.xml",
+        Some("CreateInteractionResult"),
+        &body,
+        "CreateInteractionResult",
+    );
     assert_eq!(code(&body), 107000);
 
     // GetSegmentState, sent as the seed shows it: the operation without an envelope.
-    let (_, _, body) = post(&gw, false, &fixture("ptk/seed/get_segment_state.request.xml")).await;
-    assert_shape("get_segment_state.response.xml", Some("GetSegmentStateResult"), &body, "GetSegmentStateResult");
+    let (_, _, body) = post(
+        &gw,
+        false,
+        &fixture("ptk/seed/get_segment_state.request.xml"),
+    )
+    .await;
+    assert_shape(
+        "get_segment_state.response.xml",
+        Some("GetSegmentStateResult"),
+        &body,
+        "GetSegmentStateResult",
+    );
     let names = attrs_of(&body, "StateData", "Name");
     let values = attrs_of(&body, "StateData", "Value");
     let seed = fixture("ptk/seed/get_segment_state.response.xml");
     assert_eq!(names, attrs_of(&seed, "StateData", "Name"));
-    assert_eq!(values, attrs_of(&seed, "StateData", "Value"), "the configured segment answers the seed's values");
+    assert_eq!(
+        values,
+        attrs_of(&seed, "StateData", "Value"),
+        "the configured segment answers the seed's values"
+    );
 
     // GetSegmentVariables.
-    let (_, _, body) = post(&gw, true, &fixture("ptk/seed/get_segment_variables.request.xml")).await;
-    assert_shape("get_segment_variables.response.xml", None, &body, "GetSegmentVariablesResult");
+    let (_, _, body) = post(
+        &gw,
+        true,
+        &fixture("ptk/seed/get_segment_variables.request.xml"),
+    )
+    .await;
+    assert_shape(
+        "get_segment_variables.response.xml",
+        None,
+        &body,
+        "GetSegmentVariablesResult",
+    );
     assert!(attrs_of(&body, "Variable", "Name").contains(&"CountryCode".to_owned()));
 
     // InteractionRequestContact: the seed's interaction first arrives in the holding queue
@@ -170,7 +214,12 @@ async fn ptk_seed_examples_through_the_server() {
     .await;
     assert_eq!(id_of(&body), "V0001000000000107082015130324798");
     let (_, _, body) = post(&gw, false, &fixture("ptk/seed/request_contact.request.xml")).await;
-    assert_shape("request_contact.response.xml", Some("InteractionRequestContactResult"), &body, "InteractionRequestContactResult");
+    assert_shape(
+        "request_contact.response.xml",
+        Some("InteractionRequestContactResult"),
+        &body,
+        "InteractionRequestContactResult",
+    );
     assert_eq!(code(&body), 107000, "{body}");
 
     // Responses live in the configured target namespace.
@@ -206,7 +255,11 @@ async fn ptk_wsdl_is_typed_and_zeep_calls_every_method() {
     );
     // One line per method of seed 004, at least.
     for m in ivrgate_ptk::wsdl::METHODS {
-        assert!(stdout.contains(&format!("{}:", m.name)), "{} not called:\n{stdout}", m.name);
+        assert!(
+            stdout.contains(&format!("{}:", m.name)),
+            "{} not called:\n{stdout}",
+            m.name
+        );
     }
     gw.stop().await;
 }
@@ -233,7 +286,13 @@ async fn hooks_until(receiver: &Receiver, last: &str) -> Vec<Value> {
 fn types(hooks: &[Value]) -> Vec<String> {
     hooks
         .iter()
-        .map(|h| format!("{}:{}", h["type"].as_str().unwrap_or(""), h["data"]["status"].as_str().unwrap_or("")))
+        .map(|h| {
+            format!(
+                "{}:{}",
+                h["type"].as_str().unwrap_or(""),
+                h["data"]["status"].as_str().unwrap_or("")
+            )
+        })
         .collect()
 }
 
@@ -244,7 +303,13 @@ async fn ptk_callback_lifecycle_with_its_webhooks() {
     let t = "<Tenant>Portree</Tenant>";
     let id = create(&gw, "Portree", "VHT_Test").await;
     let with_id = format!("{t}<InteractionId>{id}</InteractionId>");
-    expect(&gw, "InteractionQueued", &format!("{with_id}<SkillId>100</SkillId>"), 107000).await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{with_id}<SkillId>100</SkillId>"),
+        107000,
+    )
+    .await;
     // The caller asks for a callback at an appointment an hour from now.
     let at = now(&gw) + Duration::from_secs(3600);
     let at = ivrgate_ptk::settings::format_time(at);
@@ -264,23 +329,47 @@ async fn ptk_callback_lifecycle_with_its_webhooks() {
             "ptk.interaction.callback_requested:CallbackPending"
         ]
     );
-    let seqs: Vec<_> = hooks.iter().map(|h| h["data"]["seq"].as_u64().unwrap_or(0)).collect();
+    let seqs: Vec<_> = hooks
+        .iter()
+        .map(|h| h["data"]["seq"].as_u64().unwrap_or(0))
+        .collect();
     assert_eq!(seqs, [1, 2, 3], "one sequence per interaction");
     assert_eq!(hooks[2]["data"]["appointment_time"], json!(at));
     assert_eq!(hooks[2]["data"]["correlation"]["InteractionId"], json!(id));
     // Not due yet: the platform does not call early.
-    assert!(receiver.next_within(Duration::from_millis(1500)).await.is_none());
+    assert!(receiver
+        .next_within(Duration::from_millis(1500))
+        .await
+        .is_none());
     // An hour later the callback falls due.
     gw.clock.advance(Duration::from_secs(3601));
     let due = receiver.next_of("callback.due").await;
     assert_eq!(due.json["data"]["interaction_id"], json!(id));
     assert_eq!(due.json["data"]["contact"], json!("5551234"));
     assert_eq!(due.json["data"]["seq"], json!(4));
-    let status = expect(&gw, "FindInteraction", &format!("<data>{with_id}</data>"), 107000).await;
+    let status = expect(
+        &gw,
+        "FindInteraction",
+        &format!("<data>{with_id}</data>"),
+        107000,
+    )
+    .await;
     assert!(status.contains("Value=\"CallbackDue\""), "{status}");
     expect(&gw, "InteractionOutboundConnected", &with_id, 107000).await;
-    expect(&gw, "InteractionQueued", &format!("{with_id}<SkillId>200</SkillId>"), 107000).await;
-    expect(&gw, "InteractionDequeued", &format!("{with_id}<Reason>AgentAnswered</Reason>"), 107000).await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{with_id}<SkillId>200</SkillId>"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionDequeued",
+        &format!("{with_id}<Reason>AgentAnswered</Reason>"),
+        107000,
+    )
+    .await;
     let hooks = hooks_until(&receiver, "ptk.interaction.dequeued").await;
     assert_eq!(
         types(&hooks),
@@ -291,7 +380,13 @@ async fn ptk_callback_lifecycle_with_its_webhooks() {
         ]
     );
     // Ended: the platform no longer tracks it, and late state reports are refused.
-    expect(&gw, "GetInteractionData", &format!("<data>{with_id}</data>"), 107002).await;
+    expect(
+        &gw,
+        "GetInteractionData",
+        &format!("<data>{with_id}</data>"),
+        107002,
+    )
+    .await;
     expect(&gw, "InteractionOutboundConnected", &with_id, 107018).await;
     gw.stop().await;
 }
@@ -313,15 +408,36 @@ variables = { BUSYATTEMPTS = "2" }
     // Abandon in the holding queue.
     let id = create(&gw, "Portree", "VHT_Test").await;
     let with_id = format!("{t}<InteractionId>{id}</InteractionId>");
-    expect(&gw, "InteractionQueued", &format!("{with_id}<SkillId>100</SkillId>"), 107000).await;
-    expect(&gw, "InteractionDequeued", &format!("{with_id}<Reason>Abandoned</Reason>"), 107000).await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{with_id}<SkillId>100</SkillId>"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionDequeued",
+        &format!("{with_id}<Reason>Abandoned</Reason>"),
+        107000,
+    )
+    .await;
     let hooks = hooks_until(&receiver, "ptk.interaction.dequeued").await;
-    assert_eq!(types(&hooks).last().map(String::as_str), Some("ptk.interaction.dequeued:Abandoned"));
+    assert_eq!(
+        types(&hooks).last().map(String::as_str),
+        Some("ptk.interaction.dequeued:Abandoned")
+    );
 
     // Caller hangs up during inbound treatment.
     let id = create(&gw, "Portree", "VHT_Test").await;
     let with_id = format!("{t}<InteractionId>{id}</InteractionId>");
-    expect(&gw, "InteractionDisconnectedByCaller", &format!("{with_id}<Reason>Abandon</Reason>"), 107000).await;
+    expect(
+        &gw,
+        "InteractionDisconnectedByCaller",
+        &format!("{with_id}<Reason>Abandon</Reason>"),
+        107000,
+    )
+    .await;
     hooks_until(&receiver, "ptk.interaction.disconnected").await;
 
     // A pending callback cancelled by the caller; then it cannot be cancelled again.
@@ -335,39 +451,102 @@ variables = { BUSYATTEMPTS = "2" }
     .await;
     let id = id_of(&body);
     let with_id = format!("{t}<InteractionId>{id}</InteractionId>");
-    expect(&gw, "InteractionCancelled", &format!("{with_id}<CancelledBy>Caller</CancelledBy>"), 107000).await;
-    expect(&gw, "InteractionCancelled", &format!("{with_id}<CancelledBy>Caller</CancelledBy>"), 108029).await;
+    expect(
+        &gw,
+        "InteractionCancelled",
+        &format!("{with_id}<CancelledBy>Caller</CancelledBy>"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionCancelled",
+        &format!("{with_id}<CancelledBy>Caller</CancelledBy>"),
+        108029,
+    )
+    .await;
     let hooks = hooks_until(&receiver, "ptk.interaction.cancelled").await;
-    assert_eq!(hooks.last().map(|h| h["data"]["cancelled_by"].clone()), Some(json!("Caller")));
+    assert_eq!(
+        hooks.last().map(|h| h["data"]["cancelled_by"].clone()),
+        Some(json!("Caller"))
+    );
 
     // Failed attempts: ASAP callback due at once; Busy reschedules (retry_interval_s later),
     // the second Busy reaches BUSYATTEMPTS = 2 and completes it as failed.
-    let body = expect(&gw, "AddInteraction", &format!("<data>{t}<Segment>Retry</Segment><Contact>5550101</Contact></data>"), 107000).await;
+    let body = expect(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{t}<Segment>Retry</Segment><Contact>5550101</Contact></data>"),
+        107000,
+    )
+    .await;
     let id = id_of(&body);
     let with_id = format!("{t}<InteractionId>{id}</InteractionId>");
     receiver.next_of("callback.due").await;
-    expect(&gw, "InteractionOutboundAttemptFailed", &format!("{with_id}<Reason>Busy</Reason>"), 107000).await;
-    let failed = receiver.next_of("ptk.interaction.outbound_attempt_failed").await;
+    expect(
+        &gw,
+        "InteractionOutboundAttemptFailed",
+        &format!("{with_id}<Reason>Busy</Reason>"),
+        107000,
+    )
+    .await;
+    let failed = receiver
+        .next_of("ptk.interaction.outbound_attempt_failed")
+        .await;
     assert_eq!(failed.json["data"]["next"], json!("rescheduled"));
     assert_eq!(failed.json["data"]["status"], json!("CallbackPending"));
-    assert!(receiver.next_within(Duration::from_millis(1200)).await.is_none(), "not due before the retry interval");
+    assert!(
+        receiver
+            .next_within(Duration::from_millis(1200))
+            .await
+            .is_none(),
+        "not due before the retry interval"
+    );
     gw.clock.advance(Duration::from_secs(601));
     let due = receiver.next_of("callback.due").await;
     assert_eq!(due.json["data"]["attempts"], json!(1));
-    expect(&gw, "InteractionOutboundAttemptFailed", &format!("{with_id}<Reason>Busy</Reason>"), 107000).await;
-    let failed = receiver.next_of("ptk.interaction.outbound_attempt_failed").await;
+    expect(
+        &gw,
+        "InteractionOutboundAttemptFailed",
+        &format!("{with_id}<Reason>Busy</Reason>"),
+        107000,
+    )
+    .await;
+    let failed = receiver
+        .next_of("ptk.interaction.outbound_attempt_failed")
+        .await;
     assert_eq!(failed.json["data"]["next"], json!("completed"));
     assert_eq!(failed.json["data"]["status"], json!("Failed"));
-    expect(&gw, "FindInteraction", &format!("<data>{with_id}</data>"), 107002).await;
+    expect(
+        &gw,
+        "FindInteraction",
+        &format!("<data>{with_id}</data>"),
+        107002,
+    )
+    .await;
 
     // NoAnswer has no per-reason limit here: max_attempts = 3 completes it on the third.
-    let body = expect(&gw, "AddInteraction", &format!("<data>{t}<Segment>Retry</Segment><Contact>5550102</Contact></data>"), 107000).await;
+    let body = expect(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{t}<Segment>Retry</Segment><Contact>5550102</Contact></data>"),
+        107000,
+    )
+    .await;
     let id = id_of(&body);
     let with_id = format!("{t}<InteractionId>{id}</InteractionId>");
     for (n, next) in [(1, "rescheduled"), (2, "rescheduled"), (3, "completed")] {
         receiver.next_of("callback.due").await;
-        expect(&gw, "InteractionOutboundAttemptFailed", &format!("{with_id}<Reason>NoAnswer</Reason>"), 107000).await;
-        let failed = receiver.next_of("ptk.interaction.outbound_attempt_failed").await;
+        expect(
+            &gw,
+            "InteractionOutboundAttemptFailed",
+            &format!("{with_id}<Reason>NoAnswer</Reason>"),
+            107000,
+        )
+        .await;
+        let failed = receiver
+            .next_of("ptk.interaction.outbound_attempt_failed")
+            .await;
         assert_eq!(failed.json["data"]["attempts"], json!(n));
         assert_eq!(failed.json["data"]["next"], json!(next));
         gw.clock.advance(Duration::from_secs(601));
@@ -423,16 +602,70 @@ appointments = false
         format!("<data>{t}<Segment>{segment}</Segment><Contact>{contact}</Contact>{options}</data>")
     };
     // Business hours, holidays, EWT, range and format of appointment times.
-    expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-11-23T23:00:00Z")), 107010).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-11-24T15:00:00Z")), 107010).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-11-23T15:05:00Z")), 107011).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-11-23T14:00:00Z")), 108019).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-12-30T15:00:00Z")), 108037).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-11-23 16:00")), 108004).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-11-23T16:00:00+01:00")), 108004).await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-11-23T23:00:00Z")),
+        107010,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-11-24T15:00:00Z")),
+        107010,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-11-23T15:05:00Z")),
+        107011,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-11-23T14:00:00Z")),
+        108019,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-12-30T15:00:00Z")),
+        108037,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-11-23 16:00")),
+        108004,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-11-23T16:00:00+01:00")),
+        108004,
+    )
+    .await;
     // Slots: one appointment per slot.
-    let first = expect(&gw, "AddInteraction", &add("Office", "5550001", Some("2026-11-23T16:00:00Z")), 107000).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550002", Some("2026-11-23T16:10:00Z")), 107014).await;
+    let first = expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550001", Some("2026-11-23T16:00:00Z")),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550002", Some("2026-11-23T16:10:00Z")),
+        107014,
+    )
+    .await;
     // The next free slots skip the booked one, closed hours and the holiday.
     let body = expect(
         &gw,
@@ -455,50 +688,206 @@ appointments = false
     assert!(late.contains("<AppointmentTime>2026-11-25T14:00:00Z</AppointmentTime><AppointmentTime>2026-11-25T14:15:00Z</AppointmentTime>"), "{late}");
     // Cancelling the first booking frees its slot.
     let first = id_of(&first);
-    expect(&gw, "InteractionCancelled", &format!("{t}<InteractionId>{first}</InteractionId><CancelledBy>Caller</CancelledBy>"), 107000).await;
-    let second = expect(&gw, "AddInteraction", &add("Office", "5550002", Some("2026-11-23T16:10:00Z")), 107000).await;
+    expect(
+        &gw,
+        "InteractionCancelled",
+        &format!("{t}<InteractionId>{first}</InteractionId><CancelledBy>Caller</CancelledBy>"),
+        107000,
+    )
+    .await;
+    let second = expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550002", Some("2026-11-23T16:10:00Z")),
+        107000,
+    )
+    .await;
     let second = id_of(&second);
     // Moving it: same checks, and 107015 once it is no longer pending.
-    let modify = |at: &str| format!("<data>{t}<InteractionId>{second}</InteractionId><Action>AppointmentTime</Action><Options><AppointmentTime>{at}</AppointmentTime></Options></data>");
-    expect(&gw, "ModifyInteraction", &modify("2026-11-23T22:30:00Z"), 107010).await;
-    expect(&gw, "ModifyInteraction", &modify("2026-11-23T15:01:00Z"), 107011).await;
-    expect(&gw, "ModifyInteraction", &modify("2026-11-23T19:00:00Z"), 107000).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550003", Some("2026-11-23T19:00:00Z")), 107014).await;
-    expect(&gw, "AddInteraction", &add("Office", "5550003", Some("2026-11-23T16:00:00Z")), 107000).await;
-    expect(&gw, "InteractionOutboundConnected", &format!("{t}<InteractionId>{second}</InteractionId>"), 107000).await;
-    expect(&gw, "ModifyInteraction", &modify("2026-11-23T20:00:00Z"), 107015).await;
-    let data = |key: &str, value: &str| format!("{t}<InteractionId>{second}</InteractionId><InteractionData><KeyValuePair><Key>{key}</Key><Value>{value}</Value></KeyValuePair></InteractionData>");
-    expect(&gw, "UpdateInteractionData", &data("AppointmentTime", "2026-11-23T20:00:00Z"), 107015).await;
+    let modify = |at: &str| {
+        format!("<data>{t}<InteractionId>{second}</InteractionId><Action>AppointmentTime</Action><Options><AppointmentTime>{at}</AppointmentTime></Options></data>")
+    };
+    expect(
+        &gw,
+        "ModifyInteraction",
+        &modify("2026-11-23T22:30:00Z"),
+        107010,
+    )
+    .await;
+    expect(
+        &gw,
+        "ModifyInteraction",
+        &modify("2026-11-23T15:01:00Z"),
+        107011,
+    )
+    .await;
+    expect(
+        &gw,
+        "ModifyInteraction",
+        &modify("2026-11-23T19:00:00Z"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550003", Some("2026-11-23T19:00:00Z")),
+        107014,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550003", Some("2026-11-23T16:00:00Z")),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionOutboundConnected",
+        &format!("{t}<InteractionId>{second}</InteractionId>"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "ModifyInteraction",
+        &modify("2026-11-23T20:00:00Z"),
+        107015,
+    )
+    .await;
+    let data = |key: &str, value: &str| {
+        format!("{t}<InteractionId>{second}</InteractionId><InteractionData><KeyValuePair><Key>{key}</Key><Value>{value}</Value></KeyValuePair></InteractionData>")
+    };
+    expect(
+        &gw,
+        "UpdateInteractionData",
+        &data("AppointmentTime", "2026-11-23T20:00:00Z"),
+        107015,
+    )
+    .await;
 
     // Operation modes.
-    let state = expect(&gw, "GetSegmentState", &format!("<data>{t}<Segment>Standby</Segment></data>"), 107000).await;
-    assert!(state.contains("Name=\"OperationMode\" Value=\"Standby\"") && state.contains("Name=\"OfferTreatment\" Value=\"0\""), "{state}");
-    expect(&gw, "AddInteraction", &add("Standby", "5550010", None), 107005).await;
-    expect(&gw, "AddInteraction", &add("Standby", "5550010", Some("2026-11-23T18:00:00Z")), 107000).await;
-    expect(&gw, "CreateInteraction", &format!("{t}<Segment>Standby</Segment>"), 107000).await;
-    expect(&gw, "CreateInteraction", &format!("{t}<Segment>Closed</Segment>"), 107005).await;
-    expect(&gw, "AddInteraction", &add("Closed", "5550011", Some("2026-11-23T18:00:00Z")), 107005).await;
+    let state = expect(
+        &gw,
+        "GetSegmentState",
+        &format!("<data>{t}<Segment>Standby</Segment></data>"),
+        107000,
+    )
+    .await;
+    assert!(
+        state.contains("Name=\"OperationMode\" Value=\"Standby\"")
+            && state.contains("Name=\"OfferTreatment\" Value=\"0\""),
+        "{state}"
+    );
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Standby", "5550010", None),
+        107005,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Standby", "5550010", Some("2026-11-23T18:00:00Z")),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>Standby</Segment>"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>Closed</Segment>"),
+        107005,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Closed", "5550011", Some("2026-11-23T18:00:00Z")),
+        107005,
+    )
+    .await;
     expect(&gw, "InteractionQueued", &format!("{t}<ExternalTrackingId>NEW-1</ExternalTrackingId><SkillId>1</SkillId><Segment>Closed</Segment>"), 107005).await;
     let inbound = create(&gw, "Portree", "Standby").await;
-    expect(&gw, "InteractionRequestContact", &format!("{t}<InteractionId>{inbound}</InteractionId><ContactURI>voice://5550012/</ContactURI>"), 107005).await;
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &format!(
+            "{t}<InteractionId>{inbound}</InteractionId><ContactURI>voice://5550012/</ContactURI>"
+        ),
+        107005,
+    )
+    .await;
     // Appointments disabled.
-    expect(&gw, "AddInteraction", &add("NoAppointments", "5550020", Some("2026-11-23T18:00:00Z")), 107007).await;
-    expect(&gw, "GetNextAvailableAppointmentTime", &format!("<data>{t}<Segment>NoAppointments</Segment></data>"), 107012).await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("NoAppointments", "5550020", Some("2026-11-23T18:00:00Z")),
+        107007,
+    )
+    .await;
+    expect(
+        &gw,
+        "GetNextAvailableAppointmentTime",
+        &format!("<data>{t}<Segment>NoAppointments</Segment></data>"),
+        107012,
+    )
+    .await;
     let inbound = create(&gw, "Portree", "NoAppointments").await;
     expect(&gw, "InteractionRequestContact", &format!("{t}<InteractionId>{inbound}</InteractionId><ContactURI>voice://5550021/2026-11-23T18:00:00Z</ContactURI>"), 107007).await;
-    let asap = expect(&gw, "AddInteraction", &add("NoAppointments", "5550022", None), 107000).await;
+    let asap = expect(
+        &gw,
+        "AddInteraction",
+        &add("NoAppointments", "5550022", None),
+        107000,
+    )
+    .await;
     let asap = id_of(&asap);
     expect(&gw, "ModifyInteraction", &format!("<data>{t}<InteractionId>{asap}</InteractionId><Action>AppointmentTime</Action><Options><AppointmentTime>2026-11-23T18:00:00Z</AppointmentTime></Options></data>"), 109009).await;
     // Callback double check: one pending callback per contact and queue.
-    expect(&gw, "AddInteraction", &add("NoAppointments", "5550022", None), 107009).await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("NoAppointments", "5550022", None),
+        107009,
+    )
+    .await;
     let other = create(&gw, "Portree", "NoAppointments").await;
-    expect(&gw, "InteractionRequestContact", &format!("{t}<InteractionId>{other}</InteractionId><ContactURI>voice://5550022/</ContactURI>"), 107009).await;
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &format!(
+            "{t}<InteractionId>{other}</InteractionId><ContactURI>voice://5550022/</ContactURI>"
+        ),
+        107009,
+    )
+    .await;
 
     // After hours: at 18:00 in New York, Normal becomes AfterHours; ASAP callbacks refused.
     gw.clock.advance(Duration::from_secs(8 * 3600));
-    let state = expect(&gw, "GetSegmentState", &format!("<data>{t}<Segment>Office</Segment></data>"), 107000).await;
+    let state = expect(
+        &gw,
+        "GetSegmentState",
+        &format!("<data>{t}<Segment>Office</Segment></data>"),
+        107000,
+    )
+    .await;
     assert!(state.contains("Value=\"AfterHours\""), "{state}");
-    expect(&gw, "AddInteraction", &add("Office", "5550030", None), 107005).await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &add("Office", "5550030", None),
+        107005,
+    )
+    .await;
     gw.stop().await;
 }
 
@@ -511,21 +900,89 @@ async fn ptk_licences_and_the_request_quota() {
     let a = create(&gw, "Portree", "VHT_Test").await;
     let b = create(&gw, "Portree", "VHT_Test").await;
     // Both licences in use.
-    expect(&gw, "CreateInteraction", &format!("{t}<Segment>VHT_Test</Segment>"), 109005).await;
-    expect(&gw, "AddInteraction", &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551000</Contact></data>"), 109005).await;
-    expect(&gw, "GetSegmentState", &format!("<data>{t}<Segment>VHT_Test</Segment></data>"), 109005).await;
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>VHT_Test</Segment>"),
+        109005,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551000</Contact></data>"),
+        109005,
+    )
+    .await;
+    expect(
+        &gw,
+        "GetSegmentState",
+        &format!("<data>{t}<Segment>VHT_Test</Segment></data>"),
+        109005,
+    )
+    .await;
     // State reports are never refused: a new interaction in the holding queue is recorded.
-    expect(&gw, "InteractionQueued", &format!("{t}<ExternalTrackingId>Q-1</ExternalTrackingId><SkillId>100</SkillId>"), 107100).await;
-    expect(&gw, "InteractionDisconnectedByCaller", &format!("{t}<InteractionId>{a}</InteractionId><Reason>Abandon</Reason>"), 107000).await;
-    expect(&gw, "InteractionDequeued", &format!("{t}<ExternalTrackingId>Q-1</ExternalTrackingId><Reason>Abandoned</Reason>"), 107000).await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<ExternalTrackingId>Q-1</ExternalTrackingId><SkillId>100</SkillId>"),
+        107100,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionDisconnectedByCaller",
+        &format!("{t}<InteractionId>{a}</InteractionId><Reason>Abandon</Reason>"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionDequeued",
+        &format!("{t}<ExternalTrackingId>Q-1</ExternalTrackingId><Reason>Abandoned</Reason>"),
+        107000,
+    )
+    .await;
     // Licences released: the third request of the window is taken, the fourth is over quota.
     let c = create(&gw, "Portree", "VHT_Test").await;
-    expect(&gw, "RemoveInteraction", &format!("<data>{t}<InteractionId>{c}</InteractionId><Reason>Admin Canceled</Reason></data>"), 107000).await;
-    expect(&gw, "CreateInteraction", &format!("{t}<Segment>VHT_Test</Segment>"), 109035).await;
-    expect(&gw, "AddInteraction", &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551000</Contact></data>"), 109035).await;
+    expect(
+        &gw,
+        "RemoveInteraction",
+        &format!(
+            "<data>{t}<InteractionId>{c}</InteractionId><Reason>Admin Canceled</Reason></data>"
+        ),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>VHT_Test</Segment>"),
+        109035,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551000</Contact></data>"),
+        109035,
+    )
+    .await;
     // State reports still go through.
-    let _ = expect(&gw, "InteractionQueued", &format!("{t}<ExternalTrackingId>Q-2</ExternalTrackingId><SkillId>100</SkillId>"), 107100).await;
-    expect(&gw, "InteractionDisconnectedByApplication", &format!("{t}<InteractionId>{b}</InteractionId><Reason>AfterHours</Reason>"), 107000).await;
+    let _ = expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<ExternalTrackingId>Q-2</ExternalTrackingId><SkillId>100</SkillId>"),
+        107100,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionDisconnectedByApplication",
+        &format!("{t}<InteractionId>{b}</InteractionId><Reason>AfterHours</Reason>"),
+        107000,
+    )
+    .await;
     // A new window.
     gw.clock.advance(Duration::from_secs(61));
     create(&gw, "Portree", "VHT_Test").await;
@@ -540,11 +997,33 @@ async fn ptk_each_method_answers_its_own_status_codes() {
     let bad_t = "<Tenant>Nowhere</Tenant>";
     let unknown = "V0000000000000001010200000000000";
     let inbound = create(&gw, "Portree", "VHT_Test").await;
-    let pending = id_of(&expect(&gw, "AddInteraction", &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5552000</Contact></data>"), 107000).await);
+    let pending = id_of(
+        &expect(
+            &gw,
+            "AddInteraction",
+            &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5552000</Contact></data>"),
+            107000,
+        )
+        .await,
+    );
     // A callback reported by InteractionQueued without a segment: RequestContact needs one.
-    let no_segment = id_of(&expect(&gw, "InteractionQueued", &format!("{t}<ExternalTrackingId>NOSEG</ExternalTrackingId><SkillId>9</SkillId>"), 107100).await);
+    let no_segment = id_of(
+        &expect(
+            &gw,
+            "InteractionQueued",
+            &format!("{t}<ExternalTrackingId>NOSEG</ExternalTrackingId><SkillId>9</SkillId>"),
+            107100,
+        )
+        .await,
+    );
     let ended = create(&gw, "Portree", "VHT_Test").await;
-    expect(&gw, "InteractionDisconnectedByApplication", &format!("{t}<InteractionId>{ended}</InteractionId><Reason>Other</Reason>"), 107000).await;
+    expect(
+        &gw,
+        "InteractionDisconnectedByApplication",
+        &format!("{t}<InteractionId>{ended}</InteractionId><Reason>Other</Reason>"),
+        107000,
+    )
+    .await;
     let other = create(&gw, "Portree", "VHT_Test").await;
     expect(&gw, "AssociateInteractionWithExternalTrackingID", &format!("{t}<InteractionId>{other}</InteractionId><ExternalTrackingId>TAKEN</ExternalTrackingId>"), 107000).await;
     let id = |i: &str| format!("{t}<InteractionId>{i}</InteractionId>");
@@ -745,11 +1224,18 @@ async fn ptk_faults_come_in_the_requests_soap_version() {
     let (status, ct, body) = post(&gw, false, "<s:Envelope><s:Body><GetVersion>").await;
     assert_eq!(status, 500);
     assert!(ct.starts_with("text/xml"));
-    assert!(body.contains("schemas.xmlsoap.org/soap/envelope/") && body.contains("<faultcode>soap:Client</faultcode>"), "{body}");
+    assert!(
+        body.contains("schemas.xmlsoap.org/soap/envelope/")
+            && body.contains("<faultcode>soap:Client</faultcode>"),
+        "{body}"
+    );
     let (status, ct, body) = post(&gw, true, "<not xml").await;
     assert_eq!(status, 400);
     assert!(ct.starts_with("application/soap+xml"));
-    assert!(body.contains("www.w3.org/2003/05/soap-envelope") && body.contains("soap:Sender"), "{body}");
+    assert!(
+        body.contains("www.w3.org/2003/05/soap-envelope") && body.contains("soap:Sender"),
+        "{body}"
+    );
     // A SOAP 1.2 envelope sent as text/xml is answered as SOAP 1.2.
     let (status, _, body) = post(
         &gw,
@@ -819,14 +1305,35 @@ decision = true
     );
     let asked = receiver.next_of("decision.segment_state").await;
     assert_eq!(asked.json["data"]["segment"], json!("Hooked"));
-    assert_eq!(asked.json["data"]["configured"]["OperationMode"], json!("Normal"));
+    assert_eq!(
+        asked.json["data"]["configured"]["OperationMode"],
+        json!("Normal")
+    );
     // The customer's segment state drives acceptance too.
-    expect(&gw, "AddInteraction", &format!("<data>{t}<Segment>Hooked</Segment><Contact>5553000</Contact></data>"), 107005).await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{t}<Segment>Hooked</Segment><Contact>5553000</Contact></data>"),
+        107005,
+    )
+    .await;
     answer(json!({"OperationMode": "Shutdown"}));
-    expect(&gw, "CreateInteraction", &format!("{t}<Segment>Hooked</Segment>"), 107005).await;
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>Hooked</Segment>"),
+        107005,
+    )
+    .await;
     answer(json!({"OperationMode": "Normal", "ModeStatus": "Blocked"}));
     let id = create(&gw, "Portree", "Hooked").await;
-    expect(&gw, "InteractionRequestContact", &format!("{t}<InteractionId>{id}</InteractionId><ContactURI>voice://5553001/</ContactURI>"), 109030).await;
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &format!("{t}<InteractionId>{id}</InteractionId><ContactURI>voice://5553001/</ContactURI>"),
+        109030,
+    )
+    .await;
     // What the answer says is checked field by field, with GetSegmentState's own codes.
     for (native, expected) in [
         (json!({"OperationMode": "Napping"}), 107004),
@@ -862,20 +1369,97 @@ async fn ptk_retries_return_the_original_interaction() {
     let first = id_of(&expect(&gw, "AddInteraction", &add, 107000).await);
     let again = id_of(&expect(&gw, "AddInteraction", &add, 107000).await);
     assert_eq!(first, again, "same ClientId, same interaction");
-    let create = format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>EXT-1</ExternalTrackingId>");
+    let create =
+        format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>EXT-1</ExternalTrackingId>");
     let one = id_of(&expect(&gw, "CreateInteraction", &create, 107000).await);
     let two = id_of(&expect(&gw, "CreateInteraction", &create, 107000).await);
     assert_eq!(one, two, "same ExternalTrackingId, same interaction");
     // Dequeued by external tracking id alone.
-    expect(&gw, "InteractionQueued", &format!("{t}<ExternalTrackingId>EXT-1</ExternalTrackingId><SkillId>100</SkillId>"), 107000).await;
-    expect(&gw, "InteractionDequeued", &format!("{t}<ExternalTrackingId>EXT-1</ExternalTrackingId><Reason>AgentAnswered</Reason>"), 107000).await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<ExternalTrackingId>EXT-1</ExternalTrackingId><SkillId>100</SkillId>"),
+        107000,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionDequeued",
+        &format!("{t}<ExternalTrackingId>EXT-1</ExternalTrackingId><Reason>AgentAnswered</Reason>"),
+        107000,
+    )
+    .await;
     // Once it ended, its external tracking id is not reused.
     expect(&gw, "CreateInteraction", &create, 108042).await;
     // Only one created event for each.
     let hooks = receiver.drain(Duration::from_millis(800)).await;
-    let created = hooks.iter().filter(|h| h.json["type"] == "ptk.interaction.created").count();
-    assert_eq!(created, 2, "{:?}", hooks.iter().map(|h| h.json["type"].clone()).collect::<Vec<_>>());
+    let created = hooks
+        .iter()
+        .filter(|h| h.json["type"] == "ptk.interaction.created")
+        .count();
+    assert_eq!(
+        created,
+        2,
+        "{:?}",
+        hooks
+            .iter()
+            .map(|h| h.json["type"].clone())
+            .collect::<Vec<_>>()
+    );
     // Another PTK tenant of the same ivrgate tenant does not see it.
-    expect(&gw, "GetInteractionData", &format!("<data><Tenant>VHTLab</Tenant><InteractionId>{first}</InteractionId></data>"), 107002).await;
+    expect(
+        &gw,
+        "GetInteractionData",
+        &format!("<data><Tenant>VHTLab</Tenant><InteractionId>{first}</InteractionId></data>"),
+        107002,
+    )
+    .await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn ptk_idle_interactions_expire_and_release_their_licence() {
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(
+        &receiver.url("/hook"),
+        &ptk_toml("licences = 1\nidle_expiry_s = 60"),
+    )
+    .await;
+    let t = "<Tenant>Portree</Tenant>";
+    let id = create(&gw, "Portree", "VHT_Test").await;
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>VHT_Test</Segment>"),
+        109005,
+    )
+    .await;
+    // A report moves the idle deadline.
+    gw.clock.advance(Duration::from_secs(40));
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<InteractionId>{id}</InteractionId><SkillId>100</SkillId>"),
+        107000,
+    )
+    .await;
+    gw.clock.advance(Duration::from_secs(40));
+    assert!(receiver
+        .next_within(Duration::from_millis(1200))
+        .await
+        .map(|h| h.json["type"] != "ptk.interaction.expired")
+        .unwrap_or(true));
+    gw.clock.advance(Duration::from_secs(30));
+    let expired = receiver.next_of("ptk.interaction.expired").await;
+    assert_eq!(expired.json["data"]["interaction_id"], json!(id));
+    assert_eq!(expired.json["data"]["status"], json!("Expired"));
+    expect(
+        &gw,
+        "GetInteractionData",
+        &format!("<data>{t}<InteractionId>{id}</InteractionId></data>"),
+        107002,
+    )
+    .await;
+    create(&gw, "Portree", "VHT_Test").await;
     gw.stop().await;
 }

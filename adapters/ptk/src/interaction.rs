@@ -78,6 +78,9 @@ pub struct Interaction {
     pub created: String,
     #[serde(default)]
     pub user_data: Map<String, Value>,
+    /// When a report last moved it (UTC text); the idle timer compares against it.
+    #[serde(default)]
+    pub touched: Option<String>,
     /// Failed outbound attempts per reason.
     #[serde(default)]
     pub failures: Map<String, Value>,

@@ -601,6 +601,7 @@ fn new_interaction(cx: &Cx<'_>, id: &str, ptk: &str) -> Interaction {
         due: None,
         created: format_time(cx.now),
         user_data: Map::new(),
+        touched: None,
         failures: Map::new(),
     }
 }
@@ -2379,6 +2380,9 @@ async fn update_contact(cx: &Cx<'_>, ptk: &str, id: &str, value: &str) -> Reply 
 /// A callback's due timer: a pending callback whose due time this is becomes due, with a
 /// durable `callback.due` event; anything else (cancelled, moved, already due) is left alone.
 pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
+    if timer.name == store::IDLE_TIMER {
+        return on_idle(gw, timer).await;
+    }
     if timer.name != DUE_TIMER {
         return Ok(());
     }
@@ -2448,5 +2452,74 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
         }
         Ran::Refused(r) => Err(format!("callback.due not stored: {} {}", r.code, r.message)),
         Ran::Taken { namespace, .. } => Err(format!("alias {namespace} taken")),
+    }
+}
+
+/// The idle timer: an interaction no report moved for `idle_expiry_s` ends with
+/// `ptk.interaction.expired` (its licence, slot and contact claim are released).
+async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
+    let value = gw.settings(&timer.entity.tenant, crate::VENDOR);
+    let Ok(settings) = Settings::parse(&value) else {
+        return Ok(());
+    };
+    let stored = gw
+        .load(timer.entity.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(i) = store::read(stored.as_ref()).0 else {
+        return Ok(());
+    };
+    let ptk = i.tenant.clone();
+    let now = gw.now();
+    let idle = Duration::from_secs(settings.idle_expiry_s);
+    let ran = store::run(
+        gw,
+        &timer.entity.tenant,
+        &settings,
+        &ptk,
+        &timer.entity.id,
+        now,
+        |cur, _| {
+            let Some(i) = cur else {
+                return Ok(Step {
+                    keep: true,
+                    ..Step::default()
+                });
+            };
+            let touched = i.touched.as_deref().and_then(parse_time);
+            if i.status == Status::CallbackPending || touched.is_some_and(|t| t + idle > now) {
+                return Ok(Step {
+                    keep: true,
+                    ..Step::default()
+                });
+            }
+            let e = event(
+                &Map::new(),
+                "timer",
+                "ptk.interaction.expired",
+                i,
+                "Expired",
+                json!({"idle_s": settings.idle_expiry_s}),
+            );
+            Ok(Step {
+                next: None,
+                events: vec![e],
+                timers: vec![TimerChange::Cancel {
+                    name: DUE_TIMER.into(),
+                }],
+                aliases: ending_aliases(i, now),
+                reply: Reply::ok(),
+                ..Step::default()
+            })
+        },
+    )
+    .await;
+    match ran {
+        Ran::Done { .. } => {
+            tracing::info!(tenant = %timer.entity.tenant, ptk_tenant = %ptk, interaction_id = %timer.entity.id, "ptk interaction idle; checked for expiry");
+            Ok(())
+        }
+        Ran::Refused(r) => Err(format!("idle expiry not stored: {} {}", r.code, r.message)),
+        Ran::Taken { namespace } => Err(format!("alias {namespace} taken")),
     }
 }

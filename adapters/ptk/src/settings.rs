@@ -46,6 +46,11 @@ pub struct Settings {
     /// Data names that are private to the platform (109028 DataNameUnavailable).
     #[serde(default = "default_private")]
     pub private_data_names: Vec<String>,
+    /// An interaction without a report for this long (seconds) ends with
+    /// `ptk.interaction.expired` and releases its licence; pending callbacks wait for their
+    /// time instead.
+    #[serde(default = "default_idle")]
+    pub idle_expiry_s: u64,
     /// GetSystemVariables' answer.
     #[serde(default)]
     pub system_variables: Map<String, Value>,
@@ -137,6 +142,9 @@ fn default_version() -> String {
 fn default_window() -> u64 {
     900
 }
+fn default_idle() -> u64 {
+    86_400
+}
 fn default_results() -> BTreeMap<String, String> {
     [
         ("Successful", "CALLINFO_CALLBACK_SUCCESSFUL"),
@@ -221,6 +229,9 @@ impl Settings {
         }
         if settings.target_namespace.trim().is_empty() {
             problems.push("[tenants.ptk] target_namespace: must not be empty".into());
+        }
+        if settings.idle_expiry_s < 60 {
+            problems.push("[tenants.ptk] idle_expiry_s: must be at least 60".into());
         }
         if settings.licence_window_s == 0 {
             problems.push("[tenants.ptk] licence_window_s: must be at least 1".into());

@@ -1,7 +1,7 @@
 //! Interactions through the core's transitions: one interaction, its PTK tenant's licence
 //! counter and the appointment slots it leaves and takes, committed together.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use ivrgate_adapter::{
     AliasChange, Change, Entity, EntityEvent, EntityKey, Gateway, RecordError, TimerChange,
@@ -10,9 +10,12 @@ use ivrgate_adapter::{
 use serde_json::{json, Value};
 
 use crate::codes;
-use crate::interaction::Interaction;
+use crate::interaction::{Interaction, Status};
 use crate::reply::Reply;
-use crate::settings::{epoch_s, Settings};
+use crate::settings::{epoch_s, format_time, Settings};
+
+/// The timer that ends an interaction nobody reported on for `idle_expiry_s`.
+pub const IDLE_TIMER: &str = "idle";
 
 /// The entity kind of interactions (call-like: the adapter's own name).
 pub const KIND: &str = "ptk";
@@ -241,12 +244,29 @@ where
                     }
                 }
             }
+            // An interaction nobody reports on ends after `idle_expiry_s` (see the idle timer);
+            // a callback waiting for its time is not idle.
+            let mut timers = s.timers;
+            let mut next = s.next;
+            match next.as_mut() {
+                Some(i) if i.status != Status::CallbackPending => {
+                    i.touched = Some(format_time(now));
+                    timers.push(TimerChange::Set {
+                        name: IDLE_TIMER.into(),
+                        due: now + Duration::from_secs(settings.idle_expiry_s),
+                        payload: Value::Null,
+                    });
+                }
+                _ => timers.push(TimerChange::Cancel {
+                    name: IDLE_TIMER.into(),
+                }),
+            }
             changes[0] = Change::Write(Write {
-                state: s.next.as_ref().map(Interaction::to_state),
+                state: next.as_ref().map(Interaction::to_state),
                 attached: None,
                 expires_at: None,
                 events: s.events,
-                timers: s.timers,
+                timers,
                 aliases: s.aliases,
             });
             out = Out::Done(s.reply);
