@@ -735,10 +735,94 @@ appointments = false
         107014,
     )
     .await;
+    let third = id_of(
+        &expect(
+            &gw,
+            "AddInteraction",
+            &add("Office", "5550003", Some("2026-11-23T16:00:00Z")),
+            107000,
+        )
+        .await,
+    );
+    // The same checks on every method that books: ModifyInteraction, UpdateInteractionData,
+    // InteractionRequestContact.
+    let modify_third = |at: &str| {
+        format!("<data>{t}<InteractionId>{third}</InteractionId><Action>AppointmentTime</Action><Options><AppointmentTime>{at}</AppointmentTime></Options></data>")
+    };
     expect(
         &gw,
-        "AddInteraction",
-        &add("Office", "5550003", Some("2026-11-23T16:00:00Z")),
+        "ModifyInteraction",
+        &modify_third("2026-11-23T19:05:00Z"),
+        107014,
+    )
+    .await;
+    let data_third = |key: &str, value: &str| {
+        format!("{t}<InteractionId>{third}</InteractionId><InteractionData><KeyValuePair><Key>{key}</Key><Value>{value}</Value></KeyValuePair></InteractionData>")
+    };
+    expect(
+        &gw,
+        "UpdateInteractionData",
+        &data_third("AppointmentTime", "2026-11-23T23:00:00Z"),
+        107010,
+    )
+    .await;
+    expect(
+        &gw,
+        "UpdateInteractionData",
+        &data_third("AppointmentTime", "2026-11-23T15:05:00Z"),
+        107011,
+    )
+    .await;
+    expect(
+        &gw,
+        "UpdateInteractionData",
+        &data_third("AppointmentTime", "2026-11-23T19:00:00Z"),
+        107014,
+    )
+    .await;
+    expect(
+        &gw,
+        "UpdateInteractionData",
+        &data_third("Contact", "5550002"),
+        107009,
+    )
+    .await;
+    expect(
+        &gw,
+        "UpdateInteractionData",
+        &data_third("AppointmentTime", "2026-11-23T20:00:00Z"),
+        107000,
+    )
+    .await;
+    let walk_in = create(&gw, "Portree", "Office").await;
+    let ask = |uri: &str| {
+        format!("{t}<InteractionId>{walk_in}</InteractionId><ContactURI>{uri}</ContactURI>")
+    };
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &ask("voice://5550040/2026-11-23T23:00:00Z"),
+        107010,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &ask("voice://5550040/2026-11-23T15:05:00Z"),
+        107011,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &ask("voice://5550040/2026-11-23T19:00:00Z"),
+        107014,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &ask("voice://5550040/2026-11-23T19:30:00Z"),
         107000,
     )
     .await;
@@ -852,6 +936,7 @@ appointments = false
     .await;
     let asap = id_of(&asap);
     expect(&gw, "ModifyInteraction", &format!("<data>{t}<InteractionId>{asap}</InteractionId><Action>AppointmentTime</Action><Options><AppointmentTime>2026-11-23T18:00:00Z</AppointmentTime></Options></data>"), 109009).await;
+    expect(&gw, "UpdateInteractionData", &format!("{t}<InteractionId>{asap}</InteractionId><InteractionData><KeyValuePair><Key>AppointmentTime</Key><Value>2026-11-23T18:00:00Z</Value></KeyValuePair></InteractionData>"), 109009).await;
     // Callback double check: one pending callback per contact and queue.
     expect(
         &gw,
@@ -1325,7 +1410,22 @@ decision = true
         107005,
     )
     .await;
+    answer(json!({"OperationMode": "Napping"}));
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>Hooked</Segment>"),
+        107004,
+    )
+    .await;
     answer(json!({"OperationMode": "Normal", "ModeStatus": "Blocked"}));
+    expect(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{t}<Segment>Hooked</Segment><Contact>5553000</Contact></data>"),
+        109030,
+    )
+    .await;
     let id = create(&gw, "Portree", "Hooked").await;
     expect(
         &gw,
@@ -1461,5 +1561,51 @@ async fn ptk_idle_interactions_expire_and_release_their_licence() {
     )
     .await;
     create(&gw, "Portree", "VHT_Test").await;
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn ptk_a_segment_removed_from_the_configuration_is_queue_not_found() {
+    let receiver = Receiver::start().await;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let gone = "[[tenants.ptk.segments]]\ntenant = \"Portree\"\nname = \"Gone\"\n";
+    let before = config_toml(tmp.path(), &receiver.url("/hook"), &ptk_toml(gone));
+    let gw = Gateway::start_in(tmp.path(), &before, Arc::new(ManualClock::default())).await;
+    let t = "<Tenant>Portree</Tenant>";
+    let inbound = create(&gw, "Portree", "Gone").await;
+    let at = ivrgate_ptk::settings::format_time(now(&gw) + Duration::from_secs(3600));
+    let pending = id_of(&expect(&gw, "AddInteraction", &format!("<data>{t}<Segment>Gone</Segment><Contact>5556000</Contact><Options><AppointmentTime>{at}</AppointmentTime></Options></data>"), 107000).await);
+    gw.stop().await;
+    // The operator removes the segment; the interactions of it live on.
+    let after = config_toml(tmp.path(), &receiver.url("/hook"), &ptk_toml(""));
+    let gw = Gateway::start_in(tmp.path(), &after, Arc::new(ManualClock::default())).await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<InteractionId>{inbound}</InteractionId><SkillId>1</SkillId>"),
+        109016,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionRequestContact",
+        &format!(
+            "{t}<InteractionId>{inbound}</InteractionId><ContactURI>voice://5556001/</ContactURI>"
+        ),
+        109016,
+    )
+    .await;
+    expect(&gw, "ModifyInteraction", &format!("<data>{t}<InteractionId>{pending}</InteractionId><Action>AppointmentTime</Action><Options><AppointmentTime>{at}</AppointmentTime></Options></data>"), 109016).await;
+    expect(&gw, "UpdateInteractionData", &format!("{t}<InteractionId>{pending}</InteractionId><InteractionData><KeyValuePair><Key>AppointmentTime</Key><Value>{at}</Value></KeyValuePair></InteractionData>"), 109016).await;
+    // It can still be ended.
+    expect(
+        &gw,
+        "InteractionCancelled",
+        &format!(
+            "{t}<InteractionId>{pending}</InteractionId><CancelledBy>Configuration</CancelledBy>"
+        ),
+        107000,
+    )
+    .await;
     gw.stop().await;
 }

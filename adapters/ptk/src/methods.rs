@@ -660,6 +660,23 @@ async fn owner(
     }))
 }
 
+/// A mode status (from the decision webhook) other than empty, `Normal` or `Valid` takes no
+/// new callbacks (109030).
+fn mode_status(state: &SegmentState) -> Result<(), Reply> {
+    let status = state.mode_status.trim();
+    if status.is_empty()
+        || status.eq_ignore_ascii_case("Normal")
+        || status.eq_ignore_ascii_case("Valid")
+    {
+        Ok(())
+    } else {
+        Err(Reply::error(
+            109030,
+            format!("mode status {status:?} takes no callbacks"),
+        ))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // AddInteraction, CreateInteraction
 // ---------------------------------------------------------------------------------------------
@@ -695,6 +712,7 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         }
     }
     let state = segment_state(cx, seg).await?;
+    mode_status(&state)?;
     match at {
         None if state.operation_mode != "Normal" => {
             return Err(Reply::error(
@@ -1868,15 +1886,7 @@ async fn request_contact(cx: &Cx<'_>) -> Reply {
         None => None,
     };
     let state = tryr!(segment_state(cx, seg).await);
-    if !state.mode_status.is_empty()
-        && !state.mode_status.eq_ignore_ascii_case("Normal")
-        && !state.mode_status.eq_ignore_ascii_case("Valid")
-    {
-        return Reply::error(
-            109030,
-            format!("mode status {:?} takes no callbacks", state.mode_status),
-        );
-    }
+    tryr!(mode_status(&state));
     match at {
         None if state.operation_mode != "Normal" => {
             return Reply::error(
