@@ -1354,6 +1354,15 @@ async fn ptk_faults_come_in_the_requests_soap_version() {
     )
     .await;
     assert_eq!(code(&body), 107000, "{body}");
+    // The seed's scheduled AddInteraction as printed (an unquoted namespace value, errata P1)
+    // is not XML: a SOAP 1.2 fault, never a guess.
+    let raw = fixture("ptk/seed/add_scheduled.request.xml").replace(
+        "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"",
+        "xmlns:xsi=http://www.w3.org/2001/XMLSchema-instance\"",
+    );
+    let (status, _, body) = post(&gw, true, &raw).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("soap:Sender"), "{body}");
     // GET without ?wsdl.
     let (status, _, _) = gw.get_full("/ptk/acme").await;
     assert_eq!(status, 500);
