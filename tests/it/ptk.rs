@@ -1618,3 +1618,61 @@ async fn ptk_a_segment_removed_from_the_configuration_is_queue_not_found() {
     .await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn ptk_a_full_outbox_is_the_ptks_try_again() {
+    let receiver = Receiver::start().await;
+    // The customer's endpoint is down: events stay in the outbox, whose quota is 2.
+    receiver.answer(|_| Reply::status(503));
+    let extra = format!("outbox_quota = 2\n{}", ptk_toml(""));
+    let gw = Gateway::start(&receiver.url("/hook"), &extra).await;
+    let t = "<Tenant>Portree</Tenant>";
+    let id = create(&gw, "Portree", "VHT_Test").await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<InteractionId>{id}</InteractionId><SkillId>100</SkillId>"),
+        107000,
+    )
+    .await;
+    // Nothing more can be stored: each method answers its own "try again".
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>VHT_Test</Segment>"),
+        109010,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<ExternalTrackingId>FULL-1</ExternalTrackingId><SkillId>100</SkillId>"),
+        109010,
+    )
+    .await;
+    expect(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5557000</Contact></data>"),
+        109003,
+    )
+    .await;
+    expect(
+        &gw,
+        "InteractionDequeued",
+        &format!("{t}<InteractionId>{id}</InteractionId><Reason>Abandoned</Reason>"),
+        109003,
+    )
+    .await;
+    // Queries still answer, and the interaction is unchanged.
+    let found = expect(
+        &gw,
+        "FindInteraction",
+        &format!("<data>{t}<InteractionId>{id}</InteractionId></data>"),
+        107000,
+    )
+    .await;
+    assert!(found.contains("Value=\"QueuedHold\""), "{found}");
+    expect(&gw, "GetStatus", "<data/>", 106000).await;
+    gw.stop().await;
+}
