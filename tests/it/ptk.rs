@@ -979,26 +979,16 @@ appointments = false
 #[tokio::test]
 async fn ptk_licences_and_the_request_quota() {
     let receiver = Receiver::start().await;
-    let more = "licences = 2\nlicence_requests_per_window = 3\nlicence_window_s = 60";
+    let more = "licences = 2\nlicence_requests_per_window = 4\nlicence_window_s = 60";
     let gw = Gateway::start(&receiver.url("/hook"), &ptk_toml(more)).await;
     let t = "<Tenant>Portree</Tenant>";
+    let add = format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551000</Contact></data>");
+    let create_xml = format!("{t}<Segment>VHT_Test</Segment>");
+    // CreateInteraction reserves a voice licence for the inbound treatment.
     let a = create(&gw, "Portree", "VHT_Test").await;
     let b = create(&gw, "Portree", "VHT_Test").await;
-    // Both licences in use.
-    expect(
-        &gw,
-        "CreateInteraction",
-        &format!("{t}<Segment>VHT_Test</Segment>"),
-        109005,
-    )
-    .await;
-    expect(
-        &gw,
-        "AddInteraction",
-        &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551000</Contact></data>"),
-        109005,
-    )
-    .await;
+    expect(&gw, "CreateInteraction", &create_xml, 109005).await;
+    expect(&gw, "AddInteraction", &add, 109005).await;
     expect(
         &gw,
         "GetSegmentState",
@@ -1014,21 +1004,26 @@ async fn ptk_licences_and_the_request_quota() {
         107100,
     )
     .await;
+    // InteractionQueued releases the reserved licence (as the seed says of it), so does a
+    // disconnect.
+    expect(
+        &gw,
+        "InteractionQueued",
+        &format!("{t}<InteractionId>{a}</InteractionId><SkillId>100</SkillId>"),
+        107000,
+    )
+    .await;
+    // An AddInteraction callback holds its licence until it ends.
+    let callback = id_of(&expect(&gw, "AddInteraction", &add, 107000).await);
+    expect(&gw, "CreateInteraction", &create_xml, 109005).await;
     expect(
         &gw,
         "InteractionDisconnectedByCaller",
-        &format!("{t}<InteractionId>{a}</InteractionId><Reason>Abandon</Reason>"),
+        &format!("{t}<InteractionId>{b}</InteractionId><Reason>Abandon</Reason>"),
         107000,
     )
     .await;
-    expect(
-        &gw,
-        "InteractionDequeued",
-        &format!("{t}<ExternalTrackingId>Q-1</ExternalTrackingId><Reason>Abandoned</Reason>"),
-        107000,
-    )
-    .await;
-    // Licences released: the third request of the window is taken, the fourth is over quota.
+    // The fourth request of the window is taken; the fifth is over the quota.
     let c = create(&gw, "Portree", "VHT_Test").await;
     expect(
         &gw,
@@ -1039,22 +1034,16 @@ async fn ptk_licences_and_the_request_quota() {
         107000,
     )
     .await;
-    expect(
-        &gw,
-        "CreateInteraction",
-        &format!("{t}<Segment>VHT_Test</Segment>"),
-        109035,
-    )
-    .await;
+    expect(&gw, "CreateInteraction", &create_xml, 109035).await;
     expect(
         &gw,
         "AddInteraction",
-        &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551000</Contact></data>"),
+        &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5551001</Contact></data>"),
         109035,
     )
     .await;
     // State reports still go through.
-    let _ = expect(
+    expect(
         &gw,
         "InteractionQueued",
         &format!("{t}<ExternalTrackingId>Q-2</ExternalTrackingId><SkillId>100</SkillId>"),
@@ -1063,13 +1052,22 @@ async fn ptk_licences_and_the_request_quota() {
     .await;
     expect(
         &gw,
-        "InteractionDisconnectedByApplication",
-        &format!("{t}<InteractionId>{b}</InteractionId><Reason>AfterHours</Reason>"),
+        "InteractionDequeued",
+        &format!("{t}<ExternalTrackingId>Q-1</ExternalTrackingId><Reason>Abandoned</Reason>"),
         107000,
     )
     .await;
-    // A new window.
+    // A new window; the callback ending frees the last licence.
     gw.clock.advance(Duration::from_secs(61));
+    create(&gw, "Portree", "VHT_Test").await;
+    expect(&gw, "CreateInteraction", &create_xml, 109005).await;
+    expect(
+        &gw,
+        "InteractionCancelled",
+        &format!("{t}<InteractionId>{callback}</InteractionId><CancelledBy>Caller</CancelledBy>"),
+        107000,
+    )
+    .await;
     create(&gw, "Portree", "VHT_Test").await;
     gw.stop().await;
 }

@@ -78,6 +78,10 @@ pub struct Interaction {
     pub created: String,
     #[serde(default)]
     pub user_data: Map<String, Value>,
+    /// The licence it took: `voice` (CreateInteraction: held during inbound treatment, released
+    /// by the next report as the seed says) or `callback` (AddInteraction: held until it ends).
+    #[serde(default)]
+    pub licence: Option<String>,
     /// When a report last moved it (UTC text); the idle timer compares against it.
     #[serde(default)]
     pub touched: Option<String>,
@@ -89,6 +93,15 @@ pub struct Interaction {
 impl Interaction {
     pub fn from_state(state: &Value) -> Option<Interaction> {
         serde_json::from_value(state.clone()).ok()
+    }
+
+    /// Whether it holds one of its PTK tenant's licences now.
+    pub fn holds_licence(&self) -> bool {
+        match self.licence.as_deref() {
+            Some("voice") => self.status == Status::Inbound,
+            Some(_) => true,
+            None => false,
+        }
     }
 
     pub fn to_state(&self) -> Value {

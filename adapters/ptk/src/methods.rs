@@ -601,6 +601,7 @@ fn new_interaction(cx: &Cx<'_>, id: &str, ptk: &str) -> Interaction {
         due: None,
         created: format_time(cx.now),
         user_data: Map::new(),
+        licence: None,
         touched: None,
         failures: Map::new(),
     }
@@ -737,6 +738,7 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
     let ran = create(cx, &ptk, |id| {
         let mut i = new_interaction(cx, id, &ptk);
         i.client_id = client.clone();
+        i.licence = Some("callback".into());
         i.source_application = Some(app.clone().unwrap_or_else(|| "Platform Toolkit".into()));
         i.user_data = data.clone();
         let (i, timers, mut aliases) = make_callback(cx, i, seg, contact.clone(), at);
@@ -827,6 +829,7 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         i.queue = Some(seg.queue().to_owned());
         i.external_id = ext.clone();
         i.source_application = app.clone();
+        i.licence = Some("voice".into());
         i.user_data = data.clone();
         let mut s = move_step(
             cx,
@@ -1731,7 +1734,6 @@ async fn queued(cx: &Cx<'_>) -> Reply {
                 Reply::code(COMPLETED_WITH_ID).with_id(new_id),
             );
             s.events.insert(0, created);
-            s.report = true;
             if let Some(ext) = &ext {
                 s.aliases.push(AliasChange::Claim {
                     namespace: store::EXTERNAL.into(),

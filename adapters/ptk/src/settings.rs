@@ -35,8 +35,9 @@ pub struct Settings {
     /// absent: no quota.
     #[serde(default)]
     pub licence_requests_per_window: Option<u64>,
-    /// How many live interactions one PTK tenant may hold at once (its licences, 109005);
-    /// absent: unlimited. Ending an interaction releases its licence.
+    /// How many licences one PTK tenant may use at once (109005); absent: unlimited.
+    /// CreateInteraction reserves one for the inbound treatment (released by the next report,
+    /// as the seed says); an AddInteraction callback holds one until it ends.
     #[serde(default)]
     pub licences: Option<u64>,
     /// Callback result codes ModifyInteraction accepts (`Action` Result), each with its type:

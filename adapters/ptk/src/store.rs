@@ -41,9 +41,6 @@ pub struct Step {
     pub reply: Reply,
     /// AddInteraction/CreateInteraction: counts toward the licence quota window (109035).
     pub counts_request: bool,
-    /// A state report creating the interaction (InteractionQueued): it takes a licence but is
-    /// never refused for want of one.
-    pub report: bool,
 }
 
 /// The outcome of [`run`].
@@ -187,9 +184,11 @@ where
                 count += 1;
                 licence_changed = true;
             }
-            match (current.is_some(), s.next.is_some()) {
+            let held = current.as_ref().is_some_and(Interaction::holds_licence);
+            let holds = s.next.as_ref().is_some_and(Interaction::holds_licence);
+            match (held, holds) {
                 (false, true) => {
-                    if !s.report && settings.licences.is_some_and(|max| live >= max) {
+                    if settings.licences.is_some_and(|max| live >= max) {
                         out = Out::Refused(Reply::error(
                             codes::LICENCE_UNAVAILABLE,
                             "every licence is in use",
