@@ -1476,6 +1476,20 @@ async fn ptk_retries_return_the_original_interaction() {
     let first = id_of(&expect(&gw, "AddInteraction", &add, 107000).await);
     let again = id_of(&expect(&gw, "AddInteraction", &add, 107000).await);
     assert_eq!(first, again, "same ClientId, same interaction");
+    expect(
+        &gw,
+        "RemoveInteraction",
+        &format!(
+            "<data>{t}<InteractionId>{first}</InteractionId><Reason>Web Canceled</Reason></data>"
+        ),
+        107000,
+    )
+    .await;
+    let later = id_of(&expect(&gw, "AddInteraction", &add, 107000).await);
+    assert_ne!(
+        later, first,
+        "a ClientId is free again once its interaction ended"
+    );
     let create =
         format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>EXT-1</ExternalTrackingId>");
     let one = id_of(&expect(&gw, "CreateInteraction", &create, 107000).await);
@@ -1498,7 +1512,7 @@ async fn ptk_retries_return_the_original_interaction() {
     .await;
     // Once it ended, its external tracking id is not reused.
     expect(&gw, "CreateInteraction", &create, 108042).await;
-    // Only one created event for each.
+    // One created event for each interaction: retries made none.
     let hooks = receiver.drain(Duration::from_millis(800)).await;
     let created = hooks
         .iter()
@@ -1506,7 +1520,7 @@ async fn ptk_retries_return_the_original_interaction() {
         .count();
     assert_eq!(
         created,
-        2,
+        3,
         "{:?}",
         hooks
             .iter()
@@ -1517,7 +1531,7 @@ async fn ptk_retries_return_the_original_interaction() {
     expect(
         &gw,
         "GetInteractionData",
-        &format!("<data><Tenant>VHTLab</Tenant><InteractionId>{first}</InteractionId></data>"),
+        &format!("<data><Tenant>VHTLab</Tenant><InteractionId>{later}</InteractionId></data>"),
         107002,
     )
     .await;

@@ -457,14 +457,21 @@ fn contact_alias(i: &Interaction) -> Option<String> {
     ))
 }
 
-/// Releases what an ending interaction holds: its pending-contact claim, and its external
-/// and client ids are kept claimed a day more.
+/// Releases what an ending interaction holds: its pending-contact and ClientId claims; its
+/// external tracking id stays claimed a day more.
 fn ending_aliases(i: &Interaction, now: SystemTime) -> Vec<AliasChange> {
     let mut out = Vec::new();
     if let Some(value) = contact_alias(i) {
         out.push(AliasChange::Release {
             namespace: store::CONTACT.into(),
             value,
+        });
+    }
+    // A ClientId identifies a request to retry, not an interaction forever.
+    if let Some(client) = &i.client_id {
+        out.push(AliasChange::Release {
+            namespace: store::CLIENT.into(),
+            value: format!("{}/{client}", i.tenant),
         });
     }
     if let Some(ext) = &i.external_id {
@@ -743,10 +750,11 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         i.user_data = data.clone();
         let (i, timers, mut aliases) = make_callback(cx, i, seg, contact.clone(), at);
         if let Some(client) = &client {
+            // Held while the interaction lives: a retry returns it.
             aliases.push(AliasChange::Claim {
                 namespace: store::CLIENT.into(),
                 value: format!("{ptk}/{client}"),
-                until: Some(cx.now + ENDED_CLAIM),
+                until: None,
             });
         }
         let reply = Reply::ok()
@@ -2130,11 +2138,6 @@ async fn modify(cx: &Cx<'_>) -> Reply {
                     json!({"changed": "ClientId"}),
                     Reply::ok().with_id(&i.id),
                 );
-                s.aliases.push(AliasChange::Claim {
-                    namespace: store::CLIENT.into(),
-                    value: format!("{ptk}/{client}"),
-                    until: Some(cx.now + ENDED_CLAIM),
-                });
                 Ok(s)
             })
             .await
