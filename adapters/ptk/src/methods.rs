@@ -2131,7 +2131,7 @@ async fn modify(cx: &Cx<'_>) -> Reply {
                 };
                 let mut next = i.clone();
                 next.client_id = Some(client.clone());
-                let mut s = move_step(
+                let s = move_step(
                     cx,
                     next,
                     "ptk.interaction.modified",
