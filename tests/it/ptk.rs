@@ -253,6 +253,11 @@ async fn ptk_wsdl_is_typed_and_zeep_calls_every_method() {
         "zeep: {stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Every answer was also valid against the WSDL's schema (lxml, strict XSD).
+    assert!(
+        stdout.contains(" answers valid against the WSDL schema"),
+        "{stdout}"
+    );
     // One line per method of seed 004, at least.
     for m in ivrgate_ptk::wsdl::METHODS {
         assert!(

@@ -7,8 +7,32 @@ Prints one line per call; exits 1 on the first unexpected code.
 """
 
 import sys
+import urllib.request
 
 import zeep
+from lxml import etree
+from zeep import Plugin
+
+XS = "http://www.w3.org/2001/XMLSchema"
+
+
+class Validate(Plugin):
+    """Validates every answer's Body content against the WSDL's schema with lxml (strict XSD),
+    beyond what zeep's own parsing checks."""
+
+    def __init__(self, wsdl_url):
+        wsdl = etree.parse(urllib.request.urlopen(wsdl_url))
+        self.schema = etree.XMLSchema(etree.ElementTree(wsdl.find(f".//{{{XS}}}schema")))
+        self.checked = 0
+        self.errors = []
+
+    def ingress(self, envelope, http_headers, operation):
+        body = next((c for c in envelope if etree.QName(c).localname == "Body"), None)
+        if body is not None and len(body):
+            if not self.schema.validate(etree.ElementTree(body[0])):
+                self.errors.append(f"{operation.name}: {self.schema.error_log.last_error}")
+            self.checked += 1
+        return envelope, http_headers
 
 
 def code(result):
@@ -19,7 +43,8 @@ def code(result):
 
 
 def main():
-    client = zeep.Client(sys.argv[1])
+    validate = Validate(sys.argv[1])
+    client = zeep.Client(sys.argv[1], plugins=[validate])
     ns = client.wsdl.types.prefix_map.get("tns") or next(iter(client.wsdl.services.values()))
     service = client.service
     soap12 = client.bind("PlatformToolkit", "PlatformToolkitSoap12")
@@ -205,6 +230,8 @@ def main():
         ),
         107000,
     )
+    failures.extend(validate.errors)
+    print(f"{validate.checked} answers valid against the WSDL schema")
     if failures:
         print("\n".join(failures), file=sys.stderr)
         sys.exit(1)

@@ -301,7 +301,8 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         "rejected"
     };
     if reply.succeeded() {
-        tracing::info!(
+        // The core logs every request at info; this adds the PTK's own fields.
+        tracing::debug!(
             tenant = %request.tenant,
             ptk_tenant = %ptk_tenant,
             method = method.name,
@@ -382,13 +383,16 @@ fn respond(
 
 /// A random GUID for the response header (`Id` / `Guid`).
 pub(crate) fn guid() -> String {
-    let b: [u8; 16] = rand::random();
+    let mut b: [u8; 16] = rand::random();
+    // RFC 4122 version 4, variant 1.
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!(
-        "{}-{}-4{}-{}-{}",
+        "{}-{}-{}-{}-{}",
         &hex[0..8],
         &hex[8..12],
-        &hex[13..16],
+        &hex[12..16],
         &hex[16..20],
         &hex[20..32]
     )

@@ -432,7 +432,7 @@ pub fn wsdl(namespace: &str, location: &str) -> String {
         r#"<?xml version="1.0" encoding="utf-8"?>
 <wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:soap12="http://schemas.xmlsoap.org/wsdl/soap12/" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:tns="{ns}" targetNamespace="{ns}">
 <wsdl:types>
-<xs:schema elementFormDefault="qualified" targetNamespace="{ns}">
+<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:tns="{ns}" elementFormDefault="qualified" targetNamespace="{ns}">
 {TYPES}
 {elements}</xs:schema>
 </wsdl:types>
