@@ -1450,6 +1450,7 @@ decision = true
     for (native, expected) in [
         (json!({"OperationMode": "Napping"}), 107004),
         (json!({"EWT": "soon"}), 109012),
+        (json!({"EWT": u64::MAX}), 109012),
         (json!({"OfferTreatment": 7}), 109015),
         (json!({"ModeStatus": 3}), 109024),
         (json!({"RecommendedDestination": false}), 109025),

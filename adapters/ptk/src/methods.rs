@@ -248,8 +248,8 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
             .as_u64()
             .or_else(|| ewt.as_str().and_then(|s| s.trim().parse().ok()));
         match parsed {
-            Some(s) => state.ewt_s = s,
-            None => {
+            Some(s) if s <= crate::settings::MAX_EWT_S => state.ewt_s = s,
+            _ => {
                 return Err(Reply::error(
                     109012,
                     format!("the segment_state answer has EWT {ewt}"),

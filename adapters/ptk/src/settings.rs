@@ -196,6 +196,12 @@ fn default_max_digits() -> usize {
     15
 }
 
+const DAY: u64 = 86_400;
+
+/// The longest estimated wait time ivrgate takes (configured or from the decision webhook):
+/// one day, in seconds.
+pub const MAX_EWT_S: u64 = DAY;
+
 /// The operation modes ivrgate knows.
 pub const MODES: &[&str] = &[
     "Normal",
@@ -231,11 +237,11 @@ impl Settings {
         if settings.target_namespace.trim().is_empty() {
             problems.push("[tenants.ptk] target_namespace: must not be empty".into());
         }
-        if settings.idle_expiry_s < 60 {
-            problems.push("[tenants.ptk] idle_expiry_s: must be at least 60".into());
+        if !(60..=30 * DAY).contains(&settings.idle_expiry_s) {
+            problems.push("[tenants.ptk] idle_expiry_s: must be between 60 and 2592000".into());
         }
-        if settings.licence_window_s == 0 {
-            problems.push("[tenants.ptk] licence_window_s: must be at least 1".into());
+        if !(1..=7 * DAY).contains(&settings.licence_window_s) {
+            problems.push("[tenants.ptk] licence_window_s: must be between 1 and 604800".into());
         }
         for (name, kind) in &settings.results {
             if !RESULT_TYPES.contains(&kind.as_str()) {
@@ -327,6 +333,17 @@ impl Segment {
         }
         if self.slot_minutes == 0 || self.slot_minutes > 1440 {
             return Err("slot_minutes must be 1..=1440".into());
+        }
+        if self.ewt_s > MAX_EWT_S || self.offer_threshold_s > MAX_EWT_S {
+            return Err(format!(
+                "ewt_s and offer_threshold_s must be at most {MAX_EWT_S}"
+            ));
+        }
+        if self.retry_interval_s == 0 || self.retry_interval_s > 7 * DAY {
+            return Err("retry_interval_s must be between 1 and 604800".into());
+        }
+        if self.appointment_days > 366 {
+            return Err("appointment_days must be at most 366".into());
         }
         if self.contact_min_digits > self.contact_max_digits {
             return Err("contact_min_digits is above contact_max_digits".into());
