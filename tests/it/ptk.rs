@@ -1694,3 +1694,71 @@ async fn ptk_a_full_outbox_is_the_ptks_try_again() {
     expect(&gw, "GetStatus", "<data/>", 106000).await;
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn ptk_concurrent_retries_and_bookings_stay_consistent() {
+    let receiver = Receiver::start().await;
+    let more = r#"
+[[tenants.ptk.segments]]
+tenant = "Portree"
+name = "OneSlot"
+slot_capacity = 1
+ewt_s = 0
+"#;
+    let gw = Arc::new(Gateway::start(&receiver.url("/hook"), &ptk_toml(more)).await);
+    let t = "<Tenant>Portree</Tenant>";
+    // Eight copies of the same AddInteraction (same ClientId) at once: one interaction.
+    let add = format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5558000</Contact><Options><ClientId>burst</ClientId></Options></data>");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (gw, add) = (gw.clone(), add.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&gw, "AddInteraction", &add).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        let body = task.await.expect("join");
+        assert_eq!(code(&body), 107000, "{body}");
+        ids.push(id_of(&body));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // The same for CreateInteraction with one ExternalTrackingId.
+    let create_xml =
+        format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>BURST-1</ExternalTrackingId>");
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (gw, create_xml) = (gw.clone(), create_xml.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&gw, "CreateInteraction", &create_xml).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        let body = task.await.expect("join");
+        assert_eq!(code(&body), 107000, "{body}");
+        ids.push(id_of(&body));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    // Six callers booking the one free place of a slot at once: one gets it.
+    let at = ivrgate_ptk::settings::format_time(now(&gw) + Duration::from_secs(7200));
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let gw = gw.clone();
+        let book = format!("<data>{t}<Segment>OneSlot</Segment><Contact>555810{n}</Contact><Options><AppointmentTime>{at}</AppointmentTime></Options></data>");
+        tasks.push(tokio::spawn(async move {
+            code(&call(&gw, "AddInteraction", &book).await)
+        }));
+    }
+    let mut codes = Vec::new();
+    for task in tasks {
+        codes.push(task.await.expect("join"));
+    }
+    codes.sort_unstable();
+    assert_eq!(codes, [107000, 107014, 107014, 107014, 107014, 107014]);
+    if let Ok(gw) = Arc::try_unwrap(gw) {
+        gw.stop().await;
+    }
+}

@@ -772,15 +772,14 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         Ok(s)
     })
     .await;
-    if let (Ran::Taken { namespace, .. }, Some(client)) = (&ran, &client) {
-        if namespace == store::CLIENT {
-            // The same ClientId won a race meanwhile: answer its interaction.
-            if let Some((original, false)) =
-                owner(cx, store::CLIENT, &format!("{ptk}/{client}")).await?
-            {
-                let data = interactions_data(std::slice::from_ref(&original), false, false, cx.now);
-                return Ok(Reply::ok().with_data(data).with_id(original.id));
-            }
+    if let (Ran::Taken { .. }, Some(client)) = (&ran, &client) {
+        // A copy of this request (same ClientId) won a race meanwhile; its claims (client,
+        // contact) refused ours: answer its interaction.
+        if let Some((original, false)) =
+            owner(cx, store::CLIENT, &format!("{ptk}/{client}")).await?
+        {
+            let data = interactions_data(std::slice::from_ref(&original), false, false, cx.now);
+            return Ok(Reply::ok().with_data(data).with_id(original.id));
         }
     }
     Ok(finish(ran))
@@ -857,6 +856,13 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         Ok(s)
     })
     .await;
+    if let (Ran::Taken { .. }, Some(ext)) = (&ran, &ext) {
+        // A copy of this request (same ExternalTrackingId) won a race meanwhile.
+        if let Some((original, false)) = owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await?
+        {
+            return Ok(Reply::ok().with_id(original.id));
+        }
+    }
     Ok(match ran {
         Ran::Refused(r) if r.code == RESOURCES_UNAVAILABLE => {
             Reply::error(UNABLE_TO_CREATE, r.message)
