@@ -1742,6 +1742,24 @@ ewt_s = 0
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
+    // A state report sent twice at once for an unknown external id: one interaction.
+    let queued =
+        format!("{t}<ExternalTrackingId>BURST-Q</ExternalTrackingId><SkillId>100</SkillId>");
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (gw, queued) = (gw.clone(), queued.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&gw, "InteractionQueued", &queued).await
+        }));
+    }
+    let mut ids = Vec::new();
+    for task in tasks {
+        let body = task.await.expect("join");
+        assert!(matches!(code(&body), 107100 | 107000), "{body}");
+        ids.push(id_of(&body));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{ids:?}");
     // Six callers booking the one free place of a slot at once: one gets it.
     let at = ivrgate_ptk::settings::format_time(now(&gw) + Duration::from_secs(7200));
     let mut tasks = Vec::new();

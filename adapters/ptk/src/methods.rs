@@ -1780,6 +1780,14 @@ async fn queued(cx: &Cx<'_>) -> Reply {
             }
             None => create(cx, &ptk, |new_id| Ok(build(new_id))).await,
         };
+        if let (Ran::Taken { .. }, Some(ext)) = (&ran, &ext) {
+            // The same report arrived twice at once: the first one created it.
+            if let Ok(Some((original, false))) =
+                owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await
+            {
+                return Reply::code(COMPLETED_WITH_ID).with_id(original.id);
+            }
+        }
         return match ran {
             Ran::Refused(r) if r.code == RESOURCES_UNAVAILABLE => {
                 Reply::error(UNABLE_TO_CREATE, r.message)
