@@ -2,6 +2,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod codes;
+pub mod params;
+
 use ivrgate_adapter::{Adapter, BoxFuture, DecisionPoint, Gateway, Handled, Inbound};
 
 /// The vendor name: path segment, metrics label and `vendor` of every event.
