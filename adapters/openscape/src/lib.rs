@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod callback;
 pub mod params;
 
 use ivrgate_adapter::{Adapter, BoxFuture, DecisionPoint, Gateway, Handled, Inbound};
