@@ -1,1 +1,164 @@
-//! The command API (work in progress).
+//! The command API: JSON over HTTP through which a customer's system acts on live calls
+//! (`docs/command-api.yaml`). The core authenticates and reads the request; each adapter
+//! serves its own resources under `/api/{tenant}/{adapter}/...` through
+//! `Adapter::command`, so every platform's commands share one set of conventions:
+//!
+//! - `Authorization: Bearer <command_token>` of the tenant; a tenant without a token is
+//!   served only on a loopback listener, to requests that did not come through a proxy.
+//! - Request and response bodies are JSON; errors are `{"error": {"code", "message"}}`
+//!   with an HTTP status that says whose fault it was.
+//! - One tenant's token never reaches another tenant's calls: the tenant comes from the
+//!   path, and every read and write the adapter makes is scoped to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use ivrgate_adapter::{Command, CommandReply};
+use serde_json::{json, Value};
+
+use crate::metrics::RequestLabels;
+use crate::server::{json, App, Body};
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json(
+        status,
+        &json!({"error": {"code": code, "message": message}}),
+    )
+}
+
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    tenant_id: &str,
+    adapter_name: &str,
+) -> Response<Body> {
+    let runtime = app.core.runtime.load_full();
+    let config = &runtime.config;
+    let count = |outcome: &str| {
+        app.core
+            .metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                adapter: "api".to_owned(),
+                method: adapter_name.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    };
+    let Some(tenant) = config.tenant(tenant_id) else {
+        count("unknown_tenant");
+        tracing::warn!(%peer, tenant = tenant_id, "command for an unknown tenant");
+        return error(StatusCode::NOT_FOUND, "not_found", "no such tenant");
+    };
+    let proxied =
+        req.headers().contains_key("x-forwarded-for") || req.headers().contains_key("forwarded");
+    let local = config.raw.listen.ip().is_loopback() && peer.ip().is_loopback() && !proxied;
+    let allowed = match &tenant.command_token {
+        Some(token) => req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| crate::auth::same(given.trim().as_bytes(), token.as_bytes())),
+        None => local,
+    };
+    if !allowed {
+        count("denied");
+        tracing::warn!(%peer, tenant = tenant_id, "command refused: bad or missing token");
+        let mut response = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        );
+        response.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"ivrgate\""),
+        );
+        return response;
+    }
+    let Some(adapter) = crate::adapters::get(adapter_name) else {
+        count("not_found");
+        return error(StatusCode::NOT_FOUND, "not_found", "no such adapter");
+    };
+    let prefix_len = "/api/".len() + tenant_id.len() + 1 + adapter_name.len();
+    let path = req
+        .uri()
+        .path()
+        .get(prefix_len..)
+        .unwrap_or("")
+        .trim_matches('/')
+        .to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let (parts, body) = req.into_parts();
+    let limit = config.raw.server.max_body_bytes;
+    let read = Limited::new(body, limit).collect();
+    let bytes = match tokio::time::timeout(
+        Duration::from_millis(config.raw.server.body_read_timeout_ms),
+        read,
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => {
+            count("bad_request");
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_large",
+                "request body too large or unreadable",
+            );
+        }
+        Err(_) => {
+            count("bad_request");
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "timeout",
+                "request body not received in time",
+            );
+        }
+    };
+    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        let limits = ivrgate_wire::Limits {
+            max_depth: config.raw.server.max_nesting_depth,
+            ..ivrgate_wire::Limits::default()
+        };
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|_| "body is not UTF-8".to_owned())
+            .and_then(|text| {
+                ivrgate_wire::json::parse_lenient(text, &limits).map_err(|e| e.to_string())
+            });
+        match parsed {
+            Ok(value) => value,
+            Err(why) => {
+                count("bad_request");
+                tracing::info!(%peer, tenant = tenant_id, reason = %why, "command body is not JSON");
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    &format!("body is not JSON: {why}"),
+                );
+            }
+        }
+    };
+    let command = Command {
+        tenant: tenant.id.clone(),
+        method: parts.method,
+        path,
+        query,
+        body,
+    };
+    let (method, path) = (command.method.clone(), command.path.clone());
+    let CommandReply { status, body } = adapter.command(app.core.as_ref(), command).await;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    count(if status.is_success() { "ok" } else { "refused" });
+    tracing::info!(
+        tenant = tenant_id, adapter = adapter_name, %method, path = %path,
+        status = status.as_u16(), "command handled"
+    );
+    json(status, &body)
+}

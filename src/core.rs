@@ -13,8 +13,9 @@ use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ivrgate_adapter::epoch::rfc3339;
 use ivrgate_adapter::{
-    Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint, DecisionRequest,
-    EventSubmission, FallbackReason, Gateway, RecordError, Recorded,
+    Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint, DecisionRequest, Entity,
+    EntityKey, EventSubmission, FallbackReason, Gateway, RecordError, Recorded, TransitionFn,
+    Transitioned, Waited,
 };
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -97,6 +98,11 @@ pub struct Core {
     /// Decisions answered by this process whose call-state write is queued but not yet
     /// committed, so a request on the same call moments later still sees them.
     pending_decisions: Arc<std::sync::Mutex<HashMap<CallKey, PendingDecision>>>,
+    /// Set when the gateway stops: long-polls answer at once.
+    pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Transitions on the same entity in this process take turns (striped by key), so they
+    /// do not keep invalidating each other; versions still guard against other processes.
+    pub(crate) entity_locks: Vec<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Clone)]
@@ -146,6 +152,8 @@ impl Core {
             storage_full: AtomicBool::new(false),
             disabled_endpoints: std::sync::Mutex::new(Default::default()),
             pending_decisions: Arc::new(std::sync::Mutex::new(HashMap::new())),
+            stopping: tokio::sync::watch::Sender::new(false),
+            entity_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
 
@@ -421,7 +429,12 @@ impl Core {
                     status: "active",
                     attached: merged,
                     state: Some(state),
-                    expires_at_ms: Some(now_ms + ttl_ms),
+                    // A live adapter entity without an expiry (a PTK interaction waiting
+                    // days for its appointment) keeps none.
+                    expires_at_ms: match row {
+                        Some(r) if r.state.is_some() && r.expires_at_ms.is_none() => None,
+                        _ => Some(now_ms + ttl_ms),
+                    },
                 }),
                 ..UnitOfWork::default()
             }
@@ -657,6 +670,7 @@ impl Core {
                     d
                 }),
                 outbox_quota: Some(tenant.outbox_quota),
+                ..UnitOfWork::default()
             };
             match self.store.commit(uow).await {
                 Ok(CommitOutcome::Committed { seqs }) => {
@@ -678,6 +692,10 @@ impl Core {
                     return Err(RecordError::QuotaExceeded);
                 }
                 Ok(CommitOutcome::Conflict) => continue,
+                Ok(CommitOutcome::AliasTaken { .. }) => {
+                    count("error");
+                    return Err(RecordError::Unavailable("unexpected alias claim".into()));
+                }
                 Err(e) => {
                     count("error");
                     tracing::error!(tenant = %tenant.id, error = %e, "event not stored");
@@ -747,5 +765,53 @@ impl Gateway for Core {
 
     fn now(&self) -> SystemTime {
         self.clock.now()
+    }
+
+    fn settings(&self, tenant: &str, adapter: &str) -> Arc<Value> {
+        self.runtime
+            .load()
+            .config
+            .tenant(tenant)
+            .and_then(|t| t.settings.get(adapter).cloned())
+            .unwrap_or_else(|| Arc::new(Value::Null))
+    }
+
+    fn load<'a>(&'a self, key: EntityKey) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {
+        Box::pin(self.load_entity(key))
+    }
+
+    fn find<'a>(
+        &'a self,
+        tenant: &'a str,
+        namespace: &'a str,
+        value: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {
+        Box::pin(self.find_entity(tenant, namespace, value))
+    }
+
+    fn list<'a>(
+        &'a self,
+        tenant: &'a str,
+        kind: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<Entity>, RecordError>> {
+        Box::pin(self.list_entities(tenant, kind, limit))
+    }
+
+    fn transition<'a>(
+        &'a self,
+        keys: Vec<EntityKey>,
+        f: &'a mut TransitionFn<'a>,
+    ) -> BoxFuture<'a, Result<Transitioned, RecordError>> {
+        Box::pin(self.transition_entities(keys, f))
+    }
+
+    fn wait_change<'a>(
+        &'a self,
+        key: EntityKey,
+        seen: Option<i64>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Waited> {
+        Box::pin(self.wait_entity(key, seen, timeout))
     }
 }

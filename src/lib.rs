@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod core;
 pub mod delivery;
+pub mod entities;
 pub mod ids;
 pub mod metrics;
 pub mod retry;

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub deliveries: Family<OutcomeLabels, Counter>,
     pub breaker_open: Family<TenantLabels, Gauge>,
     pub events_recorded: Family<OutcomeLabels, Counter>,
+    pub entity_transitions: Family<OutcomeLabels, Counter>,
+    pub timers_run: Family<OutcomeLabels, Counter>,
     pub calls_expired: Counter,
 }
 
@@ -111,6 +113,18 @@ impl Metrics {
             "Events submitted by adapters, by outcome (new, duplicate, refused)",
             events_recorded.clone(),
         );
+        let entity_transitions = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "entity_transitions",
+            "Adapter state transitions by outcome (committed, conflict, alias_taken, refused)",
+            entity_transitions.clone(),
+        );
+        let timers_run = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "timers_run",
+            "Adapter timers that fell due, by outcome (ok, failed, unknown_adapter)",
+            timers_run.clone(),
+        );
         let calls_expired = Counter::default();
         registry.register(
             "calls_expired",
@@ -127,6 +141,8 @@ impl Metrics {
             deliveries,
             breaker_open,
             events_recorded,
+            entity_transitions,
+            timers_run,
             calls_expired,
         }
     }

@@ -97,6 +97,8 @@ pub async fn serve(
         });
     }
     app.shutting_down.store(true, Ordering::SeqCst);
+    // Long-polls answer now rather than holding the drain for their whole timeout.
+    app.core.stopping.send_replace(true);
     drop(listener);
     let grace = Duration::from_millis(server_cfg.shutdown_grace_ms);
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -139,6 +141,13 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             response
         }
         (_, ["admin", ..]) => crate::admin::handle(&app, req, peer).await,
+        (_, ["api", tenant, adapter, ..]) => {
+            let (tenant, adapter) = ((*tenant).to_owned(), (*adapter).to_owned());
+            let span = tracing::info_span!("command", tenant = %tenant, adapter = %adapter);
+            crate::api::handle(&app, req, peer, &tenant, &adapter)
+                .instrument(span)
+                .await
+        }
         (_, [adapter, tenant, ..]) if app.adapter(adapter).is_some() => {
             let adapter_name = (*adapter).to_owned();
             let tenant = (*tenant).to_owned();

@@ -37,6 +37,11 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         for timer in due {
             match timer.kind.as_str() {
                 "call_expiry" => expire_call(&core, timer).await,
+                crate::entities::TIMER_KIND => {
+                    let core = core.clone();
+                    // Each in its own task: an adapter's timer may wait on a decision.
+                    tokio::spawn(async move { run_entity_timer(&core, timer).await });
+                }
                 other => {
                     tracing::warn!(kind = other, key = %timer.key, "unknown timer kind left alone");
                 }
@@ -48,6 +53,63 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
                 _ = tokio::time::sleep(Duration::from_millis(1000)) => {}
                 _ = shutdown.changed() => {}
             }
+        }
+    }
+}
+
+/// Hands an entity timer to the adapter owning the entity, then drops it unless the adapter
+/// set it again. A failure leaves it leased, so it runs again when the lease lapses.
+async fn run_entity_timer(core: &Core, timer: TimerRow) {
+    let field = |name: &str| {
+        timer
+            .payload
+            .get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let entity = ivrgate_adapter::EntityKey::new(&timer.tenant, field("kind"), field("id"));
+    let name = field("name");
+    let count = |outcome: &str| {
+        core.metrics
+            .timers_run
+            .get_or_create(&crate::metrics::OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    };
+    let Some(adapter) = crate::adapters::get(entity.adapter()) else {
+        count("unknown_adapter");
+        tracing::warn!(kind = %entity.kind, key = %timer.key, "timer for an unknown adapter dropped");
+        let _ = core
+            .store
+            .finish_timer(timer.key, core.instance.clone())
+            .await;
+        return;
+    };
+    let fired = ivrgate_adapter::TimerFired {
+        entity: entity.clone(),
+        name: name.clone(),
+        due: crate::clock::from_ms(timer.due_ms),
+        payload: timer.payload.get("payload").cloned().unwrap_or(Value::Null),
+    };
+    match adapter.on_timer(core, fired).await {
+        Ok(()) => {
+            count("ok");
+            if let Err(e) = core
+                .store
+                .finish_timer(timer.key, core.instance.clone())
+                .await
+            {
+                tracing::error!(error = %e, "cannot remove a timer that ran");
+            }
+        }
+        Err(why) => {
+            count("failed");
+            tracing::warn!(
+                tenant = %entity.tenant, kind = %entity.kind, id = %entity.id, timer = %name,
+                reason = %why, "timer failed; it runs again after its lease"
+            );
         }
     }
 }

@@ -98,6 +98,27 @@ pub enum TimerOp {
     },
 }
 
+/// An adapter entity's part of a unit of work: the row (kept in the calls table, so an
+/// entity's events get its own sequence numbers) and its events.
+#[derive(Debug, Clone)]
+pub struct EntityWrite {
+    pub row: CallWrite,
+    pub events: Vec<NewEvent>,
+}
+
+/// A claim on (or release of) a unique secondary key, owned by an entity.
+#[derive(Debug, Clone)]
+pub struct AliasOp {
+    pub namespace: String,
+    pub value: String,
+    /// The owner: the entity's kind (`vendor` column) and id (`vendor_call_id`).
+    pub owner_kind: String,
+    pub owner_id: String,
+    /// `None` releases the alias (if the owner holds it); `Some(until)` claims it, lapsing at
+    /// `until` when that is set.
+    pub claim: Option<Option<i64>>,
+}
+
 /// One atomic change.
 #[derive(Debug, Clone, Default)]
 pub struct UnitOfWork {
@@ -109,6 +130,15 @@ pub struct UnitOfWork {
     pub dedup: Option<DedupWrite>,
     /// Refuse the events when the tenant already has this many undelivered ones.
     pub outbox_quota: Option<u64>,
+    /// Adapter entities written together (all or none), each guarded by its version.
+    pub entities: Vec<EntityWrite>,
+    pub aliases: Vec<AliasOp>,
+}
+
+impl UnitOfWork {
+    pub fn event_count(&self) -> usize {
+        self.events.len() + self.entities.iter().map(|e| e.events.len()).sum::<usize>()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +152,13 @@ pub enum CommitOutcome {
     /// The resend key was already recorded: the stored answer.
     Duplicate(StoredResponse),
     QuotaExceeded,
+    /// A claimed alias belongs to another entity: nothing was written.
+    AliasTaken {
+        namespace: String,
+        value: String,
+        owner_kind: String,
+        owner_id: String,
+    },
 }
 
 /// An event claimed for delivery.
@@ -259,6 +296,23 @@ pub trait Backend: Send + Sync + 'static {
         limit: usize,
     ) -> BoxFuture<'_, Result<Vec<TimerRow>>>;
     fn release_timer(&self, key: String, owner: String) -> BoxFuture<'_, Result<()>>;
+    /// Removes a timer that ran, unless it was set again since it was claimed.
+    fn finish_timer(&self, key: String, owner: String) -> BoxFuture<'_, Result<()>>;
+    /// The owner (kind, id) of an alias whose claim has not lapsed at `now_ms`.
+    fn find_alias(
+        &self,
+        tenant: String,
+        namespace: String,
+        value: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<(String, String)>>>;
+    /// Live rows of one kind (`vendor`) in a tenant, oldest first.
+    fn list_live(
+        &self,
+        tenant: String,
+        kind: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(CallKey, CallRow)>>>;
     fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<OutboxDepth>>>;
     fn dead_letters(
         &self,

@@ -77,6 +77,16 @@ CREATE TABLE IF NOT EXISTS dedup (
     PRIMARY KEY (tenant, key_hash)
 );
 CREATE INDEX IF NOT EXISTS dedup_expiry ON dedup (expires_at_ms);
+CREATE TABLE IF NOT EXISTS aliases (
+    tenant TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    value TEXT NOT NULL,
+    owner_kind TEXT NOT NULL,
+    owner_id TEXT NOT NULL,
+    until_ms INTEGER,
+    PRIMARY KEY (tenant, namespace, value)
+);
+CREATE INDEX IF NOT EXISTS aliases_owner ON aliases (tenant, owner_kind, owner_id);
 CREATE TABLE IF NOT EXISTS endpoints (
     tenant TEXT PRIMARY KEY,
     disabled_at_ms INTEGER NOT NULL,
@@ -330,7 +340,7 @@ impl SqliteStore {
         uow: UnitOfWork,
         lazy: bool,
     ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
-        let outbox = !uow.events.is_empty();
+        let outbox = uow.event_count() > 0;
         let queued = self.enqueue(outbox, lazy, move |c| apply_uow(c, &uow));
         async move { queued?.await.map_err(|_| StoreError::Closed)? }
     }
@@ -498,6 +508,70 @@ impl SqliteStore {
         .await
     }
 
+    /// Removes a timer that ran, unless it was set again (which clears its lease) meanwhile.
+    pub async fn finish_timer(&self, key: String, owner: String) -> Result<()> {
+        self.write(false, move |c| {
+            c.prepare_cached("DELETE FROM timers WHERE key = ?1 AND lease_owner = ?2")?
+                .execute(params![key, owner])?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn find_alias(
+        &self,
+        tenant: String,
+        namespace: String,
+        value: String,
+        now_ms: i64,
+    ) -> Result<Option<(String, String)>> {
+        self.read(move |c| {
+            let owner = c
+                .prepare_cached(
+                    "SELECT owner_kind, owner_id FROM aliases WHERE tenant = ?1 AND namespace = ?2 \
+                     AND value = ?3 AND (until_ms IS NULL OR until_ms > ?4)",
+                )?
+                .query_row(params![tenant, namespace, value, now_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            Ok(owner)
+        })
+        .await
+    }
+
+    pub async fn list_live(
+        &self,
+        tenant: String,
+        kind: String,
+        limit: usize,
+    ) -> Result<Vec<(CallKey, CallRow)>> {
+        self.read(move |c| {
+            let ids = c
+                .prepare_cached(
+                    "SELECT vendor_call_id FROM calls WHERE tenant = ?1 AND vendor = ?2 \
+                     AND state IS NOT NULL ORDER BY updated_at_ms LIMIT ?3",
+                )?
+                .query_map(params![tenant, kind, limit as i64], |r| {
+                    r.get::<_, String>(0)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in ids {
+                let key = CallKey {
+                    tenant: tenant.clone(),
+                    vendor: kind.clone(),
+                    vendor_call_id: id,
+                };
+                if let Some(row) = load_call(c, &key)? {
+                    rows.push((key, row));
+                }
+            }
+            Ok(rows)
+        })
+        .await
+    }
+
     pub async fn outbox_depth(&self) -> Result<Vec<OutboxDepth>> {
         self.read(|c| {
             let mut stmt = c.prepare(
@@ -621,6 +695,13 @@ impl SqliteStore {
                 "DELETE FROM calls WHERE state IS NULL AND updated_at_ms <= ?1",
                 [now_ms - call_retention_ms],
             )?;
+            // Aliases go with their (purged) owner, or a day after they lapsed.
+            n += c.execute(
+                "DELETE FROM aliases WHERE (until_ms IS NOT NULL AND until_ms <= ?1) \
+                 OR NOT EXISTS (SELECT 1 FROM calls WHERE calls.tenant = aliases.tenant \
+                 AND calls.vendor = aliases.owner_kind AND calls.vendor_call_id = aliases.owner_id)",
+                [now_ms - 24 * 3600 * 1000],
+            )?;
             n += c.execute(
                 "DELETE FROM outbox WHERE status = 1 AND done_at_ms <= ?1",
                 [now_ms - delivered_retention_ms],
@@ -702,9 +783,25 @@ fn bump_pending(c: &Connection, tenant: &str, by: i64) -> Result<()> {
     Ok(())
 }
 
-/// Applies a unit of work. Every refusal is decided before the first write, so a refusal
-/// leaves nothing behind; a backend error rolls the savepoint back.
+/// Applies a unit of work. Every refusal but a version conflict or a taken alias of an
+/// entity is decided before the first write; those two roll back what the unit wrote, so a
+/// refusal leaves nothing behind. A backend error rolls the job's savepoint back.
 fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
+    if uow.entities.is_empty() && uow.aliases.is_empty() {
+        return apply_checked(c, uow);
+    }
+    c.prepare_cached("SAVEPOINT uow")?.execute([])?;
+    let outcome = apply_checked(c, uow);
+    match &outcome {
+        Ok(CommitOutcome::Committed { .. }) => {
+            c.prepare_cached("RELEASE uow")?.execute([])?;
+        }
+        _ => c.execute_batch("ROLLBACK TO uow; RELEASE uow")?,
+    }
+    outcome
+}
+
+fn apply_checked(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
     if let Some(dedup) = &uow.dedup {
         let found = c
             .prepare_cached(
@@ -723,123 +820,51 @@ fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
             return Ok(CommitOutcome::Duplicate(found));
         }
     }
-    if let (Some(quota), false) = (uow.outbox_quota, uow.events.is_empty()) {
+    let total_events = uow.event_count();
+    if let (Some(quota), true) = (uow.outbox_quota, total_events > 0) {
         let pending: i64 = c
             .prepare_cached("SELECT pending FROM tenant_counters WHERE tenant = ?1")?
             .query_row([&uow.tenant], |r| r.get(0))
             .optional()?
             .unwrap_or(0);
-        if pending as u64 + uow.events.len() as u64 > quota {
+        if pending as u64 + total_events as u64 > quota {
             return Ok(CommitOutcome::QuotaExceeded);
         }
     }
     // The call first: its version check decides whether anything is written, and its
     // sequence counter is advanced by the number of events in the same statement.
-    let events = uow.events.len() as i64;
-    let mut first_seq = 1;
-    if let Some(call) = &uow.call {
-        let attached = serde_json::to_string(&call.attached).unwrap_or_else(|_| "{}".into());
-        let state = call.state.as_ref().map(|s| s.to_string());
-        match call.expected_version {
-            None => {
-                let inserted = c
-                    .prepare_cached(
-                        "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
-                         status, attached, state, expires_at_ms, updated_at_ms) \
-                         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params![
-                        call.key.tenant,
-                        call.key.vendor,
-                        call.key.vendor_call_id,
-                        call.call_id,
-                        1 + events,
-                        call.status,
-                        attached,
-                        state,
-                        call.expires_at_ms,
-                        uow.now_ms
-                    ])?;
-                if inserted == 0 {
-                    return Ok(CommitOutcome::Conflict);
-                }
-            }
-            Some(version) => {
-                let updated: Option<i64> = c
-                    .prepare_cached(
-                        "UPDATE calls SET version = version + 1, next_seq = next_seq + ?1, status = ?2, \
-                         attached = ?3, state = ?4, expires_at_ms = ?5, updated_at_ms = ?6 \
-                         WHERE tenant = ?7 AND vendor = ?8 AND vendor_call_id = ?9 AND version = ?10 \
-                         AND call_id = ?11 RETURNING next_seq - ?1",
-                    )?
-                    .query_row(
-                        params![
-                            events,
-                            call.status,
-                            attached,
-                            state,
-                            call.expires_at_ms,
-                            uow.now_ms,
-                            call.key.tenant,
-                            call.key.vendor,
-                            call.key.vendor_call_id,
-                            version,
-                            call.call_id
-                        ],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                match updated {
-                    Some(seq) => first_seq = seq,
-                    None => return Ok(CommitOutcome::Conflict),
-                }
-            }
-        }
-        let timer_key = format!("call_expiry:{}", call.call_id);
-        match call.expires_at_ms {
-            Some(due) => set_timer(
-                c,
-                &timer_key,
-                "call_expiry",
-                &call.key.tenant,
-                due,
-                &serde_json::json!({"call_id": call.call_id}),
-            )?,
-            None => {
-                c.prepare_cached("DELETE FROM timers WHERE key = ?1")?
-                    .execute([&timer_key])?;
-            }
-        }
-    }
     let mut seqs = Vec::with_capacity(uow.events.len());
-    let call_id = uow.call.as_ref().map(|c| c.call_id.clone());
-    for (i, event) in uow.events.iter().enumerate() {
-        let seq = call_id.as_ref().map(|_| first_seq + i as i64);
-        let mut payload = event.payload.clone();
-        if let (Some(seq), Some(data)) =
-            (seq, payload.get_mut("data").and_then(Value::as_object_mut))
-        {
-            data.insert("seq".into(), Value::from(seq));
+    match &uow.call {
+        Some(call) => {
+            let Some(first_seq) = write_call(c, call, uow.events.len() as i64, uow.now_ms)? else {
+                return Ok(CommitOutcome::Conflict);
+            };
+            seqs = insert_events(c, uow, Some((&call.call_id, first_seq)), &uow.events)?;
         }
-        let body = serde_json::to_vec(&payload)
-            .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
-        c.prepare_cached(
-            "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
-             next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        )?
-        .execute(params![
-            event.event_id,
-            uow.tenant,
-            call_id,
-            seq,
-            event.event_type,
-            body,
-            uow.now_ms
-        ])?;
-        seqs.push(seq);
+        None => {
+            insert_events(c, uow, None, &uow.events)?;
+            seqs.resize(uow.events.len(), None);
+        }
     }
-    if !uow.events.is_empty() {
-        bump_pending(c, &uow.tenant, uow.events.len() as i64)?;
+    for entity in &uow.entities {
+        let Some(first_seq) = write_call(c, &entity.row, entity.events.len() as i64, uow.now_ms)?
+        else {
+            return Ok(CommitOutcome::Conflict);
+        };
+        insert_events(
+            c,
+            uow,
+            Some((&entity.row.call_id, first_seq)),
+            &entity.events,
+        )?;
+    }
+    for alias in &uow.aliases {
+        if let Some(taken) = apply_alias(c, &uow.tenant, alias, uow.now_ms)? {
+            return Ok(taken);
+        }
+    }
+    if total_events > 0 {
+        bump_pending(c, &uow.tenant, total_events as i64)?;
     }
     for timer in &uow.timers {
         match timer {
@@ -872,6 +897,183 @@ fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
         ])?;
     }
     Ok(CommitOutcome::Committed { seqs })
+}
+
+/// Writes a call (or entity) row guarded by its version and moves its expiry timer. Returns
+/// the sequence number of the first of its `events` new events, or `None` on a conflict.
+fn write_call(c: &Connection, call: &CallWrite, events: i64, now_ms: i64) -> Result<Option<i64>> {
+    let attached = serde_json::to_string(&call.attached).unwrap_or_else(|_| "{}".into());
+    let state = call.state.as_ref().map(|s| s.to_string());
+    let mut first_seq = 1;
+    match call.expected_version {
+        None => {
+            let inserted = c
+                .prepare_cached(
+                    "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
+                     status, attached, state, expires_at_ms, updated_at_ms) \
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+                )?
+                .execute(params![
+                    call.key.tenant,
+                    call.key.vendor,
+                    call.key.vendor_call_id,
+                    call.call_id,
+                    1 + events,
+                    call.status,
+                    attached,
+                    state,
+                    call.expires_at_ms,
+                    now_ms
+                ])?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+        }
+        Some(version) => {
+            let updated: Option<i64> = c
+                .prepare_cached(
+                    "UPDATE calls SET version = version + 1, next_seq = next_seq + ?1, status = ?2, \
+                     attached = ?3, state = ?4, expires_at_ms = ?5, updated_at_ms = ?6 \
+                     WHERE tenant = ?7 AND vendor = ?8 AND vendor_call_id = ?9 AND version = ?10 \
+                     AND call_id = ?11 RETURNING next_seq - ?1",
+                )?
+                .query_row(
+                    params![
+                        events,
+                        call.status,
+                        attached,
+                        state,
+                        call.expires_at_ms,
+                        now_ms,
+                        call.key.tenant,
+                        call.key.vendor,
+                        call.key.vendor_call_id,
+                        version,
+                        call.call_id
+                    ],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match updated {
+                Some(seq) => first_seq = seq,
+                None => return Ok(None),
+            }
+        }
+    }
+    let timer_key = format!("call_expiry:{}", call.call_id);
+    match call.expires_at_ms {
+        Some(due) => set_timer(
+            c,
+            &timer_key,
+            "call_expiry",
+            &call.key.tenant,
+            due,
+            &serde_json::json!({"call_id": call.call_id}),
+        )?,
+        None => {
+            c.prepare_cached("DELETE FROM timers WHERE key = ?1")?
+                .execute([&timer_key])?;
+        }
+    }
+    Ok(Some(first_seq))
+}
+
+/// Puts events in the outbox, numbered from `first_seq` of their call when they have one.
+fn insert_events(
+    c: &Connection,
+    uow: &UnitOfWork,
+    call: Option<(&String, i64)>,
+    events: &[NewEvent],
+) -> Result<Vec<Option<i64>>> {
+    let mut seqs = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let seq = call.map(|(_, first)| first + i as i64);
+        let mut payload = event.payload.clone();
+        if let (Some(seq), Some(data)) =
+            (seq, payload.get_mut("data").and_then(Value::as_object_mut))
+        {
+            data.insert("seq".into(), Value::from(seq));
+        }
+        let body = serde_json::to_vec(&payload)
+            .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
+        c.prepare_cached(
+            "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
+             next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+        )?
+        .execute(params![
+            event.event_id,
+            uow.tenant,
+            call.map(|(id, _)| id),
+            seq,
+            event.event_type,
+            body,
+            uow.now_ms
+        ])?;
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+/// Claims or releases one alias; a claim held (and not lapsed) by another owner is refused.
+fn apply_alias(
+    c: &Connection,
+    tenant: &str,
+    alias: &AliasOp,
+    now_ms: i64,
+) -> Result<Option<CommitOutcome>> {
+    match alias.claim {
+        None => {
+            c.prepare_cached(
+                "DELETE FROM aliases WHERE tenant = ?1 AND namespace = ?2 AND value = ?3 \
+                 AND owner_kind = ?4 AND owner_id = ?5",
+            )?
+            .execute(params![
+                tenant,
+                alias.namespace,
+                alias.value,
+                alias.owner_kind,
+                alias.owner_id
+            ])?;
+            Ok(None)
+        }
+        Some(until) => {
+            let claimed = c
+                .prepare_cached(
+                    "INSERT INTO aliases (tenant, namespace, value, owner_kind, owner_id, until_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant, namespace, value) DO UPDATE \
+                     SET owner_kind = excluded.owner_kind, owner_id = excluded.owner_id, \
+                     until_ms = excluded.until_ms \
+                     WHERE (aliases.owner_kind = excluded.owner_kind AND aliases.owner_id = excluded.owner_id) \
+                     OR (aliases.until_ms IS NOT NULL AND aliases.until_ms <= ?7)",
+                )?
+                .execute(params![
+                    tenant,
+                    alias.namespace,
+                    alias.value,
+                    alias.owner_kind,
+                    alias.owner_id,
+                    until,
+                    now_ms
+                ])?;
+            if claimed > 0 {
+                return Ok(None);
+            }
+            let (owner_kind, owner_id) = c
+                .prepare_cached(
+                    "SELECT owner_kind, owner_id FROM aliases \
+                     WHERE tenant = ?1 AND namespace = ?2 AND value = ?3",
+                )?
+                .query_row(params![tenant, alias.namespace, alias.value], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })?;
+            Ok(Some(CommitOutcome::AliasTaken {
+                namespace: alias.namespace.clone(),
+                value: alias.value.clone(),
+                owner_kind,
+                owner_id,
+            }))
+        }
+    }
 }
 
 fn set_timer(
@@ -1062,6 +1264,31 @@ impl Backend for SqliteStore {
 
     fn release_timer(&self, key: String, owner: String) -> BoxFuture<'_, Result<()>> {
         Box::pin(SqliteStore::release_timer(self, key, owner))
+    }
+
+    fn finish_timer(&self, key: String, owner: String) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SqliteStore::finish_timer(self, key, owner))
+    }
+
+    fn find_alias(
+        &self,
+        tenant: String,
+        namespace: String,
+        value: String,
+        now_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<(String, String)>>> {
+        Box::pin(SqliteStore::find_alias(
+            self, tenant, namespace, value, now_ms,
+        ))
+    }
+
+    fn list_live(
+        &self,
+        tenant: String,
+        kind: String,
+        limit: usize,
+    ) -> BoxFuture<'_, Result<Vec<(CallKey, CallRow)>>> {
+        Box::pin(SqliteStore::list_live(self, tenant, kind, limit))
     }
 
     fn outbox_depth(&self) -> BoxFuture<'_, Result<Vec<OutboxDepth>>> {

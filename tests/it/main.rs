@@ -3,6 +3,7 @@
 mod support;
 
 mod core;
+mod entities;
 mod hardening;
 mod ops;
 mod process;

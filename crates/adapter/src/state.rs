@@ -76,6 +76,8 @@ impl Entity {
 }
 
 /// What a transition does to one of the entities it read.
+// Short-lived values built once per transition: boxing would only cost an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default)]
 pub enum Change {
     /// Leave it exactly as it is (nothing is written for it).
@@ -210,6 +212,7 @@ pub enum Transitioned {
 }
 
 /// The outcome of [`crate::Gateway::wait_change`].
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Waited {
     /// The entity's version moved past the one given (or it appeared or vanished).

@@ -1,0 +1,390 @@
+//! Adapter entities (see `ivrgate_adapter::state`): reads, atomic transitions, aliases, timers
+//! and waiting for a change, on the same store, calls table and outbox as the core's calls.
+//!
+//! A transition reads its entities, lets the adapter's pure closure compute the changes, and
+//! commits them as one unit of work guarded by the versions read; on a conflict (another
+//! request or instance changed an entity) it reads again and asks the closure again.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ivrgate_adapter::epoch::rfc3339;
+use ivrgate_adapter::state::MAX_WAIT;
+use ivrgate_adapter::{
+    AliasChange, Change, Entity, EntityKey, RecordError, TimerChange, TransitionFn, Transitioned,
+    Waited,
+};
+use serde_json::{json, Map, Value};
+
+use crate::clock::{from_ms, to_ms};
+use crate::core::Core;
+use crate::ids;
+use crate::metrics::OutcomeLabels;
+use crate::store::{
+    AliasOp, CallKey, CallRow, CallWrite, CommitOutcome, EntityWrite, NewEvent, TimerOp, UnitOfWork,
+};
+
+/// The timer kind of entity timers in the store.
+pub const TIMER_KIND: &str = "entity";
+
+/// Keys of an entity's state that the core writes (decisions on call-like entities); a
+/// transition that leaves them out keeps them.
+const CORE_KEYS: [&str; 3] = ["decisions", "last_decision", "started_at"];
+
+/// How often a transition is recomputed when its entities keep changing under it.
+const ATTEMPTS: usize = 16;
+
+fn call_key(key: &EntityKey) -> CallKey {
+    CallKey {
+        tenant: key.tenant.clone(),
+        vendor: key.kind.clone(),
+        vendor_call_id: key.id.clone(),
+    }
+}
+
+fn entity(key: EntityKey, row: CallRow) -> Entity {
+    Entity {
+        key,
+        entity_id: row.call_id,
+        version: row.version,
+        status: row.status,
+        state: row.state,
+        attached: row.attached,
+        expires_at: row.expires_at_ms.map(from_ms),
+    }
+}
+
+/// The store key of an entity's timer.
+pub fn timer_key(key: &EntityKey, name: &str) -> String {
+    format!(
+        "{TIMER_KIND}:{}:{}:{}:{}",
+        key.tenant.len(),
+        key.tenant,
+        key.kind,
+        serde_json::to_string(&(&key.id, name)).unwrap_or_default()
+    )
+}
+
+fn unavailable(e: impl std::fmt::Display) -> RecordError {
+    RecordError::Unavailable(e.to_string())
+}
+
+impl Core {
+    fn count_entity(&self, outcome: &str) {
+        self.metrics
+            .entity_transitions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) async fn load_entity(&self, key: EntityKey) -> Result<Option<Entity>, RecordError> {
+        let row = self
+            .store
+            .load_call(call_key(&key))
+            .await
+            .map_err(unavailable)?;
+        Ok(row.map(|row| entity(key, row)))
+    }
+
+    pub(crate) async fn find_entity(
+        &self,
+        tenant: &str,
+        namespace: &str,
+        value: &str,
+    ) -> Result<Option<Entity>, RecordError> {
+        let owner = self
+            .store
+            .find_alias(
+                tenant.to_owned(),
+                namespace.to_owned(),
+                value.to_owned(),
+                self.clock.now_ms(),
+            )
+            .await
+            .map_err(unavailable)?;
+        match owner {
+            Some((kind, id)) => self.load_entity(EntityKey::new(tenant, kind, id)).await,
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn list_entities(
+        &self,
+        tenant: &str,
+        kind: &str,
+        limit: usize,
+    ) -> Result<Vec<Entity>, RecordError> {
+        let rows = self
+            .store
+            .list_live(tenant.to_owned(), kind.to_owned(), limit)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, row)| {
+                entity(
+                    EntityKey::new(key.tenant, key.vendor, key.vendor_call_id),
+                    row,
+                )
+            })
+            .collect())
+    }
+
+    pub(crate) async fn transition_entities(
+        &self,
+        keys: Vec<EntityKey>,
+        f: &mut TransitionFn<'_>,
+    ) -> Result<Transitioned, RecordError> {
+        let runtime = self.runtime.load_full();
+        let tenant_id = keys.first().map(|k| k.tenant.clone()).unwrap_or_default();
+        if keys.iter().any(|k| k.tenant != tenant_id) {
+            return Err(RecordError::Unavailable(
+                "a transition spans one tenant".into(),
+            ));
+        }
+        let Some(tenant) = runtime.config.tenant(&tenant_id) else {
+            return Err(RecordError::Unavailable("unknown tenant".into()));
+        };
+        // Stripes locked in ascending order, so two multi-entity transitions cannot deadlock.
+        let mut stripes: Vec<usize> = keys
+            .iter()
+            .map(|k| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                k.hash(&mut h);
+                (h.finish() % self.entity_locks.len() as u64) as usize
+            })
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            if let Some(lock) = self.entity_locks.get(stripe) {
+                guards.push(lock.lock().await);
+            }
+        }
+        for attempt in 0..ATTEMPTS {
+            if attempt > 0 {
+                // Another process changed an entity meanwhile: give it a moment.
+                let pause = rand::random_range(1..=(5 * attempt as u64));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            let mut read = Vec::with_capacity(keys.len());
+            for key in &keys {
+                read.push(self.load_entity(key.clone()).await?);
+            }
+            let changes = f(&read);
+            let now = self.clock.now();
+            let now_ms = to_ms(now);
+            let mut uow = UnitOfWork {
+                tenant: tenant.id.clone(),
+                now_ms,
+                outbox_quota: Some(tenant.outbox_quota),
+                ..UnitOfWork::default()
+            };
+            let mut after = read.clone();
+            for (i, change) in changes.into_iter().enumerate() {
+                let Change::Write(write) = change else {
+                    continue;
+                };
+                let (Some(key), Some(before)) = (keys.get(i), read.get(i)) else {
+                    break;
+                };
+                let entity_id = before
+                    .as_ref()
+                    .map(|e| e.entity_id.clone())
+                    .unwrap_or_else(ids::call_id);
+                let mut state = write.state;
+                if let (Some(Value::Object(new)), Some(Some(Value::Object(old)))) =
+                    (state.as_mut(), before.as_ref().map(|e| &e.state))
+                {
+                    for k in CORE_KEYS {
+                        if let (false, Some(v)) = (new.contains_key(k), old.get(k)) {
+                            new.insert(k.to_owned(), v.clone());
+                        }
+                    }
+                }
+                let attached = write
+                    .attached
+                    .or_else(|| before.as_ref().map(|e| e.attached.clone()))
+                    .unwrap_or_default();
+                let status = match (&state, before.as_ref().map(|e| e.status.as_str())) {
+                    (Some(_), _) => "active",
+                    (None, Some("expired")) => "expired",
+                    (None, _) => "ended",
+                };
+                let expires_at = write.expires_at;
+                let events = write
+                    .events
+                    .into_iter()
+                    .map(|ev| {
+                        let event_id = ids::event_id();
+                        let mut data = Map::new();
+                        data.insert("event_id".into(), json!(event_id));
+                        data.insert("tenant".into(), json!(tenant.id));
+                        data.insert("vendor".into(), json!(key.adapter()));
+                        data.insert("call_id".into(), json!(entity_id));
+                        data.insert("correlation".into(), Value::Object(ev.correlation));
+                        data.insert("attached".into(), Value::Object(attached.clone()));
+                        for (k, v) in ev.data {
+                            data.insert(k, v);
+                        }
+                        data.insert("received_at".into(), json!(rfc3339(now)));
+                        data.insert("vendor_fields".into(), Value::Object(ev.vendor_fields));
+                        let payload = json!({
+                            "type": ev.event_type,
+                            "timestamp": rfc3339(ev.occurred_at.unwrap_or(now)),
+                            "data": data,
+                        });
+                        NewEvent {
+                            event_id,
+                            event_type: ev.event_type,
+                            payload,
+                        }
+                    })
+                    .collect();
+                for timer in write.timers {
+                    uow.timers.push(match timer {
+                        TimerChange::Set { name, due, payload } => TimerOp::Set {
+                            key: timer_key(key, &name),
+                            kind: TIMER_KIND.to_owned(),
+                            tenant: tenant.id.clone(),
+                            due_ms: to_ms(due),
+                            payload: json!({
+                                "kind": key.kind,
+                                "id": key.id,
+                                "name": name,
+                                "payload": payload,
+                            }),
+                        },
+                        TimerChange::Cancel { name } => TimerOp::Delete {
+                            key: timer_key(key, &name),
+                        },
+                    });
+                }
+                for alias in write.aliases {
+                    let (namespace, value, claim) = match alias {
+                        AliasChange::Claim {
+                            namespace,
+                            value,
+                            until,
+                        } => (namespace, value, Some(until.map(to_ms))),
+                        AliasChange::Release { namespace, value } => (namespace, value, None),
+                    };
+                    uow.aliases.push(AliasOp {
+                        namespace,
+                        value,
+                        owner_kind: key.kind.clone(),
+                        owner_id: key.id.clone(),
+                        claim,
+                    });
+                }
+                if let Some(slot) = after.get_mut(i) {
+                    *slot = Some(Entity {
+                        key: key.clone(),
+                        entity_id: entity_id.clone(),
+                        version: before.as_ref().map_or(1, |e| e.version + 1),
+                        status: status.to_owned(),
+                        state: state.clone(),
+                        attached: attached.clone(),
+                        expires_at,
+                    });
+                }
+                uow.entities.push(EntityWrite {
+                    row: CallWrite {
+                        key: call_key(key),
+                        call_id: entity_id,
+                        expected_version: before.as_ref().map(|e| e.version),
+                        status,
+                        attached,
+                        state,
+                        expires_at_ms: expires_at.map(to_ms),
+                    },
+                    events,
+                });
+            }
+            if uow.entities.is_empty() {
+                return Ok(Transitioned::Done(read));
+            }
+            if uow.event_count() > 0 && self.storage_full.load(Ordering::Relaxed) {
+                self.count_entity("storage_full");
+                tracing::error!(tenant = %tenant.id, "entity change refused: storage nearly full");
+                return Err(RecordError::StorageFull);
+            }
+            match self.store.commit(uow).await {
+                Ok(CommitOutcome::Committed { .. }) => {
+                    self.count_entity("committed");
+                    return Ok(Transitioned::Done(after));
+                }
+                Ok(CommitOutcome::Conflict) => {
+                    self.count_entity("conflict");
+                    continue;
+                }
+                Ok(CommitOutcome::AliasTaken {
+                    namespace,
+                    value,
+                    owner_kind,
+                    owner_id,
+                }) => {
+                    self.count_entity("alias_taken");
+                    return Ok(Transitioned::AliasTaken {
+                        namespace,
+                        value,
+                        owner: EntityKey::new(&tenant.id, owner_kind, owner_id),
+                    });
+                }
+                Ok(CommitOutcome::QuotaExceeded) => {
+                    self.count_entity("quota_exceeded");
+                    tracing::warn!(tenant = %tenant.id, quota = tenant.outbox_quota, "entity change refused: tenant outbox quota exceeded");
+                    return Err(RecordError::QuotaExceeded);
+                }
+                Ok(CommitOutcome::Duplicate(_)) => {
+                    return Err(RecordError::Unavailable("unexpected duplicate".into()));
+                }
+                Err(e) => {
+                    self.count_entity("error");
+                    tracing::error!(tenant = %tenant.id, error = %e, "entity change not stored");
+                    return Err(unavailable(e));
+                }
+            }
+        }
+        self.count_entity("error");
+        Err(RecordError::Unavailable(
+            "the entity kept changing; retry".into(),
+        ))
+    }
+
+    pub(crate) async fn wait_entity(
+        &self,
+        key: EntityKey,
+        seen: Option<i64>,
+        timeout: Duration,
+    ) -> Waited {
+        let deadline = Instant::now() + timeout.min(MAX_WAIT);
+        let mut stopping = self.stopping.subscribe();
+        loop {
+            if *stopping.borrow_and_update() {
+                return Waited::ShuttingDown;
+            }
+            // Registered before the read, so a commit between the read and the wait is seen.
+            let notified = self.store.changes().calls.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.load_entity(key.clone()).await {
+                Ok(found) => {
+                    if found.as_ref().map(|e| e.version) != seen {
+                        return Waited::Changed(found);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot read entity while waiting"),
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline.into()) => return Waited::TimedOut,
+                _ = stopping.changed() => return Waited::ShuttingDown,
+            }
+        }
+    }
+}
