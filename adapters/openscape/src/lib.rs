@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod codes;
+pub mod model;
 pub mod callback;
 pub mod params;
 
