@@ -39,7 +39,10 @@ pub fn phone_digits(text: &str) -> Option<String> {
     let mut rest = number;
     if let Some(after_plus) = rest.strip_prefix('+') {
         // +CC, then a space unless the whole number is a dialable +digits string.
-        let cc: String = after_plus.chars().take_while(char::is_ascii_digit).collect();
+        let cc: String = after_plus
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         if cc.is_empty() || cc.len() > 3 {
             if after_plus.chars().all(|c| c.is_ascii_digit()) && !after_plus.is_empty() {
                 return Some(after_plus.to_owned());
@@ -67,7 +70,9 @@ pub fn phone_digits(text: &str) -> Option<String> {
         || !rest.ends_with(|c: char| c.is_ascii_digit())
         || rest.contains("--")
         || rest.contains("  ")
-        || !rest.chars().all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
+        || !rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
     {
         return None;
     }
@@ -170,7 +175,9 @@ impl OpenHours {
                     return Err(format!("open hours {line:?}: bad time in {range:?}"));
                 };
                 if a >= b {
-                    return Err(format!("open hours {line:?}: {range:?} ends before it starts"));
+                    return Err(format!(
+                        "open hours {line:?}: {range:?} ends before it starts"
+                    ));
                 }
                 for day in &days {
                     week[*day].push((a, b));
@@ -179,7 +186,10 @@ impl OpenHours {
         }
         let closed = closed
             .iter()
-            .map(|d| d.parse::<Date>().map_err(|e| format!("closed date {d:?}: {e}")))
+            .map(|d| {
+                d.parse::<Date>()
+                    .map_err(|e| format!("closed date {d:?}: {e}"))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let always = lines.is_empty();
         Ok(OpenHours {
@@ -280,13 +290,31 @@ mod tests {
 
     #[test]
     fn seed_phone_formats() {
-        assert_eq!(phone_digits("+1 (555) 555-0199").as_deref(), Some("15555550199"));
-        assert_eq!(phone_digits("(555) 555-0199").as_deref(), Some("5555550199"));
+        assert_eq!(
+            phone_digits("+1 (555) 555-0199").as_deref(),
+            Some("15555550199")
+        );
+        assert_eq!(
+            phone_digits("(555) 555-0199").as_deref(),
+            Some("5555550199")
+        );
         assert_eq!(phone_digits("+1 555-0199").as_deref(), Some("15550199"));
-        assert_eq!(phone_digits("+1 (555) 555-0199--1212").as_deref(), Some("15555550199"));
+        assert_eq!(
+            phone_digits("+1 (555) 555-0199--1212").as_deref(),
+            Some("15555550199")
+        );
         assert_eq!(phone_digits("5555550199").as_deref(), Some("5555550199"));
         assert_eq!(phone_digits("+15555550199").as_deref(), Some("15555550199"));
-        for bad in ["", "abc", "+1 (555 555", "555--", "555-", "+ 555", "(555)555", "1".repeat(48).as_str()] {
+        for bad in [
+            "",
+            "abc",
+            "+1 (555 555",
+            "555--",
+            "555-",
+            "+ 555",
+            "(555)555",
+            "1".repeat(48).as_str(),
+        ] {
             assert_eq!(phone_digits(bad), None, "{bad}");
         }
     }
@@ -303,11 +331,26 @@ mod tests {
     #[test]
     fn bad_schedules() {
         assert_eq!(parse_schedule("5555550199;06/10/2010;11:00", 0), Err(-306));
-        assert_eq!(parse_schedule("x;06/10/2010;11:00;06/11/2010;16:00", 0), Err(-306));
-        assert_eq!(parse_schedule("5;02/30/2010;11:00;06/11/2010;16:00", 0), Err(-1028));
-        assert_eq!(parse_schedule("5;06/10/2010;25:00;06/11/2010;16:00", 0), Err(-1028));
-        assert_eq!(parse_schedule("5;06/10/2010;11:00;06/10/2010;10:00", 0), Err(-1028));
-        assert_eq!(parse_schedule("5;6/10/2010;11:00;06/11/2010;16:00", 0), Err(-1028));
+        assert_eq!(
+            parse_schedule("x;06/10/2010;11:00;06/11/2010;16:00", 0),
+            Err(-306)
+        );
+        assert_eq!(
+            parse_schedule("5;02/30/2010;11:00;06/11/2010;16:00", 0),
+            Err(-1028)
+        );
+        assert_eq!(
+            parse_schedule("5;06/10/2010;25:00;06/11/2010;16:00", 0),
+            Err(-1028)
+        );
+        assert_eq!(
+            parse_schedule("5;06/10/2010;11:00;06/10/2010;10:00", 0),
+            Err(-1028)
+        );
+        assert_eq!(
+            parse_schedule("5;6/10/2010;11:00;06/11/2010;16:00", 0),
+            Err(-1028)
+        );
     }
 
     #[test]
@@ -327,6 +370,8 @@ mod tests {
         assert!(!hours.overlaps(ts("2010-06-11T13:00:00Z"), ts("2010-06-12T20:00:00Z")));
         assert!(OpenHours::parse("Nowhere/City", &[], &[]).is_err());
         assert!(OpenHours::parse("UTC", &["mon 10:00-09:00".into()], &[]).is_err());
-        assert!(OpenHours::always().overlaps(ts("2010-06-10T15:00:00Z"), ts("2010-06-10T16:30:00Z")));
+        assert!(
+            OpenHours::always().overlaps(ts("2010-06-10T15:00:00Z"), ts("2010-06-10T16:30:00Z"))
+        );
     }
 }

@@ -14,7 +14,12 @@ impl Lang {
     /// order the header lists them (quality values are not weighed; IVRs send one tag).
     pub fn from_accept_language(header: &str) -> Option<Lang> {
         header.split(',').find_map(|part| {
-            let tag = part.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let tag = part
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             if tag == "fr" || tag.starts_with("fr-") {
                 Some(Lang::Fr)
             } else if tag == "en" || tag.starts_with("en-") {
@@ -316,7 +321,10 @@ mod tests {
                 "{code}"
             );
         }
-        assert_eq!(text(-1021, Context::Plain, Lang::Fr), "Identification d'appel non valide.");
+        assert_eq!(
+            text(-1021, Context::Plain, Lang::Fr),
+            "Identification d'appel non valide."
+        );
     }
 
     #[test]
@@ -329,7 +337,10 @@ mod tests {
     #[test]
     fn accept_language() {
         assert_eq!(Lang::from_accept_language("fr"), Some(Lang::Fr));
-        assert_eq!(Lang::from_accept_language("fr-CA, en;q=0.5"), Some(Lang::Fr));
+        assert_eq!(
+            Lang::from_accept_language("fr-CA, en;q=0.5"),
+            Some(Lang::Fr)
+        );
         assert_eq!(Lang::from_accept_language("de, en"), Some(Lang::En));
         assert_eq!(Lang::from_accept_language("de"), None);
     }

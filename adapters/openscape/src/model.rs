@@ -318,7 +318,8 @@ pub fn event(kind: &str, call: &Call, ctx: &Ctx, extra: Value) -> EntityEvent {
     if let Value::Object(extra) = extra {
         e.data.extend(extra);
     }
-    e.vendor_fields.insert("function".into(), json!(ctx.function));
+    e.vendor_fields
+        .insert("function".into(), json!(ctx.function));
     e.vendor_fields.extend(ctx.args.clone());
     e
 }
@@ -449,8 +450,12 @@ pub fn query_call_info_unmonitored(
     ch.call_id = Some(new_id.to_owned());
     let mut eff = call_info_outputs(&call, Effect::code(codes::OK));
     eff.channel = Some(ch);
-    eff.events
-        .push(event("call.arrived", &call, ctx, json!({"monitored": false})));
+    eff.events.push(event(
+        "call.arrived",
+        &call,
+        ctx,
+        json!({"monitored": false}),
+    ));
     eff.call = CallWrite::Put(Box::new(call));
     Some(eff)
 }
@@ -505,10 +510,16 @@ fn valid_anidnis(text: &str) -> bool {
 /// not translatable.
 pub fn check_to_device(to: &str) -> Result<(), i32> {
     let t = to.trim();
-    if t.is_empty() || !t.chars().all(|c| c.is_ascii_digit() || " +()-#*".contains(c)) {
+    if t.is_empty()
+        || !t
+            .chars()
+            .all(|c| c.is_ascii_digit() || " +()-#*".contains(c))
+    {
         return Err(codes::BAD_TO_DEVICE);
     }
-    if t.chars().all(|c| c.is_ascii_digit() || c == '#' || c == '*') {
+    if t.chars()
+        .all(|c| c.is_ascii_digit() || c == '#' || c == '*')
+    {
         return Ok(());
     }
     crate::callback::phone_digits(t)
@@ -654,7 +665,7 @@ fn enqueue(name: &str, args: &Args, call: &Call, ctx: &Ctx) -> Result<Effect, i3
         return Err(codes::BAD_BUSINESS_UNIT);
     }
     let queue = args.text("QueueName");
-    if !ctx.queues.is_empty() && !ctx.queues.iter().any(|q| *q == queue) {
+    if !ctx.queues.is_empty() && !ctx.queues.contains(&queue) {
         return Err(codes::UNKNOWN_QUEUE);
     }
     let anidnis = args.text("ANIDNIS");
@@ -715,7 +726,7 @@ fn set_business_unit(args: &Args, call: &Call, ctx: &Ctx) -> Result<Effect, i32>
         return Err(codes::BUSINESS_UNIT_SET);
     }
     let name = args.text("BusinessUnitName");
-    if !ctx.business_units.iter().any(|b| *b == name) {
+    if !ctx.business_units.contains(&name) {
         return Err(codes::BAD_BUSINESS_UNIT);
     }
     let mut call = call.clone();
@@ -755,7 +766,11 @@ pub fn allocate_transit(call: &Call, number: &str, ctx: &Ctx) -> Effect {
 }
 
 /// The unmonitored-only and sequencing checks of GetTransitNumber, before allocation.
-pub fn transit_precheck(ch: Option<&Channel>, call: Option<&Call>, call_id: &str) -> Result<Call, i32> {
+pub fn transit_precheck(
+    ch: Option<&Channel>,
+    call: Option<&Call>,
+    call_id: &str,
+) -> Result<Call, i32> {
     let call = precheck(ch, call, call_id)?;
     unmonitored_only(call)?;
     Ok(call.clone())
@@ -796,7 +811,11 @@ pub fn order(call: &Call, order: Order, target: &str, ctx: &Ctx) -> Result<Effec
         return Err((400, "invalid_request", "an extension is required".into()));
     }
     if target.chars().count() > 80 {
-        return Err((400, "invalid_request", "extension longer than 80 characters".into()));
+        return Err((
+            400,
+            "invalid_request",
+            "extension longer than 80 characters".into(),
+        ));
     }
     if matches!(order, Order::Assign | Order::Timeout) && call.status != Status::Queued {
         return Err((
@@ -827,8 +846,12 @@ pub fn order(call: &Call, order: Order, target: &str, ctx: &Ctx) -> Result<Effec
         String::new()
     };
     let mut eff = Effect::code(codes::OK);
-    eff.events
-        .push(event(kind, &call, ctx, json!({"extension": call.extension})));
+    eff.events.push(event(
+        kind,
+        &call,
+        ctx,
+        json!({"extension": call.extension}),
+    ));
     eff.call = CallWrite::Put(Box::new(call));
     Ok(eff)
 }
@@ -868,7 +891,11 @@ pub fn call_status(call: &Call, position: i64) -> Effect {
     let mut eff = Effect::code(code).out("Extension", call.extension.clone());
     eff = eff.out(
         "PositionInQueue",
-        if call.status == Status::Queued { position } else { 0 },
+        if call.status == Status::Queued {
+            position
+        } else {
+            0
+        },
     );
     eff
 }
@@ -876,7 +903,13 @@ pub fn call_status(call: &Call, position: i64) -> Effect {
 /// The position of `call` among the queued calls of its queue: higher priority first, then
 /// the earlier enqueued.
 pub fn position(call: &Call, others: &[Call]) -> i64 {
-    let key = |c: &Call| (-c.priority, c.enqueued_at_ms.unwrap_or(0), c.call_id.clone());
+    let key = |c: &Call| {
+        (
+            -c.priority,
+            c.enqueued_at_ms.unwrap_or(0),
+            c.call_id.clone(),
+        )
+    };
     let mine = key(call);
     1 + others
         .iter()
@@ -943,30 +976,75 @@ mod tests {
         assert_eq!(run("Dequeue", id.clone(), None, Some(&call)).code, -304);
         let mut fresh = ch.clone();
         fresh.queried = false;
-        assert_eq!(run("Dequeue", id.clone(), Some(&fresh), Some(&call)).code, -308);
-        assert_eq!(run("Dequeue", json!(["999"]), Some(&ch), Some(&call)).code, -903);
+        assert_eq!(
+            run("Dequeue", id.clone(), Some(&fresh), Some(&call)).code,
+            -308
+        );
+        assert_eq!(
+            run("Dequeue", json!(["999"]), Some(&ch), Some(&call)).code,
+            -903
+        );
         assert_eq!(run("Dequeue", id, Some(&ch), Some(&call)).code, 0);
-        let e = set_call_info(&args("SetCallInfo", json!(["9055551234", "12345"])), Some(&ch));
+        let e = set_call_info(
+            &args("SetCallInfo", json!(["9055551234", "12345"])),
+            Some(&ch),
+        );
         assert_eq!(e.code, -312);
-        let e = set_call_info(&args("SetCallInfo", json!(["9055551234", "12345"])), Some(&fresh));
+        let e = set_call_info(
+            &args("SetCallInfo", json!(["9055551234", "12345"])),
+            Some(&fresh),
+        );
         assert_eq!(e.code, 0);
-        assert_eq!(e.channel.and_then(|c| c.call_info).map(|c| c.1), Some("12345".into()));
+        assert_eq!(
+            e.channel.and_then(|c| c.call_info).map(|c| c.1),
+            Some("12345".into())
+        );
     }
 
     #[test]
     fn monitored_and_unmonitored_only() {
         let (ch, call) = ready();
         let id = "1341023126268002";
-        assert_eq!(run("Disconnect", json!([id]), Some(&ch), Some(&call)).code, -311);
-        assert_eq!(run("Transfer", json!([id, "5678"]), Some(&ch), Some(&call)).code, -311);
-        assert_eq!(run("SetCallTransferable", json!([id, 0]), Some(&ch), Some(&call)).code, -311);
-        assert_eq!(run("ReleaseTransitNumber", json!([id]), Some(&ch), Some(&call)).code, -928);
+        assert_eq!(
+            run("Disconnect", json!([id]), Some(&ch), Some(&call)).code,
+            -311
+        );
+        assert_eq!(
+            run("Transfer", json!([id, "5678"]), Some(&ch), Some(&call)).code,
+            -311
+        );
+        assert_eq!(
+            run(
+                "SetCallTransferable",
+                json!([id, 0]),
+                Some(&ch),
+                Some(&call)
+            )
+            .code,
+            -311
+        );
+        assert_eq!(
+            run("ReleaseTransitNumber", json!([id]), Some(&ch), Some(&call)).code,
+            -928
+        );
         let mut m = call.clone();
         m.monitored = true;
-        assert_eq!(run("CallerDisconnected", json!([id, 2]), Some(&ch), Some(&m)).code, -310);
-        assert_eq!(run("ReleaseTransitNumber", json!([id]), Some(&ch), Some(&m)).code, -310);
-        assert_eq!(run("Transfer", json!([id, "abc"]), Some(&ch), Some(&m)).code, -913);
-        assert_eq!(run("Transfer", json!([id, "+1 (555"]), Some(&ch), Some(&m)).code, -917);
+        assert_eq!(
+            run("CallerDisconnected", json!([id, 2]), Some(&ch), Some(&m)).code,
+            -310
+        );
+        assert_eq!(
+            run("ReleaseTransitNumber", json!([id]), Some(&ch), Some(&m)).code,
+            -310
+        );
+        assert_eq!(
+            run("Transfer", json!([id, "abc"]), Some(&ch), Some(&m)).code,
+            -913
+        );
+        assert_eq!(
+            run("Transfer", json!([id, "+1 (555"]), Some(&ch), Some(&m)).code,
+            -917
+        );
         let e = run("Transfer", json!([id, "5678"]), Some(&ch), Some(&m));
         assert_eq!(e.code, 0);
         assert!(matches!(e.call, CallWrite::End(_)));
@@ -979,37 +1057,82 @@ mod tests {
         call.monitored = true;
         call.fmnq = true;
         let id = "1341023126268002";
-        let e = run("SetCallTransferable", json!([id, 0]), Some(&ch), Some(&call));
-        let CallWrite::Put(held) = e.call else { panic!("write") };
+        let e = run(
+            "SetCallTransferable",
+            json!([id, 0]),
+            Some(&ch),
+            Some(&call),
+        );
+        let CallWrite::Put(held) = e.call else {
+            panic!("write")
+        };
         assert!(!held.transferable);
         let mut queued = (*held).clone();
         queued.status = Status::Queued;
-        assert_eq!(order(&queued, Order::Assign, "4711", &ctx()).map(|_| ()).unwrap_err().1, "not_transferable");
+        assert_eq!(
+            order(&queued, Order::Assign, "4711", &ctx())
+                .map(|_| ())
+                .err()
+                .map(|r| r.1),
+            Some("not_transferable")
+        );
         queued.transferable = true;
         let e = order(&queued, Order::Assign, "4711", &ctx()).expect("assigned");
-        let CallWrite::Put(pending) = e.call else { panic!("write") };
+        let CallWrite::Put(pending) = e.call else {
+            panic!("write")
+        };
         assert_eq!(call_status(&pending, 1).code, 2);
         // Setting it non-transferable while the transfer is under way fails.
-        assert_eq!(run("SetCallTransferable", json!([id, 0]), Some(&ch), Some(&pending)).code, -914);
-        assert_eq!(run("GetCallTransferable", json!([id, ">F"]), Some(&ch), Some(&pending)).outputs["FlagValue"], 1);
+        assert_eq!(
+            run(
+                "SetCallTransferable",
+                json!([id, 0]),
+                Some(&ch),
+                Some(&pending)
+            )
+            .code,
+            -914
+        );
+        assert_eq!(
+            run(
+                "GetCallTransferable",
+                json!([id, ">F"]),
+                Some(&ch),
+                Some(&pending)
+            )
+            .outputs["FlagValue"],
+            1
+        );
     }
 
     #[test]
     fn business_units() {
         let (ch, call) = ready();
         let id = "1341023126268002";
-        assert_eq!(run("SetBusinessUnit", json!([id, "X"]), Some(&ch), Some(&call)).code, -955);
+        assert_eq!(
+            run("SetBusinessUnit", json!([id, "X"]), Some(&ch), Some(&call)).code,
+            -955
+        );
         let mut c = ctx();
         c.multitenant = true;
         c.business_units = vec!["WirelessDept".into()];
         let a = args("SetBusinessUnit", json!([id, "Nope"]));
-        assert_eq!(call_function("SetBusinessUnit", &a, Some(&ch), Some(&call), &c).map(|e| e.code), Some(-314));
+        assert_eq!(
+            call_function("SetBusinessUnit", &a, Some(&ch), Some(&call), &c).map(|e| e.code),
+            Some(-314)
+        );
         let a = args("Enqueue", json!([id, 1, "Sales", 10]));
-        assert_eq!(call_function("Enqueue", &a, Some(&ch), Some(&call), &c).map(|e| e.code), Some(-314));
+        assert_eq!(
+            call_function("Enqueue", &a, Some(&ch), Some(&call), &c).map(|e| e.code),
+            Some(-314)
+        );
         let mut set = call.clone();
         set.business_unit = Some("WirelessDept".into());
         let a = args("SetBusinessUnit", json!([id, "WirelessDept"]));
-        assert_eq!(call_function("SetBusinessUnit", &a, Some(&ch), Some(&set), &c).map(|e| e.code), Some(-313));
+        assert_eq!(
+            call_function("SetBusinessUnit", &a, Some(&ch), Some(&set), &c).map(|e| e.code),
+            Some(-313)
+        );
     }
 
     #[test]
@@ -1046,10 +1169,31 @@ mod tests {
     fn contact_data() {
         let (ch, call) = ready();
         let id = "1341023126268002";
-        assert_eq!(run("GetContactData", json!([id, "Name", ">V"]), Some(&ch), Some(&call)).code, -307);
-        let e = run("SetContactData", json!([id, "Name", "John Doe", 0]), Some(&ch), Some(&call));
-        let CallWrite::Put(c) = e.call else { panic!("write") };
-        let e = run("GetContactData", json!([id, "Name", ">V"]), Some(&ch), Some(&c));
+        assert_eq!(
+            run(
+                "GetContactData",
+                json!([id, "Name", ">V"]),
+                Some(&ch),
+                Some(&call)
+            )
+            .code,
+            -307
+        );
+        let e = run(
+            "SetContactData",
+            json!([id, "Name", "John Doe", 0]),
+            Some(&ch),
+            Some(&call),
+        );
+        let CallWrite::Put(c) = e.call else {
+            panic!("write")
+        };
+        let e = run(
+            "GetContactData",
+            json!([id, "Name", ">V"]),
+            Some(&ch),
+            Some(&c),
+        );
         assert_eq!(e.outputs["Value"], "John Doe");
     }
 }

@@ -245,7 +245,11 @@ pub fn parse(function: &Function, args: &[Value]) -> Result<Args, BadArgs> {
     let slots: Vec<&Param> = if placeholders {
         function.params.iter().collect()
     } else {
-        function.params.iter().filter(|p| p.dir != Dir::Out).collect()
+        function
+            .params
+            .iter()
+            .filter(|p| p.dir != Dir::Out)
+            .collect()
     };
     let mut args = args;
     if args.len() > slots.len() {
@@ -316,7 +320,11 @@ fn convert(param: &Param, arg: &Value) -> Result<Arg, BadArgs> {
     match param.ty {
         Ty::Int(min, max) => {
             let value = as_int(arg).ok_or_else(|| {
-                BadArgs(format!("{} must be an integer, got {}", param.name, kind(arg)))
+                BadArgs(format!(
+                    "{} must be an integer, got {}",
+                    param.name,
+                    kind(arg)
+                ))
             })?;
             if value < min || value > max {
                 return Err(BadArgs(format!(
@@ -397,7 +405,16 @@ mod tests {
     fn enqueue_seed_example_with_placeholders() {
         let a = parse(
             f("Enqueue"),
-            &args(json!(["1341023126268002", 1, "Sales", 12, "Call enqueued from IVR", ">EstWaitTime", ">CallInQueue", "9055557900;69030"])),
+            &args(json!([
+                "1341023126268002",
+                1,
+                "Sales",
+                12,
+                "Call enqueued from IVR",
+                ">EstWaitTime",
+                ">CallInQueue",
+                "9055557900;69030"
+            ])),
         )
         .expect("parse");
         assert_eq!(a.str("QueueName"), Some("Sales"));
@@ -419,14 +436,27 @@ mod tests {
     fn a_value_where_a_reference_belongs_is_306() {
         let e = parse(
             f("Enqueue"),
-            &args(json!(["1341023126268002", 1, "Sales", 12, "d", 5, ">X", "1;2"])),
+            &args(json!([
+                "1341023126268002",
+                1,
+                "Sales",
+                12,
+                "d",
+                5,
+                ">X",
+                "1;2"
+            ])),
         );
         assert!(e.is_err());
     }
 
     #[test]
     fn placeholder_where_a_value_belongs_is_306() {
-        assert!(parse(f("Enqueue"), &args(json!(["1", 1, ">Q", 12, "d", ">E", ">C"]))).is_err());
+        assert!(parse(
+            f("Enqueue"),
+            &args(json!(["1", 1, ">Q", 12, "d", ">E", ">C"]))
+        )
+        .is_err());
     }
 
     #[test]
@@ -446,7 +476,9 @@ mod tests {
         assert_eq!(a.str("TrunkConnectedIVRCall"), None);
         let a = parse(
             f("QueryCallInfo"),
-            &args(json!(["6060", null, null, null, null, null, null, null, null, "1;"])),
+            &args(json!([
+                "6060", null, null, null, null, null, null, null, null, "1;"
+            ])),
         )
         .expect("parse");
         assert_eq!(a.str("TrunkConnectedIVRCall"), Some("1;"));
@@ -461,8 +493,16 @@ mod tests {
         assert!(e(json!(["1", 1, "a".repeat(33), 10])));
         assert!(e(json!(["1".repeat(19), 1, "Sales", 10])));
         assert!(!e(json!(["1", 1, "Sales", "100"])));
-        assert!(parse(f("CreateCallback"), &args(json!(["1", "Q", "", 721, "n", "5;a"]))).is_err());
-        assert!(parse(f("CreateCallback"), &args(json!(["1", "Q", "", -720, "n", "5;a"]))).is_ok());
+        assert!(parse(
+            f("CreateCallback"),
+            &args(json!(["1", "Q", "", 721, "n", "5;a"]))
+        )
+        .is_err());
+        assert!(parse(
+            f("CreateCallback"),
+            &args(json!(["1", "Q", "", -720, "n", "5;a"]))
+        )
+        .is_ok());
         assert!(parse(f("Initialize"), &args(json!(["0", "s", 10000]))).is_err());
         assert!(parse(f("Initialize"), &args(json!(["6060", "6000@deerhurst", 0]))).is_err());
         assert!(parse(f("Initialize"), &args(json!(["x", "s", 1]))).is_err());
