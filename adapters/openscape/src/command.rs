@@ -15,15 +15,15 @@ use crate::{plain_ctx, settings_of};
 
 /// Figures of one queue, as pushed (`PUT queues/{queue}/statistics`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct QueueFigures {
     pub calls_in_queue: i64,
     pub estimated_wait_s: i64,
     pub average_wait_s: i64,
     pub oldest_call_s: i64,
     pub service_level: i64,
-    #[serde(skip_deserializing)]
-    pub updated_at: String,
+    /// When the figures were pushed (ms since the epoch, the gateway's clock).
+    pub updated_at_ms: i64,
 }
 
 /// One agent (user), as pushed (`PUT agents/{id}`).
@@ -37,7 +37,7 @@ pub struct Agent {
 
 /// The system status, as pushed (`PUT system`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct System {
     /// Server name to state (QuerySystemStatus status values 0-10), in the order given.
     pub servers: Map<String, Value>,
@@ -155,6 +155,20 @@ fn int_field(body: &Value, name: &str, min: i64, max: i64) -> Result<Option<i64>
                 "{name} must be an integer from {min} to {max}"
             ))),
         },
+    }
+}
+
+/// A JSON object whose keys are all in `allowed`.
+fn known_keys(body: &Value, allowed: &[&str]) -> Result<(), CommandReply> {
+    let Value::Object(o) = body else {
+        return Err(bad("the body is a JSON object"));
+    };
+    match o.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(k) => Err(bad(format!(
+            "unknown field {k:?}; expected {}",
+            allowed.join(", ")
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -432,6 +446,18 @@ async fn put_queue(gw: &dyn Gateway, tenant: &str, queue: &str, body: &Value) ->
     if queue.chars().count() > 32 {
         return bad("a queue name has at most 32 characters");
     }
+    if let Err(r) = known_keys(
+        body,
+        &[
+            "calls_in_queue",
+            "estimated_wait_s",
+            "average_wait_s",
+            "oldest_call_s",
+            "service_level",
+        ],
+    ) {
+        return r;
+    }
     let mut figures: QueueFigures = match serde_json::from_value(body.clone()) {
         Ok(f) => f,
         Err(e) => return bad(format!("queue statistics: {e}")),
@@ -445,7 +471,7 @@ async fn put_queue(gw: &dyn Gateway, tenant: &str, queue: &str, body: &Value) ->
     if ranges.iter().any(|v| *v < 0) || !(0..=100).contains(&figures.service_level) {
         return bad("figures are non-negative; service_level is 0 to 100");
     }
-    figures.updated_at = format!("{}", model::ms(gw.now()));
+    figures.updated_at_ms = model::ms(gw.now());
     put_state(
         gw,
         EntityKey::new(tenant, model::QUEUE_KIND, queue),
@@ -559,6 +585,16 @@ async fn delete_agent(gw: &dyn Gateway, tenant: &str, id: &str) -> CommandReply 
 }
 
 async fn put_system(gw: &dyn Gateway, tenant: &str, body: &Value) -> CommandReply {
+    if let Err(r) = known_keys(
+        body,
+        &[
+            "servers",
+            "overall_status",
+            "administration_server_available",
+        ],
+    ) {
+        return r;
+    }
     let mut body = body.clone();
     if let Value::Object(o) = &mut body {
         o.entry("administration_server_available")

@@ -640,10 +640,8 @@ fn caller_disconnected(args: &Args, call: &Call, ctx: &Ctx) -> Result<Effect, i3
 
 fn dequeue(call: &Call, ctx: &Ctx) -> Effect {
     let mut eff = Effect::code(codes::OK);
-    if matches!(
-        call.status,
-        Status::Queued | Status::Pending | Status::Unanswered
-    ) {
+    // Any routing state (queued, or an order the IVR has not carried out) is withdrawn.
+    if call.status != Status::Idle {
         let mut call = call.clone();
         call.status = Status::Idle;
         call.extension.clear();
