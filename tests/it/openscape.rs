@@ -1251,3 +1251,123 @@ fn openscape_example_config_section_is_valid() {
     assert!(ivrgate_openscape::OpenScape.check_settings(&bad).is_err());
     let _: Map<String, Value> = Map::new();
 }
+
+#[tokio::test]
+async fn openscape_monitored_calls_and_devices() {
+    let (gw, receiver) = start("").await;
+    // No call on the device: QueryCallInfo waits within the RpcTimeout, then -701.
+    initialize(&gw, "36300", 1_000).await;
+    let t = Instant::now();
+    let a = rpc(
+        &gw,
+        "36300",
+        "QueryCallInfo",
+        json!(["36300", ">C", ">A", ">D"]),
+    )
+    .await;
+    assert_eq!(code(&a), -701, "{a}");
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    // A call registered while QueryCallInfo waits is returned at once.
+    let url = gw.url("/openscape/acme/36300");
+    initialize(&gw, "36300", 10_000).await;
+    let waiter = tokio::spawn(async move {
+        let body = xmlrpc::write_call(&xmlrpc::MethodCall {
+            method: "QueryCallInfo".into(),
+            params: ["36300", ">C", ">A", ">D", ">U", ">V", ">F", ">IA", ">ID"]
+                .iter()
+                .map(|s| xmlrpc::Value::Str((*s).into()))
+                .collect(),
+        });
+        let t = Instant::now();
+        let text = client()
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .text()
+            .await
+            .expect("body");
+        (t.elapsed(), answer(&text))
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (s, b) = cmd(
+        &gw,
+        "POST",
+        "devices/36300/calls",
+        json!({"ani": "+1 555 0100", "dnis": "69030", "uuid": "abc", "visits": 2, "fmnq": true, "internal_ani": "4400", "internal_dnis": "36000"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{b}");
+    let (elapsed, a) = tokio::time::timeout(WAIT, waiter)
+        .await
+        .expect("answered")
+        .expect("task");
+    assert_eq!(code(&a), 0, "{a}");
+    assert!(elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert_eq!(a["CallID"], b["call"]["call_id"]);
+    assert_eq!(
+        (a["Visits"].clone(), a["FMNQ"].clone(), a["UUID"].clone()),
+        (json!(2), json!(1), json!("abc"))
+    );
+    let call = a["CallID"].as_str().expect("CallID").to_owned();
+    let arrived = receiver.next_of("openscape.call.arrived").await;
+    assert_eq!(arrived.json["data"]["monitored"], json!(true));
+    // Monitored calls: -310 for the unmonitored-only functions; Transfer's ToDevice codes.
+    let a = rpc(&gw, "36300", "ReleaseTransitNumber", json!([call])).await;
+    assert_eq!(code(&a), -310, "{a}");
+    let a = rpc(&gw, "36300", "Transfer", json!([call, "sip:agent"])).await;
+    assert_eq!(code(&a), -913, "{a}");
+    let a = rpc(&gw, "36300", "Transfer", json!([call, "+1 (555"])).await;
+    assert_eq!(code(&a), -917, "{a}");
+    let a = rpc(&gw, "36300", "SetDisplay", json!([call, "IVR Call"])).await;
+    assert_eq!(code(&a), 0, "{a}");
+    // The command API sees the live call, refuses bad requests, and ends with Disconnect.
+    let (s, b) = cmd(&gw, "GET", "calls", Value::Null).await;
+    assert_eq!(s, 200);
+    assert!(
+        b["calls"]
+            .as_array()
+            .expect("calls")
+            .iter()
+            .any(|c| c["call_id"] == json!(call)),
+        "{b}"
+    );
+    let (s, b) = cmd(
+        &gw,
+        "POST",
+        &format!("calls/{call}/assign"),
+        json!({"extension": "4711"}),
+    )
+    .await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (409, json!("wrong_state")),
+        "not queued: {b}"
+    );
+    let (s, _) = cmd(&gw, "POST", &format!("calls/{call}/fly"), Value::Null).await;
+    assert_eq!(s, 404);
+    let (s, _) = cmd(&gw, "DELETE", "system", Value::Null).await;
+    assert_eq!(s, 405);
+    let (s, b) = cmd(&gw, "PUT", "queues/Sales/statistics", json!({"calls": 1})).await;
+    assert_eq!(
+        (s, b["error"]["code"].clone()),
+        (400, json!("invalid_request")),
+        "{b}"
+    );
+    let (s, _) = cmd(&gw, "POST", "devices/36300/calls", json!({"call_id": call})).await;
+    assert_eq!(s, 409, "a CallID is used once");
+    let a = rpc(&gw, "36300", "Disconnect", json!([call])).await;
+    assert_eq!(code(&a), 0, "{a}");
+    let disconnected = receiver.next_of("openscape.call.disconnected").await;
+    assert_eq!(disconnected.json["data"]["by"], json!("ivr"));
+    let (s, _) = cmd(&gw, "GET", &format!("calls/{call}"), Value::Null).await;
+    assert_eq!(s, 410);
+    let a = rpc(&gw, "36300", "Disconnect", json!([call])).await;
+    assert_eq!(code(&a), -903, "{a}");
+    gw.stop().await;
+}
