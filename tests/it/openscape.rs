@@ -801,6 +801,22 @@ async fn openscape_multitenancy_figures_and_routing() {
     assert_eq!(code(&a), -314, "{a}");
     let a = rpc(&gw, "36200", "GetBusinessUnit", json!([id, ">B"])).await;
     assert_eq!(code(&a), -914, "{a}");
+    let a = rpc(
+        &gw,
+        "36200",
+        "CreateCallback",
+        json!([
+            id,
+            "CBQueue",
+            "",
+            0,
+            "Alan Smith",
+            ">CB",
+            "5555550199;01/05/2026;09:00;01/05/2026;16:00"
+        ]),
+    )
+    .await;
+    assert_eq!(code(&a), -314, "{a}");
     let a = rpc(&gw, "36200", "SetBusinessUnit", json!([id, "Nope"])).await;
     assert_eq!(code(&a), -314, "{a}");
     let a = rpc(&gw, "36200", "SetBusinessUnit", json!([id, "WirelessDept"])).await;
@@ -1378,4 +1394,62 @@ async fn openscape_monitored_calls_and_devices() {
     let a = rpc(&gw, "36300", "Disconnect", json!([call])).await;
     assert_eq!(code(&a), -903, "{a}");
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn openscape_store_refusals_are_low_resources() {
+    // The tenant's outbox holds one undelivered event (the receiver refuses them all): a
+    // function whose change carries an event is refused with -400, others go on.
+    let receiver = Receiver::start().await;
+    receiver.answer(|_| Reply::status(500));
+    let gw = Gateway::start(
+        &receiver.url("/hooks"),
+        &format!("outbox_quota = 1\n{}", settings("")),
+    )
+    .await;
+    let call = unmonitored_call(&gw, "6060").await;
+    let a = rpc(
+        &gw,
+        "6060",
+        "SetContactData",
+        json!([call, "Name", "John Doe"]),
+    )
+    .await;
+    assert_eq!(code(&a), 0, "{a}");
+    let a = rpc(&gw, "6060", "Enqueue", json!([call, 1, "Sales", 10])).await;
+    assert_eq!(code(&a), -400, "{a}");
+    assert_eq!(
+        a["ReturnText"],
+        json!("The system has low system resources.")
+    );
+    let a = rpc(&gw, "6060", "QueryCallStatus", json!([call, 0])).await;
+    assert_eq!(code(&a), 0, "nothing was enqueued: {a}");
+    gw.stop().await;
+}
+
+#[test]
+fn openscape_command_api_is_documented() {
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/command-api.yaml"),
+    )
+    .expect("docs/command-api.yaml");
+    for path in [
+        "/api/{tenant}/openscape/calls:",
+        "/api/{tenant}/openscape/calls/{callId}:",
+        "/api/{tenant}/openscape/calls/{callId}/{order}:",
+        "/api/{tenant}/openscape/devices/{device}/calls:",
+        "/api/{tenant}/openscape/transit/{number}/arrived:",
+        "/api/{tenant}/openscape/queues/{queue}/statistics:",
+        "/api/{tenant}/openscape/agents/{agentId}:",
+        "/api/{tenant}/openscape/system:",
+        "/api/{tenant}/openscape/channels/{channel}:",
+    ] {
+        assert!(
+            yaml.contains(path),
+            "{path} missing from docs/command-api.yaml"
+        );
+    }
+    for order in ["assign", "timeout", "transfer", "disconnect", "error"] {
+        assert!(yaml.contains(order), "{order}");
+    }
 }
