@@ -1453,3 +1453,68 @@ fn openscape_command_api_is_documented() {
         assert!(yaml.contains(order), "{order}");
     }
 }
+
+#[tokio::test]
+async fn openscape_figures_from_the_decision_webhook() {
+    let (gw, receiver) =
+        start(r#"figures_from_webhook = ["queue_statistics", "agent_status", "system_status"]"#)
+            .await;
+    receiver.answer(|hook| {
+        let reply = match hook.json["type"].as_str().unwrap_or("") {
+            "decision.queue_statistics" => r#"{"native":{"CallsInQueue":7,"EstimatedWait":90,"AverageWait":60,"OldestCallInQueue":300,"ServiceLevel":75}}"#,
+            "decision.agent_status" => r#"{"native":{"ReturnCode":-904}}"#,
+            "decision.system_status" => r#"{"native":{"OverallStatus":1,"IndividualServerStates":"RoutingServer=1; TServer=8; CallbackServer=1"}}"#,
+            _ => "",
+        };
+        Reply::ok(reply)
+    });
+    initialize(&gw, "6060", 10_000).await;
+    let a = rpc(
+        &gw,
+        "6060",
+        "QueryQueueStatistics",
+        json!(["Sales", ">C", ">E", ">A", ">O", ">S"]),
+    )
+    .await;
+    assert_eq!(
+        (
+            code(&a),
+            a["CallsInQueue"].clone(),
+            a["ServiceLevel"].clone()
+        ),
+        (0, json!(7), json!(75)),
+        "{a}"
+    );
+    let a = rpc(
+        &gw,
+        "6060",
+        "QueryAgentStatus",
+        json!(["188001", ">D", ">S"]),
+    )
+    .await;
+    assert_eq!(code(&a), -904, "{a}");
+    let a = rpc(&gw, "6060", "QuerySystemStatus", json!([">O", ">S", ">E"])).await;
+    assert_eq!((code(&a), a["Entries"].clone()), (0, json!(3)), "{a}");
+    let hook = receiver.next_of("decision.queue_statistics").await;
+    assert_eq!(hook.json["data"]["queue"], json!("Sales"), "{}", hook.json);
+    // A webhook answering nonsense falls back to the pushed (here: counted) figures.
+    receiver.answer(|_| Reply::ok(r#"{"native":{"CallsInQueue":-1}}"#));
+    let a = rpc(
+        &gw,
+        "6060",
+        "QueryQueueStatistics",
+        json!(["Sales", ">C", ">E", ">A", ">O", ">S"]),
+    )
+    .await;
+    assert_eq!((code(&a), a["CallsInQueue"].clone()), (0, json!(0)), "{a}");
+    // JSON with the function in the path and the parameters as the body.
+    let r = client()
+        .post(gw.url("/openscape/acme/6060/QueryQueueStatistics"))
+        .json(&json!(["Sales", ">C", ">E", ">A", ">O", ">S"]))
+        .send()
+        .await
+        .expect("post");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["ReturnCode"], json!(0), "{body}");
+    gw.stop().await;
+}

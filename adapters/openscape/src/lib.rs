@@ -300,7 +300,7 @@ enum Encoding {
 }
 
 /// A decoded request.
-struct Call_ {
+struct Decoded {
     encoding: Encoding,
     method: String,
     params: Vec<Value>,
@@ -445,7 +445,7 @@ fn valid_token(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn decode(request: &Inbound, path_method: Option<String>) -> Result<Call_, (Encoding, String)> {
+fn decode(request: &Inbound, path_method: Option<String>) -> Result<Decoded, (Encoding, String)> {
     let content_type = request
         .headers
         .get(http::header::CONTENT_TYPE)
@@ -469,7 +469,7 @@ fn decode(request: &Inbound, path_method: Option<String>) -> Result<Call_, (Enco
     if trimmed.starts_with('<') {
         let call =
             xmlrpc::parse_call(trimmed, &limits).map_err(|e| (Encoding::XmlRpc, e.to_string()))?;
-        return Ok(Call_ {
+        return Ok(Decoded {
             encoding: Encoding::XmlRpc,
             method: call.method,
             params: call.params.iter().map(xmlrpc::Value::to_json).collect(),
@@ -499,7 +499,7 @@ fn decode(request: &Inbound, path_method: Option<String>) -> Result<Call_, (Enco
             ))
         }
     };
-    Ok(Call_ {
+    Ok(Decoded {
         encoding: Encoding::Json,
         method,
         params,
