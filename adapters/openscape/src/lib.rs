@@ -1514,3 +1514,111 @@ pub(crate) fn plain_ctx(
         args,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(v: Value) -> Answer {
+        Answer::Action(serde_json::from_value(v).expect("action"))
+    }
+
+    #[test]
+    fn routing_answers_become_return_codes() {
+        let e = routing_effect(
+            &action(json!({"action": "enqueue", "queue": "Sales", "priority": 12, "agent": "790006", "agent_wait_s": 120})),
+            (45, 3),
+        )
+        .expect("enqueue");
+        assert_eq!(e.code, 0);
+        assert_eq!(e.outputs["Destination"], "Sales");
+        assert_eq!(e.outputs["EstimatedWait"], 45);
+        assert_eq!(
+            routing_effect(&action(json!({"action": "hangup"})), (0, 0)).map(|e| e.code),
+            Ok(1)
+        );
+        let e = routing_effect(
+            &action(json!({"action": "dial", "targets": ["5678"]})),
+            (0, 0),
+        )
+        .expect("dial");
+        assert_eq!(
+            (e.code, e.outputs["Destination"].clone()),
+            (2, json!("5678"))
+        );
+        assert_eq!(
+            routing_effect(&platform_default(), (0, 0)).map(|e| e.code),
+            Ok(-915)
+        );
+        assert!(routing_effect(
+            &action(json!({"action": "enqueue", "queue": "Sales", "priority": 101})),
+            (0, 0)
+        )
+        .is_err());
+        assert!(routing_effect(&action(json!({"action": "record"})), (0, 0)).is_err());
+        assert!(routing_effect(&Answer::Native(json!({"ReturnCode": 0})), (0, 0)).is_err());
+        assert!(routing_effect(&Answer::Native(json!({"ReturnCode": 7})), (0, 0)).is_err());
+        assert_eq!(
+            routing_effect(&Answer::Native(json!({"ReturnCode": -916})), (0, 0)).map(|e| e.code),
+            Ok(-916)
+        );
+        assert!(validate_routing(&action(json!({"action": "dial", "targets": []}))).is_err());
+    }
+
+    #[test]
+    fn waits_stay_inside_the_rpc_timeout() {
+        assert_eq!(wait_cap(10_000), Duration::from_millis(9_000));
+        assert_eq!(wait_cap(1_000), Duration::from_millis(500));
+        assert_eq!(wait_cap(0), Duration::from_millis(1));
+        assert_eq!(wait_cap(-5), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn channel_tokens() {
+        assert!(valid_token("6060"));
+        assert!(valid_token("ivr-1.a_b"));
+        assert!(!valid_token(""));
+        assert!(!valid_token("a b"));
+        assert!(!valid_token(&"x".repeat(65)));
+    }
+
+    #[test]
+    fn answers_name_every_by_reference_parameter() {
+        let f = params::function("QueryCallInfo").expect("fn");
+        let body = answer_body(f, &Effect::code(-304), Lang::Fr);
+        let keys: Vec<&str> = body.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "ReturnCode",
+                "ReturnText",
+                "CallID",
+                "originalANI",
+                "originalDNIS",
+                "UUID",
+                "Visits",
+                "FMNQ",
+                "InternalANI",
+                "InternalDNIS"
+            ]
+        );
+        assert_eq!(body["Visits"], 0);
+        assert!(body["ReturnText"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("Initialize n'a pas")));
+    }
+
+    #[test]
+    fn system_figures_validation() {
+        assert!(validate_system_status(&Answer::Native(
+            json!({"OverallStatus": 1, "IndividualServerStates": "a=1"})
+        ))
+        .is_ok());
+        assert!(validate_system_status(&Answer::Native(
+            json!({"OverallStatus": 2, "IndividualServerStates": "a=1"})
+        ))
+        .is_err());
+        assert!(validate_queue_statistics(&Answer::Native(json!({"CallsInQueue": 1}))).is_err());
+        assert!(validate_agent_status(&Answer::Native(json!({"ReturnCode": -909}))).is_ok());
+    }
+}
