@@ -741,6 +741,14 @@ async fn openscape_callbacks() {
     assert_eq!(id.len(), 17);
     let created = receiver.next_of("openscape.callback.created").await;
     assert_eq!(created.json["data"]["correlation"]["CallbackID"], json!(id));
+    assert_eq!(created.json["data"]["correlation"]["CallID"], json!(call));
+    assert!(created.json["data"]["call_id"]
+        .as_str()
+        .is_some_and(|c| c.starts_with("call_")));
+    assert_eq!(
+        created.json["data"]["schedules"][1]["start"],
+        json!("2026-01-05T09:00:00Z")
+    );
     // The same number in the same queue again: -1006.
     let a = rpc(
         &gw,
@@ -1516,5 +1524,44 @@ async fn openscape_figures_from_the_decision_webhook() {
         .expect("post");
     let body: Value = r.json().await.expect("json");
     assert_eq!(body["ReturnCode"], json!(0), "{body}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn openscape_event_payloads_are_pinned() {
+    let (gw, receiver) = start("").await;
+    monitored_call(&gw, "36200", "1341023126268002", true).await;
+    let a = rpc(
+        &gw,
+        "36200",
+        "SetContactData",
+        json!(["1341023126268002", "Name", "John Doe"]),
+    )
+    .await;
+    assert_eq!(code(&a), 0);
+    let enqueue = fixture("openscape/4.07_Enqueue.xml");
+    let a = post_xml(&gw, "36200", enqueue).await;
+    assert_eq!(code(&a), 0, "{a}");
+    let (s, _) = cmd(
+        &gw,
+        "POST",
+        "calls/1341023126268002/assign",
+        json!({"extension": "4711"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let enqueued = receiver.next_of("openscape.call.enqueued").await;
+    assert!(enqueued.verifies());
+    // data.call_id is ivrgate's id, the same on every event of the call; CallID correlates.
+    let call_id = enqueued.json["data"]["call_id"]
+        .as_str()
+        .expect("call_id")
+        .to_owned();
+    assert!(call_id.starts_with("call_"), "{call_id}");
+    check_golden("openscape/event.call.enqueued.json", &enqueued.json);
+    let assigned = receiver.next_of("openscape.call.assigned").await;
+    assert_eq!(assigned.json["data"]["call_id"], json!(call_id));
+    check_golden("openscape/event.call.assigned.json", &assigned.json);
+    verify_with_python(&assigned);
     gw.stop().await;
 }

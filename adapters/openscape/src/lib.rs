@@ -1335,7 +1335,7 @@ async fn create_callback(req: &Req<'_>) -> Effect {
         .unwrap_or_default();
     let state = json!({
         "callback_id": "",
-        "call_id": call.call_id,
+        "CallID": call.call_id,
         "queue": queue,
         "description": req.args.text("Description"),
         "contact_name": req.args.text("ContactName"),
@@ -1410,7 +1410,7 @@ async fn delete_callback(req: &Req<'_>) -> Effect {
         };
         let mut ev = ivrgate_adapter::EntityEvent::new("openscape.callback.deleted");
         ev.correlation.insert("CallbackID".into(), json!(id));
-        if let Some(c) = state.get("call_id") {
+        if let Some(c) = state.get("CallID") {
             ev.correlation.insert("CallID".into(), c.clone());
         }
         if let Value::Object(o) = &state {

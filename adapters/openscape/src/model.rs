@@ -312,7 +312,9 @@ impl Ctx {
 pub fn event(kind: &str, call: &Call, ctx: &Ctx, extra: Value) -> EntityEvent {
     let mut e = EntityEvent::new(format!("openscape.{kind}"));
     e.correlation.insert("CallID".into(), json!(call.call_id));
-    if let Value::Object(view) = call.view() {
+    if let Value::Object(mut view) = call.view() {
+        // `call_id` in an event is ivrgate's id (the core's); the CallID is in correlation.
+        view.remove("call_id");
         e.data = view;
     }
     if let Value::Object(extra) = extra {
