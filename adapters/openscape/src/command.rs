@@ -380,7 +380,7 @@ async fn register(gw: &dyn Gateway, tenant: &str, device: &str, body: &Value) ->
                 Change::Write(Write::state(json!({"call_id": call.call_id}))),
                 Change::Write(Write {
                     state: Some(model::to_value(&call)),
-                    expires_at: Some(now + call_max),
+                    expires_at: now.checked_add(call_max),
                     events: vec![ev],
                     ..Write::default()
                 }),

@@ -747,7 +747,8 @@ async fn initialize(req: &Req<'_>) -> Effect {
 pub fn wait_cap(rpc_timeout_ms: i64) -> Duration {
     let rpc = u64::try_from(rpc_timeout_ms).unwrap_or(0).max(1);
     let margin = (rpc / 2).min(1_000);
-    Duration::from_millis(rpc - margin)
+    // Never beyond what the core waits anyway (and never an Instant overflow).
+    Duration::from_millis(rpc - margin).min(ivrgate_adapter::state::MAX_WAIT)
 }
 
 fn new_call_id(req: &Req<'_>, attempt: u32) -> String {
@@ -1571,6 +1572,7 @@ mod tests {
         assert_eq!(wait_cap(1_000), Duration::from_millis(500));
         assert_eq!(wait_cap(0), Duration::from_millis(1));
         assert_eq!(wait_cap(-5), Duration::from_millis(1));
+        assert_eq!(wait_cap(i64::MAX), ivrgate_adapter::state::MAX_WAIT);
     }
 
     #[test]

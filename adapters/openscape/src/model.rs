@@ -271,7 +271,7 @@ impl Effect {
             CallWrite::Keep => return vec![channel, Change::Keep],
             CallWrite::Put(call) => Write {
                 state: Some(to_value(call.as_ref())),
-                expires_at: Some(now + call_max),
+                expires_at: now.checked_add(call_max),
                 ..Write::default()
             },
             CallWrite::End(_) => Write::default(),

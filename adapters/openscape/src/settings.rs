@@ -9,6 +9,9 @@ use serde_json::Value;
 use crate::callback::{phone_digits, OpenHours};
 use crate::codes::Lang;
 
+/// The longest `call_max_s` (a week).
+pub const MAX_CALL_S: u64 = 7 * 24 * 3600;
+
 /// The decision kinds a tenant may route to its webhook instead of pushed figures.
 pub const FIGURE_KINDS: [&str; 3] = ["queue_statistics", "agent_status", "system_status"];
 
@@ -102,11 +105,11 @@ impl Settings {
     }
 
     pub fn quarantine(&self) -> Duration {
-        Duration::from_millis(self.transit_quarantine_ms)
+        Duration::from_millis(self.transit_quarantine_ms.min(3_600_000))
     }
 
     pub fn call_max(&self) -> Duration {
-        Duration::from_secs(self.call_max_s.max(60))
+        Duration::from_secs(self.call_max_s.clamp(60, MAX_CALL_S))
     }
 
     pub fn multitenant(&self) -> bool {
@@ -141,6 +144,9 @@ impl Settings {
             if !seen.insert(n) {
                 problems.push(format!("transit_numbers: {n:?} listed twice"));
             }
+        }
+        if !(60..=MAX_CALL_S).contains(&self.call_max_s) {
+            problems.push(format!("call_max_s: 60 to {MAX_CALL_S}"));
         }
         if self.transit_quarantine_ms > 3_600_000 {
             problems.push("transit_quarantine_ms: at most 3600000 (one hour)".into());
@@ -198,9 +204,10 @@ mod tests {
             "callback_queues": {"CBQueue": {"timezone": "Mars/Base", "max_days_ahead": 0}},
             "excluded_numbers": ["abc"],
             "figures_from_webhook": ["nope"],
+            "call_max_s": 0,
         }))
         .expect("parse");
-        assert_eq!(s.check().len(), 6, "{:?}", s.check());
+        assert_eq!(s.check().len(), 7, "{:?}", s.check());
         assert!(Settings::from_json(&json!({"bogus": 1})).is_err());
     }
 }
