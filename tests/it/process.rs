@@ -21,7 +21,7 @@ const BOOT: Duration = Duration::from_secs(30);
 const DELIVERY: Duration = Duration::from_secs(30);
 
 /// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     listener.local_addr().expect("local addr").port()
 }
@@ -54,11 +54,11 @@ webhook_secret = "{SECRET}"
 }
 
 /// One `ivrgate serve` process. Dropping it kills (SIGKILL) and reaps it.
-struct Daemon {
-    name: String,
-    port: u16,
-    child: Option<Child>,
-    log: PathBuf,
+pub(crate) struct Daemon {
+    pub(crate) name: String,
+    pub(crate) port: u16,
+    pub(crate) child: Option<Child>,
+    pub(crate) log: PathBuf,
 }
 
 impl Daemon {
@@ -87,16 +87,16 @@ impl Daemon {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Polls `/readyz` until it answers 200; panics (with the log) on exit or after `BOOT`.
-    async fn ready(&mut self) {
+    pub(crate) async fn ready(&mut self) {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -329,7 +329,10 @@ fn one_event_per_request(hooks: &[Hook]) -> BTreeMap<String, Hook> {
 }
 
 /// Runs a command with a deadline (killing it on overrun); returns status, stdout, stderr.
-fn run_with_timeout(command: &mut Command, limit: Duration) -> (ExitStatus, String, String) {
+pub(crate) fn run_with_timeout(
+    command: &mut Command,
+    limit: Duration,
+) -> (ExitStatus, String, String) {
     let dir = tempfile::tempdir().expect("tmp");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
@@ -362,7 +365,7 @@ fn run_with_timeout(command: &mut Command, limit: Duration) -> (ExitStatus, Stri
     )
 }
 
-fn py_script(name: &str) -> PathBuf {
+pub(crate) fn py_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/py")
         .join(name)

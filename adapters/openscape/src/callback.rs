@@ -1,0 +1,377 @@
+//! CreateCallback's inputs: the schedule strings (`telephone;mm/dd/yyyy;hh:mm;mm/dd/yyyy;hh:mm`
+//! in the caller's local time), the canonical telephone format (seed 000 §4.3) and the
+//! weekly open hours of a callback queue in an IANA time zone.
+
+use jiff::civil::{Date, DateTime, Time, Weekday};
+use jiff::tz::{Offset, TimeZone};
+use jiff::{Timestamp, ToSpan};
+
+use crate::codes;
+
+/// One schedule: where and when (UTC) the caller wants to be called back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    /// The number as given (extension included).
+    pub phone: String,
+    /// Digits only, without the extension: what duplicates and exclusions compare.
+    pub digits: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+/// Reads a telephone number in the seed's canonical format
+/// `+[CountryCode] Space [(AreaCode) Space] SubscriberNumber [-- Extension]`, or a dialable
+/// address (digits, optionally a leading `+`). Returns the digits without the extension.
+pub fn phone_digits(text: &str) -> Option<String> {
+    if text.is_empty() || text.chars().count() > 47 {
+        return None;
+    }
+    let (number, extension) = match text.split_once("--") {
+        Some((n, e)) => (n, Some(e)),
+        None => (text, None),
+    };
+    if let Some(e) = extension {
+        if e.is_empty() || !e.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+    }
+    let mut digits = String::new();
+    let mut rest = number;
+    if let Some(after_plus) = rest.strip_prefix('+') {
+        // +CC, then a space unless the whole number is a dialable +digits string.
+        let cc: String = after_plus
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if cc.is_empty() || cc.len() > 3 {
+            if after_plus.chars().all(|c| c.is_ascii_digit()) && !after_plus.is_empty() {
+                return Some(after_plus.to_owned());
+            }
+            return None;
+        }
+        let tail = &after_plus[cc.len()..];
+        if tail.is_empty() {
+            return Some(cc);
+        }
+        rest = tail.strip_prefix(' ')?;
+        digits.push_str(&cc);
+    }
+    if let Some(after_paren) = rest.strip_prefix('(') {
+        let (area, tail) = after_paren.split_once(')')?;
+        if area.is_empty() || !area.chars().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        digits.push_str(area);
+        rest = tail.strip_prefix(' ')?;
+    }
+    // Subscriber number: digits with single '-' or ' ' separators.
+    if rest.is_empty()
+        || !rest.starts_with(|c: char| c.is_ascii_digit())
+        || !rest.ends_with(|c: char| c.is_ascii_digit())
+        || rest.contains("--")
+        || rest.contains("  ")
+        || !rest
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '-' || c == ' ')
+    {
+        return None;
+    }
+    digits.extend(rest.chars().filter(char::is_ascii_digit));
+    Some(digits)
+}
+
+/// Reads one schedule string; `offset_min` is the caller's local time minus UTC. Errors are
+/// return codes: `-306` for a string that is not a schedule at all, `-1028` for a date or
+/// time that does not exist or an end not after the start.
+pub fn parse_schedule(text: &str, offset_min: i64) -> Result<Schedule, i32> {
+    let parts: Vec<&str> = text.split(';').map(str::trim).collect();
+    let [phone, d1, t1, d2, t2] = parts.as_slice() else {
+        return Err(codes::BAD_PARAMETER);
+    };
+    let digits = phone_digits(phone).ok_or(codes::BAD_PARAMETER)?;
+    let offset = i32::try_from(offset_min * 60)
+        .ok()
+        .and_then(|s| Offset::from_seconds(s).ok())
+        .ok_or(codes::BAD_PARAMETER)?;
+    let tz = TimeZone::fixed(offset);
+    let at = |d: &str, t: &str| -> Result<Timestamp, i32> {
+        let dt = local(d, t)?;
+        dt.to_zoned(tz.clone())
+            .map(|z| z.timestamp())
+            .map_err(|_| codes::CB_INVALID_TIME)
+    };
+    let start = at(d1, t1)?;
+    let end = at(d2, t2)?;
+    if end <= start {
+        return Err(codes::CB_INVALID_TIME);
+    }
+    Ok(Schedule {
+        phone: (*phone).to_owned(),
+        digits,
+        start,
+        end,
+    })
+}
+
+/// `mm/dd/yyyy` and `hh:mm` (24-hour clock).
+fn local(date: &str, time: &str) -> Result<DateTime, i32> {
+    let num = |s: &str, len: usize| -> Result<i64, i32> {
+        if s.len() != len || !s.chars().all(|c| c.is_ascii_digit()) {
+            return Err(codes::CB_INVALID_TIME);
+        }
+        s.parse().map_err(|_| codes::CB_INVALID_TIME)
+    };
+    let d: Vec<&str> = date.split('/').collect();
+    let t: Vec<&str> = time.split(':').collect();
+    let ([m, dd, y], [h, mi]) = (d.as_slice(), t.as_slice()) else {
+        return Err(codes::CB_INVALID_TIME);
+    };
+    let (m, dd, y, h, mi) = (num(m, 2)?, num(dd, 2)?, num(y, 4)?, num(h, 2)?, num(mi, 2)?);
+    let date = Date::new(y as i16, m as i8, dd as i8).map_err(|_| codes::CB_INVALID_TIME)?;
+    let time = Time::new(h as i8, mi as i8, 0, 0).map_err(|_| codes::CB_INVALID_TIME)?;
+    Ok(date.to_datetime(time))
+}
+
+/// A callback queue's opening hours: weekly intervals in its own time zone, minus closed
+/// dates. No intervals at all means always open.
+#[derive(Debug, Clone)]
+pub struct OpenHours {
+    pub tz: TimeZone,
+    /// Per weekday (Monday first), `[start, end)` as minutes after midnight.
+    pub week: [Vec<(u16, u16)>; 7],
+    pub closed: Vec<Date>,
+    pub always: bool,
+}
+
+impl OpenHours {
+    pub fn always() -> OpenHours {
+        OpenHours {
+            tz: TimeZone::UTC,
+            week: Default::default(),
+            closed: Vec::new(),
+            always: true,
+        }
+    }
+
+    /// From settings: an IANA zone, lines like `"mon-fri 08:00-18:00"`, `"sat 09:00-12:30"`
+    /// or `"daily 00:00-24:00"` (several ranges comma separated), and `yyyy-mm-dd` closed
+    /// dates.
+    pub fn parse(timezone: &str, lines: &[String], closed: &[String]) -> Result<OpenHours, String> {
+        let tz = TimeZone::get(timezone).map_err(|e| format!("timezone {timezone:?}: {e}"))?;
+        let mut week: [Vec<(u16, u16)>; 7] = Default::default();
+        for line in lines {
+            let (days, ranges) = line
+                .trim()
+                .split_once(' ')
+                .ok_or_else(|| format!("open hours {line:?}: expected \"mon-fri 08:00-18:00\""))?;
+            let days = day_set(days).ok_or_else(|| format!("open hours {line:?}: bad days"))?;
+            for range in ranges.split(',') {
+                let (a, b) = range
+                    .trim()
+                    .split_once('-')
+                    .ok_or_else(|| format!("open hours {line:?}: bad range {range:?}"))?;
+                let (a, b) = (minutes(a), minutes(b));
+                let (Some(a), Some(b)) = (a, b) else {
+                    return Err(format!("open hours {line:?}: bad time in {range:?}"));
+                };
+                if a >= b {
+                    return Err(format!(
+                        "open hours {line:?}: {range:?} ends before it starts"
+                    ));
+                }
+                for day in &days {
+                    week[*day].push((a, b));
+                }
+            }
+        }
+        let closed = closed
+            .iter()
+            .map(|d| {
+                d.parse::<Date>()
+                    .map_err(|e| format!("closed date {d:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let always = lines.is_empty();
+        Ok(OpenHours {
+            tz,
+            week,
+            closed,
+            always,
+        })
+    }
+
+    /// Whether `[start, end)` meets an open interval.
+    pub fn overlaps(&self, start: Timestamp, end: Timestamp) -> bool {
+        if self.always {
+            return start < end;
+        }
+        let first = start.to_zoned(self.tz.clone()).date().yesterday().ok();
+        let last = end.to_zoned(self.tz.clone()).date().tomorrow().ok();
+        let (Some(mut day), Some(last)) = (first, last) else {
+            return false;
+        };
+        // Bounded: schedules are at most `max_days_ahead` long (checked before).
+        for _ in 0..800 {
+            if day > last {
+                break;
+            }
+            if !self.closed.contains(&day) {
+                for (a, b) in &self.week[weekday_index(day.weekday())] {
+                    let open = self.at(day, *a);
+                    let close = self.at(day, *b);
+                    if let (Some(open), Some(close)) = (open, close) {
+                        if open < end && start < close {
+                            return true;
+                        }
+                    }
+                }
+            }
+            match day.tomorrow() {
+                Ok(next) => day = next,
+                Err(_) => break,
+            }
+        }
+        false
+    }
+
+    fn at(&self, day: Date, minutes: u16) -> Option<Timestamp> {
+        let base = day.to_datetime(Time::midnight());
+        let dt = base.checked_add(i64::from(minutes).minutes()).ok()?;
+        dt.to_zoned(self.tz.clone()).ok().map(|z| z.timestamp())
+    }
+}
+
+fn weekday_index(day: Weekday) -> usize {
+    usize::try_from(day.to_monday_zero_offset()).unwrap_or(0)
+}
+
+fn day_index(name: &str) -> Option<usize> {
+    ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+        .iter()
+        .position(|d| name.eq_ignore_ascii_case(d))
+}
+
+fn day_set(text: &str) -> Option<Vec<usize>> {
+    if text.eq_ignore_ascii_case("daily") {
+        return Some((0..7).collect());
+    }
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (day_index(a)?, day_index(b)?);
+                let mut d = a;
+                loop {
+                    out.push(d);
+                    if d == b {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+            None => out.push(day_index(part)?),
+        }
+    }
+    Some(out)
+}
+
+fn minutes(text: &str) -> Option<u16> {
+    let (h, m) = text.trim().split_once(':')?;
+    let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+    if m > 59 || h > 24 || (h == 24 && m != 0) {
+        return None;
+    }
+    Some(h * 60 + m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_phone_formats() {
+        assert_eq!(
+            phone_digits("+1 (555) 555-0199").as_deref(),
+            Some("15555550199")
+        );
+        assert_eq!(
+            phone_digits("(555) 555-0199").as_deref(),
+            Some("5555550199")
+        );
+        assert_eq!(phone_digits("+1 555-0199").as_deref(), Some("15550199"));
+        assert_eq!(
+            phone_digits("+1 (555) 555-0199--1212").as_deref(),
+            Some("15555550199")
+        );
+        assert_eq!(phone_digits("5555550199").as_deref(), Some("5555550199"));
+        assert_eq!(phone_digits("+15555550199").as_deref(), Some("15555550199"));
+        for bad in [
+            "",
+            "abc",
+            "+1 (555 555",
+            "555--",
+            "555-",
+            "+ 555",
+            "(555)555",
+            "1".repeat(48).as_str(),
+        ] {
+            assert_eq!(phone_digits(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn seed_schedule_in_caller_local_time() {
+        let s = parse_schedule("5555550199;06/10/2010;11:00;06/11/2010;16:00", 0).expect("ok");
+        assert_eq!(s.start.to_string(), "2010-06-10T11:00:00Z");
+        assert_eq!(s.end.to_string(), "2010-06-11T16:00:00Z");
+        let s = parse_schedule("5555550199;06/10/2010;11:00;06/11/2010;16:00", -300).expect("ok");
+        assert_eq!(s.start.to_string(), "2010-06-10T16:00:00Z");
+    }
+
+    #[test]
+    fn bad_schedules() {
+        assert_eq!(parse_schedule("5555550199;06/10/2010;11:00", 0), Err(-306));
+        assert_eq!(
+            parse_schedule("x;06/10/2010;11:00;06/11/2010;16:00", 0),
+            Err(-306)
+        );
+        assert_eq!(
+            parse_schedule("5;02/30/2010;11:00;06/11/2010;16:00", 0),
+            Err(-1028)
+        );
+        assert_eq!(
+            parse_schedule("5;06/10/2010;25:00;06/11/2010;16:00", 0),
+            Err(-1028)
+        );
+        assert_eq!(
+            parse_schedule("5;06/10/2010;11:00;06/10/2010;10:00", 0),
+            Err(-1028)
+        );
+        assert_eq!(
+            parse_schedule("5;6/10/2010;11:00;06/11/2010;16:00", 0),
+            Err(-1028)
+        );
+    }
+
+    #[test]
+    fn open_hours_in_a_time_zone() {
+        let hours = OpenHours::parse(
+            "America/Toronto",
+            &["mon-fri 09:00-17:00".into()],
+            &["2010-06-11".into()],
+        )
+        .expect("hours");
+        let ts = |s: &str| s.parse::<Timestamp>().expect("ts");
+        // Thursday 2010-06-10 12:00 Toronto = 16:00Z.
+        assert!(hours.overlaps(ts("2010-06-10T15:00:00Z"), ts("2010-06-10T16:30:00Z")));
+        // 08:00 Toronto = 12:00Z: before opening.
+        assert!(!hours.overlaps(ts("2010-06-10T11:00:00Z"), ts("2010-06-10T12:59:00Z")));
+        // Friday is closed, Saturday is weekend.
+        assert!(!hours.overlaps(ts("2010-06-11T13:00:00Z"), ts("2010-06-12T20:00:00Z")));
+        assert!(OpenHours::parse("Nowhere/City", &[], &[]).is_err());
+        assert!(OpenHours::parse("UTC", &["mon 10:00-09:00".into()], &[]).is_err());
+        assert!(
+            OpenHours::always().overlaps(ts("2010-06-10T15:00:00Z"), ts("2010-06-10T16:30:00Z"))
+        );
+    }
+}
