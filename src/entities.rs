@@ -32,6 +32,19 @@ pub const TIMER_KIND: &str = "entity";
 /// transition that leaves them out keeps them.
 const CORE_KEYS: [&str; 3] = ["decisions", "last_decision", "started_at"];
 
+/// Keys of an event's `data` the core sets; an adapter's own fields cannot replace them.
+const RESERVED: [&str; 9] = [
+    "event_id",
+    "tenant",
+    "vendor",
+    "call_id",
+    "seq",
+    "correlation",
+    "attached",
+    "received_at",
+    "vendor_fields",
+];
+
 /// How often a transition is recomputed when its entities keep changing under it.
 const ATTEMPTS: usize = 16;
 
@@ -229,6 +242,10 @@ impl Core {
                         data.insert("correlation".into(), Value::Object(ev.correlation));
                         data.insert("attached".into(), Value::Object(attached.clone()));
                         for (k, v) in ev.data {
+                            if RESERVED.contains(&k.as_str()) {
+                                tracing::debug!(key = %k, event_type = %ev.event_type, "adapter data key reserved by the core: dropped");
+                                continue;
+                            }
                             data.insert(k, v);
                         }
                         data.insert("received_at".into(), json!(rfc3339(now)));

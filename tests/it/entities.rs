@@ -481,3 +481,34 @@ async fn short_command_tokens_are_a_configuration_error() {
         .expect_err("too short");
     assert!(err.to_string().contains("command_token"), "{err}");
 }
+
+#[tokio::test]
+async fn adapter_event_data_cannot_replace_the_cores_fields() {
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&receiver.url("/hook"), "").await;
+    let core = gw.handle.core.clone();
+    let mut event = EntityEvent::new("test.shadowed");
+    for (k, v) in [
+        ("call_id", json!("not-the-entity")),
+        ("seq", json!(99)),
+        ("tenant", json!("other")),
+        ("mine", json!(1)),
+    ] {
+        event.data.insert(k.to_owned(), v);
+    }
+    let done = transition_one(core.as_ref(), key("voicenter.test", "S"), |_| {
+        Change::Write(Write::state(json!({})).event(event.clone()))
+    })
+    .await
+    .expect("committed");
+    let Transitioned::Done(after) = done else {
+        panic!("{done:?}")
+    };
+    let entity_id = after[0].as_ref().map(|e| e.entity_id.clone());
+    let hook = receiver.next_of("test.shadowed").await;
+    assert_eq!(hook.json["data"]["call_id"], json!(entity_id));
+    assert_eq!(hook.json["data"]["seq"], json!(1));
+    assert_eq!(hook.json["data"]["tenant"], json!("acme"));
+    assert_eq!(hook.json["data"]["mine"], json!(1));
+    gw.stop().await;
+}
