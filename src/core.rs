@@ -206,7 +206,8 @@ impl Core {
         let settings = tenant.decisions.get(point.kind);
         let deadline_ms = settings
             .map(|s| s.deadline_ms)
-            .unwrap_or(tenant_default_deadline(tenant));
+            .unwrap_or(tenant_default_deadline(tenant))
+            .min(req.deadline_ms.unwrap_or(u64::MAX));
         let fallback = settings
             .map(|s| s.fallback.clone())
             .unwrap_or_else(point.default_fallback);

@@ -322,6 +322,7 @@ async fn decisions_on_a_call_like_entity_keep_its_state_and_its_lack_of_expiry()
             },
             data: Map::new(),
             vendor_fields: Map::new(),
+            deadline_ms: None,
         })
         .await;
     let entity_id = core

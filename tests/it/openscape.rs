@@ -1563,3 +1563,45 @@ async fn openscape_event_payloads_are_pinned() {
     verify_with_python(&assigned);
     gw.stop().await;
 }
+
+/// A channel whose RpcTimeout is shorter than the tenant's routing deadline: the decision's
+/// deadline shrinks to what the IVR waits, so the fallback (-915) arrives before the IVR
+/// gives up, even though the webhook would answer within the configured deadline.
+#[tokio::test]
+async fn openscape_routing_deadline_follows_the_channels_rpc_timeout() {
+    let receiver = Receiver::start().await;
+    receiver.answer(|hook| {
+        if hook.json["type"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("decision.")
+        {
+            Reply::ok(r#"{"action":"enqueue","queue":"Sales"}"#).after(Duration::from_secs(4))
+        } else {
+            Reply::ok("")
+        }
+    });
+    let extra = format!(
+        "{}\n[tenants.decisions.routing_info]\ndeadline_ms = 9000\n",
+        settings("")
+    );
+    let gw = Gateway::start(&receiver.url("/hooks"), &extra).await;
+    let id = unmonitored_call_with(&gw, "7001", 2_000).await;
+    let started = std::time::Instant::now();
+    let a = rpc(
+        &gw,
+        "7001",
+        "QueryRoutingInfo",
+        json!([id, ">D", ">A", ">W", ">De", ">P", ">E", ">C", ""]),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(code(&a), -915, "{a}");
+    assert!(
+        took < Duration::from_millis(1_900),
+        "answered after {took:?}, beyond the IVR's 2000 ms RpcTimeout"
+    );
+    let decision = receiver.next_of("decision.routing_info").await;
+    assert_eq!(decision.json["data"]["deadline_ms"], json!(1000));
+    gw.stop().await;
+}

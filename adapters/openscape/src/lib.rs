@@ -1037,6 +1037,7 @@ async fn query_routing_info(req: &Req<'_>) -> (Effect, &'static str) {
             },
             data,
             vendor_fields,
+            deadline_ms: channel_wait_ms(req).await,
         })
         .await;
     let queue = match &decision.answer {
@@ -1078,12 +1079,20 @@ async fn figures_decision(
             call: CallRef::default(),
             data,
             vendor_fields: req.args.to_json(),
+            deadline_ms: channel_wait_ms(req).await,
         })
         .await;
     match decision.answer {
         Answer::Native(Value::Object(o)) => Some((o, decision_outcome(&decision.source))),
         _ => None,
     }
+}
+
+/// How long the IVR waits for this answer: its RpcTimeout less the margin, so a slow
+/// webhook's fallback still reaches the IVR in time.
+async fn channel_wait_ms(req: &Req<'_>) -> Option<u64> {
+    let channel = load_channel(req).await.ok().flatten()?;
+    Some(wait_cap(channel.rpc_timeout_ms).as_millis() as u64)
 }
 
 async fn require_initialized(req: &Req<'_>) -> Result<Channel, i32> {

@@ -218,6 +218,7 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
             call: CallRef::default(),
             data,
             vendor_fields: cx.vendor_fields.clone(),
+            deadline_ms: None,
         })
         .await;
     let Answer::Native(Value::Object(answer)) = decision.answer else {

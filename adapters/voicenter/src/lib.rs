@@ -219,6 +219,7 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
                     call,
                     data,
                     vendor_fields,
+                    deadline_ms: None,
                 })
                 .await;
             answer_decision(&request, &parsed, &decision)

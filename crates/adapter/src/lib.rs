@@ -241,6 +241,10 @@ pub struct DecisionRequest {
     pub data: Map<String, Value>,
     /// The vendor's fields, untouched.
     pub vendor_fields: Map<String, Value>,
+    /// This request's own limit, when the platform said how long it waits this time (an
+    /// OpenScape channel's RpcTimeout); the tenant's configured deadline still applies when it
+    /// is shorter.
+    pub deadline_ms: Option<u64>,
 }
 
 /// Why the customer's answer was replaced by a fallback.
