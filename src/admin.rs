@@ -28,20 +28,12 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let runtime = app.core.runtime.load_full();
     let token = runtime.config.admin_token.clone();
-    // Without a token only a loopback listener answers, and only requests that did not come
-    // through a proxy: behind a local reverse proxy every peer is loopback.
-    let proxied =
-        req.headers().contains_key("x-forwarded-for") || req.headers().contains_key("forwarded");
-    let local = runtime.config.raw.listen.ip().is_loopback() && peer.ip().is_loopback() && !proxied;
-    let allowed = match &token {
-        Some(token) => req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| crate::auth::same(given.trim().as_bytes(), token.as_bytes())),
-        None => local,
-    };
+    let allowed = crate::auth::bearer_or_local(
+        req.headers(),
+        token.as_deref(),
+        runtime.config.raw.listen,
+        peer,
+    );
     if !allowed {
         tracing::warn!(%peer, "admin request refused");
         return json(

@@ -54,18 +54,12 @@ pub async fn handle(
         tracing::warn!(%peer, tenant = tenant_id, "command for an unknown tenant");
         return error(StatusCode::NOT_FOUND, "not_found", "no such tenant");
     };
-    let proxied =
-        req.headers().contains_key("x-forwarded-for") || req.headers().contains_key("forwarded");
-    let local = config.raw.listen.ip().is_loopback() && peer.ip().is_loopback() && !proxied;
-    let allowed = match &tenant.command_token {
-        Some(token) => req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| crate::auth::same(given.trim().as_bytes(), token.as_bytes())),
-        None => local,
-    };
+    let allowed = crate::auth::bearer_or_local(
+        req.headers(),
+        tenant.command_token.as_deref(),
+        config.raw.listen,
+        peer,
+    );
     if !allowed {
         count("denied");
         tracing::warn!(%peer, tenant = tenant_id, "command refused: bad or missing token");

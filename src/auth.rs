@@ -26,6 +26,30 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The bearer-token rule of the admin and command APIs: with a token, the request must carry
+/// `Authorization: Bearer <token>`; without one, only a loopback listener answers, and only
+/// requests that did not come through a proxy (behind a local reverse proxy every peer is
+/// loopback).
+pub fn bearer_or_local(
+    headers: &http::HeaderMap,
+    token: Option<&str>,
+    listen: SocketAddr,
+    peer: SocketAddr,
+) -> bool {
+    match token {
+        Some(token) => headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes())),
+        None => {
+            let proxied =
+                headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
+            listen.ip().is_loopback() && peer.ip().is_loopback() && !proxied
+        }
+    }
+}
+
 /// The client's address: the peer, or the right-most untrusted `X-Forwarded-For` hop when the
 /// peer is a trusted proxy.
 pub fn client_ip(peer: SocketAddr, forwarded_for: Option<&str>, trusted: &[IpNet]) -> IpAddr {
