@@ -76,6 +76,32 @@ fn id_of(body: &str) -> String {
         .unwrap_or_else(|| panic!("no interaction id in {body}"))
 }
 
+/// Sends `copies` of one request at once; every answer has one of `codes` and all name the
+/// same interaction.
+async fn assert_one_interaction(
+    gw: &Arc<Gateway>,
+    method: &'static str,
+    inner: &str,
+    copies: usize,
+    codes: &[u32],
+) {
+    let tasks: Vec<_> = (0..copies)
+        .map(|_| {
+            let (gw, inner) = (gw.clone(), inner.to_owned());
+            tokio::spawn(async move { call(&gw, method, &inner).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for task in tasks {
+        let body = task.await.expect("join");
+        assert!(codes.contains(&code(&body)), "{method}: {body}");
+        ids.push(id_of(&body));
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "{method}: {ids:?}");
+}
+
 async fn expect(gw: &Gateway, method: &str, inner: &str, expected: u32) -> String {
     let body = call(gw, method, inner).await;
     assert_eq!(code(&body), expected, "{method} {inner}\n{body}");
@@ -1709,57 +1735,15 @@ ewt_s = 0
     let t = "<Tenant>Portree</Tenant>";
     // Eight copies of the same AddInteraction (same ClientId) at once: one interaction.
     let add = format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5558000</Contact><Options><ClientId>burst</ClientId></Options></data>");
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (gw, add) = (gw.clone(), add.clone());
-        tasks.push(tokio::spawn(async move {
-            call(&gw, "AddInteraction", &add).await
-        }));
-    }
-    let mut ids = Vec::new();
-    for task in tasks {
-        let body = task.await.expect("join");
-        assert_eq!(code(&body), 107000, "{body}");
-        ids.push(id_of(&body));
-    }
-    ids.dedup();
-    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_one_interaction(&gw, "AddInteraction", &add, 8, &[107000]).await;
     // The same for CreateInteraction with one ExternalTrackingId.
     let create_xml =
         format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>BURST-1</ExternalTrackingId>");
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (gw, create_xml) = (gw.clone(), create_xml.clone());
-        tasks.push(tokio::spawn(async move {
-            call(&gw, "CreateInteraction", &create_xml).await
-        }));
-    }
-    let mut ids = Vec::new();
-    for task in tasks {
-        let body = task.await.expect("join");
-        assert_eq!(code(&body), 107000, "{body}");
-        ids.push(id_of(&body));
-    }
-    ids.dedup();
-    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_one_interaction(&gw, "CreateInteraction", &create_xml, 8, &[107000]).await;
     // A state report sent twice at once for an unknown external id: one interaction.
     let queued =
         format!("{t}<ExternalTrackingId>BURST-Q</ExternalTrackingId><SkillId>100</SkillId>");
-    let mut tasks = Vec::new();
-    for _ in 0..6 {
-        let (gw, queued) = (gw.clone(), queued.clone());
-        tasks.push(tokio::spawn(async move {
-            call(&gw, "InteractionQueued", &queued).await
-        }));
-    }
-    let mut ids = Vec::new();
-    for task in tasks {
-        let body = task.await.expect("join");
-        assert!(matches!(code(&body), 107100 | 107000), "{body}");
-        ids.push(id_of(&body));
-    }
-    ids.dedup();
-    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_one_interaction(&gw, "InteractionQueued", &queued, 6, &[107100, 107000]).await;
     // Six callers booking the one free place of a slot at once: one gets it.
     let at = ivrgate_ptk::settings::format_time(now(&gw) + Duration::from_secs(7200));
     let mut tasks = Vec::new();
