@@ -1,7 +1,8 @@
 //! The JSON Schemas of docs/schemas/ against what ivrgate really sends and accepts: every
-//! kind of Voicenter request of the seed fixtures goes through an in-process gateway, every
-//! webhook body the receiver gets (decisions, events, a `call.expired`) is validated with the
-//! Python `jsonschema` package (tests/py/validate_schemas.py), and a set of decision answers is
+//! kind of Voicenter request of the seed fixtures, and PTK and OpenScape flows reaching every
+//! event and decision type of those adapters, go through an in-process gateway; every webhook
+//! body the receiver gets (decisions, events, `call.expired`) is validated with the Python
+//! `jsonschema` package (tests/py/validate_schemas.py), and a set of decision answers is
 //! checked against answer.json and against ivrgate's own reading of answers, so the schema and
 //! the code cannot drift apart unnoticed.
 
@@ -69,13 +70,57 @@ fn assert_valid(schema: &str, files: &[PathBuf]) {
     );
 }
 
-/// The schema file for a payload `type`.
+/// The schema file for a payload `type`: one file per decision kind, one per event family
+/// for the adapters' entity events, one per type for the core's events.
 fn schema_for(payload_type: &str) -> String {
+    const FAMILIES: [(&str, &str); 4] = [
+        ("ptk.interaction.", "event.ptk.interaction.json"),
+        ("openscape.call.", "event.openscape.call.json"),
+        ("openscape.transit.", "event.openscape.transit.json"),
+        ("openscape.callback.", "event.openscape.callback.json"),
+    ];
     if payload_type.starts_with("decision.") {
-        format!("{payload_type}.json")
-    } else {
-        format!("event.{payload_type}.json")
+        return format!("{payload_type}.json");
     }
+    FAMILIES
+        .iter()
+        .find(|(prefix, _)| payload_type.starts_with(prefix))
+        .map(|(_, file)| (*file).to_owned())
+        .unwrap_or_else(|| format!("event.{payload_type}.json"))
+}
+
+/// Checks every webhook's signature and validates its exact bytes against its schema (one
+/// validator run per schema file); returns how many webhooks each schema file got.
+fn assert_hooks_match_schemas(hooks: &[Hook]) -> BTreeMap<String, usize> {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut by_schema: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (i, hook) in hooks.iter().enumerate() {
+        assert!(hook.verifies(), "signature of webhook {i}");
+        let payload_type = hook.json["type"].as_str().expect("payload type");
+        let file = dir.path().join(format!("{i:03}-{payload_type}.json"));
+        // The exact bytes received.
+        std::fs::write(&file, &hook.body).expect("write webhook");
+        by_schema
+            .entry(schema_for(payload_type))
+            .or_default()
+            .push(file);
+    }
+    // IVRGATE_DUMP_WEBHOOKS=<dir> keeps a copy of every payload (to write examples from).
+    if let Some(keep) = std::env::var_os("IVRGATE_DUMP_WEBHOOKS") {
+        let keep = PathBuf::from(keep);
+        std::fs::create_dir_all(&keep).expect("dump dir");
+        for file in by_schema.values().flatten() {
+            let name = file.file_name().expect("file name");
+            std::fs::copy(file, keep.join(name)).expect("dump webhook");
+        }
+    }
+    for (schema, files) in &by_schema {
+        assert_valid(schema, files);
+    }
+    by_schema
+        .iter()
+        .map(|(k, v)| (k.clone(), v.len()))
+        .collect()
 }
 
 #[test]
@@ -249,23 +294,8 @@ async fn every_webhook_ivrgate_sends_matches_its_schema() {
         .iter()
         .any(|h| h.json["type"] == "call.hangup" && h.json["data"]["time"]["utc"].is_null()));
 
-    let dir = tempfile::tempdir().expect("tmp");
-    let mut by_schema: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
-    for (i, hook) in hooks.iter().enumerate() {
-        assert!(hook.verifies(), "signature of webhook {i}");
-        let payload_type = hook.json["type"].as_str().expect("payload type");
-        let file = dir.path().join(format!("{i:02}-{payload_type}.json"));
-        // The exact bytes received.
-        std::fs::write(&file, &hook.body).expect("write webhook");
-        by_schema
-            .entry(schema_for(payload_type))
-            .or_default()
-            .push(file);
-    }
+    let by_schema = assert_hooks_match_schemas(&hooks);
     assert_eq!(by_schema.len(), wanted.len(), "{:?}", by_schema.keys());
-    for (schema, files) in &by_schema {
-        assert_valid(schema, files);
-    }
 }
 
 /// The fallback of `[tenants.decisions.ivr_action]` in config/example.toml, as JSON.
@@ -447,4 +477,658 @@ fn answers_match_answer_schema_and_what_ivrgate_accepts() {
         );
         assert!(output.contains("INVALID"), "{output}");
     }
+}
+
+/// Every webhook a flow produced, kept in arrival order, and bounded waits for the next ones.
+struct Captured<'a> {
+    rx: &'a Receiver,
+    hooks: Vec<Hook>,
+}
+
+impl<'a> Captured<'a> {
+    fn new(rx: &'a Receiver) -> Self {
+        Captured {
+            rx,
+            hooks: Vec::new(),
+        }
+    }
+
+    fn count(&self, payload_type: &str) -> usize {
+        self.hooks
+            .iter()
+            .filter(|h| h.json["type"] == payload_type)
+            .count()
+    }
+
+    /// Waits (at most `WAIT`) until `n` webhooks of `payload_type` were received in all.
+    async fn wait_for_n(&mut self, payload_type: &str, n: usize) -> &Hook {
+        let deadline = Instant::now() + WAIT;
+        while self.count(payload_type) < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.next_within(left).await {
+                Some(hook) => self.hooks.push(hook),
+                None => panic!(
+                    "no {payload_type} webhook #{n} in time; got {:?}",
+                    self.types()
+                ),
+            }
+        }
+        self.hooks
+            .iter()
+            .rev()
+            .find(|h| h.json["type"] == payload_type)
+            .expect("counted")
+    }
+
+    /// Waits for one more webhook of `payload_type` than was received so far.
+    async fn wait_for_next(&mut self, payload_type: &str) -> &Hook {
+        let n = self.count(payload_type) + 1;
+        self.wait_for_n(payload_type, n).await
+    }
+
+    /// Takes whatever still arrives until the receiver is quiet for `quiet` (at most `WAIT`).
+    async fn drain(&mut self, quiet: Duration) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            match self.rx.next_within(quiet).await {
+                Some(hook) => self.hooks.push(hook),
+                None => return,
+            }
+        }
+    }
+
+    fn types(&self) -> std::collections::BTreeSet<String> {
+        self.hooks
+            .iter()
+            .map(|h| h.json["type"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// Asserts every type of `wanted` was received, then validates every webhook.
+    fn assert_all_seen_and_valid(&self, wanted: &[&str]) {
+        let seen = self.types();
+        let missing: Vec<&&str> = wanted.iter().filter(|t| !seen.contains(**t)).collect();
+        assert!(
+            missing.is_empty(),
+            "never received {missing:?}; got {seen:?}"
+        );
+        assert_hooks_match_schemas(&self.hooks);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PTK
+// ---------------------------------------------------------------------------------------------
+
+const PTK_TOML: &str = r#"
+[tenants.ptk]
+tenants = ["Portree"]
+target_namespace = "urn:ivrgate:test:ptk"
+idle_expiry_s = 7200
+
+[[tenants.ptk.segments]]
+tenant = "Portree"
+name = "VHT_Test"
+skills = ["100", "200"]
+
+[[tenants.ptk.segments]]
+tenant = "Portree"
+name = "Retry"
+max_attempts = 3
+retry_interval_s = 600
+
+[[tenants.ptk.segments]]
+tenant = "Portree"
+name = "Hooked"
+decision = true
+"#;
+
+/// Calls a PTK `method` (SOAP 1.1) and asserts its status code; returns the answer.
+async fn ptk(gw: &Gateway, method: &str, inner: &str, expected: u32) -> String {
+    let body = format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><{method} xmlns="urn:ivrgate:test:ptk">{inner}</{method}></s:Body></s:Envelope>"#
+    );
+    let (status, _, text) = gw.post("/ptk/acme", "text/xml; charset=utf-8", body).await;
+    assert_eq!(status, 200, "{method}: {text}");
+    let code = ivrgate_ptk::testing::text_of(&text, "ResultCode")
+        .or_else(|| ivrgate_ptk::testing::text_of(&text, "Code"))
+        .and_then(|c| c.parse::<u32>().ok());
+    assert_eq!(code, Some(expected), "{method} {inner}\n{text}");
+    text
+}
+
+fn ptk_id(body: &str) -> String {
+    ivrgate_ptk::testing::text_of(body, "InteractionId")
+        .or_else(|| {
+            ivrgate_ptk::testing::attrs_of(body, "Interaction", "Id")
+                .into_iter()
+                .next()
+        })
+        .unwrap_or_else(|| panic!("no interaction id in {body}"))
+}
+
+fn ptk_time(gw: &Gateway, ahead: Duration) -> String {
+    use ivrgate::clock::Clock as _;
+    ivrgate_ptk::settings::format_time(gw.clock.now() + ahead)
+}
+
+#[tokio::test]
+async fn ptk_webhooks_match_their_schemas() {
+    let rx = Receiver::start().await;
+    rx.answer(|hook| {
+        if hook.json["type"] == "decision.segment_state" {
+            Reply::ok(r#"{"native":{"OperationMode":"Normal","EWT":"30"}}"#)
+        } else {
+            Reply::ok("{}")
+        }
+    });
+    let gw = Gateway::start(&rx.url("/hook"), PTK_TOML).await;
+    let mut got = Captured::new(&rx);
+    let t = "<Tenant>Portree</Tenant>";
+    let hour = Duration::from_secs(3600);
+
+    // The segment state, answered by the decision webhook.
+    ptk(
+        &gw,
+        "GetSegmentState",
+        &format!("<data>{t}<Segment>Hooked</Segment></data>"),
+        107000,
+    )
+    .await;
+    got.wait_for_next("decision.segment_state").await;
+
+    // An inbound call: holding queue, user data, external id, a callback at an appointment,
+    // a client id; due an hour later, connected, queued for an agent and answered.
+    let create = format!("{t}<Segment>VHT_Test</Segment>");
+    let a = ptk_id(&ptk(&gw, "CreateInteraction", &create, 107000).await);
+    let with_a = format!("{t}<InteractionId>{a}</InteractionId>");
+    ptk(
+        &gw,
+        "InteractionQueued",
+        &format!("{with_a}<SkillId>100</SkillId>"),
+        107000,
+    )
+    .await;
+    ptk(
+        &gw,
+        "UpdateUserData",
+        &format!("<data>{with_a}<UserData><UserDataAssignment><Key>crm</Key><Value>42</Value></UserDataAssignment></UserData></data>"),
+        107000,
+    )
+    .await;
+    ptk(
+        &gw,
+        "AssociateInteractionWithExternalTrackingID",
+        &format!("{with_a}<ExternalTrackingId>EXT-1</ExternalTrackingId>"),
+        107000,
+    )
+    .await;
+    let at = ptk_time(&gw, hour);
+    ptk(
+        &gw,
+        "InteractionRequestContact",
+        &format!("{with_a}<ContactURI>voice://5551234/{at}</ContactURI>"),
+        107000,
+    )
+    .await;
+    ptk(
+        &gw,
+        "ModifyInteraction",
+        &format!("<data>{with_a}<Action>ClientId</Action><Options><ClientId>c-9</ClientId></Options></data>"),
+        107000,
+    )
+    .await;
+    got.wait_for_next("ptk.interaction.modified").await;
+    gw.clock.advance(hour + Duration::from_secs(1));
+    got.wait_for_next("callback.due").await;
+    ptk(&gw, "InteractionOutboundConnected", &with_a, 107000).await;
+    ptk(
+        &gw,
+        "InteractionQueued",
+        &format!("{with_a}<SkillId>200</SkillId>"),
+        107000,
+    )
+    .await;
+    ptk(
+        &gw,
+        "InteractionDequeued",
+        &format!("{with_a}<Reason>AgentAnswered</Reason>"),
+        107000,
+    )
+    .await;
+
+    // Sent to the holding queue, then the caller hangs up.
+    let b = ptk_id(&ptk(&gw, "CreateInteraction", &create, 107000).await);
+    let with_b = format!("{t}<InteractionId>{b}</InteractionId>");
+    ptk(
+        &gw,
+        "InteractionSendToQueue",
+        &format!(
+            "{with_b}<Reason>ChoseHold</Reason><DataName>lang</DataName><DataValue>en</DataValue>"
+        ),
+        107000,
+    )
+    .await;
+    ptk(
+        &gw,
+        "InteractionDisconnectedByCaller",
+        &format!("{with_b}<Reason>Abandon</Reason>"),
+        107000,
+    )
+    .await;
+
+    // The application disconnects one.
+    let c = ptk_id(&ptk(&gw, "CreateInteraction", &create, 107000).await);
+    ptk(
+        &gw,
+        "InteractionDisconnectedByApplication",
+        &format!("{t}<InteractionId>{c}</InteractionId><Reason>Other</Reason>"),
+        107000,
+    )
+    .await;
+
+    // Scheduled callbacks: cancelled by the caller, removed, completed with a result.
+    let add = |segment: &str, contact: &str, at: &str| {
+        format!("<data>{t}<Segment>{segment}</Segment><Contact>{contact}</Contact><Options><AppointmentTime>{at}</AppointmentTime></Options></data>")
+    };
+    let at = ptk_time(&gw, 2 * hour);
+    let d = ptk_id(&ptk(&gw, "AddInteraction", &add("Retry", "5550100", &at), 107000).await);
+    ptk(
+        &gw,
+        "InteractionCancelled",
+        &format!("{t}<InteractionId>{d}</InteractionId><CancelledBy>Caller</CancelledBy>"),
+        107000,
+    )
+    .await;
+    let f = ptk_id(
+        &ptk(
+            &gw,
+            "AddInteraction",
+            &add("VHT_Test", "5550102", &at),
+            107000,
+        )
+        .await,
+    );
+    ptk(
+        &gw,
+        "RemoveInteraction",
+        &format!("<data>{t}<InteractionId>{f}</InteractionId><Reason>Web Canceled</Reason></data>"),
+        107000,
+    )
+    .await;
+    let at = ptk_time(&gw, 3 * hour);
+    let g = ptk_id(
+        &ptk(
+            &gw,
+            "AddInteraction",
+            &add("VHT_Test", "5550103", &at),
+            107000,
+        )
+        .await,
+    );
+    ptk(
+        &gw,
+        "ModifyInteraction",
+        &format!("<data>{t}<InteractionId>{g}</InteractionId><Action>Result</Action><Options><Result>Successful</Result></Options></data>"),
+        107000,
+    )
+    .await;
+
+    // An ASAP callback, due at once; the attempt fails (Busy) and is rescheduled.
+    let before = got.count("callback.due");
+    let e = ptk_id(
+        &ptk(
+            &gw,
+            "AddInteraction",
+            &format!("<data>{t}<Segment>Retry</Segment><Contact>5550101</Contact></data>"),
+            107000,
+        )
+        .await,
+    );
+    got.wait_for_n("callback.due", before + 1).await;
+    ptk(
+        &gw,
+        "InteractionOutboundAttemptFailed",
+        &format!("{t}<InteractionId>{e}</InteractionId><Reason>Busy</Reason>"),
+        107000,
+    )
+    .await;
+    got.wait_for_next("ptk.interaction.outbound_attempt_failed")
+        .await;
+
+    // An inbound interaction nobody reports on expires after idle_expiry_s.
+    let h = ptk_id(&ptk(&gw, "CreateInteraction", &create, 107000).await);
+    // (eight interactions were created: A, B, C, D, F, G, E and H)
+    got.wait_for_n("ptk.interaction.created", 8).await;
+    gw.clock.advance(2 * hour + Duration::from_secs(1));
+    got.wait_for_next("ptk.interaction.expired").await;
+    got.drain(Duration::from_millis(700)).await;
+    assert!(
+        got.hooks
+            .iter()
+            .any(|x| x.json["type"] == "ptk.interaction.expired"
+                && x.json["data"]["interaction_id"] == json!(h)),
+        "the idle interaction {h} did not expire"
+    );
+    gw.stop().await;
+
+    got.assert_all_seen_and_valid(&[
+        "decision.segment_state",
+        "ptk.interaction.created",
+        "ptk.interaction.queued",
+        "ptk.interaction.dequeued",
+        "ptk.interaction.callback_requested",
+        "ptk.interaction.cancelled",
+        "ptk.interaction.completed",
+        "ptk.interaction.disconnected",
+        "ptk.interaction.expired",
+        "ptk.interaction.external_id_associated",
+        "ptk.interaction.modified",
+        "ptk.interaction.outbound_attempt_failed",
+        "ptk.interaction.outbound_connected",
+        "ptk.interaction.removed",
+        "ptk.interaction.sent_to_queue",
+        "ptk.interaction.user_data_updated",
+        "callback.due",
+    ]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// OpenScape
+// ---------------------------------------------------------------------------------------------
+
+const OPENSCAPE_TOML: &str = r#"
+[tenants.openscape]
+transit_numbers = ["8800", "8801"]
+transit_quarantine_ms = 2000
+queues = ["Sales", "Support"]
+call_max_s = 60
+figures_from_webhook = ["queue_statistics", "agent_status", "system_status"]
+
+[tenants.openscape.callback_queues.CBQueue]
+timezone = "America/Toronto"
+open_hours = ["mon-fri 08:00-18:00"]
+max_days_ahead = 30
+"#;
+
+/// Calls one OpenScape function over XML-RPC on `channel`; returns the answer as JSON.
+async fn openscape(gw: &Gateway, channel: &str, method: &str, params: Value) -> Value {
+    use ivrgate_wire::{xmlrpc, Limits};
+    let call = xmlrpc::MethodCall {
+        method: method.to_owned(),
+        params: params
+            .as_array()
+            .map(|a| a.iter().map(xmlrpc::Value::from_json).collect())
+            .unwrap_or_default(),
+    };
+    let (status, _, body) = gw
+        .post(
+            &format!("/openscape/acme/{channel}"),
+            "text/xml",
+            xmlrpc::write_call(&call),
+        )
+        .await;
+    assert_eq!(status, 200, "{method}: {body}");
+    match xmlrpc::parse_response(&body, &Limits::default()).expect("XML-RPC answer") {
+        Ok(params) => params
+            .first()
+            .map(xmlrpc::Value::to_json)
+            .unwrap_or(Value::Null),
+        Err(fault) => panic!("{method}: fault {} {}", fault.code, fault.message),
+    }
+}
+
+/// Calls `method` and asserts its ReturnCode is `expected`.
+async fn openscape_ok(
+    gw: &Gateway,
+    channel: &str,
+    method: &str,
+    params: Value,
+    expected: i64,
+) -> Value {
+    let a = openscape(gw, channel, method, params.clone()).await;
+    assert_eq!(a["ReturnCode"], json!(expected), "{method} {params}: {a}");
+    a
+}
+
+/// A command API request; asserts a 2xx status.
+async fn openscape_command(gw: &Gateway, path: &str, body: Value) -> Value {
+    let response = client()
+        .post(gw.url(&format!("/api/acme/openscape/{path}")))
+        .json(&body)
+        .send()
+        .await
+        .expect("command");
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap_or(Value::Null);
+    assert!((200..300).contains(&status), "{path}: {status} {answer}");
+    answer
+}
+
+/// Initialize, SetCallInfo and QueryCallInfo on `channel`: an unmonitored call's CallID.
+async fn openscape_call(gw: &Gateway, channel: &str) -> String {
+    openscape_ok(
+        gw,
+        channel,
+        "Initialize",
+        json!(["6060", "6000@deerhurst", 10_000]),
+        0,
+    )
+    .await;
+    openscape_ok(
+        gw,
+        channel,
+        "SetCallInfo",
+        json!(["9055551234", "12345"]),
+        0,
+    )
+    .await;
+    let a = openscape_ok(
+        gw,
+        channel,
+        "QueryCallInfo",
+        json!([channel, null, null, null, null, null, null, null, null, "1;"]),
+        0,
+    )
+    .await;
+    a["CallID"].as_str().expect("CallID").to_owned()
+}
+
+#[tokio::test]
+async fn openscape_webhooks_match_their_schemas() {
+    let rx = Receiver::start().await;
+    rx.answer(|hook| {
+        let reply = match hook.json["type"].as_str().unwrap_or("") {
+            "decision.routing_info" => {
+                r#"{"native":{"ReturnCode":0,"Destination":"Support","InitialPriority":7}}"#
+            }
+            "decision.queue_statistics" => {
+                r#"{"native":{"CallsInQueue":7,"EstimatedWait":90,"AverageWait":60,"OldestCallInQueue":300,"ServiceLevel":75}}"#
+            }
+            "decision.agent_status" => {
+                r#"{"native":{"AgentID":"188001","Device":"4711","AgentStatus":1}}"#
+            }
+            "decision.system_status" => {
+                r#"{"native":{"OverallStatus":1,"IndividualServerStates":"RoutingServer=1; TServer=8; CallbackServer=1"}}"#
+            }
+            _ => "{}",
+        };
+        Reply::ok(reply)
+    });
+    // Monday 2026-01-05 12:00 UTC, inside the callback queue's open hours.
+    let at = time::OffsetDateTime::parse(
+        "2026-01-05T12:00:00Z",
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("time");
+    let real_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64;
+    let offset = (at.unix_timestamp_nanos() / 1_000_000) as i64 - real_ms;
+    let clock = std::sync::Arc::new(ivrgate::clock::ManualClock::with_offset_ms(offset));
+    let tmp = tempfile::tempdir().expect("tmp");
+    let toml = config_toml(tmp.path(), &rx.url("/hooks"), OPENSCAPE_TOML);
+    let gw = Gateway::start_in(tmp.path(), &toml, clock).await;
+    let mut got = Captured::new(&rx);
+
+    // An unmonitored call: routing decision, queued, every order of the command API,
+    // dequeued, queued and assigned, a transit number, a callback, then the caller leaves.
+    let a = openscape_call(&gw, "6060").await;
+    openscape_ok(
+        &gw,
+        "6060",
+        "SetContactData",
+        json!([a, "Name", "John Doe"]),
+        0,
+    )
+    .await;
+    openscape_ok(
+        &gw,
+        "6060",
+        "QueryRoutingInfo",
+        json!([
+            a,
+            ">D",
+            ">A",
+            ">W",
+            ">De",
+            ">P",
+            ">E",
+            ">C",
+            "9055557900;69030"
+        ]),
+        0,
+    )
+    .await;
+    openscape_ok(&gw, "6060", "Enqueue", json!([a, 1, "Sales", 10]), 0).await;
+    for order in ["timeout", "error", "disconnect", "transfer"] {
+        openscape_command(
+            &gw,
+            &format!("calls/{a}/{order}"),
+            json!({"extension": "7777"}),
+        )
+        .await;
+    }
+    openscape_ok(&gw, "6060", "Dequeue", json!([a]), 0).await;
+    openscape_ok(&gw, "6060", "Enqueue", json!([a, 1, "Sales", 10]), 0).await;
+    openscape_command(
+        &gw,
+        &format!("calls/{a}/assign"),
+        json!({"extension": "4711"}),
+    )
+    .await;
+    openscape_ok(&gw, "6060", "GetTransitNumber", json!([a, ">T"]), 0).await;
+    openscape_ok(&gw, "6060", "ReleaseTransitNumber", json!([a]), 0).await;
+    let cb = openscape_ok(
+        &gw,
+        "6060",
+        "CreateCallback",
+        json!([
+            a,
+            "CBQueue",
+            "Callback",
+            0,
+            "Alan Smith",
+            ">CB",
+            "5555550199;01/05/2026;09:00;01/05/2026;16:00"
+        ]),
+        0,
+    )
+    .await;
+    let cb = cb["CallbackID"].as_str().expect("CallbackID").to_owned();
+    openscape_ok(&gw, "6060", "DeleteCallback", json!([cb]), 0).await;
+    openscape_ok(&gw, "6060", "CallerDisconnected", json!([a, 2]), 0).await;
+
+    // Another caller hangs up in the IVR.
+    let b = openscape_call(&gw, "6061").await;
+    openscape_ok(&gw, "6061", "CallerDisconnected", json!([b, 0]), 0).await;
+
+    // A monitored call, transferred by the IVR.
+    let monitored = "1341023126268002";
+    openscape_command(
+        &gw,
+        "devices/36200/calls",
+        json!({"call_id": monitored, "ani": "9055557900", "dnis": "69030", "fmnq": false}),
+    )
+    .await;
+    openscape_ok(
+        &gw,
+        "36200",
+        "Initialize",
+        json!(["6060", "6000@deerhurst", 10_000]),
+        0,
+    )
+    .await;
+    openscape_ok(
+        &gw,
+        "36200",
+        "QueryCallInfo",
+        json!(["36200", ">CallID", ">ANI", ">DNIS"]),
+        0,
+    )
+    .await;
+    openscape_ok(&gw, "36200", "Transfer", json!([monitored, "4711"]), 0).await;
+
+    // The figures, answered by the decision webhook.
+    openscape_ok(
+        &gw,
+        "6060",
+        "QueryQueueStatistics",
+        json!(["Sales", ">C", ">E", ">A", ">O", ">S"]),
+        0,
+    )
+    .await;
+    openscape_ok(
+        &gw,
+        "6060",
+        "QueryAgentStatus",
+        json!(["188001", ">D", ">S"]),
+        0,
+    )
+    .await;
+    openscape_ok(
+        &gw,
+        "6060",
+        "QuerySystemStatus",
+        json!([">O", ">S", ">E"]),
+        0,
+    )
+    .await;
+
+    // A call nobody hears of again expires after call_max_s.
+    let c = openscape_call(&gw, "6062").await;
+    got.wait_for_n("openscape.call.arrived", 4).await;
+    gw.clock.advance(Duration::from_secs(61));
+    let expired = got.wait_for_next("call.expired").await;
+    assert_eq!(expired.json["data"]["vendor"], json!("openscape"));
+    assert_eq!(
+        expired.json["data"]["correlation"]["vendor_call_id"],
+        json!(c)
+    );
+    got.drain(Duration::from_millis(700)).await;
+    gw.stop().await;
+
+    got.assert_all_seen_and_valid(&[
+        "decision.routing_info",
+        "decision.queue_statistics",
+        "decision.agent_status",
+        "decision.system_status",
+        "openscape.call.arrived",
+        "openscape.call.enqueued",
+        "openscape.call.dequeued",
+        "openscape.call.assigned",
+        "openscape.call.timed_out",
+        "openscape.call.transfer_ordered",
+        "openscape.call.disconnect_ordered",
+        "openscape.call.error",
+        "openscape.call.transferred",
+        "openscape.call.disconnected",
+        "openscape.call.abandoned",
+        "openscape.transit.allocated",
+        "openscape.transit.released",
+        "openscape.callback.created",
+        "openscape.callback.deleted",
+        "call.expired",
+    ]);
 }
