@@ -613,7 +613,7 @@ pub fn call_function(
             Ok(end_call(
                 call.clone(),
                 "call.transferred",
-                json!({"to": to, "by": "ivr"}),
+                json!({"target": to, "by": "ivr"}),
                 ctx,
                 Effect::code(codes::OK),
             ))
@@ -759,7 +759,7 @@ pub fn allocate_transit(call: &Call, number: &str, ctx: &Ctx) -> Effect {
         "transit.allocated",
         &call,
         ctx,
-        json!({"transit_number": number, "expires_at_ms": ctx.now_ms() + 30_000}),
+        json!({"transit_number": number, "expires_at": ivrgate_adapter::epoch::rfc3339(ctx.now + TRANSIT_HOLD)}),
     ));
     eff.call = CallWrite::Put(Box::new(call));
     eff
@@ -876,7 +876,7 @@ pub fn transit_arrived(call: &Call, number: &str, reason: &str, ctx: &Ctx) -> Op
             "call.transferred",
             &call,
             ctx,
-            json!({"to": to, "by": "transit", "transit_number": number}),
+            json!({"target": to, "by": "transit", "transit_number": number}),
         ));
         eff.call = CallWrite::End(Box::new(call));
     } else {
