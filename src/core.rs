@@ -395,6 +395,8 @@ impl Core {
         runtime: &Runtime,
     ) {
         let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
+        let adapter_expiry =
+            crate::adapters::get(&key.vendor).is_some_and(|a| a.keeps_call_state());
         let retry_key = key.clone();
         let overlay_key = key.clone();
         let overlay = self.pending_decisions.clone();
@@ -430,10 +432,11 @@ impl Core {
                     status: "active",
                     attached: merged,
                     state: Some(state),
-                    // A live adapter entity without an expiry (a PTK interaction waiting
-                    // days for its appointment) keeps none.
+                    // An adapter that keeps its calls in entities sets their expiry (a PTK
+                    // interaction waits days for its appointment, an OpenScape call has its
+                    // own limit); a decision leaves it alone.
                     expires_at_ms: match row {
-                        Some(r) if r.state.is_some() && r.expires_at_ms.is_none() => None,
+                        Some(r) if r.state.is_some() && adapter_expiry => r.expires_at_ms,
                         _ => Some(now_ms + ttl_ms),
                     },
                 }),

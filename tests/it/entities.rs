@@ -301,21 +301,26 @@ async fn wait_change_wakes_on_commit_times_out_and_ends_on_shutdown() {
 }
 
 #[tokio::test]
-async fn decisions_on_a_call_like_entity_keep_its_state_and_its_lack_of_expiry() {
+async fn decisions_on_a_call_like_entity_keep_its_state_and_its_expiry() {
     let receiver = Receiver::start().await;
     receiver.answer(|_| crate::support::Reply::ok(r#"{"action":"hangup","attach":{"crm":"42"}}"#));
     let gw = Gateway::start(&receiver.url("/hook"), "").await;
     let core = gw.handle.core.clone();
-    let k = key("voicenter", "IVR-77");
+    let k = key("openscape", "IVR-77");
+    // The adapter's own limit for the call, far shorter than the configured call TTL.
+    let expiry = core.now() + Duration::from_secs(60);
     transition_one(core.as_ref(), k.clone(), |_| {
-        Change::Write(Write::state(json!({"mine": 1})))
+        Change::Write(Write {
+            expires_at: Some(expiry),
+            ..Write::state(json!({"mine": 1}))
+        })
     })
     .await
     .expect("create");
     let decision = core
         .decide(DecisionRequest {
             tenant: "acme".into(),
-            point: &ivrgate_voicenter::DECISION_POINTS[0],
+            point: &ivrgate_openscape::DECISION_POINTS[0],
             call: CallRef {
                 vendor_call_id: Some("IVR-77".into()),
                 correlation: Map::new(),
@@ -351,9 +356,11 @@ async fn decisions_on_a_call_like_entity_keep_its_state_and_its_lack_of_expiry()
         with_decision.state.as_ref().map(|s| &s["mine"]),
         Some(&json!(1))
     );
+    let ms = |t: Option<std::time::SystemTime>| t.map(ivrgate::clock::to_ms);
     assert_eq!(
-        with_decision.expires_at, None,
-        "no expiry was set by the decision"
+        ms(with_decision.expires_at),
+        ms(Some(expiry)),
+        "the adapter's expiry, not the call TTL"
     );
     assert_eq!(with_decision.attached.get("crm"), Some(&json!("42")));
     // The adapter's next write leaves the core's keys out; they are kept.

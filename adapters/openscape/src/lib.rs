@@ -265,6 +265,10 @@ impl Adapter for OpenScape {
         Box::pin(handle(gateway, request))
     }
 
+    fn keeps_call_state(&self) -> bool {
+        true
+    }
+
     fn check_settings(&self, settings: &Value) -> Result<(), Vec<String>> {
         let parsed = Settings::from_json(settings).map_err(|e| vec![e])?;
         let problems = parsed.check();

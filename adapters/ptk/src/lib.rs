@@ -93,6 +93,10 @@ impl Adapter for Ptk {
         Box::pin(handle(gateway, request))
     }
 
+    fn keeps_call_state(&self) -> bool {
+        true
+    }
+
     fn check_settings(&self, settings: &Value) -> Result<(), Vec<String>> {
         if settings.is_null() {
             // A tenant without a PTK section simply answers 108000 to every PTK tenant name.

@@ -79,6 +79,13 @@ pub trait Adapter: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether this adapter keeps its calls' state in entities and sets their expiry itself.
+    /// Then a decision recorded on such a call leaves the expiry as the adapter set it;
+    /// otherwise every decision moves it to the configured call TTL.
+    fn keeps_call_state(&self) -> bool {
+        false
+    }
+
     /// Runs one of this adapter's entity timers that fell due. `Ok` lets the core drop the
     /// timer (unless the adapter set it again); `Err` leaves it to be retried after its lease.
     /// May run more than once for one due time (a crash between the adapter's commit and the
