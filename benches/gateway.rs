@@ -14,7 +14,14 @@
 //!    proxy that receives the same XML body and forwards the same JSON to the same webhook.
 //! 3. CDR ingest: closed loop, distinct JSON CDRs to /voicenter/acme/cdr; only `{"err":0`
 //!    answers (sent after the commit's fsync) count. Deliveries run concurrently.
-//! 4. For context: fdatasync latency of the disk under the state directory.
+//! 4. PTK AddInteraction (SOAP 1.1, a distinct ClientId and Contact each): closed loop; only
+//!    `107000` answers count, sent after the interaction, its licence counter and its
+//!    `ptk.interaction.created` event are committed (fsynced).
+//! 5. OpenScape assignment latency: an unmonitored IVR Hold call is set up and enqueued over
+//!    JSON, QueryCallStatus waits, and the customer assigns it through the command API; the
+//!    time from sending the assignment to the IVR's poll answering `2` (the assignment's
+//!    commit and the waiter's wake-up included), one call at a time.
+//! 6. For context: fdatasync latency of the disk under the state directory.
 //!
 //! `IVRGATE_BENCH_SECS` changes the length of each measured phase (default 5);
 //! `IVRGATE_BENCH_PROFILE=1` runs only the gateway's closed-loop decision phase, for `perf`.
@@ -225,6 +232,15 @@ decision_url = "http://{webhook}/decide"
 webhook_secret = "{SECRET}"
 decisions_per_second = 100000
 deliveries_per_second = 100000
+
+[tenants.ptk]
+tenants = ["Bench"]
+licences = 1000000
+licence_requests_per_window = 100000000
+
+[[tenants.ptk.segments]]
+tenant = "Bench"
+name = "Bench_Queue"
 "#,
         dir = dir.display()
     );
@@ -388,6 +404,145 @@ async fn closed_loop(
         per_second: ok as f64 / duration.as_secs_f64(),
         errors: errors.load(Ordering::Relaxed),
         cpu_us: cpu.as_secs_f64() * 1e6 / ok.max(1) as f64,
+    }
+}
+
+fn ptk_add_body(i: u64) -> String {
+    format!(
+        r#"<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><AddInteraction><Tenant>Bench</Tenant><Segment>Bench_Queue</Segment><Contact>{contact}</Contact><Options><ClientId>bench-{i}</ClientId></Options></AddInteraction></s:Body></s:Envelope>"#,
+        contact = 5_550_000_000u64 + i
+    )
+}
+
+fn is_ptk_ok(body: &[u8]) -> bool {
+    body.windows(6).any(|w| w == b"107000")
+}
+
+/// Posts one OpenScape function call as JSON; returns the answer.
+async fn ivr_call(
+    client: &reqwest::Client,
+    url: &str,
+    method: &str,
+    params: serde_json::Value,
+) -> Option<serde_json::Value> {
+    let body = serde_json::json!({"method": method, "params": params});
+    let response = client.post(url).json(&body).send().await.ok()?;
+    response.json().await.ok()
+}
+
+fn return_code(answer: &Option<serde_json::Value>) -> i64 {
+    answer
+        .as_ref()
+        .and_then(|a| a["ReturnCode"].as_i64())
+        .unwrap_or(i64::MIN)
+}
+
+/// IVR Hold calls one after another on one channel: set up and enqueue, let QueryCallStatus
+/// wait, assign through the command API, time the wait's answer.
+async fn openscape_assignments(
+    client: &reqwest::Client,
+    addr: SocketAddr,
+    duration: Duration,
+) -> OpenLoop {
+    let url = format!("http://{addr}/openscape/acme/bench-6060");
+    let deadline = Instant::now() + duration;
+    let (mut latencies, mut errors) = (Vec::new(), 0u64);
+    while Instant::now() < deadline && latencies.len() < 2_000 {
+        use serde_json::json;
+        let init = ivr_call(
+            client,
+            &url,
+            "Initialize",
+            json!(["6060", "6000@deerhurst", 10000]),
+        );
+        if return_code(&init.await) != 0 {
+            errors += 1;
+            continue;
+        }
+        let _ = ivr_call(client, &url, "SetCallInfo", json!(["9055551234", "12345"])).await;
+        let info = ivr_call(
+            client,
+            &url,
+            "QueryCallInfo",
+            json!([
+                "6060",
+                ">CallID",
+                ">originalANI",
+                ">originalDNIS",
+                ">UUID",
+                ">Visits",
+                ">FMNQ",
+                ">InternalANI",
+                ">InternalDNIS",
+                "1;"
+            ]),
+        )
+        .await;
+        let Some(call_id) = info
+            .as_ref()
+            .and_then(|a| a["CallID"].as_str())
+            .map(str::to_owned)
+        else {
+            errors += 1;
+            continue;
+        };
+        let queued = ivr_call(
+            client,
+            &url,
+            "Enqueue",
+            json!([
+                call_id,
+                1,
+                "Sales",
+                12,
+                "bench",
+                ">EstWaitTime",
+                ">CallInQueue",
+                ""
+            ]),
+        )
+        .await;
+        if return_code(&queued) != 0 {
+            errors += 1;
+            continue;
+        }
+        let poll = {
+            let (client, url, call_id) = (client.clone(), url.clone(), call_id.clone());
+            tokio::spawn(async move {
+                let answer = ivr_call(
+                    &client,
+                    &url,
+                    "QueryCallStatus",
+                    json!([call_id, 5000, ">Extension", ">PositionInQueue"]),
+                )
+                .await;
+                (answer, Instant::now())
+            })
+        };
+        // Let the poll reach its wait before the assignment is sent.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        let sent = Instant::now();
+        let assigned = client
+            .post(format!(
+                "http://{addr}/api/acme/openscape/calls/{call_id}/assign"
+            ))
+            .json(&json!({"extension": "4711"}))
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
+        match poll.await {
+            Ok((answer, at)) if assigned && return_code(&answer) == 2 => {
+                latencies.push(at.saturating_duration_since(sent));
+            }
+            _ => errors += 1,
+        }
+    }
+    latencies.sort();
+    OpenLoop {
+        offered_rate: latencies.len() as f64 / duration.as_secs_f64(),
+        latencies,
+        errors,
     }
 }
 
@@ -559,12 +714,12 @@ async fn bench(threads: usize) {
     }
 
     // 1. Overhead at a fixed rate: the bare webhook first, then the gateway, same rate.
-    eprintln!("1/3 decision latency at {RATE}/s, open loop");
+    eprintln!("1/5 decision latency at {RATE}/s, open loop");
     let bare = open_loop(RATE, secs, bare_decision.clone(), is_menu_json).await;
     let through = open_loop(RATE, secs, gateway_decision.clone(), is_menu).await;
 
     // 2. Throughput beside a bare pass-through proxy.
-    eprintln!("2/3 decision throughput, {CLIENTS} clients, closed loop");
+    eprintln!("2/5 decision throughput, {CLIENTS} clients, closed loop");
     let proxy = start_passthrough(webhook.addr, captured.clone()).await;
     let proxy_decision: MakeRequest = {
         let client = client.clone();
@@ -582,7 +737,7 @@ async fn bench(threads: usize) {
     let gateway_tp = closed_loop(CLIENTS, secs, gateway_decision.clone(), is_menu).await;
 
     // 3. CDR ingest, acknowledged after fsync, deliveries running alongside.
-    eprintln!("3/3 CDR ingest, {CDR_CLIENTS} clients, closed loop");
+    eprintln!("3/5 CDR ingest, {CDR_CLIENTS} clients, closed loop");
     let cdr: MakeRequest = {
         let client = client.clone();
         let url = format!("http://{}/voicenter/acme/cdr", gateway.addr);
@@ -598,6 +753,26 @@ async fn bench(threads: usize) {
     let delivered_before = webhook.events.load(Ordering::Relaxed);
     let cdr_tp = closed_loop(CDR_CLIENTS, secs, cdr, is_ack).await;
     let delivered = webhook.events.load(Ordering::Relaxed) - delivered_before;
+
+    // 4. PTK AddInteraction.
+    eprintln!("4/5 PTK AddInteraction, {CDR_CLIENTS} clients, closed loop");
+    let ptk_add: MakeRequest = {
+        let client = client.clone();
+        let url = format!("http://{}/ptk/acme", gateway.addr);
+        Arc::new(move |i| {
+            client
+                .post(&url)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header("SOAPAction", "\"AddInteraction\"")
+                .body(ptk_add_body(i))
+        })
+    };
+    let _ = closed_loop(CDR_CLIENTS, WARMUP, ptk_add.clone(), is_ptk_ok).await;
+    let ptk_tp = closed_loop(CDR_CLIENTS, secs, ptk_add, is_ptk_ok).await;
+
+    // 5. OpenScape: assignment to the waiting QueryCallStatus.
+    eprintln!("5/5 OpenScape assignment latency, one call at a time");
+    let assign = openscape_assignments(&client, gateway.addr, secs).await;
 
     let _ = gateway.stop.send(());
     match tokio::time::timeout(Duration::from_secs(15), gateway.join).await {
@@ -701,6 +876,27 @@ async fn bench(threads: usize) {
         row(
             "  deliveries completed during the CDR phase",
             format!("{:.0} /s", delivered as f64 / secs.as_secs_f64()),
+            "",
+            None,
+        ),
+        row(
+            &format!("PTK AddInteraction acks after fsync ({CDR_CLIENTS} clients)"),
+            format!(
+                "{:.0} /s, non-107000 {}, {:.0} us CPU/ack",
+                ptk_tp.per_second, ptk_tp.errors, ptk_tp.cpu_us
+            ),
+            "",
+            None,
+        ),
+        row(
+            "OpenScape assign -> QueryCallStatus answer p50 / p99",
+            format!(
+                "{:.3} / {:.3} ms over {} calls, failures {}",
+                percentile(&assign.latencies, 50.0),
+                percentile(&assign.latencies, 99.0),
+                assign.latencies.len(),
+                assign.errors
+            ),
             "",
             None,
         ),
