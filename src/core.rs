@@ -103,6 +103,9 @@ pub struct Core {
     /// Transitions on the same entity in this process take turns (striped by key), so they
     /// do not keep invalidating each other; versions still guard against other processes.
     pub(crate) entity_locks: Vec<tokio::sync::Mutex<()>>,
+    /// Waiters on entities (long-polls), woken by key when this process commits a change
+    /// to that entity, so a commit does not make every waiter read the store.
+    pub(crate) entity_waiters: std::sync::Mutex<HashMap<CallKey, Arc<tokio::sync::Notify>>>,
 }
 
 #[derive(Clone)]
@@ -154,6 +157,7 @@ impl Core {
             pending_decisions: Arc::new(std::sync::Mutex::new(HashMap::new())),
             stopping: tokio::sync::watch::Sender::new(false),
             entity_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            entity_waiters: std::sync::Mutex::new(HashMap::new()),
         })
     }
 

@@ -7,6 +7,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ivrgate_adapter::epoch::rfc3339;
@@ -16,6 +17,7 @@ use ivrgate_adapter::{
     Waited,
 };
 use serde_json::{json, Map, Value};
+use tokio::sync::Notify;
 
 use crate::clock::{from_ms, to_ms};
 use crate::core::Core;
@@ -83,7 +85,52 @@ fn unavailable(e: impl std::fmt::Display) -> RecordError {
     RecordError::Unavailable(e.to_string())
 }
 
+/// One waiter's registration in `Core::entity_waiters`; the entry goes with its last waiter.
+struct WaiterGuard<'a> {
+    core: &'a Core,
+    key: CallKey,
+    notify: Arc<Notify>,
+}
+
+impl<'a> WaiterGuard<'a> {
+    fn register(core: &'a Core, key: CallKey) -> Self {
+        let notify = core
+            .entity_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        WaiterGuard { core, key, notify }
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        let mut waiters = self
+            .core
+            .entity_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // The map's reference and this guard's: no other waiter shares it.
+        if Arc::strong_count(&self.notify) <= 2 {
+            waiters.remove(&self.key);
+        }
+    }
+}
+
 impl Core {
+    /// Wakes this process's waiters on an entity after a commit changed it.
+    pub(crate) fn wake_entity(&self, key: &CallKey) {
+        let waiters = self
+            .entity_waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(notify) = waiters.get(key) {
+            notify.notify_waiters();
+        }
+    }
+
     fn count_entity(&self, outcome: &str) {
         self.metrics
             .entity_transitions
@@ -325,6 +372,7 @@ impl Core {
             if uow.entities.is_empty() {
                 return Ok(Transitioned::Done(read));
             }
+            let written: Vec<CallKey> = uow.entities.iter().map(|e| e.row.key.clone()).collect();
             if uow.event_count() > 0 && self.storage_full.load(Ordering::Relaxed) {
                 self.count_entity("storage_full");
                 tracing::error!(tenant = %tenant.id, "entity change refused: storage nearly full");
@@ -333,6 +381,9 @@ impl Core {
             match self.store.commit(uow).await {
                 Ok(CommitOutcome::Committed { .. }) => {
                     self.count_entity("committed");
+                    for written in &written {
+                        self.wake_entity(written);
+                    }
                     return Ok(Transitioned::Done(after));
                 }
                 Ok(CommitOutcome::Conflict) => {
@@ -381,14 +432,17 @@ impl Core {
     ) -> Waited {
         let deadline = Instant::now() + timeout.min(MAX_WAIT);
         let mut stopping = self.stopping.subscribe();
+        let waiter = WaiterGuard::register(self, call_key(&key));
         loop {
             if *stopping.borrow_and_update() {
                 return Waited::ShuttingDown;
             }
             // Registered before the read, so a commit between the read and the wait is seen.
-            let notified = self.store.changes().calls.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
+            let mine = waiter.notify.notified();
+            let foreign = self.store.changes().foreign.notified();
+            tokio::pin!(mine, foreign);
+            mine.as_mut().enable();
+            foreign.as_mut().enable();
             match self.load_entity(key.clone()).await {
                 Ok(found) => {
                     if found.as_ref().map(|e| e.version) != seen {
@@ -398,7 +452,8 @@ impl Core {
                 Err(e) => tracing::warn!(error = %e, "cannot read entity while waiting"),
             }
             tokio::select! {
-                () = &mut notified => {}
+                () = &mut mine => {}
+                () = &mut foreign => {}
                 () = tokio::time::sleep_until(deadline.into()) => return Waited::TimedOut,
                 _ = stopping.changed() => return Waited::ShuttingDown,
             }

@@ -181,6 +181,7 @@ async fn expire_call(core: &Core, timer: TimerRow) {
         };
         match core.store.commit(uow).await {
             Ok(CommitOutcome::Committed { .. }) => {
+                core.wake_entity(&key);
                 if live {
                     core.metrics.calls_expired.inc();
                     tracing::info!(tenant = %key.tenant, call_id = %row.call_id, "call expired without news");

@@ -242,7 +242,9 @@ pub struct ReplayFilter {
 pub struct ChangeFeed {
     pub outbox: Notify,
     pub timers: Notify,
-    pub calls: Notify,
+    /// Another process committed: any row may have changed. (This process's own entity
+    /// changes wake their waiters by key, in the core.)
+    pub foreign: Notify,
 }
 
 impl ChangeFeed {
@@ -251,7 +253,7 @@ impl ChangeFeed {
         self.outbox.notify_one();
         self.timers.notify_waiters();
         self.timers.notify_one();
-        self.calls.notify_waiters();
+        self.foreign.notify_waiters();
     }
 }
 

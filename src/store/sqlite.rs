@@ -1164,7 +1164,6 @@ fn writer_loop(
         }
         match &outcome {
             Ok(()) => {
-                changes.calls.notify_waiters();
                 if outbox {
                     changes.outbox.notify_one();
                 }
