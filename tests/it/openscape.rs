@@ -1065,18 +1065,25 @@ async fn call_events(receiver: &Receiver, call_id: &str, count: usize) -> Vec<St
     events.into_iter().map(|(_, k)| k).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openscape_python_ivr_hold_step_sequence() {
+/// Runs one flow of tests/py/openscape_flows.py against a fresh gateway and checks the events
+/// of the call it drove, in sequence order.
+async fn check_python_flow(flow: &'static str, expected: &[&str]) {
     let (gw, receiver) = start("").await;
     let base = gw.url("");
-    let out = tokio::task::spawn_blocking(move || python_flow(&base, "ivr_hold", None))
+    let out = tokio::task::spawn_blocking(move || python_flow(&base, flow, None))
         .await
         .expect("python");
     let call_id = out["call_id"].as_str().expect("call_id");
-    let events = call_events(&receiver, call_id, 6).await;
-    assert_eq!(
-        events,
-        [
+    let events = call_events(&receiver, call_id, expected.len()).await;
+    assert_eq!(events, expected, "{out}");
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openscape_python_ivr_hold_step_sequence() {
+    check_python_flow(
+        "ivr_hold",
+        &[
             "openscape.call.arrived",
             "openscape.call.enqueued",
             "openscape.call.assigned",
@@ -1084,54 +1091,37 @@ async fn openscape_python_ivr_hold_step_sequence() {
             "openscape.transit.released",
             "openscape.call.transferred",
         ],
-        "{out}"
-    );
-    gw.stop().await;
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openscape_python_queue_hold_flow() {
-    let (gw, receiver) = start("").await;
-    let base = gw.url("");
-    let out = tokio::task::spawn_blocking(move || python_flow(&base, "queue_hold", None))
-        .await
-        .expect("python");
-    let call_id = out["call_id"].as_str().expect("call_id");
-    let events = call_events(&receiver, call_id, 5).await;
-    assert_eq!(
-        events,
-        [
+    check_python_flow(
+        "queue_hold",
+        &[
             "openscape.call.arrived",
             "openscape.call.enqueued",
             "openscape.transit.allocated",
             "openscape.transit.released",
             "openscape.call.assigned",
         ],
-        "{out}"
-    );
-    gw.stop().await;
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openscape_python_fmnq_flow() {
-    let (gw, receiver) = start("").await;
-    let base = gw.url("");
-    let out = tokio::task::spawn_blocking(move || python_flow(&base, "fmnq", None))
-        .await
-        .expect("python");
-    let call_id = out["call_id"].as_str().expect("call_id");
-    let events = call_events(&receiver, call_id, 4).await;
-    assert_eq!(
-        events,
-        [
+    check_python_flow(
+        "fmnq",
+        &[
             "openscape.call.arrived",
             "openscape.call.enqueued",
             "openscape.call.assigned",
             "openscape.call.transferred",
         ],
-        "{out}"
-    );
-    gw.stop().await;
+    )
+    .await;
 }
 
 /// A daemon with the OpenScape settings (process.rs's Daemon, its own configuration).
