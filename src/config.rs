@@ -546,14 +546,19 @@ impl Config {
                     },
                     None => serde_json::Value::Null,
                 };
-                if let Some(a) = crate::adapters::get(adapter) {
-                    if let Err(lines) = a.check_settings(&value) {
+                let Some(a) = crate::adapters::get(adapter) else {
+                    continue;
+                };
+                match a.parse_settings(&value) {
+                    Ok(parsed) => {
+                        settings.insert(adapter, parsed);
+                    }
+                    Err(lines) => {
                         for line in lines {
                             problems.push(format!("tenant {id}: {adapter}: {line}"));
                         }
                     }
                 }
-                settings.insert(adapter, std::sync::Arc::new(value));
             }
             let command_token = match tenant.command_token.as_ref().map(Secret::resolve) {
                 Some(Ok(t)) if t.len() >= 16 => Some(t),
@@ -672,8 +677,8 @@ pub struct ResolvedTenant {
     pub path_token: Option<String>,
     pub basic_auth: Option<(String, String)>,
     pub allow_ips: Vec<IpNet>,
-    /// Each adapter's settings section as JSON (`Null` when absent), already checked.
-    pub settings: BTreeMap<&'static str, std::sync::Arc<serde_json::Value>>,
+    /// Each adapter's settings section, parsed (once) by the adapter.
+    pub settings: BTreeMap<&'static str, ivrgate_adapter::ParsedSettings>,
     pub command_token: Option<String>,
 }
 

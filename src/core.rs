@@ -14,8 +14,8 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use ivrgate_adapter::epoch::rfc3339;
 use ivrgate_adapter::{
     Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint, DecisionRequest, Entity,
-    EntityKey, EventSubmission, FallbackReason, Gateway, RecordError, Recorded, TransitionFn,
-    Transitioned, Waited,
+    EntityKey, EventSubmission, FallbackReason, Gateway, ParsedSettings, RecordError, Recorded,
+    TransitionFn, Transitioned, Waited,
 };
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -775,13 +775,12 @@ impl Gateway for Core {
         self.clock.now()
     }
 
-    fn settings(&self, tenant: &str, adapter: &str) -> Arc<Value> {
+    fn settings(&self, tenant: &str, adapter: &str) -> Option<ParsedSettings> {
         self.runtime
             .load()
             .config
             .tenant(tenant)
             .and_then(|t| t.settings.get(adapter).cloned())
-            .unwrap_or_else(|| Arc::new(Value::Null))
     }
 
     fn load<'a>(&'a self, key: EntityKey) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {

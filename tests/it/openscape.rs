@@ -1259,18 +1259,21 @@ fn openscape_example_config_section_is_valid() {
     let section = serde_json::to_value(&value["tenants"]["openscape"]).expect("json");
     use ivrgate_adapter::Adapter as _;
     assert_eq!(
-        ivrgate_openscape::OpenScape.check_settings(&section),
+        ivrgate_openscape::OpenScape
+            .parse_settings(&section)
+            .map(drop),
         Ok(())
     );
     let bad = json!({"transit_numbers": [""], "language": "de"});
     let problems = ivrgate_openscape::OpenScape
-        .check_settings(&bad)
+        .parse_settings(&bad)
+        .map(drop)
         .err()
         .unwrap_or_default();
     assert_eq!(problems.len(), 2, "{problems:?}");
     let unknown = json!({"transit": []});
     assert!(ivrgate_openscape::OpenScape
-        .check_settings(&unknown)
+        .parse_settings(&unknown)
         .is_err());
 }
 

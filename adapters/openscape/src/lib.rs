@@ -269,11 +269,14 @@ impl Adapter for OpenScape {
         true
     }
 
-    fn check_settings(&self, settings: &Value) -> Result<(), Vec<String>> {
+    fn parse_settings(
+        &self,
+        settings: &Value,
+    ) -> Result<ivrgate_adapter::ParsedSettings, Vec<String>> {
         let parsed = Settings::from_json(settings).map_err(|e| vec![e])?;
         let problems = parsed.check();
         if problems.is_empty() {
-            Ok(())
+            Ok(std::sync::Arc::new(parsed))
         } else {
             Err(problems)
         }
@@ -357,13 +360,7 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     if request.method != http::Method::POST {
         return plain(405, "POST an XML-RPC or JSON call\n", "bad_request");
     }
-    let settings = match Settings::from_json(&gw.settings(&request.tenant, VENDOR)) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(tenant = %request.tenant, reason = %e, "openscape settings unreadable; defaults used");
-            Settings::default()
-        }
-    };
+    let settings = settings_of(gw, &request.tenant);
     let lang = request
         .headers
         .get(http::header::ACCEPT_LANGUAGE)
@@ -1470,8 +1467,7 @@ async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let settings =
-        Settings::from_json(&gw.settings(&timer.entity.tenant, VENDOR)).unwrap_or_default();
+    let settings = settings_of(gw, &timer.entity.tenant);
     let ctx = Ctx {
         now: gw.now(),
         quarantine: settings.quarantine(),
@@ -1505,8 +1501,9 @@ async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
 }
 
 /// Helpers shared with the command API.
-pub(crate) fn settings_of(gw: &dyn Gateway, tenant: &str) -> Settings {
-    Settings::from_json(&gw.settings(tenant, VENDOR)).unwrap_or_default()
+/// The tenant's settings as parsed at configuration load (the defaults without a section).
+pub(crate) fn settings_of(gw: &dyn Gateway, tenant: &str) -> std::sync::Arc<Settings> {
+    ivrgate_adapter::settings_of::<Settings>(gw, tenant, VENDOR).unwrap_or_default()
 }
 
 pub(crate) fn plain_ctx(

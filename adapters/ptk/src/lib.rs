@@ -97,12 +97,16 @@ impl Adapter for Ptk {
         true
     }
 
-    fn check_settings(&self, settings: &Value) -> Result<(), Vec<String>> {
+    fn parse_settings(
+        &self,
+        settings: &Value,
+    ) -> Result<ivrgate_adapter::ParsedSettings, Vec<String>> {
         if settings.is_null() {
-            // A tenant without a PTK section simply answers 108000 to every PTK tenant name.
-            return Ok(());
+            // A tenant without a PTK section answers 108000 to every PTK tenant name: it has
+            // no `Settings`.
+            return Ok(std::sync::Arc::new(()));
         }
-        Settings::parse(settings).map(drop)
+        Ok(std::sync::Arc::new(Settings::parse(settings)?))
     }
 
     fn on_timer<'a>(
@@ -160,11 +164,12 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         .query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|p| p.eq_ignore_ascii_case("wsdl")));
-    let settings_value = gw.settings(&request.tenant, VENDOR);
+    let tenant_settings = ivrgate_adapter::settings_of::<Settings>(gw, &request.tenant, VENDOR);
     if request.method == http::Method::GET && wants_wsdl {
-        let namespace = Settings::parse(&settings_value)
-            .map(|s| s.target_namespace)
-            .unwrap_or_else(|_| settings::DEFAULT_NAMESPACE.into());
+        let namespace = tenant_settings
+            .as_ref()
+            .map(|s| s.target_namespace.clone())
+            .unwrap_or_else(|| settings::DEFAULT_NAMESPACE.into());
         let host = request
             .headers
             .get(http::header::HOST)
@@ -238,16 +243,16 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         .or_else(|| params.child("ClientId"))
         .map(|e| e.value().to_owned())
         .unwrap_or_default();
-    match Settings::parse(&settings_value) {
-        Err(problems) => {
+    match tenant_settings {
+        None => {
             namespace = settings::DEFAULT_NAMESPACE.to_owned();
             reply = Reply::error(
                 codes::INVALID_TENANT,
                 "no PTK tenants are configured for this ivrgate tenant",
             );
-            tracing::debug!(tenant = %request.tenant, problems = ?problems, "ptk settings absent");
+            tracing::debug!(tenant = %request.tenant, "no [tenants.ptk] section");
         }
-        Ok(settings) => {
+        Some(settings) => {
             namespace = settings.target_namespace.clone();
             let cx = Cx {
                 gw,

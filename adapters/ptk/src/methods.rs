@@ -2416,8 +2416,9 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
     if timer.name != DUE_TIMER {
         return Ok(());
     }
-    let value = gw.settings(&timer.entity.tenant, crate::VENDOR);
-    let Ok(settings) = Settings::parse(&value) else {
+    let Some(settings) =
+        ivrgate_adapter::settings_of::<Settings>(gw, &timer.entity.tenant, crate::VENDOR)
+    else {
         tracing::warn!(tenant = %timer.entity.tenant, interaction_id = %timer.entity.id, "ptk timer for a tenant without PTK settings; dropped");
         return Ok(());
     };
@@ -2488,8 +2489,9 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
 /// The idle timer: an interaction no report moved for `idle_expiry_s` ends with
 /// `ptk.interaction.expired` (its licence, slot and contact claim are released).
 async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
-    let value = gw.settings(&timer.entity.tenant, crate::VENDOR);
-    let Ok(settings) = Settings::parse(&value) else {
+    let Some(settings) =
+        ivrgate_adapter::settings_of::<Settings>(gw, &timer.entity.tenant, crate::VENDOR)
+    else {
         return Ok(());
     };
     let stored = gw

@@ -71,12 +71,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// Handle one request. Must not panic; bad input gets the platform's own error answer.
     fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled>;
 
-    /// Checks the tenant's `[tenants.<adapter>]` configuration section (as JSON; `Null` when
-    /// absent), so `check-config` reports mistakes before any port is bound. Each problem is
-    /// one line.
-    fn check_settings(&self, settings: &Value) -> Result<(), Vec<String>> {
-        let _ = settings;
-        Ok(())
+    /// Checks and parses the tenant's `[tenants.<adapter>]` configuration section (as JSON;
+    /// `Null` when absent), once per configuration load, so `check-config` reports mistakes
+    /// before any port is bound (each problem one line) and requests get the parsed form
+    /// through [`Gateway::settings`] without parsing it again.
+    fn parse_settings(&self, settings: &Value) -> Result<ParsedSettings, Vec<String>> {
+        Ok(std::sync::Arc::new(settings.clone()))
     }
 
     /// Whether this adapter keeps its calls' state in entities and sets their expiry itself.
@@ -122,11 +122,12 @@ pub trait Gateway: Send + Sync {
     /// The gateway's clock (controllable in tests).
     fn now(&self) -> SystemTime;
 
-    /// The tenant's configuration section for an adapter (`[tenants.<adapter>]`) as JSON,
-    /// `Null` when absent. Checked by [`Adapter::check_settings`] before it gets here.
-    fn settings(&self, tenant: &str, adapter: &str) -> std::sync::Arc<Value> {
+    /// The tenant's configuration section for an adapter (`[tenants.<adapter>]`) as the
+    /// adapter's [`Adapter::parse_settings`] made it; `None` for an unknown tenant. Use
+    /// [`settings_of`] to get it typed.
+    fn settings(&self, tenant: &str, adapter: &str) -> Option<ParsedSettings> {
         let _ = (tenant, adapter);
-        std::sync::Arc::new(Value::Null)
+        None
     }
 
     /// Reads one entity (see [`state`]).
@@ -182,6 +183,18 @@ pub trait Gateway: Send + Sync {
         let _ = (key, seen, timeout);
         Box::pin(async { Waited::ShuttingDown })
     }
+}
+
+/// An adapter's parsed settings for one tenant (its own type behind `Any`).
+pub type ParsedSettings = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// The tenant's settings for `adapter`, as the type that adapter's `parse_settings` returns.
+pub fn settings_of<T: std::any::Any + Send + Sync>(
+    gateway: &dyn Gateway,
+    tenant: &str,
+    adapter: &str,
+) -> Option<std::sync::Arc<T>> {
+    gateway.settings(tenant, adapter)?.downcast::<T>().ok()
 }
 
 /// Runs a transition on a single entity: `f` sees it (or `None`) and returns its change.
