@@ -132,6 +132,10 @@ pub struct Segment {
     /// Ask the `segment_state` decision webhook for the live state (mode, EWT, offer...).
     #[serde(default)]
     pub decision: bool,
+    /// The compiled calendar, built on first use (settings are parsed once per
+    /// configuration load, so once per segment).
+    #[serde(skip)]
+    compiled: std::sync::OnceLock<Result<Model, String>>,
 }
 
 fn default_namespace() -> String {
@@ -322,8 +326,13 @@ impl Segment {
         self.queue.as_deref().unwrap_or(&self.name)
     }
 
-    /// Checks and compiles the calendar.
+    /// The checked, compiled calendar (compiled once).
     pub fn model(&self) -> Result<Model, String> {
+        self.compiled.get_or_init(|| self.compile_model()).clone()
+    }
+
+    /// Checks and compiles the calendar.
+    fn compile_model(&self) -> Result<Model, String> {
         if !MODES.contains(&self.mode.as_str()) {
             return Err(format!(
                 "mode {:?} is not one of {}",
