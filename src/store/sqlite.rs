@@ -547,26 +547,21 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<(CallKey, CallRow)>> {
         self.read(move |c| {
-            let ids = c
+            let rows = c
                 .prepare_cached(
-                    "SELECT vendor_call_id FROM calls WHERE tenant = ?1 AND vendor = ?2 \
+                    "SELECT vendor_call_id, call_id, version, next_seq, status, attached, state, \
+                     expires_at_ms FROM calls WHERE tenant = ?1 AND vendor = ?2 \
                      AND state IS NOT NULL ORDER BY updated_at_ms LIMIT ?3",
                 )?
                 .query_map(params![tenant, kind, limit as i64], |r| {
-                    r.get::<_, String>(0)
+                    let key = CallKey {
+                        tenant: tenant.clone(),
+                        vendor: kind.clone(),
+                        vendor_call_id: r.get(0)?,
+                    };
+                    Ok((key, call_row(r, 1)?))
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
-                let key = CallKey {
-                    tenant: tenant.clone(),
-                    vendor: kind.clone(),
-                    vendor_call_id: id,
-                };
-                if let Some(row) = load_call(c, &key)? {
-                    rows.push((key, row));
-                }
-            }
             Ok(rows)
         })
         .await
@@ -739,20 +734,26 @@ fn load_call(c: &Connection, key: &CallKey) -> Result<Option<CallRow>> {
              WHERE tenant = ?1 AND vendor = ?2 AND vendor_call_id = ?3",
         )?
         .query_row(params![key.tenant, key.vendor, key.vendor_call_id], |r| {
-            let attached: String = r.get(4)?;
-            let state: Option<String> = r.get(5)?;
-            Ok(CallRow {
-                call_id: r.get(0)?,
-                version: r.get(1)?,
-                next_seq: r.get(2)?,
-                status: r.get(3)?,
-                attached: serde_json::from_str(&attached).unwrap_or_default(),
-                state: state.and_then(|s| serde_json::from_str(&s).ok()),
-                expires_at_ms: r.get(6)?,
-            })
+            call_row(r, 0)
         })
         .optional()?;
     Ok(row)
+}
+
+/// A call row from `call_id, version, next_seq, status, attached, state, expires_at_ms`
+/// starting at column `at`.
+fn call_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> {
+    let attached: String = r.get(at + 4)?;
+    let state: Option<String> = r.get(at + 5)?;
+    Ok(CallRow {
+        call_id: r.get(at)?,
+        version: r.get(at + 1)?,
+        next_seq: r.get(at + 2)?,
+        status: r.get(at + 3)?,
+        attached: serde_json::from_str(&attached).unwrap_or_default(),
+        state: state.and_then(|s| serde_json::from_str(&s).ok()),
+        expires_at_ms: r.get(at + 6)?,
+    })
 }
 
 fn settle(
