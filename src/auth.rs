@@ -74,17 +74,19 @@ pub fn client_ip(peer: SocketAddr, forwarded_for: Option<&str>, trusted: &[IpNet
     ip
 }
 
-/// Checks a request against the tenant's inbound settings. `path` is what follows
-/// `/{adapter}/{tenant}`; on success returns the rest after the path token.
+/// Checks a request against the tenant's inbound settings. `path` is the decoded segments
+/// after `/{adapter}/{tenant}`; on success returns the segments after the path token.
 pub fn check<'p>(
     tenant: &ResolvedTenant,
-    path: &'p str,
+    path: &'p [String],
     authorization: Option<&str>,
     client: IpAddr,
-) -> Result<&'p str, Denied> {
-    let mut rest = path.trim_start_matches('/');
+) -> Result<&'p [String], Denied> {
+    let mut rest = path;
     if let Some(token) = &tenant.path_token {
-        let (first, after) = rest.split_once('/').unwrap_or((rest, ""));
+        let Some((first, after)) = rest.split_first() else {
+            return Err(Denied::NotFound);
+        };
         if !same(first.as_bytes(), token.as_bytes()) {
             return Err(Denied::NotFound);
         }
@@ -106,7 +108,7 @@ pub fn check<'p>(
             return Err(Denied::Unauthorized);
         }
     }
-    Ok(rest.trim_end_matches('/'))
+    Ok(rest)
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use ivrgate_adapter::{Adapter, Inbound};
+use ivrgate_adapter::{Adapter, Inbound, PathSegments};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -114,8 +114,15 @@ pub async fn serve(
 }
 
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Split first, then decode each segment: a decoded '/', '.' or '..' never routes.
+    let path = match PathSegments::parse(req.uri().path()) {
+        Ok(path) => path,
+        Err(e) => {
+            tracing::warn!(%peer, reason = %e, "request refused: unreadable path");
+            return text(StatusCode::BAD_REQUEST, format!("bad request path: {e}\n"));
+        }
+    };
+    let segments = path.as_strs();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => {
@@ -140,11 +147,11 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             );
             response
         }
-        (_, ["admin", ..]) => crate::admin::handle(&app, req, peer).await,
+        (_, ["admin", rest @ ..]) => crate::admin::handle(&app, req, peer, rest).await,
         (_, ["api", tenant, adapter, ..]) => {
             let (tenant, adapter) = ((*tenant).to_owned(), (*adapter).to_owned());
             let span = tracing::info_span!("command", tenant = %tenant, adapter = %adapter);
-            crate::api::handle(&app, req, peer, &tenant, &adapter)
+            crate::api::handle(&app, req, peer, &tenant, &adapter, path.tail(3))
                 .instrument(span)
                 .await
         }
@@ -152,7 +159,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             let adapter_name = (*adapter).to_owned();
             let tenant = (*tenant).to_owned();
             let span = tracing::info_span!("request", adapter = %adapter_name, tenant = %tenant);
-            legacy(app, req, peer, adapter_name, tenant)
+            legacy(app, req, peer, adapter_name, tenant, path.tail(2))
                 .instrument(span)
                 .await
         }
@@ -166,6 +173,7 @@ async fn legacy(
     peer: SocketAddr,
     adapter_name: String,
     tenant_id: String,
+    path: PathSegments,
 ) -> Response<Body> {
     let runtime = app.core.runtime.load_full();
     let config = &runtime.config;
@@ -185,8 +193,6 @@ async fn legacy(
         tracing::warn!(%peer, "request for an unknown tenant");
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let prefix_len = 1 + adapter_name.len() + 1 + tenant_id.len();
-    let after = req.uri().path().get(prefix_len..).unwrap_or("");
     let forwarded = req
         .headers()
         .get("x-forwarded-for")
@@ -196,8 +202,8 @@ async fn legacy(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let sub_path = match auth::check(tenant, after, authorization, client) {
-        Ok(rest) => rest.to_owned(),
+    let sub_path = match auth::check(tenant, path.segments(), authorization, client) {
+        Ok(rest) => PathSegments::from_decoded(rest.iter().cloned()),
         Err(denied) => {
             count("unknown", "denied");
             tracing::warn!(%client, reason = ?denied, "inbound request refused");
@@ -250,7 +256,7 @@ async fn legacy(
     let inbound = Inbound {
         tenant: tenant.id.clone(),
         method: parts.method,
-        sub_path,
+        path: sub_path,
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
         body,

@@ -181,7 +181,7 @@ fn valid_id(id: &str) -> bool {
 }
 
 pub async fn handle(gw: &dyn Gateway, command: Command) -> CommandReply {
-    let segments: Vec<&str> = command.path.split('/').filter(|s| !s.is_empty()).collect();
+    let segments = command.path.as_strs();
     let method = command.method.as_str();
     if segments.iter().skip(1).any(|s| !valid_id(s)) {
         return bad("path segments are letters, digits and ._-+*#@ (at most 80)");
