@@ -65,8 +65,9 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests may take before connections are closed.
     pub shutdown_grace_ms: u64,
-    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` header is believed when
-    /// checking a tenant's `allow_ips`.
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` and `Forwarded` headers
+    /// are believed when checking a tenant's `allow_ips` (every line of each; when both name
+    /// a client they must agree, otherwise the client is unknown and refused).
     #[serde(deserialize_with = "nets")]
     pub trusted_proxies: Vec<IpNet>,
 }

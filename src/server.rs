@@ -113,7 +113,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// Headers a request may carry at most once: a second `Host` or `Content-Type` would leave
+/// it to chance which one an adapter reads (RFC 7230 §3.2.2, §5.4).
+const SINGLE_HEADERS: [header::HeaderName; 3] =
+    [header::HOST, header::CONTENT_TYPE, header::AUTHORIZATION];
+
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if let Some(name) = SINGLE_HEADERS
+        .iter()
+        .find(|name| req.headers().get_all(*name).iter().nth(1).is_some())
+    {
+        tracing::warn!(%peer, header = %name, "request refused: header repeated");
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("more than one {name} header\n"),
+        );
+    }
     // Split first, then decode each segment: a decoded '/', '.' or '..' never routes.
     let path = match PathSegments::parse(req.uri().path()) {
         Ok(path) => path,
@@ -193,20 +208,17 @@ async fn legacy(
         tracing::warn!(%peer, "request for an unknown tenant");
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let client = auth::client_ip(peer, forwarded, &config.raw.server.trusted_proxies);
+    let client_ip = auth::client_ip(peer, req.headers(), &config.raw.server.trusted_proxies);
+    let client = auth::Shown(client_ip);
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let sub_path = match auth::check(tenant, path.segments(), authorization, client) {
+    let sub_path = match auth::check(tenant, path.segments(), authorization, client_ip) {
         Ok(rest) => PathSegments::from_decoded(rest.iter().cloned()),
         Err(denied) => {
             count("unknown", "denied");
-            tracing::warn!(%client, reason = ?denied, "inbound request refused");
+            tracing::warn!(%peer, %client, reason = ?denied, "inbound request refused");
             return match denied {
                 Denied::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
                 Denied::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),

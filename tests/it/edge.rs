@@ -1,4 +1,5 @@
-//! The HTTP edge through the real server: paths split before they are decoded.
+//! The HTTP edge through the real server: forwarding headers on several lines, and paths
+//! split before they are decoded.
 
 use std::time::Duration;
 
@@ -69,6 +70,88 @@ async fn raw_status(gw: &Gateway, method: &str, target: &str, body: &str) -> u16
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+#[tokio::test]
+async fn forwarding_headers_on_several_lines_are_one_list() {
+    let rx = Receiver::start().await;
+    rx.answer(|_| Reply::ok("{}"));
+    let extra = r#"[tenants.inbound]
+allow_ips = ["10.9.9.9"]
+
+[server]
+trusted_proxies = ["127.0.0.1"]
+"#;
+    let gw = Gateway::start(&rx.url("/hooks"), extra).await;
+    let path = "/voicenter/acme/cdr";
+    let xff = "x-forwarded-for";
+    type Lines<'a> = Vec<(&'a str, &'a str)>;
+    let cases: [(&str, Lines, u16); 10] = [
+        ("xff-one", vec![(xff, "10.9.9.9")], 200),
+        (
+            "xff-both-one-line",
+            vec![(xff, "10.9.9.9, 203.0.113.7")],
+            403,
+        ),
+        // HAProxy's `option forwardfor` appends its own line: the client is its hop.
+        (
+            "xff-two-lines",
+            vec![(xff, "10.9.9.9"), (xff, "203.0.113.7")],
+            403,
+        ),
+        ("xff-garbage-hop", vec![(xff, "10.9.9.9, nonsense")], 403),
+        (
+            "fwd-one",
+            vec![("forwarded", "for=10.9.9.9;proto=https")],
+            200,
+        ),
+        (
+            "fwd-two-lines",
+            vec![
+                ("forwarded", "for=10.9.9.9"),
+                ("forwarded", "for=203.0.113.7"),
+            ],
+            403,
+        ),
+        (
+            "fwd-ipv6",
+            vec![("forwarded", "for=\"[2001:db8:cafe::17]:4711\"")],
+            403,
+        ),
+        // A proxy that writes Forwarded passes a client's own X-Forwarded-For untouched:
+        // when the two disagree, neither is believed.
+        (
+            "disagree",
+            vec![(xff, "10.9.9.9"), ("forwarded", "for=203.0.113.7")],
+            403,
+        ),
+        (
+            "agree",
+            vec![(xff, "10.9.9.9"), ("forwarded", "for=\"10.9.9.9:5060\"")],
+            200,
+        ),
+        ("no-proxy-header", vec![], 403),
+    ];
+    let mut accepted = Vec::new();
+    for (id, lines, want) in &cases {
+        let (status, body) = send(&gw, path, id, lines).await;
+        assert_eq!(status, *want, "{id}: {body}");
+        if status == 200 {
+            accepted.push((*id).to_owned());
+        }
+    }
+    // Headers that are not lists may come once: which of two Content-Types would count?
+    let (status, body) = send(
+        &gw,
+        path,
+        "two-types",
+        &[(xff, "10.9.9.9"), ("content-type", "text/xml")],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    accepted.sort();
+    assert_eq!(delivered_ids(&rx).await, accepted);
+    gw.stop().await;
 }
 
 #[tokio::test]
