@@ -10,7 +10,7 @@
 //! - When both headers carry addresses they must name the same client; otherwise the client
 //!   is unknown. An unknown client never passes an allowlist.
 //! - `Host`, `Content-Type` and `Authorization` are not lists: the server refuses a request
-//!   with more than one.
+//!   with more than one. Scheme names are case-insensitive (`basic`, `BEARER`).
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
@@ -36,6 +36,23 @@ pub fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credentials of the request's one `Authorization` header when its scheme is `scheme`
+/// (compared case-insensitively). `None` when there is no such header, more than one, or
+/// another scheme.
+pub fn credentials<'h>(headers: &'h HeaderMap, scheme: &str) -> Option<&'h str> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let value = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    let value = value.to_str().ok()?.trim_start();
+    let (given, rest) = value.split_once([' ', '\t'])?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim())
+        .filter(|c| !c.is_empty())
+}
+
 /// The bearer-token rule of the admin and command APIs: with a token, the request must carry
 /// `Authorization: Bearer <token>`; without one, only a loopback listener answers, and only
 /// requests that did not come through a proxy (behind a local reverse proxy every peer is
@@ -47,11 +64,8 @@ pub fn bearer_or_local(
     peer: SocketAddr,
 ) -> bool {
     match token {
-        Some(token) => headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|given| same(given.trim().as_bytes(), token.as_bytes())),
+        Some(token) => credentials(headers, "bearer")
+            .is_some_and(|given| same(given.as_bytes(), token.as_bytes())),
         None => {
             let proxied =
                 headers.contains_key("x-forwarded-for") || headers.contains_key("forwarded");
@@ -279,7 +293,7 @@ fn forwarded_elements(line: &str) -> Option<Vec<Vec<(String, String)>>> {
 pub fn check<'p>(
     tenant: &ResolvedTenant,
     path: &'p [String],
-    authorization: Option<&str>,
+    headers: &HeaderMap,
     client: Option<IpAddr>,
 ) -> Result<&'p [String], Denied> {
     let mut rest = path;
@@ -298,12 +312,8 @@ pub fn check<'p>(
         return Err(Denied::Forbidden);
     }
     if let Some((user, password)) = &tenant.basic_auth {
-        let given = authorization
-            .and_then(|h| {
-                h.strip_prefix("Basic ")
-                    .or_else(|| h.strip_prefix("basic "))
-            })
-            .and_then(|b| STANDARD.decode(b.trim()).ok())
+        let given = credentials(headers, "basic")
+            .and_then(|b| STANDARD.decode(b).ok())
             .unwrap_or_default();
         let expected = format!("{user}:{password}");
         if !same(&given, expected.as_bytes()) {
@@ -442,5 +452,23 @@ mod tests {
                 "{value}"
             );
         }
+    }
+
+    #[test]
+    fn authorization_schemes_are_case_insensitive_and_single() {
+        let h = headers(&[("authorization", "bearer abc")]);
+        assert_eq!(credentials(&h, "Bearer"), Some("abc"));
+        let h = headers(&[("authorization", "BASIC  dTpw ")]);
+        assert_eq!(credentials(&h, "basic"), Some("dTpw"));
+        assert_eq!(credentials(&h, "bearer"), None);
+        let h = headers(&[("authorization", "Bearer")]);
+        assert_eq!(credentials(&h, "bearer"), None);
+        let h = headers(&[("authorization", "Bearerabc")]);
+        assert_eq!(credentials(&h, "bearer"), None);
+        let h = headers(&[
+            ("authorization", "Bearer good"),
+            ("authorization", "Bearer other"),
+        ]);
+        assert_eq!(credentials(&h, "bearer"), None);
     }
 }

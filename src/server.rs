@@ -210,11 +210,7 @@ async fn legacy(
     };
     let client_ip = auth::client_ip(peer, req.headers(), &config.raw.server.trusted_proxies);
     let client = auth::Shown(client_ip);
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let sub_path = match auth::check(tenant, path.segments(), authorization, client_ip) {
+    let sub_path = match auth::check(tenant, path.segments(), req.headers(), client_ip) {
         Ok(rest) => PathSegments::from_decoded(rest.iter().cloned()),
         Err(denied) => {
             count("unknown", "denied");

@@ -1,8 +1,9 @@
-//! The HTTP edge through the real server: forwarding headers on several lines, and paths
-//! split before they are decoded.
+//! The HTTP edge through the real server: forwarding headers on several lines, paths split
+//! before they are decoded, and case-insensitive auth schemes.
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -210,6 +211,62 @@ async fn paths_are_split_before_they_are_decoded() {
         assert!(status == 200 || status == 400, "{path}: {status}");
     }
     let mut want = vec!["encoded", "inner", "leading"];
+    want.sort();
+    assert_eq!(delivered_ids(&rx).await, want);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn auth_scheme_names_are_case_insensitive() {
+    let rx = Receiver::start().await;
+    rx.answer(|_| Reply::ok("{}"));
+    let extra = r#"command_token = "cmd-token-0123456789"
+[tenants.inbound]
+basic_auth = { username = "voicenter", password = "s3cret-pass" }
+
+[admin]
+token = "adm_0123456789abcdef"
+"#;
+    let gw = Gateway::start(&rx.url("/hooks"), extra).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode("voicenter:s3cret-pass");
+    let path = "/voicenter/acme/cdr";
+    for (i, scheme) in ["Basic", "basic", "BASIC", "bAsIc"].iter().enumerate() {
+        let value = format!("{scheme} {basic}");
+        let (status, body) = send(&gw, path, &format!("s{i}"), &[("authorization", &value)]).await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    // Authorization is not a list: two lines (one right, one wrong) are refused.
+    let right = format!("Basic {basic}");
+    let two = [
+        ("authorization", right.as_str()),
+        ("authorization", "Basic eDp5"),
+    ];
+    assert_eq!(send(&gw, path, "two", &two).await.0, 400);
+    let get = |path: &str, auth: &str| {
+        let request = client()
+            .get(gw.url(path))
+            .header("authorization", auth.to_owned());
+        async move { request.send().await.expect("request").status().as_u16() }
+    };
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let admin = format!("{scheme} adm_0123456789abcdef");
+        assert_eq!(get("/admin/outbox", &admin).await, 200, "{scheme}");
+        let command = format!("{scheme} cmd-token-0123456789");
+        assert_eq!(
+            get("/api/acme/openscape/calls", &command).await,
+            200,
+            "{scheme}"
+        );
+    }
+    assert_eq!(
+        get("/admin/outbox", "Basic adm_0123456789abcdef").await,
+        401
+    );
+    assert_eq!(
+        get("/admin/outbox", "Bearer adm_0123456789abcdeX").await,
+        401
+    );
+    let mut want = vec!["s0", "s1", "s2", "s3"];
     want.sort();
     assert_eq!(delivered_ids(&rx).await, want);
     gw.stop().await;
