@@ -323,6 +323,21 @@ pub fn check<'p>(
     Ok(rest)
 }
 
+/// Who may read `/metrics`: whoever the admin rule lets in ([`bearer_or_local`] with the
+/// admin token), and clients in `admin.metrics_allow` (a scraper's addresses; behind a
+/// trusted proxy, the forwarded client).
+pub fn metrics_allowed(
+    headers: &HeaderMap,
+    admin_token: Option<&str>,
+    listen: SocketAddr,
+    peer: SocketAddr,
+    client: Option<IpAddr>,
+    allow: &[IpNet],
+) -> bool {
+    bearer_or_local(headers, admin_token, listen, peer)
+        || client.is_some_and(|ip| allow.iter().any(|n| n.contains(&ip)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -152,16 +152,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
                 }
             }
         }
-        (&Method::GET, ["metrics"]) => {
-            let mut response = text(StatusCode::OK, app.core.metrics.render());
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            response
-        }
+        (&Method::GET, ["metrics"]) => metrics(&app, &req, peer),
         (_, ["admin", rest @ ..]) => crate::admin::handle(&app, req, peer, rest).await,
         (_, ["api", tenant, adapter, ..]) => {
             let (tenant, adapter) = ((*tenant).to_owned(), (*adapter).to_owned());
@@ -180,6 +171,42 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `/metrics` follows the admin rule (admin token, or loopback), plus the scraper addresses
+/// of `admin.metrics_allow`.
+fn metrics(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let runtime = app.core.runtime.load();
+    let config = &runtime.config;
+    let client = auth::client_ip(peer, req.headers(), &config.raw.server.trusted_proxies);
+    let allowed = auth::metrics_allowed(
+        req.headers(),
+        config.admin_token.as_deref(),
+        config.raw.listen,
+        peer,
+        client,
+        &config.raw.admin.metrics_allow,
+    );
+    if !allowed {
+        tracing::warn!(%peer, client = %auth::Shown(client), "metrics request refused");
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "metrics need the admin token or an address in admin.metrics_allow\n",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"ivrgate\""),
+        );
+        return response;
+    }
+    let mut response = text(StatusCode::OK, app.core.metrics.render());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }
 
 async fn legacy(

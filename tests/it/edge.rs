@@ -1,5 +1,5 @@
 //! The HTTP edge through the real server: forwarding headers on several lines, paths split
-//! before they are decoded, and case-insensitive auth schemes.
+//! before they are decoded, case-insensitive auth schemes, and who may read `/metrics`.
 
 use std::time::Duration;
 
@@ -269,5 +269,81 @@ token = "adm_0123456789abcdef"
     let mut want = vec!["s0", "s1", "s2", "s3"];
     want.sort();
     assert_eq!(delivered_ids(&rx).await, want);
+    gw.stop().await;
+}
+
+/// A gateway listening on every address (not loopback), reached over 127.0.0.1.
+async fn public_gateway(rx: &Receiver, extra: &str) -> Gateway {
+    Gateway::start_edited(&rx.url("/hooks"), |toml| {
+        // A public listener needs inbound credentials for the tenant.
+        toml.replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:0\"")
+            + "[tenants.inbound]\nallow_ips = [\"192.0.2.1\"]\n"
+            + extra
+    })
+    .await
+}
+
+#[tokio::test]
+async fn metrics_follow_the_admin_rule() {
+    let rx = Receiver::start().await;
+    let metrics = |gw: &Gateway, lines: &[(&str, &str)]| {
+        let mut request = client().get(gw.url("/metrics"));
+        for (name, value) in lines {
+            request = request.header(*name, *value);
+        }
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            if status == 200 {
+                assert!(body.contains("ivrgate_"), "{body}");
+            }
+            status
+        }
+    };
+    // On a loopback listener, loopback clients read metrics (as before).
+    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    assert_eq!(metrics(&gw, &[]).await, 200);
+    assert_eq!(
+        metrics(&gw, &[("x-forwarded-for", "203.0.113.7")]).await,
+        401,
+        "through a proxy"
+    );
+    gw.stop().await;
+
+    // On a public listener: nobody without the token or an allowed address.
+    let gw = public_gateway(&rx, "").await;
+    assert_eq!(metrics(&gw, &[]).await, 401);
+    gw.stop().await;
+
+    let gw = public_gateway(&rx, "\n[admin]\ntoken = \"adm_0123456789abcdef\"\n").await;
+    assert_eq!(metrics(&gw, &[]).await, 401);
+    assert_eq!(
+        metrics(&gw, &[("authorization", "Bearer adm_0123456789abcdef")]).await,
+        200
+    );
+    assert_eq!(
+        metrics(&gw, &[("authorization", "Bearer wrong_0123456789ab")]).await,
+        401
+    );
+    gw.stop().await;
+
+    // A scraper's addresses.
+    let gw = public_gateway(&rx, "\n[admin]\nmetrics_allow = [\"127.0.0.1\"]\n").await;
+    assert_eq!(metrics(&gw, &[]).await, 200);
+    gw.stop().await;
+    let gw = public_gateway(&rx, "\n[admin]\nmetrics_allow = [\"10.1.0.0/16\"]\n").await;
+    assert_eq!(metrics(&gw, &[]).await, 401);
+    gw.stop().await;
+    // Behind a trusted proxy the forwarded client counts.
+    let gw = public_gateway(
+        &rx,
+        "\n[server]\ntrusted_proxies = [\"127.0.0.1\"]\n[admin]\nmetrics_allow = [\"10.0.0.5\", \"10.1.0.0/16\"]\n",
+    )
+    .await;
+    assert_eq!(metrics(&gw, &[("x-forwarded-for", "10.0.0.5")]).await, 200);
+    assert_eq!(metrics(&gw, &[("x-forwarded-for", "10.1.2.3")]).await, 200);
+    assert_eq!(metrics(&gw, &[("x-forwarded-for", "10.0.0.6")]).await, 401);
+    assert_eq!(metrics(&gw, &[]).await, 401, "the proxy itself");
     gw.stop().await;
 }
