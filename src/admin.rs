@@ -25,7 +25,13 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v)
 }
 
-pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+/// `segments` are the decoded path segments after `/admin`.
+pub async fn handle(
+    app: &App,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    segments: &[&str],
+) -> Response<Body> {
     let runtime = app.core.runtime.load_full();
     let token = runtime.config.admin_token.clone();
     let allowed = crate::auth::bearer_or_local(
@@ -41,9 +47,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             &json!({"error": "admin token required"}),
         );
     }
-    let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
-    let segments: Vec<&str> = path.trim_matches('/').split('/').skip(1).collect();
     let store = &app.core.store;
     let now = app.core.clock.now_ms();
     let failed = |e: crate::store::StoreError| {
@@ -53,7 +57,7 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Resp
             &json!({"error": e.to_string()}),
         )
     };
-    match (req.method().clone(), segments.as_slice()) {
+    match (req.method().clone(), segments) {
         (Method::GET, ["outbox"]) => match store.outbox_depth().await {
             Ok(rows) => json(
                 StatusCode::OK,

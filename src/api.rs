@@ -35,6 +35,7 @@ pub async fn handle(
     peer: SocketAddr,
     tenant_id: &str,
     adapter_name: &str,
+    path: ivrgate_adapter::PathSegments,
 ) -> Response<Body> {
     let runtime = app.core.runtime.load_full();
     let config = &runtime.config;
@@ -78,14 +79,6 @@ pub async fn handle(
         count("not_found");
         return error(StatusCode::NOT_FOUND, "not_found", "no such adapter");
     };
-    let prefix_len = "/api/".len() + tenant_id.len() + 1 + adapter_name.len();
-    let path = req
-        .uri()
-        .path()
-        .get(prefix_len..)
-        .unwrap_or("")
-        .trim_matches('/')
-        .to_owned();
     let query = req.uri().query().map(str::to_owned);
     let (parts, body) = req.into_parts();
     let limit = config.raw.server.max_body_bytes;

@@ -65,8 +65,10 @@ pub struct ServerConfig {
     pub body_read_timeout_ms: u64,
     /// On SIGTERM, how long in-flight requests may take before connections are closed.
     pub shutdown_grace_ms: u64,
-    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` header is believed when
-    /// checking a tenant's `allow_ips`.
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` and `Forwarded` headers
+    /// are believed when checking a tenant's `allow_ips` and `admin.metrics_allow` (every
+    /// line of each; when both name a client they must agree, otherwise the client is
+    /// unknown and refused).
     #[serde(deserialize_with = "nets")]
     pub trusted_proxies: Vec<IpNet>,
 }
@@ -191,9 +193,13 @@ impl Default for DeliveryConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
-    /// Bearer token for the admin API. Without one the admin API answers only on a loopback
-    /// listener, to requests that did not come through a proxy.
+    /// Bearer token for the admin API and `/metrics`. Without one they answer only on a
+    /// loopback listener, to requests that did not come through a proxy.
     pub token: Option<Secret>,
+    /// Addresses or CIDR ranges that may read `/metrics` without the token (a Prometheus
+    /// scraper on another host). Behind a trusted proxy the forwarded client counts.
+    #[serde(deserialize_with = "nets")]
+    pub metrics_allow: Vec<IpNet>,
 }
 
 /// One customer of the gateway.

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use ivrgate_adapter::{Adapter, Inbound};
+use ivrgate_adapter::{Adapter, Inbound, PathSegments};
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
@@ -113,9 +113,31 @@ pub async fn serve(
     Ok(())
 }
 
+/// Headers a request may carry at most once: a second `Host` or `Content-Type` would leave
+/// it to chance which one an adapter reads (RFC 7230 §3.2.2, §5.4).
+const SINGLE_HEADERS: [header::HeaderName; 3] =
+    [header::HOST, header::CONTENT_TYPE, header::AUTHORIZATION];
+
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-    let path = req.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let Some(name) = SINGLE_HEADERS
+        .iter()
+        .find(|name| req.headers().get_all(*name).iter().nth(1).is_some())
+    {
+        tracing::warn!(%peer, header = %name, "request refused: header repeated");
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!("more than one {name} header\n"),
+        );
+    }
+    // Split first, then decode each segment: a decoded '/', '.' or '..' never routes.
+    let path = match PathSegments::parse(req.uri().path()) {
+        Ok(path) => path,
+        Err(e) => {
+            tracing::warn!(%peer, reason = %e, "request refused: unreadable path");
+            return text(StatusCode::BAD_REQUEST, format!("bad request path: {e}\n"));
+        }
+    };
+    let segments = path.as_strs();
     match (req.method(), segments.as_slice()) {
         (&Method::GET, ["healthz"]) => text(StatusCode::OK, "ok\n"),
         (&Method::GET, ["readyz"]) => {
@@ -130,21 +152,12 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
                 }
             }
         }
-        (&Method::GET, ["metrics"]) => {
-            let mut response = text(StatusCode::OK, app.core.metrics.render());
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                http::HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
-            response
-        }
-        (_, ["admin", ..]) => crate::admin::handle(&app, req, peer).await,
+        (&Method::GET, ["metrics"]) => metrics(&app, &req, peer),
+        (_, ["admin", rest @ ..]) => crate::admin::handle(&app, req, peer, rest).await,
         (_, ["api", tenant, adapter, ..]) => {
             let (tenant, adapter) = ((*tenant).to_owned(), (*adapter).to_owned());
             let span = tracing::info_span!("command", tenant = %tenant, adapter = %adapter);
-            crate::api::handle(&app, req, peer, &tenant, &adapter)
+            crate::api::handle(&app, req, peer, &tenant, &adapter, path.tail(3))
                 .instrument(span)
                 .await
         }
@@ -152,12 +165,48 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
             let adapter_name = (*adapter).to_owned();
             let tenant = (*tenant).to_owned();
             let span = tracing::info_span!("request", adapter = %adapter_name, tenant = %tenant);
-            legacy(app, req, peer, adapter_name, tenant)
+            legacy(app, req, peer, adapter_name, tenant, path.tail(2))
                 .instrument(span)
                 .await
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// `/metrics` follows the admin rule (admin token, or loopback), plus the scraper addresses
+/// of `admin.metrics_allow`.
+fn metrics(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let runtime = app.core.runtime.load();
+    let config = &runtime.config;
+    let client = auth::client_ip(peer, req.headers(), &config.raw.server.trusted_proxies);
+    let allowed = auth::metrics_allowed(
+        req.headers(),
+        config.admin_token.as_deref(),
+        config.raw.listen,
+        peer,
+        client,
+        &config.raw.admin.metrics_allow,
+    );
+    if !allowed {
+        tracing::warn!(%peer, client = %auth::Shown(client), "metrics request refused");
+        let mut response = text(
+            StatusCode::UNAUTHORIZED,
+            "metrics need the admin token or an address in admin.metrics_allow\n",
+        );
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"ivrgate\""),
+        );
+        return response;
+    }
+    let mut response = text(StatusCode::OK, app.core.metrics.render());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    response
 }
 
 async fn legacy(
@@ -166,6 +215,7 @@ async fn legacy(
     peer: SocketAddr,
     adapter_name: String,
     tenant_id: String,
+    path: PathSegments,
 ) -> Response<Body> {
     let runtime = app.core.runtime.load_full();
     let config = &runtime.config;
@@ -185,22 +235,13 @@ async fn legacy(
         tracing::warn!(%peer, "request for an unknown tenant");
         return text(StatusCode::NOT_FOUND, "not found\n");
     };
-    let prefix_len = 1 + adapter_name.len() + 1 + tenant_id.len();
-    let after = req.uri().path().get(prefix_len..).unwrap_or("");
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok());
-    let client = auth::client_ip(peer, forwarded, &config.raw.server.trusted_proxies);
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let sub_path = match auth::check(tenant, after, authorization, client) {
-        Ok(rest) => rest.to_owned(),
+    let client_ip = auth::client_ip(peer, req.headers(), &config.raw.server.trusted_proxies);
+    let client = auth::Shown(client_ip);
+    let sub_path = match auth::check(tenant, path.segments(), req.headers(), client_ip) {
+        Ok(rest) => PathSegments::from_decoded(rest.iter().cloned()),
         Err(denied) => {
             count("unknown", "denied");
-            tracing::warn!(%client, reason = ?denied, "inbound request refused");
+            tracing::warn!(%peer, %client, reason = ?denied, "inbound request refused");
             return match denied {
                 Denied::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
                 Denied::Forbidden => text(StatusCode::FORBIDDEN, "forbidden\n"),
@@ -250,7 +291,7 @@ async fn legacy(
     let inbound = Inbound {
         tenant: tenant.id.clone(),
         method: parts.method,
-        sub_path,
+        path: sub_path,
         query: parts.uri.query().map(str::to_owned),
         headers: parts.headers,
         body,

@@ -3,6 +3,7 @@
 mod support;
 
 mod core;
+mod edge;
 mod entities;
 mod hardening;
 mod openscape;

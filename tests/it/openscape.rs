@@ -619,6 +619,96 @@ async fn openscape_transit_numbers() {
     gw.stop().await;
 }
 
+/// Transit numbers written as `config/example.toml` shows them: GetTransitNumber hands out
+/// the configured text, and the arrival may name the number in that format (percent-encoded
+/// in the path) or by its digits. The seed's IVR Hold sequence runs to step 8 with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openscape_transit_numbers_in_the_configured_format() {
+    let receiver = Receiver::start().await;
+    let formatted = r#"
+[tenants.openscape]
+transit_numbers = ["+1 (555) 555-0180", "+1 (555) 555-0181"]
+transit_quarantine_ms = 0
+queues = ["Sales"]
+"#;
+    let gw = Gateway::start(&receiver.url("/hooks"), formatted).await;
+    let base = gw.url("");
+    let out = tokio::task::spawn_blocking(move || python_flow(&base, "ivr_hold", None))
+        .await
+        .expect("python");
+    let number = out["transit_number"].as_str().expect("transit_number");
+    assert!(number.starts_with("+1 (555) 555-018"), "{out}");
+    let call_id = out["call_id"].as_str().expect("call_id");
+    let events = call_events(&receiver, call_id, 6).await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("openscape.call.transferred"),
+        "{events:?}"
+    );
+
+    // The digits alone, and the configured text percent-encoded (%2B for '+').
+    for (channel, spelled) in [("6061", "digits"), ("6062", "encoded")] {
+        let call = unmonitored_call(&gw, channel).await;
+        let r = rpc(&gw, channel, "GetTransitNumber", json!([call, ">T"])).await;
+        assert_eq!(code(&r), 0, "{r}");
+        let number = r["TransitNumber"].as_str().expect("number").to_owned();
+        assert!(number.starts_with("+1 (555) 555-018"), "{r}");
+        let path = match spelled {
+            "digits" => number
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect::<String>(),
+            _ => number
+                .replace('+', "%2B")
+                .replace(' ', "%20")
+                .replace('(', "%28")
+                .replace(')', "%29"),
+        };
+        let (s, body) = cmd(&gw, "POST", &format!("transit/{path}/arrived"), Value::Null).await;
+        assert_eq!(s, 200, "{spelled} {path}: {body}");
+        assert_eq!(body["call"]["transit_number"], Value::Null, "{body}");
+        let released = loop {
+            let hook = receiver.next_of("openscape.transit.released").await;
+            if hook.json["data"]["correlation"]["CallID"] == json!(call) {
+                break hook;
+            }
+        };
+        assert_eq!(released.json["data"]["transit_number"], json!(number));
+        assert_eq!(released.json["data"]["reason"], json!("arrived"));
+        // Reported again: no longer allocated.
+        let (s, body) = cmd(&gw, "POST", &format!("transit/{path}/arrived"), Value::Null).await;
+        assert!(s == 404 || s == 409, "{s} {body}");
+    }
+    // A number nobody holds, and one that is not a number at all.
+    let (s, _) = cmd(
+        &gw,
+        "POST",
+        "transit/+1%20(555)%20555-0199/arrived",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, _) = cmd(&gw, "POST", "transit/%01/arrived", Value::Null).await;
+    assert_eq!(s, 400);
+    gw.stop().await;
+
+    // Two configured numbers with the same digits are one number: check-config says so.
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ivrgate.toml");
+    let toml = config_toml(dir.path(), "http://127.0.0.1:9/hooks", "")
+        + "[tenants.openscape]\ntransit_numbers = [\"+1 (555) 555-0180\", \"+15555550180\"]\n";
+    std::fs::write(&path, toml).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_ivrgate"))
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(text.contains("is the same number as"), "{text}");
+}
+
 /// A Monday in January: 08:00-18:00 Toronto is 13:00-23:00 UTC.
 const MONDAY: &str = "2026-01-05T12:00:00Z";
 

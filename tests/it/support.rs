@@ -287,10 +287,14 @@ impl Gateway {
             .expect("parse")
             .validate(&ivrgate::decision_points())
             .expect("valid config");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
+        // The configured address with a free port: 0.0.0.0 makes a non-loopback listener
+        // (reached over 127.0.0.1).
+        let listen = std::net::SocketAddr::new(config.raw.listen.ip(), 0);
+        let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
+        let mut addr = listener.local_addr().expect("addr");
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (handle_tx, handle_rx) = oneshot::channel();
         let shared: SharedClock = clock.clone();

@@ -11,7 +11,8 @@ FLOW is one of
 COMMAND_BASE (default: the same host) is where the command API is reached, so that the
 assignment can go through another gateway process than the IVR's calls.
 
-The tenant is `acme`; its [tenants.openscape] has transit_numbers. Prints one JSON object
+The tenant is `acme`; its [tenants.openscape] has transit_numbers (reported as arrived in
+the configured format, percent-encoded in the path). Prints one JSON object
 (CallID, transit number, ...) on stdout; exit status 1 with the first mismatch on stderr.
 """
 
@@ -20,6 +21,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import xmlrpc.client
 
@@ -105,7 +107,7 @@ def ivr_hold(base, cmd):
     check("GetTransitNumber", r["ReturnCode"] == 0 and r["TransitNumber"], r)
     number = r["TransitNumber"]
     # 7. Transfer to the transit number; the contact center sees the call arrive on it.
-    status, body = command(cmd, "POST", f"transit/{number}/arrived")
+    status, body = command(cmd, "POST", f"transit/{urllib.parse.quote(number, safe='')}/arrived")
     check("transit arrived", status == 200, (status, body))
     # 8. The call goes to the assigned user: it has left the IVR.
     status, body = command(cmd, "GET", f"calls/{call_id}")
@@ -135,7 +137,7 @@ def queue_hold(base, cmd):
     number = r["TransitNumber"]
     r = api.GetTransitNumber(call_id, ">TransitNumber")
     check("GetTransitNumber again keeps the number", r["TransitNumber"] == number, r)
-    status, body = command(cmd, "POST", f"transit/{number}/arrived")
+    status, body = command(cmd, "POST", f"transit/{urllib.parse.quote(number, safe='')}/arrived")
     check("transit arrived", status == 200 and body["call"]["status"] == "queued", (status, body))
     # The IVR line is free for the next call: Initialize does not abandon a call that left.
     initialized(api, "6061")

@@ -180,11 +180,30 @@ fn valid_id(id: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "._-+*#@".contains(c))
 }
 
+/// A telephone number as people write it: at most 80 characters, no control characters.
+fn valid_number(number: &str) -> bool {
+    !number.trim().is_empty()
+        && number.chars().count() <= 80
+        && !number.chars().any(char::is_control)
+}
+
 pub async fn handle(gw: &dyn Gateway, command: Command) -> CommandReply {
-    let segments: Vec<&str> = command.path.split('/').filter(|s| !s.is_empty()).collect();
+    let segments = command.path.as_strs();
     let method = command.method.as_str();
-    if segments.iter().skip(1).any(|s| !valid_id(s)) {
-        return bad("path segments are letters, digits and ._-+*#@ (at most 80)");
+    // A transit number comes as configured (`+1 (555) 555-0180`), so it has its own rule.
+    let transit = segments.first() == Some(&"transit");
+    let valid = |(i, s): (usize, &&str)| {
+        if transit && i == 1 {
+            valid_number(s)
+        } else {
+            valid_id(s)
+        }
+    };
+    if !segments.iter().enumerate().skip(1).all(valid) {
+        return bad(
+            "path segments are letters, digits and ._-+*#@ (at most 80); a transit number \
+             is written as configured or as its digits",
+        );
     }
     let reply = match (method, segments.as_slice()) {
         ("GET", ["calls"]) => list_calls(gw, &command.tenant).await,
@@ -405,7 +424,10 @@ async fn register(gw: &dyn Gateway, tenant: &str, device: &str, body: &Value) ->
 }
 
 async fn transit_arrived(gw: &dyn Gateway, tenant: &str, number: &str) -> CommandReply {
-    let owner = match gw.find(tenant, model::NS_TRANSIT, number).await {
+    let owner = match gw
+        .find(tenant, model::NS_TRANSIT, &model::transit_key(number))
+        .await
+    {
         Ok(Some(e)) => e.key,
         Ok(None) => return not_found("allocated transit number"),
         Err(e) => return store_error(&e),

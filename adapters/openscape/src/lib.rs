@@ -350,11 +350,13 @@ impl Req<'_> {
 }
 
 async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
-    let mut segments = request.sub_path.split('/').filter(|s| !s.is_empty());
-    let channel = segments.next().unwrap_or("").to_owned();
-    let path_method = segments.next().map(str::to_owned);
-    if !valid_token(&channel) || segments.next().is_some() {
-        tracing::warn!(tenant = %request.tenant, path = %request.sub_path, "openscape request without a valid channel");
+    let (channel, path_method) = match request.path.as_strs().as_slice() {
+        [channel] => ((*channel).to_owned(), None),
+        [channel, method] => ((*channel).to_owned(), Some((*method).to_owned())),
+        _ => (String::new(), None),
+    };
+    if !valid_token(&channel) {
+        tracing::warn!(tenant = %request.tenant, path = %request.path, "openscape request without a valid channel");
         return plain(404, "use /openscape/{tenant}/{channel}: a channel token of letters, digits, '.', '_' or '-'\n", "bad_request");
     }
     if request.method != http::Method::POST {

@@ -331,7 +331,7 @@ pub fn release_transit(call: &mut Call, reason: &str, ctx: &Ctx, eff: &mut Effec
     if let Some(t) = call.transit.take() {
         eff.aliases.push(AliasChange::Claim {
             namespace: NS_TRANSIT.into(),
-            value: t.number.clone(),
+            value: transit_key(&t.number),
             until: Some(ctx.now + ctx.quarantine),
         });
         eff.timers.push(TimerChange::Cancel {
@@ -736,6 +736,16 @@ fn set_business_unit(args: &Args, call: &Call, ctx: &Ctx) -> Result<Effect, i32>
     Ok(eff)
 }
 
+/// A transit number's identity: what is left without the separators people write (`+`,
+/// spaces, parentheses, `-`, `.`), so `+1 (555) 555-0180`, `+15555550180` and `15555550180`
+/// are one number. Transit claims (alias `openscape.transit`) are keyed by it.
+pub fn transit_key(number: &str) -> String {
+    number
+        .chars()
+        .filter(|c| !matches!(c, '+' | '(' | ')' | '-' | '.') && !c.is_whitespace())
+        .collect()
+}
+
 /// GetTransitNumber's allocation of `number` to the call (the alias claim fails the
 /// transition when another call holds the number).
 pub fn allocate_transit(call: &Call, number: &str, ctx: &Ctx) -> Effect {
@@ -747,7 +757,7 @@ pub fn allocate_transit(call: &Call, number: &str, ctx: &Ctx) -> Effect {
     let mut eff = Effect::code(codes::OK).out("TransitNumber", number);
     eff.aliases.push(AliasChange::Claim {
         namespace: NS_TRANSIT.into(),
-        value: number.to_owned(),
+        value: transit_key(number),
         until: Some(ctx.now + TRANSIT_HOLD + ctx.quarantine),
     });
     eff.timers.push(TimerChange::Set {
@@ -857,11 +867,14 @@ pub fn order(call: &Call, order: Order, target: &str, ctx: &Ctx) -> Result<Effec
 }
 
 /// The transit-number call reached the contact center: the number is released, and a call
-/// that was assigned goes on to its target (it leaves ivrgate's hands).
+/// that was assigned goes on to its target (it leaves ivrgate's hands). `number` may be
+/// written in any format with the same [`transit_key`]; events carry the configured one.
 pub fn transit_arrived(call: &Call, number: &str, reason: &str, ctx: &Ctx) -> Option<Effect> {
-    if call.transit.as_ref().map(|t| t.number.as_str()) != Some(number) {
+    let held = call.transit.as_ref()?;
+    if transit_key(&held.number) != transit_key(number) {
         return None;
     }
+    let number = held.number.clone();
     let mut call = call.clone();
     let mut eff = Effect::code(codes::OK);
     release_transit(&mut call, reason, ctx, &mut eff);

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::callback::{phone_digits, OpenHours};
 use crate::codes::Lang;
+use crate::model::transit_key;
 
 /// The longest `call_max_s` (a week).
 pub const MAX_CALL_S: u64 = 7 * 24 * 3600;
@@ -23,7 +24,9 @@ pub struct Settings {
     /// `en` (default) or `fr`.
     pub language: String,
     /// The transit-number pool GetTransitNumber allocates from (pilot numbers of the route
-    /// control group). Empty: GetTransitNumber answers -929.
+    /// control group), in any format (`+1 (555) 555-0180`): numbers are told apart by their
+    /// digits, so the command API may name one either way. Empty: GetTransitNumber answers
+    /// -929.
     pub transit_numbers: Vec<String>,
     /// How long a released or expired transit number stays unused before reuse.
     pub transit_quarantine_ms: u64,
@@ -136,13 +139,19 @@ impl Settings {
                 self.language
             ));
         }
-        let mut seen = std::collections::BTreeSet::new();
+        // Numbers are told apart by their digits: `+1 (555) 555-0180` and `+15555550180`
+        // are one number, and a transit arrival may name it either way.
+        let mut seen = BTreeMap::new();
         for n in &self.transit_numbers {
-            if n.trim().is_empty() || n.chars().count() > 80 {
+            if n.trim().is_empty() || n.chars().count() > 80 || n.chars().any(char::is_control) {
                 problems.push(format!("transit_numbers: {n:?} must be 1 to 80 characters"));
+            } else if !transit_key(n).chars().any(|c| c.is_ascii_digit()) {
+                problems.push(format!("transit_numbers: {n:?} has no digits"));
             }
-            if !seen.insert(n) {
-                problems.push(format!("transit_numbers: {n:?} listed twice"));
+            if let Some(first) = seen.insert(transit_key(n), n) {
+                problems.push(format!(
+                    "transit_numbers: {n:?} is the same number as {first:?}"
+                ));
             }
         }
         if !(60..=MAX_CALL_S).contains(&self.call_max_s) {
@@ -208,6 +217,17 @@ mod tests {
         }))
         .expect("parse");
         assert_eq!(s.check().len(), 7, "{:?}", s.check());
+        let s = Settings::from_json(&json!({
+            "transit_numbers": ["+1 (555) 555-0180", "+15555550180", "15555550181", "()"],
+        }))
+        .expect("parse");
+        assert_eq!(
+            s.check(),
+            [
+                r#"transit_numbers: "+15555550180" is the same number as "+1 (555) 555-0180""#,
+                r#"transit_numbers: "()" has no digits"#,
+            ]
+        );
         assert!(Settings::from_json(&json!({"bogus": 1})).is_err());
     }
 }

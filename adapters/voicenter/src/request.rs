@@ -117,10 +117,10 @@ const SECRET_PARAMS: [&str; 10] = [
 ];
 
 pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
-    let route = match request.sub_path.trim_matches('/') {
-        "" => Route::Main,
-        "cdr" => Route::Cdr,
-        "popup" => Route::Popup,
+    let route = match request.path.as_strs().as_slice() {
+        [] => Route::Main,
+        ["cdr"] => Route::Cdr,
+        ["popup"] => Route::Popup,
         _ => {
             return Err(reject(
                 Encoding::Json,

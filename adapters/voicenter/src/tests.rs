@@ -126,7 +126,7 @@ fn inbound(
     Inbound {
         tenant: "acme".into(),
         method,
-        sub_path: sub_path.into(),
+        path: ivrgate_adapter::PathSegments::from_decoded(sub_path.split('/')),
         query: query.map(str::to_owned),
         headers,
         body: Bytes::copy_from_slice(body.as_bytes()),

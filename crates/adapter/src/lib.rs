@@ -11,6 +11,7 @@
 
 pub mod action;
 pub mod epoch;
+pub mod path;
 pub mod state;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 pub use action::{Action, ActionKind, Answer};
+pub use path::{PathError, PathSegments};
 use serde_json::{Map, Value};
 pub use state::{
     AliasChange, Change, Command, CommandReply, Entity, EntityEvent, EntityKey, TimerChange,
@@ -34,9 +36,10 @@ pub struct Inbound {
     /// The ivrgate tenant id from the URL path.
     pub tenant: String,
     pub method: http::Method,
-    /// The path after the tenant (and after the secret path token, when one is configured),
-    /// without a leading slash: `""`, `"cdr"`, `"popup"`, ...
-    pub sub_path: String,
+    /// The decoded path segments after the tenant (and after the secret path token, when
+    /// one is configured): `[]`, `["cdr"]`, `["popup"]`, ... Empty segments are dropped and a
+    /// decoded `/` stays inside its segment (see [`path`]).
+    pub path: PathSegments,
     pub query: Option<String>,
     pub headers: http::HeaderMap,
     pub body: bytes::Bytes,

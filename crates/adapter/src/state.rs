@@ -233,8 +233,9 @@ pub type TransitionFn<'a> = dyn FnMut(&[Option<Entity>]) -> Vec<Change> + Send +
 pub struct Command {
     pub tenant: String,
     pub method: http::Method,
-    /// The path after `/api/{tenant}/{adapter}/`, e.g. `calls/123/assign`.
-    pub path: String,
+    /// The decoded path segments after `/api/{tenant}/{adapter}/`, e.g. `["calls", "123",
+    /// "assign"]` (see [`crate::path`]).
+    pub path: crate::PathSegments,
     pub query: Option<String>,
     /// The JSON body (`Value::Null` when there was none).
     pub body: Value,
