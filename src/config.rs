@@ -361,9 +361,10 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        // A TOML error quotes the offending source line, which may hold a secret.
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
+            message: crate::redact::toml_error(&e.to_string()),
         })
     }
 
@@ -635,13 +636,14 @@ fn nets<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Vec<IpNe
 }
 
 fn check_url(url: &str) -> std::result::Result<(), String> {
+    let shown = crate::redact::url(url);
     match reqwest::Url::parse(url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
         Ok(u) => Err(format!(
-            "{url:?}: scheme {:?} is not http or https",
+            "{shown:?}: scheme {:?} is not http or https",
             u.scheme()
         )),
-        Err(e) => Err(format!("{url:?}: {e}")),
+        Err(e) => Err(format!("{shown:?}: {e}")),
     }
 }
 
@@ -696,4 +698,39 @@ impl fmt::Debug for ResolvedTenant {
 pub struct ResolvedDecision {
     pub deadline_ms: u64,
     pub fallback: Answer,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn file(listen: &str, inbound: &str, extra: &str) -> String {
+        format!(
+            "listen = \"{listen}\"\nstate_dir = \"/var/lib/ivrgate\"\n{extra}\n[[tenants]]\nid = \"acme\"\n\
+             webhook_url = \"http://127.0.0.1:9/hooks\"\nwebhook_secret = \"{SECRET}\"\n{inbound}"
+        )
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_secrets() {
+        let text = file(
+            "127.0.0.1:8080",
+            "[tenants.inbound.basic_auth]\nusername = \"vc\"\npassword = \"hunter2-pa55\" x\n",
+            "",
+        );
+        let Err(ConfigError::Parse { message, .. }) = Config::parse(&text, Path::new("t")) else {
+            panic!("must not parse");
+        };
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("password = \""), "{message}");
+        let unclosed = file("127.0.0.1:8080", "", "")
+            .replace(&format!("\"{SECRET}\""), &format!("\"{SECRET}"));
+        let Err(ConfigError::Parse { message, .. }) = Config::parse(&unclosed, Path::new("t"))
+        else {
+            panic!("must not parse");
+        };
+        assert!(!message.contains("MfKQ9r8"), "{message}");
+    }
 }

@@ -514,12 +514,14 @@ impl Core {
             }
             Ok(Err(e)) => {
                 self.decision_breakers.failure(url);
-                tracing::debug!(tenant = %tenant.id, error = %e, "decision webhook failed");
-                return Err(if e.is_timeout() {
+                let reason = if e.is_timeout() {
                     FallbackReason::Timeout
                 } else {
                     FallbackReason::Connect
-                });
+                };
+                // The error's own text carries the URL whole: logged redacted, apart.
+                tracing::debug!(tenant = %tenant.id, url = %crate::redact::url(url), error = %e.without_url(), "decision webhook failed");
+                return Err(reason);
             }
             Ok(Ok(pair)) => pair,
         };

@@ -230,7 +230,7 @@ async fn deliver(
         }
         Ok(response) if response.status().as_u16() == 410 => {
             core.metrics.delivery("gone");
-            tracing::error!(tenant = %tenant.id, url = %url, "endpoint answered 410 Gone: disabled until re-enabled through the admin API");
+            tracing::error!(tenant = %tenant.id, url = %crate::redact::url(url), "endpoint answered 410 Gone: disabled until re-enabled through the admin API");
             core.disabled_endpoints
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod entities;
 pub mod ids;
 pub mod metrics;
+pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;

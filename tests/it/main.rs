@@ -6,6 +6,7 @@ mod core;
 mod entities;
 mod hardening;
 mod openscape;
+mod operations;
 mod ops;
 mod process;
 mod ptk;
