@@ -33,7 +33,10 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address to listen on for legacy platforms, health, metrics and the admin API.
+    /// Address to listen on for legacy platforms, health, metrics and the admin API. Only a
+    /// restart changes it (a reload that does is refused). In the running configuration it
+    /// is the address actually bound (port 0 resolved), which every rule that depends on the
+    /// listener (inbound credentials off loopback, the admin and command API) checks.
     pub listen: SocketAddr,
     /// Directory for the embedded store (`ivrgate.db`); created if missing.
     pub state_dir: PathBuf,
@@ -371,9 +374,20 @@ impl Config {
     /// Rules that span fields. `points` are the decision points of every adapter.
     /// All problems are reported at once, one per line.
     pub fn validate(&self, points: &[&'static DecisionPoint]) -> Result<ResolvedConfig> {
+        self.validate_on(points, self.listen)
+    }
+
+    /// [`Config::validate`] for a gateway whose listener is bound to `bound`: every rule that
+    /// depends on the listener (inbound credentials off loopback, the admin and command API
+    /// rules) uses it, and so does the resolved configuration's `listen`.
+    pub fn validate_on(
+        &self,
+        points: &[&'static DecisionPoint],
+        bound: SocketAddr,
+    ) -> Result<ResolvedConfig> {
         let mut problems = Vec::new();
         let mut ids = HashSet::new();
-        let loopback = self.listen.ip().is_loopback();
+        let loopback = bound.ip().is_loopback();
         let mut tenants = Vec::new();
         if self.tenants.is_empty() {
             problems.push("no [[tenants]] configured".to_owned());
@@ -435,7 +449,7 @@ impl Config {
                 problems.push(format!(
                     "tenant {id}: no inbound credentials on the non-loopback listener {}; \
                      set one of inbound.path_token, inbound.basic_auth or inbound.allow_ips",
-                    self.listen
+                    bound
                 ));
             }
             let mut secrets = Vec::new();
@@ -608,14 +622,126 @@ impl Config {
             None => None,
         };
         if problems.is_empty() {
+            let mut raw = self.clone();
+            raw.listen = bound;
             Ok(ResolvedConfig {
-                raw: self.clone(),
+                raw,
                 tenants,
                 admin_token,
             })
         } else {
             Err(ConfigError::Invalid(problems.join("\n")))
         }
+    }
+}
+
+impl Config {
+    /// What keeps this configuration, read again on SIGHUP, from replacing `running` (the
+    /// running gateway's, whose `listen` is the address actually bound): every setting a
+    /// reload cannot apply, one line each, naming the setting. Empty: the reload may go on
+    /// (to [`Config::validate_on`] with the bound address).
+    ///
+    /// Every field is named here, so a new setting does not compile until it is decided:
+    /// `_` means a reload applies it (the running code reads it from the current
+    /// configuration each time), a comparison means only a restart applies it.
+    /// `docs/operations.md` lists both kinds.
+    pub fn reload_refusals(&self, running: &Config) -> Vec<String> {
+        let Config {
+            listen,
+            state_dir,
+            server,
+            logging,
+            storage,
+            delivery,
+            admin: _,   // read per admin request
+            tenants: _, // resolved again; rate limiters and delivery slots are rebuilt
+        } = self;
+        let ServerConfig {
+            max_body_bytes: _,         // per request
+            max_nesting_depth: _,      // per request
+            header_read_timeout_ms: _, // per new connection
+            body_read_timeout_ms: _,   // per request
+            shutdown_grace_ms: _,      // read when the drain starts
+            trusted_proxies: _,        // per request
+        } = server;
+        let LoggingConfig {
+            format,
+            level,
+            mask_phone_numbers: _, // per request
+        } = logging;
+        let StorageConfig {
+            call_ttl_s: _,            // per write
+            dedup_window_s: _,        // per event
+            call_retention_s: _,      // per purge
+            delivered_retention_s: _, // per purge
+            min_free_bytes: _,        // per free-space check
+            group_commit_max,
+        } = storage;
+        let DeliveryConfig {
+            workers,
+            per_endpoint_concurrency: _, // delivery slots are rebuilt
+            timeout_ms: _,               // per attempt
+            retry_schedule_s: _,         // per outcome
+            jitter_percent: _,           // per outcome
+            lease_ms: _,                 // per claim
+            breaker_failures,
+            breaker_open_ms,
+            max_retry_after_s: _, // per outcome
+        } = delivery;
+        let mut refusals = Vec::new();
+        let mut restart = |name: &str, old: String, new: String| {
+            if old != new {
+                refusals.push(format!(
+                    "{name} changed from {old} to {new}: only a restart applies it"
+                ));
+            }
+        };
+        // A file asking for any port (`:0`) is satisfied by the port bound.
+        let same_listener =
+            *listen == running.listen || (listen.port() == 0 && listen.ip() == running.listen.ip());
+        if !same_listener {
+            restart(
+                "listen",
+                format!("{} (bound)", running.listen),
+                listen.to_string(),
+            );
+        }
+        restart(
+            "state_dir",
+            running.state_dir.display().to_string(),
+            state_dir.display().to_string(),
+        );
+        restart(
+            "logging.format",
+            format!("{:?}", running.logging.format).to_lowercase(),
+            format!("{format:?}").to_lowercase(),
+        );
+        restart(
+            "logging.level",
+            format!("{:?}", running.logging.level),
+            format!("{level:?}"),
+        );
+        restart(
+            "storage.group_commit_max",
+            running.storage.group_commit_max.to_string(),
+            group_commit_max.to_string(),
+        );
+        restart(
+            "delivery.workers",
+            running.delivery.workers.to_string(),
+            workers.to_string(),
+        );
+        restart(
+            "delivery.breaker_failures",
+            running.delivery.breaker_failures.to_string(),
+            breaker_failures.to_string(),
+        );
+        restart(
+            "delivery.breaker_open_ms",
+            running.delivery.breaker_open_ms.to_string(),
+            breaker_open_ms.to_string(),
+        );
+        refusals
     }
 }
 
@@ -706,11 +832,96 @@ mod tests {
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("test.toml")).expect("parses")
+    }
+
     fn file(listen: &str, inbound: &str, extra: &str) -> String {
         format!(
             "listen = \"{listen}\"\nstate_dir = \"/var/lib/ivrgate\"\n{extra}\n[[tenants]]\nid = \"acme\"\n\
              webhook_url = \"http://127.0.0.1:9/hooks\"\nwebhook_secret = \"{SECRET}\"\n{inbound}"
         )
+    }
+
+    const BASIC: &str =
+        "[tenants.inbound]\nbasic_auth = { username = \"vc\", password = \"pa55-w0rd\" }\n";
+
+    #[test]
+    fn reload_is_checked_against_the_bound_listener() {
+        let points = crate::decision_points();
+        // Running: bound to every address, with credentials.
+        let running = parse(&file("0.0.0.0:8080", BASIC, ""))
+            .validate(&points)
+            .expect("valid");
+        // The new file moves to loopback and drops the credentials: fine on its own ...
+        let new = parse(&file("127.0.0.1:8080", "", ""));
+        assert!(new.validate(&points).is_ok());
+        // ... but not for the gateway that is running: `listen` needs a restart, and the
+        // socket still bound to 0.0.0.0 would take requests without credentials.
+        let refusals = new.reload_refusals(&running.raw);
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(
+            refusals[0].starts_with("listen changed from 0.0.0.0:8080 (bound) to 127.0.0.1:8080")
+        );
+        let Err(ConfigError::Invalid(why)) = new.validate_on(&points, running.raw.listen) else {
+            panic!("no inbound credentials on 0.0.0.0 must be refused");
+        };
+        assert!(why.contains("no inbound credentials on the non-loopback listener 0.0.0.0:8080"));
+        // Keeping the listener and the credentials reloads.
+        let same = parse(&file(
+            "0.0.0.0:8080",
+            BASIC,
+            "[server]\nmax_body_bytes = 2048",
+        ));
+        assert!(same.reload_refusals(&running.raw).is_empty());
+        let resolved = same
+            .validate_on(&points, running.raw.listen)
+            .expect("valid");
+        assert_eq!(resolved.raw.server.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn a_file_asking_for_any_port_matches_the_port_bound() {
+        let mut running = parse(&file("127.0.0.1:0", "", ""));
+        running.listen = "127.0.0.1:41234".parse().expect("addr");
+        assert!(parse(&file("127.0.0.1:0", "", ""))
+            .reload_refusals(&running)
+            .is_empty());
+        assert!(parse(&file("127.0.0.1:41234", "", ""))
+            .reload_refusals(&running)
+            .is_empty());
+        assert_eq!(
+            parse(&file("127.0.0.1:41235", "", ""))
+                .reload_refusals(&running)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn restart_only_settings_refuse_a_reload_and_name_the_setting() {
+        let running = parse(&file("127.0.0.1:8080", "", ""));
+        let changed = parse(
+            &file("127.0.0.1:8080", "", "[logging]\nformat = \"json\"\nlevel = \"debug\"\n[storage]\ngroup_commit_max = 8\n[delivery]\nworkers = 2\nbreaker_failures = 9\nbreaker_open_ms = 1\ntimeout_ms = 5")
+                .replace("/var/lib/ivrgate", "/srv/other"),
+        );
+        let refusals = changed.reload_refusals(&running).join("\n");
+        for name in [
+            "state_dir",
+            "logging.format",
+            "logging.level",
+            "storage.group_commit_max",
+            "delivery.workers",
+            "delivery.breaker_failures",
+            "delivery.breaker_open_ms",
+        ] {
+            assert!(
+                refusals.contains(&format!("{name} changed from")),
+                "{name}: {refusals}"
+            );
+        }
+        // Applied by a reload: not refused.
+        assert!(!refusals.contains("timeout_ms"), "{refusals}");
     }
 
     #[test]

@@ -204,6 +204,8 @@ async fn deliver(
     let result = core
         .delivery_http
         .post(tenant.webhook_target.clone())
+        // Per attempt, so a reload applies `delivery.timeout_ms` at once.
+        .timeout(Duration::from_millis(cfg.timeout_ms))
         .header("content-type", "application/json")
         .header("webhook-id", &row.event_id)
         .header("webhook-timestamp", timestamp.to_string())

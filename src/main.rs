@@ -194,12 +194,14 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
                         _ = tokio::signal::ctrl_c() => break,
                         _ = hup.recv() => {
                             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                            match load(&path) {
-                                Ok(new) => {
-                                    tracing::info!(tenants = new.tenants.len(), "configuration reloaded");
-                                    handle.reload(new);
+                            // Every setting is either applied or refuses the reload as a whole.
+                            match Config::load(&path).and_then(|new| handle.reload(new)) {
+                                Ok(()) => {
+                                    let running = handle.core.runtime.load();
+                                    tracing::info!(tenants = running.config.tenants.len(), "configuration reloaded");
                                 }
-                                Err(e) => tracing::error!(error = %e, "reload refused; keeping the running configuration"),
+                                // One line per problem in the file, one log line for the refusal.
+                                Err(e) => tracing::error!(error = %e.to_string().replace('\n', "; "), "reload refused; keeping the running configuration"),
                             }
                             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                         }

@@ -64,7 +64,6 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let server_cfg = app.core.runtime.load().config.raw.server.clone();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -80,6 +79,16 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Read per connection, so a reload applies it to the connections that follow.
+        let header_read_timeout = Duration::from_millis(
+            app.core
+                .runtime
+                .load()
+                .config
+                .raw
+                .server
+                .header_read_timeout_ms,
+        );
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
@@ -87,7 +96,7 @@ pub async fn serve(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(server_cfg.header_read_timeout_ms))
+            .header_read_timeout(header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -100,15 +109,13 @@ pub async fn serve(
     // Long-polls answer now rather than holding the drain for their whole timeout.
     app.core.stopping.send_replace(true);
     drop(listener);
-    let grace = Duration::from_millis(server_cfg.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // The grace of the configuration running now (a reload applies it).
+    let grace_ms = app.core.runtime.load().config.raw.server.shutdown_grace_ms;
+    if tokio::time::timeout(Duration::from_millis(grace_ms), graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(
-            grace_ms = server_cfg.shutdown_grace_ms,
-            "in-flight requests outlived the grace period"
-        );
+        tracing::warn!(grace_ms, "in-flight requests outlived the grace period");
     }
     Ok(())
 }

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
+
 use crate::process::{free_port, run_with_timeout, Daemon};
 use crate::support::*;
 
@@ -66,6 +68,16 @@ fn wait_log(daemon: &Daemon, text: &str, times: usize) -> String {
     }
 }
 
+/// This machine's own address on a non-loopback interface, if it has one: a request to it
+/// arrives as from another host would, through the same socket.
+fn outside_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // A UDP "connect" only picks the route and source address; nothing is sent.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write config");
 }
@@ -114,6 +126,104 @@ async fn post_cdr(url: &str, basic: Option<(&str, &str)>) -> (u16, String) {
     let response = request.send().await.expect("CDR request");
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
+}
+
+/// Issue 8, defect 1: a reload that moves `listen` to loopback and drops the credentials
+/// used to be applied to the socket still bound to 0.0.0.0, which then took CDRs from
+/// anyone. It is refused now (logged at ERROR, naming `listen`), and the credentials stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_drop_credentials_on_a_public_socket() {
+    let rx = Receiver::start().await;
+    rx.answer(|_| Reply::ok("{}"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    let port = free_port();
+    let path = dir.path().join("ivrgate.toml");
+    let basic =
+        "[tenants.inbound]\nbasic_auth = { username = \"vc\", password = \"pa55-w0rd-x\" }\n";
+    let public = config(
+        &format!("0.0.0.0:{port}"),
+        &state,
+        &rx.url("/hooks"),
+        "",
+        basic,
+    );
+    write(&path, &public);
+    let mut daemon = serve(dir.path(), "public", &path, port);
+    daemon.ready().await;
+    let cdr_url = daemon.url("/voicenter/acme/cdr");
+    assert_eq!(
+        post_cdr(&cdr_url, None).await.0,
+        401,
+        "credentials enforced at start"
+    );
+
+    // The file moves to loopback without credentials: valid on its own.
+    let loopback = config(
+        &format!("127.0.0.1:{port}"),
+        &state,
+        &rx.url("/hooks"),
+        "",
+        "",
+    );
+    write(&path, &loopback);
+    let (status, stdout, stderr) = run_with_timeout(
+        ivrgate().arg("check-config").arg(&path),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "check-config: {stdout}{stderr}");
+    signal(&daemon, "HUP");
+    let log = wait_log(&daemon, "reload refused", 1);
+    let refused = log
+        .lines()
+        .find(|l| l.contains("reload refused"))
+        .expect("refusal line");
+    assert!(refused.contains("ERROR"), "{refused}");
+    assert!(
+        refused.contains(&format!(
+            "listen changed from 0.0.0.0:{port} (bound) to 127.0.0.1:{port}"
+        )),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("no inbound credentials on the non-loopback listener"),
+        "{refused}"
+    );
+    assert!(!log.contains("configuration reloaded"), "{log}");
+
+    // Credentials are still enforced, from loopback and from another host.
+    let (status, body) = post_cdr(&cdr_url, None).await;
+    assert_eq!(
+        status, 401,
+        "unauthenticated CDR after the refused reload: {body}"
+    );
+    if let Some(ip) = outside_address() {
+        let outside = format!("http://{ip}:{port}/voicenter/acme/cdr");
+        let (status, body) = post_cdr(&outside, None).await;
+        assert_eq!(status, 401, "unauthenticated CDR from {ip}: {body}");
+        let (status, body) = post_cdr(&outside, Some(("vc", "pa55-w0rd-x"))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = post_cdr(&cdr_url, Some(("vc", "pa55-w0rd-x"))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).ok(),
+        Some(json!({"err": 0, "errdesc": "OK"}))
+    );
+
+    // A reload that keeps the listener applies what it changes (here the body limit).
+    let smaller = config(
+        &format!("0.0.0.0:{port}"),
+        &state,
+        &rx.url("/hooks"),
+        "[server]\nmax_body_bytes = 64\n",
+        basic,
+    );
+    write(&path, &smaller);
+    signal(&daemon, "HUP");
+    wait_log(&daemon, "configuration reloaded", 1);
+    let (status, _) = post_cdr(&cdr_url, Some(("vc", "pa55-w0rd-x"))).await;
+    assert_eq!(status, 413, "the reloaded body limit applies");
 }
 
 /// Issue 8, defect 3: TOML errors quoted the offending line (a password, an unclosed
