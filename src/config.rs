@@ -66,7 +66,9 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Time allowed for a client to send the request body.
     pub body_read_timeout_ms: u64,
-    /// On SIGTERM, how long in-flight requests may take before connections are closed.
+    /// On SIGTERM, how long in-flight requests may take. When it runs out, decisions still
+    /// waiting for the customer answer with their fallback, then connections are closed;
+    /// `check-config` warns when it is shorter than the longest decision deadline.
     pub shutdown_grace_ms: u64,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` header is believed when
     /// checking a tenant's `allow_ips`.
@@ -785,6 +787,32 @@ impl ResolvedConfig {
     pub fn tenant(&self, id: &str) -> Option<&ResolvedTenant> {
         self.tenants.iter().find(|t| t.id == id)
     }
+
+    /// Valid but probably not meant: `check-config` prints these, `serve` logs them (WARN).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let grace = self.raw.server.shutdown_grace_ms;
+        let longest = self
+            .tenants
+            .iter()
+            .flat_map(|t| {
+                t.decisions
+                    .iter()
+                    .map(move |(kind, d)| (d.deadline_ms, kind, &t.id))
+            })
+            .max();
+        if let Some((deadline, kind, tenant)) = longest {
+            if grace < deadline {
+                warnings.push(format!(
+                    "server.shutdown_grace_ms ({grace}) is shorter than the longest decision \
+                     deadline ({deadline} ms, tenant {tenant}, {kind}): decisions still waiting \
+                     for the customer when the grace runs out on shutdown are answered with \
+                     their fallback"
+                ));
+            }
+        }
+        warnings
+    }
 }
 
 #[derive(Clone)]
@@ -943,5 +971,25 @@ mod tests {
             panic!("must not parse");
         };
         assert!(!message.contains("MfKQ9r8"), "{message}");
+    }
+
+    #[test]
+    fn grace_shorter_than_a_deadline_warns() {
+        let points = crate::decision_points();
+        let config = parse(&file(
+            "127.0.0.1:8080",
+            "",
+            "[server]\nshutdown_grace_ms = 1000",
+        ))
+        .validate(&points)
+        .expect("valid");
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0]
+            .contains("shutdown_grace_ms (1000) is shorter than the longest decision deadline"));
+        let fine = parse(&file("127.0.0.1:8080", "", ""))
+            .validate(&points)
+            .expect("valid");
+        assert!(fine.warnings().is_empty());
     }
 }

@@ -47,6 +47,9 @@ fn main() -> ExitCode {
             };
             match load(&PathBuf::from(&path)) {
                 Ok(config) => {
+                    for warning in config.warnings() {
+                        eprintln!("{path}: warning: {warning}");
+                    }
                     println!(
                         "{path}: ok ({} tenant(s), listening on {}, state in {})",
                         config.tenants.len(),
@@ -170,6 +173,9 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
             "tenant configured"
         );
     }
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "configuration warning");
+    }
     tracing::info!(listen = %config.raw.listen, state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
     let run = ivrgate::run(
         config,
@@ -199,6 +205,9 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
                                 Ok(()) => {
                                     let running = handle.core.runtime.load();
                                     tracing::info!(tenants = running.config.tenants.len(), "configuration reloaded");
+                                    for warning in running.config.warnings() {
+                                        tracing::warn!(%warning, "configuration warning");
+                                    }
                                 }
                                 // One line per problem in the file, one log line for the refusal.
                                 Err(e) => tracing::error!(error = %e.to_string().replace('\n', "; "), "reload refused; keeping the running configuration"),

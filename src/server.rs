@@ -111,14 +111,39 @@ pub async fn serve(
     drop(listener);
     // The grace of the configuration running now (a reload applies it).
     let grace_ms = app.core.runtime.load().config.raw.server.shutdown_grace_ms;
-    if tokio::time::timeout(Duration::from_millis(grace_ms), graceful.shutdown())
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(Duration::from_millis(grace_ms), &mut drained)
         .await
         .is_err()
     {
-        tracing::warn!(grace_ms, "in-flight requests outlived the grace period");
+        // A caller never hears dead air, also on shutdown: every decision still waiting for
+        // the customer gives up and answers with its fallback, which goes out on the wire
+        // before its connection closes.
+        let open = app.core.decisions_in_flight();
+        tracing::warn!(
+            grace_ms,
+            open_decisions = open,
+            "in-flight requests outlived the grace period: open decisions answer with their fallback"
+        );
+        app.core.grace_over.send_replace(true);
+        if tokio::time::timeout(FALLBACK_FLUSH, &mut drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                flush_ms = FALLBACK_FLUSH.as_millis() as u64,
+                "requests still open after the fallback answers: closing their connections"
+            );
+        }
     }
     Ok(())
 }
+
+/// After the grace: how long the fallback answers of open decisions (and any other request
+/// still finishing) get to go out before the remaining connections are closed. A fallback
+/// answer needs no network beyond its own connection, so this is generous.
+const FALLBACK_FLUSH: Duration = Duration::from_secs(2);
 
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path().to_owned();

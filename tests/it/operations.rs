@@ -306,3 +306,89 @@ async fn secrets_stay_out_of_config_errors_and_logs() {
         assert!(!log.contains(secret), "{secret} in the log:\n{log}");
     }
 }
+
+/// Issue 8, defect 4: with a shutdown grace shorter than the decision deadline, SIGTERM
+/// closed the connection of a decision still waiting for a slow customer: dead air. Now the
+/// grace running out answers it with its fallback, on the wire, before the connection
+/// closes; check-config warns about such a grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_open_decisions_with_their_fallback() {
+    let rx = Receiver::start().await;
+    // The customer takes far longer than the deadline (and the grace).
+    rx.answer(|_| Reply::ok(r#"{"action":"default"}"#).after(Duration::from_secs(30)));
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    let port = free_port();
+    let path = dir.path().join("ivrgate.toml");
+    write(
+        &path,
+        &config(
+            &format!("127.0.0.1:{port}"),
+            &state,
+            &rx.url("/hooks"),
+            "[server]\nshutdown_grace_ms = 300\n",
+            "[tenants.decisions.ivr_action]\ndeadline_ms = 10000\n\
+             fallback = { action = \"hangup\", prompt = \"sorry\" }\n",
+        ),
+    );
+    let mut daemon = serve(dir.path(), "grace", &path, port);
+    daemon.ready().await;
+    let request = json!({"METHOD": "GET_IVR_ACTION", "DATA": {"DID": "0732793256",
+        "CALLER_ID": "0541234567", "IVR_UNIQUE_ID": "grace-1", "DTMF": "", "MENU": "-1",
+        "PREVIOUS_MENU": "-1"}})
+    .to_string();
+    let url = daemon.url("/voicenter/acme");
+    let asked = tokio::spawn(async move {
+        let response = client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(request)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| format!("no answer: {e}"))?;
+        let status = response.status().as_u16();
+        let body = response.text().await.map_err(|e| format!("no body: {e}"))?;
+        Ok::<_, String>((status, body))
+    });
+    // The decision webhook is out and waiting for the customer: now stop.
+    let hook = rx.next().await;
+    assert_eq!(hook.json["type"], "decision.ivr_action");
+    signal(&daemon, "TERM");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(60), asked)
+        .await
+        .expect("bounded")
+        .expect("task")
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", daemon.log_text()));
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).expect("JSON answer");
+    assert_eq!(
+        answer["ACTION"], "HANGUP",
+        "the configured fallback: {answer}"
+    );
+    let log = wait_log(&daemon, "stopped", 1);
+    assert!(
+        log.contains("reason=\"shutdown\"") || log.contains("reason=shutdown"),
+        "{log}"
+    );
+    let mut child = daemon.child.take().expect("child");
+    let deadline = Instant::now() + LOG_WAIT;
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(exit.success(), "{exit:?}");
+    // check-config warns about such a grace (and still says ok).
+    let (status, stdout, stderr) = run_with_timeout(
+        ivrgate().arg("check-config").arg(&path),
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("warning: server.shutdown_grace_ms (300) is shorter than the longest decision deadline (10000 ms"),
+        "{stderr}"
+    );
+}
