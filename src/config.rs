@@ -517,6 +517,7 @@ impl Config {
                     Some(value) => {
                         let json = serde_json::to_value(value).unwrap_or_default();
                         match Answer::from_json(&json)
+                            .and_then(|a| strict_fallback(&json, &a).map(|()| a))
                             .and_then(|a| (point.validate)(&a).map(|()| a))
                         {
                             Ok(answer) => answer,
@@ -747,6 +748,78 @@ impl Config {
     }
 }
 
+/// A configured fallback is as strict as every other table: a key the answer does not read
+/// (`promt` for `prompt`) is an error naming it and the valid ones, also in nested tables
+/// (`on_failure`). The keys an action reads are the ones it writes back; `attach` is the
+/// customer's own data, and a `native` answer is the platform's own object (its adapter
+/// checks it).
+fn strict_fallback(
+    written: &serde_json::Value,
+    answer: &Answer,
+) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    fn walk(path: &str, written: &Value, known: &Value, problems: &mut Vec<String>) {
+        let (Value::Object(written), Value::Object(known)) = (written, known) else {
+            return;
+        };
+        for (key, value) in written {
+            let here = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match known.get(key) {
+                Some(inner) if key != "attach" => walk(&here, value, inner, problems),
+                Some(_) => {}
+                None => {
+                    let valid: Vec<&str> = known.keys().map(String::as_str).collect();
+                    problems.push(format!(
+                        "unknown key {here:?}; valid keys: {}",
+                        valid.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    let known = match answer {
+        Answer::Action(_) => {
+            let mut known = answer.to_json();
+            if let Value::Object(map) = &mut known {
+                // Written back only when set, read always.
+                map.entry("language").or_insert(Value::Null);
+                map.entry("attach").or_insert(Value::Null);
+                // A nested table the action has not set is written back as null: take
+                // its keys from an empty instance.
+                if map.get("on_failure").is_some_and(Value::is_null) {
+                    if let Ok(goto) = serde_json::to_value(ivrgate_adapter::action::Goto {
+                        target: String::new(),
+                        prompt: None,
+                        repeat: None,
+                        max_digits: None,
+                        pause_s: None,
+                    }) {
+                        map.insert("on_failure".into(), goto);
+                    }
+                }
+            }
+            known
+        }
+        // `{ native = {...} }`: nothing beside `native`; a bare native object (`ACTION`,
+        // `STATUS`) is the platform's own, whole.
+        Answer::Native(_) if written.get("native").is_some() => {
+            serde_json::json!({ "native": null })
+        }
+        Answer::Native(_) => return Ok(()),
+    };
+    let mut problems = Vec::new();
+    walk("", written, &known, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
 /// Reads addresses or CIDR ranges: `192.0.2.7` is read as `192.0.2.7/32`.
 fn nets<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Vec<IpNet>, D::Error> {
     let raw = Vec::<String>::deserialize(de)?;
@@ -950,6 +1023,46 @@ mod tests {
         }
         // Applied by a reload: not refused.
         assert!(!refusals.contains("timeout_ms"), "{refusals}");
+    }
+
+    #[test]
+    fn unknown_keys_in_a_fallback_are_refused_with_the_valid_ones() {
+        let points = crate::decision_points();
+        let with = |fallback: &str| {
+            parse(&file(
+                "127.0.0.1:8080",
+                &format!("[tenants.decisions.ivr_action]\nfallback = {fallback}\n"),
+                "",
+            ))
+            .validate(&points)
+        };
+        let Err(ConfigError::Invalid(why)) = with("{ action = \"hangup\", promt = \"sorry\" }")
+        else {
+            panic!("promt must be refused");
+        };
+        assert!(
+            why.contains("decisions.ivr_action.fallback: unknown key \"promt\"; valid keys:"),
+            "{why}"
+        );
+        assert!(why.contains("prompt"), "{why}");
+        let Err(ConfigError::Invalid(why)) = with(
+            "{ action = \"dial\", targets = [\"100\"], on_failure = { target = \"m\", promt = \"x\" } }",
+        ) else {
+            panic!("a nested unknown key must be refused");
+        };
+        assert!(why.contains("unknown key \"on_failure.promt\""), "{why}");
+        let Err(ConfigError::Invalid(why)) =
+            with("{ native = { ACTION = \"HANGUP\" }, extra = 1 }")
+        else {
+            panic!("a key beside native must be refused");
+        };
+        assert!(
+            why.contains("unknown key \"extra\"; valid keys: native"),
+            "{why}"
+        );
+        // Every key the action reads is fine, `attach` is free-form.
+        with("{ action = \"hangup\", prompt = \"bye\", cause = 16, language = \"he\", attach = { any = 1 } }")
+            .expect("valid fallback");
     }
 
     #[test]

@@ -392,3 +392,47 @@ async fn shutdown_answers_open_decisions_with_their_fallback() {
         "{stderr}"
     );
 }
+
+/// Issue 8, defect 12: an unknown key inside an inline table passed check-config
+/// (`fallback = { action = "hangup", promt = "sorry" }`): every table in the file is strict,
+/// also the free-form ones the adapters read, and the error names the key and the valid ones.
+#[test]
+fn check_config_refuses_unknown_keys_in_inline_tables() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("state");
+    for (name, tenant_extra, expected) in [
+        (
+            "fallback",
+            "[tenants.decisions.ivr_action]\nfallback = { action = \"hangup\", promt = \"sorry\" }\n",
+            "tenant acme: decisions.ivr_action.fallback: unknown key \"promt\"; valid keys: action, prompt, cause, language, attach",
+        ),
+        (
+            "nested",
+            "[tenants.decisions.ivr_action]\nfallback = { action = \"dial\", targets = [\"100\"], \
+             on_failure = { target = \"main\", promt = \"x\" } }\n",
+            "unknown key \"on_failure.promt\"",
+        ),
+        (
+            "native",
+            "[tenants.decisions.ivr_action]\nfallback = { native = { ACTION = \"HANGUP\" }, action = \"hangup\" }\n",
+            "unknown key \"action\"; valid keys: native",
+        ),
+        (
+            "openscape",
+            "[tenants.openscape]\ncallback_queues = { sales = { promt = \"x\" } }\n",
+            "unknown field `promt`",
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.toml"));
+        write(
+            &path,
+            &config("127.0.0.1:8080", &state, "http://127.0.0.1:9/hooks", "", tenant_extra),
+        );
+        let (status, stdout, stderr) = run_with_timeout(
+            ivrgate().arg("check-config").arg(&path),
+            Duration::from_secs(30),
+        );
+        assert_eq!(status.code(), Some(64), "{name}: {stdout}{stderr}");
+        assert!(stderr.contains(expected), "{name}: {stderr}");
+    }
+}
