@@ -102,7 +102,8 @@ pub enum LogFormat {
 pub struct LoggingConfig {
     /// `text` for people, `json` for log collectors.
     pub format: LogFormat,
-    /// A tracing filter such as `info` or `ivrgate=debug,info`; `RUST_LOG` overrides it.
+    /// A tracing filter such as `info` or `ivrgate=debug,info`; `RUST_LOG` overrides it. A
+    /// reload applies it.
     pub level: String,
     /// Replace all but the last three digits of phone numbers in log lines.
     pub mask_phone_numbers: bool,
@@ -397,6 +398,12 @@ impl Config {
         if self.delivery.retry_schedule_s.is_empty() {
             problems.push("delivery.retry_schedule_s must list at least one delay".to_owned());
         }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            problems.push(format!(
+                "logging.level {:?} is not a tracing filter (such as \"info\" or \"ivrgate=debug,info\"): {e}",
+                self.logging.level
+            ));
+        }
         if self.delivery.jitter_percent > 100 {
             problems.push("delivery.jitter_percent must be between 0 and 100".to_owned());
         }
@@ -669,7 +676,7 @@ impl Config {
         } = server;
         let LoggingConfig {
             format,
-            level,
+            level: _,              // the log filter is swapped (unless RUST_LOG is set)
             mask_phone_numbers: _, // per request
         } = logging;
         let StorageConfig {
@@ -718,11 +725,6 @@ impl Config {
             "logging.format",
             format!("{:?}", running.logging.format).to_lowercase(),
             format!("{format:?}").to_lowercase(),
-        );
-        restart(
-            "logging.level",
-            format!("{:?}", running.logging.level),
-            format!("{level:?}"),
         );
         restart(
             "storage.group_commit_max",
@@ -1010,7 +1012,6 @@ mod tests {
         for name in [
             "state_dir",
             "logging.format",
-            "logging.level",
             "storage.group_commit_max",
             "delivery.workers",
             "delivery.breaker_failures",
@@ -1023,6 +1024,7 @@ mod tests {
         }
         // Applied by a reload: not refused.
         assert!(!refusals.contains("timeout_ms"), "{refusals}");
+        assert!(!refusals.contains("logging.level"), "{refusals}");
     }
 
     #[test]

@@ -211,19 +211,33 @@ async fn a_reload_cannot_drop_credentials_on_a_public_socket() {
         Some(json!({"err": 0, "errdesc": "OK"}))
     );
 
-    // A reload that keeps the listener applies what it changes (here the body limit).
+    // A reload that keeps the listener applies what it changes (here the body limit and
+    // the log level).
     let smaller = config(
         &format!("0.0.0.0:{port}"),
         &state,
         &rx.url("/hooks"),
         "[server]\nmax_body_bytes = 64\n",
         basic,
-    );
+    )
+    .replace("level = \"info\"", "level = \"debug\"");
     write(&path, &smaller);
+    assert!(!daemon.log_text().contains("DEBUG"));
     signal(&daemon, "HUP");
     wait_log(&daemon, "configuration reloaded", 1);
     let (status, _) = post_cdr(&cdr_url, Some(("vc", "pa55-w0rd-x"))).await;
     assert_eq!(status, 413, "the reloaded body limit applies");
+    // Debug lines now: a CDR small enough for the new limit logs its delivery at DEBUG.
+    let small = client()
+        .post(&cdr_url)
+        .basic_auth("vc", Some("pa55-w0rd-x"))
+        .header("content-type", "application/json")
+        .body(r#"{"ivruniqueid":"op-2","status":"ANSWER"}"#)
+        .send()
+        .await
+        .expect("small CDR");
+    assert_eq!(small.status().as_u16(), 200);
+    wait_log(&daemon, "DEBUG", 1);
 }
 
 /// Issue 8, defect 3: TOML errors quoted the offending line (a password, an unclosed
