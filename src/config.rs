@@ -917,7 +917,7 @@ impl fmt::Debug for ResolvedTenant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResolvedTenant")
             .field("id", &self.id)
-            .field("webhook_url", &self.webhook_url)
+            .field("webhook_url", &crate::redact::url(&self.webhook_url))
             .field("secrets", &self.secrets.len())
             .finish_non_exhaustive()
     }
