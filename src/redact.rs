@@ -340,6 +340,44 @@ mod tests {
     }
 
     #[test]
+    fn odd_input_neither_panics_nor_leaks() {
+        for text in [
+            "",
+            "|",
+            "1 |",
+            "12 | \"",
+            "3 | k = '''abc",
+            "4 | k = \"\"\"abc\\\"",
+            "5 | k = [\"abc\", {b = \"abc\"}, 0x1F, 1979-05-27T07:32:00Z, nan] # note",
+            "6 | שם = \"סוד\" ✓",
+            "\"abc",
+            "`a` \"abc\" `c",
+        ] {
+            let masked = toml_error(text);
+            assert!(
+                !masked.contains("abc") && !masked.contains("סוד"),
+                "{text} -> {masked}"
+            );
+        }
+        for text in [
+            "",
+            "@",
+            "://@",
+            "http://",
+            "?",
+            "#",
+            "a?b&=&c=%ZZ&%74oken=x",
+            "http://ü:ö@ä/?ß=1",
+        ] {
+            let masked = url(text);
+            assert!(
+                !masked.contains("oken=x") && !masked.contains("ö@"),
+                "{text} -> {masked}"
+            );
+        }
+    }
+
+    #[test]
     fn toml_excerpts_keep_structure_and_hide_values() {
         let message = "TOML parse error at line 9, column 29\n  |\n9 | password = \"hunter2-secret\" x\n  |                             ^\nunexpected key or value, expected newline, `#`\n";
         let masked = toml_error(message);
