@@ -202,8 +202,10 @@ fn mask_quoted(line: &str) -> String {
 fn mask_toml_line(line: &str) -> String {
     let chars: Vec<char> = line.chars().collect();
     let mut out = String::with_capacity(line.len());
-    // Whether the next word is a value (after `=`, in an array) or a key.
-    let mut in_value = false;
+    // Whether the next word is a value (after `=`, in an array) or a key. A line with no
+    // `=` that is no `[table]` header continues a value (a multi-line string or array):
+    // everything on it is a value.
+    let mut in_value = !line.contains('=') && !line.trim_start().starts_with('[');
     // Open brackets: `{` inline table, `A` array, `H` table header.
     let mut open: Vec<char> = Vec::new();
     let mut i = 0;
@@ -352,6 +354,8 @@ mod tests {
             "6 | שם = \"סוד\" ✓",
             "\"abc",
             "`a` \"abc\" `c",
+            "7 | abc def\"\"\"  x",
+            "8 |   abc,",
         ] {
             let masked = toml_error(text);
             assert!(
