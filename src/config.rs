@@ -33,7 +33,10 @@ pub type Result<T, E = ConfigError> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Address to listen on for legacy platforms, health, metrics and the admin API.
+    /// Address to listen on for legacy platforms, health, metrics and the admin API. Only a
+    /// restart changes it (a reload that does is refused). In the running configuration it
+    /// is the address actually bound (port 0 resolved), which every rule that depends on the
+    /// listener (inbound credentials off loopback, the admin and command API) checks.
     pub listen: SocketAddr,
     /// Directory for the embedded store (`ivrgate.db`); created if missing.
     pub state_dir: PathBuf,
@@ -63,7 +66,9 @@ pub struct ServerConfig {
     pub header_read_timeout_ms: u64,
     /// Time allowed for a client to send the request body.
     pub body_read_timeout_ms: u64,
-    /// On SIGTERM, how long in-flight requests may take before connections are closed.
+    /// On SIGTERM, how long in-flight requests may take. When it runs out, decisions still
+    /// waiting for the customer answer with their fallback, then connections are closed;
+    /// `check-config` warns when it is shorter than the longest decision deadline.
     pub shutdown_grace_ms: u64,
     /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` and `Forwarded` headers
     /// are believed when checking a tenant's `allow_ips` and `admin.metrics_allow` (every
@@ -99,7 +104,8 @@ pub enum LogFormat {
 pub struct LoggingConfig {
     /// `text` for people, `json` for log collectors.
     pub format: LogFormat,
-    /// A tracing filter such as `info` or `ivrgate=debug,info`; `RUST_LOG` overrides it.
+    /// A tracing filter such as `info` or `ivrgate=debug,info`; `RUST_LOG` overrides it. A
+    /// reload applies it.
     pub level: String,
     /// Replace all but the last three digits of phone numbers in log lines.
     pub mask_phone_numbers: bool,
@@ -367,24 +373,42 @@ impl Config {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        // A TOML error quotes the offending source line, which may hold a secret.
         toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.into(),
-            message: e.to_string(),
+            message: crate::redact::toml_error(&e.to_string()),
         })
     }
 
     /// Rules that span fields. `points` are the decision points of every adapter.
     /// All problems are reported at once, one per line.
     pub fn validate(&self, points: &[&'static DecisionPoint]) -> Result<ResolvedConfig> {
+        self.validate_on(points, self.listen)
+    }
+
+    /// [`Config::validate`] for a gateway whose listener is bound to `bound`: every rule that
+    /// depends on the listener (inbound credentials off loopback, the admin and command API
+    /// rules) uses it, and so does the resolved configuration's `listen`.
+    pub fn validate_on(
+        &self,
+        points: &[&'static DecisionPoint],
+        bound: SocketAddr,
+    ) -> Result<ResolvedConfig> {
         let mut problems = Vec::new();
         let mut ids = HashSet::new();
-        let loopback = self.listen.ip().is_loopback();
+        let loopback = bound.ip().is_loopback();
         let mut tenants = Vec::new();
         if self.tenants.is_empty() {
             problems.push("no [[tenants]] configured".to_owned());
         }
         if self.delivery.retry_schedule_s.is_empty() {
             problems.push("delivery.retry_schedule_s must list at least one delay".to_owned());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.logging.level) {
+            problems.push(format!(
+                "logging.level {:?} is not a tracing filter (such as \"info\" or \"ivrgate=debug,info\"): {e}",
+                self.logging.level
+            ));
         }
         if self.delivery.jitter_percent > 100 {
             problems.push("delivery.jitter_percent must be between 0 and 100".to_owned());
@@ -440,7 +464,7 @@ impl Config {
                 problems.push(format!(
                     "tenant {id}: no inbound credentials on the non-loopback listener {}; \
                      set one of inbound.path_token, inbound.basic_auth or inbound.allow_ips",
-                    self.listen
+                    bound
                 ));
             }
             let mut secrets = Vec::new();
@@ -506,6 +530,7 @@ impl Config {
                     Some(value) => {
                         let json = serde_json::to_value(value).unwrap_or_default();
                         match Answer::from_json(&json)
+                            .and_then(|a| strict_fallback(&json, &a).map(|()| a))
                             .and_then(|a| (point.validate)(&a).map(|()| a))
                         {
                             Ok(answer) => answer,
@@ -613,14 +638,193 @@ impl Config {
             None => None,
         };
         if problems.is_empty() {
+            let mut raw = self.clone();
+            raw.listen = bound;
             Ok(ResolvedConfig {
-                raw: self.clone(),
+                raw,
                 tenants,
                 admin_token,
             })
         } else {
             Err(ConfigError::Invalid(problems.join("\n")))
         }
+    }
+}
+
+impl Config {
+    /// What keeps this configuration, read again on SIGHUP, from replacing `running` (the
+    /// running gateway's, whose `listen` is the address actually bound): every setting a
+    /// reload cannot apply, one line each, naming the setting. Empty: the reload may go on
+    /// (to [`Config::validate_on`] with the bound address).
+    ///
+    /// Every field is named here, so a new setting does not compile until it is decided:
+    /// `_` means a reload applies it (the running code reads it from the current
+    /// configuration each time), a comparison means only a restart applies it.
+    /// `docs/operations.md` lists both kinds.
+    pub fn reload_refusals(&self, running: &Config) -> Vec<String> {
+        let Config {
+            listen,
+            state_dir,
+            server,
+            logging,
+            storage,
+            delivery,
+            admin: _,   // read per admin request
+            tenants: _, // resolved again; rate limiters and delivery slots are rebuilt
+        } = self;
+        let ServerConfig {
+            max_body_bytes: _,         // per request
+            max_nesting_depth: _,      // per request
+            header_read_timeout_ms: _, // per new connection
+            body_read_timeout_ms: _,   // per request
+            shutdown_grace_ms: _,      // read when the drain starts
+            trusted_proxies: _,        // per request
+        } = server;
+        let LoggingConfig {
+            format,
+            level: _,              // the log filter is swapped (unless RUST_LOG is set)
+            mask_phone_numbers: _, // per request
+        } = logging;
+        let StorageConfig {
+            call_ttl_s: _,            // per write
+            dedup_window_s: _,        // per event
+            call_retention_s: _,      // per purge
+            delivered_retention_s: _, // per purge
+            min_free_bytes: _,        // per free-space check
+            group_commit_max,
+        } = storage;
+        let DeliveryConfig {
+            workers,
+            per_endpoint_concurrency: _, // delivery slots are rebuilt
+            timeout_ms: _,               // per attempt
+            retry_schedule_s: _,         // per outcome
+            jitter_percent: _,           // per outcome
+            lease_ms: _,                 // per claim
+            breaker_failures,
+            breaker_open_ms,
+            max_retry_after_s: _, // per outcome
+        } = delivery;
+        let mut refusals = Vec::new();
+        let mut restart = |name: &str, old: String, new: String| {
+            if old != new {
+                refusals.push(format!(
+                    "{name} changed from {old} to {new}: only a restart applies it"
+                ));
+            }
+        };
+        // A file asking for any port (`:0`) is satisfied by the port bound.
+        let same_listener =
+            *listen == running.listen || (listen.port() == 0 && listen.ip() == running.listen.ip());
+        if !same_listener {
+            restart(
+                "listen",
+                format!("{} (bound)", running.listen),
+                listen.to_string(),
+            );
+        }
+        restart(
+            "state_dir",
+            running.state_dir.display().to_string(),
+            state_dir.display().to_string(),
+        );
+        restart(
+            "logging.format",
+            format!("{:?}", running.logging.format).to_lowercase(),
+            format!("{format:?}").to_lowercase(),
+        );
+        restart(
+            "storage.group_commit_max",
+            running.storage.group_commit_max.to_string(),
+            group_commit_max.to_string(),
+        );
+        restart(
+            "delivery.workers",
+            running.delivery.workers.to_string(),
+            workers.to_string(),
+        );
+        restart(
+            "delivery.breaker_failures",
+            running.delivery.breaker_failures.to_string(),
+            breaker_failures.to_string(),
+        );
+        restart(
+            "delivery.breaker_open_ms",
+            running.delivery.breaker_open_ms.to_string(),
+            breaker_open_ms.to_string(),
+        );
+        refusals
+    }
+}
+
+/// A configured fallback is as strict as every other table: a key the answer does not read
+/// (`promt` for `prompt`) is an error naming it and the valid ones, also in nested tables
+/// (`on_failure`). The keys an action reads are the ones it writes back; `attach` is the
+/// customer's own data, and a `native` answer is the platform's own object (its adapter
+/// checks it).
+fn strict_fallback(
+    written: &serde_json::Value,
+    answer: &Answer,
+) -> std::result::Result<(), String> {
+    use serde_json::Value;
+    fn walk(path: &str, written: &Value, known: &Value, problems: &mut Vec<String>) {
+        let (Value::Object(written), Value::Object(known)) = (written, known) else {
+            return;
+        };
+        for (key, value) in written {
+            let here = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            match known.get(key) {
+                Some(inner) if key != "attach" => walk(&here, value, inner, problems),
+                Some(_) => {}
+                None => {
+                    let valid: Vec<&str> = known.keys().map(String::as_str).collect();
+                    problems.push(format!(
+                        "unknown key {here:?}; valid keys: {}",
+                        valid.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    let known = match answer {
+        Answer::Action(_) => {
+            let mut known = answer.to_json();
+            if let Value::Object(map) = &mut known {
+                // Written back only when set, read always.
+                map.entry("language").or_insert(Value::Null);
+                map.entry("attach").or_insert(Value::Null);
+                // A nested table the action has not set is written back as null: take
+                // its keys from an empty instance.
+                if map.get("on_failure").is_some_and(Value::is_null) {
+                    if let Ok(goto) = serde_json::to_value(ivrgate_adapter::action::Goto {
+                        target: String::new(),
+                        prompt: None,
+                        repeat: None,
+                        max_digits: None,
+                        pause_s: None,
+                    }) {
+                        map.insert("on_failure".into(), goto);
+                    }
+                }
+            }
+            known
+        }
+        // `{ native = {...} }`: nothing beside `native`; a bare native object (`ACTION`,
+        // `STATUS`) is the platform's own, whole.
+        Answer::Native(_) if written.get("native").is_some() => {
+            serde_json::json!({ "native": null })
+        }
+        Answer::Native(_) => return Ok(()),
+    };
+    let mut problems = Vec::new();
+    walk("", written, &known, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
     }
 }
 
@@ -641,13 +845,14 @@ fn nets<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Vec<IpNe
 }
 
 fn check_url(url: &str) -> std::result::Result<(), String> {
+    let shown = crate::redact::url(url);
     match reqwest::Url::parse(url) {
         Ok(u) if u.scheme() == "http" || u.scheme() == "https" => Ok(()),
         Ok(u) => Err(format!(
-            "{url:?}: scheme {:?} is not http or https",
+            "{shown:?}: scheme {:?} is not http or https",
             u.scheme()
         )),
-        Err(e) => Err(format!("{url:?}: {e}")),
+        Err(e) => Err(format!("{shown:?}: {e}")),
     }
 }
 
@@ -662,6 +867,32 @@ pub struct ResolvedConfig {
 impl ResolvedConfig {
     pub fn tenant(&self, id: &str) -> Option<&ResolvedTenant> {
         self.tenants.iter().find(|t| t.id == id)
+    }
+
+    /// Valid but probably not meant: `check-config` prints these, `serve` logs them (WARN).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let grace = self.raw.server.shutdown_grace_ms;
+        let longest = self
+            .tenants
+            .iter()
+            .flat_map(|t| {
+                t.decisions
+                    .iter()
+                    .map(move |(kind, d)| (d.deadline_ms, kind, &t.id))
+            })
+            .max();
+        if let Some((deadline, kind, tenant)) = longest {
+            if grace < deadline {
+                warnings.push(format!(
+                    "server.shutdown_grace_ms ({grace}) is shorter than the longest decision \
+                     deadline ({deadline} ms, tenant {tenant}, {kind}): decisions still waiting \
+                     for the customer when the grace runs out on shutdown are answered with \
+                     their fallback"
+                ));
+            }
+        }
+        warnings
     }
 }
 
@@ -692,7 +923,7 @@ impl fmt::Debug for ResolvedTenant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResolvedTenant")
             .field("id", &self.id)
-            .field("webhook_url", &self.webhook_url)
+            .field("webhook_url", &crate::redact::url(&self.webhook_url))
             .field("secrets", &self.secrets.len())
             .finish_non_exhaustive()
     }
@@ -702,4 +933,184 @@ impl fmt::Debug for ResolvedTenant {
 pub struct ResolvedDecision {
     pub deadline_ms: u64,
     pub fallback: Answer,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, Path::new("test.toml")).expect("parses")
+    }
+
+    fn file(listen: &str, inbound: &str, extra: &str) -> String {
+        format!(
+            "listen = \"{listen}\"\nstate_dir = \"/var/lib/ivrgate\"\n{extra}\n[[tenants]]\nid = \"acme\"\n\
+             webhook_url = \"http://127.0.0.1:9/hooks\"\nwebhook_secret = \"{SECRET}\"\n{inbound}"
+        )
+    }
+
+    const BASIC: &str =
+        "[tenants.inbound]\nbasic_auth = { username = \"vc\", password = \"pa55-w0rd\" }\n";
+
+    #[test]
+    fn reload_is_checked_against_the_bound_listener() {
+        let points = crate::decision_points();
+        // Running: bound to every address, with credentials.
+        let running = parse(&file("0.0.0.0:8080", BASIC, ""))
+            .validate(&points)
+            .expect("valid");
+        // The new file moves to loopback and drops the credentials: fine on its own ...
+        let new = parse(&file("127.0.0.1:8080", "", ""));
+        assert!(new.validate(&points).is_ok());
+        // ... but not for the gateway that is running: `listen` needs a restart, and the
+        // socket still bound to 0.0.0.0 would take requests without credentials.
+        let refusals = new.reload_refusals(&running.raw);
+        assert_eq!(refusals.len(), 1, "{refusals:?}");
+        assert!(
+            refusals[0].starts_with("listen changed from 0.0.0.0:8080 (bound) to 127.0.0.1:8080")
+        );
+        let Err(ConfigError::Invalid(why)) = new.validate_on(&points, running.raw.listen) else {
+            panic!("no inbound credentials on 0.0.0.0 must be refused");
+        };
+        assert!(why.contains("no inbound credentials on the non-loopback listener 0.0.0.0:8080"));
+        // Keeping the listener and the credentials reloads.
+        let same = parse(&file(
+            "0.0.0.0:8080",
+            BASIC,
+            "[server]\nmax_body_bytes = 2048",
+        ));
+        assert!(same.reload_refusals(&running.raw).is_empty());
+        let resolved = same
+            .validate_on(&points, running.raw.listen)
+            .expect("valid");
+        assert_eq!(resolved.raw.server.max_body_bytes, 2048);
+    }
+
+    #[test]
+    fn a_file_asking_for_any_port_matches_the_port_bound() {
+        let mut running = parse(&file("127.0.0.1:0", "", ""));
+        running.listen = "127.0.0.1:41234".parse().expect("addr");
+        assert!(parse(&file("127.0.0.1:0", "", ""))
+            .reload_refusals(&running)
+            .is_empty());
+        assert!(parse(&file("127.0.0.1:41234", "", ""))
+            .reload_refusals(&running)
+            .is_empty());
+        assert_eq!(
+            parse(&file("127.0.0.1:41235", "", ""))
+                .reload_refusals(&running)
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn restart_only_settings_refuse_a_reload_and_name_the_setting() {
+        let running = parse(&file("127.0.0.1:8080", "", ""));
+        let changed = parse(
+            &file("127.0.0.1:8080", "", "[logging]\nformat = \"json\"\nlevel = \"debug\"\n[storage]\ngroup_commit_max = 8\n[delivery]\nworkers = 2\nbreaker_failures = 9\nbreaker_open_ms = 1\ntimeout_ms = 5")
+                .replace("/var/lib/ivrgate", "/srv/other"),
+        );
+        let refusals = changed.reload_refusals(&running).join("\n");
+        for name in [
+            "state_dir",
+            "logging.format",
+            "storage.group_commit_max",
+            "delivery.workers",
+            "delivery.breaker_failures",
+            "delivery.breaker_open_ms",
+        ] {
+            assert!(
+                refusals.contains(&format!("{name} changed from")),
+                "{name}: {refusals}"
+            );
+        }
+        // Applied by a reload: not refused.
+        assert!(!refusals.contains("timeout_ms"), "{refusals}");
+        assert!(!refusals.contains("logging.level"), "{refusals}");
+    }
+
+    #[test]
+    fn unknown_keys_in_a_fallback_are_refused_with_the_valid_ones() {
+        let points = crate::decision_points();
+        let with = |fallback: &str| {
+            parse(&file(
+                "127.0.0.1:8080",
+                &format!("[tenants.decisions.ivr_action]\nfallback = {fallback}\n"),
+                "",
+            ))
+            .validate(&points)
+        };
+        let Err(ConfigError::Invalid(why)) = with("{ action = \"hangup\", promt = \"sorry\" }")
+        else {
+            panic!("promt must be refused");
+        };
+        assert!(
+            why.contains("decisions.ivr_action.fallback: unknown key \"promt\"; valid keys:"),
+            "{why}"
+        );
+        assert!(why.contains("prompt"), "{why}");
+        let Err(ConfigError::Invalid(why)) = with(
+            "{ action = \"dial\", targets = [\"100\"], on_failure = { target = \"m\", promt = \"x\" } }",
+        ) else {
+            panic!("a nested unknown key must be refused");
+        };
+        assert!(why.contains("unknown key \"on_failure.promt\""), "{why}");
+        let Err(ConfigError::Invalid(why)) =
+            with("{ native = { ACTION = \"HANGUP\" }, extra = 1 }")
+        else {
+            panic!("a key beside native must be refused");
+        };
+        assert!(
+            why.contains("unknown key \"extra\"; valid keys: native"),
+            "{why}"
+        );
+        // Every key the action reads is fine, `attach` is free-form.
+        with("{ action = \"hangup\", prompt = \"bye\", cause = 16, language = \"he\", attach = { any = 1 } }")
+            .expect("valid fallback");
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_secrets() {
+        let text = file(
+            "127.0.0.1:8080",
+            "[tenants.inbound.basic_auth]\nusername = \"vc\"\npassword = \"hunter2-pa55\" x\n",
+            "",
+        );
+        let Err(ConfigError::Parse { message, .. }) = Config::parse(&text, Path::new("t")) else {
+            panic!("must not parse");
+        };
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(message.contains("password = \""), "{message}");
+        let unclosed = file("127.0.0.1:8080", "", "")
+            .replace(&format!("\"{SECRET}\""), &format!("\"{SECRET}"));
+        let Err(ConfigError::Parse { message, .. }) = Config::parse(&unclosed, Path::new("t"))
+        else {
+            panic!("must not parse");
+        };
+        assert!(!message.contains("MfKQ9r8"), "{message}");
+    }
+
+    #[test]
+    fn grace_shorter_than_a_deadline_warns() {
+        let points = crate::decision_points();
+        let config = parse(&file(
+            "127.0.0.1:8080",
+            "",
+            "[server]\nshutdown_grace_ms = 1000",
+        ))
+        .validate(&points)
+        .expect("valid");
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0]
+            .contains("shutdown_grace_ms (1000) is shorter than the longest decision deadline"));
+        let fine = parse(&file("127.0.0.1:8080", "", ""))
+            .validate(&points)
+            .expect("valid");
+        assert!(fine.warnings().is_empty());
+    }
 }

@@ -100,6 +100,11 @@ pub struct Core {
     pending_decisions: Arc<std::sync::Mutex<HashMap<CallKey, PendingDecision>>>,
     /// Set when the gateway stops: long-polls answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Set when the shutdown grace has run out: every decision still waiting for the
+    /// customer answers with its fallback at once (a caller never hears dead air).
+    pub grace_over: tokio::sync::watch::Sender<bool>,
+    /// Decisions being decided now (for the shutdown log line).
+    decisions_open: std::sync::atomic::AtomicUsize,
     /// Transitions on the same entity in this process take turns (striped by key), so they
     /// do not keep invalidating each other; versions still guard against other processes.
     pub(crate) entity_locks: Vec<tokio::sync::Mutex<()>>,
@@ -156,6 +161,8 @@ impl Core {
             disabled_endpoints: std::sync::Mutex::new(Default::default()),
             pending_decisions: Arc::new(std::sync::Mutex::new(HashMap::new())),
             stopping: tokio::sync::watch::Sender::new(false),
+            grace_over: tokio::sync::watch::Sender::new(false),
+            decisions_open: std::sync::atomic::AtomicUsize::new(0),
             entity_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             entity_waiters: std::sync::Mutex::new(HashMap::new()),
         })
@@ -193,7 +200,57 @@ impl Core {
         }
     }
 
+    /// How many decisions are being decided now.
+    pub fn decisions_in_flight(&self) -> usize {
+        self.decisions_open.load(Ordering::Relaxed)
+    }
+
+    /// Asks the customer, then the fallback URL, unless the shutdown grace runs out first:
+    /// then the decision gives up on both at once (`FallbackReason::Shutdown`).
+    async fn ask_customer(
+        &self,
+        tenant: &ResolvedTenant,
+        decision_id: &str,
+        body: &[u8],
+        deadline: Instant,
+        point: &DecisionPoint,
+    ) -> Result<(Answer, AnswerSource), FallbackReason> {
+        let asked = async {
+            match self
+                .ask(
+                    tenant,
+                    &tenant.decision_target,
+                    decision_id,
+                    body,
+                    deadline,
+                    point,
+                )
+                .await
+            {
+                Ok(answer) => Ok((answer, AnswerSource::Customer)),
+                Err(reason) => match &tenant.fallback_target {
+                    Some(url) if Instant::now() < deadline => self
+                        .ask(tenant, url, decision_id, body, deadline, point)
+                        .await
+                        .map(|answer| (answer, AnswerSource::FallbackUrl))
+                        .map_err(|_| reason),
+                    _ => Err(reason),
+                },
+            }
+        };
+        let mut grace_over = self.grace_over.subscribe();
+        tokio::select! {
+            biased;
+            _ = grace_over.wait_for(|over| *over) => Err(FallbackReason::Shutdown),
+            result = asked => result,
+        }
+    }
+
     async fn decide_inner(&self, req: DecisionRequest) -> Decision {
+        self.decisions_open.fetch_add(1, Ordering::Relaxed);
+        let _open = Defer(Some(|| {
+            self.decisions_open.fetch_sub(1, Ordering::Relaxed);
+        }));
         let started = Instant::now();
         let runtime = self.runtime.load_full();
         let point = req.point;
@@ -290,30 +347,11 @@ impl Core {
             )
         } else {
             match self
-                .ask(
-                    tenant,
-                    &tenant.decision_target,
-                    &decision_id,
-                    &body,
-                    deadline,
-                    point,
-                )
+                .ask_customer(tenant, &decision_id, &body, deadline, point)
                 .await
             {
-                Ok(answer) => (answer, AnswerSource::Customer),
-                Err(reason) => {
-                    let second = match &tenant.fallback_target {
-                        Some(url) if Instant::now() < deadline => Some(
-                            self.ask(tenant, url, &decision_id, &body, deadline, point)
-                                .await,
-                        ),
-                        _ => None,
-                    };
-                    match second {
-                        Some(Ok(answer)) => (answer, AnswerSource::FallbackUrl),
-                        _ => (fallback.clone(), AnswerSource::Fallback(reason)),
-                    }
-                }
+                Ok(answered) => answered,
+                Err(reason) => (fallback.clone(), AnswerSource::Fallback(reason)),
             }
         };
         for (k, v) in point.attached_by(&answer) {
@@ -514,12 +552,14 @@ impl Core {
             }
             Ok(Err(e)) => {
                 self.decision_breakers.failure(url);
-                tracing::debug!(tenant = %tenant.id, error = %e, "decision webhook failed");
-                return Err(if e.is_timeout() {
+                let reason = if e.is_timeout() {
                     FallbackReason::Timeout
                 } else {
                     FallbackReason::Connect
-                });
+                };
+                // The error's own text carries the URL whole: logged redacted, apart.
+                tracing::debug!(tenant = %tenant.id, url = %crate::redact::url(url), error = %e.without_url(), "decision webhook failed");
+                return Err(reason);
             }
             Ok(Ok(pair)) => pair,
         };

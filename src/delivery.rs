@@ -204,6 +204,8 @@ async fn deliver(
     let result = core
         .delivery_http
         .post(tenant.webhook_target.clone())
+        // Per attempt, so a reload applies `delivery.timeout_ms` at once.
+        .timeout(Duration::from_millis(cfg.timeout_ms))
         .header("content-type", "application/json")
         .header("webhook-id", &row.event_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -230,7 +232,7 @@ async fn deliver(
         }
         Ok(response) if response.status().as_u16() == 410 => {
             core.metrics.delivery("gone");
-            tracing::error!(tenant = %tenant.id, url = %url, "endpoint answered 410 Gone: disabled until re-enabled through the admin API");
+            tracing::error!(tenant = %tenant.id, url = %crate::redact::url(url), "endpoint answered 410 Gone: disabled until re-enabled through the admin API");
             core.disabled_endpoints
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -17,6 +17,7 @@ pub mod delivery;
 pub mod entities;
 pub mod ids;
 pub mod metrics;
+pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
@@ -32,7 +33,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
-use crate::config::ResolvedConfig;
+use crate::config::{Config, ConfigError, ResolvedConfig};
 
 /// Every decision point of every adapter, for checking configuration.
 pub fn decision_points() -> Vec<&'static DecisionPoint> {
@@ -63,12 +64,26 @@ pub struct Handle {
 }
 
 impl Handle {
-    /// Swaps in a new configuration (tenants, deadlines, limits). Listener and storage
-    /// settings need a restart.
-    pub fn reload(&self, config: ResolvedConfig) {
-        self.core
-            .runtime
-            .store(Arc::new(core::Runtime::new(config)));
+    /// Checks a configuration read again (SIGHUP) against the running gateway and swaps it
+    /// in: tenants, deadlines, limits. Refused as a whole, with every reason, when it changes
+    /// a setting only a restart applies ([`Config::reload_refusals`]) or is invalid for the
+    /// listener actually bound (the loopback rule); the running configuration then stays.
+    pub fn reload(&self, config: Config) -> Result<(), ConfigError> {
+        let running = self.core.runtime.load_full();
+        let bound = running.config.raw.listen;
+        let mut problems = config.reload_refusals(&running.config.raw);
+        match config.validate_on(&decision_points(), bound) {
+            Ok(resolved) if problems.is_empty() => {
+                self.core
+                    .runtime
+                    .store(Arc::new(core::Runtime::new(resolved)));
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(ConfigError::Invalid(lines)) => problems.push(lines),
+            Err(other) => problems.push(other.to_string()),
+        }
+        Err(ConfigError::Invalid(problems.join("\n")))
     }
 }
 
@@ -81,6 +96,10 @@ pub async fn run(
     options: Options,
     on_start: impl FnOnce(Handle),
 ) -> anyhow::Result<()> {
+    // From here on the configuration's `listen` is what is bound, so the rules that depend
+    // on the listener (now and on every reload) see the real address.
+    let mut config = config;
+    config.raw.listen = listener.local_addr()?;
     let store: store::Store = store::sqlite::SqliteStore::open(
         &config.raw.state_dir,
         config.raw.storage.group_commit_max,

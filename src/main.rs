@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use ivrgate::config::{Config, LogFormat, ResolvedConfig};
 use ivrgate::store::ReplayFilter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 /// Exit status for bad usage or bad configuration (EX_USAGE).
 const EX_CONFIG: u8 = 64;
@@ -47,6 +49,9 @@ fn main() -> ExitCode {
             };
             match load(&PathBuf::from(&path)) {
                 Ok(config) => {
+                    for warning in config.warnings() {
+                        eprintln!("{path}: warning: {warning}");
+                    }
                     println!(
                         "{path}: ok ({} tenant(s), listening on {}, state in {})",
                         config.tenants.len(),
@@ -74,7 +79,7 @@ fn main() -> ExitCode {
                     return ExitCode::from(EX_CONFIG);
                 }
             };
-            init_logging(&config);
+            let log_level = init_logging(&config);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -86,7 +91,7 @@ fn main() -> ExitCode {
                 }
             };
             let result = match command {
-                "serve" => runtime.block_on(serve(config, path)),
+                "serve" => runtime.block_on(serve(config, path, log_level)),
                 "dead-letters" => runtime.block_on(dead_letters(config, flag("--tenant"))),
                 _ => runtime.block_on(replay(
                     config,
@@ -124,22 +129,59 @@ fn load(path: &std::path::Path) -> Result<ResolvedConfig, String> {
         .map_err(|e| format!("{}: invalid configuration:\n{e}", path.display()))
 }
 
-fn init_logging(config: &ResolvedConfig) {
-    let logging = &config.raw.logging;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&logging.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match logging.format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
+/// The log filter of the running process, so a reload can apply `logging.level`.
+struct LogLevel {
+    handle: Option<reload::Handle<EnvFilter, Registry>>,
+    /// `RUST_LOG` was set at start: it wins over `logging.level`, also on reload.
+    from_env: bool,
 }
 
-async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
+impl LogLevel {
+    /// Applies a reloaded `logging.level` (already checked by validation).
+    fn apply(&self, level: &str) {
+        if self.from_env {
+            tracing::warn!(level, "RUST_LOG is set and overrides logging.level");
+            return;
+        }
+        match (&self.handle, EnvFilter::try_new(level)) {
+            (Some(handle), Ok(filter)) => {
+                if let Err(e) = handle.reload(filter) {
+                    tracing::error!(error = %e, "cannot apply logging.level");
+                }
+            }
+            (_, Err(e)) => tracing::error!(error = %e, "cannot apply logging.level"),
+            (None, _) => {}
+        }
+    }
+}
+
+fn init_logging(config: &ResolvedConfig) -> LogLevel {
+    let logging = &config.raw.logging;
+    let env = EnvFilter::try_from_default_env().ok();
+    let from_env = env.is_some();
+    let filter = env
+        .or_else(|| EnvFilter::try_new(&logging.level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let fmt = match logging.format {
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+        LogFormat::Text => fmt.boxed(),
+    };
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok();
+    LogLevel {
+        handle: installed.then_some(handle),
+        from_env,
+    }
+}
+
+async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let listener = tokio::net::TcpListener::bind(config.raw.listen).await?;
     let mut term = signal(SignalKind::terminate())?;
@@ -170,6 +212,9 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
             "tenant configured"
         );
     }
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "configuration warning");
+    }
     tracing::info!(listen = %config.raw.listen, state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
     let run = ivrgate::run(
         config,
@@ -194,12 +239,18 @@ async fn serve(config: ResolvedConfig, path: PathBuf) -> anyhow::Result<()> {
                         _ = tokio::signal::ctrl_c() => break,
                         _ = hup.recv() => {
                             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                            match load(&path) {
-                                Ok(new) => {
-                                    tracing::info!(tenants = new.tenants.len(), "configuration reloaded");
-                                    handle.reload(new);
+                            // Every setting is either applied or refuses the reload as a whole.
+                            match Config::load(&path).and_then(|new| handle.reload(new)) {
+                                Ok(()) => {
+                                    let running = handle.core.runtime.load();
+                                    log_level.apply(&running.config.raw.logging.level);
+                                    tracing::info!(tenants = running.config.tenants.len(), "configuration reloaded");
+                                    for warning in running.config.warnings() {
+                                        tracing::warn!(%warning, "configuration warning");
+                                    }
                                 }
-                                Err(e) => tracing::error!(error = %e, "reload refused; keeping the running configuration"),
+                                // One line per problem in the file, one log line for the refusal.
+                                Err(e) => tracing::error!(error = %e.to_string().replace('\n', "; "), "reload refused; keeping the running configuration"),
                             }
                             let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
                         }

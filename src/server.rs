@@ -64,7 +64,6 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let server_cfg = app.core.runtime.load().config.raw.server.clone();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -80,6 +79,16 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Read per connection, so a reload applies it to the connections that follow.
+        let header_read_timeout = Duration::from_millis(
+            app.core
+                .runtime
+                .load()
+                .config
+                .raw
+                .server
+                .header_read_timeout_ms,
+        );
         let app = app.clone();
         let service = service_fn(move |req| {
             let app = app.clone();
@@ -87,7 +96,7 @@ pub async fn serve(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_millis(server_cfg.header_read_timeout_ms))
+            .header_read_timeout(header_read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -100,15 +109,33 @@ pub async fn serve(
     // Long-polls answer now rather than holding the drain for their whole timeout.
     app.core.stopping.send_replace(true);
     drop(listener);
-    let grace = Duration::from_millis(server_cfg.shutdown_grace_ms);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // The grace of the configuration running now (a reload applies it).
+    let grace_ms = app.core.runtime.load().config.raw.server.shutdown_grace_ms;
+    let drained = graceful.shutdown();
+    tokio::pin!(drained);
+    if tokio::time::timeout(Duration::from_millis(grace_ms), &mut drained)
         .await
         .is_err()
     {
+        // A caller never hears dead air, also on shutdown: every decision still waiting for
+        // the customer gives up and answers with its fallback, which goes out on the wire
+        // before its connection closes.
+        let open = app.core.decisions_in_flight();
         tracing::warn!(
-            grace_ms = server_cfg.shutdown_grace_ms,
-            "in-flight requests outlived the grace period"
+            grace_ms,
+            open_decisions = open,
+            "in-flight requests outlived the grace period: open decisions answer with their fallback"
         );
+        app.core.grace_over.send_replace(true);
+        if tokio::time::timeout(FALLBACK_FLUSH, &mut drained)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                flush_ms = FALLBACK_FLUSH.as_millis() as u64,
+                "requests still open after the fallback answers: closing their connections"
+            );
+        }
     }
     Ok(())
 }
@@ -117,6 +144,11 @@ pub async fn serve(
 /// it to chance which one an adapter reads (RFC 7230 §3.2.2, §5.4).
 const SINGLE_HEADERS: [header::HeaderName; 3] =
     [header::HOST, header::CONTENT_TYPE, header::AUTHORIZATION];
+
+/// After the grace: how long the fallback answers of open decisions (and any other request
+/// still finishing) get to go out before the remaining connections are closed. A fallback
+/// answer needs no network beyond its own connection, so this is generous.
+const FALLBACK_FLUSH: Duration = Duration::from_secs(2);
 
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     if let Some(name) = SINGLE_HEADERS

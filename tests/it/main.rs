@@ -7,6 +7,7 @@ mod edge;
 mod entities;
 mod hardening;
 mod openscape;
+mod operations;
 mod ops;
 mod process;
 mod ptk;

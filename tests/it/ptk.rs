@@ -284,6 +284,21 @@ async fn ptk_wsdl_is_typed_and_zeep_calls_every_method() {
         stdout.contains(" answers valid against the WSDL schema"),
         "{stdout}"
     );
+    // The enumerated parameters: zeep binds each to its named type, and the schema lists
+    // the values the adapter accepts (issue 8: they were plain xs:string).
+    for m in ivrgate_ptk::wsdl::METHODS {
+        for (param, kind) in m.params {
+            if let ivrgate_ptk::wsdl::Kind::Enum(e) = kind {
+                let line = format!(
+                    "enumeration {}.{param} {}: {}",
+                    m.name,
+                    e.name,
+                    e.values.join("|")
+                );
+                assert!(stdout.contains(&line), "no {line:?} in:\n{stdout}");
+            }
+        }
+    }
     // One line per method of seed 004, at least.
     for m in ivrgate_ptk::wsdl::METHODS {
         assert!(

@@ -16,7 +16,7 @@ use crate::settings::{
 };
 use crate::soap::{Element, Writer};
 use crate::store::{self, Ran, Step};
-use crate::{Cx, DECISION_POINTS};
+use crate::{wsdl, Cx, DECISION_POINTS};
 
 /// The name of the timer that makes a callback fall due.
 const DUE_TIMER: &str = "callback.due";
@@ -1320,16 +1320,7 @@ macro_rules! tryr {
     };
 }
 
-const CANCELLED_BY: &[&str] = &[
-    "Caller",
-    "Agent",
-    "EyeQueue",
-    "Configuration",
-    "ChoseMessaging",
-    "RejectMessaging",
-    "Administrator",
-    "Web",
-];
+const CANCELLED_BY: &[&str] = wsdl::CANCELLED_BY.values;
 
 async fn cancelled(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
@@ -1376,7 +1367,8 @@ async fn dequeued(cx: &Cx<'_>) -> Reply {
     let ptk = tryr!(tenant(cx));
     let reason = match cx.text("Reason") {
         None => return Reply::error(DEQUEUE_REASON_MISSING, "Reason is required"),
-        Some(r) => match ["AgentAnswered", "Abandoned"]
+        Some(r) => match wsdl::DEQUEUE_REASONS
+            .values
             .iter()
             .find(|v| v.eq_ignore_ascii_case(r))
         {
@@ -1427,7 +1419,7 @@ async fn disconnected_by_application(cx: &Cx<'_>) -> Reply {
     let reason = tryr!(enumerated(
         cx,
         "Reason",
-        &["AfterHours", "SmartCallBlock", "Other"],
+        wsdl::APPLICATION_DISCONNECT_REASONS.values,
         None
     ));
     on_interaction(cx, &ptk, &id, |cur, _| {
@@ -1454,13 +1446,7 @@ async fn disconnected_by_caller(cx: &Cx<'_>) -> Reply {
     let reason = tryr!(enumerated(
         cx,
         "Reason",
-        &[
-            "Abandon",
-            "CBDCDisconnectAndKeepPendingCallback",
-            "CBDCDisconnectAndCancelPendingCallback",
-            "CBDCMaxInvalidResponse",
-            "ChoseMessaging"
-        ],
+        wsdl::CALLER_DISCONNECT_REASONS.values,
         None
     ));
     on_interaction(cx, &ptk, &id, |cur, ended| {
@@ -1501,16 +1487,7 @@ async fn disconnected_by_caller(cx: &Cx<'_>) -> Reply {
     .await
 }
 
-const ATTEMPT_REASONS: &[&str] = &[
-    "Busy",
-    "NoAnswer",
-    "AnsweringMachine",
-    "TryAgain",
-    "Abandon",
-    "InvalidResponse",
-    "MaxInvalidResponse",
-    "Other",
-];
+const ATTEMPT_REASONS: &[&str] = wsdl::ATTEMPT_REASONS.values;
 
 /// The per-reason attempt limit, from the segment's queue variables.
 fn reason_limit(seg: &Segment, reason: &str) -> Option<u32> {
@@ -1959,18 +1936,7 @@ async fn request_contact(cx: &Cx<'_>) -> Reply {
     .await
 }
 
-const SEND_REASONS: &[&str] = &[
-    "ChoseHold",
-    "ForceHold",
-    "MaxInvalidResponse",
-    "QueueSpeak",
-    "SpeakToAgent",
-    "TroubleTransfer",
-    "UnderThreshold",
-    "CBDCSendToHoldingQueue",
-    "CNDCSendToPriorityQueue",
-    "CBDCSendToPriorityQueue",
-];
+const SEND_REASONS: &[&str] = wsdl::SEND_REASONS.values;
 
 async fn send_to_queue(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
@@ -2080,13 +2046,7 @@ async fn appointment_change(
     .await
 }
 
-const ACTIONS: &[&str] = &[
-    "AppointmentTime",
-    "Result",
-    "ClientId",
-    "DataName",
-    "DataValue",
-];
+const ACTIONS: &[&str] = wsdl::MODIFY_ACTIONS.values;
 
 async fn modify(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));

@@ -23,10 +23,124 @@ pub enum Shape {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Text,
+    /// One of a closed list of values: an `xs:string` restricted by `xs:enumeration`, so a
+    /// client generated from the WSDL can discover them.
+    Enum(&'static Enumeration),
     Options,
     UserData,
     InteractionData,
 }
+
+/// A closed list of values a parameter takes, declared in the WSDL as a simpleType of this
+/// name. The methods accept the values case-insensitively and answer the seed's status code
+/// for anything else; the list is the one place they are kept.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Enumeration {
+    pub name: &'static str,
+    pub values: &'static [&'static str],
+}
+
+/// InteractionCancelled's `CancelledBy` (seed 004).
+pub static CANCELLED_BY: Enumeration = Enumeration {
+    name: "CancelledBy",
+    values: &[
+        "Caller",
+        "Agent",
+        "EyeQueue",
+        "Configuration",
+        "ChoseMessaging",
+        "RejectMessaging",
+        "Administrator",
+        "Web",
+    ],
+};
+
+/// InteractionDequeued's `Reason`.
+pub static DEQUEUE_REASONS: Enumeration = Enumeration {
+    name: "DequeueReason",
+    values: &["AgentAnswered", "Abandoned"],
+};
+
+/// InteractionDisconnectedByApplication's `Reason`.
+pub static APPLICATION_DISCONNECT_REASONS: Enumeration = Enumeration {
+    name: "ApplicationDisconnectReason",
+    values: &["AfterHours", "SmartCallBlock", "Other"],
+};
+
+/// InteractionDisconnectedByCaller's `Reason`.
+pub static CALLER_DISCONNECT_REASONS: Enumeration = Enumeration {
+    name: "CallerDisconnectReason",
+    values: &[
+        "Abandon",
+        "CBDCDisconnectAndKeepPendingCallback",
+        "CBDCDisconnectAndCancelPendingCallback",
+        "CBDCMaxInvalidResponse",
+        "ChoseMessaging",
+    ],
+};
+
+/// InteractionOutboundAttemptFailed's `Reason`.
+pub static ATTEMPT_REASONS: Enumeration = Enumeration {
+    name: "OutboundAttemptFailedReason",
+    values: &[
+        "Busy",
+        "NoAnswer",
+        "AnsweringMachine",
+        "TryAgain",
+        "Abandon",
+        "InvalidResponse",
+        "MaxInvalidResponse",
+        "Other",
+    ],
+};
+
+/// InteractionSendToQueue's `Reason`.
+pub static SEND_REASONS: Enumeration = Enumeration {
+    name: "SendToQueueReason",
+    values: &[
+        "ChoseHold",
+        "ForceHold",
+        "MaxInvalidResponse",
+        "QueueSpeak",
+        "SpeakToAgent",
+        "TroubleTransfer",
+        "UnderThreshold",
+        "CBDCSendToHoldingQueue",
+        "CNDCSendToPriorityQueue",
+        "CBDCSendToPriorityQueue",
+    ],
+};
+
+/// ModifyInteraction's `Action`: which field of the interaction changes.
+pub static MODIFY_ACTIONS: Enumeration = Enumeration {
+    name: "ModifyAction",
+    values: &[
+        "AppointmentTime",
+        "Result",
+        "ClientId",
+        "DataName",
+        "DataValue",
+    ],
+};
+
+/// RemoveInteraction's `Reason`, as the seed spells them (the method also takes
+/// "Cancelled" and the words without their space).
+pub static REMOVE_REASONS: Enumeration = Enumeration {
+    name: "RemoveReason",
+    values: &["Web Canceled", "Admin Canceled"],
+};
+
+/// Every enumeration the WSDL declares.
+pub static ENUMERATIONS: &[&Enumeration] = &[
+    &CANCELLED_BY,
+    &DEQUEUE_REASONS,
+    &APPLICATION_DISCONNECT_REASONS,
+    &CALLER_DISCONNECT_REASONS,
+    &ATTEMPT_REASONS,
+    &SEND_REASONS,
+    &MODIFY_ACTIONS,
+    &REMOVE_REASONS,
+];
 
 /// One method: its name, whether the WSDL wraps its parameters in `data`, its parameters
 /// and its response shape.
@@ -126,13 +240,18 @@ pub static METHODS: &[Method] = &[
     Method {
         name: "InteractionCancelled",
         wrapped: false,
-        params: &[T, ID, ("CancelledBy", Text)],
+        params: &[T, ID, ("CancelledBy", Enum(&CANCELLED_BY))],
         shape: Shape::Result,
     },
     Method {
         name: "InteractionDequeued",
         wrapped: false,
-        params: &[T, ID, ("ExternalTrackingId", Text), ("Reason", Text)],
+        params: &[
+            T,
+            ID,
+            ("ExternalTrackingId", Text),
+            ("Reason", Enum(&DEQUEUE_REASONS)),
+        ],
         shape: Shape::Result,
     },
     Method {
@@ -141,7 +260,7 @@ pub static METHODS: &[Method] = &[
         params: &[
             T,
             ID,
-            ("Reason", Text),
+            ("Reason", Enum(&APPLICATION_DISCONNECT_REASONS)),
             ("DataName", Text),
             ("DataValue", Text),
         ],
@@ -150,7 +269,7 @@ pub static METHODS: &[Method] = &[
     Method {
         name: "InteractionDisconnectedByCaller",
         wrapped: false,
-        params: &[T, ID, ("Reason", Text)],
+        params: &[T, ID, ("Reason", Enum(&CALLER_DISCONNECT_REASONS))],
         shape: Shape::Result,
     },
     Method {
@@ -159,7 +278,7 @@ pub static METHODS: &[Method] = &[
         params: &[
             T,
             ID,
-            ("Reason", Text),
+            ("Reason", Enum(&ATTEMPT_REASONS)),
             ("DataName", Text),
             ("DataValue", Text),
         ],
@@ -195,7 +314,7 @@ pub static METHODS: &[Method] = &[
         params: &[
             T,
             ID,
-            ("Reason", Text),
+            ("Reason", Enum(&SEND_REASONS)),
             ("DataName", Text),
             ("DataValue", Text),
         ],
@@ -204,13 +323,13 @@ pub static METHODS: &[Method] = &[
     Method {
         name: "ModifyInteraction",
         wrapped: true,
-        params: &[T, ID, ("Action", Text), OPT],
+        params: &[T, ID, ("Action", Enum(&MODIFY_ACTIONS)), OPT],
         shape: Shape::Toolkit,
     },
     Method {
         name: "RemoveInteraction",
         wrapped: true,
-        params: &[T, ID, ("Reason", Text), OPT],
+        params: &[T, ID, ("Reason", Enum(&REMOVE_REASONS)), OPT],
         shape: Shape::Toolkit,
     },
     Method {
@@ -238,13 +357,30 @@ pub fn method(name: &str) -> Option<&'static Method> {
     METHODS.iter().find(|m| m.name.eq_ignore_ascii_case(name))
 }
 
-fn type_of(kind: Kind) -> &'static str {
+fn type_of(kind: Kind) -> String {
     match kind {
-        Text => "xs:string",
-        Options => "tns:Options",
-        UserData => "tns:UserData",
-        InteractionData => "tns:InteractionData",
+        Text => "xs:string".into(),
+        Enum(e) => format!("tns:{}", e.name),
+        Options => "tns:Options".into(),
+        UserData => "tns:UserData".into(),
+        InteractionData => "tns:InteractionData".into(),
     }
+}
+
+/// The simpleType declarations of [`ENUMERATIONS`].
+fn enumeration_types() -> String {
+    let mut out = String::new();
+    for e in ENUMERATIONS {
+        out.push_str(&format!(
+            "<xs:simpleType name=\"{}\"><xs:restriction base=\"xs:string\">",
+            e.name
+        ));
+        for value in e.values {
+            out.push_str(&format!("<xs:enumeration value=\"{}\"/>", escape(value)));
+        }
+        out.push_str("</xs:restriction></xs:simpleType>\n");
+    }
+    out
 }
 
 const TYPES: &str = r#"
@@ -428,13 +564,14 @@ pub fn wsdl(namespace: &str, location: &str) -> String {
         }
     }
     let location = escape(location);
+    let enumerations = enumeration_types();
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?>
 <wsdl:definitions xmlns:wsdl="http://schemas.xmlsoap.org/wsdl/" xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/" xmlns:soap12="http://schemas.xmlsoap.org/wsdl/soap12/" xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:tns="{ns}" targetNamespace="{ns}">
 <wsdl:types>
 <xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" xmlns:tns="{ns}" elementFormDefault="qualified" targetNamespace="{ns}">
 {TYPES}
-{elements}</xs:schema>
+{enumerations}{elements}</xs:schema>
 </wsdl:types>
 {messages}<wsdl:portType name="PlatformToolkitSoap">
 {port_ops}</wsdl:portType>
@@ -470,5 +607,47 @@ mod tests {
             );
         }
         crate::soap::parse(&text, 64).expect("the WSDL is well-formed");
+    }
+
+    #[test]
+    fn enumerated_parameters_declare_their_values() {
+        let text = wsdl("urn:test", "http://h/ptk/acme");
+        for e in ENUMERATIONS {
+            let mut declared = format!(
+                "<xs:simpleType name=\"{}\"><xs:restriction base=\"xs:string\">",
+                e.name
+            );
+            for v in e.values {
+                declared.push_str(&format!("<xs:enumeration value=\"{v}\"/>"));
+            }
+            assert!(text.contains(&declared), "{}", e.name);
+            assert!(
+                text.contains(&format!("type=\"tns:{}\"", e.name)),
+                "{} is not used",
+                e.name
+            );
+        }
+        for (method, param) in [
+            ("InteractionCancelled", "CancelledBy"),
+            ("InteractionDequeued", "Reason"),
+            ("InteractionDisconnectedByApplication", "Reason"),
+            ("InteractionDisconnectedByCaller", "Reason"),
+            ("InteractionOutboundAttemptFailed", "Reason"),
+            ("InteractionSendToQueue", "Reason"),
+            ("ModifyInteraction", "Action"),
+            ("RemoveInteraction", "Reason"),
+        ] {
+            let m = method_named(method);
+            assert!(
+                m.params
+                    .iter()
+                    .any(|(name, kind)| *name == param && matches!(kind, Enum(_))),
+                "{method}.{param} is not enumerated"
+            );
+        }
+    }
+
+    fn method_named(name: &str) -> &'static Method {
+        method(name).unwrap_or_else(|| panic!("{name}"))
     }
 }

@@ -279,6 +279,8 @@ pub enum FallbackReason {
     Invalid,
     RateLimited,
     CircuitOpen,
+    /// The gateway is stopping and its shutdown grace ran out before the customer answered.
+    Shutdown,
 }
 
 impl FallbackReason {
@@ -290,6 +292,7 @@ impl FallbackReason {
             FallbackReason::Invalid => "invalid_answer",
             FallbackReason::RateLimited => "rate_limited",
             FallbackReason::CircuitOpen => "circuit_open",
+            FallbackReason::Shutdown => "shutdown",
         }
     }
 }
