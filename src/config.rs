@@ -126,8 +126,12 @@ pub struct StorageConfig {
     pub call_retention_s: u64,
     /// Delivered events are kept this long for replay, then purged.
     pub delivered_retention_s: u64,
-    /// Below this much free space under `state_dir`, new events are refused with the
-    /// platform's "try again" answer instead of risking a failed write.
+    /// Free space kept under `state_dir`. Before each batch of writes that add rows the
+    /// writer reads the free space; a unit of work that could reach into this reserve
+    /// (counting its own size and the write-ahead log, a few MiB) is refused with the
+    /// platform's "try again" answer instead of risking a failed write. Claims and delivery
+    /// outcomes may use the reserve, so stored events still drain while the disk is full.
+    /// 0 turns the check off.
     pub min_free_bytes: u64,
     /// Most transactions committed together in one fsync.
     pub group_commit_max: usize,

@@ -152,6 +152,8 @@ pub enum CommitOutcome {
     /// The resend key was already recorded: the stored answer.
     Duplicate(StoredResponse),
     QuotaExceeded,
+    /// Writing it would reach into the free-space reserve: nothing was written.
+    StorageFull,
     /// A claimed alias belongs to another entity: nothing was written.
     AliasTaken {
         namespace: String,
@@ -263,6 +265,14 @@ pub trait Backend: Send + Sync + 'static {
     fn changes(&self) -> &ChangeFeed;
     /// Finishes queued writes and closes; later calls fail with [`StoreError::Closed`].
     fn close(&self);
+    /// Free space (in bytes) the store keeps: units of work that add rows are refused with
+    /// [`CommitOutcome::StorageFull`] when they could reach into it, while claims and
+    /// outcomes (which keep or shrink the store) may use it. 0 disables the check.
+    fn set_free_space_reserve(&self, _bytes: u64) {}
+    /// Whether the last unit of work that would add rows was refused for want of space.
+    fn storage_full(&self) -> bool {
+        false
+    }
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
     fn load_call(&self, key: CallKey) -> BoxFuture<'_, Result<Option<CallRow>>>;

@@ -4,9 +4,15 @@
 //! work, each under its own savepoint). Several processes may open the same file; SQLite's
 //! write lock serializes their transactions and `PRAGMA data_version` tells each process that
 //! another one committed.
+//!
+//! Free space is checked by the writer before each batch that would add rows (one `statvfs`
+//! while it holds the write lock): a unit of work that could reach into the configured reserve
+//! is refused ([`CommitOutcome::StorageFull`]) instead of attempted, while claims, outcomes
+//! and purges (which keep or shrink the store) may use the reserve, so deliveries drain a
+//! full disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -106,6 +112,11 @@ trait WriteJob: Send {
     /// Called after the transaction ended: `Ok` when it committed.
     fn complete(self: Box<Self>, committed: Result<()>);
     fn touches_outbox(&self) -> bool;
+    /// Bytes this write may add to the store (write-ahead log and database file), when it
+    /// adds rows; `None` when it keeps or shrinks the store.
+    fn growth(&self) -> Option<u64>;
+    /// Refuses the write for want of space instead of applying it.
+    fn refuse(&mut self);
     /// Nobody waits on this write to acknowledge anything: it may wait briefly for company
     /// and be committed without an fsync of its own.
     fn lazy(&self) -> bool;
@@ -117,6 +128,8 @@ struct Op<T, F> {
     reply: Option<oneshot::Sender<Result<T>>>,
     outbox: bool,
     lazy: bool,
+    /// Bytes it may add, and its answer when there is no room for them.
+    grows: Option<(u64, fn() -> T)>,
 }
 
 impl<T, F> WriteJob for Op<T, F>
@@ -152,10 +165,151 @@ where
     fn lazy(&self) -> bool {
         self.lazy
     }
+
+    fn growth(&self) -> Option<u64> {
+        self.grows.as_ref().map(|(bytes, _)| *bytes)
+    }
+
+    fn refuse(&mut self) {
+        if let Some((_, full)) = &self.grows {
+            self.value = Some(Ok(full()));
+        }
+    }
+}
+
+/// Free bytes on the filesystem holding the store. The default reads `statvfs` of the state
+/// directory; tests may give their own.
+pub type FreeSpace = Arc<dyn Fn() -> std::io::Result<u64> + Send + Sync>;
+
+/// Database pages a unit of work that adds rows may touch besides its payloads (table and
+/// index leaves of the outbox, calls, timers, dedup and counters), for the space estimate.
+const PAGES_PER_UNIT: u64 = 8;
+/// The write-ahead log is cut back to this size when it restarts, so the space it holds
+/// (counted against the reserve) stays small after a burst.
+const WAL_SIZE_LIMIT: i64 = 8 * 1024 * 1024;
+
+/// The writer's view of free space: the reserve to keep, how to read free space, and
+/// whether the last growing write was refused (logged once per change).
+struct Space {
+    reserve: AtomicU64,
+    probe: FreeSpace,
+    wal: PathBuf,
+    page_size: u64,
+    full: AtomicBool,
+    probe_failed: AtomicBool,
+}
+
+impl Space {
+    /// Bytes that units of work adding rows may still use in this transaction without
+    /// reaching into the reserve; `None` when unlimited (no reserve, or free space unknown).
+    /// Counts pages free inside the database file as room, and the write-ahead log's size
+    /// as already spoken for (its frames may still be copied into the database file).
+    fn budget(&self, conn: &Connection) -> Option<u64> {
+        let reserve = self.reserve.load(Ordering::Relaxed);
+        if reserve == 0 {
+            return None;
+        }
+        let free = match (self.probe)() {
+            Ok(free) => {
+                if self.probe_failed.swap(false, Ordering::Relaxed) {
+                    tracing::info!("free space readable again");
+                }
+                free
+            }
+            Err(e) => {
+                if !self.probe_failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot read free space; writes are not held back");
+                }
+                return None;
+            }
+        };
+        let free_pages = conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            .max(0) as u64;
+        let wal = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        Some(
+            free.saturating_add(free_pages * self.page_size)
+                .saturating_sub(reserve.saturating_add(wal)),
+        )
+    }
+
+    /// Records how a batch went: `refused` growing writes, `admitted` ones.
+    fn note(&self, refused: usize, admitted: usize) {
+        if refused > 0 {
+            if !self.full.swap(true, Ordering::Relaxed) {
+                let free = (self.probe)().unwrap_or(0);
+                tracing::error!(
+                    free_bytes = free,
+                    reserve = self.reserve.load(Ordering::Relaxed),
+                    "storage nearly full: new events are refused until space is freed"
+                );
+            }
+        } else if admitted > 0 && self.full.swap(false, Ordering::Relaxed) {
+            tracing::info!("storage has room again: new events are accepted");
+        }
+    }
+
+    /// What a unit of work adding rows may add: its payloads and a few pages, twice (once in
+    /// the write-ahead log, once when copied into the database file).
+    fn estimate(&self, uow: &UnitOfWork) -> Option<u64> {
+        let creates = |row: &CallWrite| row.expected_version.is_none();
+        let grows = uow.event_count() > 0
+            || uow.dedup.is_some()
+            || uow.call.as_ref().is_some_and(creates)
+            || uow.entities.iter().any(|e| creates(&e.row));
+        if !grows {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut row = |w: &CallWrite| {
+            bytes += w.state.as_ref().map_or(0, json_len) + 256;
+            bytes += w
+                .attached
+                .iter()
+                .map(|(k, v)| k.len() as u64 + json_len(v))
+                .sum::<u64>();
+        };
+        if let Some(call) = &uow.call {
+            row(call);
+        }
+        for entity in &uow.entities {
+            row(&entity.row);
+        }
+        let events = uow
+            .events
+            .iter()
+            .chain(uow.entities.iter().flat_map(|e| &e.events));
+        for event in events {
+            bytes += json_len(&event.payload) + 128;
+        }
+        if let Some(dedup) = &uow.dedup {
+            bytes += dedup.response.body.len() as u64 + 128;
+        }
+        Some(2 * (bytes + PAGES_PER_UNIT * self.page_size))
+    }
+}
+
+/// The length of a value's JSON text, without building it.
+fn json_len(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 pub struct SqliteStore {
     path: PathBuf,
+    space: Arc<Space>,
     writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -190,22 +344,45 @@ fn open_reader(path: &Path) -> Result<Connection> {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/ivrgate.db` and starts the writer thread.
     pub fn open(dir: &Path, group_commit_max: usize) -> Result<Arc<SqliteStore>> {
+        let probe_dir = dir.to_owned();
+        let probe: FreeSpace = Arc::new(move || fs4::available_space(&probe_dir));
+        SqliteStore::open_with_free_space(dir, group_commit_max, probe)
+    }
+
+    /// [`SqliteStore::open`] with free space read by `probe` (tests fake a small disk).
+    pub fn open_with_free_space(
+        dir: &Path,
+        group_commit_max: usize,
+        probe: FreeSpace,
+    ) -> Result<Arc<SqliteStore>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("ivrgate.db");
         let conn = open(&path)?;
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let space = Arc::new(Space {
+            reserve: AtomicU64::new(0),
+            probe,
+            wal: dir.join("ivrgate.db-wal"),
+            page_size: page_size.max(512) as u64,
+            full: AtomicBool::new(false),
+            probe_failed: AtomicBool::new(false),
+        });
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let changes = Arc::new(ChangeFeed::default());
         let stop = Arc::new(AtomicBool::new(false));
         let writer_changes = changes.clone();
         let max = group_commit_max.max(1);
+        let writer_space = space.clone();
         let writer_thread = std::thread::Builder::new()
             .name("ivrgate-writer".into())
-            .spawn(move || writer_loop(conn, rx, max, writer_changes))
+            .spawn(move || writer_loop(conn, rx, max, writer_changes, writer_space))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path,
+            space,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(writer_thread)),
             readers: Mutex::new(Vec::new()),
@@ -232,12 +409,17 @@ impl SqliteStore {
         }
     }
 
+    /// Sets the free space to keep (see [`Backend::set_free_space_reserve`]).
+    pub fn set_free_space_reserve(&self, bytes: u64) {
+        self.space.reserve.store(bytes, Ordering::Relaxed);
+    }
+
     async fn write<T, F>(&self, outbox: bool, run: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
-        let answer = self.enqueue(outbox, false, run)?;
+        let answer = self.enqueue(outbox, false, None, run)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -341,7 +523,13 @@ impl SqliteStore {
         lazy: bool,
     ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
         let outbox = uow.event_count() > 0;
-        let queued = self.enqueue(outbox, lazy, move |c| apply_uow(c, &uow));
+        let grows = self.space.estimate(&uow).map(|bytes| {
+            (
+                bytes,
+                (|| CommitOutcome::StorageFull) as fn() -> CommitOutcome,
+            )
+        });
+        let queued = self.enqueue(outbox, lazy, grows, move |c| apply_uow(c, &uow));
         async move { queued?.await.map_err(|_| StoreError::Closed)? }
     }
 
@@ -349,6 +537,7 @@ impl SqliteStore {
         &self,
         outbox: bool,
         lazy: bool,
+        grows: Option<(u64, fn() -> T)>,
         run: F,
     ) -> Result<oneshot::Receiver<Result<T>>>
     where
@@ -362,6 +551,7 @@ impl SqliteStore {
             reply: Some(reply),
             outbox,
             lazy,
+            grows,
         });
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
@@ -1098,6 +1288,7 @@ fn writer_loop(
     rx: std::sync::mpsc::Receiver<Job>,
     max: usize,
     changes: Arc<ChangeFeed>,
+    space: Arc<Space>,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     // `data_version` on this connection changes only when another connection (another
@@ -1157,7 +1348,7 @@ fn writer_loop(
         let outcome = if durable && !synchronous_full {
             Err(StoreError::Backend("cannot make the commit durable".into()))
         } else {
-            run_batch(&conn, &mut batch)
+            run_batch(&conn, &mut batch, &space)
         };
         let outbox = batch.iter().any(|j| j.touches_outbox());
         for job in batch.drain(..) {
@@ -1174,9 +1365,27 @@ fn writer_loop(
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
+/// Runs a batch in one transaction. Free space is read once the write lock is held (so other
+/// processes' commits are on disk), and only when a write in the batch adds rows; those that
+/// could reach into the reserve are refused, in queue order, the rest applied.
+fn run_batch(conn: &Connection, batch: &mut [Job], space: &Space) -> Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut budget = if batch.iter().any(|j| j.growth().is_some()) {
+        space.budget(conn)
+    } else {
+        None
+    };
+    let (mut refused, mut admitted) = (0, 0);
     for job in batch.iter_mut() {
+        if let (Some(need), Some(left)) = (job.growth(), budget.as_mut()) {
+            if need > *left {
+                job.refuse();
+                refused += 1;
+                continue;
+            }
+            *left -= need;
+            admitted += 1;
+        }
         conn.prepare_cached("SAVEPOINT job")?.execute([])?;
         match job.apply(conn) {
             Ok(()) => {
@@ -1189,6 +1398,7 @@ fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(e.into());
     }
+    space.note(refused, admitted);
     Ok(())
 }
 
@@ -1199,6 +1409,14 @@ impl Backend for SqliteStore {
 
     fn close(&self) {
         SqliteStore::close(self)
+    }
+
+    fn set_free_space_reserve(&self, bytes: u64) {
+        SqliteStore::set_free_space_reserve(self, bytes)
+    }
+
+    fn storage_full(&self) -> bool {
+        self.space.full.load(Ordering::Relaxed)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
@@ -1335,5 +1553,105 @@ impl Backend for SqliteStore {
 
     fn call_events(&self, call_id: String) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>>> {
         Box::pin(SqliteStore::call_events(self, call_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(n: usize, bytes: usize) -> UnitOfWork {
+        UnitOfWork {
+            tenant: "acme".into(),
+            now_ms: 1_000,
+            events: vec![NewEvent {
+                event_id: format!("msg_{n}"),
+                event_type: "call.cdr".into(),
+                payload: json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}}),
+            }],
+            ..UnitOfWork::default()
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Free space is read per batch: the first unit of work that could reach into the
+    /// reserve is refused (nothing written), while claims, outcomes, timers and purges go on.
+    #[test]
+    fn growing_writes_stop_at_the_reserve_and_claims_go_on() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().expect("tmp");
+        let free = Arc::new(AtomicU64::new(100 * MIB));
+        let probe_free = free.clone();
+        let probe: FreeSpace = Arc::new(move || Ok(probe_free.load(Ordering::SeqCst)));
+        let store = SqliteStore::open_with_free_space(dir.path(), 16, probe).expect("open");
+        store.set_free_space_reserve(10 * MIB);
+        runtime().block_on(async {
+            let first = store.commit(event(1, 10_000)).await.expect("commit");
+            assert!(
+                matches!(first, CommitOutcome::Committed { .. }),
+                "{first:?}"
+            );
+            assert!(!Backend::storage_full(&*store));
+            // Just above the reserve, but not by what the unit may write: refused.
+            free.store(10 * MIB + 30_000, Ordering::SeqCst);
+            let refused = store.commit(event(2, 10_000)).await.expect("commit");
+            assert_eq!(refused, CommitOutcome::StorageFull);
+            assert!(Backend::storage_full(&*store));
+            assert!(store
+                .call_events(String::new())
+                .await
+                .expect("read")
+                .is_empty());
+            // Deliveries drain: claims and outcomes use the reserve.
+            let owner = String::from("1-owner");
+            let claimed = store
+                .claim_deliveries(owner.clone(), 2_000, 60_000, 10, Vec::new())
+                .await
+                .expect("claim while full");
+            assert_eq!(
+                claimed
+                    .iter()
+                    .map(|d| d.event_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["msg_1"],
+                "only the admitted event is stored"
+            );
+            store
+                .finish_deliveries(
+                    owner.clone(),
+                    vec![DeliveryUpdate::Delivered {
+                        id: claimed[0].id,
+                        at_ms: 2_000,
+                    }],
+                )
+                .await
+                .expect("finish while full");
+            store
+                .claim_timers(owner.clone(), 2_000, 30_000, 10)
+                .await
+                .expect("timers while full");
+            store.purge(2_000, 0, 0).await.expect("purge while full");
+            // Space again: accepted.
+            free.store(100 * MIB, Ordering::SeqCst);
+            let again = store.commit(event(3, 10_000)).await.expect("commit");
+            assert!(
+                matches!(again, CommitOutcome::Committed { .. }),
+                "{again:?}"
+            );
+            assert!(!Backend::storage_full(&*store));
+            // No reserve: no check.
+            store.set_free_space_reserve(0);
+            free.store(0, Ordering::SeqCst);
+            let unchecked = store.commit(event(4, 10)).await.expect("commit");
+            assert!(matches!(unchecked, CommitOutcome::Committed { .. }));
+        });
+        store.close();
     }
 }
