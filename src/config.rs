@@ -166,6 +166,9 @@ pub struct DeliveryConfig {
     /// Random spread applied to each retry delay, in percent either way.
     pub jitter_percent: u8,
     /// How long a claimed delivery is reserved for this instance before another may take it.
+    /// An instance that stops, even by `kill -9`, has its claims taken within about a second
+    /// by any instance on the same `state_dir` (or by itself restarted); the lease is the
+    /// bound only where that cannot be told (see ARCHITECTURE.md, invariant 4).
     pub lease_ms: u64,
     /// Consecutive failures that open an endpoint's circuit breaker.
     pub breaker_failures: u32,

@@ -139,14 +139,16 @@ impl Core {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_millis(delivery.timeout_ms))
             .build()?;
-        // The free-space reserve is kept from the first commit on.
+        // Leases are taken under the store's owner identity, whose liveness other instances
+        // can test; the reserve is kept from the first commit on.
+        let instance = store.owner_id().to_owned();
         store.set_free_space_reserve(config.raw.storage.min_free_bytes);
         Ok(Core {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
             store,
             clock,
             metrics,
-            instance: ids::instance_id(),
+            instance,
             points,
             decision_http,
             delivery_http,

@@ -263,3 +263,27 @@ pub async fn maintenance(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         }
     }
 }
+
+/// How often instances look for lease owners whose process is gone.
+pub const OWNER_SWEEP: Duration = Duration::from_secs(1);
+
+/// Frees the claims (deliveries, timers) of instances that died, at start and then every
+/// [`OWNER_SWEEP`], so they are sent again at once rather than after their lease.
+pub async fn recover_owners(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match core.store.recover_dead_owners().await {
+            Ok(owners) if owners.is_empty() => {}
+            Ok(owners) => {
+                tracing::warn!(
+                    ?owners,
+                    "claims of stopped instances freed for sending again"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for stopped instances"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(OWNER_SWEEP) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}

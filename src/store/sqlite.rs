@@ -22,6 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::owner::{self, Owner};
 use super::*;
 
 const SCHEMA: &str = r#"
@@ -309,6 +310,10 @@ fn json_len(value: &Value) -> u64 {
 
 pub struct SqliteStore {
     path: PathBuf,
+    dir: PathBuf,
+    owner_id: String,
+    /// This process's liveness proof, held until [`SqliteStore::close`].
+    owner: Mutex<Option<Owner>>,
     space: Arc<Space>,
     writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -342,7 +347,8 @@ fn open_reader(path: &Path) -> Result<Connection> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/ivrgate.db` and starts the writer thread.
+    /// Opens (creating if needed) `dir/ivrgate.db`, registers this process as a lease owner
+    /// under `dir/owners/` and starts the writer thread.
     pub fn open(dir: &Path, group_commit_max: usize) -> Result<Arc<SqliteStore>> {
         let probe_dir = dir.to_owned();
         let probe: FreeSpace = Arc::new(move || fs4::available_space(&probe_dir));
@@ -370,6 +376,12 @@ impl SqliteStore {
             full: AtomicBool::new(false),
             probe_failed: AtomicBool::new(false),
         });
+        let owner = Owner::register(dir, crate::ids::instance_id()).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot register a lease owner under {}: {e}",
+                owner::owners_dir(dir).display()
+            ))
+        })?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let changes = Arc::new(ChangeFeed::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -382,6 +394,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path,
+            dir: dir.to_owned(),
+            owner_id: owner.id.clone(),
+            owner: Mutex::new(Some(owner)),
             space,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(writer_thread)),
@@ -398,6 +413,10 @@ impl SqliteStore {
     /// Stops accepting writes, lets the writer finish what is queued, and waits for it.
     pub fn close(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Claims still held (a delivery that outlived the drain) are given back with the
+        // last write, so they need not wait out the lease; then the owner retires.
+        let owners = vec![self.owner_id.clone()];
+        let _ = self.enqueue(true, false, None, move |c| free_claims(c, &owners));
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let handle = self
             .writer_thread
@@ -407,6 +426,37 @@ impl SqliteStore {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        let owner = self.owner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(owner) = owner {
+            owner.retire();
+        }
+    }
+
+    /// The lease owner this process writes into its claims.
+    pub fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
+    /// Frees the claims of owners whose lock file under `owners/` is no longer locked (their
+    /// process is gone), then removes their lock files; returns the owners recovered.
+    pub async fn recover_dead_owners(&self) -> Result<Vec<String>> {
+        let dir = self.dir.clone();
+        let me = self.owner_id.clone();
+        let dead = tokio::task::spawn_blocking(move || owner::dead_owners(&dir, &me))
+            .await
+            .map_err(|e| StoreError::Backend(format!("owner scan failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("cannot scan lease owners: {e}")))?;
+        if dead.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = dead.iter().map(|d| d.id.clone()).collect();
+        let owners = ids.clone();
+        self.write(true, move |c| free_claims(c, &owners)).await?;
+        for d in dead {
+            d.forget();
+        }
+        self.changes.timers.notify_one();
+        Ok(ids)
     }
 
     /// Sets the free space to keep (see [`Backend::set_free_space_reserve`]).
@@ -946,6 +996,22 @@ fn call_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> {
     })
 }
 
+/// Makes every delivery and timer leased to one of `owners` due for claiming again.
+fn free_claims(c: &Connection, owners: &[String]) -> Result<()> {
+    for owner in owners {
+        c.prepare_cached(
+            "UPDATE outbox SET lease_owner = NULL, lease_until_ms = 0 \
+             WHERE lease_owner = ?1 AND status = 0",
+        )?
+        .execute([owner])?;
+        c.prepare_cached(
+            "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?1",
+        )?
+        .execute([owner])?;
+    }
+    Ok(())
+}
+
 fn settle(
     c: &Connection,
     id: i64,
@@ -1411,6 +1477,14 @@ impl Backend for SqliteStore {
         SqliteStore::close(self)
     }
 
+    fn owner_id(&self) -> &str {
+        SqliteStore::owner_id(self)
+    }
+
+    fn recover_dead_owners(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(SqliteStore::recover_dead_owners(self))
+    }
+
     fn set_free_space_reserve(&self, bytes: u64) {
         SqliteStore::set_free_space_reserve(self, bytes)
     }
@@ -1653,5 +1727,80 @@ mod tests {
             assert!(matches!(unchecked, CommitOutcome::Committed { .. }));
         });
         store.close();
+    }
+
+    /// An owner whose lock is free (its process died) has its claims freed at once; a live
+    /// owner's claims are left alone, and the dead owner's lock file goes.
+    #[test]
+    fn claims_of_a_dead_owner_are_freed_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), 16).expect("open");
+        let other = SqliteStore::open(dir.path(), 16).expect("open another");
+        let dead = Owner::register(dir.path(), "1-deadbeef".into()).expect("owner");
+        runtime().block_on(async {
+            for n in 0..2 {
+                let mut uow = event(n, 10);
+                uow.timers.push(TimerOp::Set {
+                    key: format!("t{n}"),
+                    kind: "test".into(),
+                    tenant: "acme".into(),
+                    due_ms: 500,
+                    payload: json!({}),
+                });
+                store.commit(uow).await.expect("commit");
+            }
+            // One delivery and one timer each for the (soon dead) owner and a live one.
+            let lease = |owner: &str| {
+                let owner = owner.to_owned();
+                let store = store.clone();
+                async move {
+                    let d = store
+                        .claim_deliveries(owner.clone(), 1_000, 60_000, 1, Vec::new())
+                        .await
+                        .expect("claim");
+                    let t = store
+                        .claim_timers(owner, 1_000, 60_000, 1)
+                        .await
+                        .expect("claim");
+                    (d[0].event_id.clone(), t[0].key.clone())
+                }
+            };
+            let of_dead = lease("1-deadbeef").await;
+            let of_live = lease(other.owner_id()).await;
+            assert!(store.recover_dead_owners().await.expect("sweep").is_empty());
+            drop(dead); // what a killed process leaves: the file, unlocked
+            assert_eq!(
+                store.recover_dead_owners().await.expect("sweep"),
+                ["1-deadbeef"]
+            );
+            let me = store.owner_id().to_owned();
+            let d = store
+                .claim_deliveries(me.clone(), 1_000, 60_000, 10, Vec::new())
+                .await
+                .expect("claim");
+            let t = store
+                .claim_timers(me, 1_000, 60_000, 10)
+                .await
+                .expect("claim");
+            assert_eq!(
+                (d.len(), t.len()),
+                (1, 1),
+                "only the dead owner's claims are free"
+            );
+            assert_eq!((d[0].event_id.clone(), t[0].key.clone()), of_dead);
+            assert_ne!(of_dead, of_live);
+        });
+        assert!(!owner::owners_dir(dir.path())
+            .join("1-deadbeef.lock")
+            .exists());
+        other.close();
+        store.close();
+        assert_eq!(
+            std::fs::read_dir(owner::owners_dir(dir.path()))
+                .expect("owners")
+                .count(),
+            0,
+            "stopped owners remove their lock files"
+        );
     }
 }

@@ -1000,6 +1000,126 @@ async fn a_full_disk_refuses_events_before_any_commit_fails_and_still_drains() {
     );
 }
 
+/// The webhook receiver for the crash tests: the first delivery of each event is held open
+/// (as a slow endpoint would), later ones answered at once.
+fn hold_first_delivery(receiver: &Receiver) {
+    let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    receiver.answer(move |hook| {
+        let first = seen
+            .lock()
+            .expect("seen")
+            .insert(hook.header("webhook-id").to_owned());
+        if first {
+            Reply::ok("").after(Duration::from_secs(120))
+        } else {
+            Reply::ok("")
+        }
+    });
+}
+
+/// Posts one CDR and waits until its delivery reaches the receiver (and is held there);
+/// returns its `webhook-id`.
+async fn cdr_held_at_receiver(receiver: &Receiver, daemon: &Daemon, call: &str) -> String {
+    let answer = post_json(
+        &client(),
+        &daemon.url("/voicenter/acme/cdr"),
+        &cdr_body(call, 1),
+    )
+    .await
+    .expect("CDR answered");
+    assert!(cdr_acked(&answer), "{answer}");
+    let hook = receiver
+        .next_within(DELIVERY)
+        .await
+        .unwrap_or_else(|| panic!("no delivery:\n{}", daemon.log_text()));
+    hook.header("webhook-id").to_owned()
+}
+
+/// Waits (at most `RESEND`, far below the 60 s lease) for the event to be sent again.
+async fn resent_within_bound(receiver: &Receiver, id: &str, log: impl Fn() -> String) {
+    const RESEND: Duration = Duration::from_secs(10);
+    let deadline = Instant::now() + RESEND;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let hook = receiver.next_within(left).await.unwrap_or_else(|| {
+            panic!(
+                "the killed instance's delivery was not sent again within {RESEND:?} \
+                 (lease 60 s):\n{}",
+                log()
+            )
+        });
+        if hook.header("webhook-id") == id {
+            return;
+        }
+    }
+}
+
+/// `kill -9` while the receiver holds a delivery, then a restart on the same state directory:
+/// the delivery is sent again at once, not after the 60 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease() {
+    let receiver = Receiver::start().await;
+    hold_first_delivery(&receiver);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let port = free_port();
+    let toml = store_toml(
+        port,
+        &state,
+        &receiver.url("/hooks"),
+        "min_free_bytes = 0",
+        "lease_ms = 60000",
+    );
+    let mut first = Daemon::spawn_with("first", tmp.path(), port, &toml, None);
+    first.ready().await;
+    let id = cdr_held_at_receiver(&receiver, &first, "crash0001").await;
+    first.sigkill().expect("killed");
+    let killed_at = Instant::now();
+    let mut second = Daemon::spawn_with("second", tmp.path(), port, &toml, None);
+    second.ready().await;
+    resent_within_bound(&receiver, &id, || second.log_text()).await;
+    eprintln!(
+        "restart after kill -9: held delivery sent again {:?} after the kill",
+        killed_at.elapsed()
+    );
+    second.assert_alive();
+}
+
+/// Two instances on one state directory: the one holding a delivery is killed, and the
+/// other sends it again at once, not after the 60 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease() {
+    let receiver = Receiver::start().await;
+    hold_first_delivery(&receiver);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let hooks = receiver.url("/hooks");
+    let (port_a, port_b) = (free_port(), free_port());
+    let toml = |port| {
+        store_toml(
+            port,
+            &state,
+            &hooks,
+            "min_free_bytes = 0",
+            "lease_ms = 60000",
+        )
+    };
+    let mut a = Daemon::spawn_with("a", tmp.path(), port_a, &toml(port_a), None);
+    a.ready().await;
+    // A alone claims the event; B starts while A holds it.
+    let id = cdr_held_at_receiver(&receiver, &a, "crash0002").await;
+    let mut b = Daemon::spawn_with("b", tmp.path(), port_b, &toml(port_b), None);
+    b.ready().await;
+    a.sigkill().expect("killed");
+    let killed_at = Instant::now();
+    resent_within_bound(&receiver, &id, || b.log_text()).await;
+    eprintln!(
+        "two instances: B sent A's held delivery {:?} after A was killed",
+        killed_at.elapsed()
+    );
+    b.assert_alive();
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
