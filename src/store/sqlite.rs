@@ -116,7 +116,8 @@ trait WriteJob: Send {
     /// Bytes this write may add to the store (write-ahead log and database file), when it
     /// adds rows; `None` when it keeps or shrinks the store.
     fn growth(&self) -> Option<u64>;
-    /// Refuses the write for want of space instead of applying it.
+    /// Tells the write there is no room for what it adds: it then writes nothing and answers
+    /// for itself (a unit of work still finds a legacy resend's stored answer).
     fn refuse(&mut self);
     /// Nobody waits on this write to acknowledge anything: it may wait briefly for company
     /// and be committed without an fsync of its own.
@@ -129,8 +130,8 @@ struct Op<T, F> {
     reply: Option<oneshot::Sender<Result<T>>>,
     outbox: bool,
     lazy: bool,
-    /// Bytes it may add, and its answer when there is no room for them.
-    grows: Option<(u64, fn() -> T)>,
+    /// Bytes it may add, and the flag its `run` reads to learn there is no room for them.
+    grows: Option<(u64, Arc<AtomicBool>)>,
 }
 
 impl<T, F> WriteJob for Op<T, F>
@@ -172,8 +173,8 @@ where
     }
 
     fn refuse(&mut self) {
-        if let Some((_, full)) = &self.grows {
-            self.value = Some(Ok(full()));
+        if let Some((_, no_room)) = &self.grows {
+            no_room.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -573,13 +574,21 @@ impl SqliteStore {
         lazy: bool,
     ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
         let outbox = uow.event_count() > 0;
-        let grows = self.space.estimate(&uow).map(|bytes| {
-            (
-                bytes,
-                (|| CommitOutcome::StorageFull) as fn() -> CommitOutcome,
-            )
+        let no_room = Arc::new(AtomicBool::new(false));
+        let grows = self
+            .space
+            .estimate(&uow)
+            .map(|bytes| (bytes, no_room.clone()));
+        let queued = self.enqueue(outbox, lazy, grows, move |c| {
+            if no_room.load(Ordering::Relaxed) {
+                // Nothing is written; a legacy resend still gets its original answer.
+                return Ok(match find_duplicate(c, &uow)? {
+                    Some(found) => CommitOutcome::Duplicate(found),
+                    None => CommitOutcome::StorageFull,
+                });
+            }
+            apply_uow(c, &uow)
         });
-        let queued = self.enqueue(outbox, lazy, grows, move |c| apply_uow(c, &uow));
         async move { queued?.await.map_err(|_| StoreError::Closed)? }
     }
 
@@ -587,7 +596,7 @@ impl SqliteStore {
         &self,
         outbox: bool,
         lazy: bool,
-        grows: Option<(u64, fn() -> T)>,
+        grows: Option<(u64, Arc<AtomicBool>)>,
         run: F,
     ) -> Result<oneshot::Receiver<Result<T>>>
     where
@@ -1058,24 +1067,30 @@ fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
     outcome
 }
 
-fn apply_checked(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
-    if let Some(dedup) = &uow.dedup {
-        let found = c
-            .prepare_cached(
-                "SELECT status, content_type, body FROM dedup \
-                 WHERE tenant = ?1 AND key_hash = ?2 AND expires_at_ms > ?3",
-            )?
-            .query_row(params![uow.tenant, &dedup.key_hash[..], uow.now_ms], |r| {
-                Ok(StoredResponse {
-                    status: r.get::<_, i64>(0)? as u16,
-                    content_type: r.get(1)?,
-                    body: r.get(2)?,
-                })
+/// The stored answer of an earlier request with the unit's resend key, if it has one.
+fn find_duplicate(c: &Connection, uow: &UnitOfWork) -> Result<Option<StoredResponse>> {
+    let Some(dedup) = &uow.dedup else {
+        return Ok(None);
+    };
+    let found = c
+        .prepare_cached(
+            "SELECT status, content_type, body FROM dedup \
+             WHERE tenant = ?1 AND key_hash = ?2 AND expires_at_ms > ?3",
+        )?
+        .query_row(params![uow.tenant, &dedup.key_hash[..], uow.now_ms], |r| {
+            Ok(StoredResponse {
+                status: r.get::<_, i64>(0)? as u16,
+                content_type: r.get(1)?,
+                body: r.get(2)?,
             })
-            .optional()?;
-        if let Some(found) = found {
-            return Ok(CommitOutcome::Duplicate(found));
-        }
+        })
+        .optional()?;
+    Ok(found)
+}
+
+fn apply_checked(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
+    if let Some(found) = find_duplicate(c, uow)? {
+        return Ok(CommitOutcome::Duplicate(found));
     }
     let total_events = uow.event_count();
     if let (Some(quota), true) = (uow.outbox_quota, total_events > 0) {
@@ -1447,10 +1462,10 @@ fn run_batch(conn: &Connection, batch: &mut [Job], space: &Space) -> Result<()> 
             if need > *left {
                 job.refuse();
                 refused += 1;
-                continue;
+            } else {
+                *left -= need;
+                admitted += 1;
             }
-            *left -= need;
-            admitted += 1;
         }
         conn.prepare_cached("SAVEPOINT job")?.execute([])?;
         match job.apply(conn) {
@@ -1725,6 +1740,47 @@ mod tests {
             free.store(0, Ordering::SeqCst);
             let unchecked = store.commit(event(4, 10)).await.expect("commit");
             assert!(matches!(unchecked, CommitOutcome::Committed { .. }));
+        });
+        store.close();
+    }
+
+    /// With no room for new rows, a legacy resend still gets the answer stored with its
+    /// original (so the platform stops resending), and a new request is refused.
+    #[test]
+    fn a_resend_gets_its_stored_answer_while_storage_is_full() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().expect("tmp");
+        let free = Arc::new(AtomicU64::new(100 * MIB));
+        let probe_free = free.clone();
+        let probe: FreeSpace = Arc::new(move || Ok(probe_free.load(Ordering::SeqCst)));
+        let store = SqliteStore::open_with_free_space(dir.path(), 16, probe).expect("open");
+        store.set_free_space_reserve(10 * MIB);
+        let with_key = |n: usize, key: u8| {
+            let mut uow = event(n, 100);
+            uow.dedup = Some(DedupWrite {
+                key_hash: [key; 32],
+                response: StoredResponse {
+                    status: 200,
+                    content_type: "application/json".into(),
+                    body: br#"{"err":0}"#.to_vec(),
+                },
+                expires_at_ms: 10_000,
+            });
+            uow
+        };
+        runtime().block_on(async {
+            let first = store.commit(with_key(1, 7)).await.expect("commit");
+            assert!(
+                matches!(first, CommitOutcome::Committed { .. }),
+                "{first:?}"
+            );
+            free.store(10 * MIB, Ordering::SeqCst);
+            match store.commit(with_key(2, 7)).await.expect("commit") {
+                CommitOutcome::Duplicate(found) => assert_eq!(found.body, br#"{"err":0}"#),
+                other => panic!("resend while full: {other:?}"),
+            }
+            let new = store.commit(with_key(3, 8)).await.expect("commit");
+            assert_eq!(new, CommitOutcome::StorageFull);
         });
         store.close();
     }
