@@ -134,8 +134,12 @@ pub struct StorageConfig {
     pub call_retention_s: u64,
     /// Delivered events are kept this long for replay, then purged.
     pub delivered_retention_s: u64,
-    /// Below this much free space under `state_dir`, new events are refused with the
-    /// platform's "try again" answer instead of risking a failed write.
+    /// Free space kept under `state_dir`. Before each batch of writes that add rows the
+    /// writer reads the free space; a unit of work that could reach into this reserve
+    /// (counting its own size and the write-ahead log, a few MiB) is refused with the
+    /// platform's "try again" answer instead of risking a failed write. Claims and delivery
+    /// outcomes may use the reserve, so stored events still drain while the disk is full.
+    /// 0 turns the check off.
     pub min_free_bytes: u64,
     /// Most transactions committed together in one fsync.
     pub group_commit_max: usize,
@@ -170,6 +174,9 @@ pub struct DeliveryConfig {
     /// Random spread applied to each retry delay, in percent either way.
     pub jitter_percent: u8,
     /// How long a claimed delivery is reserved for this instance before another may take it.
+    /// An instance that stops, even by `kill -9`, has its claims taken within about a second
+    /// by any instance on the same `state_dir` (or by itself restarted); the lease is the
+    /// bound only where that cannot be told (see ARCHITECTURE.md, invariant 4).
     pub lease_ms: u64,
     /// Consecutive failures that open an endpoint's circuit breaker.
     pub breaker_failures: u32,

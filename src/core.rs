@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -91,7 +91,6 @@ pub struct Core {
     /// event handler fails must still get its calls' decisions.
     pub decision_breakers: Breakers,
     pub delivery_breakers: Breakers,
-    pub storage_full: AtomicBool,
     /// Tenants whose endpoint answered 410, as last read from the store (or just recorded
     /// here), checked before every delivery attempt.
     pub disabled_endpoints: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -146,18 +145,21 @@ impl Core {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_millis(delivery.timeout_ms))
             .build()?;
+        // Leases are taken under the store's owner identity, whose liveness other instances
+        // can test; the reserve is kept from the first commit on.
+        let instance = store.owner_id().to_owned();
+        store.set_free_space_reserve(config.raw.storage.min_free_bytes);
         Ok(Core {
             runtime: ArcSwap::from_pointee(Runtime::new(config)),
             store,
             clock,
             metrics,
-            instance: ids::instance_id(),
+            instance,
             points,
             decision_http,
             delivery_http,
             decision_breakers: breaker(),
             delivery_breakers: breaker(),
-            storage_full: AtomicBool::new(false),
             disabled_endpoints: std::sync::Mutex::new(Default::default()),
             pending_decisions: Arc::new(std::sync::Mutex::new(HashMap::new())),
             stopping: tokio::sync::watch::Sender::new(false),
@@ -597,11 +599,6 @@ impl Core {
                 })
                 .inc();
         };
-        if self.storage_full.load(Ordering::Relaxed) {
-            count("storage_full");
-            tracing::error!(tenant = %ev.tenant, event_type = ev.event_type, "event refused: storage nearly full");
-            return Err(RecordError::StorageFull);
-        }
         let runtime = self.runtime.load_full();
         let Some(tenant) = runtime.config.tenant(&ev.tenant) else {
             return Err(RecordError::Unavailable("unknown tenant".into()));
@@ -738,6 +735,11 @@ impl Core {
                     count("quota_exceeded");
                     tracing::warn!(tenant = %tenant.id, quota = tenant.outbox_quota, "event refused: tenant outbox quota exceeded");
                     return Err(RecordError::QuotaExceeded);
+                }
+                Ok(CommitOutcome::StorageFull) => {
+                    count("storage_full");
+                    tracing::error!(tenant = %tenant.id, event_type = ev.event_type, "event refused: storage nearly full");
+                    return Err(RecordError::StorageFull);
                 }
                 Ok(CommitOutcome::Conflict) => continue,
                 Ok(CommitOutcome::AliasTaken { .. }) => {

@@ -6,7 +6,6 @@
 //! request or instance changed an entity) it reads again and asks the closure again.
 
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -373,11 +372,6 @@ impl Core {
                 return Ok(Transitioned::Done(read));
             }
             let written: Vec<CallKey> = uow.entities.iter().map(|e| e.row.key.clone()).collect();
-            if uow.event_count() > 0 && self.storage_full.load(Ordering::Relaxed) {
-                self.count_entity("storage_full");
-                tracing::error!(tenant = %tenant.id, "entity change refused: storage nearly full");
-                return Err(RecordError::StorageFull);
-            }
             match self.store.commit(uow).await {
                 Ok(CommitOutcome::Committed { .. }) => {
                     self.count_entity("committed");
@@ -402,6 +396,11 @@ impl Core {
                         value,
                         owner: EntityKey::new(&tenant.id, owner_kind, owner_id),
                     });
+                }
+                Ok(CommitOutcome::StorageFull) => {
+                    self.count_entity("storage_full");
+                    tracing::error!(tenant = %tenant.id, "entity change refused: storage nearly full");
+                    return Err(RecordError::StorageFull);
                 }
                 Ok(CommitOutcome::QuotaExceeded) => {
                     self.count_entity("quota_exceeded");

@@ -121,6 +121,7 @@ pub async fn run(
         tokio::spawn(delivery::run(core.clone(), stop_rx.clone())),
         tokio::spawn(timers::run(core.clone(), stop_rx.clone())),
         tokio::spawn(timers::maintenance(core.clone(), stop_rx.clone())),
+        tokio::spawn(timers::recover_owners(core.clone(), stop_rx.clone())),
     ];
     on_start(Handle { core: core.clone() });
     let served = server::serve(app, listener, shutdown).await;

@@ -2,7 +2,6 @@
 //! restart or a second instance never forgets what is due. Today: call expiry (`call.expired`);
 //! the same table carries the adapters' later timers.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -209,28 +208,16 @@ fn ended_status(status: &str) -> &'static str {
     }
 }
 
-/// Housekeeping every few seconds: gauges, free space, purging old rows.
+/// Housekeeping every few seconds: gauges, the free-space reserve, purging old rows.
 pub async fn maintenance(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let mut ticks: u64 = 0;
     loop {
         let runtime = core.runtime.load_full();
         let cfg = &runtime.config.raw;
-        match fs4::available_space(&cfg.state_dir) {
-            Ok(free) => {
-                let full = free < cfg.storage.min_free_bytes;
-                let was = core.storage_full.swap(full, Ordering::Relaxed);
-                if full && !was {
-                    tracing::error!(
-                        free_bytes = free,
-                        reserve = cfg.storage.min_free_bytes,
-                        "storage nearly full: new events are refused until space is freed"
-                    );
-                } else if was && !full {
-                    tracing::info!(free_bytes = free, "storage has room again");
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot read free space"),
-        }
+        // The writer checks free space before each batch that adds rows; this keeps the
+        // reserve it holds to the configuration's (a reload changes it).
+        core.store
+            .set_free_space_reserve(cfg.storage.min_free_bytes);
         if let Ok(depths) = core.store.outbox_depth().await {
             for tenant in &runtime.config.tenants {
                 let d = depths.iter().find(|d| d.tenant == tenant.id);
@@ -272,6 +259,30 @@ pub async fn maintenance(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         ticks += 1;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// How often instances look for lease owners whose process is gone.
+pub const OWNER_SWEEP: Duration = Duration::from_secs(1);
+
+/// Frees the claims (deliveries, timers) of instances that died, at start and then every
+/// [`OWNER_SWEEP`], so they are sent again at once rather than after their lease.
+pub async fn recover_owners(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match core.store.recover_dead_owners().await {
+            Ok(owners) if owners.is_empty() => {}
+            Ok(owners) => {
+                tracing::warn!(
+                    ?owners,
+                    "claims of stopped instances freed for sending again"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for stopped instances"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(OWNER_SWEEP) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -9,6 +9,7 @@
 //! implement the same operations (claims with `FOR UPDATE SKIP LOCKED`, the change feed from
 //! `LISTEN/NOTIFY`).
 
+pub mod owner;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -152,6 +153,8 @@ pub enum CommitOutcome {
     /// The resend key was already recorded: the stored answer.
     Duplicate(StoredResponse),
     QuotaExceeded,
+    /// Writing it would reach into the free-space reserve: nothing was written.
+    StorageFull,
     /// A claimed alias belongs to another entity: nothing was written.
     AliasTaken {
         namespace: String,
@@ -263,6 +266,19 @@ pub trait Backend: Send + Sync + 'static {
     fn changes(&self) -> &ChangeFeed;
     /// Finishes queued writes and closes; later calls fail with [`StoreError::Closed`].
     fn close(&self);
+    /// The lease owner this process writes into its claims (deliveries, timers).
+    fn owner_id(&self) -> &str;
+    /// Finds lease owners whose process is gone (their liveness proof lapsed) and frees their
+    /// claims at once, so they need not wait out the lease; returns the owners recovered.
+    fn recover_dead_owners(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// Free space (in bytes) the store keeps: units of work that add rows are refused with
+    /// [`CommitOutcome::StorageFull`] when they could reach into it, while claims and
+    /// outcomes (which keep or shrink the store) may use it. 0 disables the check.
+    fn set_free_space_reserve(&self, _bytes: u64) {}
+    /// Whether the last unit of work that would add rows was refused for want of space.
+    fn storage_full(&self) -> bool {
+        false
+    }
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
     fn load_call(&self, key: CallKey) -> BoxFuture<'_, Result<Option<CallRow>>>;

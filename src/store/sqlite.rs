@@ -4,9 +4,15 @@
 //! work, each under its own savepoint). Several processes may open the same file; SQLite's
 //! write lock serializes their transactions and `PRAGMA data_version` tells each process that
 //! another one committed.
+//!
+//! Free space is checked by the writer before each batch that would add rows (one `statvfs`
+//! while it holds the write lock): a unit of work that could reach into the configured reserve
+//! is refused ([`CommitOutcome::StorageFull`]) instead of attempted, while claims, outcomes
+//! and purges (which keep or shrink the store) may use the reserve, so deliveries drain a
+//! full disk.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use super::owner::{self, Owner};
 use super::*;
 
 const SCHEMA: &str = r#"
@@ -106,6 +113,12 @@ trait WriteJob: Send {
     /// Called after the transaction ended: `Ok` when it committed.
     fn complete(self: Box<Self>, committed: Result<()>);
     fn touches_outbox(&self) -> bool;
+    /// Bytes this write may add to the store (write-ahead log and database file), when it
+    /// adds rows; `None` when it keeps or shrinks the store.
+    fn growth(&self) -> Option<u64>;
+    /// Tells the write there is no room for what it adds: it then writes nothing and answers
+    /// for itself (a unit of work still finds a legacy resend's stored answer).
+    fn refuse(&mut self);
     /// Nobody waits on this write to acknowledge anything: it may wait briefly for company
     /// and be committed without an fsync of its own.
     fn lazy(&self) -> bool;
@@ -117,6 +130,8 @@ struct Op<T, F> {
     reply: Option<oneshot::Sender<Result<T>>>,
     outbox: bool,
     lazy: bool,
+    /// Bytes it may add, and the flag its `run` reads to learn there is no room for them.
+    grows: Option<(u64, Arc<AtomicBool>)>,
 }
 
 impl<T, F> WriteJob for Op<T, F>
@@ -152,10 +167,155 @@ where
     fn lazy(&self) -> bool {
         self.lazy
     }
+
+    fn growth(&self) -> Option<u64> {
+        self.grows.as_ref().map(|(bytes, _)| *bytes)
+    }
+
+    fn refuse(&mut self) {
+        if let Some((_, no_room)) = &self.grows {
+            no_room.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Free bytes on the filesystem holding the store. The default reads `statvfs` of the state
+/// directory; tests may give their own.
+pub type FreeSpace = Arc<dyn Fn() -> std::io::Result<u64> + Send + Sync>;
+
+/// Database pages a unit of work that adds rows may touch besides its payloads (table and
+/// index leaves of the outbox, calls, timers, dedup and counters), for the space estimate.
+const PAGES_PER_UNIT: u64 = 8;
+/// The write-ahead log is cut back to this size when it restarts, so the space it holds
+/// (counted against the reserve) stays small after a burst.
+const WAL_SIZE_LIMIT: i64 = 8 * 1024 * 1024;
+
+/// The writer's view of free space: the reserve to keep, how to read free space, and
+/// whether the last growing write was refused (logged once per change).
+struct Space {
+    reserve: AtomicU64,
+    probe: FreeSpace,
+    wal: PathBuf,
+    page_size: u64,
+    full: AtomicBool,
+    probe_failed: AtomicBool,
+}
+
+impl Space {
+    /// Bytes that units of work adding rows may still use in this transaction without
+    /// reaching into the reserve; `None` when unlimited (no reserve, or free space unknown).
+    /// Counts pages free inside the database file as room, and the write-ahead log's size
+    /// as already spoken for (its frames may still be copied into the database file).
+    fn budget(&self, conn: &Connection) -> Option<u64> {
+        let reserve = self.reserve.load(Ordering::Relaxed);
+        if reserve == 0 {
+            return None;
+        }
+        let free = match (self.probe)() {
+            Ok(free) => {
+                if self.probe_failed.swap(false, Ordering::Relaxed) {
+                    tracing::info!("free space readable again");
+                }
+                free
+            }
+            Err(e) => {
+                if !self.probe_failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot read free space; writes are not held back");
+                }
+                return None;
+            }
+        };
+        let free_pages = conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0)
+            .max(0) as u64;
+        let wal = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        Some(
+            free.saturating_add(free_pages * self.page_size)
+                .saturating_sub(reserve.saturating_add(wal)),
+        )
+    }
+
+    /// Records how a batch went: `refused` growing writes, `admitted` ones.
+    fn note(&self, refused: usize, admitted: usize) {
+        if refused > 0 {
+            if !self.full.swap(true, Ordering::Relaxed) {
+                let free = (self.probe)().unwrap_or(0);
+                tracing::error!(
+                    free_bytes = free,
+                    reserve = self.reserve.load(Ordering::Relaxed),
+                    "storage nearly full: new events are refused until space is freed"
+                );
+            }
+        } else if admitted > 0 && self.full.swap(false, Ordering::Relaxed) {
+            tracing::info!("storage has room again: new events are accepted");
+        }
+    }
+
+    /// What a unit of work adding rows may add: its payloads and a few pages, twice (once in
+    /// the write-ahead log, once when copied into the database file).
+    fn estimate(&self, uow: &UnitOfWork) -> Option<u64> {
+        let creates = |row: &CallWrite| row.expected_version.is_none();
+        let grows = uow.event_count() > 0
+            || uow.dedup.is_some()
+            || uow.call.as_ref().is_some_and(creates)
+            || uow.entities.iter().any(|e| creates(&e.row));
+        if !grows {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut row = |w: &CallWrite| {
+            bytes += w.state.as_ref().map_or(0, json_len) + 256;
+            bytes += w
+                .attached
+                .iter()
+                .map(|(k, v)| k.len() as u64 + json_len(v))
+                .sum::<u64>();
+        };
+        if let Some(call) = &uow.call {
+            row(call);
+        }
+        for entity in &uow.entities {
+            row(&entity.row);
+        }
+        let events = uow
+            .events
+            .iter()
+            .chain(uow.entities.iter().flat_map(|e| &e.events));
+        for event in events {
+            bytes += json_len(&event.payload) + 128;
+        }
+        if let Some(dedup) = &uow.dedup {
+            bytes += dedup.response.body.len() as u64 + 128;
+        }
+        Some(2 * (bytes + PAGES_PER_UNIT * self.page_size))
+    }
+}
+
+/// The length of a value's JSON text, without building it.
+fn json_len(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 pub struct SqliteStore {
     path: PathBuf,
+    dir: PathBuf,
+    owner_id: String,
+    /// This process's liveness proof, held until [`SqliteStore::close`].
+    owner: Mutex<Option<Owner>>,
+    space: Arc<Space>,
     writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
@@ -188,24 +348,57 @@ fn open_reader(path: &Path) -> Result<Connection> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) `dir/ivrgate.db` and starts the writer thread.
+    /// Opens (creating if needed) `dir/ivrgate.db`, registers this process as a lease owner
+    /// under `dir/owners/` and starts the writer thread.
     pub fn open(dir: &Path, group_commit_max: usize) -> Result<Arc<SqliteStore>> {
+        let probe_dir = dir.to_owned();
+        let probe: FreeSpace = Arc::new(move || fs4::available_space(&probe_dir));
+        SqliteStore::open_with_free_space(dir, group_commit_max, probe)
+    }
+
+    /// [`SqliteStore::open`] with free space read by `probe` (tests fake a small disk).
+    pub fn open_with_free_space(
+        dir: &Path,
+        group_commit_max: usize,
+        probe: FreeSpace,
+    ) -> Result<Arc<SqliteStore>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("ivrgate.db");
         let conn = open(&path)?;
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let space = Arc::new(Space {
+            reserve: AtomicU64::new(0),
+            probe,
+            wal: dir.join("ivrgate.db-wal"),
+            page_size: page_size.max(512) as u64,
+            full: AtomicBool::new(false),
+            probe_failed: AtomicBool::new(false),
+        });
+        let owner = Owner::register(dir, crate::ids::instance_id()).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot register a lease owner under {}: {e}",
+                owner::owners_dir(dir).display()
+            ))
+        })?;
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let changes = Arc::new(ChangeFeed::default());
         let stop = Arc::new(AtomicBool::new(false));
         let writer_changes = changes.clone();
         let max = group_commit_max.max(1);
+        let writer_space = space.clone();
         let writer_thread = std::thread::Builder::new()
             .name("ivrgate-writer".into())
-            .spawn(move || writer_loop(conn, rx, max, writer_changes))
+            .spawn(move || writer_loop(conn, rx, max, writer_changes, writer_space))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path,
+            dir: dir.to_owned(),
+            owner_id: owner.id.clone(),
+            owner: Mutex::new(Some(owner)),
+            space,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(writer_thread)),
             readers: Mutex::new(Vec::new()),
@@ -221,6 +414,10 @@ impl SqliteStore {
     /// Stops accepting writes, lets the writer finish what is queued, and waits for it.
     pub fn close(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Claims still held (a delivery that outlived the drain) are given back with the
+        // last write, so they need not wait out the lease; then the owner retires.
+        let owners = vec![self.owner_id.clone()];
+        let _ = self.enqueue(true, false, None, move |c| free_claims(c, &owners));
         self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         let handle = self
             .writer_thread
@@ -230,6 +427,42 @@ impl SqliteStore {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        let owner = self.owner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(owner) = owner {
+            owner.retire();
+        }
+    }
+
+    /// The lease owner this process writes into its claims.
+    pub fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
+    /// Frees the claims of owners whose lock file under `owners/` is no longer locked (their
+    /// process is gone), then removes their lock files; returns the owners recovered.
+    pub async fn recover_dead_owners(&self) -> Result<Vec<String>> {
+        let dir = self.dir.clone();
+        let me = self.owner_id.clone();
+        let dead = tokio::task::spawn_blocking(move || owner::dead_owners(&dir, &me))
+            .await
+            .map_err(|e| StoreError::Backend(format!("owner scan failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("cannot scan lease owners: {e}")))?;
+        if dead.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = dead.iter().map(|d| d.id.clone()).collect();
+        let owners = ids.clone();
+        self.write(true, move |c| free_claims(c, &owners)).await?;
+        for d in dead {
+            d.forget();
+        }
+        self.changes.timers.notify_one();
+        Ok(ids)
+    }
+
+    /// Sets the free space to keep (see [`Backend::set_free_space_reserve`]).
+    pub fn set_free_space_reserve(&self, bytes: u64) {
+        self.space.reserve.store(bytes, Ordering::Relaxed);
     }
 
     async fn write<T, F>(&self, outbox: bool, run: F) -> Result<T>
@@ -237,7 +470,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnMut(&Connection) -> Result<T> + Send + 'static,
     {
-        let answer = self.enqueue(outbox, false, run)?;
+        let answer = self.enqueue(outbox, false, None, run)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -341,7 +574,21 @@ impl SqliteStore {
         lazy: bool,
     ) -> impl std::future::Future<Output = Result<CommitOutcome>> + Send + 'static {
         let outbox = uow.event_count() > 0;
-        let queued = self.enqueue(outbox, lazy, move |c| apply_uow(c, &uow));
+        let no_room = Arc::new(AtomicBool::new(false));
+        let grows = self
+            .space
+            .estimate(&uow)
+            .map(|bytes| (bytes, no_room.clone()));
+        let queued = self.enqueue(outbox, lazy, grows, move |c| {
+            if no_room.load(Ordering::Relaxed) {
+                // Nothing is written; a legacy resend still gets its original answer.
+                return Ok(match find_duplicate(c, &uow)? {
+                    Some(found) => CommitOutcome::Duplicate(found),
+                    None => CommitOutcome::StorageFull,
+                });
+            }
+            apply_uow(c, &uow)
+        });
         async move { queued?.await.map_err(|_| StoreError::Closed)? }
     }
 
@@ -349,6 +596,7 @@ impl SqliteStore {
         &self,
         outbox: bool,
         lazy: bool,
+        grows: Option<(u64, Arc<AtomicBool>)>,
         run: F,
     ) -> Result<oneshot::Receiver<Result<T>>>
     where
@@ -362,6 +610,7 @@ impl SqliteStore {
             reply: Some(reply),
             outbox,
             lazy,
+            grows,
         });
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
@@ -756,6 +1005,22 @@ fn call_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> {
     })
 }
 
+/// Makes every delivery and timer leased to one of `owners` due for claiming again.
+fn free_claims(c: &Connection, owners: &[String]) -> Result<()> {
+    for owner in owners {
+        c.prepare_cached(
+            "UPDATE outbox SET lease_owner = NULL, lease_until_ms = 0 \
+             WHERE lease_owner = ?1 AND status = 0",
+        )?
+        .execute([owner])?;
+        c.prepare_cached(
+            "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?1",
+        )?
+        .execute([owner])?;
+    }
+    Ok(())
+}
+
 fn settle(
     c: &Connection,
     id: i64,
@@ -802,24 +1067,30 @@ fn apply_uow(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
     outcome
 }
 
-fn apply_checked(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
-    if let Some(dedup) = &uow.dedup {
-        let found = c
-            .prepare_cached(
-                "SELECT status, content_type, body FROM dedup \
-                 WHERE tenant = ?1 AND key_hash = ?2 AND expires_at_ms > ?3",
-            )?
-            .query_row(params![uow.tenant, &dedup.key_hash[..], uow.now_ms], |r| {
-                Ok(StoredResponse {
-                    status: r.get::<_, i64>(0)? as u16,
-                    content_type: r.get(1)?,
-                    body: r.get(2)?,
-                })
+/// The stored answer of an earlier request with the unit's resend key, if it has one.
+fn find_duplicate(c: &Connection, uow: &UnitOfWork) -> Result<Option<StoredResponse>> {
+    let Some(dedup) = &uow.dedup else {
+        return Ok(None);
+    };
+    let found = c
+        .prepare_cached(
+            "SELECT status, content_type, body FROM dedup \
+             WHERE tenant = ?1 AND key_hash = ?2 AND expires_at_ms > ?3",
+        )?
+        .query_row(params![uow.tenant, &dedup.key_hash[..], uow.now_ms], |r| {
+            Ok(StoredResponse {
+                status: r.get::<_, i64>(0)? as u16,
+                content_type: r.get(1)?,
+                body: r.get(2)?,
             })
-            .optional()?;
-        if let Some(found) = found {
-            return Ok(CommitOutcome::Duplicate(found));
-        }
+        })
+        .optional()?;
+    Ok(found)
+}
+
+fn apply_checked(c: &Connection, uow: &UnitOfWork) -> Result<CommitOutcome> {
+    if let Some(found) = find_duplicate(c, uow)? {
+        return Ok(CommitOutcome::Duplicate(found));
     }
     let total_events = uow.event_count();
     if let (Some(quota), true) = (uow.outbox_quota, total_events > 0) {
@@ -1098,6 +1369,7 @@ fn writer_loop(
     rx: std::sync::mpsc::Receiver<Job>,
     max: usize,
     changes: Arc<ChangeFeed>,
+    space: Arc<Space>,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     // `data_version` on this connection changes only when another connection (another
@@ -1157,7 +1429,7 @@ fn writer_loop(
         let outcome = if durable && !synchronous_full {
             Err(StoreError::Backend("cannot make the commit durable".into()))
         } else {
-            run_batch(&conn, &mut batch)
+            run_batch(&conn, &mut batch, &space)
         };
         let outbox = batch.iter().any(|j| j.touches_outbox());
         for job in batch.drain(..) {
@@ -1174,9 +1446,27 @@ fn writer_loop(
     }
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
+/// Runs a batch in one transaction. Free space is read once the write lock is held (so other
+/// processes' commits are on disk), and only when a write in the batch adds rows; those that
+/// could reach into the reserve are refused, in queue order, the rest applied.
+fn run_batch(conn: &Connection, batch: &mut [Job], space: &Space) -> Result<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut budget = if batch.iter().any(|j| j.growth().is_some()) {
+        space.budget(conn)
+    } else {
+        None
+    };
+    let (mut refused, mut admitted) = (0, 0);
     for job in batch.iter_mut() {
+        if let (Some(need), Some(left)) = (job.growth(), budget.as_mut()) {
+            if need > *left {
+                job.refuse();
+                refused += 1;
+            } else {
+                *left -= need;
+                admitted += 1;
+            }
+        }
         conn.prepare_cached("SAVEPOINT job")?.execute([])?;
         match job.apply(conn) {
             Ok(()) => {
@@ -1189,6 +1479,7 @@ fn run_batch(conn: &Connection, batch: &mut [Job]) -> Result<()> {
         let _ = conn.execute_batch("ROLLBACK");
         return Err(e.into());
     }
+    space.note(refused, admitted);
     Ok(())
 }
 
@@ -1199,6 +1490,22 @@ impl Backend for SqliteStore {
 
     fn close(&self) {
         SqliteStore::close(self)
+    }
+
+    fn owner_id(&self) -> &str {
+        SqliteStore::owner_id(self)
+    }
+
+    fn recover_dead_owners(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(SqliteStore::recover_dead_owners(self))
+    }
+
+    fn set_free_space_reserve(&self, bytes: u64) {
+        SqliteStore::set_free_space_reserve(self, bytes)
+    }
+
+    fn storage_full(&self) -> bool {
+        self.space.full.load(Ordering::Relaxed)
     }
 
     fn ping(&self) -> BoxFuture<'_, Result<()>> {
@@ -1335,5 +1642,221 @@ impl Backend for SqliteStore {
 
     fn call_events(&self, call_id: String) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>>> {
         Box::pin(SqliteStore::call_events(self, call_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(n: usize, bytes: usize) -> UnitOfWork {
+        UnitOfWork {
+            tenant: "acme".into(),
+            now_ms: 1_000,
+            events: vec![NewEvent {
+                event_id: format!("msg_{n}"),
+                event_type: "call.cdr".into(),
+                payload: json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}}),
+            }],
+            ..UnitOfWork::default()
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Free space is read per batch: the first unit of work that could reach into the
+    /// reserve is refused (nothing written), while claims, outcomes, timers and purges go on.
+    #[test]
+    fn growing_writes_stop_at_the_reserve_and_claims_go_on() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().expect("tmp");
+        let free = Arc::new(AtomicU64::new(100 * MIB));
+        let probe_free = free.clone();
+        let probe: FreeSpace = Arc::new(move || Ok(probe_free.load(Ordering::SeqCst)));
+        let store = SqliteStore::open_with_free_space(dir.path(), 16, probe).expect("open");
+        store.set_free_space_reserve(10 * MIB);
+        runtime().block_on(async {
+            let first = store.commit(event(1, 10_000)).await.expect("commit");
+            assert!(
+                matches!(first, CommitOutcome::Committed { .. }),
+                "{first:?}"
+            );
+            assert!(!Backend::storage_full(&*store));
+            // Just above the reserve, but not by what the unit may write: refused.
+            free.store(10 * MIB + 30_000, Ordering::SeqCst);
+            let refused = store.commit(event(2, 10_000)).await.expect("commit");
+            assert_eq!(refused, CommitOutcome::StorageFull);
+            assert!(Backend::storage_full(&*store));
+            assert!(store
+                .call_events(String::new())
+                .await
+                .expect("read")
+                .is_empty());
+            // Deliveries drain: claims and outcomes use the reserve.
+            let owner = String::from("1-owner");
+            let claimed = store
+                .claim_deliveries(owner.clone(), 2_000, 60_000, 10, Vec::new())
+                .await
+                .expect("claim while full");
+            assert_eq!(
+                claimed
+                    .iter()
+                    .map(|d| d.event_id.as_str())
+                    .collect::<Vec<_>>(),
+                ["msg_1"],
+                "only the admitted event is stored"
+            );
+            store
+                .finish_deliveries(
+                    owner.clone(),
+                    vec![DeliveryUpdate::Delivered {
+                        id: claimed[0].id,
+                        at_ms: 2_000,
+                    }],
+                )
+                .await
+                .expect("finish while full");
+            store
+                .claim_timers(owner.clone(), 2_000, 30_000, 10)
+                .await
+                .expect("timers while full");
+            store.purge(2_000, 0, 0).await.expect("purge while full");
+            // Space again: accepted.
+            free.store(100 * MIB, Ordering::SeqCst);
+            let again = store.commit(event(3, 10_000)).await.expect("commit");
+            assert!(
+                matches!(again, CommitOutcome::Committed { .. }),
+                "{again:?}"
+            );
+            assert!(!Backend::storage_full(&*store));
+            // No reserve: no check.
+            store.set_free_space_reserve(0);
+            free.store(0, Ordering::SeqCst);
+            let unchecked = store.commit(event(4, 10)).await.expect("commit");
+            assert!(matches!(unchecked, CommitOutcome::Committed { .. }));
+        });
+        store.close();
+    }
+
+    /// With no room for new rows, a legacy resend still gets the answer stored with its
+    /// original (so the platform stops resending), and a new request is refused.
+    #[test]
+    fn a_resend_gets_its_stored_answer_while_storage_is_full() {
+        const MIB: u64 = 1024 * 1024;
+        let dir = tempfile::tempdir().expect("tmp");
+        let free = Arc::new(AtomicU64::new(100 * MIB));
+        let probe_free = free.clone();
+        let probe: FreeSpace = Arc::new(move || Ok(probe_free.load(Ordering::SeqCst)));
+        let store = SqliteStore::open_with_free_space(dir.path(), 16, probe).expect("open");
+        store.set_free_space_reserve(10 * MIB);
+        let with_key = |n: usize, key: u8| {
+            let mut uow = event(n, 100);
+            uow.dedup = Some(DedupWrite {
+                key_hash: [key; 32],
+                response: StoredResponse {
+                    status: 200,
+                    content_type: "application/json".into(),
+                    body: br#"{"err":0}"#.to_vec(),
+                },
+                expires_at_ms: 10_000,
+            });
+            uow
+        };
+        runtime().block_on(async {
+            let first = store.commit(with_key(1, 7)).await.expect("commit");
+            assert!(
+                matches!(first, CommitOutcome::Committed { .. }),
+                "{first:?}"
+            );
+            free.store(10 * MIB, Ordering::SeqCst);
+            match store.commit(with_key(2, 7)).await.expect("commit") {
+                CommitOutcome::Duplicate(found) => assert_eq!(found.body, br#"{"err":0}"#),
+                other => panic!("resend while full: {other:?}"),
+            }
+            let new = store.commit(with_key(3, 8)).await.expect("commit");
+            assert_eq!(new, CommitOutcome::StorageFull);
+        });
+        store.close();
+    }
+
+    /// An owner whose lock is free (its process died) has its claims freed at once; a live
+    /// owner's claims are left alone, and the dead owner's lock file goes.
+    #[test]
+    fn claims_of_a_dead_owner_are_freed_and_a_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), 16).expect("open");
+        let other = SqliteStore::open(dir.path(), 16).expect("open another");
+        let dead = Owner::register(dir.path(), "1-deadbeef".into()).expect("owner");
+        runtime().block_on(async {
+            for n in 0..2 {
+                let mut uow = event(n, 10);
+                uow.timers.push(TimerOp::Set {
+                    key: format!("t{n}"),
+                    kind: "test".into(),
+                    tenant: "acme".into(),
+                    due_ms: 500,
+                    payload: json!({}),
+                });
+                store.commit(uow).await.expect("commit");
+            }
+            // One delivery and one timer each for the (soon dead) owner and a live one.
+            let lease = |owner: &str| {
+                let owner = owner.to_owned();
+                let store = store.clone();
+                async move {
+                    let d = store
+                        .claim_deliveries(owner.clone(), 1_000, 60_000, 1, Vec::new())
+                        .await
+                        .expect("claim");
+                    let t = store
+                        .claim_timers(owner, 1_000, 60_000, 1)
+                        .await
+                        .expect("claim");
+                    (d[0].event_id.clone(), t[0].key.clone())
+                }
+            };
+            let of_dead = lease("1-deadbeef").await;
+            let of_live = lease(other.owner_id()).await;
+            assert!(store.recover_dead_owners().await.expect("sweep").is_empty());
+            drop(dead); // what a killed process leaves: the file, unlocked
+            assert_eq!(
+                store.recover_dead_owners().await.expect("sweep"),
+                ["1-deadbeef"]
+            );
+            let me = store.owner_id().to_owned();
+            let d = store
+                .claim_deliveries(me.clone(), 1_000, 60_000, 10, Vec::new())
+                .await
+                .expect("claim");
+            let t = store
+                .claim_timers(me, 1_000, 60_000, 10)
+                .await
+                .expect("claim");
+            assert_eq!(
+                (d.len(), t.len()),
+                (1, 1),
+                "only the dead owner's claims are free"
+            );
+            assert_eq!((d[0].event_id.clone(), t[0].key.clone()), of_dead);
+            assert_ne!(of_dead, of_live);
+        });
+        assert!(!owner::owners_dir(dir.path())
+            .join("1-deadbeef.lock")
+            .exists());
+        other.close();
+        store.close();
+        assert_eq!(
+            std::fs::read_dir(owner::owners_dir(dir.path()))
+                .expect("owners")
+                .count(),
+            0,
+            "stopped owners remove their lock files"
+        );
     }
 }

@@ -64,11 +64,39 @@ pub(crate) struct Daemon {
 impl Daemon {
     /// Starts the built binary on `port` with its configuration and log under `dir`.
     fn spawn(name: &str, dir: &Path, port: u16, state_dir: &Path, webhook_url: &str) -> Daemon {
+        let toml = daemon_toml(port, state_dir, webhook_url);
+        Daemon::spawn_with(name, dir, port, &toml, None)
+    }
+
+    /// Starts the built binary with the configuration text `toml`. With `tmpfs` = (directory,
+    /// size), it runs in its own mount namespace with a tmpfs of that size mounted on the
+    /// directory (`unshare`, unprivileged through a user namespace): a small disk of its own.
+    fn spawn_with(
+        name: &str,
+        dir: &Path,
+        port: u16,
+        toml: &str,
+        tmpfs: Option<(&Path, &str)>,
+    ) -> Daemon {
         let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, daemon_toml(port, state_dir, webhook_url)).expect("write config");
+        std::fs::write(&config, toml).expect("write config");
         let log = dir.join(format!("{name}.log"));
         let stderr = std::fs::File::create(&log).expect("create log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ivrgate"))
+        let binary = env!("CARGO_BIN_EXE_ivrgate");
+        let mut command = match tmpfs {
+            None => Command::new(binary),
+            Some((mount, size)) => {
+                let mut c = Command::new("unshare");
+                c.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+                    .arg(format!(
+                        r#"mount -t tmpfs -o size={size} tmpfs "$0" && exec "$@""#
+                    ))
+                    .arg(mount)
+                    .arg(binary);
+                c
+            }
+        };
+        let child = command
             .arg("serve")
             .arg("--config")
             .arg(&config)
@@ -800,6 +828,296 @@ async fn two_processes_share_one_store() {
         late.len(),
         started.elapsed()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The configuration of the crash-recovery and full-disk tests: one tenant `acme`, `extra`
+/// lines in `[storage]`, and the delivery settings given.
+fn store_toml(
+    port: u16,
+    state_dir: &Path,
+    webhook_url: &str,
+    storage: &str,
+    delivery: &str,
+) -> String {
+    format!(
+        r#"listen = "127.0.0.1:{port}"
+state_dir = "{dir}"
+
+[logging]
+level = "warn"
+
+[storage]
+{storage}
+
+[delivery]
+jitter_percent = 0
+{delivery}
+
+[[tenants]]
+id = "acme"
+webhook_url = "{webhook_url}"
+webhook_secret = "{SECRET}"
+"#,
+        dir = state_dir.display()
+    )
+}
+
+/// A disk that fills under a CDR stream (a 16 MiB tmpfs of the daemon's own, with a 2 MiB
+/// reserve): new events are refused with "try again" before any commit can fail for want of
+/// space, and while the disk stays full every acknowledged CDR is still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_refuses_events_before_any_commit_fails_and_still_drains() {
+    const SENDERS: usize = 8;
+    const MOST: usize = 3000;
+    let receiver = Receiver::start().await;
+    let open = Arc::new(AtomicBool::new(false));
+    let gate = open.clone();
+    // Until the disk is full the endpoint fails, so every event stays stored.
+    receiver.answer(move |_| {
+        if gate.load(Ordering::SeqCst) {
+            Reply::ok("")
+        } else {
+            Reply::status(503)
+        }
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let port = free_port();
+    let toml = store_toml(
+        port,
+        &state,
+        &receiver.url("/hooks"),
+        "min_free_bytes = 2097152",
+        &format!(
+            "retry_schedule_s = [{}]\nbreaker_open_ms = 200",
+            ["1"; 60].join(", ")
+        ),
+    );
+    let mut daemon = Daemon::spawn_with("full", tmp.path(), port, &toml, Some((&state, "16m")));
+    daemon.ready().await;
+
+    // 48 KB CDRs from several senders until the gateway has said "try again" 40 times.
+    let pad = "p".repeat(48_000);
+    let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let url = daemon.url("/voicenter/acme/cdr");
+    let mut senders = Vec::new();
+    for _ in 0..SENDERS {
+        let (next, refused, acked, url, pad) = (
+            next.clone(),
+            refused.clone(),
+            acked.clone(),
+            url.clone(),
+            pad.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            let client = client();
+            while refused.load(Ordering::SeqCst) < 40 {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                assert!(i < MOST, "{MOST} CDRs of 48 KB fit on a 16 MiB disk");
+                let call = format!("full{i:06}");
+                let mut body: Value = serde_json::from_str(&cdr_body(&call, 1)).expect("cdr");
+                body["notes"] = json!(pad);
+                let answer = post_json(&client, &url, &body.to_string())
+                    .await
+                    .unwrap_or_else(|e| panic!("CDR {i}: {e}"));
+                if cdr_acked(&answer) {
+                    acked.lock().expect("acked").push(call);
+                } else {
+                    assert_eq!(answer["err"], json!(2), "CDR {i}: {answer}");
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(120), sender)
+            .await
+            .expect("senders done in time")
+            .expect("sender");
+    }
+    daemon.assert_alive();
+    let acked: Vec<String> = acked.lock().expect("acked").clone();
+    assert!(
+        !acked.is_empty(),
+        "nothing was stored before the disk filled"
+    );
+    let failed = daemon
+        .metric(r#"ivrgate_events_recorded_total{outcome="error"}"#)
+        .await;
+    let full = daemon
+        .metric(r#"ivrgate_events_recorded_total{outcome="storage_full"}"#)
+        .await;
+    let log = daemon.log_text();
+    assert_eq!(
+        failed, 0.0,
+        "events failed instead of being refused before the reserve:\n{log}"
+    );
+    assert!(full >= 40.0, "refusals counted as storage_full: {full}");
+    assert!(
+        !log.contains("disk is full"),
+        "a write failed for want of space:\n{log}"
+    );
+
+    // The disk stays full; the endpoint recovers: everything acknowledged is delivered.
+    open.store(true, Ordering::SeqCst);
+    let want: HashSet<String> = acked.iter().cloned().collect();
+    let mut delivered: HashSet<String> = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !want.is_subset(&delivered) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Some(hook) = receiver.next_within(left).await else {
+            panic!(
+                "{} of {} acknowledged CDRs delivered while the disk was full:\n{}",
+                want.intersection(&delivered).count(),
+                want.len(),
+                daemon.log_text()
+            );
+        };
+        if hook.path == "/hooks" && hook.json["type"] == "call.cdr" {
+            if let Some(call) = hook.json["data"]["vendor_fields"]["ivruniqueid"].as_str() {
+                delivered.insert(call.to_owned());
+            }
+        }
+    }
+    // Still full: a new CDR is still refused with the platform's "try again".
+    let answer = post_json(&client(), &url, &cdr_body("full-after", 1))
+        .await
+        .expect("answer");
+    assert_eq!(answer["err"], json!(2), "{answer}");
+    let log = daemon.log_text();
+    assert!(
+        !log.contains("disk is full"),
+        "a write failed for want of space:\n{log}"
+    );
+    eprintln!(
+        "full disk: {} CDRs acknowledged, {full} refused as storage_full, all delivered while full",
+        acked.len()
+    );
+}
+
+/// The webhook receiver for the crash tests: the first delivery of each event is held open
+/// (as a slow endpoint would), later ones answered at once.
+fn hold_first_delivery(receiver: &Receiver) {
+    let seen = Arc::new(Mutex::new(HashSet::<String>::new()));
+    receiver.answer(move |hook| {
+        let first = seen
+            .lock()
+            .expect("seen")
+            .insert(hook.header("webhook-id").to_owned());
+        if first {
+            Reply::ok("").after(Duration::from_secs(120))
+        } else {
+            Reply::ok("")
+        }
+    });
+}
+
+/// Posts one CDR and waits until its delivery reaches the receiver (and is held there);
+/// returns its `webhook-id`.
+async fn cdr_held_at_receiver(receiver: &Receiver, daemon: &Daemon, call: &str) -> String {
+    let answer = post_json(
+        &client(),
+        &daemon.url("/voicenter/acme/cdr"),
+        &cdr_body(call, 1),
+    )
+    .await
+    .expect("CDR answered");
+    assert!(cdr_acked(&answer), "{answer}");
+    let hook = receiver
+        .next_within(DELIVERY)
+        .await
+        .unwrap_or_else(|| panic!("no delivery:\n{}", daemon.log_text()));
+    hook.header("webhook-id").to_owned()
+}
+
+/// Waits (at most `RESEND`, far below the 60 s lease) for the event to be sent again.
+async fn resent_within_bound(receiver: &Receiver, id: &str, log: impl Fn() -> String) {
+    const RESEND: Duration = Duration::from_secs(10);
+    let deadline = Instant::now() + RESEND;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let hook = receiver.next_within(left).await.unwrap_or_else(|| {
+            panic!(
+                "the killed instance's delivery was not sent again within {RESEND:?} \
+                 (lease 60 s):\n{}",
+                log()
+            )
+        });
+        if hook.header("webhook-id") == id {
+            return;
+        }
+    }
+}
+
+/// `kill -9` while the receiver holds a delivery, then a restart on the same state directory:
+/// the delivery is sent again at once, not after the 60 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease() {
+    let receiver = Receiver::start().await;
+    hold_first_delivery(&receiver);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let port = free_port();
+    let toml = store_toml(
+        port,
+        &state,
+        &receiver.url("/hooks"),
+        "min_free_bytes = 0",
+        "lease_ms = 60000",
+    );
+    let mut first = Daemon::spawn_with("first", tmp.path(), port, &toml, None);
+    first.ready().await;
+    let id = cdr_held_at_receiver(&receiver, &first, "crash0001").await;
+    first.sigkill().expect("killed");
+    let killed_at = Instant::now();
+    let mut second = Daemon::spawn_with("second", tmp.path(), port, &toml, None);
+    second.ready().await;
+    resent_within_bound(&receiver, &id, || second.log_text()).await;
+    eprintln!(
+        "restart after kill -9: held delivery sent again {:?} after the kill",
+        killed_at.elapsed()
+    );
+    second.assert_alive();
+}
+
+/// Two instances on one state directory: the one holding a delivery is killed, and the
+/// other sends it again at once, not after the 60 s lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease() {
+    let receiver = Receiver::start().await;
+    hold_first_delivery(&receiver);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let hooks = receiver.url("/hooks");
+    let (port_a, port_b) = (free_port(), free_port());
+    let toml = |port| {
+        store_toml(
+            port,
+            &state,
+            &hooks,
+            "min_free_bytes = 0",
+            "lease_ms = 60000",
+        )
+    };
+    let mut a = Daemon::spawn_with("a", tmp.path(), port_a, &toml(port_a), None);
+    a.ready().await;
+    // A alone claims the event; B starts while A holds it.
+    let id = cdr_held_at_receiver(&receiver, &a, "crash0002").await;
+    let mut b = Daemon::spawn_with("b", tmp.path(), port_b, &toml(port_b), None);
+    b.ready().await;
+    a.sigkill().expect("killed");
+    let killed_at = Instant::now();
+    resent_within_bound(&receiver, &id, || b.log_text()).await;
+    eprintln!(
+        "two instances: B sent A's held delivery {:?} after A was killed",
+        killed_at.elapsed()
+    );
+    b.assert_alive();
 }
 
 // ---------------------------------------------------------------------------------------------
