@@ -4,6 +4,7 @@ mod support;
 
 mod core;
 mod entities;
+mod fidelity;
 mod hardening;
 mod openscape;
 mod ops;
