@@ -212,3 +212,96 @@ async fn decision_answers_with_numbers_reach_the_platform() {
     );
     gw.stop().await;
 }
+
+/// Issue 8, defect 9, exactly as reported: a windows-1255 form CDR arrives as "שלום".
+#[tokio::test]
+async fn form_cdr_in_windows_1255_arrives_as_hebrew() {
+    let hook = deliver(
+        "/voicenter/acme/cdr",
+        "application/x-www-form-urlencoded; charset=windows-1255",
+        "ivruniqueid=X1&status=ANSWER&queueid=7&queuename=%F9%EC%E5%ED",
+        "\"err\":0",
+    )
+    .await;
+    assert_eq!(hook.json["data"]["vendor_fields"]["queuename"], "שלום");
+    assert_eq!(hook.json["data"]["queue_name"], "שלום");
+    assert_has(&hook, &[r#""queuename":"שלום""#]);
+    assert!(!raw(&hook).contains('\u{FFFD}'), "{}", raw(&hook));
+    assert!(hook.json["data"].get("undecodable").is_none());
+}
+
+/// Bytes the request's charset cannot read are delivered recoverable (base64 under
+/// data.undecodable), logged and counted, and the CDR is stored and acknowledged.
+#[tokio::test]
+async fn undecodable_form_and_query_values_arrive_recoverable() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let form = "application/x-www-form-urlencoded";
+    for (content_type, body) in [
+        // windows-1255 bytes in a form that declares no charset (so UTF-8)
+        (form, "ivruniqueid=U1&status=ANSWER&queuename=%F9%EC%E5%ED"),
+        // a charset label that names no encoding: ASCII values are read, the rest is kept
+        (
+            "application/x-www-form-urlencoded; charset=x-foo",
+            "ivruniqueid=U2&status=ANSWER&queuename=%F9%EC%E5%ED",
+        ),
+        // 0xFB is unassigned in windows-1255
+        (
+            "application/x-www-form-urlencoded; charset=windows-1255",
+            "ivruniqueid=U3&status=ANSWER&queuename=%F9%FB",
+        ),
+    ] {
+        let (status, _, answer) = gw.post("/voicenter/acme/cdr", content_type, body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("\"err\":0"), "{content_type}: {answer}");
+    }
+    // a GET CDR: the query string, in the charset the Content-Type declares when there is one
+    let (status, answer) = gw
+        .get("/voicenter/acme/cdr?ivruniqueid=U4&status=ANSWER&queuename=%F9%EC%E5%ED")
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let response = client()
+        .get(gw.url("/voicenter/acme/cdr?ivruniqueid=U5&status=ANSWER&queuename=%F9%EC%E5%ED"))
+        .header("content-type", "text/plain; charset=windows-1255")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+
+    let mut by_call = std::collections::BTreeMap::new();
+    for _ in 0..5 {
+        let hook = rx.next().await;
+        let id = hook.json["data"]["correlation"]["ivruniqueid"]
+            .as_str()
+            .expect("call id")
+            .to_owned();
+        by_call.insert(id, hook);
+    }
+    for (id, bytes) in [
+        ("U1", "+ezl7Q=="),
+        ("U2", "+ezl7Q=="),
+        ("U3", "+fs="),
+        ("U4", "+ezl7Q=="),
+    ] {
+        let data = &by_call[id].json["data"];
+        assert_eq!(data["undecodable"]["queuename"], bytes, "{id}: {data}");
+        // the field is still there, as a lossy rendering
+        assert!(
+            data["vendor_fields"]["queuename"]
+                .as_str()
+                .is_some_and(|v| v.contains('\u{FFFD}')),
+            "{id}: {data}"
+        );
+        assert_eq!(data["vendor_fields"]["status"], "ANSWER", "{id}");
+    }
+    let u5 = &by_call["U5"].json["data"];
+    assert_eq!(u5["vendor_fields"]["queuename"], "שלום", "{u5}");
+    assert!(u5.get("undecodable").is_none(), "{u5}");
+
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains("ivrgate_undecodable_fields_total{adapter=\"voicenter\"} 4"),
+        "{metrics}"
+    );
+    gw.stop().await;
+}

@@ -5,8 +5,10 @@
 //! GET. Everything ends up as one flat JSON object of the vendor's fields, under the vendor's
 //! own names.
 
+use base64::Engine as _;
 use ivrgate_adapter::Inbound;
-use ivrgate_wire::{charset, form, json, xmlrpc, Limits};
+use ivrgate_wire::charset::{self, Declared};
+use ivrgate_wire::{form, json, xmlrpc, Limits};
 use serde_json::{Map, Value};
 
 /// How the request body was encoded; answers go back the same way.
@@ -92,6 +94,9 @@ pub(crate) struct Parsed {
     pub(crate) fields: Map<String, Value>,
     /// The bytes the request was identified by (body, or query string for a GET).
     pub(crate) raw: Vec<u8>,
+    /// Form and query values whose bytes the declared charset cannot read: field name →
+    /// the exact bytes in base64 (the field itself holds a lossy rendering).
+    pub(crate) undecodable: Map<String, Value>,
 }
 
 /// The route the core matched.
@@ -159,17 +164,31 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             };
             return Err(reject(encoding, shape, "empty request".into()));
         }
-        let fields = form_fields(query, true);
-        return resolve(
+        let (fields, undecodable) = form_fields(query.as_bytes(), content_type, true);
+        let mut parsed = resolve(
             route,
             Encoding::Form,
             None,
             fields,
             query.as_bytes().to_vec(),
-        );
+        )?;
+        parsed.undecodable = undecodable;
+        return Ok(parsed);
     }
 
-    let text = charset::decode(&request.body, content_type).map_err(|e| {
+    // A form body is plain ASCII with percent-escapes; its charset applies to the decoded
+    // escapes, field by field, so a byte the charset cannot read never refuses the request.
+    let decoded = charset::decode(&request.body, content_type);
+    let form_body = match &decoded {
+        Ok(text) => !text
+            .trim_start_matches(|c: char| c == '\u{feff}' || c.is_whitespace())
+            .starts_with(['<', '{', '[']),
+        Err(_) => !starts_structured(&request.body),
+    };
+    if form_body {
+        return form_request(route, &request.body, content_type);
+    }
+    let text = decoded.map_err(|e| {
         let (encoding, shape) = if xml_declared {
             let shape = if route_shape == ErrorShape::Status {
                 ErrorShape::Fault
@@ -252,11 +271,35 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
         return resolve(route, Encoding::Json, Some(name), fields, raw);
     }
 
-    let mut fields = form_fields(&text, false);
+    form_request(route, &request.body, content_type)
+}
+
+/// Whether a body starts like XML or JSON (after whitespace and a byte order mark); a UTF-16
+/// byte order mark counts too, since such a body is text, not a form.
+fn starts_structured(body: &[u8]) -> bool {
+    if body.starts_with(&[0xFF, 0xFE]) || body.starts_with(&[0xFE, 0xFF]) {
+        return true;
+    }
+    let body = body.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(body);
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'<' | b'{' | b'[')
+    )
+}
+
+/// A form-encoded body.
+fn form_request(
+    route: Route,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<Parsed, Rejection> {
+    let (mut fields, undecodable) = form_fields(body, content_type, false);
     let name = find_key(&fields, "METHOD")
         .and_then(|k| fields.remove(&k))
         .and_then(|v| v.as_str().map(str::to_owned));
-    resolve(route, Encoding::Form, name, fields, raw)
+    let mut parsed = resolve(route, Encoding::Form, name, fields, body.to_vec())?;
+    parsed.undecodable = undecodable;
+    Ok(parsed)
 }
 
 fn missing_data(route_shape: ErrorShape, name: &str) -> Rejection {
@@ -341,22 +384,46 @@ fn resolve(
         method,
         fields,
         raw,
+        undecodable: Map::new(),
     })
 }
 
-fn form_fields(text: &str, from_query: bool) -> Map<String, Value> {
+/// The fields of a form body or query string, read in the charset the Content-Type declares
+/// (UTF-8 when it names none), and the base64 of the values that charset cannot read.
+fn form_fields(
+    body: &[u8],
+    content_type: Option<&str>,
+    from_query: bool,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let declared = charset::declared(content_type);
+    if let Declared::Unknown(label) = declared {
+        let label: String = label.chars().filter(|c| !c.is_control()).take(40).collect();
+        tracing::warn!(
+            charset = %label,
+            "voicenter form or query with an unknown charset: only ASCII values are read"
+        );
+    }
     let mut fields = Map::new();
-    for (key, value) in form::parse(text) {
-        let key = key.trim().to_owned();
+    let mut undecodable = Map::new();
+    for pair in form::parse_in(body, declared) {
+        let key = pair.name.trim().to_owned();
         if key.is_empty() {
             continue;
         }
         if from_query && SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) {
             continue;
         }
-        fields.insert(key, Value::String(value));
+        match pair.undecodable {
+            Some(bytes) => undecodable.insert(
+                key.clone(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ),
+            // a later value that reads well replaces an earlier one that did not
+            None => undecodable.remove(&key),
+        };
+        fields.insert(key, Value::String(pair.value));
     }
-    fields
+    (fields, undecodable)
 }
 
 /// The key as sent that matches `name` exactly, else case-insensitively.

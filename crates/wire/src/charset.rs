@@ -59,6 +59,27 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<String, WireErr
         .ok_or_else(|| WireError::Undecodable(encoding.name().to_string()))
 }
 
+/// What a request's `Content-Type` says about the charset of text that does not describe its
+/// own (form bodies and query strings): UTF-8 when it names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared<'a> {
+    /// A known label, or none at all (UTF-8).
+    Known(&'static Encoding),
+    /// A label that names no encoding (`charset=x-foo`), as sent.
+    Unknown(&'a str),
+}
+
+/// The charset the `Content-Type` declares for form bodies and query strings (see [`Declared`]).
+pub fn declared(content_type: Option<&str>) -> Declared<'_> {
+    match content_type.and_then(charset_param) {
+        None => Declared::Known(UTF_8),
+        Some(label) => match Encoding::for_label(label.as_bytes()) {
+            Some(encoding) => Declared::Known(encoding),
+            None => Declared::Unknown(label),
+        },
+    }
+}
+
 fn is_utf16(encoding: &'static Encoding) -> bool {
     encoding == UTF_16LE || encoding == UTF_16BE
 }
@@ -235,6 +256,25 @@ mod tests {
         assert_eq!(
             decode(b"<?xml encoding=\"windows-1255\"", None),
             Ok("<?xml encoding=\"windows-1255\"".to_string())
+        );
+    }
+
+    #[test]
+    fn declared_charset_for_forms() {
+        assert_eq!(declared(None), Declared::Known(UTF_8));
+        assert_eq!(
+            declared(Some("application/x-www-form-urlencoded")),
+            Declared::Known(UTF_8)
+        );
+        assert_eq!(
+            declared(Some(
+                "application/x-www-form-urlencoded; charset=windows-1255"
+            )),
+            Declared::Known(encoding_rs::WINDOWS_1255)
+        );
+        assert_eq!(
+            declared(Some("application/x-www-form-urlencoded; charset=\"x-foo\"")),
+            Declared::Unknown("x-foo")
         );
     }
 
