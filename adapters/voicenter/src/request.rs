@@ -7,8 +7,8 @@
 
 use base64::Engine as _;
 use ivrgate_adapter::Inbound;
-use ivrgate_wire::charset::{self, Declared};
-use ivrgate_wire::{form, json, xmlrpc, Limits};
+use ivrgate_wire::charset::{self, Declared, Escaped};
+use ivrgate_wire::{form, json, xmlrpc, Limits, WireError};
 use serde_json::{Map, Value};
 
 /// How the request body was encoded; answers go back the same way.
@@ -188,7 +188,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
     if form_body {
         return form_request(route, &request.body, content_type);
     }
-    let text = decoded.map_err(|e| {
+    let undecodable_body = |e: &WireError| {
         let (encoding, shape) = if xml_declared {
             let shape = if route_shape == ErrorShape::Status {
                 ErrorShape::Fault
@@ -200,7 +200,36 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             (Encoding::Json, route_shape)
         };
         reject(encoding, shape, format!("undecodable body: {e}"))
-    })?;
+    };
+    // Bytes the charset cannot read inside string values do not refuse the document: they are
+    // escaped, the document is parsed, and each affected field goes out recoverable.
+    let (text, escapes) = match decoded {
+        Ok(text) => (text, None),
+        Err(first @ WireError::Undecodable(_)) => {
+            match charset::decode_escaped(&request.body, content_type) {
+                Ok(mut escaped) => (std::mem::take(&mut escaped.text), Some((escaped, first))),
+                Err(_) => return Err(undecodable_body(&first)),
+            }
+        }
+        Err(e) => return Err(undecodable_body(&e)),
+    };
+    // Takes the escaped values out of the fields; refuses the body as undecodable when an
+    // unreadable byte sat anywhere else (a name, the method, markup).
+    let recover = |fields: &mut Map<String, Value>| -> Result<Map<String, Value>, Rejection> {
+        let Some((escaped, first)) = &escapes else {
+            return Ok(Map::new());
+        };
+        let mut out = Map::new();
+        let mut found = 0;
+        for (name, value) in fields.iter_mut() {
+            found += restore_value(escaped, name, value, &mut out);
+        }
+        if found == escaped.escaped && fields.keys().all(|k| Escaped::count(k) == 0) {
+            Ok(out)
+        } else {
+            Err(undecodable_body(first))
+        }
+    };
     let raw = request.body.to_vec();
     // The server bounded the body's size already; the nesting depth is the operator's.
     let limits = Limits {
@@ -218,7 +247,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             };
             reject(Encoding::XmlRpc, shape, format!("not an xml-rpc call: {e}"))
         })?;
-        let fields = match call.params.first().map(|p| p.to_json()) {
+        let mut fields = match call.params.first().map(|p| p.to_json()) {
             Some(Value::Object(fields)) => fields,
             _ => {
                 let mut rejection = reject(
@@ -234,7 +263,10 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
                 return Err(rejection);
             }
         };
-        return resolve(route, Encoding::XmlRpc, Some(call.method), fields, raw);
+        let undecodable = recover(&mut fields)?;
+        let mut parsed = resolve(route, Encoding::XmlRpc, Some(call.method), fields, raw)?;
+        parsed.undecodable = undecodable;
+        return Ok(parsed);
     }
 
     if start.starts_with('{') || start.starts_with('[') {
@@ -248,7 +280,10 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             ));
         };
         let Some(method_key) = find_key(&object, "METHOD") else {
-            return resolve(route, Encoding::Json, None, object, raw);
+            let undecodable = recover(&mut object)?;
+            let mut parsed = resolve(route, Encoding::Json, None, object, raw)?;
+            parsed.undecodable = undecodable;
+            return Ok(parsed);
         };
         let method_value = object.remove(&method_key).unwrap_or(Value::Null);
         let Some(name) = method_value.as_str().map(str::to_owned) else {
@@ -259,7 +294,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             ));
         };
         let data = find_key(&object, "DATA").and_then(|k| object.remove(&k));
-        let fields = match data {
+        let mut fields = match data {
             Some(Value::Object(fields)) => fields,
             // A DATA sent as a string holding a JSON object.
             Some(Value::String(s)) => match json::parse_lenient(&s, &limits) {
@@ -268,10 +303,54 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             },
             _ => return Err(missing_data(route_shape, &name)),
         };
-        return resolve(route, Encoding::Json, Some(name), fields, raw);
+        let undecodable = recover(&mut fields)?;
+        let mut parsed = resolve(route, Encoding::Json, Some(name), fields, raw)?;
+        parsed.undecodable = undecodable;
+        return Ok(parsed);
     }
 
+    // Neither XML nor JSON once decoded: a form, unless the body could not be decoded at all
+    // (a UTF-16 byte order mark before bytes that are not UTF-16).
+    if let Some((_, first)) = &escapes {
+        return Err(undecodable_body(first));
+    }
     form_request(route, &request.body, content_type)
+}
+
+/// Replaces each string under `value` that holds unreadable bytes with its lossy rendering and
+/// records its exact bytes (base64) under its path (`name`, `name.member`, `name.0`); returns
+/// how many unreadable bytes it found. A member name holding one is left for the caller's count
+/// to catch.
+fn restore_value(
+    escaped: &Escaped,
+    path: &str,
+    value: &mut Value,
+    out: &mut Map<String, Value>,
+) -> usize {
+    match value {
+        Value::String(text) => match escaped.restore(text) {
+            Some((lossy, bytes)) => {
+                let found = Escaped::count(text);
+                *text = lossy;
+                out.insert(
+                    path.to_owned(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                );
+                found
+            }
+            None => 0,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .map(|(i, item)| restore_value(escaped, &format!("{path}.{i}"), item, out))
+            .sum(),
+        Value::Object(members) => members
+            .iter_mut()
+            .map(|(name, item)| restore_value(escaped, &format!("{path}.{name}"), item, out))
+            .sum(),
+        _ => 0,
+    }
 }
 
 /// Whether a body starts like XML or JSON (after whitespace and a byte order mark); a UTF-16
