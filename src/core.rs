@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use crate::breaker::Breakers;
 use crate::clock::SharedClock;
 use crate::config::{ResolvedConfig, ResolvedTenant};
-use crate::metrics::{DecisionLabels, Metrics, OutcomeLabels, ReasonLabels};
+use crate::metrics::{AdapterLabels, DecisionLabels, Metrics, OutcomeLabels, ReasonLabels};
 use crate::store::{
     CallKey, CallRow, CallWrite, CommitOutcome, DedupWrite, NewEvent, Store, UnitOfWork,
 };
@@ -311,6 +311,7 @@ impl Core {
                 .unwrap_or(Value::Null),
         };
         let now = self.clock.now();
+        self.note_undecodable(&tenant.id, point.vendor, point.kind, &req.data);
         let mut data = Map::new();
         data.insert("decision_id".into(), json!(decision_id));
         data.insert("tenant".into(), json!(tenant.id));
@@ -590,6 +591,27 @@ impl Core {
         })
     }
 
+    /// Logs and counts each vendor field an adapter could not decode in the request's charset
+    /// (`data.undecodable`, field name to base64). The field's name is logged, never its value.
+    fn note_undecodable(&self, tenant: &str, vendor: &str, what: &str, data: &Map<String, Value>) {
+        let Some(Value::Object(fields)) = data.get("undecodable") else {
+            return;
+        };
+        for name in fields.keys() {
+            let field: String = name.chars().filter(|c| !c.is_control()).take(64).collect();
+            tracing::warn!(
+                tenant, vendor, r#type = what, field = %field,
+                "vendor field not valid in the request's charset; its bytes are delivered as base64 under data.undecodable"
+            );
+            self.metrics
+                .undecodable_fields
+                .get_or_create(&AdapterLabels {
+                    adapter: vendor.to_owned(),
+                })
+                .inc();
+        }
+    }
+
     async fn record_inner(&self, ev: EventSubmission) -> Result<Recorded, RecordError> {
         let count = |outcome: &str| {
             self.metrics
@@ -720,6 +742,7 @@ impl Core {
             match self.store.commit(uow).await {
                 Ok(CommitOutcome::Committed { seqs }) => {
                     count("new");
+                    self.note_undecodable(&tenant.id, ev.vendor, ev.event_type, &ev.data);
                     return Ok(Recorded::New {
                         event_id,
                         call_id,

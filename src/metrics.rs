@@ -33,6 +33,11 @@ pub struct TenantLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdapterLabels {
+    pub adapter: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -50,6 +55,7 @@ pub struct Metrics {
     pub entity_transitions: Family<OutcomeLabels, Counter>,
     pub timers_run: Family<OutcomeLabels, Counter>,
     pub calls_expired: Counter,
+    pub undecodable_fields: Family<AdapterLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -131,6 +137,12 @@ impl Metrics {
             "Calls that ended because nothing was heard for the call TTL",
             calls_expired.clone(),
         );
+        let undecodable_fields = Family::<AdapterLabels, Counter>::default();
+        registry.register(
+            "undecodable_fields",
+            "Vendor field values whose bytes the request's charset cannot read, delivered as base64 under data.undecodable",
+            undecodable_fields.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -144,6 +156,7 @@ impl Metrics {
             entity_transitions,
             timers_run,
             calls_expired,
+            undecodable_fields,
         }
     }
 

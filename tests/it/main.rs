@@ -5,6 +5,7 @@ mod support;
 mod core;
 mod edge;
 mod entities;
+mod fidelity;
 mod hardening;
 mod openscape;
 mod operations;

@@ -236,6 +236,12 @@ async fn every_webhook_ivrgate_sends_matches_its_schema() {
             json_type,
             fixture("voicenter/cdr_sdk.json"),
         ),
+        // windows-1255 bytes in a form that declares no charset: data.undecodable
+        (
+            "/voicenter/acme/cdr",
+            "application/x-www-form-urlencoded",
+            "ivruniqueid=schema-undecodable&status=ANSWER&queuename=%F9%EC%E5%ED".to_owned(),
+        ),
     ];
     for (path, content_type, body) in events {
         let (status, _, answer) = gw.post(path, content_type, body).await;
@@ -251,7 +257,7 @@ async fn every_webhook_ivrgate_sends_matches_its_schema() {
         ("decision.layer_input", 2),
         ("decision.caller_lookup", 1),
         ("call.hangup", 2),
-        ("call.cdr", 4),
+        ("call.cdr", 5),
         ("call.expired", 3),
     ]
     .into_iter()
@@ -293,6 +299,13 @@ async fn every_webhook_ivrgate_sends_matches_its_schema() {
     assert!(hooks
         .iter()
         .any(|h| h.json["type"] == "call.hangup" && h.json["data"]["time"]["utc"].is_null()));
+
+    assert!(
+        hooks
+            .iter()
+            .any(|h| h.json["data"]["undecodable"]["queuename"] == "+ezl7Q=="),
+        "no event carried data.undecodable"
+    );
 
     let by_schema = assert_hooks_match_schemas(&hooks);
     assert_eq!(by_schema.len(), wanted.len(), "{:?}", by_schema.keys());

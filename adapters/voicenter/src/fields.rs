@@ -187,10 +187,24 @@ fn put_str(data: &mut Map<String, Value>, name: &str, value: Option<Value>) {
     }
 }
 
+/// An integer field, sent as a number or a numeric string, of any size: its digits are kept
+/// (`999999999999999999999999999999` stays that, never a rounded float or a dropped field).
 fn put_int(data: &mut Map<String, Value>, name: &str, value: Option<Value>) {
-    if let Some(n) = value.as_ref().and_then(epoch_seconds) {
-        data.insert(name.into(), Value::from(n));
+    if let Some(n) = value.as_ref().and_then(integer) {
+        data.insert(name.into(), Value::Number(n));
     }
+}
+
+/// An integer of any size sent as a number or as a numeric string (`+7` and `007` read as 7).
+fn integer(value: &Value) -> Option<serde_json::Number> {
+    let n = match value {
+        Value::Number(n) => n.clone(),
+        Value::String(s) => ivrgate_wire::json::number(s)?,
+        _ => return None,
+    };
+    let text = n.to_string();
+    let digits = text.strip_prefix('-').unwrap_or(&text);
+    digits.bytes().all(|b| b.is_ascii_digit()).then_some(n)
 }
 
 /// An integer sent as a number or as a numeric string.
@@ -202,21 +216,12 @@ pub(crate) fn epoch_seconds(value: &Value) -> Option<i64> {
     }
 }
 
-/// A number sent as a number or as a numeric string (`price` may be a float).
+/// A number sent as a number or as a numeric string (`price` may be a float), with its
+/// digits as sent (`0.10` stays `0.10`).
 fn number(value: &Value) -> Option<Value> {
     match value {
         Value::Number(_) => Some(value.clone()),
-        Value::String(s) => {
-            let s = s.trim();
-            if let Ok(i) = s.parse::<i64>() {
-                Some(Value::from(i))
-            } else {
-                s.parse::<f64>()
-                    .ok()
-                    .and_then(serde_json::Number::from_f64)
-                    .map(Value::Number)
-            }
-        }
+        Value::String(s) => ivrgate_wire::json::number(s).map(Value::Number),
         _ => None,
     }
 }

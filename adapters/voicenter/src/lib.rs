@@ -175,7 +175,15 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
         };
         return rejected_with_caller(&request, rejection, &parsed.fields);
     }
-    let (data, occurred_at) = fields::neutral(parsed.method, &parsed.fields, gateway.now());
+    let (mut data, occurred_at) = fields::neutral(parsed.method, &parsed.fields, gateway.now());
+    if !parsed.undecodable.is_empty() {
+        // The exact bytes of values the declared charset cannot read (the core logs and
+        // counts them); the fields themselves hold a lossy rendering.
+        data.insert(
+            "undecodable".into(),
+            Value::Object(parsed.undecodable.clone()),
+        );
+    }
     let vendor_fields = parsed.fields.clone();
     let vendor_call_id = call.vendor_call_id.clone();
 

@@ -5,8 +5,10 @@
 //! GET. Everything ends up as one flat JSON object of the vendor's fields, under the vendor's
 //! own names.
 
+use base64::Engine as _;
 use ivrgate_adapter::Inbound;
-use ivrgate_wire::{charset, form, json, xmlrpc, Limits};
+use ivrgate_wire::charset::{self, Declared, Escaped};
+use ivrgate_wire::{form, json, xmlrpc, Limits, WireError};
 use serde_json::{Map, Value};
 
 /// How the request body was encoded; answers go back the same way.
@@ -92,6 +94,9 @@ pub(crate) struct Parsed {
     pub(crate) fields: Map<String, Value>,
     /// The bytes the request was identified by (body, or query string for a GET).
     pub(crate) raw: Vec<u8>,
+    /// Form and query values whose bytes the declared charset cannot read: field name →
+    /// the exact bytes in base64 (the field itself holds a lossy rendering).
+    pub(crate) undecodable: Map<String, Value>,
 }
 
 /// The route the core matched.
@@ -159,17 +164,31 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             };
             return Err(reject(encoding, shape, "empty request".into()));
         }
-        let fields = form_fields(query, true);
-        return resolve(
+        let (fields, undecodable) = form_fields(query.as_bytes(), content_type, true);
+        let mut parsed = resolve(
             route,
             Encoding::Form,
             None,
             fields,
             query.as_bytes().to_vec(),
-        );
+        )?;
+        parsed.undecodable = undecodable;
+        return Ok(parsed);
     }
 
-    let text = charset::decode(&request.body, content_type).map_err(|e| {
+    // A form body is plain ASCII with percent-escapes; its charset applies to the decoded
+    // escapes, field by field, so a byte the charset cannot read never refuses the request.
+    let decoded = charset::decode(&request.body, content_type);
+    let form_body = match &decoded {
+        Ok(text) => !text
+            .trim_start_matches(|c: char| c == '\u{feff}' || c.is_whitespace())
+            .starts_with(['<', '{', '[']),
+        Err(_) => !starts_structured(&request.body),
+    };
+    if form_body {
+        return form_request(route, &request.body, content_type);
+    }
+    let undecodable_body = |e: &WireError| {
         let (encoding, shape) = if xml_declared {
             let shape = if route_shape == ErrorShape::Status {
                 ErrorShape::Fault
@@ -181,7 +200,36 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             (Encoding::Json, route_shape)
         };
         reject(encoding, shape, format!("undecodable body: {e}"))
-    })?;
+    };
+    // Bytes the charset cannot read inside string values do not refuse the document: they are
+    // escaped, the document is parsed, and each affected field goes out recoverable.
+    let (text, escapes) = match decoded {
+        Ok(text) => (text, None),
+        Err(first @ WireError::Undecodable(_)) => {
+            match charset::decode_escaped(&request.body, content_type) {
+                Ok(mut escaped) => (std::mem::take(&mut escaped.text), Some((escaped, first))),
+                Err(_) => return Err(undecodable_body(&first)),
+            }
+        }
+        Err(e) => return Err(undecodable_body(&e)),
+    };
+    // Takes the escaped values out of the fields; refuses the body as undecodable when an
+    // unreadable byte sat anywhere else (a name, the method, markup).
+    let recover = |fields: &mut Map<String, Value>| -> Result<Map<String, Value>, Rejection> {
+        let Some((escaped, first)) = &escapes else {
+            return Ok(Map::new());
+        };
+        let mut out = Map::new();
+        let mut found = 0;
+        for (name, value) in fields.iter_mut() {
+            found += restore_value(escaped, name, value, &mut out);
+        }
+        if found == escaped.escaped && fields.keys().all(|k| Escaped::count(k) == 0) {
+            Ok(out)
+        } else {
+            Err(undecodable_body(first))
+        }
+    };
     let raw = request.body.to_vec();
     // The server bounded the body's size already; the nesting depth is the operator's.
     let limits = Limits {
@@ -199,7 +247,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             };
             reject(Encoding::XmlRpc, shape, format!("not an xml-rpc call: {e}"))
         })?;
-        let fields = match call.params.first().map(|p| p.to_json()) {
+        let mut fields = match call.params.first().map(|p| p.to_json()) {
             Some(Value::Object(fields)) => fields,
             _ => {
                 let mut rejection = reject(
@@ -215,7 +263,10 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
                 return Err(rejection);
             }
         };
-        return resolve(route, Encoding::XmlRpc, Some(call.method), fields, raw);
+        let undecodable = recover(&mut fields)?;
+        let mut parsed = resolve(route, Encoding::XmlRpc, Some(call.method), fields, raw)?;
+        parsed.undecodable = undecodable;
+        return Ok(parsed);
     }
 
     if start.starts_with('{') || start.starts_with('[') {
@@ -229,7 +280,10 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             ));
         };
         let Some(method_key) = find_key(&object, "METHOD") else {
-            return resolve(route, Encoding::Json, None, object, raw);
+            let undecodable = recover(&mut object)?;
+            let mut parsed = resolve(route, Encoding::Json, None, object, raw)?;
+            parsed.undecodable = undecodable;
+            return Ok(parsed);
         };
         let method_value = object.remove(&method_key).unwrap_or(Value::Null);
         let Some(name) = method_value.as_str().map(str::to_owned) else {
@@ -240,7 +294,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             ));
         };
         let data = find_key(&object, "DATA").and_then(|k| object.remove(&k));
-        let fields = match data {
+        let mut fields = match data {
             Some(Value::Object(fields)) => fields,
             // A DATA sent as a string holding a JSON object.
             Some(Value::String(s)) => match json::parse_lenient(&s, &limits) {
@@ -249,14 +303,82 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             },
             _ => return Err(missing_data(route_shape, &name)),
         };
-        return resolve(route, Encoding::Json, Some(name), fields, raw);
+        let undecodable = recover(&mut fields)?;
+        let mut parsed = resolve(route, Encoding::Json, Some(name), fields, raw)?;
+        parsed.undecodable = undecodable;
+        return Ok(parsed);
     }
 
-    let mut fields = form_fields(&text, false);
+    // Neither XML nor JSON once decoded: a form, unless the body could not be decoded at all
+    // (a UTF-16 byte order mark before bytes that are not UTF-16).
+    if let Some((_, first)) = &escapes {
+        return Err(undecodable_body(first));
+    }
+    form_request(route, &request.body, content_type)
+}
+
+/// Replaces each string under `value` that holds unreadable bytes with its lossy rendering and
+/// records its exact bytes (base64) under its path (`name`, `name.member`, `name.0`); returns
+/// how many unreadable bytes it found. A member name holding one is left for the caller's count
+/// to catch.
+fn restore_value(
+    escaped: &Escaped,
+    path: &str,
+    value: &mut Value,
+    out: &mut Map<String, Value>,
+) -> usize {
+    match value {
+        Value::String(text) => match escaped.restore(text) {
+            Some((lossy, bytes)) => {
+                let found = Escaped::count(text);
+                *text = lossy;
+                out.insert(
+                    path.to_owned(),
+                    Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                );
+                found
+            }
+            None => 0,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .enumerate()
+            .map(|(i, item)| restore_value(escaped, &format!("{path}.{i}"), item, out))
+            .sum(),
+        Value::Object(members) => members
+            .iter_mut()
+            .map(|(name, item)| restore_value(escaped, &format!("{path}.{name}"), item, out))
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// Whether a body starts like XML or JSON (after whitespace and a byte order mark); a UTF-16
+/// byte order mark counts too, since such a body is text, not a form.
+fn starts_structured(body: &[u8]) -> bool {
+    if body.starts_with(&[0xFF, 0xFE]) || body.starts_with(&[0xFE, 0xFF]) {
+        return true;
+    }
+    let body = body.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(body);
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'<' | b'{' | b'[')
+    )
+}
+
+/// A form-encoded body.
+fn form_request(
+    route: Route,
+    body: &[u8],
+    content_type: Option<&str>,
+) -> Result<Parsed, Rejection> {
+    let (mut fields, undecodable) = form_fields(body, content_type, false);
     let name = find_key(&fields, "METHOD")
         .and_then(|k| fields.remove(&k))
         .and_then(|v| v.as_str().map(str::to_owned));
-    resolve(route, Encoding::Form, name, fields, raw)
+    let mut parsed = resolve(route, Encoding::Form, name, fields, body.to_vec())?;
+    parsed.undecodable = undecodable;
+    Ok(parsed)
 }
 
 fn missing_data(route_shape: ErrorShape, name: &str) -> Rejection {
@@ -341,22 +463,46 @@ fn resolve(
         method,
         fields,
         raw,
+        undecodable: Map::new(),
     })
 }
 
-fn form_fields(text: &str, from_query: bool) -> Map<String, Value> {
+/// The fields of a form body or query string, read in the charset the Content-Type declares
+/// (UTF-8 when it names none), and the base64 of the values that charset cannot read.
+fn form_fields(
+    body: &[u8],
+    content_type: Option<&str>,
+    from_query: bool,
+) -> (Map<String, Value>, Map<String, Value>) {
+    let declared = charset::declared(content_type);
+    if let Declared::Unknown(label) = declared {
+        let label: String = label.chars().filter(|c| !c.is_control()).take(40).collect();
+        tracing::warn!(
+            charset = %label,
+            "voicenter form or query with an unknown charset: only ASCII values are read"
+        );
+    }
     let mut fields = Map::new();
-    for (key, value) in form::parse(text) {
-        let key = key.trim().to_owned();
+    let mut undecodable = Map::new();
+    for pair in form::parse_in(body, declared) {
+        let key = pair.name.trim().to_owned();
         if key.is_empty() {
             continue;
         }
         if from_query && SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)) {
             continue;
         }
-        fields.insert(key, Value::String(value));
+        match pair.undecodable {
+            Some(bytes) => undecodable.insert(
+                key.clone(),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            ),
+            // a later value that reads well replaces an earlier one that did not
+            None => undecodable.remove(&key),
+        };
+        fields.insert(key, Value::String(pair.value));
     }
-    fields
+    (fields, undecodable)
 }
 
 /// The key as sent that matches `name` exactly, else case-insensitively.

@@ -455,6 +455,56 @@ async fn cdr_form_by_post_and_by_get() {
 }
 
 #[tokio::test]
+async fn form_and_query_values_are_read_in_the_declared_charset() {
+    let gateway = FakeGateway::new();
+    let hebrew = "ivruniqueid=C1&status=ANSWER&queuename=%F9%EC%E5%ED";
+    for request in [
+        post(
+            "cdr",
+            "application/x-www-form-urlencoded; charset=windows-1255",
+            hebrew,
+        ),
+        post(
+            "cdr",
+            "application/x-www-form-urlencoded; charset=\"ISO-8859-8\"",
+            hebrew,
+        ),
+        inbound(
+            http::Method::GET,
+            "cdr",
+            Some("text/plain; charset=cp1255"),
+            "",
+            Some(hebrew),
+        ),
+        // undeclared: UTF-8, so the windows-1255 bytes cannot be read
+        post("cdr", "application/x-www-form-urlencoded", hebrew),
+        inbound(http::Method::GET, "cdr", None, "", Some(hebrew)),
+        // a label that names no encoding
+        post(
+            "cdr",
+            "application/x-www-form-urlencoded; charset=x-foo",
+            hebrew,
+        ),
+    ] {
+        let handled = run(&gateway, request).await;
+        assert_eq!(meaning(&handled), json!({"err": 0, "errdesc": "OK"}));
+    }
+    let events = gateway.events();
+    assert_eq!(events.len(), 6);
+    for event in &events[..3] {
+        assert_eq!(event.vendor_fields["queuename"], json!("שלום"));
+        assert_eq!(event.data["queue_name"], json!("שלום"));
+        assert!(event.data.get("undecodable").is_none());
+    }
+    for event in &events[3..] {
+        assert_eq!(event.data["undecodable"], json!({"queuename": "+ezl7Q=="}));
+        assert_eq!(event.vendor_fields["status"], json!("ANSWER"));
+        let lossy = event.vendor_fields["queuename"].as_str().unwrap_or("");
+        assert!(lossy.contains('\u{FFFD}'), "{lossy}");
+    }
+}
+
+#[tokio::test]
 async fn newer_cdr_fields_are_carried() {
     let gateway = FakeGateway::new();
     run(

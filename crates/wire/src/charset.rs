@@ -23,6 +23,125 @@ const DECL_WINDOW: usize = 256;
 /// is present, the BOM decides the byte order. An XML declaration naming UTF-16 in a body
 /// that starts with ASCII `<?xml` is self-contradictory and is ignored (UTF-8 is used).
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<String, WireError> {
+    let (encoding, content) = choose(body, content_type)?;
+    encoding
+        .decode_without_bom_handling_and_without_replacement(content)
+        .map(|text| text.into_owned())
+        .ok_or_else(|| WireError::Undecodable(encoding.name().to_string()))
+}
+
+/// The first of the private-use characters that stand for bytes [`decode_escaped`] could not
+/// read: byte `b` becomes U+10FF00 + `b`.
+const ESCAPE_BASE: u32 = 0x10_FF00;
+
+/// A body decoded by [`decode_escaped`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Escaped {
+    /// The text, each unreadable byte standing as one private-use character.
+    pub text: String,
+    /// How many bytes could not be read (how many such characters were put in).
+    pub escaped: usize,
+    /// The charset the body was read in.
+    pub encoding: &'static Encoding,
+}
+
+/// Like [`decode`] (same charset rules, same errors for an unknown label), but bytes that are
+/// invalid in the charset do not fail the body: each becomes one private-use character
+/// (U+10FF00 + byte), so a reader can still parse the document and [`Escaped::restore`] can
+/// give each affected value back with its exact bytes. A caller must check that it found as
+/// many such characters in the values it restores as [`Escaped::escaped`] says (the document
+/// itself may hold those characters, as character references): otherwise a byte sat where no
+/// value can carry it.
+pub fn decode_escaped(body: &[u8], content_type: Option<&str>) -> Result<Escaped, WireError> {
+    let (encoding, content) = choose(body, content_type)?;
+    let undecodable = || WireError::Undecodable(encoding.name().to_string());
+    let mut decoder = encoding.new_decoder_without_bom_handling();
+    let mut text = String::new();
+    let mut escaped = 0;
+    let mut src = content;
+    loop {
+        let room = decoder
+            .max_utf8_buffer_length_without_replacement(src.len())
+            .ok_or_else(undecodable)?;
+        text.reserve(room);
+        let (result, read) = decoder.decode_to_string_without_replacement(src, &mut text, true);
+        match result {
+            encoding_rs::DecoderResult::InputEmpty => break,
+            encoding_rs::DecoderResult::OutputFull => {}
+            encoding_rs::DecoderResult::Malformed(bad, extra) => {
+                let end = read
+                    .checked_sub(usize::from(extra))
+                    .ok_or_else(undecodable)?;
+                let start = end.checked_sub(usize::from(bad)).ok_or_else(undecodable)?;
+                // the malformed bytes may lie in input already consumed; then give up
+                let bytes = src.get(start..end).ok_or_else(undecodable)?;
+                for &b in bytes {
+                    text.push(escape_char(b));
+                    escaped += 1;
+                }
+            }
+        }
+        src = src.get(read..).unwrap_or_default();
+    }
+    Ok(Escaped {
+        text,
+        escaped,
+        encoding,
+    })
+}
+
+fn escape_char(b: u8) -> char {
+    char::from_u32(ESCAPE_BASE + u32::from(b)).unwrap_or(char::REPLACEMENT_CHARACTER)
+}
+
+fn escaped_byte(c: char) -> Option<u8> {
+    u32::from(c)
+        .checked_sub(ESCAPE_BASE)
+        .and_then(|b| u8::try_from(b).ok())
+}
+
+impl Escaped {
+    /// How many escape characters `text` holds.
+    pub fn count(text: &str) -> usize {
+        text.chars().filter(|&c| escaped_byte(c).is_some()).count()
+    }
+
+    /// For a value holding escape characters: the value with U+FFFD in their place, and its
+    /// bytes in the body's charset with the unreadable bytes as they were sent. `None` when
+    /// the value holds none. (For a UTF-16 body the readable characters are given in UTF-8,
+    /// encoding_rs writes no UTF-16.)
+    pub fn restore(&self, value: &str) -> Option<(String, Vec<u8>)> {
+        if Escaped::count(value) == 0 {
+            return None;
+        }
+        let mut lossy = String::with_capacity(value.len());
+        let mut bytes = Vec::with_capacity(value.len());
+        let mut run = String::new();
+        for c in value.chars() {
+            match escaped_byte(c) {
+                Some(b) => {
+                    bytes.extend_from_slice(&self.encoding.encode(&run).0);
+                    run.clear();
+                    bytes.push(b);
+                    lossy.push(char::REPLACEMENT_CHARACTER);
+                }
+                None => {
+                    run.push(c);
+                    lossy.push(c);
+                }
+            }
+        }
+        bytes.extend_from_slice(&self.encoding.encode(&run).0);
+        Some((lossy, bytes))
+    }
+}
+
+/// The charset that applies to a body (see [`decode`]) and the body without a BOM that
+/// matches it.
+fn choose<'a>(
+    body: &'a [u8],
+    content_type: Option<&str>,
+) -> Result<(&'static Encoding, &'a [u8]), WireError> {
     let bom = Encoding::for_bom(body);
     let encoding = match content_type.and_then(charset_param) {
         Some(label) => {
@@ -53,10 +172,28 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<String, WireErr
         Some((from_bom, len)) if from_bom == encoding => body.get(len..).unwrap_or_default(),
         _ => body,
     };
-    encoding
-        .decode_without_bom_handling_and_without_replacement(content)
-        .map(|text| text.into_owned())
-        .ok_or_else(|| WireError::Undecodable(encoding.name().to_string()))
+    Ok((encoding, content))
+}
+
+/// What a request's `Content-Type` says about the charset of text that does not describe its
+/// own (form bodies and query strings): UTF-8 when it names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared<'a> {
+    /// A known label, or none at all (UTF-8).
+    Known(&'static Encoding),
+    /// A label that names no encoding (`charset=x-foo`), as sent.
+    Unknown(&'a str),
+}
+
+/// The charset the `Content-Type` declares for form bodies and query strings (see [`Declared`]).
+pub fn declared(content_type: Option<&str>) -> Declared<'_> {
+    match content_type.and_then(charset_param) {
+        None => Declared::Known(UTF_8),
+        Some(label) => match Encoding::for_label(label.as_bytes()) {
+            Some(encoding) => Declared::Known(encoding),
+            None => Declared::Unknown(label),
+        },
+    }
 }
 
 fn is_utf16(encoding: &'static Encoding) -> bool {
@@ -235,6 +372,59 @@ mod tests {
         assert_eq!(
             decode(b"<?xml encoding=\"windows-1255\"", None),
             Ok("<?xml encoding=\"windows-1255\"".to_string())
+        );
+    }
+
+    #[test]
+    fn escaped_decoding_keeps_unreadable_bytes() {
+        // windows-1255 Hebrew in an undeclared (UTF-8) body, and a truncated UTF-8 sequence
+        let mut body = b"{\"q\": \"".to_vec();
+        body.extend_from_slice(SHALOM_1255);
+        body.extend_from_slice("\", \"ok\": \"ש\", \"t\": \"a".as_bytes());
+        body.extend_from_slice(&[0xD7, b'"', b'}']);
+        let escaped = decode_escaped(&body, None).expect("decodes");
+        assert_eq!(escaped.escaped, 5);
+        assert_eq!(escaped.encoding, UTF_8);
+        let q = escaped.text.split('"').nth(3).unwrap_or_default();
+        assert_eq!(
+            escaped.restore(q),
+            Some(("\u{FFFD}".repeat(4), SHALOM_1255.to_vec()))
+        );
+        assert_eq!(escaped.restore("ש"), None);
+        assert_eq!(Escaped::count(&escaped.text), 5);
+        // an unassigned byte in windows-1255, next to readable Hebrew
+        let escaped = decode_escaped(&[0xF9, 0xFB, b'x'], Some("text/xml; charset=windows-1255"))
+            .expect("decodes");
+        assert_eq!(escaped.escaped, 1);
+        assert_eq!(
+            escaped.restore(&escaped.text),
+            Some(("ש\u{FFFD}x".to_string(), vec![0xF9, 0xFB, b'x']))
+        );
+        // valid bodies decode as decode() does; an unknown label is still an error
+        let plain = decode_escaped("שלום".as_bytes(), None).expect("decodes");
+        assert_eq!((plain.text.as_str(), plain.escaped), ("שלום", 0));
+        assert_eq!(
+            decode_escaped(b"x", Some("text/xml; charset=klingon")),
+            Err(WireError::UnknownCharset("klingon".to_string()))
+        );
+    }
+
+    #[test]
+    fn declared_charset_for_forms() {
+        assert_eq!(declared(None), Declared::Known(UTF_8));
+        assert_eq!(
+            declared(Some("application/x-www-form-urlencoded")),
+            Declared::Known(UTF_8)
+        );
+        assert_eq!(
+            declared(Some(
+                "application/x-www-form-urlencoded; charset=windows-1255"
+            )),
+            Declared::Known(encoding_rs::WINDOWS_1255)
+        );
+        assert_eq!(
+            declared(Some("application/x-www-form-urlencoded; charset=\"x-foo\"")),
+            Declared::Unknown("x-foo")
         );
     }
 

@@ -5,6 +5,12 @@
 //! (see [`parse_lenient`]). Key order is kept (the workspace enables serde_json's
 //! `preserve_order`); with duplicate keys the last value wins at the first key's position, in
 //! both readers.
+//!
+//! Numbers keep the text they were sent with (the workspace enables serde_json's
+//! `arbitrary_precision`): `999999999999999999999999999999`, `-9223372036854775809`, `0.10` and
+//! `1e400` are read, stored and written again digit for digit, never rounded through a float
+//! and never refused for being out of a machine type's range. The one thing serde_json
+//! normalises is an exponent's spelling: `1e400` and `1E400` are written `1e+400`.
 
 use serde_json::{Map, Number, Value};
 
@@ -22,7 +28,8 @@ use crate::{Limits, WireError};
 /// Not accepted, on purpose: comments, bare words as values, unclosed objects or arrays
 /// (the seed's SAYDIGITS JSON example lacks its last `}`; that is an error in the document,
 /// not something senders do), numbers outside JSON's grammar (`+1`, `.5`, `01`).
-/// A leading byte order mark is skipped.
+/// A leading byte order mark is skipped. Numbers of any size or precision are kept as their
+/// exact text (see the module documentation).
 pub fn parse_lenient(text: &str, limits: &Limits) -> Result<Value, WireError> {
     limits.check_size(text.len())?;
     let max_depth = limits.depth();
@@ -49,6 +56,52 @@ pub fn parse_lenient(text: &str, limits: &Limits) -> Result<Value, WireError> {
         return Err(parser.error("unexpected characters after the value"));
     }
     Ok(value)
+}
+
+/// A decimal number as a sender wrote it (`12`, `-9223372036854775809`, `0.10`, `1e400`,
+/// and the forms JSON does not allow but other senders write: `+1`, `.5`, `1.`, `007`) as a
+/// JSON number with the same digits: a `+` sign, leading zeros and a dangling `.` are dropped,
+/// a bare fraction gets its `0` and an exponent is spelt `e+N`/`e-N` (as serde_json keeps
+/// it); no digit changes (no rounding, no range limit). `None` for
+/// anything else, including `NaN` and `Infinity`, which JSON has no number for. Surrounding
+/// whitespace is ignored.
+pub fn number(text: &str) -> Option<Number> {
+    let text = text.trim();
+    let (negative, unsigned) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at..])),
+        None => (unsigned, None),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(int) || !digits(frac) || (int.is_empty() && frac.is_empty()) {
+        return None;
+    }
+    if let Some(exponent) = exponent {
+        // `e`/`E`, an optional sign, then at least one digit
+        let power = exponent[1..]
+            .strip_prefix(['+', '-'])
+            .unwrap_or(&exponent[1..]);
+        if power.is_empty() || !digits(power) {
+            return None;
+        }
+    }
+    let int = int.trim_start_matches('0');
+    let mut json = String::with_capacity(text.len() + 2);
+    if negative {
+        json.push('-');
+    }
+    json.push_str(if int.is_empty() { "0" } else { int });
+    if !frac.is_empty() {
+        json.push('.');
+        json.push_str(frac);
+    }
+    json.push_str(exponent.unwrap_or(""));
+    json.parse().ok()
 }
 
 /// Nesting depth of a value: scalars 0, each array or object level 1.
@@ -228,12 +281,11 @@ impl Parser<'_> {
             self.pos += 1;
         }
         let token = self.text.get(start..self.pos).unwrap_or_default();
-        serde_json::from_str::<Number>(token)
-            .map(Value::Number)
-            .map_err(|_| {
-                self.pos = start;
-                self.error(&format!("invalid number {token:?}"))
-            })
+        // JSON's own grammar only; with arbitrary_precision any size is kept as its text
+        token.parse::<Number>().map(Value::Number).map_err(|_| {
+            self.pos = start;
+            self.error(&format!("invalid number {token:?}"))
+        })
     }
 
     /// Reads a string quoted with `quote`; raw control characters are kept as they are.
@@ -338,6 +390,70 @@ mod tests {
         assert_eq!(keys(&v.unwrap_or_default()), ["z", "a", "m"]);
         assert_eq!(parse("\"just a string\""), Ok(json!("just a string")));
         assert_eq!(parse(" 15616841651 "), Ok(json!(15616841651_i64)));
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        for text in [
+            r#"{"big": 999999999999999999999999999999, "low": -9223372036854775809, "tenth": 0.10, "far": 1e400, "tiny": -1E-400}"#,
+            "{big: 999999999999999999999999999999, low: -9223372036854775809, tenth: 0.10, far: 1e400, tiny: -1E-400,}",
+        ] {
+            let v = parse(text).expect(text);
+            assert_eq!(
+                serde_json::to_string(&v).expect("serialises"),
+                r#"{"big":999999999999999999999999999999,"low":-9223372036854775809,"tenth":0.10,"far":1e+400,"tiny":-1e-400}"#,
+                "{text}"
+            );
+        }
+        // duplicate keys: the last number wins, exactly
+        let v = parse("{a: 1e400, b: 2, a: 18446744073709551616}").expect("lenient");
+        assert_eq!(
+            serde_json::to_string(&v).expect("serialises"),
+            r#"{"a":18446744073709551616,"b":2}"#
+        );
+        // integers that fit still read as integers
+        assert_eq!(parse("{a: -7}").expect("lenient")["a"].as_i64(), Some(-7));
+    }
+
+    #[test]
+    fn numbers_from_sender_text() {
+        let n = |t: &str| number(t).map(|n| n.to_string());
+        for (text, json) in [
+            ("12", "12"),
+            (" -9223372036854775809 ", "-9223372036854775809"),
+            ("0.10", "0.10"),
+            ("1e400", "1e+400"),
+            ("-1E+5", "-1e+5"),
+            ("+1", "1"),
+            (".5", "0.5"),
+            ("-.5e3", "-0.5e+3"),
+            ("1.", "1"),
+            ("007", "7"),
+            ("-000", "-0"),
+            ("0", "0"),
+        ] {
+            assert_eq!(n(text).as_deref(), Some(json), "{text:?}");
+        }
+        for bad in [
+            "",
+            "-",
+            ".",
+            "+",
+            "e5",
+            "1e",
+            "1e+",
+            "1.2.3",
+            "0x10",
+            "NaN",
+            "inf",
+            "-Infinity",
+            "1_000",
+            "1 2",
+            "++1",
+            "١",
+        ] {
+            assert_eq!(n(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //!   (`<methodresponse>`, `<ex:nil/>`);
 //! - whitespace between elements is ignored, as is whitespace before the XML declaration;
 //! - `<int>`, `<i4>` and `<i8>` all read as `i64` (`<int>15616841651</int>` is kept as given);
-//!   numbers, booleans, dates and base64 are trimmed, strings never are;
+//!   an integer beyond 64 bits is kept as its digits ([`Value::BigInt`]) and a `<double>` as
+//!   its text (`0.10`, `1e400`, `NaN`), so no value a sender can write is rounded or refused
+//!   for its size; numbers, booleans, dates and base64 are trimmed, strings never are;
 //! - an untyped `<value> SIP/...</value>` is a string, kept exactly (leading space included);
 //!   `<value/>`, `<string/>` and `<string />` are empty strings;
 //! - a closing tag broken after `</` (`</\nstring>`, from the seed's PDF extraction) is
@@ -26,14 +28,18 @@ use crate::{Limits, WireError};
 /// One XML-RPC value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    /// `<int>`, `<i4>` or `<i8>`.
+    /// `<int>`, `<i4>` or `<i8>` that fits in 64 bits.
     Int(i64),
+    /// `<int>`, `<i4>` or `<i8>` beyond 64 bits: its digits as sent (trimmed, optional sign).
+    BigInt(String),
     /// `<boolean>`.
     Bool(bool),
     /// `<string>` or an untyped `<value>`, text kept exactly.
     Str(String),
-    /// `<double>`.
-    Double(f64),
+    /// `<double>`, kept as the (trimmed) text sent: `0.10`, `.5`, `1e400`, `NaN`, `-Infinity`
+    /// (whatever Rust's `f64` parser reads, so also values a float cannot hold).
+    /// [`Value::double`] makes one from an `f64`.
+    Double(String),
     /// `<dateTime.iso8601>`, kept as the (trimmed) text sent: formats vary between senders.
     DateTime(String),
     /// `<base64>`, decoded.
@@ -156,7 +162,8 @@ pub fn parse_response(xml: &str, limits: &Limits) -> Result<Result<Vec<Value>, F
 ///
 /// Characters XML 1.0 cannot carry at all (most C0 controls) are written as U+FFFD; a
 /// carriage return is written as `&#13;` so that it survives end-of-line normalisation.
-/// Non-finite doubles are written as `nan`, `inf` and `-inf`, as Python does.
+/// Doubles and big integers are written as their text (`NaN`, `inf` and `-Infinity` as well:
+/// Python reads them); one whose text is not a number is written as a `<string>`.
 pub fn write_response(value: &Value) -> String {
     let mut out = String::from(DECLARATION);
     out.push_str("<methodResponse><params><param>");
@@ -196,18 +203,28 @@ pub fn write_call(call: &MethodCall) -> String {
 }
 
 impl Value {
-    /// To JSON: Int/Double -> number, Str/DateTime -> string, Base64 -> base64 string,
-    /// Bool -> bool, Nil -> null, Struct -> object (duplicate names: last wins, first
-    /// position kept), Array -> array.
+    /// A `<double>` holding `d` (Rust's shortest text for it: `0.1`, `NaN`, `inf`).
+    pub fn double(d: f64) -> Value {
+        Value::Double(d.to_string())
+    }
+
+    /// To JSON: Int/BigInt/Double -> number with the same digits, Str/DateTime -> string,
+    /// Base64 -> base64 string, Bool -> bool, Nil -> null, Struct -> object (duplicate names:
+    /// last wins, first position kept), Array -> array.
     ///
-    /// Base64 uses the standard alphabet with padding. A non-finite double becomes null.
+    /// Base64 uses the standard alphabet with padding. A double JSON has no number for
+    /// (`NaN`, `Infinity`, `-inf`) becomes a string with the text as sent, never null; one
+    /// written outside JSON's number grammar (`.5`, `+1`) gets the JSON form of the same
+    /// digits (see [`crate::json::number`]).
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value as J;
         match self {
             Value::Int(i) => J::from(*i),
+            Value::BigInt(text) | Value::Double(text) => {
+                crate::json::number(text).map_or_else(|| J::String(text.clone()), J::Number)
+            }
             Value::Bool(b) => J::Bool(*b),
             Value::Str(s) | Value::DateTime(s) => J::String(s.clone()),
-            Value::Double(d) => serde_json::Number::from_f64(*d).map_or(J::Null, J::Number),
             Value::Base64(bytes) => {
                 J::String(base64::engine::general_purpose::STANDARD.encode(bytes))
             }
@@ -224,10 +241,9 @@ impl Value {
         }
     }
 
-    /// From JSON: integers -> Int, other numbers -> Double, strings -> Str, bool -> Bool,
-    /// null -> Nil, objects -> Struct (order kept), arrays -> Array.
-    ///
-    /// Integers beyond the i64 range become Double.
+    /// From JSON: integers -> Int (BigInt beyond the i64 range), other numbers -> Double, all
+    /// with the number's own text; strings -> Str, bool -> Bool, null -> Nil, objects ->
+    /// Struct (order kept), arrays -> Array.
     pub fn from_json(value: &serde_json::Value) -> Value {
         use serde_json::Value as J;
         match value {
@@ -235,7 +251,14 @@ impl Value {
             J::Bool(b) => Value::Bool(*b),
             J::Number(n) => match n.as_i64() {
                 Some(i) => Value::Int(i),
-                None => Value::Double(n.as_f64().unwrap_or(f64::NAN)),
+                None => {
+                    let text = n.to_string();
+                    if is_integer(&text) {
+                        Value::BigInt(text)
+                    } else {
+                        Value::Double(text)
+                    }
+                }
             },
             J::String(s) => Value::Str(s.clone()),
             J::Array(items) => Value::Array(items.iter().map(Value::from_json).collect()),
@@ -271,6 +294,12 @@ impl Value {
 }
 
 const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+
+/// An optional sign and at least one ASCII digit, nothing else.
+fn is_integer(text: &str) -> bool {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
 
 fn not_rpc(message: String) -> WireError {
     WireError::NotXmlRpc(message)
@@ -336,13 +365,15 @@ fn read_value(value: &Element) -> Result<Value, WireError> {
     match inner.name.as_str() {
         "int" | "i4" | "i8" => {
             let text = scalar(inner)?;
-            text.trim().parse::<i64>().map(Value::Int).map_err(|_| {
-                not_rpc(format!(
-                    "<{}> {:?} is not an integer",
-                    inner.name,
-                    text.trim()
-                ))
-            })
+            let text = text.trim();
+            match text.parse::<i64>() {
+                Ok(i) => Ok(Value::Int(i)),
+                Err(_) if is_integer(text) => Ok(Value::BigInt(text.to_string())),
+                Err(_) => Err(not_rpc(format!(
+                    "<{}> {text:?} is not an integer",
+                    inner.name
+                ))),
+            }
         }
         "boolean" => {
             let text = scalar(inner)?;
@@ -355,10 +386,11 @@ fn read_value(value: &Element) -> Result<Value, WireError> {
         "string" => Ok(Value::Str(scalar(inner)?)),
         "double" => {
             let text = scalar(inner)?;
-            text.trim()
-                .parse::<f64>()
-                .map(Value::Double)
-                .map_err(|_| not_rpc(format!("<double> {:?} is not a number", text.trim())))
+            let text = text.trim();
+            match text.parse::<f64>() {
+                Ok(_) => Ok(Value::Double(text.to_string())),
+                Err(_) => Err(not_rpc(format!("<double> {text:?} is not a number"))),
+            }
         }
         "datetime.iso8601" => Ok(Value::DateTime(scalar(inner)?.trim().to_string())),
         "base64" => {
@@ -453,15 +485,22 @@ fn write_value(out: &mut String, value: &Value) {
             escape_into(out, s);
             out.push_str("</string>");
         }
-        Value::Double(d) => {
-            let text = if d.is_nan() {
-                "nan".to_string()
-            } else if d.is_infinite() {
-                if *d > 0.0 { "inf" } else { "-inf" }.to_string()
-            } else {
-                format!("{d}")
-            };
-            out.push_str(&format!("<double>{text}</double>"));
+        // A number's text never needs escaping. Text that is not a number (a value built by
+        // hand, never one the reader made) goes out as a string rather than as a bad number.
+        Value::BigInt(text) if is_integer(text) => {
+            out.push_str("<int>");
+            out.push_str(text);
+            out.push_str("</int>");
+        }
+        Value::Double(text) if text.trim().parse::<f64>().is_ok() => {
+            out.push_str("<double>");
+            out.push_str(text.trim());
+            out.push_str("</double>");
+        }
+        Value::BigInt(text) | Value::Double(text) => {
+            out.push_str("<string>");
+            escape_into(out, text);
+            out.push_str("</string>");
         }
         Value::DateTime(s) => {
             out.push_str("<dateTime.iso8601>");
@@ -548,8 +587,32 @@ mod tests {
         );
         assert_eq!(
             one("<value><double>-1.5</double></value>"),
-            Ok(Value::Double(-1.5))
+            Ok(Value::double(-1.5))
         );
+        assert_eq!(
+            one("<value><int> 99999999999999999999999 </int></value>"),
+            Ok(Value::BigInt("99999999999999999999999".to_string()))
+        );
+        assert_eq!(
+            one("<value><i8>-9223372036854775809</i8></value>"),
+            Ok(Value::BigInt("-9223372036854775809".to_string()))
+        );
+        for text in [
+            "NaN",
+            "nan",
+            "-Infinity",
+            "inf",
+            "1e400",
+            "0.10",
+            ".5",
+            "+1",
+        ] {
+            assert_eq!(
+                one(&format!("<value><double> {text} </double></value>")),
+                Ok(Value::Double(text.to_string())),
+                "{text}"
+            );
+        }
         assert_eq!(
             one("<value><dateTime.iso8601>20240101T10:00:00</dateTime.iso8601></value>"),
             Ok(Value::DateTime("20240101T10:00:00".to_string()))
@@ -580,7 +643,9 @@ mod tests {
     fn bad_scalars_are_errors() {
         for bad in [
             "<value><int>12a</int></value>",
-            "<value><int>99999999999999999999</int></value>",
+            "<value><int>9 9</int></value>",
+            "<value><int>1e3</int></value>",
+            "<value><int>-</int></value>",
             "<value><int></int></value>",
             "<value><boolean>2</boolean></value>",
             "<value><double>x</double></value>",
@@ -798,8 +863,14 @@ mod tests {
                 "text".to_string(),
                 Value::Str(" <שלום> & \"x\"\r\n\t".to_string()),
             ),
-            ("double".to_string(), Value::Double(0.1)),
-            ("whole".to_string(), Value::Double(3.0)),
+            ("double".to_string(), Value::double(0.1)),
+            ("whole".to_string(), Value::double(3.0)),
+            (
+                "huge".to_string(),
+                Value::BigInt("-99999999999999999999".to_string()),
+            ),
+            ("nan".to_string(), Value::Double("NaN".to_string())),
+            ("far".to_string(), Value::Double("1e400".to_string())),
             (
                 "when".to_string(),
                 Value::DateTime("20240101T10:00:00".to_string()),
@@ -842,6 +913,16 @@ mod tests {
         assert!(xml.contains("<string> &lt;שלום&gt; &amp; \"x\"&#13;\n\t</string>"));
         assert!(xml.contains("<double>0.1</double>"));
         assert!(xml.contains("<double>3</double>"));
+        assert!(xml.contains("<int>-99999999999999999999</int>"));
+        assert!(xml.contains("<double>NaN</double>"));
+        assert!(xml.contains("<double>1e400</double>"));
+        // text that is not a number is never written as one
+        let odd = write_response(&Value::Array(vec![
+            Value::Double("x<".to_string()),
+            Value::BigInt("1.5".to_string()),
+        ]));
+        assert!(odd.contains("<string>x&lt;</string><"), "{odd}");
+        assert!(odd.contains("<string>1.5</string>"), "{odd}");
         assert!(xml.contains("<dateTime.iso8601>20240101T10:00:00</dateTime.iso8601>"));
         assert!(xml.contains("<base64>AAEC/w==</base64>"));
         assert!(xml.contains("<value><nil/></value>"));
@@ -898,25 +979,37 @@ mod tests {
             ("b".to_string(), Value::Int(2)),
             (
                 "c".to_string(),
-                Value::Array(vec![Value::Nil, Value::Bool(false), Value::Double(1.5)]),
+                Value::Array(vec![Value::Nil, Value::Bool(false), Value::double(1.5)]),
             ),
             ("d".to_string(), Value::Base64(b"hi".to_vec())),
             (
                 "e".to_string(),
                 Value::DateTime("20240101T00:00:00".to_string()),
             ),
-            ("f".to_string(), Value::Double(f64::NAN)),
+            ("f".to_string(), Value::Double("NaN".to_string())),
+            ("g".to_string(), Value::Double("-Infinity".to_string())),
+            ("h".to_string(), Value::Double("1e400".to_string())),
+            ("i".to_string(), Value::Double("0.10".to_string())),
+            ("j".to_string(), Value::Double(".5".to_string())),
+            (
+                "k".to_string(),
+                Value::BigInt("99999999999999999999".to_string()),
+            ),
         ]);
         let j = value.to_json();
+        // the numbers keep their digits in JSON text; a NaN is its text, never null
         assert_eq!(
-            j,
-            json!({"b": 2, "a": "x", "c": [null, false, 1.5], "d": "aGk=", "e": "20240101T00:00:00", "f": null})
+            serde_json::to_string(&j).unwrap_or_default(),
+            r#"{"b":2,"a":"x","c":[null,false,1.5],"d":"aGk=","e":"20240101T00:00:00","f":"NaN","g":"-Infinity","h":1e+400,"i":0.10,"j":0.5,"k":99999999999999999999}"#
         );
         let keys: Vec<&String> = j
             .as_object()
             .map(|m| m.keys().collect())
             .unwrap_or_default();
-        assert_eq!(keys, ["b", "a", "c", "d", "e", "f"]);
+        assert_eq!(
+            keys,
+            ["b", "a", "c", "d", "e", "f", "g", "h", "i", "j", "k"]
+        );
 
         let back = Value::from_json(
             &json!({"z": 1, "y": [1.5, "s", null, true], "x": 18446744073709551615_u64}),
@@ -928,7 +1021,7 @@ mod tests {
                 (
                     "y".to_string(),
                     Value::Array(vec![
-                        Value::Double(1.5),
+                        Value::double(1.5),
                         Value::Str("s".to_string()),
                         Value::Nil,
                         Value::Bool(true)
@@ -936,7 +1029,7 @@ mod tests {
                 ),
                 (
                     "x".to_string(),
-                    Value::Double(18446744073709551615_u64 as f64)
+                    Value::BigInt("18446744073709551615".to_string())
                 ),
             ])
         );
