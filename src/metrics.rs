@@ -50,6 +50,7 @@ pub struct Metrics {
     pub entity_transitions: Family<OutcomeLabels, Counter>,
     pub timers_run: Family<OutcomeLabels, Counter>,
     pub calls_expired: Counter,
+    pub body_bytes_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -131,6 +132,12 @@ impl Metrics {
             "Calls that ended because nothing was heard for the call TTL",
             calls_expired.clone(),
         );
+        let body_bytes_in_flight = Gauge::default();
+        registry.register(
+            "body_bytes_in_flight",
+            "Bytes of legacy request bodies reserved in the memory budget right now",
+            body_bytes_in_flight.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -144,6 +151,7 @@ impl Metrics {
             entity_transitions,
             timers_run,
             calls_expired,
+            body_bytes_in_flight,
         }
     }
 

@@ -5,6 +5,7 @@ mod support;
 mod core;
 mod entities;
 mod hardening;
+mod memory;
 mod openscape;
 mod ops;
 mod process;

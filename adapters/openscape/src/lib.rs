@@ -269,6 +269,54 @@ impl Adapter for OpenScape {
         true
     }
 
+    /// OpenScape's "busy" without reading the body: return code -400 (low system
+    /// resources), the code the IVR script already handles for a refused store, in the
+    /// encoding the content type names (JSON when it says `json`, XML-RPC otherwise). When the
+    /// path names the function, its by-reference parameters are named as usual.
+    fn busy(&self, gateway: &dyn Gateway, request: &Inbound) -> Handled {
+        let looks_json = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("json"));
+        let encoding = if looks_json {
+            Encoding::Json
+        } else {
+            Encoding::XmlRpc
+        };
+        let lang = request
+            .headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Lang::from_accept_language)
+            .unwrap_or_else(|| settings_of(gateway, &request.tenant).lang());
+        let effect = Effect::code(codes::LOW_RESOURCES);
+        let function = request
+            .sub_path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .nth(1)
+            .and_then(params::function);
+        let body = match function {
+            Some(function) => answer_body(function, &effect, lang),
+            None => {
+                let mut body = Map::new();
+                body.insert("ReturnCode".into(), json!(effect.code));
+                body.insert(
+                    "ReturnText".into(),
+                    json!(codes::text(effect.code, Context::Plain, lang)),
+                );
+                body
+            }
+        };
+        respond(
+            encoding,
+            &body,
+            function.map(|f| f.name).unwrap_or("unknown"),
+            "busy",
+        )
+    }
+
     fn parse_settings(
         &self,
         settings: &Value,

@@ -153,6 +153,32 @@ impl Adapter for Voicenter {
     fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled> {
         Box::pin(handle(gateway, request))
     }
+
+    /// Voicenter's "try again" without reading the body: a CDR (the `cdr` path) gets
+    /// `err 2`, the pop-up its error answer, and the main path `STATUS 1` (HANGUP_CALL's
+    /// "not stored, resend"; for a question it is the platform's own default flow). XML-RPC
+    /// when the content type names XML, JSON otherwise.
+    fn busy(&self, _gateway: &dyn Gateway, request: &Inbound) -> Handled {
+        let xml = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("xml"));
+        let encoding = if xml {
+            Encoding::XmlRpc
+        } else {
+            Encoding::Json
+        };
+        let (stored, method) = match request.sub_path.trim_matches('/') {
+            "cdr" => (ack(Method::Cdr, encoding, Ack::Retry), Method::Cdr.as_str()),
+            "popup" => (
+                encode(Encoding::Json, &render::popup(POPUP_ERROR, "", "", "0", "")),
+                Method::Popup.as_str(),
+            ),
+            _ => (encode(encoding, &render::status(1)), "unknown"),
+        };
+        handled(stored, method, "busy")
+    }
 }
 
 async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
