@@ -41,6 +41,9 @@ impl App {
 
 pub type Body = Full<Bytes>;
 
+/// The largest read buffer of one connection, which also bounds a request's headers.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
@@ -91,6 +94,10 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_millis(server_cfg.header_read_timeout_ms))
+            // A connection's read buffer stays small (headers fit; bodies stream through it
+            // into their budgeted buffer), so many connections sending at once cannot each
+            // hold hyper's default ~400 KiB.
+            .max_buf_size(READ_BUFFER_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -144,7 +144,7 @@ async fn expire_call(core: &Core, timer: TimerRow) {
             events.push(NewEvent {
                 event_id: event_id.clone(),
                 event_type: "call.expired".into(),
-                payload: json!({
+                payload: std::sync::Arc::new(json!({
                     "type": "call.expired",
                     "timestamp": rfc3339(now),
                     "data": {
@@ -157,7 +157,7 @@ async fn expire_call(core: &Core, timer: TimerRow) {
                         "last_state": row.state,
                         "expired_at": rfc3339(now),
                     },
-                }),
+                })),
             });
         }
         let uow = UnitOfWork {

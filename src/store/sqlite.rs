@@ -989,13 +989,8 @@ fn insert_events(
     let mut seqs = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let seq = call.map(|(_, first)| first + i as i64);
-        let mut payload = event.payload.clone();
-        if let (Some(seq), Some(data)) =
-            (seq, payload.get_mut("data").and_then(Value::as_object_mut))
-        {
-            data.insert("seq".into(), Value::from(seq));
-        }
-        let body = serde_json::to_vec(&payload)
+        // Written with `data.seq` spliced in, without copying the payload first.
+        let body = serde_json::to_vec(&WithSeq(&event.payload, seq))
             .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
         c.prepare_cached(
             "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
@@ -1013,6 +1008,57 @@ fn insert_events(
         seqs.push(seq);
     }
     Ok(seqs)
+}
+
+/// An event payload as stored: `data.seq` set to the sequence number (in place when `data`
+/// already has one, else last), as inserting it into a copy of the payload would.
+struct WithSeq<'a>(&'a Value, Option<i64>);
+
+impl serde::Serialize for WithSeq<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (Some(seq), Value::Object(payload)) = (self.1, self.0) else {
+            return self.0.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(payload.len()))?;
+        for (key, value) in payload {
+            match value {
+                Value::Object(data) if key == "data" => {
+                    map.serialize_entry(key, &DataWithSeq(data, seq))?
+                }
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct DataWithSeq<'a>(&'a serde_json::Map<String, Value>, i64);
+
+impl serde::Serialize for DataWithSeq<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let has_seq = self.0.contains_key("seq");
+        let len = self.0.len() + usize::from(!has_seq);
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (key, value) in self.0 {
+            if key == "seq" {
+                map.serialize_entry(key, &self.1)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        if !has_seq {
+            map.serialize_entry("seq", &self.1)?;
+        }
+        map.end()
+    }
 }
 
 /// Claims or releases one alias; a claim held (and not lapsed) by another owner is refused.

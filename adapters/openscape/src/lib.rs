@@ -500,7 +500,7 @@ fn decode(request: &Inbound, path_method: Option<String>) -> Result<Decoded, (En
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let looks_json = content_type.is_some_and(|c| c.contains("json"));
-    let text = charset::decode(&request.body, content_type).map_err(|e| {
+    let text = charset::decode_borrowed(&request.body, content_type).map_err(|e| {
         (
             if looks_json {
                 Encoding::Json
@@ -521,7 +521,11 @@ fn decode(request: &Inbound, path_method: Option<String>) -> Result<Decoded, (En
         return Ok(Decoded {
             encoding: Encoding::XmlRpc,
             method: call.method,
-            params: call.params.iter().map(xmlrpc::Value::to_json).collect(),
+            params: call
+                .params
+                .into_iter()
+                .map(xmlrpc::Value::into_json)
+                .collect(),
         });
     }
     let value =

@@ -228,7 +228,7 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
             "POST a SOAP request, or GET ?wsdl",
         );
     }
-    let text = match ivrgate_wire::charset::decode(&request.body, content_type) {
+    let text = match ivrgate_wire::charset::decode_borrowed(&request.body, content_type) {
         Ok(text) => text,
         Err(e) => {
             return fault(

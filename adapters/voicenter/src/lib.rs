@@ -181,11 +181,16 @@ impl Adapter for Voicenter {
     }
 }
 
-async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
-    let parsed = match request::decode(&request) {
+async fn handle(gateway: &dyn Gateway, mut request: Inbound) -> Handled {
+    let mut parsed = match request::decode(&request) {
         Ok(parsed) => parsed,
         Err(rejection) => return rejected(&request, rejection),
     };
+    // Decoded: the body is needed only as its hash (the resend key) from here on, so its
+    // memory goes back now rather than after the commit.
+    let body_hash = Sha256::digest(&parsed.raw);
+    parsed.raw = Bytes::new();
+    request.body = Bytes::new();
     let call = fields::call_ref(&parsed.fields);
     if call.vendor_call_id.is_none() && parsed.method != Method::Popup {
         let rejection = Rejection {
@@ -202,7 +207,7 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
         return rejected_with_caller(&request, rejection, &parsed.fields);
     }
     let (data, occurred_at) = fields::neutral(parsed.method, &parsed.fields, gateway.now());
-    let vendor_fields = parsed.fields.clone();
+    let vendor_fields = std::mem::take(&mut parsed.fields);
     let vendor_call_id = call.vendor_call_id.clone();
 
     let mut handled = match parsed.method {
@@ -211,6 +216,7 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
                 gateway,
                 &request,
                 &parsed,
+                &body_hash,
                 EventSubmission {
                     tenant: request.tenant.clone(),
                     vendor: VENDOR,
@@ -260,6 +266,7 @@ async fn record(
     gateway: &dyn Gateway,
     request: &Inbound,
     parsed: &Parsed,
+    body_hash: &[u8],
     mut event: EventSubmission,
 ) -> Handled {
     let method = parsed.method;
@@ -270,7 +277,7 @@ async fn record(
     key.push(b'\n');
     key.extend_from_slice(call_id.as_bytes());
     key.push(b'\n');
-    key.extend_from_slice(hex(&Sha256::digest(&parsed.raw)).as_bytes());
+    key.extend_from_slice(hex(body_hash).as_bytes());
     event.dedup = Some(Dedup {
         key,
         response: ok.clone(),

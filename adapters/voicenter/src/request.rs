@@ -90,8 +90,9 @@ pub(crate) struct Parsed {
     pub(crate) method: Method,
     /// The vendor's fields (the `DATA` object, the XML-RPC struct or the form pairs).
     pub(crate) fields: Map<String, Value>,
-    /// The bytes the request was identified by (body, or query string for a GET).
-    pub(crate) raw: Vec<u8>,
+    /// The bytes the request was identified by (body, or query string for a GET); shares
+    /// the body's buffer, no copy.
+    pub(crate) raw: bytes::Bytes,
 }
 
 /// The route the core matched.
@@ -165,11 +166,11 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             Encoding::Form,
             None,
             fields,
-            query.as_bytes().to_vec(),
+            bytes::Bytes::copy_from_slice(query.as_bytes()),
         );
     }
 
-    let text = charset::decode(&request.body, content_type).map_err(|e| {
+    let text = charset::decode_borrowed(&request.body, content_type).map_err(|e| {
         let (encoding, shape) = if xml_declared {
             let shape = if route_shape == ErrorShape::Status {
                 ErrorShape::Fault
@@ -182,7 +183,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
         };
         reject(encoding, shape, format!("undecodable body: {e}"))
     })?;
-    let raw = request.body.to_vec();
+    let raw = request.body.clone();
     // The server bounded the body's size already; the nesting depth is the operator's.
     let limits = Limits {
         max_depth: request.max_depth,
@@ -199,7 +200,9 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             };
             reject(Encoding::XmlRpc, shape, format!("not an xml-rpc call: {e}"))
         })?;
-        let fields = match call.params.first().map(|p| p.to_json()) {
+        let xmlrpc::MethodCall { method, params } = call;
+        // Moved, not copied: the XML-RPC tree becomes the field map.
+        let fields = match params.into_iter().next().map(xmlrpc::Value::into_json) {
             Some(Value::Object(fields)) => fields,
             _ => {
                 let mut rejection = reject(
@@ -207,15 +210,15 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
                     route_shape,
                     "the first parameter is not a struct".into(),
                 );
-                rejection.method = Method::from_name(&call.method);
-                rejection.raw_method = Some(call.method.clone());
+                rejection.method = Method::from_name(&method);
+                rejection.raw_method = Some(method);
                 if let Some(method) = rejection.method {
                     rejection.shape = shape_for(method);
                 }
                 return Err(rejection);
             }
         };
-        return resolve(route, Encoding::XmlRpc, Some(call.method), fields, raw);
+        return resolve(route, Encoding::XmlRpc, Some(method), fields, raw);
     }
 
     if start.starts_with('{') || start.starts_with('[') {
@@ -296,7 +299,7 @@ fn resolve(
     encoding: Encoding,
     name: Option<String>,
     fields: Map<String, Value>,
-    raw: Vec<u8>,
+    raw: bytes::Bytes,
 ) -> Result<Parsed, Rejection> {
     let method = if route == Route::Popup {
         Method::Popup

@@ -7,6 +7,8 @@
 //! names are resolved with the WHATWG labels of `encoding_rs`. Bytes that are invalid for the
 //! chosen charset are an error, never silently replaced.
 
+use std::borrow::Cow;
+
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 
 use crate::WireError;
@@ -23,6 +25,15 @@ const DECL_WINDOW: usize = 256;
 /// is present, the BOM decides the byte order. An XML declaration naming UTF-16 in a body
 /// that starts with ASCII `<?xml` is self-contradictory and is ignored (UTF-8 is used).
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<String, WireError> {
+    decode_borrowed(body, content_type).map(Cow::into_owned)
+}
+
+/// [`decode`] without a copy when it can: a body that is already valid UTF-8 (without a
+/// BOM, or the BOM skipped) is borrowed, so decoding a large body does not double it.
+pub fn decode_borrowed<'a>(
+    body: &'a [u8],
+    content_type: Option<&str>,
+) -> Result<Cow<'a, str>, WireError> {
     let bom = Encoding::for_bom(body);
     let encoding = match content_type.and_then(charset_param) {
         Some(label) => {
@@ -55,7 +66,6 @@ pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<String, WireErr
     };
     encoding
         .decode_without_bom_handling_and_without_replacement(content)
-        .map(|text| text.into_owned())
         .ok_or_else(|| WireError::Undecodable(encoding.name().to_string()))
 }
 
