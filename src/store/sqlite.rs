@@ -992,19 +992,20 @@ fn insert_events(
         // Written with `data.seq` spliced in, without copying the payload first.
         let body = serde_json::to_vec(&WithSeq(&event.payload, seq))
             .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
-        c.prepare_cached(
+        let mut insert = c.prepare_cached(
             "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
              next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        )?
-        .execute(params![
-            event.event_id,
-            uow.tenant,
-            call.map(|(id, _)| id),
-            seq,
-            event.event_type,
-            body,
-            uow.now_ms
-        ])?;
+        )?;
+        insert.raw_bind_parameter(1, &event.event_id)?;
+        insert.raw_bind_parameter(2, &uow.tenant)?;
+        insert.raw_bind_parameter(3, call.map(|(id, _)| id))?;
+        insert.raw_bind_parameter(4, seq)?;
+        insert.raw_bind_parameter(5, &event.event_type)?;
+        insert.raw_bind_parameter(6, &body)?;
+        insert.raw_bind_parameter(7, uow.now_ms)?;
+        // SQLite keeps its own copy of a bound blob: ours goes before the row is built.
+        drop(body);
+        insert.raw_execute()?;
         seqs.push(seq);
     }
     Ok(seqs)
