@@ -989,9 +989,16 @@ fn insert_events(
     let mut seqs = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let seq = call.map(|(_, first)| first + i as i64);
-        // Written with `data.seq` spliced in, without copying the payload first.
-        let body = serde_json::to_vec(&WithSeq(&event.payload, seq))
-            .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
+        // Written with `data.seq` spliced in, without copying the payload first, into a
+        // buffer of its exact size: growing one by doubling would leave a large payload's
+        // earlier buffers behind it.
+        let payload = WithSeq(&event.payload, seq);
+        let encode =
+            |e: serde_json::Error| StoreError::Backend(format!("cannot encode event: {e}"));
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &payload).map_err(encode)?;
+        let mut body = Vec::with_capacity(size.0);
+        serde_json::to_writer(&mut body, &payload).map_err(encode)?;
         let mut insert = c.prepare_cached(
             "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
              next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
@@ -1009,6 +1016,20 @@ fn insert_events(
         seqs.push(seq);
     }
     Ok(seqs)
+}
+
+/// A writer that only counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// An event payload as stored: `data.seq` set to the sequence number (in place when `data`
