@@ -57,12 +57,12 @@ pub struct Config {
 pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413 and a log line.
     pub max_body_bytes: usize,
-    /// Memory budget for legacy request bodies in flight, all connections together: a body
-    /// is reserved by its `Content-Length` before it is read (a chunked body as it arrives)
-    /// and released when its request is answered. A request that does not fit gets its
-    /// platform's "busy, send it again" answer, is logged and counted
-    /// (`ivrgate_requests_total{outcome="busy"}`), so concurrent bodies cannot exhaust
-    /// memory. Decoding a body takes about as much again as the body while it is handled.
+    /// Memory budget for request bodies in flight (legacy platforms and the command API),
+    /// all connections together: a body is reserved by its `Content-Length` before it is
+    /// read (a chunked body as it arrives) and released when its request is answered. A
+    /// request that does not fit gets its platform's "busy, send it again" answer (the
+    /// command API: 503 `busy`), is logged and counted (`outcome="busy"`), so concurrent
+    /// bodies cannot exhaust memory. Applied by a reload. Decoding a body takes about as much again as the body while it is handled.
     /// Unset: 32 × `max_body_bytes` (32 MiB with the defaults). At least `max_body_bytes`.
     pub max_bodies_in_flight_bytes: Option<usize>,
     /// Deepest XML or JSON nesting accepted in a request body.

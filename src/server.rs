@@ -231,11 +231,7 @@ async fn legacy(
     let (parts, body) = req.into_parts();
     let server = &config.raw.server;
     let limit = server.max_body_bytes;
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
+    let declared = declared_length(&parts.headers);
     let mut inbound = Inbound {
         tenant: tenant.id.clone(),
         method: parts.method,
@@ -247,28 +243,9 @@ async fn legacy(
         mask_phones: config.raw.logging.mask_phone_numbers,
         max_depth: server.max_nesting_depth,
     };
-    let timeout = Duration::from_millis(server.body_read_timeout_ms);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.body_read_timeout_ms);
     let budget = server.bodies_in_flight_limit();
-    let read = match declared {
-        Some(n) if n > limit as u64 => Err(BodyRefused::TooLarge),
-        // The whole body is reserved before a byte of it is read.
-        _ => match app
-            .bodies
-            .try_reserve(declared.map_or(0, |n| n as usize), budget)
-        {
-            Some(reservation) => {
-                in_flight_gauge(&app);
-                let read = read_body(body, limit, budget, reservation);
-                match tokio::time::timeout_at(deadline, read).await {
-                    Ok(read) => read,
-                    Err(_) => Err(BodyRefused::Timeout),
-                }
-            }
-            None => Err(BodyRefused::Busy(body)),
-        },
-    };
-    in_flight_gauge(&app);
+    let read = read_budgeted(&app, body, declared, server, deadline).await;
     let (body, reservation) = match read {
         Ok(read) => read,
         Err(BodyRefused::TooLarge) => {
@@ -286,16 +263,7 @@ async fn legacy(
                 budget,
                 "request bodies in flight fill the memory budget; answered busy"
             );
-            // Read the rest and throw it away (never kept), so the answer is not lost to a
-            // reset of a connection closed with unread data; a client waiting for
-            // `100 Continue` is not asked to send it at all.
-            let waits_for_continue = inbound
-                .headers
-                .get(header::EXPECT)
-                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-            if !waits_for_continue {
-                let _ = tokio::time::timeout_at(deadline, discard(rest, limit)).await;
-            }
+            discard(rest, &inbound.headers, limit, deadline).await;
             let (parts, body) = handled.response.into_parts();
             return Response::from_parts(parts, Full::new(body));
         }
@@ -329,16 +297,54 @@ async fn legacy(
     Response::from_parts(parts, Full::new(body))
 }
 
+/// The body's `Content-Length`, if it declared one.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads a request body within `server.max_body_bytes`, by `deadline`, under a reservation in
+/// the budget for bodies in flight (taken whole by `Content-Length` before a byte is read,
+/// grown as a chunked body arrives). The caller holds the reservation until it has answered.
+pub(crate) async fn read_budgeted(
+    app: &App,
+    body: Incoming,
+    declared: Option<u64>,
+    server: &crate::config::ServerConfig,
+    deadline: tokio::time::Instant,
+) -> Result<(Bytes, Reservation), BodyRefused> {
+    let limit = server.max_body_bytes;
+    let budget = server.bodies_in_flight_limit();
+    let declared = match declared {
+        Some(n) if n > limit as u64 => return Err(BodyRefused::TooLarge),
+        Some(n) => n as usize,
+        None => 0,
+    };
+    let Some(reservation) = app.bodies.try_reserve(declared, budget) else {
+        return Err(BodyRefused::Busy(body));
+    };
+    in_flight_gauge(app);
+    let read = read_body(body, limit, budget, reservation);
+    let read = match tokio::time::timeout_at(deadline, read).await {
+        Ok(read) => read,
+        Err(_) => Err(BodyRefused::Timeout),
+    };
+    in_flight_gauge(app);
+    read
+}
+
 /// Publishes the bytes reserved in the body budget.
-fn in_flight_gauge(app: &App) {
+pub(crate) fn in_flight_gauge(app: &App) {
     app.core
         .metrics
         .body_bytes_in_flight
         .set(i64::try_from(app.bodies.in_flight()).unwrap_or(i64::MAX));
 }
 
-/// Why a legacy request's body was not read.
-enum BodyRefused {
+/// Why a request's body was not read.
+pub(crate) enum BodyRefused {
     TooLarge,
     /// Over the budget for bodies in flight; the unread body, to be discarded.
     Busy(Incoming),
@@ -393,8 +399,24 @@ async fn read_body(
     Ok((body, reservation))
 }
 
-/// Reads and drops what is left of a body, at most `limit` more bytes.
-async fn discard(mut body: Incoming, limit: usize) {
+/// Reads and throws away (never keeps) what is left of a refused body, at most `limit` more
+/// bytes by `deadline`, so the answer is not lost to a reset of a connection closed with
+/// unread data. A client waiting for `100 Continue` is not asked to send it at all.
+pub(crate) async fn discard(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) {
+    let waits_for_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits_for_continue {
+        let _ = tokio::time::timeout_at(deadline, discard_all(body, limit)).await;
+    }
+}
+
+async fn discard_all(mut body: Incoming, limit: usize) {
     let mut seen = 0usize;
     while let Some(Ok(frame)) = body.frame().await {
         if let Ok(data) = frame.into_data() {

@@ -162,6 +162,18 @@ async fn bodies_over_the_budget_get_the_platforms_try_again_answer() {
     let answer: Value = serde_json::from_str(&answer).expect("json answer");
     assert_eq!(answer["ReturnCode"], -400, "{answer}");
 
+    // The command API's bodies share the budget: 503 with its JSON error.
+    let (status, _, answer) = gw
+        .post(
+            "/api/acme/openscape/calls/c1/assign",
+            "application/json",
+            r#"{"extension":"1001"}"#,
+        )
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).expect("json answer");
+    assert_eq!(answer["error"]["code"], "busy", "{answer}");
+
     let text = metrics(&gw).await;
     assert!(
         series(&text, "ivrgate_requests_total{") > 0.0
