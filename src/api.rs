@@ -14,13 +14,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use ivrgate_adapter::{Command, CommandReply};
 use serde_json::{json, Value};
 
 use crate::metrics::RequestLabels;
-use crate::server::{json, App, Body};
+use crate::server::{json, App, Body, BodyRefused};
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(
@@ -81,16 +80,32 @@ pub async fn handle(
     };
     let query = req.uri().query().map(str::to_owned);
     let (parts, body) = req.into_parts();
-    let limit = config.raw.server.max_body_bytes;
-    let read = Limited::new(body, limit).collect();
-    let bytes = match tokio::time::timeout(
-        Duration::from_millis(config.raw.server.body_read_timeout_ms),
-        read,
+    let server = &config.raw.server;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.body_read_timeout_ms);
+    let declared = crate::server::declared_length(&parts.headers);
+    // Command bodies count in the same budget as legacy ones; held until answered.
+    let (bytes, _reservation) = match crate::server::read_budgeted(
+        app, body, declared, server, deadline,
     )
     .await
     {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => {
+        Ok(read) => read,
+        Err(BodyRefused::Busy(rest)) => {
+            count("busy");
+            tracing::warn!(%peer, tenant = tenant_id, "request bodies in flight fill the memory budget; command answered busy");
+            crate::server::discard(rest, &parts.headers, server.max_body_bytes, deadline).await;
+            let mut response = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many request bodies in flight; send it again shortly",
+            );
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            return response;
+        }
+        Err(BodyRefused::TooLarge | BodyRefused::Read(_)) => {
             count("bad_request");
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -98,7 +113,7 @@ pub async fn handle(
                 "request body too large or unreadable",
             );
         }
-        Err(_) => {
+        Err(BodyRefused::Timeout) => {
             count("bad_request");
             return error(
                 StatusCode::REQUEST_TIMEOUT,

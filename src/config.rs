@@ -60,6 +60,14 @@ pub struct Config {
 pub struct ServerConfig {
     /// Largest request body accepted; larger ones get 413 and a log line.
     pub max_body_bytes: usize,
+    /// Memory budget for request bodies in flight (legacy platforms and the command API),
+    /// all connections together: a body is reserved by its `Content-Length` before it is
+    /// read (a chunked body as it arrives) and released when its request is answered. A
+    /// request that does not fit gets its platform's "busy, send it again" answer (the
+    /// command API: 503 `busy`), is logged and counted (`outcome="busy"`), so concurrent
+    /// bodies cannot exhaust memory. Applied by a reload. Decoding a body takes about as much again as the body while it is handled.
+    /// Unset: 32 × `max_body_bytes` (32 MiB with the defaults). At least `max_body_bytes`.
+    pub max_bodies_in_flight_bytes: Option<usize>,
     /// Deepest XML or JSON nesting accepted in a request body.
     pub max_nesting_depth: usize,
     /// Time allowed for a client to send the request headers.
@@ -78,10 +86,19 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
 }
 
+impl ServerConfig {
+    /// The budget for request bodies in flight: the setting, or 32 maximum-size bodies.
+    pub fn bodies_in_flight_limit(&self) -> usize {
+        self.max_bodies_in_flight_bytes
+            .unwrap_or_else(|| self.max_body_bytes.saturating_mul(32))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 1024 * 1024,
+            max_bodies_in_flight_bytes: None,
             max_nesting_depth: 32,
             header_read_timeout_ms: 5_000,
             body_read_timeout_ms: 10_000,
@@ -438,6 +455,15 @@ impl Config {
                 problems.push(format!("{} must be greater than 0", zero.0));
             }
         }
+        if let Some(budget) = self.server.max_bodies_in_flight_bytes {
+            if budget < self.server.max_body_bytes {
+                problems.push(format!(
+                    "server.max_bodies_in_flight_bytes ({budget}) must be at least \
+                     server.max_body_bytes ({}), or no maximum-size body is ever read",
+                    self.server.max_body_bytes
+                ));
+            }
+        }
         if self.admin.token.is_none() && !loopback {
             tracing::debug!("admin API disabled: no admin.token and not a loopback listener");
         }
@@ -680,12 +706,13 @@ impl Config {
             tenants: _, // resolved again; rate limiters and delivery slots are rebuilt
         } = self;
         let ServerConfig {
-            max_body_bytes: _,         // per request
-            max_nesting_depth: _,      // per request
-            header_read_timeout_ms: _, // per new connection
-            body_read_timeout_ms: _,   // per request
-            shutdown_grace_ms: _,      // read when the drain starts
-            trusted_proxies: _,        // per request
+            max_body_bytes: _,             // per request
+            max_bodies_in_flight_bytes: _, // per request
+            max_nesting_depth: _,          // per request
+            header_read_timeout_ms: _,     // per new connection
+            body_read_timeout_ms: _,       // per request
+            shutdown_grace_ms: _,          // read when the drain starts
+            trusted_proxies: _,            // per request
         } = server;
         let LoggingConfig {
             format,

@@ -612,7 +612,7 @@ impl Core {
         }
     }
 
-    async fn record_inner(&self, ev: EventSubmission) -> Result<Recorded, RecordError> {
+    async fn record_inner(&self, mut ev: EventSubmission) -> Result<Recorded, RecordError> {
         let count = |outcome: &str| {
             self.metrics
                 .events_recorded
@@ -644,7 +644,26 @@ impl Core {
             .as_deref()
             .map(|id| Self::call_key(&tenant.id, ev.vendor, id));
         let event_id = ids::event_id();
+        // The vendor's fields (the bulk of a large event) move into the payload; a retry after
+        // a version conflict takes them back from the payload it sent, copying them only if
+        // the store still holds that payload.
+        let mut vendor_fields = Value::Object(std::mem::take(&mut ev.vendor_fields));
+        let mut sent: Option<Arc<Value>> = None;
         for _ in 0..8 {
+            if let Some(previous) = sent.take() {
+                vendor_fields = match Arc::try_unwrap(previous) {
+                    Ok(mut payload) => payload
+                        .get_mut("data")
+                        .and_then(|d| d.get_mut("vendor_fields"))
+                        .map(Value::take)
+                        .unwrap_or_default(),
+                    Err(shared) => shared
+                        .get("data")
+                        .and_then(|d| d.get("vendor_fields"))
+                        .cloned()
+                        .unwrap_or_default(),
+                };
+            }
             let now = self.clock.now();
             let now_ms = crate::clock::to_ms(now);
             let row = match &key {
@@ -713,15 +732,13 @@ impl Core {
                 data.insert(k.clone(), v.clone());
             }
             data.insert("received_at".into(), json!(rfc3339(now)));
-            data.insert(
-                "vendor_fields".into(),
-                Value::Object(ev.vendor_fields.clone()),
-            );
-            let payload = json!({
+            data.insert("vendor_fields".into(), std::mem::take(&mut vendor_fields));
+            let payload = Arc::new(json!({
                 "type": ev.event_type,
                 "timestamp": rfc3339(ev.occurred_at.unwrap_or(now)),
                 "data": data,
-            });
+            }));
+            sent = Some(payload.clone());
             let uow = UnitOfWork {
                 tenant: tenant.id.clone(),
                 now_ms,

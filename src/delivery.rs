@@ -147,7 +147,7 @@ async fn release(core: &Core, id: i64, next_ms: i64) {
 /// until its outcome is written.
 async fn deliver(
     core: &Core,
-    row: Delivery,
+    mut row: Delivery,
     slots: (
         tokio::sync::OwnedSemaphorePermit,
         Option<tokio::sync::OwnedSemaphorePermit>,
@@ -210,7 +210,8 @@ async fn deliver(
         .header("webhook-id", &row.event_id)
         .header("webhook-timestamp", timestamp.to_string())
         .header("webhook-signature", signature)
-        .body(row.payload.clone())
+        // The payload is not needed after this attempt: handed over, not copied.
+        .body(std::mem::take(&mut row.payload))
         .send()
         .await;
     drop(slots);

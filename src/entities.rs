@@ -304,7 +304,7 @@ impl Core {
                         NewEvent {
                             event_id,
                             event_type: ev.event_type,
-                            payload,
+                            payload: payload.into(),
                         }
                     })
                     .collect();

@@ -10,6 +10,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod breaker;
+pub mod budget;
 pub mod clock;
 pub mod config;
 pub mod core;
@@ -115,6 +116,7 @@ pub async fn run(
     let app = Arc::new(server::App {
         core: core.clone(),
         shutting_down: AtomicBool::new(false),
+        bodies: budget::BodyBudget::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let workers = [

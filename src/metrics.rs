@@ -56,6 +56,7 @@ pub struct Metrics {
     pub timers_run: Family<OutcomeLabels, Counter>,
     pub calls_expired: Counter,
     pub undecodable_fields: Family<AdapterLabels, Counter>,
+    pub body_bytes_in_flight: Gauge,
 }
 
 impl Default for Metrics {
@@ -143,6 +144,12 @@ impl Metrics {
             "Vendor field values whose bytes the request's charset cannot read, delivered as base64 under data.undecodable",
             undecodable_fields.clone(),
         );
+        let body_bytes_in_flight = Gauge::default();
+        registry.register(
+            "body_bytes_in_flight",
+            "Bytes of legacy request bodies reserved in the memory budget right now",
+            body_bytes_in_flight.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -157,6 +164,7 @@ impl Metrics {
             timers_run,
             calls_expired,
             undecodable_fields,
+            body_bytes_in_flight,
         }
     }
 

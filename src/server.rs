@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -21,12 +21,15 @@ use tokio::net::TcpListener;
 use tracing::Instrument;
 
 use crate::auth::{self, Denied};
+use crate::budget::{BodyBudget, Reservation};
 use crate::core::Core;
 use crate::metrics::RequestLabels;
 
 pub struct App {
     pub core: Arc<Core>,
     pub shutting_down: AtomicBool,
+    /// Request bodies in flight, against `server.max_bodies_in_flight_bytes`.
+    pub bodies: Arc<BodyBudget>,
 }
 
 impl App {
@@ -37,6 +40,9 @@ impl App {
 }
 
 pub type Body = Full<Bytes>;
+
+/// The largest read buffer of one connection, which also bounds a request's headers.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
 
 pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::new(Full::new(body.into()));
@@ -97,6 +103,10 @@ pub async fn serve(
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
+            // A connection's read buffer stays small (headers fit; bodies stream through it
+            // into their budgeted buffer), so many connections sending at once cannot each
+            // hold hyper's default ~400 KiB.
+            .max_buf_size(READ_BUFFER_BYTES)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
@@ -288,30 +298,54 @@ async fn legacy(
             };
         }
     };
+    let Some(adapter) = app.adapter(&adapter_name) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
     let (parts, body) = req.into_parts();
-    let limit = config.raw.server.max_body_bytes;
-    let read = Limited::new(body, limit).collect();
-    let body = match tokio::time::timeout(
-        Duration::from_millis(config.raw.server.body_read_timeout_ms),
-        read,
-    )
-    .await
-    {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(e)) => {
-            let too_large = e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some();
-            if too_large {
-                count("unknown", "too_large");
-                tracing::warn!(%client, limit, "request body over the size limit");
-                return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
-            }
+    let server = &config.raw.server;
+    let limit = server.max_body_bytes;
+    let declared = declared_length(&parts.headers);
+    let mut inbound = Inbound {
+        tenant: tenant.id.clone(),
+        method: parts.method,
+        path: sub_path,
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers,
+        body: Bytes::new(),
+        peer,
+        mask_phones: config.raw.logging.mask_phone_numbers,
+        max_depth: server.max_nesting_depth,
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.body_read_timeout_ms);
+    let budget = server.bodies_in_flight_limit();
+    let read = read_budgeted(&app, body, declared, server, deadline).await;
+    let (body, reservation) = match read {
+        Ok(read) => read,
+        Err(BodyRefused::TooLarge) => {
+            count("unknown", "too_large");
+            tracing::warn!(%client, limit, "request body over the size limit");
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+        }
+        Err(BodyRefused::Busy(rest)) => {
+            let handled = adapter.busy(app.core.as_ref(), &inbound);
+            count(&handled.method, handled.outcome);
+            tracing::warn!(
+                %client,
+                declared = declared.unwrap_or(0),
+                in_flight = app.bodies.in_flight(),
+                budget,
+                "request bodies in flight fill the memory budget; answered busy"
+            );
+            discard(rest, &inbound.headers, limit, deadline).await;
+            let (parts, body) = handled.response.into_parts();
+            return Response::from_parts(parts, Full::new(body));
+        }
+        Err(BodyRefused::Read(e)) => {
             count("unknown", "read_error");
             tracing::warn!(%client, error = %e, "cannot read request body");
             return text(StatusCode::BAD_REQUEST, "cannot read request body\n");
         }
-        Err(_) => {
+        Err(BodyRefused::Timeout) => {
             count("unknown", "body_timeout");
             tracing::warn!(%client, "request body not received in time");
             return text(
@@ -320,20 +354,7 @@ async fn legacy(
             );
         }
     };
-    let inbound = Inbound {
-        tenant: tenant.id.clone(),
-        method: parts.method,
-        path: sub_path,
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers,
-        body,
-        peer,
-        mask_phones: config.raw.logging.mask_phone_numbers,
-        max_depth: config.raw.server.max_nesting_depth,
-    };
-    let Some(adapter) = app.adapter(&adapter_name) else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
-    };
+    inbound.body = body;
     let handled = adapter.handle(app.core.as_ref(), inbound).await;
     count(&handled.method, handled.outcome);
     tracing::info!(
@@ -343,6 +364,139 @@ async fn legacy(
         status = handled.response.status().as_u16(),
         "handled"
     );
+    drop(reservation);
+    in_flight_gauge(&app);
     let (parts, body) = handled.response.into_parts();
     Response::from_parts(parts, Full::new(body))
+}
+
+/// The body's `Content-Length`, if it declared one.
+pub(crate) fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Reads a request body within `server.max_body_bytes`, by `deadline`, under a reservation in
+/// the budget for bodies in flight (taken whole by `Content-Length` before a byte is read,
+/// grown as a chunked body arrives). The caller holds the reservation until it has answered.
+pub(crate) async fn read_budgeted(
+    app: &App,
+    body: Incoming,
+    declared: Option<u64>,
+    server: &crate::config::ServerConfig,
+    deadline: tokio::time::Instant,
+) -> Result<(Bytes, Reservation), BodyRefused> {
+    let limit = server.max_body_bytes;
+    let budget = server.bodies_in_flight_limit();
+    let declared = match declared {
+        Some(n) if n > limit as u64 => return Err(BodyRefused::TooLarge),
+        Some(n) => n as usize,
+        None => 0,
+    };
+    let Some(reservation) = app.bodies.try_reserve(declared, budget) else {
+        return Err(BodyRefused::Busy(body));
+    };
+    in_flight_gauge(app);
+    let read = read_body(body, limit, budget, reservation);
+    let read = match tokio::time::timeout_at(deadline, read).await {
+        Ok(read) => read,
+        Err(_) => Err(BodyRefused::Timeout),
+    };
+    in_flight_gauge(app);
+    read
+}
+
+/// Publishes the bytes reserved in the body budget.
+pub(crate) fn in_flight_gauge(app: &App) {
+    app.core
+        .metrics
+        .body_bytes_in_flight
+        .set(i64::try_from(app.bodies.in_flight()).unwrap_or(i64::MAX));
+}
+
+/// Why a request's body was not read.
+pub(crate) enum BodyRefused {
+    TooLarge,
+    /// Over the budget for bodies in flight; the unread body, to be discarded.
+    Busy(Incoming),
+    Timeout,
+    Read(hyper::Error),
+}
+
+/// Reads a body of at most `limit` bytes under `reservation`, growing it as a body without
+/// `Content-Length` arrives. The body is copied once, into a buffer of its declared size; a
+/// body that arrives in one piece is kept as it came.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    budget: usize,
+    mut reservation: Reservation,
+) -> Result<(Bytes, Reservation), BodyRefused> {
+    let mut first: Option<Bytes> = None;
+    let mut buffer = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyRefused::Read)?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        total = total.saturating_add(data.len());
+        if total > limit {
+            return Err(BodyRefused::TooLarge);
+        }
+        if !reservation.grow_to(total, budget) {
+            return Err(BodyRefused::Busy(body));
+        }
+        match first.take() {
+            None if buffer.is_empty() => first = Some(data),
+            held => {
+                if buffer.is_empty() {
+                    buffer.reserve(reservation.bytes().max(total));
+                }
+                if let Some(held) = held {
+                    buffer.extend_from_slice(&held);
+                }
+                buffer.extend_from_slice(&data);
+            }
+        }
+    }
+    let body = match first {
+        Some(only) => only,
+        None => buffer.freeze(),
+    };
+    Ok((body, reservation))
+}
+
+/// Reads and throws away (never keeps) what is left of a refused body, at most `limit` more
+/// bytes by `deadline`, so the answer is not lost to a reset of a connection closed with
+/// unread data. A client waiting for `100 Continue` is not asked to send it at all.
+pub(crate) async fn discard(
+    body: Incoming,
+    headers: &http::HeaderMap,
+    limit: usize,
+    deadline: tokio::time::Instant,
+) {
+    let waits_for_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits_for_continue {
+        let _ = tokio::time::timeout_at(deadline, discard_all(body, limit)).await;
+    }
+}
+
+async fn discard_all(mut body: Incoming, limit: usize) {
+    let mut seen = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > limit {
+                return;
+            }
+        }
+    }
 }

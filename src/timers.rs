@@ -143,7 +143,7 @@ async fn expire_call(core: &Core, timer: TimerRow) {
             events.push(NewEvent {
                 event_id: event_id.clone(),
                 event_type: "call.expired".into(),
-                payload: json!({
+                payload: std::sync::Arc::new(json!({
                     "type": "call.expired",
                     "timestamp": rfc3339(now),
                     "data": {
@@ -156,7 +156,7 @@ async fn expire_call(core: &Core, timer: TimerRow) {
                         "last_state": row.state,
                         "expired_at": rfc3339(now),
                     },
-                }),
+                })),
             });
         }
         let uow = UnitOfWork {

@@ -75,7 +75,8 @@ pub struct CallWrite {
 pub struct NewEvent {
     pub event_id: String,
     pub event_type: String,
-    pub payload: Value,
+    /// Shared, so a caller that must retry a unit of work gets it back without a copy.
+    pub payload: std::sync::Arc<Value>,
 }
 
 #[derive(Debug, Clone)]

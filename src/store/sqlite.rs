@@ -1260,30 +1260,98 @@ fn insert_events(
     let mut seqs = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let seq = call.map(|(_, first)| first + i as i64);
-        let mut payload = event.payload.clone();
-        if let (Some(seq), Some(data)) =
-            (seq, payload.get_mut("data").and_then(Value::as_object_mut))
-        {
-            data.insert("seq".into(), Value::from(seq));
-        }
-        let body = serde_json::to_vec(&payload)
-            .map_err(|e| StoreError::Backend(format!("cannot encode event: {e}")))?;
-        c.prepare_cached(
+        // Written with `data.seq` spliced in, without copying the payload first, into a
+        // buffer of its exact size: growing one by doubling would leave a large payload's
+        // earlier buffers behind it.
+        let payload = WithSeq(&event.payload, seq);
+        let encode =
+            |e: serde_json::Error| StoreError::Backend(format!("cannot encode event: {e}"));
+        let mut size = ByteCount(0);
+        serde_json::to_writer(&mut size, &payload).map_err(encode)?;
+        let mut body = Vec::with_capacity(size.0);
+        serde_json::to_writer(&mut body, &payload).map_err(encode)?;
+        let mut insert = c.prepare_cached(
             "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
              next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
-        )?
-        .execute(params![
-            event.event_id,
-            uow.tenant,
-            call.map(|(id, _)| id),
-            seq,
-            event.event_type,
-            body,
-            uow.now_ms
-        ])?;
+        )?;
+        insert.raw_bind_parameter(1, &event.event_id)?;
+        insert.raw_bind_parameter(2, &uow.tenant)?;
+        insert.raw_bind_parameter(3, call.map(|(id, _)| id))?;
+        insert.raw_bind_parameter(4, seq)?;
+        insert.raw_bind_parameter(5, &event.event_type)?;
+        insert.raw_bind_parameter(6, &body)?;
+        insert.raw_bind_parameter(7, uow.now_ms)?;
+        // SQLite keeps its own copy of a bound blob: ours goes before the row is built.
+        drop(body);
+        insert.raw_execute()?;
         seqs.push(seq);
     }
     Ok(seqs)
+}
+
+/// A writer that only counts what is written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An event payload as stored: `data.seq` set to the sequence number (in place when `data`
+/// already has one, else last), as inserting it into a copy of the payload would.
+struct WithSeq<'a>(&'a Value, Option<i64>);
+
+impl serde::Serialize for WithSeq<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (Some(seq), Value::Object(payload)) = (self.1, self.0) else {
+            return self.0.serialize(serializer);
+        };
+        let mut map = serializer.serialize_map(Some(payload.len()))?;
+        for (key, value) in payload {
+            match value {
+                Value::Object(data) if key == "data" => {
+                    map.serialize_entry(key, &DataWithSeq(data, seq))?
+                }
+                _ => map.serialize_entry(key, value)?,
+            }
+        }
+        map.end()
+    }
+}
+
+struct DataWithSeq<'a>(&'a serde_json::Map<String, Value>, i64);
+
+impl serde::Serialize for DataWithSeq<'_> {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let has_seq = self.0.contains_key("seq");
+        let len = self.0.len() + usize::from(!has_seq);
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (key, value) in self.0 {
+            if key == "seq" {
+                map.serialize_entry(key, &self.1)?;
+            } else {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        if !has_seq {
+            map.serialize_entry("seq", &self.1)?;
+        }
+        map.end()
+    }
 }
 
 /// Claims or releases one alias; a claim held (and not lapsed) by another owner is refused.
@@ -1657,7 +1725,7 @@ mod tests {
             events: vec![NewEvent {
                 event_id: format!("msg_{n}"),
                 event_type: "call.cdr".into(),
-                payload: json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}}),
+                payload: json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}}).into(),
             }],
             ..UnitOfWork::default()
         }

@@ -7,6 +7,7 @@ mod edge;
 mod entities;
 mod fidelity;
 mod hardening;
+mod memory;
 mod openscape;
 mod operations;
 mod ops;

@@ -269,6 +269,53 @@ impl Adapter for OpenScape {
         true
     }
 
+    /// OpenScape's "busy" without reading the body: return code -400 (low system
+    /// resources), the code the IVR script already handles for a refused store, in the
+    /// encoding the content type names (JSON when it says `json`, XML-RPC otherwise). When the
+    /// path names the function, its by-reference parameters are named as usual.
+    fn busy(&self, gateway: &dyn Gateway, request: &Inbound) -> Handled {
+        let looks_json = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.contains("json"));
+        let encoding = if looks_json {
+            Encoding::Json
+        } else {
+            Encoding::XmlRpc
+        };
+        let lang = request
+            .headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(Lang::from_accept_language)
+            .unwrap_or_else(|| settings_of(gateway, &request.tenant).lang());
+        let effect = Effect::code(codes::LOW_RESOURCES);
+        let function = request
+            .path
+            .as_strs()
+            .get(1)
+            .and_then(|name| params::function(name));
+        let body = match function {
+            Some(function) => answer_body(function, &effect, lang),
+            None => {
+                let mut body = Map::new();
+                body.insert("ReturnCode".into(), json!(effect.code));
+                body.insert(
+                    "ReturnText".into(),
+                    json!(codes::text(effect.code, Context::Plain, lang)),
+                );
+                body
+            }
+        };
+        respond(
+            encoding,
+            &body,
+            function.map(|f| f.name).unwrap_or("unknown"),
+            "busy",
+        )
+    }
+
     fn parse_settings(
         &self,
         settings: &Value,
@@ -454,7 +501,7 @@ fn decode(request: &Inbound, path_method: Option<String>) -> Result<Decoded, (En
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let looks_json = content_type.is_some_and(|c| c.contains("json"));
-    let text = charset::decode(&request.body, content_type).map_err(|e| {
+    let text = charset::decode_borrowed(&request.body, content_type).map_err(|e| {
         (
             if looks_json {
                 Encoding::Json
@@ -475,7 +522,11 @@ fn decode(request: &Inbound, path_method: Option<String>) -> Result<Decoded, (En
         return Ok(Decoded {
             encoding: Encoding::XmlRpc,
             method: call.method,
-            params: call.params.iter().map(xmlrpc::Value::to_json).collect(),
+            params: call
+                .params
+                .into_iter()
+                .map(xmlrpc::Value::into_json)
+                .collect(),
         });
     }
     let value =

@@ -97,6 +97,35 @@ impl Adapter for Ptk {
         true
     }
 
+    /// The PTK's "busy" without reading the body: a server fault in the SOAP version the
+    /// content type announces (1.1 unless it says `application/soap+xml`), naming
+    /// `BandwidthExceeded` (109035), with HTTP 500 as SOAP faults travel and `Retry-After`.
+    fn busy(&self, _gateway: &dyn Gateway, request: &Inbound) -> Handled {
+        let content_type = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let version = soap::version_from_content_type(content_type).unwrap_or(Version::V11);
+        let (name, _) = codes::describe(codes::BANDWIDTH_EXCEEDED);
+        let reason = format!(
+            "{} {name}: the server is busy; send the request again shortly",
+            codes::BANDWIDTH_EXCEEDED
+        );
+        let mut handled = respond(
+            500,
+            version.content_type(),
+            soap::server_fault(version, &reason),
+            "unknown",
+            "busy",
+            None,
+        );
+        handled.response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        handled
+    }
+
     fn parse_settings(
         &self,
         settings: &Value,
@@ -199,7 +228,7 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
             "POST a SOAP request, or GET ?wsdl",
         );
     }
-    let text = match ivrgate_wire::charset::decode(&request.body, content_type) {
+    let text = match ivrgate_wire::charset::decode_borrowed(&request.body, content_type) {
         Ok(text) => text,
         Err(e) => {
             return fault(

@@ -417,6 +417,23 @@ pub fn fault(version: Version, reason: &str) -> String {
     envelope(version, &body)
 }
 
+/// A SOAP Fault of `version` that blames the server, not the request (`soap:Server` /
+/// `soap:Receiver`): the client may send the same request again.
+pub fn server_fault(version: Version, reason: &str) -> String {
+    let body = match version {
+        Version::V11 => format!(
+            "<soap:Fault><faultcode>soap:Server</faultcode><faultstring>{}</faultstring></soap:Fault>",
+            escape(reason)
+        ),
+        Version::V12 => format!(
+            "<soap:Fault><soap:Code><soap:Value>soap:Receiver</soap:Value></soap:Code>\
+<soap:Reason><soap:Text xml:lang=\"en\">{}</soap:Text></soap:Reason></soap:Fault>",
+            escape(reason)
+        ),
+    };
+    envelope(version, &body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -122,6 +122,9 @@ where
         } else {
             planned.next.as_ref().and_then(|i| slot_key(tenant, i))
         };
+        // Only the slot was wanted from the dry run: its events and interaction (with the
+        // request's UserData and parameters) need not stay alive through the transition.
+        drop(planned);
         let lkey = EntityKey::new(tenant, LICENCE, ptk_tenant);
         let mut keys = vec![ikey.clone(), lkey];
         if let Some(k) = &old_slot {

@@ -153,13 +153,44 @@ impl Adapter for Voicenter {
     fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled> {
         Box::pin(handle(gateway, request))
     }
+
+    /// Voicenter's "try again" without reading the body: a CDR (the `cdr` path) gets
+    /// `err 2`, the pop-up its error answer, and the main path `STATUS 1` (HANGUP_CALL's
+    /// "not stored, resend"; for a question it is the platform's own default flow). XML-RPC
+    /// when the content type names XML, JSON otherwise.
+    fn busy(&self, _gateway: &dyn Gateway, request: &Inbound) -> Handled {
+        let xml = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.to_ascii_lowercase().contains("xml"));
+        let encoding = if xml {
+            Encoding::XmlRpc
+        } else {
+            Encoding::Json
+        };
+        let (stored, method) = match request.path.as_strs().as_slice() {
+            ["cdr"] => (ack(Method::Cdr, encoding, Ack::Retry), Method::Cdr.as_str()),
+            ["popup"] => (
+                encode(Encoding::Json, &render::popup(POPUP_ERROR, "", "", "0", "")),
+                Method::Popup.as_str(),
+            ),
+            _ => (encode(encoding, &render::status(1)), "unknown"),
+        };
+        handled(stored, method, "busy")
+    }
 }
 
-async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
-    let parsed = match request::decode(&request) {
+async fn handle(gateway: &dyn Gateway, mut request: Inbound) -> Handled {
+    let mut parsed = match request::decode(&request) {
         Ok(parsed) => parsed,
         Err(rejection) => return rejected(&request, rejection),
     };
+    // Decoded: the body is needed only as its hash (the resend key) from here on, so its
+    // memory goes back now rather than after the commit.
+    let body_hash = Sha256::digest(&parsed.raw);
+    parsed.raw = Bytes::new();
+    request.body = Bytes::new();
     let call = fields::call_ref(&parsed.fields);
     if call.vendor_call_id.is_none() && parsed.method != Method::Popup {
         let rejection = Rejection {
@@ -184,7 +215,7 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
             Value::Object(parsed.undecodable.clone()),
         );
     }
-    let vendor_fields = parsed.fields.clone();
+    let vendor_fields = std::mem::take(&mut parsed.fields);
     let vendor_call_id = call.vendor_call_id.clone();
 
     let mut handled = match parsed.method {
@@ -193,6 +224,7 @@ async fn handle(gateway: &dyn Gateway, request: Inbound) -> Handled {
                 gateway,
                 &request,
                 &parsed,
+                &body_hash,
                 EventSubmission {
                     tenant: request.tenant.clone(),
                     vendor: VENDOR,
@@ -242,6 +274,7 @@ async fn record(
     gateway: &dyn Gateway,
     request: &Inbound,
     parsed: &Parsed,
+    body_hash: &[u8],
     mut event: EventSubmission,
 ) -> Handled {
     let method = parsed.method;
@@ -252,7 +285,7 @@ async fn record(
     key.push(b'\n');
     key.extend_from_slice(call_id.as_bytes());
     key.push(b'\n');
-    key.extend_from_slice(hex(&Sha256::digest(&parsed.raw)).as_bytes());
+    key.extend_from_slice(hex(body_hash).as_bytes());
     event.dedup = Some(Dedup {
         key,
         response: ok.clone(),

@@ -5,6 +5,8 @@
 //! GET. Everything ends up as one flat JSON object of the vendor's fields, under the vendor's
 //! own names.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use ivrgate_adapter::Inbound;
 use ivrgate_wire::charset::{self, Declared, Escaped};
@@ -92,8 +94,9 @@ pub(crate) struct Parsed {
     pub(crate) method: Method,
     /// The vendor's fields (the `DATA` object, the XML-RPC struct or the form pairs).
     pub(crate) fields: Map<String, Value>,
-    /// The bytes the request was identified by (body, or query string for a GET).
-    pub(crate) raw: Vec<u8>,
+    /// The bytes the request was identified by (body, or query string for a GET); shares
+    /// the body's buffer, no copy.
+    pub(crate) raw: bytes::Bytes,
     /// Form and query values whose bytes the declared charset cannot read: field name →
     /// the exact bytes in base64 (the field itself holds a lossy rendering).
     pub(crate) undecodable: Map<String, Value>,
@@ -170,7 +173,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             Encoding::Form,
             None,
             fields,
-            query.as_bytes().to_vec(),
+            bytes::Bytes::copy_from_slice(query.as_bytes()),
         )?;
         parsed.undecodable = undecodable;
         return Ok(parsed);
@@ -178,7 +181,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
 
     // A form body is plain ASCII with percent-escapes; its charset applies to the decoded
     // escapes, field by field, so a byte the charset cannot read never refuses the request.
-    let decoded = charset::decode(&request.body, content_type);
+    let decoded = charset::decode_borrowed(&request.body, content_type);
     let form_body = match &decoded {
         Ok(text) => !text
             .trim_start_matches(|c: char| c == '\u{feff}' || c.is_whitespace())
@@ -207,7 +210,10 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
         Ok(text) => (text, None),
         Err(first @ WireError::Undecodable(_)) => {
             match charset::decode_escaped(&request.body, content_type) {
-                Ok(mut escaped) => (std::mem::take(&mut escaped.text), Some((escaped, first))),
+                Ok(mut escaped) => (
+                    Cow::Owned(std::mem::take(&mut escaped.text)),
+                    Some((escaped, first)),
+                ),
                 Err(_) => return Err(undecodable_body(&first)),
             }
         }
@@ -230,7 +236,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             Err(undecodable_body(first))
         }
     };
-    let raw = request.body.to_vec();
+    let raw = request.body.clone();
     // The server bounded the body's size already; the nesting depth is the operator's.
     let limits = Limits {
         max_depth: request.max_depth,
@@ -247,7 +253,9 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             };
             reject(Encoding::XmlRpc, shape, format!("not an xml-rpc call: {e}"))
         })?;
-        let mut fields = match call.params.first().map(|p| p.to_json()) {
+        let xmlrpc::MethodCall { method, params } = call;
+        // Moved, not copied: the XML-RPC tree becomes the field map.
+        let mut fields = match params.into_iter().next().map(xmlrpc::Value::into_json) {
             Some(Value::Object(fields)) => fields,
             _ => {
                 let mut rejection = reject(
@@ -255,8 +263,8 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
                     route_shape,
                     "the first parameter is not a struct".into(),
                 );
-                rejection.method = Method::from_name(&call.method);
-                rejection.raw_method = Some(call.method.clone());
+                rejection.method = Method::from_name(&method);
+                rejection.raw_method = Some(method);
                 if let Some(method) = rejection.method {
                     rejection.shape = shape_for(method);
                 }
@@ -264,7 +272,7 @@ pub(crate) fn decode(request: &Inbound) -> Result<Parsed, Rejection> {
             }
         };
         let undecodable = recover(&mut fields)?;
-        let mut parsed = resolve(route, Encoding::XmlRpc, Some(call.method), fields, raw)?;
+        let mut parsed = resolve(route, Encoding::XmlRpc, Some(method), fields, raw)?;
         parsed.undecodable = undecodable;
         return Ok(parsed);
     }
@@ -369,14 +377,14 @@ fn starts_structured(body: &[u8]) -> bool {
 /// A form-encoded body.
 fn form_request(
     route: Route,
-    body: &[u8],
+    body: &bytes::Bytes,
     content_type: Option<&str>,
 ) -> Result<Parsed, Rejection> {
     let (mut fields, undecodable) = form_fields(body, content_type, false);
     let name = find_key(&fields, "METHOD")
         .and_then(|k| fields.remove(&k))
         .and_then(|v| v.as_str().map(str::to_owned));
-    let mut parsed = resolve(route, Encoding::Form, name, fields, body.to_vec())?;
+    let mut parsed = resolve(route, Encoding::Form, name, fields, body.clone())?;
     parsed.undecodable = undecodable;
     Ok(parsed)
 }
@@ -418,7 +426,7 @@ fn resolve(
     encoding: Encoding,
     name: Option<String>,
     fields: Map<String, Value>,
-    raw: Vec<u8>,
+    raw: bytes::Bytes,
 ) -> Result<Parsed, Rejection> {
     let method = if route == Route::Popup {
         Method::Popup

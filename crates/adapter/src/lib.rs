@@ -74,6 +74,31 @@ pub trait Adapter: Send + Sync + 'static {
     /// Handle one request. Must not panic; bad input gets the platform's own error answer.
     fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled>;
 
+    /// The platform's own "busy, send it again" answer for a request the gateway refuses
+    /// before reading its body (the request bodies in flight fill the memory budget). Built
+    /// from the request line and headers only: `request.body` is empty and must not be read
+    /// as the request. The default is a plain `503` with `Retry-After`; adapters answer in
+    /// their platform's encoding. Must not panic.
+    fn busy(&self, gateway: &dyn Gateway, request: &Inbound) -> Handled {
+        let _ = (gateway, request);
+        let mut response = http::Response::new(bytes::Bytes::from_static(b"busy, retry later\n"));
+        *response.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        Handled {
+            response,
+            method: "unknown".into(),
+            outcome: "busy",
+            vendor_call_id: None,
+        }
+    }
+
     /// Checks and parses the tenant's `[tenants.<adapter>]` configuration section (as JSON;
     /// `Null` when absent), once per configuration load, so `check-config` reports mistakes
     /// before any port is bound (each problem one line) and requests get the parsed form

@@ -7,6 +7,8 @@
 //! names are resolved with the WHATWG labels of `encoding_rs`. Bytes that are invalid for the
 //! chosen charset are an error, never silently replaced.
 
+use std::borrow::Cow;
+
 use encoding_rs::{Encoding, UTF_16BE, UTF_16LE, UTF_8};
 
 use crate::WireError;
@@ -23,11 +25,7 @@ const DECL_WINDOW: usize = 256;
 /// is present, the BOM decides the byte order. An XML declaration naming UTF-16 in a body
 /// that starts with ASCII `<?xml` is self-contradictory and is ignored (UTF-8 is used).
 pub fn decode(body: &[u8], content_type: Option<&str>) -> Result<String, WireError> {
-    let (encoding, content) = choose(body, content_type)?;
-    encoding
-        .decode_without_bom_handling_and_without_replacement(content)
-        .map(|text| text.into_owned())
-        .ok_or_else(|| WireError::Undecodable(encoding.name().to_string()))
+    decode_borrowed(body, content_type).map(Cow::into_owned)
 }
 
 /// The first of the private-use characters that stand for bytes [`decode_escaped`] could not
@@ -134,6 +132,18 @@ impl Escaped {
         bytes.extend_from_slice(&self.encoding.encode(&run).0);
         Some((lossy, bytes))
     }
+}
+
+/// [`decode`] without a copy when it can: a body that is already valid UTF-8 (without a
+/// BOM, or the BOM skipped) is borrowed, so decoding a large body does not double it.
+pub fn decode_borrowed<'a>(
+    body: &'a [u8],
+    content_type: Option<&str>,
+) -> Result<Cow<'a, str>, WireError> {
+    let (encoding, content) = choose(body, content_type)?;
+    encoding
+        .decode_without_bom_handling_and_without_replacement(content)
+        .ok_or_else(|| WireError::Undecodable(encoding.name().to_string()))
 }
 
 /// The charset that applies to a body (see [`decode`]) and the body without a BOM that

@@ -11,6 +11,8 @@
 //! extraction). The one other leniency: the root element of an XML-RPC document may be closed
 //! by the other XML-RPC root name (the seed closes a `<methodResponse>` with `</methodCall>`).
 
+use std::borrow::Cow;
+
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -18,21 +20,22 @@ use crate::{Limits, WireError};
 
 /// A node of the tree.
 #[derive(Debug)]
-pub(crate) enum Node {
+pub(crate) enum Node<'a> {
     /// A child element.
-    Element(Element),
-    /// A run of character data (already unescaped).
-    Text(String),
+    Element(Element<'a>),
+    /// A run of character data (already unescaped), borrowed from the document when it
+    /// needed no unescaping, so a large text is not held twice while it is read.
+    Text(Cow<'a, str>),
 }
 
 /// An element with its lowercase local name and its children in document order.
 #[derive(Debug)]
-pub(crate) struct Element {
+pub(crate) struct Element<'a> {
     pub name: String,
-    pub children: Vec<Node>,
+    pub children: Vec<Node<'a>>,
 }
 
-impl Element {
+impl<'a> Element<'a> {
     fn new(name: String) -> Self {
         Element {
             name,
@@ -40,16 +43,16 @@ impl Element {
         }
     }
 
-    fn push_text(&mut self, text: &str) {
+    fn push_text(&mut self, text: Cow<'a, str>) {
         if let Some(Node::Text(last)) = self.children.last_mut() {
-            last.push_str(text);
+            last.to_mut().push_str(&text);
         } else {
-            self.children.push(Node::Text(text.to_string()));
+            self.children.push(Node::Text(text));
         }
     }
 
     /// Child elements, skipping text.
-    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+    pub fn elements(&self) -> impl Iterator<Item = &Element<'a>> {
         self.children.iter().filter_map(|n| match n {
             Node::Element(e) => Some(e),
             Node::Text(_) => None,
@@ -70,7 +73,7 @@ impl Element {
     /// The first text run that is not only whitespace, if any.
     pub fn stray_text(&self) -> Option<&str> {
         self.children.iter().find_map(|n| match n {
-            Node::Text(t) if !t.trim().is_empty() => Some(t.as_str()),
+            Node::Text(t) if !t.trim().is_empty() => Some(t.as_ref()),
             _ => None,
         })
     }
@@ -79,7 +82,7 @@ impl Element {
 const ROOT_ALIASES: [&str; 2] = ["methodcall", "methodresponse"];
 
 /// Parses a whole document into its root element.
-pub(crate) fn parse(xml: &str, limits: &Limits) -> Result<Element, WireError> {
+pub(crate) fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, WireError> {
     limits.check_size(xml.len())?;
     refuse_declarations(xml)?;
     let max_depth = limits.depth();
@@ -97,8 +100,8 @@ pub(crate) fn parse(xml: &str, limits: &Limits) -> Result<Element, WireError> {
         config.expand_empty_elements = false;
         config.check_comments = true;
     }
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
+    let mut stack: Vec<Element<'a>> = Vec::new();
+    let mut root: Option<Element<'a>> = None;
     loop {
         let position = reader.buffer_position() as usize + start;
         let event = reader.read_event().map_err(|e| {
@@ -157,13 +160,13 @@ pub(crate) fn parse(xml: &str, limits: &Limits) -> Result<Element, WireError> {
                 let text = text
                     .xml10_content()
                     .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                add_text(&mut stack, &text, position)?;
+                add_text(&mut stack, text, position)?;
             }
             Event::CData(data) => {
                 let text = data
                     .xml10_content()
                     .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                add_text(&mut stack, &text, position)?;
+                add_text(&mut stack, text, position)?;
             }
             Event::GeneralRef(reference) => {
                 let resolved = if reference.is_char_ref() {
@@ -192,7 +195,7 @@ pub(crate) fn parse(xml: &str, limits: &Limits) -> Result<Element, WireError> {
                         })?
                         .to_string()
                 };
-                add_text(&mut stack, &resolved, position)?;
+                add_text(&mut stack, Cow::Owned(resolved), position)?;
             }
             Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
             Event::Eof => break,
@@ -208,7 +211,11 @@ pub(crate) fn parse(xml: &str, limits: &Limits) -> Result<Element, WireError> {
 }
 
 /// Text outside the root element may only be whitespace.
-fn add_text(stack: &mut [Element], text: &str, position: usize) -> Result<(), WireError> {
+fn add_text<'a>(
+    stack: &mut [Element<'a>],
+    text: Cow<'a, str>,
+    position: usize,
+) -> Result<(), WireError> {
     match stack.last_mut() {
         Some(parent) => {
             parent.push_text(text);
