@@ -2,7 +2,7 @@
 # Fuzzes each target in turn (one job at a time, lowest CPU priority) until RUNS executions
 # or MAX_SECONDS, whichever comes first; libFuzzer's output goes to fuzz/logs/{target}.log.
 # New inputs land in fuzz/corpus/{target}; minimise afterwards with `cargo fuzz cmin`.
-#   RUNS=10000000 MAX_SECONDS=0 fuzz/run.sh [target ...]
+#   RUNS=10000000 MAX_SECONDS=0 fuzz/run.sh [target ...]   (RUNS=-1: no limit)
 set -euo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-10000000}

@@ -93,7 +93,8 @@ fn content_type(line: &[u8]) -> Option<http::HeaderValue> {
 // ---------------------------------------------------------------------------------------
 // XML-RPC (crates/wire/src/xmlrpc.rs)
 
-/// XML-RPC calls and responses (`xmlrpc::parse_call`, `parse_response`): within the limits;
+/// XML-RPC calls and responses (`xmlrpc::parse_call`, `parse_response`): within the limits
+/// (an input one byte over the size limit is refused);
 /// one value per 8 input bytes at most (`<value/>` is the smallest) and no more text than
 /// the input; a decoded call, response or fault written by `write_call`, `write_response` or
 /// `write_fault` reads back as itself (with the writer's documented replacement of
@@ -108,6 +109,21 @@ pub fn xmlrpc(data: &[u8]) {
         max_depth: DEPTH + 1,
         max_bytes: usize::MAX,
     };
+    // The size limit holds: one byte over it is never accepted.
+    if let Some(smaller) = text.len().checked_sub(1) {
+        let tight = Limits {
+            max_depth: DEPTH,
+            max_bytes: smaller,
+        };
+        assert!(
+            xmlrpc::parse_call(text, &tight).is_err(),
+            "call over the size limit"
+        );
+        assert!(
+            xmlrpc::parse_response(text, &tight).is_err(),
+            "response over the size limit"
+        );
+    }
     if let Ok(call) = xmlrpc::parse_call(text, &limits()) {
         check_values(&call.params, data.len());
         let written = xmlrpc::write_call(&call);
@@ -184,7 +200,8 @@ fn writable_value(value: &xmlrpc::Value) -> xmlrpc::Value {
 fn same_value(a: &xmlrpc::Value, b: &xmlrpc::Value) -> bool {
     use xmlrpc::Value as V;
     match (a, b) {
-        (V::Double(x), V::Double(y)) => (x.is_nan() && y.is_nan()) || x == y,
+        // Debug text: every NaN prints as `NaN`, and `-0` stays apart from `0`.
+        (V::Double(x), V::Double(y)) => format!("{x:?}") == format!("{y:?}"),
         (V::Struct(x), V::Struct(y)) => {
             x.len() == y.len()
                 && x.iter()
@@ -226,7 +243,7 @@ fn tally_xmlrpc(value: &xmlrpc::Value, level: usize, t: &mut Tally) {
                 tally_xmlrpc(v, level + 1, t);
             }
         }
-        V::Int(_) | V::Bool(_) | V::Double(_) | V::Nil => {}
+        _ => {}
     }
 }
 
@@ -286,12 +303,23 @@ fn check_json(value: &Value, input: usize, what: &str) {
     );
 }
 
-/// `json::parse_lenient`: within the limits, linear in the input, and what it reads is
+/// `json::parse_lenient`: within the limits (one byte over the size limit is refused),
+/// linear in the input, and what it reads is
 /// JSON: written by serde_json, it reads back (strictly) as the same value.
 pub fn json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if let Some(smaller) = text.len().checked_sub(1) {
+        let tight = Limits {
+            max_depth: DEPTH,
+            max_bytes: smaller,
+        };
+        assert!(
+            json::parse_lenient(text, &tight).is_err(),
+            "json over the size limit"
+        );
+    }
     let Ok(value) = json::parse_lenient(text, &limits()) else {
         return;
     };
