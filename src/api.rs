@@ -28,6 +28,20 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     )
 }
 
+/// Reads a command's body: `null` when there is none (only whitespace), otherwise UTF-8
+/// JSON read leniently within `max_depth`, or why it is not.
+pub fn read_body(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    let limits = ivrgate_wire::Limits {
+        max_depth,
+        ..ivrgate_wire::Limits::default()
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| "body is not UTF-8".to_owned())?;
+    ivrgate_wire::json::parse_lenient(text, &limits).map_err(|e| e.to_string())
+}
+
 pub async fn handle(
     app: &App,
     req: Request<Incoming>,
@@ -122,29 +136,16 @@ pub async fn handle(
             );
         }
     };
-    let body = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        let limits = ivrgate_wire::Limits {
-            max_depth: config.raw.server.max_nesting_depth,
-            ..ivrgate_wire::Limits::default()
-        };
-        let parsed = std::str::from_utf8(&bytes)
-            .map_err(|_| "body is not UTF-8".to_owned())
-            .and_then(|text| {
-                ivrgate_wire::json::parse_lenient(text, &limits).map_err(|e| e.to_string())
-            });
-        match parsed {
-            Ok(value) => value,
-            Err(why) => {
-                count("bad_request");
-                tracing::info!(%peer, tenant = tenant_id, reason = %why, "command body is not JSON");
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_json",
-                    &format!("body is not JSON: {why}"),
-                );
-            }
+    let body = match read_body(&bytes, config.raw.server.max_nesting_depth) {
+        Ok(value) => value,
+        Err(why) => {
+            count("bad_request");
+            tracing::info!(%peer, tenant = tenant_id, reason = %why, "command body is not JSON");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                &format!("body is not JSON: {why}"),
+            );
         }
     };
     let command = Command {

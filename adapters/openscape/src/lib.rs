@@ -495,6 +495,20 @@ fn valid_token(token: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// Decodes a call and reads its arguments as `handle` does, without serving it: the function
+/// and its by-value arguments, or why the call is refused. The entry point of the fuzz
+/// targets and their corpus replay (`crates/fuzz-props`); not part of the adapter's interface.
+#[doc(hidden)]
+pub fn read_call_for_fuzzing(
+    request: &Inbound,
+    path_method: Option<String>,
+) -> Result<(&'static Function, Args), String> {
+    let decoded = decode(request, path_method).map_err(|(_, why)| why)?;
+    let function = params::function(&decoded.method).ok_or("no such function")?;
+    let args = params::parse(function, &decoded.params).map_err(|params::BadArgs(why)| why)?;
+    Ok((function, args))
+}
+
 fn decode(request: &Inbound, path_method: Option<String>) -> Result<Decoded, (Encoding, String)> {
     let content_type = request
         .headers

@@ -36,6 +36,16 @@ pub use render::{
     DEFAULT_LANGUAGE, DEFAULT_MAX_CALL_S, DEFAULT_RING_TIMEOUT_S, POPUP_ERROR, POPUP_NOT_FOUND,
 };
 
+/// Decodes a request as [`Adapter::handle`] does, without serving it: the method name and
+/// the vendor's fields, or why the request is refused. The entry point of the fuzz targets
+/// and their corpus replay (`crates/fuzz-props`); not part of the adapter's interface.
+#[doc(hidden)]
+pub fn decode_for_fuzzing(request: &Inbound) -> Result<(&'static str, Map<String, Value>), String> {
+    request::decode(request)
+        .map(|parsed| (parsed.method.as_str(), parsed.fields))
+        .map_err(|rejection| rejection.reason)
+}
+
 /// The vendor name: path segment, metrics label and `vendor` of every event.
 pub const VENDOR: &str = "voicenter";
 
