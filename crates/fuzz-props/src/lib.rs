@@ -426,6 +426,15 @@ pub fn charset(data: &[u8]) {
 // ---------------------------------------------------------------------------------------
 // Adapters' request decoders
 
+/// A path as the server hands it to an adapter: split, then each segment decoded. A path the
+/// server would refuse (a bad escape) is taken as already decoded, which gives the adapter
+/// odder segments still.
+fn segments(raw: &str) -> ivrgate_adapter::PathSegments {
+    ivrgate_adapter::PathSegments::parse(raw).unwrap_or_else(|_| {
+        ivrgate_adapter::PathSegments::from_decoded(raw.split('/').filter(|s| !s.is_empty()))
+    })
+}
+
 fn inbound(
     method: http::Method,
     sub_path: &[u8],
@@ -440,7 +449,7 @@ fn inbound(
     Inbound {
         tenant: "acme".into(),
         method,
-        sub_path: String::from_utf8_lossy(sub_path).into_owned(),
+        path: segments(&String::from_utf8_lossy(sub_path)),
         query: query.map(|q| String::from_utf8_lossy(q).into_owned()),
         headers,
         body: Bytes::copy_from_slice(body),
@@ -690,7 +699,7 @@ pub fn command(data: &[u8]) {
     let command = Command {
         tenant: "acme".into(),
         method,
-        path: path.trim_matches('/').to_owned(),
+        path: segments(path),
         query: None,
         body,
     };
