@@ -4,7 +4,9 @@
 
 /// mimalloc: async request handling allocates on one worker thread and frees on another,
 /// which makes glibc's malloc contend on its arena locks (measured: ~14% of CPU in lock
-/// wait/wake on the decision path; docs/performance.md).
+/// wait/wake on the decision path; docs/performance.md). Its v2 allocator (Cargo feature)
+/// returns freed pages after 10 ms rather than 1 s, so a large request's dropped copies do not
+/// add to the peak.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

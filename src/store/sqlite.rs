@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use ivrgate_adapter::BoxFuture;
 use ivrgate_adapter::StoredResponse;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::blob::ZeroBlob;
+use rusqlite::{params, Connection, OptionalExtension, MAIN_DB};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -1260,30 +1261,38 @@ fn insert_events(
     let mut seqs = Vec::with_capacity(events.len());
     for (i, event) in events.iter().enumerate() {
         let seq = call.map(|(_, first)| first + i as i64);
-        // Written with `data.seq` spliced in, without copying the payload first, into a
-        // buffer of its exact size: growing one by doubling would leave a large payload's
-        // earlier buffers behind it.
+        // The row is inserted with a zero-filled payload of the exact size, then the payload is
+        // written into it in place, with `data.seq` spliced in, without copying the payload
+        // first: a bound blob would be copied by SQLite and once more into the row, three
+        // copies of a large event at once (ours, the bound one, the row).
         let payload = WithSeq(&event.payload, seq);
         let encode =
             |e: serde_json::Error| StoreError::Backend(format!("cannot encode event: {e}"));
         let mut size = ByteCount(0);
         serde_json::to_writer(&mut size, &payload).map_err(encode)?;
-        let mut body = Vec::with_capacity(size.0);
-        serde_json::to_writer(&mut body, &payload).map_err(encode)?;
+        let len = i32::try_from(size.0).map_err(|_| {
+            StoreError::Backend(format!("cannot store an event of {} bytes", size.0))
+        })?;
         let mut insert = c.prepare_cached(
             "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
              next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
         )?;
-        insert.raw_bind_parameter(1, &event.event_id)?;
-        insert.raw_bind_parameter(2, &uow.tenant)?;
-        insert.raw_bind_parameter(3, call.map(|(id, _)| id))?;
-        insert.raw_bind_parameter(4, seq)?;
-        insert.raw_bind_parameter(5, &event.event_type)?;
-        insert.raw_bind_parameter(6, &body)?;
-        insert.raw_bind_parameter(7, uow.now_ms)?;
-        // SQLite keeps its own copy of a bound blob: ours goes before the row is built.
-        drop(body);
-        insert.raw_execute()?;
+        insert.execute(params![
+            &event.event_id,
+            &uow.tenant,
+            call.map(|(id, _)| id),
+            seq,
+            &event.event_type,
+            ZeroBlob(len),
+            uow.now_ms,
+        ])?;
+        let blob = c.blob_open(MAIN_DB, "outbox", "payload", c.last_insert_rowid(), false)?;
+        let mut writer = std::io::BufWriter::with_capacity(64 * 1024, blob);
+        serde_json::to_writer(&mut writer, &payload).map_err(encode)?;
+        writer
+            .into_inner()
+            .map_err(|e| StoreError::Backend(format!("cannot write event: {}", e.error())))?
+            .close()?;
         seqs.push(seq);
     }
     Ok(seqs)
