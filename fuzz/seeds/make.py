@@ -102,3 +102,24 @@ write("command", [
 
 configs = [read(p) for p in sorted(glob.glob(os.path.join(ROOT, "config", "*.toml")))]
 write("config", configs)
+
+write("path", [
+    b"/voicenter/acme/cdr", b"//voicenter/acme/cdr/", b"/openscape/acme/ch1/a%2Fb",
+    b"/v/%2e%2e/x", b"/ptk/acme/%D7%A9%D7%9C%D7%95%D7%9D", b"/a/%zz", b"/a/%0A", b"/a%2f%2F/b",
+    b"/a+b/c%20d/%25",
+])
+write("redact", [
+    b"hunter2secret\n\"\nid = 1\n",
+    b"s3cr3tvalue\nuser@host/path?token=abc&key=x#frag",
+    b"p4ssw0rd99\n\n[[tenants]]\nid = \"acme\"\n",
+    b"abc123xyz\n\"\"\" multi\nline",
+    b"Zq9-token.value\n?sig=1&api-key=2&X-Amz-Signature=3",
+])
+write("forwarded", [
+    b"10.0.0.1\n10.0.0.0/8\nx-forwarded-for: 203.0.113.7, 10.0.0.2\n",
+    b"10.0.0.1\n10.0.0.0/8, ::1/128\nforwarded: for=203.0.113.7;proto=https, for=\"[2001:db8::1]:4711\"\n",
+    b"192.0.2.1\n10.0.0.0/8\nx-forwarded-for: 203.0.113.7\n",
+    b"::1\n::1/128\nx-forwarded-for: 198.51.100.2\nforwarded: for=198.51.100.3\n",
+    b"10.0.0.1\n10.0.0.0/8\nx-forwarded-for: unknown\nx-forwarded-for: 10.0.0.9\n",
+    b"10.0.0.1\n0.0.0.0/0\nforwarded: for=_hidden, for=\"1.2.3.\\4\"\n",
+])

@@ -53,6 +53,9 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("openscape", openscape),
     ("command", command),
     ("config", config),
+    ("path", path),
+    ("redact", redact),
+    ("forwarded", forwarded),
 ];
 
 fn limits() -> Limits {
@@ -126,6 +129,7 @@ pub fn xmlrpc(data: &[u8]) {
     }
     if let Ok(call) = xmlrpc::parse_call(text, &limits()) {
         check_values(&call.params, data.len());
+        check_into_json(&call.params);
         let written = xmlrpc::write_call(&call);
         let again = xmlrpc::parse_call(&written, &again_limits)
             .unwrap_or_else(|e| panic!("a written call does not read back: {e}\n{written}"));
@@ -141,6 +145,7 @@ pub fn xmlrpc(data: &[u8]) {
     match xmlrpc::parse_response(text, &limits()) {
         Ok(Ok(values)) => {
             check_values(&values, data.len());
+            check_into_json(&values);
             for value in &values {
                 let written = xmlrpc::write_response(value);
                 let again = xmlrpc::parse_response(&written, &again_limits);
@@ -166,6 +171,18 @@ pub fn xmlrpc(data: &[u8]) {
             );
         }
         Err(_) => {}
+    }
+}
+
+/// `Value::into_json` (which moves) gives what `Value::to_json` (which copies) gives.
+fn check_into_json(values: &[xmlrpc::Value]) {
+    for value in values {
+        let copied = value.to_json();
+        let moved = value.clone().into_json();
+        assert!(
+            moved == copied,
+            "into_json and to_json differ for {value:?}:\n{moved}\n{copied}"
+        );
     }
 }
 
@@ -305,7 +322,8 @@ fn check_json(value: &Value, input: usize, what: &str) {
 
 /// `json::parse_lenient`: within the limits (one byte over the size limit is refused),
 /// linear in the input, and what it reads is
-/// JSON: written by serde_json, it reads back (strictly) as the same value.
+/// JSON: written by serde_json, it reads back (strictly) as exactly the same value (numbers
+/// keep their text, so this holds to the last digit; docs/robustness.md, finding F1).
 pub fn json(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -328,43 +346,17 @@ pub fn json(data: &[u8]) {
     let again: Value = serde_json::from_str(&written)
         .unwrap_or_else(|e| panic!("lenient output is not JSON ({e}): {written}"));
     assert!(
-        same_json(&again, &value),
+        again == value,
         "lenient output does not read back: {value:?}\n{again:?}\n{written}"
     );
 }
 
-/// Equality of JSON values where two floating-point numbers may differ in their last bits:
-/// serde_json's float reader is not correctly rounded (`2.2222222222222222e+52` written and
-/// read again is one unit in the last place away; docs/robustness.md, finding F1).
-fn same_json(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            if x == y {
-                return true;
-            }
-            match (x.as_f64(), y.as_f64()) {
-                (Some(x), Some(y)) if x.is_finite() && y.is_finite() => {
-                    (x - y).abs() <= 4.0 * f64::EPSILON * x.abs().max(y.abs())
-                }
-                _ => false,
-            }
-        }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same_json(x, y))
-        }
-        (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((kx, vx), (ky, vy))| kx == ky && same_json(vx, vy))
-        }
-        _ => a == b,
-    }
-}
-
 /// `form::parse`: no more text out than three bytes per input byte (an undecodable byte
 /// becomes U+FFFD), and the pairs, percent-encoded again, read back as themselves.
+/// `form::parse_in` (the same input, as bytes, in UTF-8, windows-1255, an unknown charset and
+/// UTF-16LE): see [`form_in`].
 pub fn form(data: &[u8]) {
+    form_in(data);
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
@@ -384,6 +376,73 @@ pub fn form(data: &[u8]) {
     assert_eq!(again, pairs, "form pairs do not survive encoding");
 }
 
+/// `form::parse_in`: in UTF-8 it reads what `parse` reads (names and values, U+FFFD where
+/// `parse` puts it) and keeps a value's bytes exactly when they are not UTF-8; in every
+/// ASCII-compatible charset, a value's kept bytes, percent-encoded again, read back as the
+/// same pair; with an unknown charset only non-ASCII values are kept as bytes.
+fn form_in(data: &[u8]) {
+    use ivrgate_wire::charset::Declared;
+    let utf8 = form::parse_in(data, charset::declared(None));
+    let lossy = form::parse(&String::from_utf8_lossy(data));
+    let utf8_pairs: Vec<(String, String)> = utf8
+        .iter()
+        .map(|p| (p.name.clone(), p.value.clone()))
+        .collect();
+    // `parse` reads text: a byte sequence that is not UTF-8 is one U+FFFD before it splits,
+    // so only UTF-8 input is compared pair for pair.
+    if std::str::from_utf8(data).is_ok() {
+        assert_eq!(utf8_pairs, lossy, "parse_in (UTF-8) and parse differ");
+    }
+    for pair in &utf8 {
+        if let Some(bytes) = &pair.undecodable {
+            assert!(
+                std::str::from_utf8(bytes).is_err(),
+                "UTF-8 value {bytes:?} kept as undecodable"
+            );
+            assert_eq!(
+                pair.value,
+                String::from_utf8_lossy(bytes),
+                "lossy value differs from its bytes"
+            );
+        }
+    }
+    for declared in [
+        charset::declared(None),
+        charset::declared(Some(
+            "application/x-www-form-urlencoded; charset=windows-1255",
+        )),
+        Declared::Unknown("x-fuzz"),
+    ] {
+        for pair in form::parse_in(data, declared) {
+            if let Declared::Unknown(_) = declared {
+                match &pair.undecodable {
+                    Some(bytes) => assert!(!bytes.is_ascii(), "ASCII kept as bytes: {pair:?}"),
+                    None => assert!(pair.value.is_ascii(), "non-ASCII read: {pair:?}"),
+                }
+            }
+            let Some(bytes) = &pair.undecodable else {
+                continue;
+            };
+            let again = form::parse_in(format!("v={}", percent_bytes(bytes)).as_bytes(), declared);
+            assert!(
+                again.len() == 1
+                    && again[0].value == pair.value
+                    && again[0].undecodable.as_ref() == Some(bytes),
+                "kept bytes do not read back in {declared:?}: {pair:?}\n{again:?}"
+            );
+        }
+    }
+    // UTF-16 cannot carry a form byte for byte: only that it reads.
+    let _ = form::parse_in(
+        data,
+        charset::declared(Some("text/plain; charset=utf-16le")),
+    );
+}
+
+fn percent_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
 fn percent(text: &str) -> String {
     text.bytes()
         .map(|b| {
@@ -399,12 +458,33 @@ fn percent(text: &str) -> String {
 // ---------------------------------------------------------------------------------------
 // Charset detection (crates/wire/src/charset.rs)
 
-/// `charset::decode`; input: content type line, then the body. At most three bytes of
-/// UTF-8 per input byte, and decoding the result again as declared UTF-8 changes nothing.
+/// `charset::decode`, `decode_borrowed`, `decode_escaped` with `Escaped::restore`, and
+/// `declared`; input: content type line, then the body. At most three bytes of UTF-8 per
+/// input byte, and decoding the result again as declared UTF-8 changes nothing;
+/// `decode_borrowed` gives what `decode` gives; `decode_escaped` succeeds wherever `decode`
+/// does, with the same text and nothing escaped; where it escapes bytes, `restore` gives the
+/// body's exact bytes back (UTF-8 and single-byte charsets, whose text encodes back to the
+/// bytes it came from); a charset label `declared` does not know fails `decode` as unknown.
 pub fn charset(data: &[u8]) {
     let ([ct], body) = header_lines::<1>(data);
     let ct = content_type(ct);
-    let Ok(text) = charset::decode(body, ct.as_ref().and_then(|v| v.to_str().ok())) else {
+    let ct = ct.as_ref().and_then(|v| v.to_str().ok());
+    let decoded = charset::decode(body, ct);
+    let borrowed = charset::decode_borrowed(body, ct);
+    assert_eq!(
+        borrowed.as_deref().map_err(ToString::to_string),
+        decoded.as_deref().map_err(ToString::to_string),
+        "decode_borrowed and decode differ"
+    );
+    match charset::declared(ct) {
+        charset::Declared::Unknown(label) => assert!(
+            matches!(&decoded, Err(ivrgate_wire::WireError::UnknownCharset(l)) if l == label),
+            "{label:?} is unknown to declared but not to decode: {decoded:?}"
+        ),
+        charset::Declared::Known(_) => {}
+    }
+    check_escaped(body, ct, decoded.as_deref().ok());
+    let Ok(text) = decoded else {
         return;
     };
     assert!(
@@ -421,6 +501,62 @@ pub fn charset(data: &[u8]) {
             "UTF-8 does not decode to itself"
         );
     }
+}
+
+/// `decode_escaped` against `decode` (`decoded`: its text, when it succeeded).
+fn check_escaped(body: &[u8], ct: Option<&str>, decoded: Option<&str>) {
+    let escaped = charset::decode_escaped(body, ct);
+    if let Some(decoded) = decoded {
+        let escaped = escaped
+            .as_ref()
+            .unwrap_or_else(|e| panic!("decode_escaped fails ({e}) where decode succeeds"));
+        assert_eq!(escaped.text, decoded, "decode_escaped and decode differ");
+        assert_eq!(escaped.escaped, 0, "escapes in a body decode reads");
+        return;
+    }
+    let Ok(escaped) = escaped else {
+        return;
+    };
+    assert!(
+        escaped.text.len() <= 4 * body.len(),
+        "{} bytes of escaped text from {}",
+        escaped.text.len(),
+        body.len()
+    );
+    let in_text = charset::Escaped::count(&escaped.text);
+    assert!(
+        in_text >= escaped.escaped,
+        "{} escapes counted, {in_text} in the text",
+        escaped.escaped
+    );
+    // The text holds escape characters the body itself sent: restore cannot tell them apart.
+    if in_text != escaped.escaped {
+        return;
+    }
+    let Some((lossy, bytes)) = escaped.restore(&escaped.text) else {
+        assert_eq!(
+            escaped.escaped, 0,
+            "restore finds no escape in escaped text"
+        );
+        return;
+    };
+    assert_eq!(
+        lossy.chars().count(),
+        escaped.text.chars().count(),
+        "restore's lossy text is not one character per character"
+    );
+    let content = if escaped.encoding.name() == "UTF-8" {
+        body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+    } else if escaped.encoding.is_single_byte() {
+        body
+    } else {
+        return;
+    };
+    assert!(
+        bytes == content,
+        "restore does not give the bytes back ({}):\n{content:?}\n{bytes:?}",
+        escaped.encoding.name()
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -746,4 +882,179 @@ pub fn config(data: &[u8]) {
             );
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Request paths (crates/adapter/src/path.rs)
+
+/// `PathSegments::parse` on the input as a raw request path: no segment is empty, none
+/// holds a control character, and the segments, each percent-encoded again (`/` as `%2F`),
+/// parse back as themselves; a segment holds a `/` only where the input had `%2F`.
+pub fn path(data: &[u8]) {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(segments) = ivrgate_adapter::PathSegments::parse(raw) else {
+        return;
+    };
+    let slashes: usize = segments
+        .segments()
+        .iter()
+        .map(|s| s.matches('/').count())
+        .sum();
+    let encoded_slashes = raw.to_ascii_lowercase().matches("%2f").count();
+    assert!(
+        slashes <= encoded_slashes,
+        "{slashes} '/' in segments from {encoded_slashes} %2F: {segments:?}"
+    );
+    for segment in segments.segments() {
+        assert!(!segment.is_empty(), "empty segment in {segments:?}");
+        assert!(
+            !segment.chars().any(char::is_control),
+            "control character in {segment:?}"
+        );
+    }
+    let again_raw: String = segments
+        .segments()
+        .iter()
+        .map(|s| format!("/{}", percent(s)))
+        .collect();
+    let again = ivrgate_adapter::PathSegments::parse(&again_raw)
+        .unwrap_or_else(|e| panic!("re-encoded path does not parse ({e}): {again_raw}"));
+    assert_eq!(again, segments, "segments do not survive encoding");
+    // What logs show routes as the real path.
+    let shown = segments.to_string();
+    let from_log = ivrgate_adapter::PathSegments::parse(&shown)
+        .unwrap_or_else(|e| panic!("the logged path does not parse ({e}): {shown}"));
+    assert_eq!(
+        from_log, segments,
+        "the logged path routes elsewhere: {shown}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Redaction (src/redact.rs)
+
+/// Characters a planted secret is made of: no quote, escape, `#`, or URL delimiter, so it
+/// stays one value wherever it is put.
+fn plantable(secret: &str) -> bool {
+    secret.len() >= 6
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$'()*+,;=".contains(&b))
+        && secret.bytes().any(|b| b.is_ascii_digit())
+        && secret.bytes().any(|b| b.is_ascii_alphabetic())
+}
+
+/// `redact::url` and `redact::toml_error` (and `Config::parse`, which applies the latter).
+/// Input: a secret, then noise. Neither ever panics (on the noise alone too). A secret of
+/// at least six characters (letters and digits, no delimiters), found nowhere else, planted
+/// as a TOML `password = "` value before the noise, as URL credentials, or as a secret
+/// query parameter, never shows in the redacted text.
+pub fn redact(data: &[u8]) {
+    let ([secret], noise) = header_lines::<1>(data);
+    let (Ok(secret), Ok(noise)) = (std::str::from_utf8(secret), std::str::from_utf8(noise)) else {
+        return;
+    };
+    let _ = ivrgate::redact::url(noise);
+    let _ = ivrgate::redact::toml_error(noise);
+    let planted = plantable(secret)
+        && !noise.contains(secret)
+        && !"password = https://u:@?x=1&token=".contains(secret);
+    for text in [
+        format!("https://u:{secret}@{noise}"),
+        format!("https://{noise}?x=1&token={secret}"),
+    ] {
+        let shown = ivrgate::redact::url(&text);
+        assert!(
+            !(planted && shown.contains(secret)),
+            "the secret survives redact::url: {shown}"
+        );
+    }
+    let document = format!("password = \"{secret}{noise}");
+    if let Err(e) = document.parse::<toml::Table>() {
+        let shown = ivrgate::redact::toml_error(&e.to_string());
+        assert!(
+            !(planted && shown.contains(secret)),
+            "the secret survives redact::toml_error: {shown}"
+        );
+    }
+    if let Err(e) = ivrgate::config::Config::parse(&document, Path::new("fuzz.toml")) {
+        let shown = e.to_string();
+        assert!(
+            !(planted && shown.contains(secret)),
+            "the secret survives Config::parse: {shown}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Forwarding headers (src/auth.rs)
+
+/// `auth::client_ip`. Input: the peer address, the trusted networks (comma-separated;
+/// unreadable ones left out), then header lines (`name: value`). Never panics; an untrusted
+/// peer is the client whatever the headers say; without forwarding headers the peer is the
+/// client; a client other than the peer is only found through a trusted peer and is named
+/// in a forwarding header.
+pub fn forwarded(data: &[u8]) {
+    let ([peer, trusted], rest) = header_lines::<2>(data);
+    let peer_ip = String::from_utf8_lossy(peer)
+        .trim()
+        .parse::<std::net::IpAddr>()
+        .unwrap_or(std::net::IpAddr::from([10, 0, 0, 1]));
+    let peer = std::net::SocketAddr::new(peer_ip, 40000);
+    let trusted: Vec<ipnet::IpNet> = String::from_utf8_lossy(trusted)
+        .split(',')
+        .filter_map(|net| net.trim().parse().ok())
+        .collect();
+    let mut headers = http::HeaderMap::new();
+    for line in rest.split(|&b| b == b'\n') {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(&line[..colon]),
+            http::HeaderValue::from_bytes(line[colon + 1..].trim_ascii()),
+        ) else {
+            continue;
+        };
+        headers.append(name, value);
+    }
+    let client = ivrgate::auth::client_ip(peer, &headers, &trusted);
+    let peer_trusted = trusted.iter().any(|net| net.contains(&peer_ip));
+    if !peer_trusted {
+        assert_eq!(client, Some(peer_ip), "an untrusted peer is not the client");
+    }
+    if !headers.contains_key("x-forwarded-for") && !headers.contains_key(http::header::FORWARDED) {
+        assert_eq!(
+            client,
+            Some(peer_ip),
+            "no forwarding header, yet not the peer"
+        );
+    }
+    if let Some(ip) = client.filter(|ip| *ip != peer_ip) {
+        assert!(peer_trusted, "{ip} found through an untrusted peer");
+        let named = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .chain(headers.get_all(http::header::FORWARDED))
+            .any(|v| {
+                // quoted-pairs (`"1.2.3.\\4"`) name the address too
+                let v = String::from_utf8_lossy(v.as_bytes())
+                    .to_ascii_lowercase()
+                    .replace('\\', "");
+                v.contains(&ip.to_string()) || named_v6(&v, ip)
+            });
+        assert!(named, "{ip} is named in no forwarding header");
+    }
+}
+
+/// Whether an IPv6 address is named in a header value in some other spelling (`::0:1`).
+fn named_v6(value: &str, ip: std::net::IpAddr) -> bool {
+    ip.is_ipv6()
+        && value
+            .split(|c: char| !(c.is_ascii_hexdigit() || c == ':' || c == '.'))
+            .flat_map(|token| [token, token.trim_matches(':')])
+            .filter_map(|token| token.parse::<std::net::IpAddr>().ok())
+            .any(|parsed| parsed == ip)
 }

@@ -82,7 +82,10 @@ fn every_target_has_a_replay() {
             "ptk_soap",
             "openscape",
             "command",
-            "config"
+            "config",
+            "path",
+            "redact",
+            "forwarded"
         ]
     );
 }
@@ -130,4 +133,19 @@ fn replay_command() {
 #[test]
 fn replay_config() {
     replay("config");
+}
+
+#[test]
+fn replay_path() {
+    replay("path");
+}
+
+#[test]
+fn replay_redact() {
+    replay("redact");
+}
+
+#[test]
+fn replay_forwarded() {
+    replay("forwarded");
 }
