@@ -105,6 +105,11 @@ impl fmt::Display for PathSegments {
 
 fn decode(segment: &str) -> Result<String, PathError> {
     if !segment.contains('%') {
+        // Raw control characters are refused like encoded ones (found by the `path` fuzz
+        // target: "/\x04zz" came through as a segment).
+        if segment.chars().any(char::is_control) {
+            return Err(PathError::Control);
+        }
         return Ok(segment.to_owned());
     }
     let bytes = segment.as_bytes();
@@ -139,6 +144,13 @@ mod tests {
 
     fn parse(raw: &str) -> Vec<String> {
         PathSegments::parse(raw).expect("path").segments().to_vec()
+    }
+
+    #[test]
+    fn raw_control_characters_are_refused_like_encoded_ones() {
+        assert_eq!(PathSegments::parse("/\x04zz"), Err(PathError::Control));
+        assert_eq!(PathSegments::parse("/a/%04zz"), Err(PathError::Control));
+        assert_eq!(parse("/a/zz"), vec!["a", "zz"]);
     }
 
     #[test]
