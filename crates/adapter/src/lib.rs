@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod connector;
 pub mod epoch;
 pub mod path;
 pub mod state;
@@ -20,6 +21,10 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 pub use action::{Action, ActionKind, Answer};
+pub use connector::{
+    ClientTls, ConnectorCtx, ConnectorCtxRef, ConnectorExit, ConnectorHealth, ConnectorSpec,
+    LeaseInfo, OutboundError, OutboundRequest, OutboundResponse, PlatformClient, StopReason,
+};
 pub use path::{PathError, PathSegments};
 use serde_json::{Map, Value};
 pub use state::{
@@ -136,6 +141,31 @@ pub trait Adapter: Send + Sync + 'static {
         let _ = (gateway, command);
         Box::pin(async { CommandReply::error(404, "not_found", "this adapter has no command API") })
     }
+
+    /// The connectors this adapter wants run for a tenant, from the tenant's parsed settings
+    /// (see [`connector`]). Called on every configuration load; the core compares the specs
+    /// with the running ones and starts, restarts or stops connectors to match.
+    fn connectors(&self, tenant: &str, settings: &ParsedSettings) -> Vec<ConnectorSpec> {
+        let _ = (tenant, settings);
+        Vec::new()
+    }
+
+    /// Runs one connector until `ctx.stopped()` resolves (then returns
+    /// [`ConnectorExit::Stopped`] after saying goodbye to the platform as the reason asks) or
+    /// it fails. Runs only while this instance holds the connector's lease.
+    fn run_connector(&self, ctx: ConnectorCtxRef) -> BoxFuture<'static, ConnectorExit> {
+        let _ = ctx;
+        Box::pin(async { ConnectorExit::Failed("this adapter has no connectors".into()) })
+    }
+
+    /// Whether a request to this sub-path (after `/{adapter}/{tenant}`) authenticates itself,
+    /// for callbacks from a platform that sends no HTTP credentials (a token in the path the
+    /// adapter checks in constant time). The core then skips the tenant's inbound
+    /// credential check for it; the address allowlist and every limit still apply.
+    fn authenticates_itself(&self, sub_path: &str) -> bool {
+        let _ = sub_path;
+        false
+    }
 }
 
 /// The services the core offers to adapters.
@@ -210,6 +240,26 @@ pub trait Gateway: Send + Sync {
     ) -> BoxFuture<'a, Waited> {
         let _ = (key, seen, timeout);
         Box::pin(async { Waited::ShuttingDown })
+    }
+
+    /// The epoch of the connector lease `(tenant, adapter, name)` when this instance holds it
+    /// and runs the connector now; `None` otherwise. Cheap (no store access): for fencing
+    /// callbacks that name an epoch.
+    fn held_epoch(&self, tenant: &str, adapter: &str, name: &str) -> Option<u64> {
+        let _ = (tenant, adapter, name);
+        None
+    }
+
+    /// The connector lease `(tenant, adapter, name)` as the store has it, whichever instance
+    /// holds it; `None` when nobody ever held it.
+    fn lease<'a>(
+        &'a self,
+        tenant: &'a str,
+        adapter: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LeaseInfo>, RecordError>> {
+        let _ = (tenant, adapter, name);
+        Box::pin(async { Ok(None) })
     }
 }
 
