@@ -9,6 +9,9 @@ ctips-sim: a simulator of Aspect Unified IP's CTI Portal Server (CTIPS)
 
 USAGE:
     ctips-sim [OPTIONS]
+    ctips-sim client SERVER_URL [--user NAME:PASSWORD]
+        a demo CTIPS client: hosts a callback service, opens a session (OpenConnection,
+        AddMessageClass x4, OnLine), prints its SessionId and then one line per callback
 
 OPTIONS:
     --ports P1,P2,...        ports of the CTIPS servers, one server per port (default 8170,8171;
@@ -103,6 +106,9 @@ async fn main() {
         print!("{HELP}");
         return;
     }
+    if args.first().map(String::as_str) == Some("client") {
+        std::process::exit(run_client(&args[1..]).await);
+    }
     let (cfg, control_port) = match parse_args(&args) {
         Ok(x) => x,
         Err(e) => {
@@ -159,4 +165,117 @@ async fn wait_for_signal() {
 #[cfg(not(unix))]
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
+}
+
+fn show(v: &ctips_sim::wire::V) -> String {
+    use ctips_sim::wire::V;
+    match v {
+        V::Nil => "nil".into(),
+        V::Arr(items) => format!("[{}]", items.iter().map(show).collect::<Vec<_>>().join(",")),
+        V::Obj(f) => format!(
+            "{{{}}}",
+            f.iter()
+                .map(|(k, v)| format!("{k}={}", show(v)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        other => other.text(),
+    }
+}
+
+async fn run_client(args: &[String]) -> i32 {
+    use ctips_sim::testkit::{CallbackServer, Client};
+    let Some(url) = args.first() else {
+        eprintln!("ctips-sim client: SERVER_URL is required");
+        return 2;
+    };
+    let (mut user, mut password) = ("user".to_string(), "pass".to_string());
+    let mut it = args[1..].iter();
+    while let Some(a) = it.next() {
+        match (a.as_str(), it.next()) {
+            ("--user", Some(v)) => match v.split_once(':') {
+                Some((u, p)) => (user, password) = (u.to_string(), p.to_string()),
+                None => {
+                    eprintln!("ctips-sim client: --user takes NAME:PASSWORD");
+                    return 2;
+                }
+            },
+            _ => {
+                eprintln!("ctips-sim client: unknown option {a}");
+                return 2;
+            }
+        }
+    }
+    let cb = match CallbackServer::start().await {
+        Ok(cb) => cb,
+        Err(e) => {
+            eprintln!("ctips-sim client: cannot start the callback service: {e}");
+            return 1;
+        }
+    };
+    let mut c = Client::new(url);
+    match c.open(&cb.url(), &user, &password).await {
+        Ok(r) if r.session_id.is_some() => {}
+        Ok(r) => {
+            eprintln!(
+                "ctips-sim client: OpenConnection failed: HTTP {} {}",
+                r.status, r.body
+            );
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("ctips-sim client: OpenConnection failed: {e}");
+            return 1;
+        }
+    }
+    for class in [
+        "EventCategoryAgent",
+        "EventCategoryCall",
+        "EventCategoryRoute",
+        "EventCategorySystem",
+    ] {
+        let f = ctips_sim::wire::fields([("MessageClass", ctips_sim::wire::V::Enum(class.into()))]);
+        if let Err(e) = c.send("AddMessageClass", f).await {
+            eprintln!("ctips-sim client: AddMessageClass failed: {e}");
+            return 1;
+        }
+    }
+    if let Err(e) = c.send("OnLine", Default::default()).await {
+        eprintln!("ctips-sim client: OnLine failed: {e}");
+        return 1;
+    }
+    println!("session {} callback {}", c.session_id, cb.url());
+    let mut seen = 0usize;
+    loop {
+        let next = tokio::select! {
+            r = cb.wait_for(Duration::from_secs(3600), |rs| (rs.len() > seen).then(|| rs[seen..].to_vec())) => r,
+            _ = wait_for_signal() => None,
+        };
+        let Some(batch) = next else {
+            break;
+        };
+        seen += batch.len();
+        for r in batch {
+            match &r.event {
+                Some(kind) => {
+                    let f: Vec<String> = r
+                        .fields
+                        .iter()
+                        .filter(|(k, _)| {
+                            !matches!(
+                                k.as_str(),
+                                "EventCategory" | "EventType" | "SiteId" | "TenantId" | "SwitchId"
+                            )
+                        })
+                        .map(|(k, v)| format!("{k}={}", show(v)))
+                        .collect();
+                    println!("event {kind} {}", f.join(" "));
+                }
+                None => println!("{} {}", r.op, r.session),
+            }
+        }
+    }
+    let _ = c.send("OffLine", Default::default()).await;
+    let _ = c.send("CloseConnection", Default::default()).await;
+    0
 }

@@ -195,3 +195,49 @@ async fn the_binary_serves_ctips_and_the_control_api() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+#[tokio::test]
+async fn the_demo_client_prints_the_events_it_receives() {
+    let sim = start(&[]);
+    let mut client = Command::new(BIN)
+        .args(["client", &sim.servers[0]])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = client.stdout.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first.starts_with("session "), "{first}");
+    let r = post(
+        &format!("{}calls", sim.control),
+        json!({"service": 3, "ani": "5551234", "dnis": "8001"}),
+    )
+    .await;
+    let call = r["call_id"].as_i64().unwrap();
+    let line = tokio::time::timeout(WAIT, async {
+        loop {
+            let l = rx.recv().await.unwrap();
+            if l.starts_with("event CTIRouteRequest") {
+                return l;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(line.contains(&format!("CallId={call}")), "{line}");
+    assert!(line.contains("ANI=5551234"), "{line}");
+    let _ = client.kill();
+    let _ = client.wait();
+}
