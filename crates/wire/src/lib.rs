@@ -2,7 +2,7 @@
 //!
 //! `ivrgate-wire` turns raw request bodies into values the adapters can work with and turns
 //! replies back into bytes the legacy side accepts. It knows nothing about any vendor: it
-//! decodes body charsets ([`charset`]), reads and writes XML-RPC ([`xmlrpc`]), reads the loose
+//! decodes body charsets ([`charset`]), reads and writes XML-RPC ([`xmlrpc`]) and SOAP ([`soap`]), reads the loose
 //! JSON that real senders and the vendor documents produce ([`json`]) and reads
 //! `application/x-www-form-urlencoded` bodies ([`form`]). Readers accept the quirks seen in
 //! the seed documents (each one is documented where it is handled and tested with the seed's
@@ -16,6 +16,7 @@
 pub mod charset;
 pub mod form;
 pub mod json;
+pub mod soap;
 pub mod xmlrpc;
 
 mod xml;
@@ -92,6 +93,15 @@ pub enum WireError {
     /// The JSON could not be read even leniently; the message gives the position.
     #[error("malformed json: {0}")]
     MalformedJson(String),
+    /// The XML holds more elements than the reader's limit.
+    #[error("input holds more than {limit} elements")]
+    TooManyElements {
+        /// The element limit that was exceeded.
+        limit: usize,
+    },
+    /// The XML is well formed but is not the SOAP message expected.
+    #[error("not soap: {0}")]
+    NotSoap(String),
     /// The declared charset is not a known encoding label.
     #[error("unknown charset {0:?}")]
     UnknownCharset(String),
