@@ -4,7 +4,9 @@
 //! with their per-call sequence numbers, timers and the resend answer, committed in one
 //! transaction guarded by the call's version. A commit resolves only after it is fsynced.
 //! Deliveries and timers are claimed with leases, so a crashed or second instance neither
-//! loses nor double-sends them beyond at-least-once. [`Backend`] is the one interface the
+//! loses nor double-sends them beyond at-least-once; connectors run under a lease with a
+//! fencing epoch ([`Backend::acquire_lease`]), so one instance among those sharing the store
+//! runs each. [`Backend`] is the one interface the
 //! core uses; the embedded backend is SQLite ([`sqlite::SqliteStore`]), and PostgreSQL will
 //! implement the same operations (claims with `FOR UPDATE SKIP LOCKED`, the change feed from
 //! `LISTEN/NOTIFY`).
@@ -240,6 +242,34 @@ pub struct ReplayFilter {
     pub include_delivered: bool,
 }
 
+/// Names one connector lease: a connector of an adapter for a tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LeaseKey {
+    pub tenant: String,
+    pub adapter: String,
+    pub name: String,
+}
+
+/// A connector lease as stored. `holder` is `None` once released; the row (and its epoch)
+/// stays, so an epoch is never handed out twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRow {
+    pub holder: Option<String>,
+    /// Grows by one on every acquisition, by any owner.
+    pub epoch: u64,
+    /// When the lease lapses unless renewed (store milliseconds).
+    pub until_ms: i64,
+}
+
+/// The answer to an acquisition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseAcquire {
+    /// Taken: the new epoch and when it lapses unless renewed.
+    Acquired { epoch: u64, until_ms: i64 },
+    /// Another live owner holds it.
+    Held(LeaseRow),
+}
+
 /// Wake-ups raised by commits (this process's directly; other processes' through the
 /// backend's change detection), so waiters need not poll the store.
 #[derive(Debug, Default)]
@@ -354,6 +384,41 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<u64>>;
     /// A call's events in sequence order: (seq, type, delivery status).
     fn call_events(&self, call_id: String) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>>>;
+
+    /// Takes a connector lease for `owner` until `now_ms + lease_ms`, with the next epoch,
+    /// when it is free (never held or released), lapsed, held by `owner` itself (a holder
+    /// that lost track of it: the new epoch fences its old session), or held by an owner
+    /// whose liveness proof is gone (a dead process's lease is taken at once). One
+    /// conditional write: of two owners racing, one gets it. A PostgreSQL backend does the
+    /// same with `INSERT .. ON CONFLICT DO UPDATE .. WHERE` and its own liveness proof.
+    fn acquire_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<LeaseAcquire>>;
+    /// Extends a held lease to `now_ms + lease_ms`: only for its holder `owner` with the same
+    /// `epoch`, and only while it has not lapsed. Returns the new `until_ms`, or `None` when
+    /// the lease is lost (then the holder must stop at once).
+    fn renew_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        epoch: u64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<i64>>>;
+    /// Gives a lease up (only its holder with the same epoch), so another owner may take it
+    /// at once; the epoch stays. Returns whether it was still held.
+    fn release_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<bool>>;
+    /// A lease as stored, whoever holds it; `None` when it was never acquired.
+    fn read_lease(&self, key: LeaseKey) -> BoxFuture<'_, Result<Option<LeaseRow>>>;
 }
 
 /// The store the core holds.

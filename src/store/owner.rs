@@ -81,6 +81,23 @@ impl DeadOwner {
     }
 }
 
+/// Whether the owner `id` is gone: its lock file can be locked, or it is missing (a live
+/// owner's file exists from registration until it retires, and a retiring owner gives its
+/// leases back first). An id that could not be an owner's is never called dead.
+pub fn is_dead(state_dir: &Path, id: &str) -> io::Result<bool> {
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Ok(false);
+    }
+    let path = owners_dir(state_dir).join(format!("{id}.lock"));
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    // The lock is dropped with `file` at once: this only tests it.
+    file.try_lock_exclusive()
+}
+
 /// Owners under `state_dir`, other than `me`, whose lock can be taken: their process is gone.
 pub fn dead_owners(state_dir: &Path, me: &str) -> io::Result<Vec<DeadOwner>> {
     let dir = owners_dir(state_dir);

@@ -95,6 +95,15 @@ CREATE TABLE IF NOT EXISTS aliases (
     PRIMARY KEY (tenant, namespace, value)
 );
 CREATE INDEX IF NOT EXISTS aliases_owner ON aliases (tenant, owner_kind, owner_id);
+CREATE TABLE IF NOT EXISTS leases (
+    tenant TEXT NOT NULL,
+    adapter TEXT NOT NULL,
+    name TEXT NOT NULL,
+    holder TEXT,
+    epoch INTEGER NOT NULL,
+    until_ms INTEGER NOT NULL,
+    PRIMARY KEY (tenant, adapter, name)
+);
 CREATE TABLE IF NOT EXISTS endpoints (
     tenant TEXT PRIMARY KEY,
     disabled_at_ms INTEGER NOT NULL,
@@ -459,6 +468,94 @@ impl SqliteStore {
         }
         self.changes.timers.notify_one();
         Ok(ids)
+    }
+
+    /// Takes a connector lease (see [`Backend::acquire_lease`]). When another owner holds it,
+    /// that owner's lock file is tested: a dead holder's lease is taken at once, by a second
+    /// write conditional on the holder and epoch read (so a racing instance cannot lose it
+    /// to a stale view).
+    pub async fn acquire_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<LeaseAcquire> {
+        let (k, o) = (key.clone(), owner.clone());
+        let first = self
+            .write(false, move |c| {
+                take_lease(c, &k, &o, now_ms, lease_ms, None)
+            })
+            .await?;
+        let LeaseAcquire::Held(row) = &first else {
+            return Ok(first);
+        };
+        let Some(holder) = row.holder.clone() else {
+            return Ok(first);
+        };
+        let dir = self.dir.clone();
+        let dead = tokio::task::spawn_blocking(move || owner::is_dead(&dir, &holder))
+            .await
+            .map_err(|e| StoreError::Backend(format!("owner check failed: {e}")))?
+            .unwrap_or(false);
+        if !dead {
+            return Ok(first);
+        }
+        let seen = row.clone();
+        self.write(false, move |c| {
+            take_lease(c, &key, &owner, now_ms, lease_ms, Some(&seen))
+        })
+        .await
+    }
+
+    /// Extends a held lease (see [`Backend::renew_lease`]).
+    pub async fn renew_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        epoch: u64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<i64>> {
+        let until_ms = now_ms.saturating_add(lease_ms.max(1));
+        self.write(false, move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE leases SET until_ms = ?1 WHERE tenant = ?2 AND adapter = ?3 \
+                     AND name = ?4 AND holder = ?5 AND epoch = ?6 AND until_ms > ?7",
+                )?
+                .execute(params![
+                    until_ms,
+                    key.tenant,
+                    key.adapter,
+                    key.name,
+                    owner,
+                    epoch as i64,
+                    now_ms
+                ])?;
+            Ok((changed == 1).then_some(until_ms))
+        })
+        .await
+    }
+
+    /// Gives a held lease up (see [`Backend::release_lease`]).
+    pub async fn release_lease(&self, key: LeaseKey, owner: String, epoch: u64) -> Result<bool> {
+        self.write(false, move |c| {
+            let changed = c
+                .prepare_cached(
+                    "UPDATE leases SET holder = NULL, until_ms = 0 WHERE tenant = ?1 \
+                     AND adapter = ?2 AND name = ?3 AND holder = ?4 AND epoch = ?5",
+                )?
+                .execute(params![
+                    key.tenant,
+                    key.adapter,
+                    key.name,
+                    owner,
+                    epoch as i64
+                ])?;
+            Ok(changed == 1)
+        })
+        .await
     }
 
     /// Sets the free space to keep (see [`Backend::set_free_space_reserve`]).
@@ -1018,8 +1115,68 @@ fn free_claims(c: &Connection, owners: &[String]) -> Result<()> {
             "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ?1",
         )?
         .execute([owner])?;
+        c.prepare_cached("UPDATE leases SET holder = NULL, until_ms = 0 WHERE holder = ?1")?
+            .execute([owner])?;
     }
     Ok(())
+}
+
+/// Takes the lease `key` for `owner` with the next epoch when it is free, lapsed, held by
+/// `owner`, or (`dead`) still held by exactly that holder and epoch; otherwise says who holds it.
+fn take_lease(
+    c: &Connection,
+    key: &LeaseKey,
+    owner: &str,
+    now_ms: i64,
+    lease_ms: i64,
+    dead: Option<&LeaseRow>,
+) -> Result<LeaseAcquire> {
+    let row = read_lease(c, key)?;
+    let free = match &row {
+        None => true,
+        Some(row) => match &row.holder {
+            None => true,
+            Some(holder) => row.until_ms <= now_ms || holder == owner || dead == Some(row),
+        },
+    };
+    if !free {
+        return Ok(LeaseAcquire::Held(row.unwrap_or(LeaseRow {
+            holder: None,
+            epoch: 0,
+            until_ms: 0,
+        })));
+    }
+    let epoch = row.map(|r| r.epoch).unwrap_or(0) + 1;
+    let until_ms = now_ms.saturating_add(lease_ms.max(1));
+    c.prepare_cached(
+        "INSERT INTO leases (tenant, adapter, name, holder, epoch, until_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (tenant, adapter, name) DO UPDATE SET \
+         holder = excluded.holder, epoch = excluded.epoch, until_ms = excluded.until_ms",
+    )?
+    .execute(params![
+        key.tenant,
+        key.adapter,
+        key.name,
+        owner,
+        epoch as i64,
+        until_ms
+    ])?;
+    Ok(LeaseAcquire::Acquired { epoch, until_ms })
+}
+
+fn read_lease(c: &Connection, key: &LeaseKey) -> Result<Option<LeaseRow>> {
+    Ok(c.prepare_cached(
+        "SELECT holder, epoch, until_ms FROM leases \
+             WHERE tenant = ?1 AND adapter = ?2 AND name = ?3",
+    )?
+    .query_row(params![key.tenant, key.adapter, key.name], |r| {
+        Ok(LeaseRow {
+            holder: r.get(0)?,
+            epoch: r.get::<_, i64>(1)?.max(0) as u64,
+            until_ms: r.get(2)?,
+        })
+    })
+    .optional()?)
 }
 
 fn settle(
@@ -1565,6 +1722,44 @@ impl Backend for SqliteStore {
         &self.changes
     }
 
+    fn acquire_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<LeaseAcquire>> {
+        Box::pin(SqliteStore::acquire_lease(
+            self, key, owner, now_ms, lease_ms,
+        ))
+    }
+
+    fn renew_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        epoch: u64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> BoxFuture<'_, Result<Option<i64>>> {
+        Box::pin(SqliteStore::renew_lease(
+            self, key, owner, epoch, now_ms, lease_ms,
+        ))
+    }
+
+    fn release_lease(
+        &self,
+        key: LeaseKey,
+        owner: String,
+        epoch: u64,
+    ) -> BoxFuture<'_, Result<bool>> {
+        Box::pin(SqliteStore::release_lease(self, key, owner, epoch))
+    }
+
+    fn read_lease(&self, key: LeaseKey) -> BoxFuture<'_, Result<Option<LeaseRow>>> {
+        Box::pin(async move { self.read(move |c| read_lease(c, &key)).await })
+    }
+
     fn close(&self) {
         SqliteStore::close(self)
     }
@@ -1935,5 +2130,222 @@ mod tests {
             0,
             "stopped owners remove their lock files"
         );
+    }
+
+    fn lease_key() -> LeaseKey {
+        LeaseKey {
+            tenant: "acme".into(),
+            adapter: "ctips".into(),
+            name: "session".into(),
+        }
+    }
+
+    /// Two owners racing for one lease: exactly one gets it; the other sees who holds it
+    /// and gets it only once the lease lapses, with the next epoch.
+    #[test]
+    fn a_lease_goes_to_one_of_two_racing_owners_and_its_epoch_grows() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = SqliteStore::open(dir.path(), 16).expect("open");
+        let b = SqliteStore::open(dir.path(), 16).expect("open another");
+        runtime().block_on(async {
+            for round in 0..20_i64 {
+                let key = LeaseKey {
+                    name: format!("s{round}"),
+                    ..lease_key()
+                };
+                let (ra, rb) = tokio::join!(
+                    a.acquire_lease(key.clone(), a.owner_id().into(), 1_000, 10_000),
+                    b.acquire_lease(key.clone(), b.owner_id().into(), 1_000, 10_000),
+                );
+                let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+                let won = [&ra, &rb]
+                    .iter()
+                    .filter(|r| matches!(r, LeaseAcquire::Acquired { .. }))
+                    .count();
+                assert_eq!(won, 1, "round {round}: {ra:?} {rb:?}");
+                let (winner, loser) = match ra {
+                    LeaseAcquire::Acquired { .. } => (a.owner_id(), &rb),
+                    _ => (b.owner_id(), &ra),
+                };
+                assert_eq!(
+                    loser,
+                    &LeaseAcquire::Held(LeaseRow {
+                        holder: Some(winner.into()),
+                        epoch: 1,
+                        until_ms: 11_000,
+                    })
+                );
+            }
+            let key = lease_key();
+            let got = a
+                .acquire_lease(key.clone(), a.owner_id().into(), 1_000, 10_000)
+                .await
+                .expect("a");
+            assert_eq!(
+                got,
+                LeaseAcquire::Acquired {
+                    epoch: 1,
+                    until_ms: 11_000
+                }
+            );
+            // Held until it lapses, renewed or not.
+            let held = b
+                .acquire_lease(key.clone(), b.owner_id().into(), 10_999, 10_000)
+                .await
+                .expect("b");
+            assert!(matches!(held, LeaseAcquire::Held(_)), "{held:?}");
+            let lapsed = b
+                .acquire_lease(key.clone(), b.owner_id().into(), 11_000, 10_000)
+                .await
+                .expect("b");
+            assert_eq!(
+                lapsed,
+                LeaseAcquire::Acquired {
+                    epoch: 2,
+                    until_ms: 21_000
+                }
+            );
+            // Released, the epoch is kept: the next acquisition gets a new one.
+            assert!(b
+                .release_lease(key.clone(), b.owner_id().into(), 2)
+                .await
+                .expect("release"));
+            let row = b.read_lease(key.clone()).await.expect("read").expect("row");
+            assert_eq!((row.holder, row.epoch), (None, 2));
+            let again = a
+                .acquire_lease(key.clone(), a.owner_id().into(), 12_000, 10_000)
+                .await
+                .expect("a");
+            assert_eq!(
+                again,
+                LeaseAcquire::Acquired {
+                    epoch: 3,
+                    until_ms: 22_000
+                }
+            );
+            assert_eq!(
+                b.read_lease(LeaseKey {
+                    name: "never".into(),
+                    ..lease_key()
+                })
+                .await
+                .expect("read"),
+                None
+            );
+        });
+        b.close();
+        a.close();
+    }
+
+    /// Only the holder with its epoch renews, and only before the lease lapsed; a renewal
+    /// or release with a stale epoch changes nothing.
+    #[test]
+    fn a_lease_is_renewed_only_by_its_holder_with_its_epoch_before_it_lapses() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = SqliteStore::open(dir.path(), 16).expect("open");
+        let b = SqliteStore::open(dir.path(), 16).expect("open another");
+        let key = lease_key();
+        runtime().block_on(async {
+            let me = a.owner_id().to_owned();
+            let other = b.owner_id().to_owned();
+            a.acquire_lease(key.clone(), me.clone(), 1_000, 1_000)
+                .await
+                .expect("acquire");
+            let renew = |owner: &str, epoch, now| {
+                a.renew_lease(key.clone(), owner.to_owned(), epoch, now, 1_000)
+            };
+            assert_eq!(renew(&me, 1, 1_500).await.expect("renew"), Some(2_500));
+            assert_eq!(renew(&other, 1, 1_600).await.expect("renew"), None);
+            assert_eq!(renew(&me, 0, 1_600).await.expect("renew"), None);
+            assert_eq!(renew(&me, 1, 2_500).await.expect("renew"), None, "lapsed");
+            // Taken by another after the lapse: the old epoch neither renews nor releases.
+            let taken = b
+                .acquire_lease(key.clone(), other.clone(), 2_500, 1_000)
+                .await
+                .expect("take");
+            assert_eq!(
+                taken,
+                LeaseAcquire::Acquired {
+                    epoch: 2,
+                    until_ms: 3_500
+                }
+            );
+            assert_eq!(renew(&me, 1, 2_600).await.expect("renew"), None);
+            assert!(!a
+                .release_lease(key.clone(), me.clone(), 1)
+                .await
+                .expect("release"));
+            assert!(!a
+                .release_lease(key.clone(), me.clone(), 2)
+                .await
+                .expect("release"));
+            let row = a.read_lease(key.clone()).await.expect("read");
+            assert_eq!(
+                row,
+                Some(LeaseRow {
+                    holder: Some(other.clone()),
+                    epoch: 2,
+                    until_ms: 3_500
+                })
+            );
+        });
+        b.close();
+        a.close();
+    }
+
+    /// A holder whose process is gone (its lock file unlocked) loses its lease at once, long
+    /// before it lapses; a live one keeps it; a stopped store gives its leases back.
+    #[test]
+    fn a_dead_owners_lease_is_taken_at_once_and_a_closed_ones_is_released() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let a = SqliteStore::open(dir.path(), 16).expect("open");
+        let live = SqliteStore::open(dir.path(), 16).expect("open another");
+        let dead = Owner::register(dir.path(), "1-deadbeef".into()).expect("owner");
+        let key = lease_key();
+        let other = LeaseKey {
+            name: "other".into(),
+            ..lease_key()
+        };
+        runtime().block_on(async {
+            a.acquire_lease(key.clone(), "1-deadbeef".into(), 1_000, 60_000)
+                .await
+                .expect("acquire");
+            live.acquire_lease(other.clone(), live.owner_id().into(), 1_000, 60_000)
+                .await
+                .expect("acquire");
+            let me = a.owner_id().to_owned();
+            let held = a
+                .acquire_lease(key.clone(), me.clone(), 2_000, 60_000)
+                .await
+                .expect("acquire");
+            assert!(matches!(held, LeaseAcquire::Held(_)), "{held:?}");
+            drop(dead); // what a killed process leaves: its lock file, unlocked
+            let taken = a
+                .acquire_lease(key.clone(), me.clone(), 2_000, 60_000)
+                .await
+                .expect("acquire");
+            assert_eq!(
+                taken,
+                LeaseAcquire::Acquired {
+                    epoch: 2,
+                    until_ms: 62_000
+                }
+            );
+            let kept = a
+                .acquire_lease(other.clone(), me.clone(), 2_000, 60_000)
+                .await
+                .expect("acquire");
+            assert!(matches!(kept, LeaseAcquire::Held(_)), "{kept:?}");
+        });
+        live.close();
+        runtime().block_on(async {
+            let row = a
+                .read_lease(other.clone())
+                .await
+                .expect("read")
+                .expect("row");
+            assert_eq!((row.holder, row.epoch), (None, 1), "closing releases");
+        });
+        a.close();
     }
 }

@@ -1126,11 +1126,18 @@ async fn ptk_each_method_answers_its_own_status_codes() {
     let bad_t = "<Tenant>Nowhere</Tenant>";
     let unknown = "V0000000000000001010200000000000";
     let inbound = create(&gw, "Portree", "VHT_Test").await;
+    // An appointment a day ahead stays pending for the whole test, however slowly it runs
+    // (an ASAP callback falls due at once, and then a move answers 107015).
+    let tomorrow = (time::OffsetDateTime::now_utc() + time::Duration::days(1))
+        .replace_nanosecond(0)
+        .expect("whole second")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
     let pending = id_of(
         &expect(
             &gw,
             "AddInteraction",
-            &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5552000</Contact></data>"),
+            &format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5552000</Contact><Options><AppointmentTime>{tomorrow}</AppointmentTime></Options></data>"),
             107000,
         )
         .await,
