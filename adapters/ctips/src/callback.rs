@@ -112,7 +112,11 @@ pub async fn handle(gw: &dyn Gateway, settings: Option<&Settings>, request: Inbo
     if request.method != http::Method::POST {
         return plain(405, "POST only\n", "bad_request");
     }
-    let root = match xml::parse(&request.body, request.max_depth) {
+    let content_type = request
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let root = match xml::parse_typed(&request.body, content_type, request.max_depth) {
         Ok(root) => root,
         Err(e) => {
             tracing::warn!(tenant = %request.tenant, error = %e, "ctips callback: unreadable body");

@@ -4,7 +4,9 @@
 use bytes::Bytes;
 use ivrgate_adapter::{OutboundError, OutboundRequest, OutboundResponse, PlatformClient};
 
-use crate::xml::{self, escape, Node};
+use ivrgate_wire::soap;
+
+use crate::xml::{self, Node};
 
 pub const NS_API: &str = "http://www.aspect.com/unifiedip/edk/ctipsapi/2009/08";
 pub const NS_PUB: &str = "http://www.aspect.com/unifiedip/edk/clientpublishapi/2009/08";
@@ -195,59 +197,40 @@ impl Request {
         format!("{NS_API}/{}/{}", self.service.name(), self.op)
     }
 
-    /// The whole SOAP 1.1 envelope.
+    /// The whole SOAP 1.1 envelope, written with the shared SOAP writer.
     pub fn envelope(&self) -> String {
-        let mut out = String::with_capacity(512);
-        out.push_str("<s:Envelope xmlns:s=\"");
-        out.push_str(NS_SOAP11);
-        out.push_str("\"><s:Body><");
-        out.push_str(self.op);
-        out.push_str(" xmlns=\"");
-        out.push_str(NS_API);
-        out.push_str("\"><args xmlns:a=\"");
-        out.push_str(NS_API);
-        out.push_str("\" xmlns:i=\"");
-        out.push_str(NS_XSI);
-        out.push_str("\">");
+        let mut b = soap::Builder::new();
+        b.start_with("args", &[("xmlns:a", NS_API), ("xmlns:i", NS_XSI)]);
         for (name, field) in &self.fields {
+            let name = format!("a:{name}");
             match field {
                 Field::Text(text) => {
-                    out.push_str(&format!("<a:{name}>{}</a:{name}>", escape(text)));
+                    b.leaf(&name, text);
                 }
                 Field::Strings(values) => {
-                    out.push_str(&format!("<a:{name} xmlns:b=\"{NS_ARRAYS}\">"));
-                    for v in values {
-                        out.push_str(&format!("<b:string>{}</b:string>", escape(v)));
-                    }
-                    out.push_str(&format!("</a:{name}>"));
+                    b.array(&name, NS_ARRAYS, "string", values);
                 }
                 Field::Ints(values) => {
-                    out.push_str(&format!("<a:{name} xmlns:b=\"{NS_ARRAYS}\">"));
-                    for v in values {
-                        out.push_str(&format!("<b:int>{v}</b:int>"));
-                    }
-                    out.push_str(&format!("</a:{name}>"));
+                    b.array(&name, NS_ARRAYS, "int", values.iter().map(i64::to_string));
                 }
                 Field::Credentials(user, password) => {
-                    out.push_str(&format!(
-                        "<a:{name} xmlns:b=\"{NS_CD}\"><b:UserName>{}</b:UserName><b:Password>{}</b:Password></a:{name}>",
-                        escape(user),
-                        escape(password)
-                    ));
+                    b.start_with(&name, &[("xmlns:b", NS_CD)])
+                        .leaf("b:UserName", user)
+                        .leaf("b:Password", password)
+                        .end();
                 }
                 Field::EntityTypes(values) => {
-                    out.push_str(&format!("<a:{name} xmlns:b=\"{NS_CD}\">"));
-                    for v in values {
-                        out.push_str(&format!("<b:CTIEntityType>{}</b:CTIEntityType>", v.wire()));
-                    }
-                    out.push_str(&format!("</a:{name}>"));
+                    b.array(
+                        &name,
+                        NS_CD,
+                        "CTIEntityType",
+                        values.iter().map(|v| v.wire()),
+                    );
                 }
             }
         }
-        out.push_str("</args></");
-        out.push_str(self.op);
-        out.push_str("></s:Body></s:Envelope>");
-        out
+        b.end();
+        soap::write_request(self.op, NS_API, b)
     }
 }
 
@@ -289,16 +272,17 @@ pub fn is_success_code(code: i64) -> bool {
 
 /// Reads an answer: the `{Op}Result` element on success, the fault otherwise.
 pub fn read_reply(op: &str, response: &OutboundResponse) -> Result<Node, CallError> {
-    let root = xml::parse(&response.body, MAX_DEPTH).map_err(|e| {
-        if response.status == 200 {
-            CallError::Protocol(e.0)
-        } else {
-            CallError::Protocol(format!(
-                "HTTP {} with an unreadable body: {}",
-                response.status, e.0
-            ))
-        }
-    })?;
+    let root = xml::parse_typed(&response.body, response.content_type.as_deref(), MAX_DEPTH)
+        .map_err(|e| {
+            if response.status == 200 {
+                CallError::Protocol(e.0)
+            } else {
+                CallError::Protocol(format!(
+                    "HTTP {} with an unreadable body: {}",
+                    response.status, e.0
+                ))
+            }
+        })?;
     let first = xml::body_op(&root).map_err(|e| CallError::Protocol(e.0))?;
     if first.name == "Fault" {
         return Err(read_fault(first));

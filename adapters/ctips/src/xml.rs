@@ -1,11 +1,9 @@
-//! A small bounded XML tree on quick-xml for what CTIPS sends: callbacks (events, heartbeats,
-//! StartSession) and replies to our requests. Names are matched by local name whatever the
-//! prefix (the seed's samples and WCF use different prefixes); `i:type` and `i:nil` are read
-//! by local name. DOCTYPE and entity declarations, unknown entities, a second root and nesting
-//! deeper than the limit are refused; the element count is bounded by the input size.
+//! A small owned view of what CTIPS sends (callbacks: events, heartbeats, StartSession; and
+//! replies to our requests), read by the shared SOAP reader. Names are matched by local name
+//! whatever the prefix (the seed's samples and WCF use different prefixes); `i:type` is kept
+//! as the `type` attribute (its local name), `i:nil` as `nil`.
 
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
+use ivrgate_wire::soap;
 
 /// An element: local name, attributes (local names; `xmlns*` kept whole), text, children.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -69,154 +67,46 @@ impl std::fmt::Display for XmlError {
     }
 }
 
-fn local(name: &[u8]) -> String {
-    let text = String::from_utf8_lossy(name);
-    match text.split_once(':') {
-        Some((_, local)) => local.to_owned(),
-        None => text.into_owned(),
+fn node(element: &soap::Element<'_>) -> Node {
+    let mut attributes: Vec<(String, String)> = element
+        .attributes
+        .iter()
+        .map(|a| (a.name.to_string(), a.value.to_string()))
+        .collect();
+    if let Some(t) = &element.xsi_type {
+        attributes.retain(|(k, _)| k != "type");
+        attributes.push(("type".into(), t.name.to_string()));
     }
-}
-
-fn start(tag: &BytesStart<'_>, decoder: quick_xml::encoding::Decoder) -> Result<Node, XmlError> {
-    let name = local(tag.name().as_ref());
-    let mut attributes = Vec::new();
-    for attr in tag.attributes() {
-        let attr = attr.map_err(|e| XmlError(format!("malformed attribute: {e}")))?;
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        let value = attr
-            .decode_and_unescape_value(decoder)
-            .map_err(|e| XmlError(format!("malformed attribute value: {e}")))?
-            .into_owned();
-        let key = if key == "xmlns" || key.starts_with("xmlns:") {
-            key
-        } else {
-            local(key.as_bytes())
-        };
-        attributes.push((key, value));
-    }
-    Ok(Node {
-        name,
+    Node {
+        name: element.name.to_string(),
         attributes,
-        ..Node::default()
-    })
-}
-
-/// Parses a document into its root element. `max_depth` is clamped to 4..=128.
-pub fn parse(xml: &[u8], max_depth: usize) -> Result<Node, XmlError> {
-    let max_depth = max_depth.clamp(4, 128);
-    let xml = std::str::from_utf8(xml)
-        .map_err(|_| XmlError("the body is not UTF-8 (WCF sends utf-8)".into()))?;
-    let trimmed = xml.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}');
-    let mut reader = Reader::from_str(trimmed);
-    reader.config_mut().expand_empty_elements = false;
-    let max_elements = xml.len() / 4 + 1;
-    let mut count = 0usize;
-    let mut stack: Vec<Node> = Vec::new();
-    let mut root: Option<Node> = None;
-    loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| XmlError(format!("malformed XML: {e}")))?;
-        let opened = match event {
-            Event::DocType(_) => {
-                return Err(XmlError(
-                    "DOCTYPE and ENTITY declarations are refused".into(),
-                ))
-            }
-            Event::Start(_) | Event::Empty(_) if root.is_some() => {
-                return Err(XmlError("malformed XML: a second root element".into()))
-            }
-            Event::Start(ref tag) | Event::Empty(ref tag) => {
-                if stack.len() >= max_depth {
-                    return Err(XmlError(format!("XML nested deeper than {max_depth}")));
-                }
-                count += 1;
-                if count > max_elements {
-                    return Err(XmlError("too many elements".into()));
-                }
-                Some((
-                    start(tag, reader.decoder())?,
-                    matches!(event, Event::Empty(_)),
-                ))
-            }
-            Event::End(_) => {
-                let Some(open) = stack.pop() else {
-                    return Err(XmlError("malformed XML: unexpected closing tag".into()));
-                };
-                attach(&mut stack, &mut root, open);
-                None
-            }
-            Event::Text(text) => {
-                let text = text
-                    .xml10_content()
-                    .map_err(|e| XmlError(format!("malformed XML text: {e}")))?;
-                push_text(&mut stack, &text)?;
-                None
-            }
-            Event::CData(data) => {
-                let text = data
-                    .xml10_content()
-                    .map_err(|e| XmlError(format!("malformed CDATA: {e}")))?;
-                push_text(&mut stack, &text)?;
-                None
-            }
-            Event::GeneralRef(reference) => {
-                let resolved = if reference.is_char_ref() {
-                    reference
-                        .resolve_char_ref()
-                        .ok()
-                        .flatten()
-                        .ok_or_else(|| XmlError("bad character reference".into()))?
-                        .to_string()
-                } else {
-                    let name = reference
-                        .decode()
-                        .map_err(|e| XmlError(format!("bad reference: {e}")))?;
-                    quick_xml::escape::resolve_predefined_entity(&name)
-                        .ok_or_else(|| XmlError(format!("unknown entity &{name};")))?
-                        .to_owned()
-                };
-                push_text(&mut stack, &resolved)?;
-                None
-            }
-            Event::Comment(_) | Event::PI(_) | Event::Decl(_) => None,
-            Event::Eof => break,
-        };
-        if let Some((node, empty)) = opened {
-            if empty {
-                attach(&mut stack, &mut root, node);
-            } else {
-                stack.push(node);
-            }
-        }
-    }
-    if let Some(open) = stack.last() {
-        return Err(XmlError(format!(
-            "malformed XML: input ends inside <{}>",
-            open.name
-        )));
-    }
-    root.ok_or_else(|| XmlError("malformed XML: no root element".into()))
-}
-
-fn attach(stack: &mut [Node], root: &mut Option<Node>, node: Node) {
-    match stack.last_mut() {
-        Some(parent) => parent.children.push(node),
-        None => *root = Some(node),
+        text: element.text.to_string(),
+        children: element.children.iter().map(node).collect(),
     }
 }
 
-fn push_text(stack: &mut [Node], text: &str) -> Result<(), XmlError> {
-    match stack.last_mut() {
-        Some(parent) => {
-            parent.text.push_str(text);
-            Ok(())
-        }
-        None if text.trim().is_empty() => Ok(()),
-        None => Err(XmlError(
-            "malformed XML: text outside the root element".into(),
-        )),
-    }
+/// Parses a document (in the charset `content_type` names; UTF-8 without one) into its root
+/// element with the shared hardened SOAP reader (`ivrgate_wire::soap`): DOCTYPE and entity
+/// declarations refused, nesting bounded by `max_depth` (clamped to 4..=128), the element
+/// count bounded by the input size.
+pub fn parse_typed(
+    body: &[u8],
+    content_type: Option<&str>,
+    max_depth: usize,
+) -> Result<Node, XmlError> {
+    let limits = soap::Limits {
+        max_bytes: body.len().max(1),
+        max_depth: max_depth.clamp(4, 128),
+        max_elements: body.len() / 4 + 1,
+    };
+    let text = soap::decode(body, content_type, &limits).map_err(|e| XmlError(e.to_string()))?;
+    let root = soap::parse(&text, &limits).map_err(|e| XmlError(e.to_string()))?;
+    Ok(node(&root))
+}
+
+/// [`parse_typed`] for a UTF-8 body.
+pub fn parse(body: &[u8], max_depth: usize) -> Result<Node, XmlError> {
+    parse_typed(body, None, max_depth)
 }
 
 /// Escapes text for element content and attribute values; characters XML 1.0 cannot carry
