@@ -214,6 +214,18 @@ pub async fn handle(gw: &dyn Gateway, settings: Option<&Settings>, request: Inbo
                             received: std::time::Instant::now(),
                         }));
                     }
+                    if let Some(rid) = event::text(&event.fields, "RequestId")
+                        .filter(|r| !r.is_empty() && *r != "0")
+                    {
+                        crate::command::correlate(
+                            gw,
+                            &request.tenant,
+                            rid,
+                            &mapped.webhook,
+                            &committed.key,
+                        )
+                        .await;
+                    }
                     if event::snapshot_complete(&event) {
                         live.notify(Notice::SnapshotDone {
                             request_id: event::text(&event.fields, "RequestId")

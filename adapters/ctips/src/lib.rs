@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 pub mod callback;
+pub mod command;
 pub mod event;
 pub mod live;
 pub mod proto;
@@ -26,8 +27,8 @@ mod tests;
 use std::sync::Arc;
 
 use ivrgate_adapter::{
-    Adapter, BoxFuture, ConnectorCtxRef, ConnectorExit, ConnectorSpec, DecisionPoint, Gateway,
-    Handled, Inbound, ParsedSettings,
+    Adapter, BoxFuture, Command, CommandReply, ConnectorCtxRef, ConnectorExit, ConnectorSpec,
+    DecisionPoint, Gateway, Handled, Inbound, ParsedSettings,
 };
 use serde_json::Value;
 
@@ -76,6 +77,17 @@ impl Adapter for Ctips {
 
     fn keeps_call_state(&self) -> bool {
         true
+    }
+
+    fn command<'a>(
+        &'a self,
+        gateway: &'a dyn Gateway,
+        command: Command,
+    ) -> BoxFuture<'a, CommandReply> {
+        Box::pin(async move {
+            let settings = settings_for(gateway, &command.tenant);
+            command::command(gateway, settings.as_deref(), command).await
+        })
     }
 
     fn connectors(&self, _tenant: &str, settings: &ParsedSettings) -> Vec<ConnectorSpec> {

@@ -19,7 +19,7 @@ pub const NS_SOAP11: &str = "http://schemas.xmlsoap.org/soap/envelope/";
 pub const MAX_DEPTH: usize = 32;
 
 /// Which contract an operation belongs to (its SOAPAction path).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Service {
     Registration,
     Routing,
@@ -39,7 +39,7 @@ impl Service {
 macro_rules! wire_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $wire:literal),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
         pub enum $name { $($variant),* }
         impl $name {
             /// The name sent on the wire.
@@ -131,8 +131,9 @@ wire_enum!(
 );
 
 /// A field value in a request.
-#[derive(Debug, Clone)]
-enum Field {
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
     Text(String),
     Strings(Vec<String>),
     Ints(Vec<i64>),
@@ -142,24 +143,25 @@ enum Field {
 
 /// One request, its fields in the order they are added (the caller adds them in WIRE.md's
 /// DataContract order).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Request {
-    pub op: &'static str,
+    pub op: String,
     pub service: Service,
-    fields: Vec<(&'static str, Field)>,
+    pub fields: Vec<(String, Field)>,
 }
 
 impl Request {
-    pub fn new(op: &'static str, service: Service) -> Self {
+    pub fn new(op: &str, service: Service) -> Self {
         Request {
-            op,
+            op: op.to_owned(),
             service,
             fields: Vec::new(),
         }
     }
 
     pub fn text(mut self, name: &'static str, value: impl Into<String>) -> Self {
-        self.fields.push((name, Field::Text(value.into())));
+        self.fields
+            .push((name.to_owned(), Field::Text(value.into())));
         self
     }
 
@@ -172,23 +174,26 @@ impl Request {
     }
 
     pub fn strings(mut self, name: &'static str, values: Vec<String>) -> Self {
-        self.fields.push((name, Field::Strings(values)));
+        self.fields.push((name.to_owned(), Field::Strings(values)));
         self
     }
 
     pub fn ints(mut self, name: &'static str, values: Vec<i64>) -> Self {
-        self.fields.push((name, Field::Ints(values)));
+        self.fields.push((name.to_owned(), Field::Ints(values)));
         self
     }
 
     pub fn credentials(mut self, name: &'static str, user: &str, password: &str) -> Self {
-        self.fields
-            .push((name, Field::Credentials(user.into(), password.into())));
+        self.fields.push((
+            name.to_owned(),
+            Field::Credentials(user.into(), password.into()),
+        ));
         self
     }
 
     pub fn entity_types(mut self, name: &'static str, values: Vec<EntityType>) -> Self {
-        self.fields.push((name, Field::EntityTypes(values)));
+        self.fields
+            .push((name.to_owned(), Field::EntityTypes(values)));
         self
     }
 
@@ -230,7 +235,7 @@ impl Request {
             }
         }
         b.end();
-        soap::write_request(self.op, NS_API, b)
+        soap::write_request(&self.op, NS_API, b)
     }
 }
 
@@ -356,7 +361,7 @@ pub async fn call(
         OutboundError::Timeout => CallError::Unreachable("timed out".into()),
         OutboundError::Body(why) => CallError::Protocol(why),
     })?;
-    read_reply(request.op, &response)
+    read_reply(&request.op, &response)
 }
 
 /// Sends a request whose result is an int code, and checks it.

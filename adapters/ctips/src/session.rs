@@ -86,6 +86,49 @@ impl Shared {
     }
 }
 
+/// Sends one command with the current session: SessionId, its RequestId (when it takes one)
+/// and TenantId first, then its own fields.
+pub async fn send_command(shared: &Shared, request: Request, rid: i64) -> Result<i64, CallError> {
+    let Some(current) = shared.current() else {
+        return Err(CallError::Unreachable("no session".into()));
+    };
+    let mut full = Request::new(&request.op, request.service).text("SessionId", current.session_id);
+    if rid != 0 {
+        full = full.int("RequestId", rid);
+    }
+    full = full.int("TenantId", i64::from(shared.settings.tenant_id()));
+    full.fields.extend(request.fields);
+    shared.send(&current.server, &full).await
+}
+
+/// The command worker: sends what the command API queued, woken by the queue entity.
+async fn command_worker(shared: Arc<Shared>) {
+    let gw = shared.ctx.gateway();
+    let tenant = shared.ctx.tenant().to_owned();
+    let queue = EntityKey::new(
+        &tenant,
+        crate::command::QUEUE_KIND,
+        crate::command::QUEUE_ID,
+    );
+    crate::command::orphans(gw, &tenant).await;
+    loop {
+        let seen = gw
+            .load(queue.clone())
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.version);
+        crate::command::work_queue(&shared).await;
+        match gw
+            .wait_change(queue.clone(), seen, Duration::from_secs(30))
+            .await
+        {
+            ivrgate_adapter::Waited::ShuttingDown => return,
+            _ => continue,
+        }
+    }
+}
+
 /// Why the online phase ended.
 enum Ended {
     Lost(String),
@@ -381,6 +424,8 @@ async fn online(
     routes: &mut JoinSet<()>,
 ) -> Ended {
     let lost_after = shared.settings.lost_after();
+    let worker = tokio::spawn(command_worker(shared.clone()));
+    let _abort = AbortOnDrop(worker);
     loop {
         let due = shared.live.last_beat() + lost_after;
         let due = tokio::time::Instant::from_std(due);
@@ -411,6 +456,14 @@ async fn online(
             },
             Some(_) = routes.join_next(), if !routes.is_empty() => {}
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

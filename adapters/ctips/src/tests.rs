@@ -9,11 +9,11 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use ivrgate_adapter::action::{Action, Envelope};
 use ivrgate_adapter::{
-    Adapter, AliasChange, Answer, AnswerSource, BoxFuture, Change, ConnectorCtx, ConnectorExit,
-    ConnectorHealth, ConnectorSpec, Decision, DecisionRequest, Entity, EntityEvent, EntityKey,
-    EventSubmission, Gateway, Inbound, OutboundError, OutboundRequest, OutboundResponse,
-    ParsedSettings, PathSegments, PlatformClient, RecordError, Recorded, StopReason, TransitionFn,
-    Transitioned,
+    Adapter, AliasChange, Answer, AnswerSource, BoxFuture, Change, Command, ConnectorCtx,
+    ConnectorExit, ConnectorHealth, ConnectorSpec, Decision, DecisionRequest, Entity, EntityEvent,
+    EntityKey, EventSubmission, Gateway, Inbound, LeaseInfo, OutboundError, OutboundRequest,
+    OutboundResponse, ParsedSettings, PathSegments, PlatformClient, RecordError, Recorded,
+    StopReason, TransitionFn, Transitioned, Waited,
 };
 use serde_json::{json, Map, Value};
 
@@ -261,6 +261,45 @@ impl Gateway for Fake {
                 out.push(Some(entity));
             }
             Ok(Transitioned::Done(out))
+        })
+    }
+
+    fn wait_change<'a>(
+        &'a self,
+        key: EntityKey,
+        seen: Option<i64>,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Waited> {
+        Box::pin(async move {
+            let started = std::time::Instant::now();
+            loop {
+                let now = self.store.lock().unwrap().entities.get(&key).cloned();
+                if now.as_ref().map(|e| e.version) != seen {
+                    return Waited::Changed(now);
+                }
+                if started.elapsed() >= timeout {
+                    return Waited::TimedOut;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    }
+
+    fn lease<'a>(
+        &'a self,
+        tenant: &'a str,
+        adapter: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LeaseInfo>, RecordError>> {
+        Box::pin(async move {
+            Ok(self
+                .held_epoch(tenant, adapter, name)
+                .map(|epoch| LeaseInfo {
+                    holder: "owner-a".into(),
+                    epoch,
+                    until_ms: crate::store::now_ms(SystemTime::now()) + 10_000,
+                    held_here: true,
+                }))
         })
     }
 
@@ -1132,4 +1171,180 @@ async fn max_clients_backs_off_and_is_shown() {
     ctx.stop.send(Some(StopReason::Shutdown)).unwrap();
     assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
     assert!(!http.ops().iter().any(|o| o.ends_with("OnLine")));
+}
+
+// ---------------------------------------------------------------- command API
+
+fn cmd(method: http::Method, path: &str, query: Option<&str>, body: Value) -> Command {
+    Command {
+        tenant: "t1".into(),
+        method,
+        path: PathSegments::from_decoded(path.split('/').map(str::to_owned)),
+        query: query.map(str::to_owned),
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_go_through_the_store_to_the_holder() {
+    let gw = Fake::new();
+    let http = FakeHttp::new();
+    // No session yet: 503 with a reason.
+    let r = Ctips
+        .command(
+            &*gw,
+            cmd(
+                http::Method::POST,
+                "calls",
+                None,
+                json!({"agent": "12", "destination": "+15550100"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], json!("session_unavailable"));
+    let (ctx, run) = start(gw.clone(), http.clone());
+    wait_for("online", || {
+        gw.types().contains(&"ctips.session.online".to_owned())
+    })
+    .await;
+    let r = Ctips
+        .command(
+            &*gw,
+            cmd(
+                http::Method::POST,
+                "calls",
+                None,
+                json!({"agent": "12", "service_id": 3, "destination": "+15550100"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rid = r.body["request_id"].as_i64().unwrap();
+    assert!(rid > 0);
+    let make = &http.bodies("MakeCall")[0];
+    assert!(make.contains(&format!("<a:SessionId>S-1</a:SessionId><a:RequestId>{rid}</a:RequestId><a:TenantId>1</a:TenantId><a:AgentIdx>12</a:AgentIdx><a:CallId>-1</a:CallId><a:ServiceId>3</a:ServiceId><a:DestinationType>External</a:DestinationType><a:DestinationAddress>+15550100</a:DestinationAddress><a:WrapState>false</a:WrapState>")), "{make}");
+    // Bad input is a 400 naming the field; unknown paths 404.
+    let r = Ctips
+        .command(
+            &*gw,
+            cmd(
+                http::Method::POST,
+                "agents/12/state",
+                None,
+                json!({"state": "Dancing"}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = Ctips
+        .command(&*gw, cmd(http::Method::POST, "nope", None, Value::Null))
+        .await;
+    assert_eq!(r.status, 404);
+    // A runtime filter is stored and applied.
+    let r = Ctips
+        .command(
+            &*gw,
+            cmd(
+                http::Method::PUT,
+                "session/filters/agent/jdoe",
+                None,
+                Value::Null,
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(http
+        .bodies("AddFilter")
+        .last()
+        .unwrap()
+        .contains("<a:FieldType>FT_AGENT_ID</a:FieldType><a:FieldValue>jdoe</a:FieldValue>"));
+    let r = Ctips
+        .command(&*gw, cmd(http::Method::GET, "session", None, Value::Null))
+        .await;
+    assert_eq!(r.body["online"], json!(true), "{}", r.body);
+    assert_eq!(
+        r.body["filters"],
+        json!([{"type": "FT_AGENT_ID", "value": "jdoe"}])
+    );
+    // wait_ms: the first event correlated by RequestId comes back with the reply.
+    let gw2 = gw.clone();
+    let waiter = tokio::spawn(async move {
+        Ctips
+            .command(
+                &*gw2,
+                cmd(
+                    http::Method::POST,
+                    "agents/12/state",
+                    Some("wait_ms=5000"),
+                    json!({"state": "Idle"}),
+                ),
+            )
+            .await
+    });
+    wait_for("SetAgentState sent", || {
+        !http.bodies("SetAgentState").is_empty()
+    })
+    .await;
+    let body = &http.bodies("SetAgentState")[0];
+    let rid: String = body
+        .split("<a:RequestId>")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    let ev = cti_event(
+        "AgentStateChange",
+        "AgentStateChange",
+        "EventCategoryAgent",
+        rid.parse().unwrap(),
+        "<a:AgentState>Idle</a:AgentState><a:ServiceIds/>",
+    )
+    .replace("<a:AgentId>0</a:AgentId>", "<a:AgentId>12</a:AgentId>");
+    Ctips.handle(&*gw, inbound(&gw.path(), &publish(&ev))).await;
+    let r = waiter.await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["event"]["type"], json!("ctips.agent.state"));
+    ctx.stop.send(Some(StopReason::Shutdown)).unwrap();
+    assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_not_sent_in_time_is_504_and_never_sent_later() {
+    let gw = Fake::new();
+    let http = FakeHttp::new();
+    // The store says online, but no connector works the queue (a holder that hangs).
+    crate::store::session_event(
+        &*gw,
+        "t1",
+        "",
+        Map::new(),
+        serde_json::from_value(json!({"online": true})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let r = Ctips
+        .command(
+            &*gw,
+            cmd(
+                http::Method::POST,
+                "calls/5551/clear",
+                Some("timeout_ms=200"),
+                json!({"agent": 12}),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 504, "{}", r.body);
+    // Now a connector comes: the expired command is not sent.
+    let (ctx, run) = start(gw.clone(), http.clone());
+    wait_for("online", || {
+        http.ops().iter().any(|o| o.ends_with("Snapshot"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(http.bodies("ClearCall").is_empty());
+    ctx.stop.send(Some(StopReason::Shutdown)).unwrap();
+    run.await.unwrap();
 }
