@@ -124,6 +124,7 @@ fn every_target_has_a_replay() {
             "charset",
             "voicenter",
             "ptk_soap",
+            "soap",
             "openscape",
             "command",
             "config",
@@ -162,6 +163,11 @@ fn replay_voicenter() {
 #[test]
 fn replay_ptk_soap() {
     replay("ptk_soap");
+}
+
+#[test]
+fn replay_soap() {
+    replay("soap");
 }
 
 #[test]
