@@ -401,6 +401,7 @@ impl Sim {
         let http = reqwest::Client::builder()
             .timeout(cfg.callback_timeout)
             .pool_max_idle_per_host(4)
+            .tcp_nodelay(true)
             .build()
             .map_err(std::io::Error::other)?;
         let mut listeners = Vec::new();

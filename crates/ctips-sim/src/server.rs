@@ -61,6 +61,7 @@ impl ServerHandle {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 let inner = inner.clone();
                 let mut gen_rx = gen_rx.clone();
                 tokio::spawn(async move {
