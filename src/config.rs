@@ -310,6 +310,9 @@ pub struct TenantConfig {
     /// Settings of the OpenScape adapter for this tenant (see `docs/openscape.md`).
     #[serde(default)]
     pub openscape: Option<toml::Value>,
+    /// Settings of the Aspect CTIPS adapter for this tenant (see `docs/ctips.md`).
+    #[serde(default)]
+    pub ctips: Option<toml::Value>,
 }
 
 fn default_decision_deadline_ms() -> u64 {
@@ -652,7 +655,11 @@ impl Config {
             };
             let fallback_target = tenant.fallback_url.as_deref().and_then(parse);
             let mut settings = BTreeMap::new();
-            for (adapter, section) in [("ptk", &tenant.ptk), ("openscape", &tenant.openscape)] {
+            for (adapter, section) in [
+                ("ptk", &tenant.ptk),
+                ("openscape", &tenant.openscape),
+                ("ctips", &tenant.ctips),
+            ] {
                 let value = match section {
                     Some(section) => match serde_json::to_value(section) {
                         Ok(value) => value,
