@@ -1070,6 +1070,55 @@ mod tests {
         "[tenants.inbound]\nbasic_auth = { username = \"vc\", password = \"pa55-w0rd\" }\n";
 
     #[test]
+    fn advertise_url_and_connector_settings_are_checked() {
+        let points = crate::decision_points();
+        let check = |extra: &str| match parse(&file("127.0.0.1:8080", "", extra)).validate(&points)
+        {
+            Ok(_) => String::new(),
+            Err(ConfigError::Invalid(why)) => why,
+            Err(other) => other.to_string(),
+        };
+        assert_eq!(
+            check("[server]\nadvertise_url = \"https://gw1.example.net:8443/base\"\n[connectors]\nlease_ms = 3000\n"),
+            ""
+        );
+        for (bad, expect) in [
+            ("ftp://gw1.example.net", "is not http or https"),
+            ("gw1.example.net:8443", "server.advertise_url"),
+            (
+                "https://u:secret@gw1.example.net",
+                "must not carry credentials",
+            ),
+            ("https://gw1.example.net/?token=x", "must not have a query"),
+            ("https://gw1.example.net/#top", "must not have a query"),
+        ] {
+            let why = check(&format!("[server]\nadvertise_url = \"{bad}\"\n"));
+            assert!(why.contains(expect), "{bad}: {why}");
+            assert!(!why.contains("secret@"), "{why}");
+        }
+        assert!(check("[connectors]\nlease_ms = 100\n").contains("connectors.lease_ms (100)"));
+        assert!(check("[connectors]\nbackoff_min_ms = 0\n").contains("backoff_min_ms"));
+        assert!(
+            check("[connectors]\nbackoff_min_ms = 900\nbackoff_max_ms = 800\n")
+                .contains("connectors.backoff_max_ms (800)")
+        );
+        // Strict like every table.
+        let typo = Config::parse(
+            &file("127.0.0.1:8080", "", "[connectors]\nlease = 3000\n"),
+            Path::new("x.toml"),
+        );
+        assert!(typo.is_err());
+        // Both reload-applied.
+        let running = parse(&file("127.0.0.1:8080", "", ""));
+        let changed = parse(&file(
+            "127.0.0.1:8080",
+            "",
+            "[server]\nadvertise_url = \"https://gw1.example.net\"\n[connectors]\nlease_ms = 3000\n",
+        ));
+        assert!(changed.reload_refusals(&running).is_empty());
+    }
+
+    #[test]
     fn reload_is_checked_against_the_bound_listener() {
         let points = crate::decision_points();
         // Running: bound to every address, with credentials.
