@@ -153,7 +153,7 @@ pub(crate) struct Cx<'a> {
     /// The ivrgate tenant.
     pub tenant: &'a str,
     pub settings: &'a Settings,
-    pub params: &'a Element,
+    pub params: &'a Element<'a>,
     pub method: &'static wsdl::Method,
     pub now: SystemTime,
     /// Whether contacts are masked in log lines.
@@ -162,7 +162,7 @@ pub(crate) struct Cx<'a> {
     pub vendor_fields: Map<String, Value>,
 }
 
-impl Cx<'_> {
+impl<'a> Cx<'a> {
     /// A parameter's trimmed text, looked up among the parameters and then in `Options`;
     /// empty and nil values count as absent.
     pub fn text(&self, name: &str) -> Option<&str> {
@@ -176,7 +176,7 @@ impl Cx<'_> {
     }
 
     /// A parameter element, wherever it is (parameters, then `Options`).
-    pub fn element(&self, name: &str) -> Option<&Element> {
+    pub fn element(&self, name: &str) -> Option<&Element<'a>> {
         self.params
             .child(name)
             .or_else(|| self.params.child("Options")?.child(name))
@@ -241,7 +241,7 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     };
     let root = match soap::parse(&text, request.max_depth) {
         Ok(root) => root,
-        Err(e) => return fault(&request, announced, "unknown", &e.0),
+        Err(e) => return fault(&request, announced, "unknown", &e),
     };
     let soap_request = match soap::read_request(root, content_type) {
         Ok(r) => r,
@@ -445,7 +445,7 @@ pub mod testing {
     /// Every element path (`A/B/C`) and attribute path (`A/B/@x`) under the first element
     /// named `from` (the document root when `None`), by local name.
     pub fn shape(xml: &str, from: Option<&str>) -> Result<Vec<String>, String> {
-        let root = parse(xml, 64).map_err(|e| e.0)?;
+        let root = parse(xml, 64)?;
         let start = match from {
             None => Some(&root),
             Some(name) => find(&root, name),
@@ -484,7 +484,7 @@ pub mod testing {
         }
     }
 
-    fn find<'a>(e: &'a Element, name: &str) -> Option<&'a Element> {
+    fn find<'e, 'a>(e: &'e Element<'a>, name: &str) -> Option<&'e Element<'a>> {
         if e.name == name {
             return Some(e);
         }
@@ -494,14 +494,12 @@ pub mod testing {
     fn walk(e: &Element, prefix: &str, out: &mut Vec<String>) {
         for c in &e.children {
             let path = if prefix.is_empty() {
-                c.name.clone()
+                c.name.to_string()
             } else {
                 format!("{prefix}/{}", c.name)
             };
-            for (k, _) in &c.attributes {
-                if !k.starts_with("xmlns") {
-                    out.push(format!("{path}/@{k}"));
-                }
+            for a in &c.attributes {
+                out.push(format!("{path}/@{}", a.name));
             }
             out.push(path.clone());
             walk(c, &path, out);

@@ -72,14 +72,14 @@ pub(crate) fn to_json(e: &Element, depth: usize) -> Map<String, Value> {
         } else {
             Value::Object(to_json(c, depth + 1))
         };
-        match out.get_mut(&c.name) {
+        match out.get_mut(c.name.as_ref()) {
             Some(Value::Array(items)) => items.push(value),
             Some(existing) => {
                 let first = existing.take();
                 *existing = Value::Array(vec![first, value]);
             }
             None => {
-                out.insert(c.name.clone(), value);
+                out.insert(c.name.to_string(), value);
             }
         }
     }

@@ -8,6 +8,8 @@
 //! | `GET /callbacks?since=N` | | callback records with `seq > N` |
 //! | `POST /calls` | `{"service":3,"ani":"..","dnis":"..","route_timeout":10,"data":{"k":"v"}}` | `{"call_id":5551}` |
 //! | `POST /calls/{id}/hangup` | | `{"found":true}` |
+//! | `POST /calls/{id}/route-request` | | the call's RouteRequest published again: `{"found":true}` |
+//! | `GET /route-latencies` | | `[{"call_id":5551,"us":1234}]`: first RouteRequest sent → first RouteSelect received |
 //! | `POST /servers/{i}/fault` | `{"kind":"kill"}` (`none`, `kill`, `hang`, `slow` + `delay_ms`, `refuse`, `stop_heartbeats`) | `{"ok":true}` |
 //! | `POST /link-status` | `{"server":0,"component":"Gateway","state":"Down"}` | `{"ok":true}` |
 //! | `POST /strict` | `{"strict":false}` | `{"ok":true}` |
@@ -171,6 +173,21 @@ async fn handle(sim: &Sim, req: Request<hyper::body::Incoming>) -> Response<Full
             Ok(id) => json_reply(StatusCode::OK, json!({ "found": sim.hangup(id) })),
             Err(_) => bad("call id must be an int"),
         },
+        (Method::POST, ["calls", id, "route-request"]) => match id.parse::<i64>() {
+            Ok(id) => json_reply(
+                StatusCode::OK,
+                json!({ "found": sim.repeat_route_request(id) }),
+            ),
+            Err(_) => bad("call id must be an int"),
+        },
+        (Method::GET, ["route-latencies"]) => {
+            let l: Vec<Value> = sim
+                .route_latencies()
+                .into_iter()
+                .map(|(c, d)| json!({ "call_id": c, "us": d.as_micros() as u64 }))
+                .collect();
+            json_reply(StatusCode::OK, json!(l))
+        }
         (Method::POST, ["servers", i, "fault"]) => {
             let Ok(i) = i.parse::<usize>() else {
                 return bad("server index must be an int");

@@ -35,6 +35,9 @@ pub use model::{AgentSpec, ServiceSpec};
 use model::{Emit, Model, Target};
 use wire::{Fields, V};
 
+/// Records kept in each log (requests, callbacks); the oldest tenth is dropped beyond it.
+pub const LOG_LIMIT: usize = 200_000;
+
 /// Path of the service on every server.
 pub const SERVICE_PATH: &str = "/Aspect.UnifiedIP.EDK.CTIPortalService";
 
@@ -234,6 +237,8 @@ pub(crate) struct State {
     sessions: BTreeMap<String, Session>,
     requests: Vec<RequestRecord>,
     callbacks: Vec<CallbackRecord>,
+    route_sent: BTreeMap<i64, std::time::Instant>,
+    route_selected: Vec<(i64, std::time::Instant)>,
     disposed: Vec<DisposedRecord>,
     faults: Vec<Fault>,
     next_seq: u64,
@@ -316,6 +321,9 @@ impl Inner {
         let mut st = self.lock();
         st.next_seq += 1;
         rec.seq = st.next_seq;
+        if st.callbacks.len() >= LOG_LIMIT {
+            st.callbacks.drain(..LOG_LIMIT / 10);
+        }
         st.callbacks.push(rec);
         drop(st);
         self.bump();
@@ -415,6 +423,8 @@ impl Sim {
                 sessions: BTreeMap::new(),
                 requests: Vec::new(),
                 callbacks: Vec::new(),
+                route_sent: BTreeMap::new(),
+                route_selected: Vec::new(),
                 disposed: Vec::new(),
                 faults: addrs.iter().map(|_| Fault::None).collect(),
                 next_seq: 0,
@@ -596,6 +606,31 @@ impl Sim {
             });
         }
         id
+    }
+
+    /// Publishes the RouteRequest of a call still waiting for a route once more (same
+    /// CallId, CallSequenceId, RouteTimeout; the timer is not restarted). False when the call
+    /// is unknown or already routed.
+    pub fn repeat_route_request(&self, call_id: i64) -> bool {
+        let mut st = self.inner.lock();
+        let emits = st.model.repeat_route_request(call_id);
+        let found = !emits.is_empty();
+        self.inner.dispatch(&mut st, emits);
+        found
+    }
+
+    /// For each call routed by a RouteSelect: the time from the moment the simulator started
+    /// sending its first RouteRequest to the moment the first RouteSelect for it arrived
+    /// (CallId, latency), in the order the selects arrived. For benchmarks.
+    pub fn route_latencies(&self) -> Vec<(i64, Duration)> {
+        let st = self.inner.lock();
+        st.route_selected
+            .iter()
+            .filter_map(|(call, at)| {
+                let sent = st.route_sent.get(call)?;
+                Some((*call, at.saturating_duration_since(*sent)))
+            })
+            .collect()
     }
 
     /// The caller hangs up (scenario helper): CallCleared(FarEnd), CallEnd.

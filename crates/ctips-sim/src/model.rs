@@ -404,15 +404,28 @@ impl Model {
         f.insert("DNIS".into(), V::Str(c.dnis.clone()));
         out.push(emit("CTICallOffered", f, None));
         if external {
-            let mut f = self.call_fields(&c);
-            f.insert("RouteTimeout".into(), V::Int(route_timeout));
-            f.insert("MediaType".into(), V::Enum("VoiceSip".into()));
-            f.insert("CallInfo".into(), Self::call_info(&c));
-            out.push(emit("CTIRouteRequest", f, None));
+            out.push(self.route_request_event(&c));
         } else {
             out.extend(self.deliver(id, service));
         }
         (id, out)
+    }
+
+    fn route_request_event(&self, c: &Call) -> Emit {
+        let mut f = self.call_fields(c);
+        f.insert("RouteTimeout".into(), V::Int(c.route_timeout));
+        f.insert("MediaType".into(), V::Enum("VoiceSip".into()));
+        f.insert("CallInfo".into(), Self::call_info(c));
+        emit("CTIRouteRequest", f, None)
+    }
+
+    /// The same RouteRequest again (same CallId and CallSequenceId) for a call still waiting
+    /// for a route: what a client sees when CTIPS repeats a request. Empty otherwise.
+    pub fn repeat_route_request(&self, id: i64) -> Vec<Emit> {
+        match self.calls.get(&id) {
+            Some(c) if c.routing == Routing::Pending => vec![self.route_request_event(c)],
+            _ => Vec::new(),
+        }
     }
 
     fn deliver(&mut self, id: i64, service: i64) -> Vec<Emit> {

@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -176,6 +176,7 @@ impl From<Refusal> for Outcome {
 }
 
 async fn handle(inner: Arc<Inner>, idx: usize, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let arrived = Instant::now();
     match inner.fault(idx) {
         Fault::Refuse => {
             return reply(
@@ -224,6 +225,9 @@ async fn handle(inner: Arc<Inner>, idx: usize, req: Request<Incoming>) -> Respon
         let mut st = inner.lock();
         st.next_seq += 1;
         let seq = st.next_seq;
+        if st.requests.len() >= crate::LOG_LIMIT {
+            st.requests.drain(..crate::LOG_LIMIT / 10);
+        }
         st.requests.push(RequestRecord {
             seq,
             server: idx,
@@ -238,7 +242,7 @@ async fn handle(inner: Arc<Inner>, idx: usize, req: Request<Incoming>) -> Respon
     };
     inner.bump();
     inner.wait_not_hung(idx).await;
-    let out = process(&inner, idx, &soap_action, &content_type, &body).await;
+    let out = process(&inner, idx, &soap_action, &content_type, &body, arrived).await;
     if let Some(code) = &out.fault {
         tracing::info!(
             server = idx,
@@ -272,6 +276,7 @@ async fn process(
     action: &str,
     ctype: &str,
     body: &[u8],
+    arrived: Instant,
 ) -> Outcome {
     let strict = inner.lock().strict;
     if strict && !ctype.starts_with("text/xml") {
@@ -360,7 +365,7 @@ async fn process(
         Ok(a) => a,
         Err(e) => return deser_fault(&e),
     };
-    execute(inner, idx, &op.name, args).await
+    execute(inner, idx, &op.name, args, arrived).await
 }
 
 const NS_PUB_MARK: &str = "/clientpublishapi/";
@@ -378,7 +383,13 @@ fn new_session_id(n: u64) -> String {
     )
 }
 
-async fn execute(inner: &Arc<Inner>, idx: usize, op: &str, args: Fields) -> Outcome {
+async fn execute(
+    inner: &Arc<Inner>,
+    idx: usize,
+    op: &str,
+    args: Fields,
+    arrived: Instant,
+) -> Outcome {
     let tenant = inner.cfg.tenant_id;
     if op == "OpenConnection" {
         return open_connection(inner, idx, args).await;
@@ -477,7 +488,13 @@ async fn execute(inner: &Arc<Inner>, idx: usize, op: &str, args: Fields) -> Outc
                     }
                     Ok(st.model.snapshot(&req, &types))
                 }
-                "RouteSelect" => st.model.route_select(&req, &args),
+                "RouteSelect" => {
+                    let call = get_int(&args, "CallId");
+                    if !st.route_selected.iter().any(|(c, _)| *c == call) {
+                        st.route_selected.push((call, arrived));
+                    }
+                    st.model.route_select(&req, &args)
+                }
                 other => st.model.agent_call_op(other, &req, &args),
             };
             match emits {
@@ -607,6 +624,13 @@ fn spawn_publisher(
             inner.wait_not_hung(idx).await;
             if !inner.lock().sessions.contains_key(&sid) {
                 break;
+            }
+            if ob.event == "CTIRouteRequest" {
+                inner
+                    .lock()
+                    .route_sent
+                    .entry(ob.call_id)
+                    .or_insert_with(Instant::now);
             }
             let res = inner.callback(&url, &action, ob.body.clone()).await;
             if let Err(e) = &res {

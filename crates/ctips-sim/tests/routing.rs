@@ -299,3 +299,42 @@ async fn a_failed_event_is_dropped_and_never_replayed() {
     );
     assert_eq!(ok_events, vec![kept, kept, kept]);
 }
+
+#[tokio::test]
+async fn a_repeated_route_request_is_the_same_call_and_latencies_are_measured() {
+    let sim = sim().await;
+    let (mut c, cb) = online(&sim, 0).await;
+    let call = sim.inbound_call(3, "5551234", "8001", Some(60));
+    let first = cb
+        .wait_event(WAIT, "CTIRouteRequest", |e| e.int("CallId") == call)
+        .await
+        .unwrap();
+    assert!(sim.repeat_route_request(call));
+    let both = cb
+        .wait_for(WAIT, |rs| {
+            let v: Vec<_> = rs
+                .iter()
+                .filter(|e| e.event.as_deref() == Some("CTIRouteRequest"))
+                .cloned()
+                .collect();
+            (v.len() == 2).then_some(v)
+        })
+        .await
+        .unwrap();
+    assert_eq!(both[1].int("CallId"), call);
+    assert_eq!(both[1].int("CallSequenceId"), first.int("CallSequenceId"));
+    assert_eq!(both[1].int("RouteTimeout"), 60);
+    let (_, rid) = c
+        .send("RouteSelect", select(call, "4", "RouteToService"))
+        .await
+        .unwrap();
+    cb.wait_event(WAIT, "CTIRouteUsed", |e| e.int("RequestId") == rid)
+        .await
+        .unwrap();
+    // routed: no more repeats
+    assert!(!sim.repeat_route_request(call));
+    assert!(!sim.repeat_route_request(999_999));
+    let l = sim.route_latencies();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].0, call);
+}

@@ -678,14 +678,14 @@ pub fn ptk_soap(data: &[u8]) {
     }
 }
 
-fn tally_element(e: &ivrgate_ptk::soap::Element, level: usize, t: &mut Tally) {
+fn tally_element(e: &ivrgate_ptk::soap::Element<'_>, level: usize, t: &mut Tally) {
     t.nodes += 1;
     t.depth = t.depth.max(level);
     t.bytes += e.name.len() + e.prefix.len() + e.text.len();
     t.bytes += e
         .attributes
         .iter()
-        .map(|(k, v)| k.len() + v.len())
+        .map(|a| a.prefix.len() + a.name.len() + a.value.len())
         .sum::<usize>();
     for c in &e.children {
         tally_element(c, level + 1, t);

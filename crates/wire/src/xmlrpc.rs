@@ -22,7 +22,9 @@
 
 use base64::Engine as _;
 
-use crate::xml::{self, Element};
+use std::borrow::Cow;
+
+use crate::xml::{Token, Tokenizer};
 use crate::{Limits, WireError};
 
 /// One XML-RPC value.
@@ -77,84 +79,78 @@ pub struct Fault {
 /// Refuses: any `<!DOCTYPE>` or `<!ENTITY>` ([`WireError::DoctypeRefused`]), nesting deeper than
 /// `limits.max_depth`, input longer than `limits.max_bytes`. Predefined entities and numeric character
 /// references (`&#1488;` Hebrew) are decoded.
+///
+/// The values are built while the document is read (no tree of the document is held), so a
+/// large call costs its text once more, not several times. A document that is not well
+/// formed is refused as such ([`WireError::MalformedXml`], [`WireError::TooDeep`]) even when
+/// it also breaks the XML-RPC grammar earlier on.
 pub fn parse_call(xml: &str, limits: &Limits) -> Result<MethodCall, WireError> {
-    let root = xml::parse(xml, limits)?;
-    if root.name != "methodcall" {
-        return Err(not_rpc(format!(
-            "root element is <{}>, expected <methodCall>",
-            root.name
-        )));
-    }
-    no_stray_text(&root)?;
-    let mut method = None;
-    let mut params = Vec::new();
-    for child in root.elements() {
-        match child.name.as_str() {
-            "methodname" if method.is_none() => {
-                no_children(child)?;
-                method = Some(child.text().trim().to_string());
-            }
-            "params" => params = read_params(child)?,
-            other => return Err(unexpected(other, "methodCall")),
+    read_document(xml, limits, |r| {
+        let root = r.root()?;
+        if root != "methodcall" {
+            return Err(not_rpc(format!(
+                "root element is <{root}>, expected <methodCall>"
+            )));
         }
-    }
-    let method = method
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| not_rpc("missing <methodName>".to_string()))?;
-    Ok(MethodCall { method, params })
+        let mut method = None;
+        let mut params = Vec::new();
+        while let Some(child) = r.child("methodCall")? {
+            match child.as_str() {
+                "methodname" if method.is_none() => {
+                    method = Some(r.scalar_text(&child)?.trim().to_string());
+                }
+                // a second <params> replaces the first, as the tree reader did
+                "params" => params = r.params()?,
+                other => return Err(unexpected(other, "methodCall")),
+            }
+        }
+        let method = method
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| not_rpc("missing <methodName>".to_string()))?;
+        Ok(MethodCall { method, params })
+    })
 }
 
 /// Parses a `<methodResponse>` (for tests and for clients): `Ok(Ok(params))` or
 /// `Ok(Err(fault))`. Tolerates the seed's response closed with `</methodCall>`.
 ///
-/// The closing-tag tolerance lives in the tree builder: the root element may be closed by
+/// The closing-tag tolerance lives in the tokenizer: the root element may be closed by
 /// either XML-RPC root name, as in the seed's HANGUP_CALL response example.
 pub fn parse_response(xml: &str, limits: &Limits) -> Result<Result<Vec<Value>, Fault>, WireError> {
-    let root = xml::parse(xml, limits)?;
-    if root.name != "methodresponse" {
-        return Err(not_rpc(format!(
-            "root element is <{}>, expected <methodResponse>",
-            root.name
-        )));
-    }
-    no_stray_text(&root)?;
-    let mut children = root.elements();
-    let (Some(body), None) = (children.next(), children.next()) else {
-        return Err(not_rpc(
-            "<methodResponse> must hold exactly one of <params> or <fault>".to_string(),
-        ));
-    };
-    match body.name.as_str() {
-        "params" => Ok(Ok(read_params(body)?)),
-        "fault" => {
-            no_stray_text(body)?;
-            let mut values = body.elements();
-            let (Some(value), None) = (values.next(), values.next()) else {
-                return Err(not_rpc("<fault> must hold one <value>".to_string()));
-            };
-            if value.name != "value" {
-                return Err(unexpected(&value.name, "fault"));
-            }
-            let value = read_value(value)?;
-            let code = match value.member("faultCode") {
-                Some(Value::Int(code)) => *code,
-                Some(Value::Str(code)) => code
-                    .trim()
-                    .parse()
-                    .map_err(|_| not_rpc(format!("faultCode {code:?} is not an integer")))?,
-                _ => return Err(not_rpc("fault without an integer faultCode".to_string())),
-            };
-            let message = match value.member("faultString") {
-                Some(Value::Str(message)) => message.clone(),
-                Some(Value::Nil) | None => String::new(),
-                Some(_) => return Err(not_rpc("faultString is not a string".to_string())),
-            };
-            Ok(Err(Fault { code, message }))
+    read_document(xml, limits, |r| {
+        let root = r.root()?;
+        if root != "methodresponse" {
+            return Err(not_rpc(format!(
+                "root element is <{root}>, expected <methodResponse>"
+            )));
         }
-        other => Err(unexpected(other, "methodResponse")),
-    }
+        let exactly_one =
+            || not_rpc("<methodResponse> must hold exactly one of <params> or <fault>".to_string());
+        let Some(body) = r.child("methodResponse")? else {
+            return Err(exactly_one());
+        };
+        let answer = match body.as_str() {
+            "params" => Ok(r.params()?),
+            "fault" => {
+                let one_value = || not_rpc("<fault> must hold one <value>".to_string());
+                let value = match r.child("fault")? {
+                    Some(name) if name == "value" => r.value()?,
+                    Some(name) => return Err(unexpected(&name, "fault")),
+                    None => return Err(one_value()),
+                };
+                if r.child("fault")?.is_some() {
+                    return Err(one_value());
+                }
+                Err(fault_from(&value)?)
+            }
+            other => return Err(unexpected(other, "methodResponse")),
+        };
+        if r.child("methodResponse")?.is_some() {
+            return Err(exactly_one());
+        }
+        Ok(answer)
+    })
 }
-
 /// Strictly valid output: `<?xml version="1.0" encoding="UTF-8"?>` then
 /// `<methodResponse><params><param><value>..</value></param></params></methodResponse>`.
 /// Ints that fit in i32 are written as `<int>`, larger ones as `<i8>`. Strings escaped
@@ -328,162 +324,253 @@ fn unexpected(name: &str, parent: &str) -> WireError {
     not_rpc(format!("unexpected <{name}> in <{parent}>"))
 }
 
-fn no_stray_text(element: &Element) -> Result<(), WireError> {
-    match element.stray_text() {
-        Some(text) => Err(not_rpc(format!(
-            "unexpected text {:?} in <{}>",
-            text.trim(),
-            element.name
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn no_children(element: &Element) -> Result<(), WireError> {
-    match element.elements().next() {
-        Some(child) => Err(unexpected(&child.name, &element.name)),
-        None => Ok(()),
-    }
-}
-
-fn read_params(params: &Element) -> Result<Vec<Value>, WireError> {
-    no_stray_text(params)?;
-    let mut out = Vec::new();
-    for param in params.elements() {
-        if param.name != "param" {
-            return Err(unexpected(&param.name, "params"));
-        }
-        no_stray_text(param)?;
-        let mut values = param.elements();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err(not_rpc("<param> must hold exactly one <value>".to_string()));
-        };
-        if value.name != "value" {
-            return Err(unexpected(&value.name, "param"));
-        }
-        out.push(read_value(value)?);
-    }
-    Ok(out)
-}
-
-/// Reads a `<value>` element. Recursion is bounded by the tree's depth limit.
-fn read_value(value: &Element) -> Result<Value, WireError> {
-    let mut typed = value.elements();
-    let Some(inner) = typed.next() else {
-        // untyped: the text, exactly
-        return Ok(Value::Str(value.text()));
+fn fault_from(value: &Value) -> Result<Fault, WireError> {
+    let code = match value.member("faultCode") {
+        Some(Value::Int(code)) => *code,
+        Some(Value::Str(code)) => code
+            .trim()
+            .parse()
+            .map_err(|_| not_rpc(format!("faultCode {code:?} is not an integer")))?,
+        _ => return Err(not_rpc("fault without an integer faultCode".to_string())),
     };
-    if let Some(extra) = typed.next() {
-        return Err(unexpected(&extra.name, "value"));
-    }
-    no_stray_text(value)?;
-    let scalar = |inner: &Element| -> Result<String, WireError> {
-        no_children(inner)?;
-        Ok(inner.text())
+    let message = match value.member("faultString") {
+        Some(Value::Str(message)) => message.clone(),
+        Some(Value::Nil) | None => String::new(),
+        Some(_) => return Err(not_rpc("faultString is not a string".to_string())),
     };
-    match inner.name.as_str() {
+    Ok(Fault { code, message })
+}
+
+/// Runs `read` over the document's tokens, then makes sure the whole document is well
+/// formed: an error of the document itself wins over an XML-RPC error found before it, so
+/// the answer is the one a reader of the whole tree first would give.
+fn read_document<'a, T>(
+    xml: &'a str,
+    limits: &Limits,
+    read: impl FnOnce(&mut Reader<'a>) -> Result<T, WireError>,
+) -> Result<T, WireError> {
+    let mut reader = Reader {
+        tokens: Tokenizer::new(xml, limits)?,
+    };
+    match read(&mut reader) {
+        Ok(value) => {
+            reader.tokens.drain()?;
+            Ok(value)
+        }
+        Err(e @ WireError::NotXmlRpc(_)) => {
+            reader.tokens.drain()?;
+            Err(e)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The XML-RPC grammar over a [`Tokenizer`]. Each method is called just after the start
+/// tag of the element it reads and returns after its end tag. Recursion follows the
+/// document's nesting, which the tokenizer bounds.
+struct Reader<'a> {
+    tokens: Tokenizer<'a>,
+}
+
+impl<'a> Reader<'a> {
+    /// The root element's name (text outside it never reaches here).
+    fn root(&mut self) -> Result<String, WireError> {
+        match self.tokens.next()? {
+            Token::Start(name) => Ok(name),
+            _ => Err(WireError::MalformedXml("no root element".to_string())),
+        }
+    }
+
+    /// The next child element of an element that holds only elements (and whitespace):
+    /// its name, or `None` at the parent's end tag.
+    fn child(&mut self, parent: &str) -> Result<Option<String>, WireError> {
+        loop {
+            match self.tokens.next()? {
+                Token::Start(name) => return Ok(Some(name)),
+                Token::End => return Ok(None),
+                Token::Text(text) if text.trim().is_empty() => {}
+                Token::Text(text) => {
+                    return Err(not_rpc(format!(
+                        "unexpected text {:?} in <{}>",
+                        text.trim(),
+                        parent.to_ascii_lowercase()
+                    )))
+                }
+                Token::Eof => return Err(end_of_input()),
+            }
+        }
+    }
+
+    /// The text of an element that holds no elements, exactly (empty when there is none).
+    fn scalar_text(&mut self, name: &str) -> Result<Cow<'a, str>, WireError> {
+        let mut text = Cow::Borrowed("");
+        loop {
+            match self.tokens.next()? {
+                Token::Text(run) => text = run,
+                Token::End => return Ok(text),
+                Token::Start(child) => return Err(unexpected(&child, name)),
+                Token::Eof => return Err(end_of_input()),
+            }
+        }
+    }
+
+    fn params(&mut self) -> Result<Vec<Value>, WireError> {
+        let mut out = Vec::new();
+        while let Some(param) = self.child("params")? {
+            if param != "param" {
+                return Err(unexpected(&param, "params"));
+            }
+            let exactly_one = || not_rpc("<param> must hold exactly one <value>".to_string());
+            match self.child("param")? {
+                Some(name) if name == "value" => out.push(self.value()?),
+                Some(name) => return Err(unexpected(&name, "param")),
+                None => return Err(exactly_one()),
+            }
+            if self.child("param")?.is_some() {
+                return Err(exactly_one());
+            }
+        }
+        Ok(out)
+    }
+
+    /// A `<value>`: typed, or untyped text kept exactly.
+    fn value(&mut self) -> Result<Value, WireError> {
+        let mut text = None;
+        loop {
+            match self.tokens.next()? {
+                Token::Text(run) => text = Some(run),
+                Token::End => return Ok(Value::Str(text.map(Cow::into_owned).unwrap_or_default())),
+                Token::Start(inner) => {
+                    if let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) {
+                        return Err(not_rpc(format!(
+                            "unexpected text {:?} in <value>",
+                            text.trim()
+                        )));
+                    }
+                    let value = self.typed(&inner)?;
+                    return match self.child("value")? {
+                        Some(extra) => Err(unexpected(&extra, "value")),
+                        None => Ok(value),
+                    };
+                }
+                Token::Eof => return Err(end_of_input()),
+            }
+        }
+    }
+
+    /// The typed element `name` inside a `<value>`.
+    fn typed(&mut self, name: &str) -> Result<Value, WireError> {
+        match name {
+            "string" => Ok(Value::Str(self.scalar_text(name)?.into_owned())),
+            "int" | "i4" | "i8" | "boolean" | "double" | "datetime.iso8601" | "base64" => {
+                let text = self.scalar_text(name)?;
+                scalar(name, &text)
+            }
+            "nil" => match self.child("nil")? {
+                Some(child) => Err(unexpected(&child, "nil")),
+                None => Ok(Value::Nil),
+            },
+            "struct" => {
+                let mut members = Vec::new();
+                while let Some(member) = self.child("struct")? {
+                    if member != "member" {
+                        return Err(unexpected(&member, "struct"));
+                    }
+                    members.push(self.member()?);
+                }
+                Ok(Value::Struct(members))
+            }
+            "array" => {
+                let mut items = Vec::new();
+                match self.child("array")? {
+                    None => {}
+                    Some(data) if data == "data" => {
+                        self.items("data", &mut items)?;
+                        if let Some(extra) = self.child("array")? {
+                            return Err(unexpected(&extra, "array"));
+                        }
+                    }
+                    // tolerated: values directly inside <array>
+                    Some(first) if first == "value" => {
+                        items.push(self.value()?);
+                        self.items("array", &mut items)?;
+                    }
+                    Some(other) => return Err(unexpected(&other, "array")),
+                }
+                Ok(Value::Array(items))
+            }
+            other => Err(unexpected(other, "value")),
+        }
+    }
+
+    /// The `<value>`s of an array up to `holder`'s end tag.
+    fn items(&mut self, holder: &str, items: &mut Vec<Value>) -> Result<(), WireError> {
+        while let Some(item) = self.child(holder)? {
+            if item != "value" {
+                return Err(unexpected(&item, holder));
+            }
+            items.push(self.value()?);
+        }
+        Ok(())
+    }
+
+    fn member(&mut self) -> Result<(String, Value), WireError> {
+        let mut name = None;
+        let mut value = None;
+        while let Some(child) = self.child("member")? {
+            match child.as_str() {
+                "name" if name.is_none() => name = Some(self.scalar_text("name")?.into_owned()),
+                "value" if value.is_none() => value = Some(self.value()?),
+                other => return Err(unexpected(other, "member")),
+            }
+        }
+        match (name, value) {
+            (Some(name), Some(value)) => Ok((name, value)),
+            (None, _) => Err(not_rpc("<member> without <name>".to_string())),
+            (Some(name), None) => Err(not_rpc(format!("<member> {name:?} without <value>"))),
+        }
+    }
+}
+
+/// The tokenizer ends a document only once every element is closed, so this is never seen.
+fn end_of_input() -> WireError {
+    WireError::MalformedXml("unexpected end of input".to_string())
+}
+
+/// A scalar from its element's text: numbers, booleans and dates trimmed, base64 decoded.
+fn scalar(name: &str, text: &str) -> Result<Value, WireError> {
+    match name {
         "int" | "i4" | "i8" => {
-            let text = scalar(inner)?;
             let text = text.trim();
             match text.parse::<i64>() {
                 Ok(i) => Ok(Value::Int(i)),
                 Err(_) if is_integer(text) => Ok(Value::BigInt(text.to_string())),
-                Err(_) => Err(not_rpc(format!(
-                    "<{}> {text:?} is not an integer",
-                    inner.name
-                ))),
+                Err(_) => Err(not_rpc(format!("<{name}> {text:?} is not an integer"))),
             }
         }
-        "boolean" => {
-            let text = scalar(inner)?;
-            match text.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" => Ok(Value::Bool(true)),
-                "0" | "false" => Ok(Value::Bool(false)),
-                other => Err(not_rpc(format!("<boolean> {other:?} is not 0 or 1"))),
-            }
-        }
-        "string" => Ok(Value::Str(scalar(inner)?)),
+        "boolean" => match text.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" => Ok(Value::Bool(true)),
+            "0" | "false" => Ok(Value::Bool(false)),
+            other => Err(not_rpc(format!("<boolean> {other:?} is not 0 or 1"))),
+        },
         "double" => {
-            let text = scalar(inner)?;
             let text = text.trim();
             match text.parse::<f64>() {
                 Ok(_) => Ok(Value::Double(text.to_string())),
                 Err(_) => Err(not_rpc(format!("<double> {text:?} is not a number"))),
             }
         }
-        "datetime.iso8601" => Ok(Value::DateTime(scalar(inner)?.trim().to_string())),
+        "datetime.iso8601" => Ok(Value::DateTime(text.trim().to_string())),
         "base64" => {
-            let text = scalar(inner)?;
             let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
             base64::engine::general_purpose::STANDARD
                 .decode(compact.as_bytes())
                 .map(Value::Base64)
                 .map_err(|e| not_rpc(format!("bad <base64>: {e}")))
         }
-        "nil" => {
-            no_children(inner)?;
-            no_stray_text(inner)?;
-            Ok(Value::Nil)
-        }
-        "struct" => {
-            no_stray_text(inner)?;
-            let mut members = Vec::new();
-            for member in inner.elements() {
-                if member.name != "member" {
-                    return Err(unexpected(&member.name, "struct"));
-                }
-                members.push(read_member(member)?);
-            }
-            Ok(Value::Struct(members))
-        }
-        "array" => {
-            no_stray_text(inner)?;
-            let mut children = inner.elements();
-            let holder = match (children.next(), children.next()) {
-                (Some(data), None) if data.name == "data" => {
-                    no_stray_text(data)?;
-                    data
-                }
-                (Some(data), Some(extra)) if data.name == "data" => {
-                    return Err(unexpected(&extra.name, "array"));
-                }
-                // tolerated: values directly inside <array>
-                _ => inner,
-            };
-            let mut items = Vec::new();
-            for item in holder.elements() {
-                if item.name != "value" {
-                    return Err(unexpected(&item.name, &holder.name));
-                }
-                items.push(read_value(item)?);
-            }
-            Ok(Value::Array(items))
-        }
         other => Err(unexpected(other, "value")),
     }
 }
-
-fn read_member(member: &Element) -> Result<(String, Value), WireError> {
-    no_stray_text(member)?;
-    let mut name = None;
-    let mut value = None;
-    for child in member.elements() {
-        match child.name.as_str() {
-            "name" if name.is_none() => {
-                no_children(child)?;
-                name = Some(child.text());
-            }
-            "value" if value.is_none() => value = Some(read_value(child)?),
-            other => return Err(unexpected(other, "member")),
-        }
-    }
-    match (name, value) {
-        (Some(name), Some(value)) => Ok((name, value)),
-        (None, _) => Err(not_rpc("<member> without <name>".to_string())),
-        (Some(name), None) => Err(not_rpc(format!("<member> {name:?} without <value>"))),
-    }
-}
-
 fn write_value(out: &mut String, value: &Value) {
     out.push_str("<value>");
     match value {
@@ -568,6 +655,9 @@ fn escape_into(out: &mut String, text: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
@@ -1082,6 +1172,247 @@ mod tests {
         assert_eq!(Value::Int(1).member("x"), None);
     }
 
+    /// Both readers on one document: the same values, or errors of the same kind.
+    fn agree(doc: &str, limits: &Limits) {
+        fn same<T: PartialEq>(a: &Result<T, WireError>, b: &Result<T, WireError>) -> bool {
+            match (a, b) {
+                (Ok(a), Ok(b)) => a == b,
+                (Err(a), Err(b)) => std::mem::discriminant(a) == std::mem::discriminant(b),
+                _ => false,
+            }
+        }
+        let (new, old) = (
+            parse_call(doc, limits),
+            super::oracle::parse_call(doc, limits),
+        );
+        assert!(
+            same(&new, &old),
+            "parse_call differs on {doc:?}:\n{new:?}\n{old:?}"
+        );
+        let (new, old) = (
+            parse_response(doc, limits),
+            super::oracle::parse_response(doc, limits),
+        );
+        assert!(
+            same(&new, &old),
+            "parse_response differs on {doc:?}:\n{new:?}\n{old:?}"
+        );
+    }
+
+    /// A pseudo-random XML-RPC-shaped document: mostly the grammar, sometimes not.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+
+        fn pick<'p>(&mut self, items: &[&'p str]) -> &'p str {
+            items[self.next(items.len())]
+        }
+
+        fn filler(&mut self, out: &mut String) {
+            let bits = [
+                "",
+                "",
+                " ",
+                "\n ",
+                "x",
+                " a b ",
+                "&amp;",
+                "&#1488;",
+                "<![CDATA[<c>]]>",
+                "<!--c-->",
+                "<?p?>",
+                "12",
+                "-7",
+                "1e3",
+                "NaN",
+                "true",
+                "0",
+                "AAEC/w==",
+                "&lt;",
+                "&bogus;",
+            ];
+            for _ in 0..self.next(3) {
+                out.push_str(self.pick(&bits));
+            }
+        }
+
+        fn value(&mut self, out: &mut String, depth: usize) {
+            let typed = [
+                "string",
+                "int",
+                "i4",
+                "i8",
+                "boolean",
+                "double",
+                "dateTime.iso8601",
+                "base64",
+                "ex:nil",
+                "struct",
+                "array",
+                "bogus",
+            ];
+            out.push_str(self.pick(&["<value>", "<value>", "<VALUE>", "<value >"]));
+            match self.next(4) {
+                0 => self.filler(out),
+                _ => {
+                    if self.next(8) == 0 {
+                        self.filler(out);
+                    }
+                    let name = self.pick(&typed);
+                    match name {
+                        "struct" if depth < 6 => {
+                            out.push_str("<struct>");
+                            for _ in 0..self.next(4) {
+                                self.member(out, depth + 1);
+                            }
+                            out.push_str("</struct>");
+                        }
+                        "array" if depth < 6 => {
+                            out.push_str("<array>");
+                            let data = self.next(4) != 0;
+                            if data {
+                                out.push_str("<data>");
+                            }
+                            for _ in 0..self.next(4) {
+                                self.value(out, depth + 1);
+                            }
+                            if data {
+                                out.push_str("</data>");
+                            }
+                            if self.next(10) == 0 {
+                                out.push_str("<data/>");
+                            }
+                            out.push_str("</array>");
+                        }
+                        "ex:nil" if self.next(2) == 0 => out.push_str("<ex:nil/>"),
+                        _ if self.next(6) == 0 => {
+                            out.push('<');
+                            out.push_str(name);
+                            out.push_str("/>");
+                        }
+                        _ => {
+                            out.push('<');
+                            out.push_str(name);
+                            out.push('>');
+                            self.filler(out);
+                            if self.next(12) == 0 {
+                                self.value(out, depth + 1);
+                            }
+                            out.push_str("</");
+                            out.push_str(name);
+                            out.push('>');
+                        }
+                    }
+                    if self.next(10) == 0 {
+                        self.filler(out);
+                    }
+                    if self.next(20) == 0 {
+                        out.push_str("<string>x</string>");
+                    }
+                }
+            }
+            out.push_str(self.pick(&["</value>", "</value>", "</Value>", "</\nvalue>"]));
+        }
+
+        fn member(&mut self, out: &mut String, depth: usize) {
+            out.push_str("<member>");
+            let parts = self.next(8);
+            if parts != 1 {
+                out.push_str("<name>");
+                self.filler(out);
+                out.push_str("</name>");
+            }
+            if parts != 2 {
+                self.value(out, depth);
+            }
+            if parts == 3 {
+                out.push_str("<name>n</name>");
+            }
+            if parts == 4 {
+                self.filler(out);
+            }
+            out.push_str("</member>");
+        }
+
+        fn document(&mut self) -> String {
+            let mut out = String::new();
+            if self.next(3) == 0 {
+                out.push_str(" <?xml version=\"1.0\"?>\n");
+            }
+            let response = self.next(2) == 0;
+            out.push_str(if response {
+                "<methodResponse>"
+            } else {
+                "<methodCall>"
+            });
+            if (!response || self.next(10) == 0) && self.next(10) != 0 {
+                out.push_str("<methodName>");
+                self.filler(&mut out);
+                out.push_str("M</methodName>");
+            }
+            if response && self.next(3) == 0 {
+                out.push_str("<fault>");
+                for _ in 0..self.next(3) {
+                    self.value(&mut out, 1);
+                }
+                out.push_str("</fault>");
+            } else {
+                out.push_str("<params>");
+                for _ in 0..self.next(4) {
+                    out.push_str("<param>");
+                    for _ in 0..=self.next(2) {
+                        self.value(&mut out, 1);
+                    }
+                    out.push_str("</param>");
+                }
+                if self.next(10) == 0 {
+                    self.filler(&mut out);
+                }
+                out.push_str("</params>");
+            }
+            let end = self.pick(&["</methodResponse>", "</methodCall>", "</methodcall>", ""]);
+            out.push_str(end);
+            if self.next(10) == 0 {
+                out.push_str(self.pick(&["<x/>", "junk", " \n", "<!-- -->"]));
+            }
+            out
+        }
+    }
+
+    #[test]
+    fn streaming_reader_agrees_with_the_tree_reader() {
+        let mut generator = Gen(0x2545_F491_4F6C_DD1D);
+        let shallow = Limits {
+            max_depth: 9,
+            max_bytes: 1 << 20,
+        };
+        let mut parsed = 0;
+        for _ in 0..6_000 {
+            let doc = generator.document();
+            agree(&doc, &limits());
+            agree(&doc, &shallow);
+            // a document cut short or with one byte dropped
+            let cut = generator.next(doc.len().max(1));
+            if doc.is_char_boundary(cut) {
+                agree(&doc[..cut], &limits());
+                if let Some(c) = doc[cut..].chars().next() {
+                    let dropped = format!("{}{}", &doc[..cut], &doc[cut + c.len_utf8()..]);
+                    agree(&dropped, &limits());
+                }
+            }
+            parsed += usize::from(parse_call(&doc, &limits()).is_ok());
+            parsed += usize::from(matches!(parse_response(&doc, &limits()), Ok(Ok(_))));
+        }
+        // the generator reaches the readers' success paths, not only their errors
+        assert!(parsed > 300, "only {parsed} documents parsed");
+    }
+
     #[test]
     fn arbitrary_garbage_never_panics() {
         let pieces = [
@@ -1128,8 +1459,7 @@ mod tests {
                 state ^= state << 17;
                 doc.push_str(pieces[(state % pieces.len() as u64) as usize]);
             }
-            let _ = parse_call(&doc, &limits());
-            let _ = parse_response(&doc, &limits());
+            agree(&doc, &limits());
         }
     }
 }

@@ -338,6 +338,26 @@ fn depth_bombs_and_element_floods_are_refused() {
 }
 
 #[test]
+fn namespaces_stay_shared_and_bounded() {
+    // an escaped namespace name is taken as written and borrowed, never copied per element
+    let xml = format!("<r xmlns=\"urn:a&amp;b\">{}</r>", "<e/>".repeat(100));
+    let root = parse(&xml, &Limits::default()).unwrap();
+    assert!(root
+        .children
+        .iter()
+        .all(|e| matches!(e.namespace, Some(Cow::Borrowed("urn:a&amp;b")))));
+    // undeclaring the default namespace
+    let root = parse("<r xmlns='urn:a'><e xmlns=''/></r>", &Limits::default()).unwrap();
+    assert_eq!(root.children[0].namespace, None);
+    let decls: String = (0..300).map(|i| format!(" xmlns:p{i}='urn:{i}'")).collect();
+    let xml = format!("<r{decls}><e/></r>");
+    assert!(matches!(
+        parse(&xml, &Limits::default()),
+        Err(WireError::MalformedXml(_))
+    ));
+}
+
+#[test]
 fn malformed_documents_are_errors() {
     for bad in [
         "",

@@ -4,9 +4,11 @@
 //! `ClientId` and `ClientID`); closing tags are compared by trimmed, case-insensitive local
 //! name. Attributes may be unquoted (PTK's seed writes `InteractionType=FIFO`). Namespace
 //! declarations are resolved and kept out of the attribute list; a prefix nobody declared
-//! leaves the namespace unknown (`None`) rather than failing the document. Text and names are
-//! borrowed from the document wherever they need no unescaping, so a large body is not held
-//! twice while it is read.
+//! leaves the namespace unknown (`None`) rather than failing the document. Namespace names are
+//! taken as written (a character reference in one is not resolved; real senders never write
+//! one) and shared by every element in their scope; at most 256 declarations are in scope at
+//! once. Text and names are borrowed from the document wherever they need no unescaping, so a
+//! large body is not held twice while it is read and the tree stays linear in the input.
 
 use std::borrow::Cow;
 
@@ -15,6 +17,10 @@ use quick_xml::Reader;
 
 use super::{Limits, XSI_NS};
 use crate::WireError;
+
+/// Most namespace declarations in scope at once: real messages use a handful, and each name
+/// lookup scans them.
+const MAX_BINDINGS: usize = 256;
 
 /// The namespace bound to the `xml` prefix by definition.
 const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
@@ -245,26 +251,36 @@ fn start_element<'a>(
     tag: &BytesStart<'_>,
     decoder: quick_xml::encoding::Decoder,
     scopes: &mut Scopes<'a>,
-) -> Element<'a> {
+) -> Result<Element<'a>, WireError> {
     let mut raw_attributes = Vec::new();
     let mut added = 0;
     for attr in tag.html_attributes().with_checks(false).flatten() {
         let key = attr.key.as_ref();
+        let declared = if key == b"xmlns" {
+            Some(Cow::Borrowed(""))
+        } else {
+            key.strip_prefix(b"xmlns:").map(|p| text_of(doc, p))
+        };
+        if let Some(prefix) = declared {
+            // A namespace name is kept as written, borrowed from the document, so the elements
+            // in its scope share it instead of each holding a copy.
+            let namespace = within(doc, &attr.value).unwrap_or_default();
+            scopes.bindings.push((prefix, Cow::Borrowed(namespace)));
+            added += 1;
+            continue;
+        }
         let value = match attr.decode_and_unescape_value(decoder) {
             Ok(v) => keep(doc, v),
             Err(_) => text_of(doc, &attr.value),
         };
-        if key == b"xmlns" {
-            scopes.bindings.push((Cow::Borrowed(""), value));
-            added += 1;
-        } else if let Some(prefix) = key.strip_prefix(b"xmlns:") {
-            scopes.bindings.push((text_of(doc, prefix), value));
-            added += 1;
-        } else {
-            raw_attributes.push((split_qname(doc, key), value));
-        }
+        raw_attributes.push((split_qname(doc, key), value));
     }
     scopes.marks.push(added);
+    if scopes.bindings.len() > MAX_BINDINGS {
+        return Err(WireError::MalformedXml(format!(
+            "more than {MAX_BINDINGS} namespace declarations in scope"
+        )));
+    }
     let (prefix, name) = split_qname(doc, tag.name().as_ref());
     let namespace = scopes.resolve(&prefix);
     let mut xsi_type = None;
@@ -298,14 +314,14 @@ fn start_element<'a>(
             name: Cow::Owned(type_name),
         }));
     }
-    Element {
+    Ok(Element {
         prefix,
         name,
         namespace,
         attributes,
         xsi_type,
         ..Element::default()
-    }
+    })
 }
 
 /// Parses a whole document into its root element, enforcing `limits` (size, depth, element
@@ -349,12 +365,12 @@ pub fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, WireError
             }
             Event::Start(tag) => {
                 elements = count_element(elements, limits)?;
-                let element = start_element(doc, &tag, reader.decoder(), &mut scopes);
+                let element = start_element(doc, &tag, reader.decoder(), &mut scopes)?;
                 stack.push(element);
             }
             Event::Empty(tag) => {
                 elements = count_element(elements, limits)?;
-                let element = start_element(doc, &tag, reader.decoder(), &mut scopes);
+                let element = start_element(doc, &tag, reader.decoder(), &mut scopes)?;
                 scopes.pop();
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(element),
