@@ -2,6 +2,7 @@
 
 mod support;
 
+mod connectors;
 mod core;
 mod edge;
 mod entities;
