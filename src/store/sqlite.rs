@@ -1115,7 +1115,8 @@ fn call_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> {
     })
 }
 
-/// Makes every delivery and timer leased to one of `owners` due for claiming again.
+/// Makes every delivery and timer leased to one of `owners` due for claiming again, and
+/// releases their connector leases.
 fn free_claims(c: &Connection, owners: &[String]) -> Result<()> {
     for owner in owners {
         c.prepare_cached(
