@@ -4,6 +4,7 @@ mod support;
 
 mod connectors;
 mod core;
+mod ctips;
 mod edge;
 mod entities;
 mod fidelity;
