@@ -827,3 +827,193 @@ impl PlatformClient for PlatformHttp {
         Box::pin(self.send(request))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use ivrgate_adapter::ClientTls;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tls")
+            .join(name)
+    }
+
+    /// What the local server answers with.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Ok,
+        Huge,
+        Hang,
+    }
+
+    /// A TLS server on 127.0.0.1 with the fixture certificate (signed by the fixture CA),
+    /// asking for a client certificate from that CA when `client_auth`.
+    async fn server(client_auth: bool, answer: Answer) -> String {
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(fixture("server.pem"))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+        let key = PrivateKeyDer::from_pem_file(fixture("server.key")).unwrap();
+        let builder = rustls::ServerConfig::builder();
+        let builder = if client_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_file_iter(fixture("ca.pem")).unwrap() {
+                roots.add(ca.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                .build()
+                .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config = builder.with_single_cert(certs, key).unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = match answer {
+                        Answer::Ok => b"<ok/>".to_vec(),
+                        Answer::Huge => vec![b'x'; MAX_RESPONSE_BYTES + 1],
+                        Answer::Hang => {
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            return;
+                        }
+                    };
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tls.write_all(head.as_bytes()).await;
+                    let _ = tls.write_all(&body).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        format!("https://localhost:{}/CTIPortalService", addr.port())
+    }
+
+    fn spec(tls: ClientTls) -> ConnectorSpec {
+        ConnectorSpec {
+            name: "session".into(),
+            fingerprint: "x".into(),
+            tls,
+            request_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn with_ca() -> ClientTls {
+        ClientTls {
+            ca_file: Some(fixture("ca.pem")),
+            ..ClientTls::default()
+        }
+    }
+
+    fn post(url: &str) -> OutboundRequest {
+        OutboundRequest {
+            url: url.to_owned(),
+            headers: vec![("SOAPAction".into(), "\"Heartbeat\"".into())],
+            body: Bytes::from_static(b"<x/>"),
+            timeout: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_platform_client_trusts_the_ca_file_and_only_it() {
+        let url = server(false, Answer::Ok).await;
+        let client = PlatformHttp::new(&spec(with_ca())).unwrap();
+        let answer = client.post(post(&url)).await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.content_type.as_deref(), Some("text/xml"));
+        assert_eq!(&answer.body[..], b"<ok/>");
+        // Without the CA file, the web PKI roots do not know the test CA.
+        let client = PlatformHttp::new(&spec(ClientTls::default())).unwrap();
+        match client.post(post(&url)).await {
+            Err(OutboundError::Connect(why)) => {
+                assert!(why.to_lowercase().contains("certificate"), "{why}")
+            }
+            other => panic!("expected a certificate failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_platform_client_presents_its_client_certificate() {
+        let url = server(true, Answer::Ok).await;
+        let mtls = ClientTls {
+            client_cert_file: Some(fixture("client.pem")),
+            client_key_file: Some(fixture("client.key")),
+            ..with_ca()
+        };
+        let client = PlatformHttp::new(&spec(mtls)).unwrap();
+        assert_eq!(client.post(post(&url)).await.unwrap().status, 200);
+        let client = PlatformHttp::new(&spec(with_ca())).unwrap();
+        assert!(
+            client.post(post(&url)).await.is_err(),
+            "refused without a client certificate"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_platform_client_caps_answers_and_times_out() {
+        let url = server(false, Answer::Huge).await;
+        let client = PlatformHttp::new(&spec(with_ca())).unwrap();
+        match client.post(post(&url)).await {
+            Err(OutboundError::Body(why)) => assert!(why.contains("larger than"), "{why}"),
+            other => panic!("expected the size cap, got {other:?}"),
+        }
+        let url = server(false, Answer::Hang).await;
+        let mut request = post(&url);
+        request.timeout = Some(Duration::from_millis(200));
+        assert_eq!(
+            client.post(request).await.unwrap_err(),
+            OutboundError::Timeout
+        );
+    }
+
+    #[test]
+    fn bad_tls_files_are_reported_not_panicked() {
+        let missing = ClientTls {
+            ca_file: Some(fixture("nope.pem")),
+            ..ClientTls::default()
+        };
+        let why = PlatformHttp::new(&spec(missing)).err().unwrap();
+        assert!(why.contains("cannot read CA file"), "{why}");
+        let not_a_cert = ClientTls {
+            ca_file: Some(fixture("server.key")),
+            ..ClientTls::default()
+        };
+        assert!(PlatformHttp::new(&spec(not_a_cert)).is_err());
+        let half = ClientTls {
+            client_cert_file: Some(fixture("client.pem")),
+            ..ClientTls::default()
+        };
+        let why = PlatformHttp::new(&spec(half)).err().unwrap();
+        assert!(why.contains("both"), "{why}");
+    }
+}

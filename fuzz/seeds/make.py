@@ -76,6 +76,13 @@ write("voicenter", vc)
 write("ptk_soap", [b"text/xml; charset=utf-8\n" + b for b in ptk]
       + [b"application/soap+xml\n" + b for b in ptk[:1]] + [b"\n" + b for b in ptk[:1]])
 
+# The shared SOAP codec: the PTK fixtures and the CTIPS envelopes of WIRE.md (fuzz/seeds/soap).
+ctips = [read(p) for p in sorted(glob.glob(os.path.join(ROOT, "fuzz", "seeds", "soap", "*.xml")))]
+write("soap", [b"text/xml; charset=utf-8\n" + b for b in ptk + ctips]
+      + [b"application/soap+xml\n" + b for b in ptk[:1]] + [b"\n" + b for b in ctips[:1]]
+      + [b"text/xml; charset=windows-1255\n<x>\xf9\xec\xe5\xed</x>",
+         b"\n<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>", b"\n" + b"<a>" * 40 + b"</a>" * 40])
+
 osc = [b"text/xml\n\n" + b for b in fixtures("openscape/*.xml")]
 osc += [
     b"application/json\n\n{\"method\": \"QueryCallInfo\", \"params\": [\"1341023126268002\", null, null, \">ANI\"]}",

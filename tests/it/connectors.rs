@@ -14,7 +14,7 @@ use ivrgate::store::sqlite::SqliteStore;
 use ivrgate::store::{Backend, LeaseAcquire, LeaseKey};
 use ivrgate_adapter::{
     Adapter, BoxFuture, ConnectorCtxRef, ConnectorExit, ConnectorHealth, ConnectorSpec,
-    DecisionPoint, Gateway as _, Handled, Inbound, ParsedSettings,
+    DecisionPoint, Gateway as _, Handled, Inbound, OutboundRequest, ParsedSettings, StopReason,
 };
 
 use crate::support::{config_toml, Gateway, WAIT};
@@ -26,6 +26,8 @@ struct Log {
     lines: Mutex<Vec<String>>,
     fingerprint: Mutex<String>,
     fail_first: AtomicU32,
+    /// Where the connector says goodbye on `Shutdown`, through the core's platform client.
+    goodbye_url: Mutex<Option<String>>,
 }
 
 impl Log {
@@ -116,6 +118,26 @@ impl Adapter for TestAdapter {
             });
             let reason = ctx.stopped().await;
             log.push(format!("stop {reason:?}"));
+            let goodbye = log.goodbye_url.lock().expect("url").clone();
+            if let (StopReason::Shutdown, Some(url)) = (reason, goodbye) {
+                let sent = ctx
+                    .http()
+                    .post(OutboundRequest {
+                        url,
+                        headers: vec![("Content-Type".into(), "text/plain".into())],
+                        body: Bytes::from_static(b"bye"),
+                        timeout: None,
+                    })
+                    .await;
+                match sent {
+                    Ok(answer) => log.push(format!(
+                        "goodbye {} {}",
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body)
+                    )),
+                    Err(e) => log.push(format!("goodbye failed: {e}")),
+                }
+            }
             ConnectorExit::Stopped
         })
     }
@@ -189,7 +211,9 @@ async fn one_of_two_gateways_runs_a_connector_and_the_other_takes_over_on_shutdo
     );
     let first_id = first.handle.core.instance.clone();
     first.stop().await;
-    assert_eq!(log.lines(), ["start 1 fp1", "stop Shutdown"]);
+    // (The second gateway may have started it already: the lease was released before the
+    // first one's drain.)
+    assert_eq!(log.lines()[..2], ["start 1 fp1", "stop Shutdown"]);
     let lease = second
         .handle
         .core
@@ -376,26 +400,41 @@ async fn a_reload_restarts_a_changed_connector_only() {
     let other_tenant = moved.replace("id = \"acme\"", "id = \"other\"");
     gw.handle.reload(parse(&other_tenant)).expect("reload");
     until("the other tenant's starts", || log.starts() == 4).await;
+    until("the old tenant's stops", || log.lines().len() == 7).await;
+    let mut lines = log.lines();
+    // The old tenant's connector stopping and the new tenant's starting run side by side.
+    lines[5..].sort();
     assert_eq!(
-        log.lines(),
+        lines,
         [
             "start 1 fp1",
             "stop Reconfigured",
             "start 1 fp2",
             "stop Reconfigured", // advertise_url
             "start 1 fp2",
-            "stop Reconfigured", // tenant removed
             "start 1 fp2",       // the new tenant's own connector
+            "stop Reconfigured", // the removed tenant's
         ]
     );
-    let lease = gw
-        .handle
-        .core
-        .store
-        .read_lease(key("conn-f"))
-        .await
-        .expect("read");
-    assert_eq!(lease.map(|l| l.holder), Some(None), "released");
+    // Released once its connector returned (bounded wait).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let lease = gw
+            .handle
+            .core
+            .store
+            .read_lease(key("conn-f"))
+            .await
+            .expect("read");
+        if lease.as_ref().map(|l| l.holder.is_none()) == Some(true) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not released: {lease:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     gw.stop().await;
 }
 
@@ -421,17 +460,22 @@ async fn a_self_authenticating_callback_skips_credentials_but_not_the_allowlist(
     gw.stop().await;
 }
 
-/// Shutdown stops the connector with `Shutdown` (before the drain) and releases its lease,
-/// so another instance takes it at once with the next epoch.
+/// Shutdown stops the connector with `Shutdown` before the drain (its goodbye, sent through
+/// the core's client to the gateway's own listener, still gets an answer) and releases its
+/// lease, so another instance takes it at once with the next epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_stops_connectors_before_the_drain_and_releases_their_leases() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (a, log) = adapter("conn-h");
     let gw = start(tmp.path(), a, CONNECTORS).await;
+    *log.goodbye_url.lock().expect("url") = Some(gw.url("/conn-h/acme/cb/bye"));
     until("held", || log.starts() == 1).await;
     let store = SqliteStore::open(tmp.path(), 16).expect("open");
     gw.stop().await;
-    assert_eq!(log.lines(), ["start 1 fp1", "stop Shutdown"]);
+    assert_eq!(
+        log.lines(),
+        ["start 1 fp1", "stop Shutdown", "goodbye 200 path=cb/bye"]
+    );
     let lease = store.read_lease(key("conn-h")).await.expect("read");
     assert_eq!(lease.map(|l| (l.holder, l.epoch)), Some((None, 1)));
     // Released: another instance takes it at once, with the next epoch.

@@ -158,8 +158,6 @@ pub(crate) struct Cx<'a> {
     pub now: SystemTime,
     /// Whether contacts are masked in log lines.
     pub mask: bool,
-    /// The request's parameters as JSON, for events' `vendor_fields`.
-    pub vendor_fields: Map<String, Value>,
 }
 
 impl<'a> Cx<'a> {
@@ -173,6 +171,13 @@ impl<'a> Cx<'a> {
         } else {
             Some(found.value())
         }
+    }
+
+    /// The request's parameters as JSON, for events' and decisions' `vendor_fields`. Built
+    /// where each is made rather than kept for the whole request: with a large UserData it is
+    /// several times the body's size, and an event takes it by value.
+    pub fn vendor_fields(&self) -> Map<String, Value> {
+        methods::to_json(self.params, 0)
     }
 
     /// A parameter element, wherever it is (parameters, then `Options`).
@@ -291,7 +296,6 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
                 method,
                 now: gw.now(),
                 mask: request.mask_phones,
-                vendor_fields: methods::to_json(params, 0),
             };
             reply = methods::dispatch(&cx).await;
         }

@@ -217,7 +217,7 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
             point: &DECISION_POINTS[0],
             call: CallRef::default(),
             data,
-            vendor_fields: cx.vendor_fields.clone(),
+            vendor_fields: cx.vendor_fields(),
             deadline_ms: None,
         })
         .await;
@@ -305,7 +305,7 @@ async fn segment_state(cx: &Cx<'_>, segment: &Segment) -> Result<SegmentState, R
 // ---------------------------------------------------------------------------------------------
 
 fn event(
-    cx_fields: &Map<String, Value>,
+    cx_fields: Map<String, Value>,
     method: &str,
     kind: &str,
     i: &Interaction,
@@ -338,7 +338,7 @@ fn event(
         }
     }
     e.data = data;
-    e.vendor_fields = cx_fields.clone();
+    e.vendor_fields = cx_fields;
     e
 }
 
@@ -497,7 +497,7 @@ fn end_step(
     Step {
         next: None,
         events: vec![event(
-            &cx.vendor_fields,
+            cx.vendor_fields(),
             cx.method.name,
             kind,
             i,
@@ -517,7 +517,7 @@ fn end_step(
 fn move_step(cx: &Cx<'_>, next: Interaction, kind: &str, extra: Value, reply: Reply) -> Step {
     Step {
         events: vec![event(
-            &cx.vendor_fields,
+            cx.vendor_fields(),
             cx.method.name,
             kind,
             &next,
@@ -710,7 +710,9 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
     })?;
     let at = cx.text("AppointmentTime").map(time).transpose()?;
     let app = check_source_application(cx)?;
-    let data = user_data(cx)?.unwrap_or_default();
+    // Checked now, read again where the interaction is built: a large UserData is not held
+    // through the segment lookup and the store's dry run.
+    user_data(cx)?;
     let client = cx.text("ClientId").map(str::to_owned);
     if let Some(client) = &client {
         if let Some((original, false)) =
@@ -748,7 +750,7 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         i.client_id = client.clone();
         i.licence = Some("callback".into());
         i.source_application = Some(app.clone().unwrap_or_else(|| "Platform Toolkit".into()));
-        i.user_data = data.clone();
+        i.user_data = user_data(cx)?.unwrap_or_default();
         let (i, timers, mut aliases) = make_callback(cx, i, seg, contact.clone(), at);
         if let Some(client) = &client {
             // Held while the interaction lives: a retry returns it.
@@ -811,7 +813,9 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         _ => None,
     };
     let app = check_source_application(cx)?;
-    let data = user_data(cx)?.unwrap_or_default();
+    // Checked now, read again where the interaction is built: a large UserData is not held
+    // through the segment lookup and the store's dry run.
+    user_data(cx)?;
     if let Some(ext) = &ext {
         match owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await? {
             Some((original, false)) => return Ok(Reply::ok().with_id(original.id)),
@@ -838,7 +842,7 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         i.external_id = ext.clone();
         i.source_application = app.clone();
         i.licence = Some("voice".into());
-        i.user_data = data.clone();
+        i.user_data = user_data(cx)?.unwrap_or_default();
         let mut s = move_step(
             cx,
             i,
@@ -1711,7 +1715,7 @@ async fn queued(cx: &Cx<'_>) -> Reply {
             i.skill = Some(skill.clone());
             i.status = Status::QueuedHold;
             let created = event(
-                &cx.vendor_fields,
+                cx.vendor_fields(),
                 cx.method.name,
                 "ptk.interaction.created",
                 &i,
@@ -2420,7 +2424,7 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
             let mut next = i.clone();
             next.status = Status::CallbackDue;
             let e = event(
-                &Map::new(),
+                Map::new(),
                 "timer",
                 "callback.due",
                 &next,
@@ -2486,7 +2490,7 @@ async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
                 });
             }
             let e = event(
-                &Map::new(),
+                Map::new(),
                 "timer",
                 "ptk.interaction.expired",
                 i,

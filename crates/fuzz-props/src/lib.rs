@@ -50,6 +50,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("charset", charset),
     ("voicenter", voicenter),
     ("ptk_soap", ptk_soap),
+    ("soap", soap),
     ("openscape", openscape),
     ("command", command),
     ("config", config),
@@ -689,6 +690,128 @@ fn tally_element(e: &ivrgate_ptk::soap::Element<'_>, level: usize, t: &mut Tally
         .sum::<usize>();
     for c in &e.children {
         tally_element(c, level + 1, t);
+    }
+}
+
+/// The shared SOAP codec (`ivrgate_wire::soap`): `decode`, `parse`, `read_request`,
+/// `read_response`, and the request writer. Input: content type, then the body. The tree is
+/// within the depth limit, has at most one element per four input bytes and no more text
+/// (names, text, attribute values) than the input; reading it as a request or
+/// an answer never panics. Then a request is written with the body's lines as values
+/// (leaves, nil for an empty line, an attribute, an array) and must read back as those
+/// values, in order, in the written namespaces.
+pub fn soap(data: &[u8]) {
+    use ivrgate_wire::soap;
+    let ([ct], body) = header_lines::<1>(data);
+    let ct = content_type(ct);
+    let ct = ct.as_ref().and_then(|v| v.to_str().ok());
+    let limits = soap::Limits {
+        max_bytes: MAX_BYTES,
+        max_depth: DEPTH,
+        max_elements: MAX_BYTES,
+    };
+    let Ok(text) = soap::decode(body, ct, &limits) else {
+        return;
+    };
+    if let Ok(root) = soap::parse(&text, &limits) {
+        let mut t = Tally::default();
+        tally_soap(&root, 1, &mut t);
+        assert!(t.depth <= DEPTH, "elements nest {} deep", t.depth);
+        assert_eq!(t.depth, root.depth(), "depth() disagrees");
+        assert_eq!(t.nodes, root.count(), "count() disagrees");
+        assert!(
+            t.nodes * 4 <= text.len(),
+            "{} elements from {} bytes",
+            t.nodes,
+            text.len()
+        );
+        assert!(
+            t.bytes <= text.len(),
+            "{} bytes of text from {}",
+            t.bytes,
+            text.len()
+        );
+        let owned = root.clone().into_owned();
+        assert!(owned == root, "into_owned changed the tree");
+        if let Ok(request) = soap::read_request(root, ct) {
+            if request.operation.name.eq_ignore_ascii_case("Fault") {
+                let _ = soap::read_fault(request.version, &request.operation);
+            }
+        }
+        let _ = soap::read_response(body, ct, "Op", &limits);
+    }
+    soap_round_trip(&text);
+}
+
+fn soap_round_trip(text: &str) {
+    use ivrgate_wire::soap::{self, Builder};
+    const NS: &str = "urn:ivrgate:fuzz";
+    let carried = |line: &str| -> String {
+        line.chars()
+            .filter(|&c| {
+                ((c as u32) >= 0x20 || matches!(c, '\t' | '\n' | '\r'))
+                    && !matches!(c, '\u{FFFE}' | '\u{FFFF}')
+            })
+            .collect()
+    };
+    let lines: Vec<&str> = text.split('\n').take(64).collect();
+    let mut b = Builder::new();
+    b.start_with("args", &[("xmlns:a", NS), ("xmlns:i", soap::XSI_NS)]);
+    for line in &lines {
+        b.optional("a:V", (!line.is_empty()).then_some(*line));
+    }
+    b.leaf_with("a:Attr", &[("v", lines[0])], "")
+        .strings("a:List", lines.iter().take(3))
+        .end();
+    let xml = soap::write_request("Op", NS, b);
+    let limits = soap::Limits {
+        max_bytes: usize::MAX,
+        ..soap::Limits::default()
+    };
+    let root = soap::parse(&xml, &limits)
+        .unwrap_or_else(|e| panic!("a written request does not parse: {e}\n{xml}"));
+    let request =
+        soap::read_request(root, None).unwrap_or_else(|e| panic!("not a request: {e}\n{xml}"));
+    let op = request.operation;
+    assert_eq!(op.namespace.as_deref(), Some(NS), "operation namespace");
+    let args = op
+        .child("args")
+        .unwrap_or_else(|| panic!("no args in {xml}"));
+    let values: Vec<_> = args.all("V").collect();
+    assert_eq!(values.len(), lines.len(), "values written");
+    for (element, line) in values.iter().zip(&lines) {
+        assert_eq!(element.namespace.as_deref(), Some(NS), "value namespace");
+        if line.is_empty() {
+            assert!(element.is_nil(), "an empty line is written nil");
+        } else {
+            assert_eq!(element.text, carried(line), "a value reads back as itself");
+        }
+    }
+    let attr = args.child("Attr").and_then(|e| e.attr("v"));
+    assert_eq!(
+        attr,
+        Some(carried(lines[0]).as_str()),
+        "an attribute reads back"
+    );
+    let list: Vec<_> = args
+        .child("List")
+        .map(|l| l.all("string").map(|e| e.text.to_string()).collect())
+        .unwrap_or_default();
+    let expected: Vec<_> = lines.iter().take(3).map(|l| carried(l)).collect();
+    assert_eq!(list, expected, "an array reads back");
+}
+
+fn tally_soap(e: &ivrgate_wire::soap::Element<'_>, level: usize, t: &mut Tally) {
+    t.nodes += 1;
+    t.depth = t.depth.max(level);
+    t.bytes += e.name.len() + e.prefix.len() + e.text.len();
+    t.bytes += e
+        .attributes
+        .iter()
+        .map(|a| a.prefix.len() + a.name.len() + a.value.len())
+        .sum::<usize>();
+    for c in &e.children {
+        tally_soap(c, level + 1, t);
     }
 }
 

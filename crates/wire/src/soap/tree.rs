@@ -398,6 +398,10 @@ pub fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, WireError
                     )));
                 }
                 scopes.pop();
+                // Vectors grow by doubling (at least four slots): give the slack back, so a
+                // tree of many small elements is not twice its size.
+                let mut open = open;
+                open.children.shrink_to_fit();
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(open),
                     None => root = Some(open),
