@@ -7,6 +7,7 @@
 //! - `POST /admin/replay` `{"tenant":..,"event_id":..,"include_delivered":false}`
 //! - `GET  /admin/endpoints`                       disabled endpoints
 //! - `POST /admin/endpoints/{tenant}/enable`       re-enable after a 410
+//! - `GET  /admin/connectors`                      connectors: lease, holder, session health
 
 use std::net::SocketAddr;
 
@@ -58,6 +59,38 @@ pub async fn handle(
         )
     };
     match (req.method().clone(), segments) {
+        (Method::GET, ["connectors"]) => {
+            let mut rows = Vec::new();
+            for entry in app.core.connectors.entries() {
+                let lease = match store.read_lease(entry.key.clone()).await {
+                    Ok(lease) => lease,
+                    Err(e) => return failed(e),
+                };
+                let health = entry.health();
+                let held = entry.held_epoch();
+                rows.push(json!({
+                    "tenant": entry.key.tenant,
+                    "adapter": entry.key.adapter,
+                    "connector": entry.key.name,
+                    "held_here": held.is_some(),
+                    "epoch": held.or(lease.as_ref().map(|l| l.epoch)),
+                    "holder": lease.as_ref().and_then(|l| l.holder.clone()),
+                    "lease_until_ms": lease.as_ref().and_then(|l| l.holder.as_ref().map(|_| l.until_ms)),
+                    "connected": held.is_some() && health.connected,
+                    "server": health.server,
+                    "session_id": health.session_id,
+                    "last_heartbeat_ms": health.last_heartbeat_ms,
+                    "sessions_opened": health.sessions_opened,
+                    "reconnects": health.sessions_opened.saturating_sub(1),
+                    "restarts": entry.restarts.load(std::sync::atomic::Ordering::Relaxed),
+                    "detail": health.detail,
+                }));
+            }
+            json(
+                StatusCode::OK,
+                &json!({"instance": app.core.instance, "connectors": rows}),
+            )
+        }
         (Method::GET, ["outbox"]) => match store.outbox_depth().await {
             Ok(rows) => json(
                 StatusCode::OK,

@@ -88,7 +88,7 @@ pub async fn handle(
         );
         return response;
     }
-    let Some(adapter) = crate::adapters::get(adapter_name) else {
+    let Some(adapter) = app.core.adapter(adapter_name) else {
         count("not_found");
         return error(StatusCode::NOT_FOUND, "not_found", "no such adapter");
     };

@@ -290,6 +290,17 @@ fn forwarded_elements(line: &str) -> Option<Vec<Vec<(String, String)>>> {
 /// Checks a request against the tenant's inbound settings. `path` is the decoded segments
 /// after `/{adapter}/{tenant}`; on success returns the segments after the path token.
 /// `client` is `None` when the client's address is unknown (see [`client_ip`]).
+/// The address allowlist alone, for a request whose adapter authenticates it itself (a
+/// platform callback carrying a token in its path; see `Adapter::authenticates_itself`).
+pub fn check_address(tenant: &ResolvedTenant, client: Option<IpAddr>) -> Result<(), Denied> {
+    if !tenant.allow_ips.is_empty()
+        && !client.is_some_and(|ip| tenant.allow_ips.iter().any(|n| n.contains(&ip)))
+    {
+        return Err(Denied::Forbidden);
+    }
+    Ok(())
+}
+
 pub fn check<'p>(
     tenant: &ResolvedTenant,
     path: &'p [String],
@@ -306,11 +317,7 @@ pub fn check<'p>(
         }
         rest = after;
     }
-    if !tenant.allow_ips.is_empty()
-        && !client.is_some_and(|ip| tenant.allow_ips.iter().any(|n| n.contains(&ip)))
-    {
-        return Err(Denied::Forbidden);
-    }
+    check_address(tenant, client)?;
     if let Some((user, password)) = &tenant.basic_auth {
         let given = credentials(headers, "basic")
             .and_then(|b| STANDARD.decode(b).ok())

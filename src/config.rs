@@ -51,7 +51,34 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
+    pub connectors: ConnectorsConfig,
+    #[serde(default)]
     pub tenants: Vec<TenantConfig>,
+}
+
+/// Connectors: the long-lived platform sessions some adapters keep (ivrgate as the client),
+/// each run by one instance among those sharing the store, under a lease.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectorsConfig {
+    /// How long a connector's lease lasts unless renewed. The holder renews it every third
+    /// of this; when the holder dies another instance takes over within it (at once when
+    /// the holder's process is found dead on this machine). At least 300.
+    pub lease_ms: u64,
+    /// The first wait before restarting a failed connector; it doubles per failure in a row.
+    pub backoff_min_ms: u64,
+    /// The longest wait before restarting a failed connector.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ConnectorsConfig {
+    fn default() -> Self {
+        ConnectorsConfig {
+            lease_ms: 10_000,
+            backoff_min_ms: 500,
+            backoff_max_ms: 30_000,
+        }
+    }
 }
 
 /// HTTP server limits.
@@ -84,6 +111,10 @@ pub struct ServerConfig {
     /// unknown and refused).
     #[serde(deserialize_with = "nets")]
     pub trusted_proxies: Vec<IpNet>,
+    /// This instance's own public base URL (absolute http or https, no credentials, query or
+    /// fragment), which connectors give their platform for callbacks: each instance its own,
+    /// not the load balancer's. Unset: connectors that need callbacks cannot offer them.
+    pub advertise_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -104,6 +135,7 @@ impl Default for ServerConfig {
             body_read_timeout_ms: 10_000,
             shutdown_grace_ms: 10_000,
             trusted_proxies: Vec::new(),
+            advertise_url: None,
         }
     }
 }
@@ -458,6 +490,27 @@ impl Config {
                 problems.push(format!("{} must be greater than 0", zero.0));
             }
         }
+        if let Some(url) = &self.server.advertise_url {
+            if let Err(why) = check_advertise_url(url) {
+                problems.push(format!("server.advertise_url {why}"));
+            }
+        }
+        let c = &self.connectors;
+        if c.lease_ms < 300 {
+            problems.push(format!(
+                "connectors.lease_ms ({}) must be at least 300",
+                c.lease_ms
+            ));
+        }
+        if c.backoff_min_ms == 0 {
+            problems.push("connectors.backoff_min_ms must be greater than 0".to_owned());
+        }
+        if c.backoff_max_ms < c.backoff_min_ms {
+            problems.push(format!(
+                "connectors.backoff_max_ms ({}) must be at least connectors.backoff_min_ms ({})",
+                c.backoff_max_ms, c.backoff_min_ms
+            ));
+        }
         if let Some(budget) = self.server.max_bodies_in_flight_bytes {
             if budget < self.server.max_body_bytes {
                 problems.push(format!(
@@ -709,8 +762,9 @@ impl Config {
             logging,
             storage,
             delivery,
-            admin: _,   // read per admin request
-            tenants: _, // resolved again; rate limiters and delivery slots are rebuilt
+            admin: _,      // read per admin request
+            connectors: _, // read per lease acquisition, renewal and restart
+            tenants: _,    // resolved again; rate limiters and delivery slots are rebuilt
         } = self;
         let ServerConfig {
             max_body_bytes: _,             // per request
@@ -720,6 +774,7 @@ impl Config {
             body_read_timeout_ms: _,       // per request
             shutdown_grace_ms: _,          // read when the drain starts
             trusted_proxies: _,            // per request
+            advertise_url: _,              // connectors restart with the new one
         } = server;
         let LoggingConfig {
             format,
@@ -885,6 +940,24 @@ fn nets<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Vec<IpNe
         .collect()
 }
 
+/// An instance's public base URL: absolute http(s) with a host, and nothing a platform could
+/// leak or mangle (credentials, query, fragment).
+fn check_advertise_url(url: &str) -> std::result::Result<(), String> {
+    check_url(url)?;
+    let shown = crate::redact::url(url);
+    let u = reqwest::Url::parse(url).map_err(|e| format!("{shown:?}: {e}"))?;
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{shown:?} has no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(format!("{shown:?} must not carry credentials"));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(format!("{shown:?} must not have a query or fragment"));
+    }
+    Ok(())
+}
+
 fn check_url(url: &str) -> std::result::Result<(), String> {
     let shown = crate::redact::url(url);
     match reqwest::Url::parse(url) {
@@ -995,6 +1068,55 @@ mod tests {
 
     const BASIC: &str =
         "[tenants.inbound]\nbasic_auth = { username = \"vc\", password = \"pa55-w0rd\" }\n";
+
+    #[test]
+    fn advertise_url_and_connector_settings_are_checked() {
+        let points = crate::decision_points();
+        let check = |extra: &str| match parse(&file("127.0.0.1:8080", "", extra)).validate(&points)
+        {
+            Ok(_) => String::new(),
+            Err(ConfigError::Invalid(why)) => why,
+            Err(other) => other.to_string(),
+        };
+        assert_eq!(
+            check("[server]\nadvertise_url = \"https://gw1.example.net:8443/base\"\n[connectors]\nlease_ms = 3000\n"),
+            ""
+        );
+        for (bad, expect) in [
+            ("ftp://gw1.example.net", "is not http or https"),
+            ("gw1.example.net:8443", "server.advertise_url"),
+            (
+                "https://u:secret@gw1.example.net",
+                "must not carry credentials",
+            ),
+            ("https://gw1.example.net/?token=x", "must not have a query"),
+            ("https://gw1.example.net/#top", "must not have a query"),
+        ] {
+            let why = check(&format!("[server]\nadvertise_url = \"{bad}\"\n"));
+            assert!(why.contains(expect), "{bad}: {why}");
+            assert!(!why.contains("secret@"), "{why}");
+        }
+        assert!(check("[connectors]\nlease_ms = 100\n").contains("connectors.lease_ms (100)"));
+        assert!(check("[connectors]\nbackoff_min_ms = 0\n").contains("backoff_min_ms"));
+        assert!(
+            check("[connectors]\nbackoff_min_ms = 900\nbackoff_max_ms = 800\n")
+                .contains("connectors.backoff_max_ms (800)")
+        );
+        // Strict like every table.
+        let typo = Config::parse(
+            &file("127.0.0.1:8080", "", "[connectors]\nlease = 3000\n"),
+            Path::new("x.toml"),
+        );
+        assert!(typo.is_err());
+        // Both reload-applied.
+        let running = parse(&file("127.0.0.1:8080", "", ""));
+        let changed = parse(&file(
+            "127.0.0.1:8080",
+            "",
+            "[server]\nadvertise_url = \"https://gw1.example.net\"\n[connectors]\nlease_ms = 3000\n",
+        ));
+        assert!(changed.reload_refusals(&running).is_empty());
+    }
 
     #[test]
     fn reload_is_checked_against_the_bound_listener() {

@@ -110,6 +110,10 @@ pub struct Core {
     /// Waiters on entities (long-polls), woken by key when this process commits a change
     /// to that entity, so a commit does not make every waiter read the store.
     pub(crate) entity_waiters: std::sync::Mutex<HashMap<CallKey, Arc<tokio::sync::Notify>>>,
+    /// The connectors this instance supervises.
+    pub connectors: crate::connectors::Supervisor,
+    /// Adapters beside the built-in ones (tests give one through [`crate::Options`]).
+    pub extra_adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
 }
 
 #[derive(Clone)]
@@ -167,6 +171,25 @@ impl Core {
             decisions_open: std::sync::atomic::AtomicUsize::new(0),
             entity_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             entity_waiters: std::sync::Mutex::new(HashMap::new()),
+            connectors: crate::connectors::Supervisor::default(),
+            extra_adapters: Vec::new(),
+        })
+    }
+
+    /// Every adapter: the built-in ones, then any given by [`crate::Options::adapters`].
+    pub fn adapters(&self) -> Vec<&'static dyn ivrgate_adapter::Adapter> {
+        let mut all: Vec<_> = crate::adapters::all().to_vec();
+        all.extend(self.extra_adapters.iter().copied());
+        all
+    }
+
+    /// The adapter serving a path's first segment.
+    pub fn adapter(&self, name: &str) -> Option<&'static dyn ivrgate_adapter::Adapter> {
+        crate::adapters::get(name).or_else(|| {
+            self.extra_adapters
+                .iter()
+                .copied()
+                .find(|a| a.name() == name)
         })
     }
 
@@ -440,8 +463,9 @@ impl Core {
         runtime: &Runtime,
     ) {
         let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
-        let adapter_expiry =
-            crate::adapters::get(&key.vendor).is_some_and(|a| a.keeps_call_state());
+        let adapter_expiry = self
+            .adapter(&key.vendor)
+            .is_some_and(|a| a.keeps_call_state());
         let retry_key = key.clone();
         let overlay_key = key.clone();
         let overlay = self.pending_decisions.clone();
@@ -902,5 +926,39 @@ impl Gateway for Core {
         timeout: Duration,
     ) -> BoxFuture<'a, Waited> {
         Box::pin(self.wait_entity(key, seen, timeout))
+    }
+
+    fn held_epoch(&self, tenant: &str, adapter: &str, name: &str) -> Option<u64> {
+        self.connectors.held_epoch(tenant, adapter, name)
+    }
+
+    fn lease<'a>(
+        &'a self,
+        tenant: &'a str,
+        adapter: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ivrgate_adapter::LeaseInfo>, RecordError>> {
+        Box::pin(async move {
+            let key = crate::store::LeaseKey {
+                tenant: tenant.to_owned(),
+                adapter: adapter.to_owned(),
+                name: name.to_owned(),
+            };
+            let row = self
+                .store
+                .read_lease(key)
+                .await
+                .map_err(|e| RecordError::Unavailable(e.to_string()))?;
+            // A released lease has no holder: it shows as held by nobody (`""`).
+            Ok(row.map(|row| {
+                let holder = row.holder.unwrap_or_default();
+                ivrgate_adapter::LeaseInfo {
+                    held_here: holder == self.instance,
+                    holder,
+                    epoch: row.epoch,
+                    until_ms: row.until_ms,
+                }
+            }))
+        })
     }
 }

@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod budget;
 pub mod clock;
 pub mod config;
+pub mod connectors;
 pub mod core;
 pub mod delivery;
 pub mod entities;
@@ -48,12 +49,16 @@ pub fn decision_points() -> Vec<&'static DecisionPoint> {
 #[derive(Clone)]
 pub struct Options {
     pub clock: SharedClock,
+    /// Adapters served beside the built-in ones. Only tests set it (an adapter with
+    /// connectors, before any shipped adapter has one); the daemon never does.
+    pub adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             clock: Arc::new(SystemClock),
+            adapters: Vec::new(),
         }
     }
 }
@@ -78,6 +83,8 @@ impl Handle {
                 self.core
                     .runtime
                     .store(Arc::new(core::Runtime::new(resolved)));
+                // Connectors follow: new ones start, changed ones restart, removed ones stop.
+                self.core.connectors.reconcile(&self.core);
                 return Ok(());
             }
             Ok(_) => {}
@@ -106,13 +113,15 @@ pub async fn run(
         config.raw.storage.group_commit_max,
     )?;
     let metrics = Arc::new(metrics::Metrics::new());
-    let core = Arc::new(core::Core::new(
+    let mut core = core::Core::new(
         config,
         store.clone(),
         options.clock,
         metrics,
         decision_points(),
-    )?);
+    )?;
+    core.extra_adapters = options.adapters;
+    let core = Arc::new(core);
     let app = Arc::new(server::App {
         core: core.clone(),
         shutting_down: AtomicBool::new(false),
@@ -125,7 +134,25 @@ pub async fn run(
         tokio::spawn(timers::maintenance(core.clone(), stop_rx.clone())),
         tokio::spawn(timers::recover_owners(core.clone(), stop_rx.clone())),
     ];
+    core.connectors.reconcile(&core);
     on_start(Handle { core: core.clone() });
+    // Connectors stop (saying goodbye to their platform) and release their leases before
+    // the HTTP drain begins, while the listener still answers their platform's callbacks.
+    let supervisor_core = core.clone();
+    let shutdown = async move {
+        shutdown.await;
+        let grace_ms = supervisor_core
+            .runtime
+            .load()
+            .config
+            .raw
+            .server
+            .shutdown_grace_ms;
+        supervisor_core
+            .connectors
+            .shutdown(std::time::Duration::from_millis(grace_ms))
+            .await;
+    };
     let served = server::serve(app, listener, shutdown).await;
     let _ = stop_tx.send(true);
     for worker in workers {

@@ -42,6 +42,15 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    pub tenant: String,
+    pub adapter: String,
+    pub connector: String,
+}
+
+pub type SecondsGauge = Gauge<f64, std::sync::atomic::AtomicU64>;
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -57,6 +66,12 @@ pub struct Metrics {
     pub calls_expired: Counter,
     pub undecodable_fields: Family<AdapterLabels, Counter>,
     pub body_bytes_in_flight: Gauge,
+    pub connector_up: Family<ConnectorLabels, Gauge>,
+    pub connector_held: Family<ConnectorLabels, Gauge>,
+    pub connector_epoch: Family<ConnectorLabels, Gauge>,
+    pub connector_restarts: Family<ConnectorLabels, Counter>,
+    pub connector_sessions_opened: Family<ConnectorLabels, Gauge>,
+    pub connector_heartbeat_age: Family<ConnectorLabels, SecondsGauge>,
 }
 
 impl Default for Metrics {
@@ -150,6 +165,42 @@ impl Metrics {
             "Bytes of legacy request bodies reserved in the memory budget right now",
             body_bytes_in_flight.clone(),
         );
+        let connector_up = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_up",
+            "1 while the connector's platform session is up on this instance",
+            connector_up.clone(),
+        );
+        let connector_held = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_held",
+            "1 while this instance holds the connector's lease and runs it",
+            connector_held.clone(),
+        );
+        let connector_epoch = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_epoch",
+            "The lease epoch the connector runs with here (0 when not held)",
+            connector_epoch.clone(),
+        );
+        let connector_restarts = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "connector_restarts",
+            "Connector runs that failed and were restarted after a backoff",
+            connector_restarts.clone(),
+        );
+        let connector_sessions_opened = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_sessions_opened",
+            "Platform sessions the connector opened since it started here",
+            connector_sessions_opened.clone(),
+        );
+        let connector_heartbeat_age = Family::<ConnectorLabels, SecondsGauge>::default();
+        registry.register(
+            "connector_heartbeat_age_seconds",
+            "Seconds since the platform last proved the connector's session alive",
+            connector_heartbeat_age.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -165,6 +216,12 @@ impl Metrics {
             calls_expired,
             undecodable_fields,
             body_bytes_in_flight,
+            connector_up,
+            connector_held,
+            connector_epoch,
+            connector_restarts,
+            connector_sessions_opened,
+            connector_heartbeat_age,
         }
     }
 

@@ -35,7 +35,7 @@ pub struct App {
 impl App {
     /// The adapter serving a path's first segment.
     fn adapter(&self, name: &str) -> Option<&'static dyn Adapter> {
-        crate::adapters::get(name)
+        self.core.adapter(name)
     }
 }
 
@@ -241,6 +241,9 @@ fn metrics(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> Response<Bod
         );
         return response;
     }
+    app.core
+        .connectors
+        .refresh_metrics(&app.core.metrics, app.core.clock.now_ms());
     let mut response = text(StatusCode::OK, app.core.metrics.render());
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -279,7 +282,18 @@ async fn legacy(
     };
     let client_ip = auth::client_ip(peer, req.headers(), &config.raw.server.trusted_proxies);
     let client = auth::Shown(client_ip);
-    let sub_path = match auth::check(tenant, path.segments(), req.headers(), client_ip) {
+    let Some(adapter) = app.adapter(&adapter_name) else {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    };
+    // A platform callback that carries its own proof (a token in the path the adapter checks
+    // in constant time) skips the tenant's inbound credentials; the allowlist still applies.
+    let whole = format!("/{}", path.segments().join("/"));
+    let checked = if adapter.authenticates_itself(&whole) {
+        auth::check_address(tenant, client_ip).map(|()| path.segments())
+    } else {
+        auth::check(tenant, path.segments(), req.headers(), client_ip)
+    };
+    let sub_path = match checked {
         Ok(rest) => PathSegments::from_decoded(rest.iter().cloned()),
         Err(denied) => {
             count("unknown", "denied");
@@ -297,9 +311,6 @@ async fn legacy(
                 }
             };
         }
-    };
-    let Some(adapter) = app.adapter(&adapter_name) else {
-        return text(StatusCode::NOT_FOUND, "not found\n");
     };
     let (parts, body) = req.into_parts();
     let server = &config.raw.server;

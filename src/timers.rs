@@ -77,7 +77,7 @@ async fn run_entity_timer(core: &Core, timer: TimerRow) {
             })
             .inc();
     };
-    let Some(adapter) = crate::adapters::get(entity.adapter()) else {
+    let Some(adapter) = core.adapter(entity.adapter()) else {
         count("unknown_adapter");
         tracing::warn!(kind = %entity.kind, key = %timer.key, "timer for an unknown adapter dropped");
         let _ = core
@@ -276,8 +276,9 @@ pub async fn recover_owners(core: Arc<Core>, mut shutdown: watch::Receiver<bool>
             Ok(owners) => {
                 tracing::warn!(
                     ?owners,
-                    "claims of stopped instances freed for sending again"
-                )
+                    "claims and connector leases of stopped instances freed"
+                );
+                core.connectors.wake();
             }
             Err(e) => tracing::warn!(error = %e, "cannot look for stopped instances"),
         }

@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS outbox (
     done_at_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (status, next_attempt_ms);
+CREATE TABLE IF NOT EXISTS payloads (
+    id INTEGER PRIMARY KEY,
+    body BLOB NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS outbox_payload_gone AFTER DELETE ON outbox BEGIN
+    DELETE FROM payloads WHERE id = OLD.id;
+END;
 CREATE INDEX IF NOT EXISTS outbox_tenant ON outbox (tenant, status);
 CREATE TABLE IF NOT EXISTS tenant_counters (
     tenant TEXT PRIMARY KEY,
@@ -739,7 +746,7 @@ impl SqliteStore {
             for t in &skip_tenants {
                 values.push(t);
             }
-            let rows = stmt
+            let mut rows = stmt
                 .query_map(values.as_slice(), |r| {
                     Ok(Delivery {
                         id: r.get(0)?,
@@ -752,6 +759,11 @@ impl SqliteStore {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
+            for row in rows.iter_mut().filter(|r| r.payload.is_empty()) {
+                if let Some(payload) = separate_payload(c, row.id)? {
+                    row.payload = payload;
+                }
+            }
             let mut lease = c.prepare_cached(
                 "UPDATE outbox SET lease_owner = ?1, lease_until_ms = ?2 WHERE id = ?3",
             )?;
@@ -1103,7 +1115,8 @@ fn call_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<CallRow> {
     })
 }
 
-/// Makes every delivery and timer leased to one of `owners` due for claiming again.
+/// Makes every delivery and timer leased to one of `owners` due for claiming again, and
+/// releases their connector leases.
 fn free_claims(c: &Connection, owners: &[String]) -> Result<()> {
     for owner in owners {
         c.prepare_cached(
@@ -1430,6 +1443,10 @@ fn insert_events(
         let len = i32::try_from(size.0).map_err(|_| {
             StoreError::Backend(format!("cannot store an event of {} bytes", size.0))
         })?;
+        // A large payload goes in a row of its own (the outbox row's column stays empty):
+        // there it is the record's last column, so SQLite never builds the zero-filled record
+        // in memory, and updating the delivery's state never rewrites it.
+        let separate = size.0 > INLINE_PAYLOAD;
         let mut insert = c.prepare_cached(
             "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, \
              next_attempt_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
@@ -1440,10 +1457,17 @@ fn insert_events(
             call.map(|(id, _)| id),
             seq,
             &event.event_type,
-            ZeroBlob(len),
+            ZeroBlob(if separate { 0 } else { len }),
             uow.now_ms,
         ])?;
-        let blob = c.blob_open(MAIN_DB, "outbox", "payload", c.last_insert_rowid(), false)?;
+        let id = c.last_insert_rowid();
+        let blob = if separate {
+            c.prepare_cached("INSERT INTO payloads (id, body) VALUES (?1, ?2)")?
+                .execute(params![id, ZeroBlob(len)])?;
+            c.blob_open(MAIN_DB, "payloads", "body", id, false)?
+        } else {
+            c.blob_open(MAIN_DB, "outbox", "payload", id, false)?
+        };
         let mut writer = std::io::BufWriter::with_capacity(64 * 1024, blob);
         serde_json::to_writer(&mut writer, &payload).map_err(encode)?;
         writer
@@ -1453,6 +1477,28 @@ fn insert_events(
         seqs.push(seq);
     }
     Ok(seqs)
+}
+
+/// Event payloads longer than this are kept in the `payloads` table, not in the outbox row.
+const INLINE_PAYLOAD: usize = 64 * 1024;
+
+/// The payload of outbox row `id` when it is kept in `payloads`, read with incremental BLOB
+/// I/O into one buffer of its size (reading the column would have SQLite build a copy of
+/// its own first); `None` when the row has none there.
+fn separate_payload(c: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
+    use std::io::Read as _;
+    let exists = c
+        .prepare_cached("SELECT 1 FROM payloads WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let mut blob = c.blob_open(MAIN_DB, "payloads", "body", id, true)?;
+    let mut payload = vec![0; blob.len()];
+    blob.read_exact(&mut payload)
+        .map_err(|e| StoreError::Backend(format!("cannot read event payload {id}: {e}")))?;
+    Ok(Some(payload))
 }
 
 /// A writer that only counts what is written to it.
@@ -1940,6 +1986,70 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime")
+    }
+
+    /// A payload over 64 KiB is kept in `payloads`, not in its outbox row (so updating the
+    /// delivery's state never rewrites it), is delivered whole, and goes with its row.
+    #[test]
+    fn large_payloads_live_apart_and_go_with_their_row() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), 16).expect("open");
+        let inspect = Connection::open(dir.path().join("ivrgate.db")).expect("inspect");
+        let lengths = |event: &str| -> (i64, Option<i64>) {
+            inspect
+                .query_row(
+                    "SELECT length(o.payload), length(p.body) FROM outbox o \
+                     LEFT JOIN payloads p ON p.id = o.id WHERE o.event_id = ?1",
+                    [event],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .expect("row")
+        };
+        runtime().block_on(async {
+            for (n, bytes) in [(1, 100), (2, 200_000), (3, 64 * 1024)] {
+                let outcome = store.commit(event(n, bytes)).await.expect("commit");
+                assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+            }
+            let big = lengths("msg_2");
+            assert_eq!(big.0, 0, "the outbox row holds no copy");
+            assert!(big.1.is_some_and(|len| len > 200_000), "{big:?}");
+            assert!(lengths("msg_1").0 > 100);
+            assert_eq!(lengths("msg_1").1, None);
+            // just over the limit once serialized: apart too
+            assert_eq!(lengths("msg_3").0, 0);
+
+            let owner = String::from("1-owner");
+            let claimed = store
+                .claim_deliveries(owner.clone(), 2_000, 60_000, 10, Vec::new())
+                .await
+                .expect("claim");
+            assert_eq!(claimed.len(), 3);
+            for (delivery, bytes) in claimed.iter().zip([100, 200_000, 64 * 1024]) {
+                let payload: Value =
+                    serde_json::from_slice(&delivery.payload).expect("the payload is JSON");
+                assert_eq!(payload["data"]["pad"], json!("x".repeat(bytes)));
+            }
+            store
+                .finish_deliveries(
+                    owner.clone(),
+                    claimed
+                        .iter()
+                        .map(|d| DeliveryUpdate::Delivered {
+                            id: d.id,
+                            at_ms: 2_000,
+                        })
+                        .collect(),
+                )
+                .await
+                .expect("finish");
+            assert_eq!(lengths("msg_2").0, 0, "the state update left it apart");
+            store.purge(3_000, 0, 0).await.expect("purge");
+        });
+        let left: i64 = inspect
+            .query_row("SELECT count(*) FROM payloads", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(left, 0, "a purged row's payload goes with it");
+        store.close();
     }
 
     /// Free space is read per batch: the first unit of work that could reach into the

@@ -2,7 +2,9 @@
 
 mod support;
 
+mod connectors;
 mod core;
+mod ctips;
 mod edge;
 mod entities;
 mod fidelity;

@@ -71,7 +71,7 @@ impl Daemon {
     /// Starts the built binary with the configuration text `toml`. With `tmpfs` = (directory,
     /// size), it runs in its own mount namespace with a tmpfs of that size mounted on the
     /// directory (`unshare`, unprivileged through a user namespace): a small disk of its own.
-    fn spawn_with(
+    pub(crate) fn spawn_with(
         name: &str,
         dir: &Path,
         port: u16,
@@ -158,7 +158,7 @@ impl Daemon {
     }
 
     /// SIGKILL (what `Child::kill` sends on Unix), then reap.
-    fn sigkill(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn sigkill(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         let _ = child.kill();
         child.wait().ok()

@@ -73,11 +73,12 @@ fn assert_valid(schema: &str, files: &[PathBuf]) {
 /// The schema file for a payload `type`: one file per decision kind, one per event family
 /// for the adapters' entity events, one per type for the core's events.
 fn schema_for(payload_type: &str) -> String {
-    const FAMILIES: [(&str, &str); 4] = [
+    const FAMILIES: [(&str, &str); 5] = [
         ("ptk.interaction.", "event.ptk.interaction.json"),
         ("openscape.call.", "event.openscape.call.json"),
         ("openscape.transit.", "event.openscape.transit.json"),
         ("openscape.callback.", "event.openscape.callback.json"),
+        ("ctips.", "event.ctips.json"),
     ];
     if payload_type.starts_with("decision.") {
         return format!("{payload_type}.json");

@@ -283,6 +283,16 @@ impl Gateway {
 
     /// Starts a gateway on an existing directory with the given configuration text.
     pub async fn start_in(dir: &Path, toml: &str, clock: Arc<ManualClock>) -> Gateway {
+        Gateway::start_with(dir, toml, clock, Vec::new()).await
+    }
+
+    /// [`Gateway::start_in`] serving test adapters beside the built-in ones.
+    pub async fn start_with(
+        dir: &Path,
+        toml: &str,
+        clock: Arc<ManualClock>,
+        adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    ) -> Gateway {
         let config = Config::parse(toml, Path::new("test.toml"))
             .expect("parse")
             .validate(&ivrgate::decision_points())
@@ -304,7 +314,10 @@ impl Gateway {
             async move {
                 let _ = stop_rx.await;
             },
-            ivrgate::Options { clock: shared },
+            ivrgate::Options {
+                clock: shared,
+                adapters,
+            },
             move |h| {
                 let _ = handle_tx.send(h);
             },

@@ -188,13 +188,21 @@ pub async fn handle(gw: &dyn Gateway, settings: Option<&Settings>, request: Inbo
                 Err(why) => return fault(true, &why, &method, "bad_request"),
             };
             let mapped = event::map(&event);
+            let mut extra = Map::new();
+            if let Some(decision_id) = event::text(&event.fields, "RequestId")
+                .and_then(|r| r.parse::<i64>().ok())
+                .filter(|r| *r != 0)
+                .and_then(|r| live.route_decision(r))
+            {
+                extra.insert("decision_id".into(), serde_json::Value::String(decision_id));
+            }
             match store::commit(
                 gw,
                 &request.tenant,
                 &event,
                 &mapped,
                 settings.call_max,
-                &Map::new(),
+                &extra,
             )
             .await
             {

@@ -37,7 +37,7 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_WAIT_EVENT: Duration = Duration::from_secs(60);
 
 fn bad(message: impl Into<String>) -> CommandReply {
-    CommandReply::error(400, "bad_request", message)
+    CommandReply::error(400, "invalid_request", message)
 }
 
 fn query_ms(query: Option<&str>, name: &str) -> Result<Option<u64>, CommandReply> {

@@ -22,6 +22,8 @@ pub mod store;
 pub mod xml;
 
 #[cfg(test)]
+mod sim_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

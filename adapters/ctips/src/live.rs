@@ -47,6 +47,9 @@ pub struct Live {
     /// StartSession arrived.
     pub started: Notify,
     notices: mpsc::UnboundedSender<Notice>,
+    /// RouteSelect RequestId → decision id, set before the RouteSelect goes out, so a
+    /// RouteUsed that overtakes the stored outcome still names its decision.
+    routes: Mutex<HashMap<i64, String>>,
 }
 
 impl Live {
@@ -76,6 +79,22 @@ impl Live {
         self.heartbeat.notify_waiters();
     }
 
+    pub fn remember_route(&self, request_id: i64, decision_id: &str) {
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if routes.len() > 10_000 {
+            routes.clear();
+        }
+        routes.insert(request_id, decision_id.to_owned());
+    }
+
+    pub fn route_decision(&self, request_id: i64) -> Option<String> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&request_id)
+            .cloned()
+    }
+
     pub fn notify(&self, notice: Notice) {
         let _ = self.notices.send(notice);
     }
@@ -100,6 +119,7 @@ pub fn register(tenant: &str, epoch: u64) -> (Arc<Live>, mpsc::UnboundedReceiver
         heartbeat: Notify::new(),
         started: Notify::new(),
         notices: tx,
+        routes: Mutex::new(HashMap::new()),
     });
     registry()
         .lock()

@@ -622,6 +622,9 @@ pub async fn answer_route(shared: &Shared, job: RouteJob) {
         }
     };
     let request_id = shared.ids.next();
+    shared
+        .live
+        .remember_route(request_id, &decision.decision_id);
     let outcome = match shared.current() {
         Some(current) => {
             let r = Request::new("RouteSelect", Service::Routing)

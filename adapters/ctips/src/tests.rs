@@ -51,45 +51,49 @@ struct Store {
     next_id: u64,
 }
 
-struct Fake {
-    epoch: u64,
+pub(crate) struct Fake {
+    pub(crate) epoch: u64,
     store: Mutex<Store>,
     settings: ParsedSettings,
     held: Mutex<Option<u64>>,
-    answer: Mutex<Answer>,
+    pub(crate) answer: Mutex<Answer>,
     decisions: Mutex<Vec<DecisionRequest>>,
 }
 
 impl Fake {
     fn new() -> Arc<Fake> {
+        Fake::with(settings_json())
+    }
+
+    pub(crate) fn with(settings: Value) -> Arc<Fake> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(100);
         let epoch = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Arc::new(Fake {
             epoch,
             store: Mutex::new(Store::default()),
-            settings: Ctips.parse_settings(&settings_json()).unwrap(),
+            settings: Ctips.parse_settings(&settings).unwrap(),
             held: Mutex::new(Some(epoch)),
             answer: Mutex::new(Answer::Action(Envelope::new(Action::Default {}))),
             decisions: Mutex::new(Vec::new()),
         })
     }
 
-    fn path(&self) -> [String; 2] {
+    pub(crate) fn path(&self) -> [String; 2] {
         [TOKEN.to_owned(), self.epoch.to_string()]
     }
 
-    fn events(&self) -> Vec<(EntityKey, u64, EntityEvent)> {
+    pub(crate) fn events(&self) -> Vec<(EntityKey, u64, EntityEvent)> {
         self.store.lock().unwrap().events.clone()
     }
 
-    fn types(&self) -> Vec<String> {
+    pub(crate) fn types(&self) -> Vec<String> {
         self.events()
             .into_iter()
             .map(|(_, _, e)| e.event_type)
             .collect()
     }
 
-    fn entity(&self, kind: &str, id: &str) -> Option<Entity> {
+    pub(crate) fn entity(&self, kind: &str, id: &str) -> Option<Entity> {
         self.store
             .lock()
             .unwrap()
@@ -416,12 +420,13 @@ impl PlatformClient for FakeHttp {
     }
 }
 
-struct Ctx {
-    gw: Arc<Fake>,
-    http: Arc<FakeHttp>,
-    spec: ConnectorSpec,
-    stop: tokio::sync::watch::Sender<Option<StopReason>>,
-    health: Mutex<Vec<ConnectorHealth>>,
+pub(crate) struct Ctx {
+    pub(crate) gw: Arc<Fake>,
+    pub(crate) http: Arc<dyn PlatformClient>,
+    pub(crate) advertise: String,
+    pub(crate) spec: ConnectorSpec,
+    pub(crate) stop: tokio::sync::watch::Sender<Option<StopReason>>,
+    pub(crate) health: Mutex<Vec<ConnectorHealth>>,
 }
 
 impl ConnectorCtx for Ctx {
@@ -457,7 +462,7 @@ impl ConnectorCtx for Ctx {
         &*self.http
     }
     fn advertise_url(&self) -> Option<&str> {
-        Some("http://ivrgate-a.test:8080/")
+        Some(&self.advertise)
     }
     fn set_health(&self, health: ConnectorHealth) {
         self.health.lock().unwrap().push(health);
@@ -942,7 +947,7 @@ fn answers_become_route_selects() {
 
 // ---------------------------------------------------------------- the connector
 
-async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+pub(crate) async fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..400 {
         if f() {
             return;
@@ -957,6 +962,7 @@ fn start(gw: Arc<Fake>, http: Arc<FakeHttp>) -> (Arc<Ctx>, tokio::task::JoinHand
     let ctx = Arc::new(Ctx {
         gw,
         http,
+        advertise: "http://ivrgate-a.test:8080/".into(),
         spec: settings().spec(),
         stop,
         health: Mutex::new(Vec::new()),
@@ -1053,7 +1059,7 @@ async fn startup_order_route_select_and_goodbye() {
     assert_eq!(ev.2.data["decision_id"], json!("dec_1"));
     assert_eq!(ev.2.data["late"], json!(true));
     // SIGTERM: OffLine then CloseConnection.
-    ctx.stop.send(Some(StopReason::Shutdown)).unwrap();
+    ctx.stop.send_replace(Some(StopReason::Shutdown));
     assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
     let ops = http.ops();
     assert_eq!(&ops[ops.len() - 2..], ["P:OffLine", "P:CloseConnection"]);
@@ -1145,7 +1151,7 @@ async fn heartbeats_stop_the_session_is_lost_and_the_backup_takes_over() {
         ended.1, 2,
         "the reconciled end continues the call's sequence"
     );
-    ctx.stop.send(Some(StopReason::LeaseLost)).unwrap();
+    ctx.stop.send_replace(Some(StopReason::LeaseLost));
     assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
     assert_ne!(
         http.ops().last().unwrap(),
@@ -1168,7 +1174,7 @@ async fn max_clients_backs_off_and_is_shown() {
             .any(|h| h.detail.contains("MaxNumberClientConnections"))
     })
     .await;
-    ctx.stop.send(Some(StopReason::Shutdown)).unwrap();
+    ctx.stop.send_replace(Some(StopReason::Shutdown));
     assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
     assert!(!http.ops().iter().any(|o| o.ends_with("OnLine")));
 }
@@ -1307,7 +1313,7 @@ async fn commands_go_through_the_store_to_the_holder() {
     let r = waiter.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["event"]["type"], json!("ctips.agent.state"));
-    ctx.stop.send(Some(StopReason::Shutdown)).unwrap();
+    ctx.stop.send_replace(Some(StopReason::Shutdown));
     assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
 }
 
@@ -1345,6 +1351,6 @@ async fn a_command_not_sent_in_time_is_504_and_never_sent_later() {
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(http.bodies("ClearCall").is_empty());
-    ctx.stop.send(Some(StopReason::Shutdown)).unwrap();
+    ctx.stop.send_replace(Some(StopReason::Shutdown));
     run.await.unwrap();
 }

@@ -12,6 +12,8 @@
 //! | `GET /route-latencies` | | `[{"call_id":5551,"us":1234}]`: first RouteRequest sent → first RouteSelect received |
 //! | `POST /servers/{i}/fault` | `{"kind":"kill"}` (`none`, `kill`, `hang`, `slow` + `delay_ms`, `refuse`, `stop_heartbeats`) | `{"ok":true}` |
 //! | `POST /link-status` | `{"server":0,"component":"Gateway","state":"Down"}` | `{"ok":true}` |
+//! | `POST /sessions/{id}/forget` | | CTIPS forgets the session silently: `{"found":true}` |
+//! | `POST /max-clients` | `{"max_clients":0}` | `{"ok":true}` |
 //! | `POST /strict` | `{"strict":false}` | `{"ok":true}` |
 //! | `POST /publish` | `{"event":"CTIServiceStateChange","fields":{"ServiceId":3,"ServiceState":"Pause"}}` | `{"ok":true}` |
 //!
@@ -214,6 +216,16 @@ async fn handle(sim: &Sim, req: Request<hyper::body::Incoming>) -> Response<Full
             sim.inject_link_status(server, component, state);
             json_reply(StatusCode::OK, json!({ "ok": true }))
         }
+        (Method::POST, ["sessions", id, "forget"]) => {
+            json_reply(StatusCode::OK, json!({ "found": sim.forget_session(id) }))
+        }
+        (Method::POST, ["max-clients"]) => match input.get("max_clients").and_then(Value::as_u64) {
+            Some(n) => {
+                sim.set_max_clients(n as usize);
+                json_reply(StatusCode::OK, json!({ "ok": true }))
+            }
+            None => bad("max_clients (int) is required"),
+        },
         (Method::POST, ["strict"]) => match input.get("strict").and_then(Value::as_bool) {
             Some(b) => {
                 sim.set_strict(b);

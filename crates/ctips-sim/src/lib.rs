@@ -206,7 +206,7 @@ pub struct DisposedRecord {
     pub id: String,
     /// Server index.
     pub server: usize,
-    /// `closed` (CloseConnection), `heartbeat` (missed heartbeats), `killed`.
+    /// `closed` (CloseConnection), `heartbeat` (missed heartbeats), `killed`, `forgotten`.
     pub reason: String,
     /// Milliseconds since the UNIX epoch.
     pub at_ms: u128,
@@ -233,6 +233,7 @@ pub(crate) struct Session {
 
 pub(crate) struct State {
     strict: bool,
+    max_clients: usize,
     model: Model,
     sessions: BTreeMap<String, Session>,
     requests: Vec<RequestRecord>,
@@ -401,6 +402,7 @@ impl Sim {
         let http = reqwest::Client::builder()
             .timeout(cfg.callback_timeout)
             .pool_max_idle_per_host(4)
+            .tcp_nodelay(true)
             .build()
             .map_err(std::io::Error::other)?;
         let mut listeners = Vec::new();
@@ -419,6 +421,7 @@ impl Sim {
         let inner = Arc::new(Inner {
             st: Mutex::new(State {
                 strict: cfg.strict,
+                max_clients: cfg.max_clients,
                 model,
                 sessions: BTreeMap::new(),
                 requests: Vec::new(),
@@ -484,6 +487,23 @@ impl Sim {
     /// Strict mode on?
     pub fn strict(&self) -> bool {
         self.inner.lock().strict
+    }
+
+    /// Changes the number of sessions each server accepts (sessions already open stay).
+    pub fn set_max_clients(&self, n: usize) {
+        self.inner.lock().max_clients = n;
+        self.inner.bump();
+    }
+
+    /// CTIPS forgets a session without telling the client (as after a restart behind the same
+    /// port): no more heartbeats or events, and its requests answer InvalidSessionId. False
+    /// when there is no such session.
+    pub fn forget_session(&self, id: &str) -> bool {
+        let mut st = self.inner.lock();
+        let found = self.inner.dispose(&mut st, id, "forgotten");
+        drop(st);
+        self.inner.bump();
+        found
     }
 
     /// Injects a fault into server `i` (or lifts it with [`Fault::None`]).

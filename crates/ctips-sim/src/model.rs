@@ -175,6 +175,9 @@ pub struct Model {
     pub services: BTreeMap<i64, Service>,
     /// Live calls by CallId.
     pub calls: BTreeMap<i64, Call>,
+    /// Ended calls whose agent is still in wrap: CallCompleted (after SetDisposition) carries
+    /// their CallSequenceId.
+    pub wrapping: BTreeMap<i64, Call>,
     next_call: i64,
     next_seq: i64,
 }
@@ -226,6 +229,7 @@ impl Model {
                 })
                 .collect(),
             calls: BTreeMap::new(),
+            wrapping: BTreeMap::new(),
             next_call: 5551,
             next_seq: 900_000_001,
         }
@@ -628,6 +632,9 @@ impl Model {
         let Some(c) = self.calls.remove(&id) else {
             return Vec::new();
         };
+        if c.agent != 0 {
+            self.wrapping.insert(id, c.clone());
+        }
         let mut out = Vec::new();
         let mut f = self.call_fields(&c);
         f.insert("ClearingPartyType".into(), V::Enum(party.into()));
@@ -812,21 +819,23 @@ impl Model {
                         "agent is not in wrap",
                     )]);
                 }
-                let call = a.call;
+                let call = if a.call != 0 {
+                    a.call
+                } else {
+                    get_int(f, "CallId")
+                };
                 a.call = 0;
                 a.state = "Idle".into();
                 let a = a.clone();
-                let cf = fields([
-                    ("AgentId", V::Int(idx)),
-                    (
-                        "CallId",
-                        V::Int(if call != 0 {
-                            call
-                        } else {
-                            get_int(f, "CallId")
-                        }),
-                    ),
-                ]);
+                let ended = self
+                    .wrapping
+                    .remove(&call)
+                    .or_else(|| self.calls.get(&call).cloned());
+                let mut cf = match &ended {
+                    Some(c) => self.call_fields(c),
+                    None => fields([("CallId", V::Int(call))]),
+                };
+                cf.insert("AgentId".into(), V::Int(idx));
                 Ok(vec![
                     emit("CTICallCompleted", cf, r),
                     self.agent_state_event(&a, None),
@@ -1178,6 +1187,7 @@ impl Model {
             a.logged_in = false;
             a.state = "INVALID".into();
             a.call = 0;
+            self.wrapping.retain(|_, c| c.agent != *id);
             let a = a.clone();
             out.push(emit(
                 "CTIAgentLoginStateChange",

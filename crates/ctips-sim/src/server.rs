@@ -61,6 +61,7 @@ impl ServerHandle {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 let inner = inner.clone();
                 let mut gen_rx = gen_rx.clone();
                 tokio::spawn(async move {
@@ -548,12 +549,13 @@ async fn open_connection(inner: &Arc<Inner>, idx: usize, args: Fields) -> Outcom
     let (sid, rx) = {
         let mut st = inner.lock();
         let open = st.sessions.values().filter(|s| s.server == idx).count();
-        if open >= inner.cfg.max_clients {
+        let max = st.max_clients;
+        if open >= max {
             return Outcome::service_fault(
                 "MaxNumberClientConnections",
                 &format!(
                     "the maximum number of client connections ({}) has been reached",
-                    inner.cfg.max_clients
+                    max
                 ),
             );
         }

@@ -101,6 +101,7 @@ impl CallbackServer {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                let _ = stream.set_nodelay(true);
                 let (st, ver) = (st.clone(), ver.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {

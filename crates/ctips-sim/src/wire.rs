@@ -645,3 +645,94 @@ mod tests {
         assert_eq!(read_members(&swapped, NS_API, m, false).unwrap(), args);
     }
 }
+
+#[cfg(test)]
+mod mutation_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::xml::parse;
+
+    /// Deterministic byte mutations of valid requests and events: the reader answers Ok or
+    /// Err, never panics (bad input must become a fault, not a crash).
+    #[test]
+    fn mutated_bodies_never_panic() {
+        let mut seeds = vec![
+            request_body(
+                "RouteSelect",
+                &fields([
+                    ("SessionId", V::Str("s".into())),
+                    ("CallId", V::Int(5)),
+                    ("RouteActionType", V::Enum("RouteToAgent".into())),
+                    ("UserData", V::Arr(vec![V::Str("a".into())])),
+                ]),
+            ),
+            request_body(
+                "OpenConnection",
+                &fields([
+                    ("TenantIds", V::Arr(vec![V::Int(1)])),
+                    (
+                        "UserCredentials",
+                        V::Obj(fields([("UserName", V::Str("u".into()))])),
+                    ),
+                ]),
+            ),
+        ];
+        seeds.push(publish_body(
+            "CTIRouteRequest",
+            &fields([(
+                "CallInfo",
+                V::Obj(fields([(
+                    "CallData",
+                    V::Arr(vec![V::Obj(fields([("key", V::Str("k".into()))]))]),
+                )])),
+            )]),
+        ));
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b"<>/&;:=\"' aAiz0-9\x00\xff";
+        let mut parsed = 0;
+        for seed in &seeds {
+            for _ in 0..1500 {
+                let mut b = seed.as_bytes().to_vec();
+                for _ in 0..(1 + next() % 4) {
+                    let pos = (next() as usize) % b.len();
+                    match next() % 3 {
+                        0 => b[pos] = alphabet[(next() as usize) % alphabet.len()],
+                        1 => {
+                            b.remove(pos);
+                        }
+                        _ => {
+                            let end = (pos + (next() as usize) % 40).min(b.len());
+                            let chunk = b[pos..end].to_vec();
+                            b.splice(pos..pos, chunk);
+                        }
+                    }
+                }
+                let Ok(root) = parse(&b) else { continue };
+                parsed += 1;
+                let Some(op) = root.child("Body").and_then(|x| x.children.first()) else {
+                    continue;
+                };
+                let Some(args) = op.children.first() else {
+                    continue;
+                };
+                for o in spec().ops.values() {
+                    let _ = read_members(args, NS_API, &o.members, true);
+                    let _ = read_members(args, NS_API, &o.members, false);
+                }
+                for c in spec().contracts.values() {
+                    let _ = read_members(args, c.ns, &c.members, true);
+                }
+            }
+        }
+        assert!(
+            parsed > 100,
+            "mutations should leave some documents readable"
+        );
+    }
+}

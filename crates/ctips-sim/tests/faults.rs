@@ -181,3 +181,45 @@ async fn link_status_goes_to_the_chosen_server_only() {
         .unwrap();
     assert_eq!(both, ["Down", "Up"]);
 }
+
+#[tokio::test]
+async fn a_forgotten_session_gets_no_heartbeats_and_invalid_session_id() {
+    let sim = Sim::start(hb_cfg()).await.unwrap();
+    let (mut c, cb) = online(&sim, 0).await;
+    cb.wait_for(WAIT, |r| r.iter().find(|x| x.op == "Heartbeat").map(|_| ()))
+        .await
+        .unwrap();
+    assert!(sim.forget_session(&c.session_id));
+    assert!(!sim.forget_session(&c.session_id));
+    assert_eq!(sim.disposed()[0].reason, "forgotten");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let n = cb.received().iter().filter(|r| r.op == "Heartbeat").count();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        cb.received().iter().filter(|r| r.op == "Heartbeat").count(),
+        n
+    );
+    let (r, _) = c.send("OffLine", Fields::new()).await.unwrap();
+    assert_eq!(r.fault.as_deref(), Some("InvalidSessionId"));
+}
+
+#[tokio::test]
+async fn max_clients_can_change_at_run_time() {
+    let sim = sim().await;
+    sim.set_max_clients(0);
+    let cb = CallbackServer::start().await.unwrap();
+    let mut c = Client::new(&sim.url(0));
+    let r = c.open(&cb.url(), "u", "p").await.unwrap();
+    assert_eq!(r.fault.as_deref(), Some("MaxNumberClientConnections"));
+    assert!(
+        cb.received().is_empty(),
+        "no StartSession when the limit refuses"
+    );
+    sim.set_max_clients(10);
+    assert!(c
+        .open(&cb.url(), "u", "p")
+        .await
+        .unwrap()
+        .session_id
+        .is_some());
+}

@@ -1,0 +1,649 @@
+//! The Aspect CTIPS adapter end to end: the built `ivrgate` binary against the CTIPS
+//! simulator (`crates/ctips-sim`, strict WCF mode) over loopback HTTP. Startup order, golden
+//! requests, every request valid against the XSDs written from WIRE.md, RouteRequest →
+//! decision → RouteSelect, the command API, heartbeats lost and the next server, SIGTERM's
+//! goodbye, two processes on one store (one session, SIGKILL take-over, a command sent to the
+//! non-holder, per-entity sequences gapless across the kill) and SIGHUP with a new server list.
+//! Every wait is bounded; every spawned process is killed on every path.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ctips_sim::{Fault, Sim, SimConfig};
+use serde_json::{json, Value};
+
+use crate::process::{free_port, Daemon};
+use crate::support::*;
+
+const TOKEN: &str = "cb-token-0123456789abcdef";
+/// Longest any step below may take.
+const STEP: Duration = Duration::from_secs(20);
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_owned()
+}
+
+fn ctips_toml(port: u16, state_dir: &Path, webhook_url: &str, servers: &[String]) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("{s:?}")).collect();
+    format!(
+        r#"listen = "127.0.0.1:{port}"
+state_dir = "{dir}"
+
+[server]
+advertise_url = "http://127.0.0.1:{port}"
+
+[logging]
+level = "warn"
+
+[storage]
+min_free_bytes = 0
+
+[delivery]
+retry_schedule_s = [1, 1, 1, 2, 2, 2, 4, 4, 4]
+jitter_percent = 0
+lease_ms = 3000
+
+[connectors]
+lease_ms = 1500
+backoff_min_ms = 100
+backoff_max_ms = 500
+
+[[tenants]]
+id = "acme"
+webhook_url = "{webhook_url}"
+webhook_secret = "{SECRET}"
+
+[tenants.ctips]
+servers = [{servers}]
+username = "ivrgate"
+password = "env:IVRGATE_TEST_CTIPS_PASSWORD"
+callback_token = "{TOKEN}"
+heartbeat_interval_s = 1
+missed_heartbeats = 2
+filters = [{{ type = "service", value = "3" }}, {{ type = "service", value = "5" }}]
+user_data_fields = ["acct"]
+"#,
+        dir = state_dir.display(),
+        servers = servers.join(", ")
+    )
+}
+
+fn spawn(name: &str, dir: &Path, port: u16, toml: &str) -> Daemon {
+    // The password comes through env: like every secret.
+    std::env::set_var("IVRGATE_TEST_CTIPS_PASSWORD", "pw");
+    Daemon::spawn_with(name, dir, port, toml, None)
+}
+
+async fn sim() -> Sim {
+    Sim::start(SimConfig {
+        ports: vec![0, 0],
+        strict: true,
+        heartbeat_interval: Duration::from_secs(1),
+        missed_heartbeats: 3,
+        users: vec![("ivrgate".into(), "pw".into())],
+        ..SimConfig::default()
+    })
+    .await
+    .expect("simulator")
+}
+
+/// Waits (bounded) until `f` holds; `what` and `log` explain a timeout.
+async fn until(what: &str, log: impl Fn() -> String, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + STEP;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out: {what}\n{}", log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pulls webhooks into `hooks` until `f` holds on them (bounded).
+async fn hooks_until(
+    rx: &Receiver,
+    hooks: &mut Vec<Hook>,
+    what: &str,
+    f: impl Fn(&[Hook]) -> bool,
+) {
+    let deadline = Instant::now() + STEP;
+    while !f(hooks) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "timed out waiting for webhooks: {what}; got {:?}",
+            types(hooks)
+        );
+        if let Some(h) = rx.next_within(left.min(Duration::from_millis(200))).await {
+            hooks.push(h);
+        }
+    }
+}
+
+fn types(hooks: &[Hook]) -> Vec<String> {
+    hooks
+        .iter()
+        .map(|h| h.json["type"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
+fn has(hooks: &[Hook], ty: &str) -> bool {
+    hooks.iter().any(|h| h.json["type"] == ty)
+}
+
+fn signal(daemon: &Daemon, sig: &str) {
+    let pid = daemon.child.as_ref().expect("running").id();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// Waits (bounded) for the process to exit after SIGTERM.
+async fn exits(daemon: &mut Daemon) {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(child) = daemon.child.as_mut() {
+            if child.try_wait().ok().flatten().is_some() {
+                daemon.child = None;
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not stop:\n{}",
+            daemon.name,
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A request body with the values that change between runs replaced by placeholders.
+fn normalized(body: &str) -> String {
+    let mut out = body.to_owned();
+    for (open, close, placeholder) in [
+        ("<a:SessionId>", "</a:SessionId>", "SESSION"),
+        ("<a:RequestId>", "</a:RequestId>", "REQUEST"),
+        ("<a:CallId>", "</a:CallId>", "CALL"),
+        (
+            "<a:ClientCallbackURL>",
+            "</a:ClientCallbackURL>",
+            "CALLBACK",
+        ),
+    ] {
+        if let Some(start) = out.find(open) {
+            let from = start + open.len();
+            if let Some(len) = out[from..].find(close) {
+                out.replace_range(from..from + len, placeholder);
+            }
+        }
+    }
+    out
+}
+
+/// Compares a request with `tests/fixtures/ctips/{name}`; `IVRGATE_UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, body: &str) {
+    let path = root().join("tests/fixtures/ctips").join(name);
+    let actual = normalized(body) + "\n";
+    if std::env::var_os("IVRGATE_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&path, &actual).expect("write golden");
+    }
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(actual, expected, "{name} differs from its golden file");
+}
+
+fn run_python(script: &str, args: &[PathBuf]) -> (bool, String) {
+    let out = Command::new("python3")
+        .arg(root().join("tests/py").join(script))
+        .args(args)
+        .output()
+        .expect("python3");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Every request the simulator got is valid against the XSDs (lxml).
+fn validate_requests(sim: &Sim, dir: &Path) {
+    let mut files = Vec::new();
+    for r in sim.requests() {
+        let f = dir.join(format!("req-{:04}-{}.xml", r.seq, r.op));
+        std::fs::write(&f, &r.body).expect("write request");
+        files.push(f);
+    }
+    assert!(!files.is_empty());
+    let (ok, out) = run_python("ctips_validate.py", &files);
+    assert!(ok, "requests not valid against the XSDs:\n{out}");
+}
+
+/// Every webhook verifies and matches its JSON Schema.
+fn validate_hooks(hooks: &[Hook], dir: &Path) {
+    let mut by_schema: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for (i, h) in hooks.iter().enumerate() {
+        assert!(h.verifies(), "signature of webhook {i}");
+        let ty = h.json["type"].as_str().unwrap_or("?");
+        let schema = if ty.starts_with("decision.") {
+            format!("{ty}.json")
+        } else if ty.starts_with("ctips.") {
+            "event.ctips.json".to_owned()
+        } else {
+            format!("event.{ty}.json")
+        };
+        let f = dir.join(format!("hook-{i:04}-{ty}.json"));
+        std::fs::write(&f, &h.body).expect("write hook");
+        by_schema.entry(schema).or_default().push(f);
+    }
+    for (schema, files) in by_schema {
+        let mut args = vec![
+            PathBuf::from("--schemas"),
+            root().join("docs/schemas"),
+            PathBuf::from(&schema),
+        ];
+        args.extend(files);
+        let (ok, out) = run_python("validate_schemas.py", &args);
+        assert!(ok, "webhooks not valid against {schema}:\n{out}");
+    }
+}
+
+/// Per entity (`call_id`), the sequence numbers seen are 1..=n without a gap (repeats are
+/// allowed: delivery is at least once).
+fn assert_gapless(hooks: &[Hook]) -> usize {
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for h in hooks.iter().filter(|h| h.json["data"]["seq"].is_u64()) {
+        seqs.entry(h.json["data"]["call_id"].as_str().unwrap_or("").to_owned())
+            .or_default()
+            .push(h.json["data"]["seq"].as_u64().unwrap_or(0));
+    }
+    for (entity, list) in &mut seqs {
+        list.sort_unstable();
+        list.dedup();
+        let expected: Vec<u64> = (1..=list.len() as u64).collect();
+        assert_eq!(list, &expected, "sequence of {entity} has a gap");
+    }
+    seqs.len()
+}
+
+fn route_answer(rx: &Receiver) {
+    rx.answer(|hook| {
+        if hook.json["type"] == "decision.route_request" {
+            Reply::ok(r#"{"action":"enqueue","queue":"4","attach":{"acct":"42"}}"#)
+        } else {
+            Reply::ok("")
+        }
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    route_answer(&rx);
+    let sim = sim().await;
+    let port = free_port();
+    let state = dir.join("state");
+    let toml = ctips_toml(port, &state, &rx.url("/hook"), &sim.urls());
+    let mut daemon = spawn("ctips-a", dir, port, &toml);
+    daemon.ready().await;
+    let log = || daemon.log_text();
+    until("session online with its snapshot", log, || {
+        sim.sessions().iter().any(|s| s.online && s.server == 0)
+            && sim.requests().iter().any(|r| r.op == "Snapshot")
+    })
+    .await;
+    // Startup order.
+    let ops: Vec<String> = sim.requests().iter().map(|r| r.op.clone()).collect();
+    assert_eq!(
+        ops[..9],
+        [
+            "OpenConnection",
+            "AddMessageClass",
+            "AddMessageClass",
+            "AddMessageClass",
+            "AddMessageClass",
+            "AddFilter",
+            "AddFilter",
+            "OnLine",
+            "Snapshot"
+        ]
+    );
+    let callbacks = sim.callbacks();
+    assert_eq!(
+        callbacks.first().map(|c| c.op.as_str()),
+        Some("StartSession")
+    );
+    let session = sim
+        .sessions()
+        .into_iter()
+        .find(|s| s.online)
+        .expect("session");
+    assert!(session
+        .callback_url
+        .starts_with(&format!("http://127.0.0.1:{port}/ctips/acme/{TOKEN}/")));
+    golden(
+        "open_connection.xml",
+        &sim.requests()
+            .iter()
+            .find(|r| r.op == "OpenConnection")
+            .expect("open")
+            .body,
+    );
+    let mut hooks = Vec::new();
+    hooks_until(&rx, &mut hooks, "online", |h| {
+        has(h, "ctips.session.online")
+    })
+    .await;
+
+    // A routed call: decision.route_request, RouteSelect, RouteUsed linked to the decision.
+    let call = sim.inbound_call_with_data(
+        3,
+        "0501234567",
+        "1800",
+        Some(10),
+        vec![("acct".into(), "41".into())],
+    );
+    hooks_until(&rx, &mut hooks, "route used", |h| {
+        has(h, "ctips.route.used")
+    })
+    .await;
+    let decision = hooks
+        .iter()
+        .find(|h| h.json["type"] == "decision.route_request")
+        .expect("decision");
+    assert_eq!(
+        decision.json["data"]["correlation"]["CallId"],
+        json!(call.to_string())
+    );
+    assert_eq!(decision.json["data"]["call_data"]["acct"], json!("41"));
+    let deadline = decision.json["data"]["deadline_ms"]
+        .as_u64()
+        .expect("deadline");
+    assert!(
+        deadline <= 8_500,
+        "RouteTimeout 10 s less the 1.5 s margin: {deadline}"
+    );
+    let used = hooks
+        .iter()
+        .find(|h| h.json["type"] == "ctips.route.used")
+        .expect("used");
+    assert_eq!(
+        used.json["data"]["decision_id"],
+        decision.json["data"]["decision_id"]
+    );
+    assert_eq!(used.json["data"]["late"], json!(false));
+    let select = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.op == "RouteSelect")
+        .expect("select");
+    golden("route_select.xml", &select.body);
+
+    // The command API: log an agent in, then MakeCall.
+    let client = client();
+    let login = client
+        .post(daemon.url("/api/acme/ctips/agents/login?wait_ms=5000"))
+        .json(&json!({"login_name": "agent1", "station_id": "4001", "init_state": "Idle"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 200);
+    let login: Value = login.json().await.expect("json");
+    assert_eq!(
+        login["event"]["type"],
+        json!("ctips.agent.login_state"),
+        "{login}"
+    );
+    let make = client
+        .post(daemon.url("/api/acme/ctips/calls"))
+        .json(&json!({"agent": "agent1", "service_id": 3, "destination": "+15550100"}))
+        .send()
+        .await
+        .expect("make call");
+    assert_eq!(make.status().as_u16(), 200, "{:?}", make.text().await);
+    golden(
+        "make_call.xml",
+        &sim.requests()
+            .iter()
+            .find(|r| r.op == "MakeCall")
+            .expect("MakeCall")
+            .body,
+    );
+    let session_view: Value = client
+        .get(daemon.url("/api/acme/ctips/session"))
+        .send()
+        .await
+        .expect("session")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(session_view["online"], json!(true), "{session_view}");
+    assert_eq!(session_view["held_here"], json!(true));
+
+    // Heartbeats stop: lost after 2 intervals, online again on the next server within two
+    // more, with the filters restored and a Snapshot.
+    sim.set_fault(0, Fault::StopHeartbeats)
+        .await
+        .expect("fault");
+    hooks_until(&rx, &mut hooks, "lost then online again", |h| {
+        let lost = h
+            .iter()
+            .position(|x| x.json["type"] == "ctips.session.lost");
+        lost.is_some_and(|i| {
+            h[i..]
+                .iter()
+                .any(|x| x.json["type"] == "ctips.session.online")
+        })
+    })
+    .await;
+    let online = hooks
+        .iter()
+        .rev()
+        .find(|h| h.json["type"] == "ctips.session.online")
+        .expect("online");
+    let gap = online.json["data"]["gap_ms"].as_u64().expect("gap_ms");
+    assert!(
+        gap <= 2_000,
+        "online again within two heartbeat intervals, not {gap} ms"
+    );
+    assert_eq!(online.json["data"]["server"], json!(sim.url(1)));
+    let backup = sim
+        .sessions()
+        .into_iter()
+        .find(|s| s.online && s.server == 1)
+        .expect("backup");
+    assert_eq!(backup.filters.len(), 2);
+    until(
+        "snapshot on the backup",
+        || daemon.log_text(),
+        || {
+            sim.requests()
+                .iter()
+                .any(|r| r.server == 1 && r.op == "Snapshot")
+        },
+    )
+    .await;
+
+    // SIGTERM: OffLine and CloseConnection on the session's server.
+    signal(&daemon, "TERM");
+    exits(&mut daemon).await;
+    let last: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.server == 1)
+        .map(|r| r.op)
+        .collect();
+    assert_eq!(
+        last[last.len() - 2..],
+        ["OffLine", "CloseConnection"],
+        "{last:?}"
+    );
+    hooks.extend(rx.drain(Duration::from_millis(500)).await);
+    validate_requests(&sim, dir);
+    validate_hooks(&hooks, dir);
+    assert!(assert_gapless(&hooks) >= 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    route_answer(&rx);
+    let sim = sim().await;
+    let state = dir.join("state");
+    let (pa, pb) = (free_port(), free_port());
+    let mut a = spawn(
+        "ctips-a",
+        dir,
+        pa,
+        &ctips_toml(pa, &state, &rx.url("/hook"), &sim.urls()),
+    );
+    a.ready().await;
+    let mut b = spawn(
+        "ctips-b",
+        dir,
+        pb,
+        &ctips_toml(pb, &state, &rx.url("/hook"), &sim.urls()),
+    );
+    b.ready().await;
+    let logs = || String::new();
+    until("one session online", logs, || {
+        sim.sessions().iter().any(|s| s.online)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let online: Vec<_> = sim.sessions().into_iter().filter(|s| s.online).collect();
+    assert_eq!(
+        online.len(),
+        1,
+        "two processes never hold two sessions: {online:?}"
+    );
+    let holder_port = if online[0].callback_url.contains(&format!(":{pa}/")) {
+        pa
+    } else {
+        pb
+    };
+    let (holder, other) = if holder_port == pa {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+
+    // A command sent to the instance that does not hold the session is carried out.
+    let r = client()
+        .post(other.url("/api/acme/ctips/agents/login"))
+        .json(&json!({"login_name": "agent2", "station_id": "4002", "init_state": "Idle"}))
+        .send()
+        .await
+        .expect("login via the non-holder");
+    assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
+    assert!(sim.requests().iter().any(|r| r.op == "LoginAgent"));
+
+    // Events acknowledged, then the holder is killed: everything acknowledged is delivered,
+    // per-entity sequences without gaps, and the other instance takes over.
+    let mut calls = Vec::new();
+    for i in 0..5 {
+        let call = sim.inbound_call(3, &format!("050000000{i}"), "1800", Some(10));
+        calls.push(call);
+    }
+    until(
+        "call events acknowledged",
+        || holder.log_text(),
+        || {
+            sim.callbacks()
+                .iter()
+                .filter(|c| {
+                    c.op == "PublishCTIEvent"
+                        && c.ok
+                        && c.event.as_deref() == Some("CTICallStarted")
+                })
+                .count()
+                >= 5
+        },
+    )
+    .await;
+    sim.hangup(calls[0]);
+    let acked = sim
+        .callbacks()
+        .iter()
+        .filter(|c| c.op == "PublishCTIEvent" && c.ok)
+        .count();
+    holder.sigkill();
+    let other_port = other.port;
+    until(
+        "the other instance holds the session",
+        || other.log_text(),
+        || {
+            sim.sessions()
+                .iter()
+                .any(|s| s.online && s.callback_url.contains(&format!(":{other_port}/")))
+        },
+    )
+    .await;
+    let mut hooks = Vec::new();
+    hooks_until(
+        &rx,
+        &mut hooks,
+        "every acknowledged call event delivered",
+        |h| {
+            calls.iter().all(|c| {
+                h.iter().any(|x| {
+                    x.json["type"] == "ctips.call.started"
+                        && x.json["data"]["correlation"]["CallId"] == json!(c.to_string())
+                })
+            })
+        },
+    )
+    .await;
+    assert!(acked >= 5);
+    assert_gapless(&hooks);
+
+    // SIGHUP with a changed server list: the session moves to the remaining server.
+    let on = sim
+        .sessions()
+        .into_iter()
+        .find(|s| s.online && s.callback_url.contains(&format!(":{other_port}/")))
+        .expect("session")
+        .server;
+    let moved = sim.url(1 - on);
+    let config = dir.join(format!("{}.toml", other.name));
+    std::fs::write(
+        &config,
+        ctips_toml(other_port, &state, &rx.url("/hook"), &[moved]),
+    )
+    .expect("rewrite");
+    signal(other, "HUP");
+    until(
+        "session reopened on the new server",
+        || other.log_text(),
+        || {
+            sim.sessions().iter().any(|s| {
+                s.online
+                    && s.server == 1 - on
+                    && s.callback_url.contains(&format!(":{other_port}/"))
+            })
+        },
+    )
+    .await;
+    signal(other, "TERM");
+    exits(other).await;
+    let ops: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.server == 1 - on)
+        .map(|r| r.op)
+        .collect();
+    assert_eq!(
+        ops[ops.len() - 2..],
+        ["OffLine", "CloseConnection"],
+        "{ops:?}"
+    );
+    hooks.extend(rx.drain(Duration::from_millis(500)).await);
+    assert_gapless(&hooks);
+    validate_requests(&sim, dir);
+}
