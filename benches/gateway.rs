@@ -21,7 +21,12 @@
 //!    JSON, QueryCallStatus waits, and the customer assigns it through the command API; the
 //!    time from sending the assignment to the IVR's poll answering `2` (the assignment's
 //!    commit and the waiter's wake-up included), one call at a time.
-//! 6. For context: fdatasync latency of the disk under the state directory.
+//! 6. CTIPS (a second gateway holding a session on the in-process CTIPS simulator): inbound
+//!    calls at 200/s each raise a RouteRequest; latency from the simulator publishing the
+//!    RouteRequest to it receiving the RouteSelect (decision webhook, RouteSelect request,
+//!    the simulator's millisecond timestamps). Then PublishCTIEvent acknowledged per second:
+//!    closed loop, a distinct agent per event, each answered after its commit (fsync).
+//! 7. For context: fdatasync latency of the disk under the state directory.
 //!
 //! `IVRGATE_BENCH_SECS` changes the length of each measured phase (default 5);
 //! `IVRGATE_BENCH_PROFILE=1` runs only the gateway's closed-loop decision phase, for `perf`.
@@ -634,6 +639,175 @@ fn row(name: &str, value: String, target: &str, pass: Option<bool>) -> Row {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// CTIPS
+
+const CTIPS_RATE: u32 = 200;
+const CTIPS_TOKEN: &str = "bench-callback-token-0001";
+
+struct CtipsFigures {
+    latencies_ms: Vec<f64>,
+    routed: usize,
+    offered: usize,
+    events: ClosedLoop,
+}
+
+/// A customer decision endpoint answering every RouteRequest with a service.
+async fn start_route_webhook() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    serve(listener, |req: Request<Incoming>| async move {
+        let _ = req.into_body().collect().await;
+        respond(
+            "application/json",
+            Bytes::from_static(br#"{"action":"enqueue","queue":"4"}"#),
+        )
+    });
+    addr
+}
+
+async fn ctips_phase(dir: &Path, client: &reqwest::Client, secs: Duration) -> CtipsFigures {
+    let sim = ctips_sim::Sim::start(ctips_sim::SimConfig {
+        ports: vec![0],
+        heartbeat_interval: Duration::from_secs(5),
+        route_timeout_secs: 10,
+        ..ctips_sim::SimConfig::default()
+    })
+    .await
+    .expect("simulator");
+    let hook = start_route_webhook().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let toml = format!(
+        r#"listen = "127.0.0.1:0"
+state_dir = "{dir}"
+
+[server]
+advertise_url = "http://{addr}"
+
+[storage]
+min_free_bytes = 0
+
+[[tenants]]
+id = "acme"
+webhook_url = "http://{hook}/events"
+webhook_secret = "{SECRET}"
+decisions_per_second = 100000
+deliveries_per_second = 100000
+
+[tenants.ctips]
+servers = ["{server}"]
+username = "bench"
+password = "bench"
+callback_token = "{CTIPS_TOKEN}"
+heartbeat_interval_s = 5
+"#,
+        dir = dir.display(),
+        server = sim.url(0)
+    );
+    let config = ivrgate::config::Config::parse(&toml, Path::new("ctips.toml"))
+        .expect("parse config")
+        .validate(&ivrgate::decision_points())
+        .expect("valid config");
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let join = tokio::spawn(ivrgate::run(
+        config,
+        listener,
+        async move {
+            let _ = stop_rx.await;
+        },
+        ivrgate::Options::default(),
+        |_| {},
+    ));
+    let online = sim
+        .wait_for(Duration::from_secs(20), |s| {
+            s.sessions()
+                .into_iter()
+                .find(|x| x.online)
+                .map(|x| x.callback_url)
+        })
+        .await
+        .expect("CTIPS session online");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Route requests at a fixed rate.
+    let period = Duration::from_secs(1) / CTIPS_RATE;
+    let total = (secs.as_secs_f64() * CTIPS_RATE as f64) as usize;
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut calls = Vec::with_capacity(total);
+    for i in 0..total {
+        ticker.tick().await;
+        calls.push(sim.inbound_call(3, &format!("{i:010}"), "8000", Some(10)));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let published: std::collections::HashMap<i64, u128> = sim
+        .callbacks()
+        .into_iter()
+        .filter(|c| c.event.as_deref() == Some("CTIRouteRequest"))
+        .map(|c| (c.call_id, c.at_ms))
+        .collect();
+    let mut latencies_ms = Vec::new();
+    for r in sim.requests().into_iter().filter(|r| r.op == "RouteSelect") {
+        let call = r
+            .body
+            .split("<a:CallId>")
+            .nth(1)
+            .and_then(|t| t.split('<').next())
+            .and_then(|t| t.parse::<i64>().ok());
+        if let Some(at) = call.and_then(|c| published.get(&c)) {
+            latencies_ms.push(r.at_ms.saturating_sub(*at) as f64);
+        }
+    }
+    latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    // Events acknowledged per second: distinct agents, so no two events share an entity.
+    let make: MakeRequest = {
+        let client = client.clone();
+        Arc::new(move |i| {
+            let body = format!(
+                "<s:Envelope xmlns:s=\"http://schemas.xmlsoap.org/soap/envelope/\"><s:Body>\
+<PublishCTIEvent xmlns=\"http://www.aspect.com/unifiedip/edk/clientpublishapi/2009/08\">\
+<ctiEvent i:type=\"a:CTIAgentStateChange\" xmlns:a=\"http://www.aspect.com/unifiedip/edk/clientpublishapi/2009/08\" \
+xmlns:i=\"http://www.w3.org/2001/XMLSchema-instance\"><a:EventCategory>EventCategoryAgent</a:EventCategory>\
+<a:EventType>AgentStateChange</a:EventType><a:SiteId>1</a:SiteId><a:TenantId>1</a:TenantId>\
+<a:RequestId>0</a:RequestId><a:SwitchId>1</a:SwitchId><a:ServiceId>3</a:ServiceId>\
+<a:AgentId>{}</a:AgentId><a:AgentState>Idle</a:AgentState><a:CallId>0</a:CallId><a:ServiceIds/>\
+</ctiEvent></PublishCTIEvent></s:Body></s:Envelope>",
+                100_000 + i
+            );
+            client
+                .post(&online)
+                .header("content-type", "text/xml; charset=utf-8")
+                .header(
+                    "soapaction",
+                    "\"http://www.aspect.com/unifiedip/edk/clientpublishapi/2009/08/CTIEventService/PublishCTIEvent\"",
+                )
+                .body(body)
+        })
+    };
+    let events = closed_loop(CDR_CLIENTS, secs, make, is_publish_ok).await;
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(10), join).await;
+    CtipsFigures {
+        routed: latencies_ms.len(),
+        latencies_ms,
+        offered: calls.len(),
+        events,
+    }
+}
+
+fn is_publish_ok(body: &[u8]) -> bool {
+    body.windows(32)
+        .any(|w| w == b"<PublishCTIEventResult>0</Publis")
+}
+
+fn percentile_ms(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
 fn main() {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -714,12 +888,12 @@ async fn bench(threads: usize) {
     }
 
     // 1. Overhead at a fixed rate: the bare webhook first, then the gateway, same rate.
-    eprintln!("1/5 decision latency at {RATE}/s, open loop");
+    eprintln!("1/6 decision latency at {RATE}/s, open loop");
     let bare = open_loop(RATE, secs, bare_decision.clone(), is_menu_json).await;
     let through = open_loop(RATE, secs, gateway_decision.clone(), is_menu).await;
 
     // 2. Throughput beside a bare pass-through proxy.
-    eprintln!("2/5 decision throughput, {CLIENTS} clients, closed loop");
+    eprintln!("2/6 decision throughput, {CLIENTS} clients, closed loop");
     let proxy = start_passthrough(webhook.addr, captured.clone()).await;
     let proxy_decision: MakeRequest = {
         let client = client.clone();
@@ -737,7 +911,7 @@ async fn bench(threads: usize) {
     let gateway_tp = closed_loop(CLIENTS, secs, gateway_decision.clone(), is_menu).await;
 
     // 3. CDR ingest, acknowledged after fsync, deliveries running alongside.
-    eprintln!("3/5 CDR ingest, {CDR_CLIENTS} clients, closed loop");
+    eprintln!("3/6 CDR ingest, {CDR_CLIENTS} clients, closed loop");
     let cdr: MakeRequest = {
         let client = client.clone();
         let url = format!("http://{}/voicenter/acme/cdr", gateway.addr);
@@ -755,7 +929,7 @@ async fn bench(threads: usize) {
     let delivered = webhook.events.load(Ordering::Relaxed) - delivered_before;
 
     // 4. PTK AddInteraction.
-    eprintln!("4/5 PTK AddInteraction, {CDR_CLIENTS} clients, closed loop");
+    eprintln!("4/6 PTK AddInteraction, {CDR_CLIENTS} clients, closed loop");
     let ptk_add: MakeRequest = {
         let client = client.clone();
         let url = format!("http://{}/ptk/acme", gateway.addr);
@@ -771,8 +945,12 @@ async fn bench(threads: usize) {
     let ptk_tp = closed_loop(CDR_CLIENTS, secs, ptk_add, is_ptk_ok).await;
 
     // 5. OpenScape: assignment to the waiting QueryCallStatus.
-    eprintln!("5/5 OpenScape assignment latency, one call at a time");
+    eprintln!("5/6 OpenScape assignment latency, one call at a time");
     let assign = openscape_assignments(&client, gateway.addr, secs).await;
+    eprintln!("6/6 CTIPS RouteRequest -> RouteSelect at {CTIPS_RATE}/s, events acknowledged");
+    let ctips_dir = tmp.path().join("ctips");
+    std::fs::create_dir_all(&ctips_dir).expect("ctips dir");
+    let ctips = ctips_phase(&ctips_dir, &client, secs).await;
 
     let _ = gateway.stop.send(());
     match tokio::time::timeout(Duration::from_secs(15), gateway.join).await {
@@ -896,6 +1074,27 @@ async fn bench(threads: usize) {
                 percentile(&assign.latencies, 99.0),
                 assign.latencies.len(),
                 assign.errors
+            ),
+            "",
+            None,
+        ),
+        row(
+            &format!("CTIPS RouteRequest -> RouteSelect p50 / p99 ({CTIPS_RATE}/s)"),
+            format!(
+                "{:.0} / {:.0} ms (1 ms resolution), {} of {} routed",
+                percentile_ms(&ctips.latencies_ms, 50.0),
+                percentile_ms(&ctips.latencies_ms, 99.0),
+                ctips.routed,
+                ctips.offered
+            ),
+            "",
+            None,
+        ),
+        row(
+            &format!("CTIPS events acknowledged after fsync ({CDR_CLIENTS} clients)"),
+            format!(
+                "{:.0} /s, non-acks {}, {:.0} us CPU/ack",
+                ctips.events.per_second, ctips.events.errors, ctips.events.cpu_us
             ),
             "",
             None,

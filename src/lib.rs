@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+pub mod buffer;
 pub mod clock;
 pub mod config;
 pub mod connectors;

@@ -821,7 +821,7 @@ impl SqliteStore {
                         event_id: r.get(1)?,
                         tenant: r.get(2)?,
                         event_type: r.get(3)?,
-                        payload: r.get(4)?,
+                        payload: r.get::<_, Vec<u8>>(4)?.into(),
                         attempts: r.get(5)?,
                         created_at_ms: r.get(6)?,
                     })
@@ -1552,8 +1552,9 @@ const INLINE_PAYLOAD: usize = 64 * 1024;
 
 /// The payload of outbox row `id` when it is kept in `payloads`, read with incremental BLOB
 /// I/O into one buffer of its size (reading the column would have SQLite build a copy of
-/// its own first); `None` when the row has none there.
-fn separate_payload(c: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
+/// its own first; a large buffer is mapped on its own, see [`crate::buffer`]); `None` when
+/// the row has none there.
+fn separate_payload(c: &Connection, id: i64) -> Result<Option<bytes::Bytes>> {
     use std::io::Read as _;
     let exists = c
         .prepare_cached("SELECT 1 FROM payloads WHERE id = ?1")?
@@ -1563,10 +1564,10 @@ fn separate_payload(c: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
         return Ok(None);
     }
     let mut blob = c.blob_open(MAIN_DB, "payloads", "body", id, true)?;
-    let mut payload = vec![0; blob.len()];
-    blob.read_exact(&mut payload)
+    let mut payload = crate::buffer::Buffer::zeroed(blob.len());
+    blob.read_exact(payload.filled_mut())
         .map_err(|e| StoreError::Backend(format!("cannot read event payload {id}: {e}")))?;
-    Ok(Some(payload))
+    Ok(Some(payload.freeze()))
 }
 
 /// A writer that only counts what is written to it.

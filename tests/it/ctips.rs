@@ -647,3 +647,135 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     assert_gapless(&hooks);
     validate_requests(&sim, dir);
 }
+
+/// RouteSelect goes out before RouteTimeout whether the customer answers, is slow, answers
+/// nonsense or is down (the tenant's fallback, RouteToDefault, at once); a RouteRequest
+/// published twice for the same call makes one decision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn route_select_beats_route_timeout_for_fine_slow_invalid_and_down_customers() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    rx.answer(|hook| {
+        if hook.json["type"] != "decision.route_request" {
+            return Reply::ok("");
+        }
+        match hook.json["data"]["from"].as_str().unwrap_or("") {
+            "1111" => Reply::ok(r#"{"action":"enqueue","queue":"4"}"#),
+            "2222" => {
+                Reply::ok(r#"{"action":"enqueue","queue":"4"}"#).after(Duration::from_secs(10))
+            }
+            "3333" => Reply::ok(r#"{"action":"hangup"}"#),
+            _ => Reply::status(503),
+        }
+    });
+    let sim = sim().await;
+    let port = free_port();
+    let toml = ctips_toml(port, &dir.join("state"), &rx.url("/hook"), &sim.urls());
+    let mut daemon = spawn("ctips-route", dir, port, &toml);
+    daemon.ready().await;
+    until(
+        "online",
+        || daemon.log_text(),
+        || {
+            sim.sessions().iter().any(|s| s.online)
+                && sim.requests().iter().any(|r| r.op == "Snapshot")
+        },
+    )
+    .await;
+    // RouteTimeout 3 s: the decision deadline is 3000 - 1500 = 1500 ms.
+    let calls: Vec<(i64, &str)> = ["1111", "2222", "3333", "4444"]
+        .into_iter()
+        .map(|ani| (sim.inbound_call(3, ani, "1800", Some(3)), ani))
+        .collect();
+    let mut hooks = Vec::new();
+    hooks_until(&rx, &mut hooks, "four routes used", |h| {
+        h.iter()
+            .filter(|x| x.json["type"] == "ctips.route.used")
+            .count()
+            >= 4
+    })
+    .await;
+    for (call, ani) in &calls {
+        let used = hooks
+            .iter()
+            .find(|h| {
+                h.json["type"] == "ctips.route.used"
+                    && h.json["data"]["correlation"]["CallId"] == json!(call.to_string())
+            })
+            .unwrap_or_else(|| panic!("no RouteUsed for {ani}"));
+        assert_eq!(
+            used.json["data"]["late"],
+            json!(false),
+            "{ani}: {}",
+            used.json
+        );
+        assert_eq!(
+            used.json["data"]["vendor_fields"]["RouteStatus"],
+            json!("RouteSuccess"),
+            "{ani}: RouteSelect was in time"
+        );
+        let expected = if *ani == "1111" {
+            "RouteToService"
+        } else {
+            "RouteToDefault"
+        };
+        assert_eq!(
+            used.json["data"]["vendor_fields"]["RouteType"],
+            json!(expected),
+            "{ani}"
+        );
+    }
+    assert!(!has(&hooks, "ctips.route.rejected"));
+    // The same RouteRequest again (CTIPS resending it): no second decision.
+    let first = hooks
+        .iter()
+        .find(|h| {
+            h.json["type"] == "ctips.route.requested"
+                && h.json["data"]["correlation"]["CallId"] == json!(calls[0].0.to_string())
+        })
+        .expect("requested");
+    let seq: i64 = first.json["data"]["correlation"]["CallSequenceId"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("seq");
+    let epoch = sim
+        .sessions()
+        .into_iter()
+        .find(|s| s.online)
+        .expect("session")
+        .callback_url;
+    let events = dir.join("dup.json");
+    std::fs::write(
+        &events,
+        serde_json::to_vec(&json!([{"event": "CTIRouteRequest", "fields": {
+            "EventCategory": "EventCategoryRoute", "EventType": "RouteRequest",
+            "CallId": calls[0].0, "CallSequenceId": seq, "ServiceId": 3, "RouteTimeout": 3,
+            "CallInfo": {"ANI": "1111", "DNIS": "1800"}}}]))
+        .expect("json"),
+    )
+    .expect("write");
+    let (ok, out) = run_python("ctips_publish.py", &[PathBuf::from(&epoch), events]);
+    assert!(ok, "zeep publish: {out}");
+    hooks.extend(rx.drain(Duration::from_millis(700)).await);
+    let decisions = hooks
+        .iter()
+        .filter(|h| {
+            h.json["type"] == "decision.route_request"
+                && h.json["data"]["correlation"]["CallId"] == json!(calls[0].0.to_string())
+        })
+        .count();
+    assert_eq!(
+        decisions, 1,
+        "a repeated RouteRequest makes no second decision"
+    );
+    let selects = sim
+        .requests()
+        .iter()
+        .filter(|r| r.op == "RouteSelect")
+        .count();
+    assert_eq!(selects, 4);
+    signal(&daemon, "TERM");
+    exits(&mut daemon).await;
+    validate_hooks(&hooks, dir);
+}

@@ -57,6 +57,8 @@ pub(crate) struct Fake {
     settings: ParsedSettings,
     held: Mutex<Option<u64>>,
     pub(crate) answer: Mutex<Answer>,
+    /// How long the customer takes to answer a decision.
+    decide_delay: Mutex<Duration>,
     decisions: Mutex<Vec<DecisionRequest>>,
 }
 
@@ -74,6 +76,7 @@ impl Fake {
             settings: Ctips.parse_settings(&settings).unwrap(),
             held: Mutex::new(Some(epoch)),
             answer: Mutex::new(Answer::Action(Envelope::new(Action::Default {}))),
+            decide_delay: Mutex::new(Duration::ZERO),
             decisions: Mutex::new(Vec::new()),
         })
     }
@@ -106,6 +109,8 @@ impl Fake {
 impl Gateway for Fake {
     fn decide<'a>(&'a self, request: DecisionRequest) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
+            let delay = *self.decide_delay.lock().unwrap();
+            tokio::time::sleep(delay).await;
             let answer = self.answer.lock().unwrap().clone();
             let attached = match &answer {
                 Answer::Action(e) => e.attach.clone(),
@@ -1353,4 +1358,36 @@ async fn a_command_not_sent_in_time_is_504_and_never_sent_later() {
     assert!(http.bodies("ClearCall").is_empty());
     ctx.stop.send_replace(Some(StopReason::Shutdown));
     run.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_answers_pending_route_requests_before_going_offline() {
+    let gw = Fake::new();
+    let http = FakeHttp::new();
+    let (ctx, run) = start(gw.clone(), http.clone());
+    wait_for("online", || {
+        gw.types().contains(&"ctips.session.online".to_owned())
+    })
+    .await;
+    *gw.decide_delay.lock().unwrap() = Duration::from_millis(300);
+    let h = Ctips
+        .handle(
+            &*gw,
+            inbound(&gw.path(), &publish(&route_request(6001, 1, 10))),
+        )
+        .await;
+    assert_eq!(h.response.status(), 200);
+    wait_for("decision asked", || {
+        !gw.decisions.lock().unwrap().is_empty()
+    })
+    .await;
+    ctx.stop.send_replace(Some(StopReason::Shutdown));
+    assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
+    let ops = http.ops();
+    let n = ops.len();
+    assert_eq!(
+        ops[n - 3..],
+        ["P:RouteSelect", "P:OffLine", "P:CloseConnection"],
+        "{ops:?}"
+    );
 }
