@@ -12,6 +12,8 @@
 //! `LISTEN/NOTIFY`).
 
 pub mod owner;
+pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 
 use std::sync::Arc;
