@@ -170,10 +170,37 @@ impl Default for LoggingConfig {
     }
 }
 
-/// The embedded store.
+/// Which store keeps the durable state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The embedded SQLite file under `state_dir` (one machine).
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by several instances.
+    Postgres,
+}
+
+/// The store: the embedded one (default) or PostgreSQL.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `sqlite` (the default: the embedded store under `state_dir`) or `postgres`.
+    pub backend: StorageBackend,
+    /// PostgreSQL only: the connection URL or key=value string (a secret: inline, `env:NAME`
+    /// or `file:/path`), e.g. `postgresql://ivrgate@db1,db2/ivrgate?target_session_attrs=read-write`.
+    /// Several hosts are tried in order, so a failover to another primary is followed.
+    /// `sslmode` (`disable`, `prefer`, `require`) decides TLS, through rustls.
+    pub url: Option<Secret>,
+    /// PostgreSQL only: the most connections this instance opens.
+    pub pool_size: usize,
+    /// PostgreSQL only: how long opening one connection may take (per host).
+    pub connect_timeout_ms: u64,
+    /// PostgreSQL only: the longest a statement may run on the server.
+    pub statement_timeout_ms: u64,
+    /// PostgreSQL only: extra CA certificates (PEM) trusted for the server's TLS
+    /// certificate, besides the public roots.
+    pub tls_ca_file: Option<PathBuf>,
     /// How long a call without news stays live before it ends with `call.expired`.
     pub call_ttl_s: u64,
     /// How long a legacy resend (same tenant, call, method and body) gets the original answer.
@@ -197,6 +224,12 @@ pub struct StorageConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::Sqlite,
+            url: None,
+            pool_size: 16,
+            connect_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
+            tls_ca_file: None,
             call_ttl_s: 4 * 3600,
             dedup_window_s: 24 * 3600,
             call_retention_s: 7 * 24 * 3600,
@@ -490,6 +523,13 @@ impl Config {
                 problems.push(format!("{} must be greater than 0", zero.0));
             }
         }
+        let postgres = match crate::store::postgres::PgSettings::from_config(&self.storage) {
+            Ok(settings) => settings,
+            Err(why) => {
+                problems.push(why);
+                None
+            }
+        };
         if let Some(url) = &self.server.advertise_url {
             if let Err(why) = check_advertise_url(url) {
                 problems.push(format!("server.advertise_url {why}"));
@@ -737,6 +777,7 @@ impl Config {
                 raw,
                 tenants,
                 admin_token,
+                postgres,
             })
         } else {
             Err(ConfigError::Invalid(problems.join("\n")))
@@ -782,6 +823,12 @@ impl Config {
             mask_phone_numbers: _, // per request
         } = logging;
         let StorageConfig {
+            backend,
+            url,
+            pool_size,
+            connect_timeout_ms,
+            statement_timeout_ms,
+            tls_ca_file,
             call_ttl_s: _,            // per write
             dedup_window_s: _,        // per event
             call_retention_s: _,      // per purge
@@ -827,6 +874,41 @@ impl Config {
             "logging.format",
             format!("{:?}", running.logging.format).to_lowercase(),
             format!("{format:?}").to_lowercase(),
+        );
+        restart(
+            "storage.backend",
+            format!("{:?}", running.storage.backend).to_lowercase(),
+            format!("{backend:?}").to_lowercase(),
+        );
+        // The URL is a secret: compared by its source, never printed.
+        restart(
+            "storage.url",
+            "the running value".to_owned(),
+            if url.as_ref().map(|u| &u.source) == running.storage.url.as_ref().map(|u| &u.source) {
+                "the running value".to_owned()
+            } else {
+                "another value".to_owned()
+            },
+        );
+        restart(
+            "storage.pool_size",
+            running.storage.pool_size.to_string(),
+            pool_size.to_string(),
+        );
+        restart(
+            "storage.connect_timeout_ms",
+            running.storage.connect_timeout_ms.to_string(),
+            connect_timeout_ms.to_string(),
+        );
+        restart(
+            "storage.statement_timeout_ms",
+            running.storage.statement_timeout_ms.to_string(),
+            statement_timeout_ms.to_string(),
+        );
+        restart(
+            "storage.tls_ca_file",
+            format!("{:?}", running.storage.tls_ca_file),
+            format!("{tls_ca_file:?}"),
         );
         restart(
             "storage.group_commit_max",
@@ -976,6 +1058,9 @@ pub struct ResolvedConfig {
     pub raw: Config,
     pub tenants: Vec<ResolvedTenant>,
     pub admin_token: Option<String>,
+    /// The PostgreSQL connection settings, parsed (never connected) when
+    /// `storage.backend = "postgres"`.
+    pub postgres: Option<crate::store::postgres::PgSettings>,
 }
 
 impl ResolvedConfig {
@@ -986,6 +1071,13 @@ impl ResolvedConfig {
     /// Valid but probably not meant: `check-config` prints these, `serve` logs them (WARN).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
+        if self.postgres.is_some() {
+            warnings.push(
+                "storage.backend = \"postgres\" is not complete in this build: `serve` \
+                 migrates the database's schema and then refuses to start"
+                    .to_owned(),
+            );
+        }
         let grace = self.raw.server.shutdown_grace_ms;
         let longest = self
             .tenants

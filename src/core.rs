@@ -757,11 +757,16 @@ impl Core {
             }
             data.insert("received_at".into(), json!(rfc3339(now)));
             data.insert("vendor_fields".into(), std::mem::take(&mut vendor_fields));
-            let payload = Arc::new(json!({
-                "type": ev.event_type,
-                "timestamp": rfc3339(ev.occurred_at.unwrap_or(now)),
-                "data": data,
-            }));
+            // Built by moving `data` in: `json!` would serialize a copy of it (the vendor
+            // fields included) and only then drop the original.
+            let mut payload = Map::new();
+            payload.insert("type".into(), Value::String(ev.event_type.to_owned()));
+            payload.insert(
+                "timestamp".into(),
+                Value::String(rfc3339(ev.occurred_at.unwrap_or(now))),
+            );
+            payload.insert("data".into(), Value::Object(data));
+            let payload = Arc::new(Value::Object(payload));
             sent = Some(payload.clone());
             let uow = UnitOfWork {
                 tenant: tenant.id.clone(),

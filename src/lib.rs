@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod breaker;
 pub mod budget;
+pub mod buffer;
 pub mod clock;
 pub mod config;
 pub mod connectors;
@@ -108,6 +109,20 @@ pub async fn run(
     // on the listener (now and on every reload) see the real address.
     let mut config = config;
     config.raw.listen = listener.local_addr()?;
+    if let Some(pg) = &config.postgres {
+        // The schema is brought to this binary's version (or the start refused) first, so
+        // the operator learns about an incompatible database before anything else.
+        let pool = pg.pool().map_err(anyhow::Error::msg)?;
+        let migrated = store::postgres::migrate(&pool)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(from = ?migrated.from, to = migrated.to, hosts = %pg.hosts(), "PostgreSQL schema ready");
+        anyhow::bail!(
+            "storage.backend = \"postgres\": the PostgreSQL store's operations are not in this \
+             build yet (only its connection and schema migrations are); use the default \
+             embedded store"
+        );
+    }
     let store: store::Store = store::sqlite::SqliteStore::open(
         &config.raw.state_dir,
         config.raw.storage.group_commit_max,

@@ -25,7 +25,7 @@ const EX_CONFIG: u8 = 64;
 
 const USAGE: &str = "usage:
   ivrgate serve --config PATH
-  ivrgate check-config PATH
+  ivrgate check-config PATH [--online]
   ivrgate dead-letters --config PATH [--tenant ID]
   ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]";
 
@@ -60,6 +60,13 @@ fn main() -> ExitCode {
                         config.raw.listen,
                         config.raw.state_dir.display()
                     );
+                    // Plain check-config never connects: a reload must not fail because the
+                    // database is down. `--online` asks the database.
+                    if args.iter().any(|a| a == "--online") {
+                        if let Some(pg) = &config.postgres {
+                            return check_online(&path, pg);
+                        }
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(message) => {
@@ -120,6 +127,30 @@ fn main() -> ExitCode {
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(EX_CONFIG)
+        }
+    }
+}
+
+/// `check-config --online` for PostgreSQL: reachable, and migrated compatibly (or empty).
+fn check_online(path: &str, pg: &ivrgate::store::postgres::PgSettings) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(ivrgate::store::postgres::check_online(pg)) {
+        Ok(state) => {
+            println!("{path}: {state}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("{path}: storage: {why}");
+            ExitCode::FAILURE
         }
     }
 }

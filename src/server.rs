@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use crate::auth::{self, Denied};
 use crate::budget::{BodyBudget, Reservation};
+use crate::buffer::Buffer;
 use crate::core::Core;
 use crate::metrics::RequestLabels;
 
@@ -437,8 +438,9 @@ pub(crate) enum BodyRefused {
 }
 
 /// Reads a body of at most `limit` bytes under `reservation`, growing it as a body without
-/// `Content-Length` arrives. The body is copied once, into a buffer of its declared size; a
-/// body that arrives in one piece is kept as it came.
+/// `Content-Length` arrives. The body is copied once, into a buffer of its declared size (a
+/// large one mapped on its own, see [`crate::buffer`]); a body that arrives in one piece is
+/// kept as it came.
 async fn read_body(
     mut body: Incoming,
     limit: usize,
@@ -446,7 +448,7 @@ async fn read_body(
     mut reservation: Reservation,
 ) -> Result<(Bytes, Reservation), BodyRefused> {
     let mut first: Option<Bytes> = None;
-    let mut buffer = BytesMut::new();
+    let mut buffer: Option<Buffer> = None;
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(BodyRefused::Read)?;
@@ -463,12 +465,11 @@ async fn read_body(
         if !reservation.grow_to(total, budget) {
             return Err(BodyRefused::Busy(body));
         }
-        match first.take() {
-            None if buffer.is_empty() => first = Some(data),
-            held => {
-                if buffer.is_empty() {
-                    buffer.reserve(reservation.bytes().max(total));
-                }
+        match (first.take(), &mut buffer) {
+            (None, None) => first = Some(data),
+            (held, buffer) => {
+                let buffer = buffer
+                    .get_or_insert_with(|| Buffer::with_capacity(reservation.bytes().max(total)));
                 if let Some(held) = held {
                     buffer.extend_from_slice(&held);
                 }
@@ -476,9 +477,10 @@ async fn read_body(
             }
         }
     }
-    let body = match first {
-        Some(only) => only,
-        None => buffer.freeze(),
+    let body = match (first, buffer) {
+        (Some(only), _) => only,
+        (None, Some(buffer)) => buffer.freeze(),
+        (None, None) => Bytes::new(),
     };
     Ok((body, reservation))
 }

@@ -12,6 +12,8 @@
 //! `LISTEN/NOTIFY`).
 
 pub mod owner;
+pub mod postgres;
+pub mod schema;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -174,7 +176,7 @@ pub struct Delivery {
     pub event_id: String,
     pub tenant: String,
     pub event_type: String,
-    pub payload: Vec<u8>,
+    pub payload: bytes::Bytes,
     pub attempts: u32,
     pub created_at_ms: i64,
 }

@@ -118,6 +118,74 @@ CREATE TABLE IF NOT EXISTS endpoints (
 );
 "#;
 
+/// The embedded store's schema versions (see [`super::schema`]). Version 1 is the schema
+/// every store had before versions were recorded, so such a store is taken as version 1.
+pub const MIGRATIONS: &[super::schema::Migration] = &[super::schema::Migration {
+    version: 1,
+    name: "init",
+    compatible_from: 1,
+    sql: SCHEMA,
+}];
+
+/// Checks the store's schema version and applies this binary's migrations, in one
+/// `BEGIN IMMEDIATE` transaction (processes opening the file at once migrate once); refuses a
+/// store marked incompatible with this binary before touching it.
+fn migrate(conn: &Connection) -> Result<()> {
+    use super::schema::{plan, Plan, Stored};
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS ivrgate_schema (
+                version INTEGER PRIMARY KEY,
+                name TEXT NOT NULL,
+                compatible_from INTEGER NOT NULL,
+                applied_at_ms INTEGER NOT NULL
+            )",
+        )?;
+        let stored = conn
+            .query_row(
+                "SELECT version, compatible_from FROM ivrgate_schema ORDER BY version DESC LIMIT 1",
+                [],
+                |r| {
+                    Ok(Stored {
+                        version: r.get(0)?,
+                        compatible_from: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
+        match plan("the embedded store's", stored, MIGRATIONS).map_err(StoreError::Backend)? {
+            Plan::Current | Plan::NewerCompatible(_) => Ok(()),
+            Plan::Apply(pending) => {
+                for m in pending {
+                    // Version 1 creates its tables only if missing: a store from before
+                    // versions were recorded gets its record without change.
+                    conn.execute_batch(m.sql)?;
+                    conn.execute(
+                        "INSERT INTO ivrgate_schema (version, name, compatible_from, applied_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![
+                            m.version,
+                            m.name,
+                            m.compatible_from,
+                            crate::clock::to_ms(std::time::SystemTime::now())
+                        ],
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// Outbox statuses (0 is pending).
 const DELIVERED: i64 = 1;
 const DEAD: i64 = 2;
@@ -383,7 +451,7 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("ivrgate.db");
         let conn = open(&path)?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let space = Arc::new(Space {
@@ -753,7 +821,7 @@ impl SqliteStore {
                         event_id: r.get(1)?,
                         tenant: r.get(2)?,
                         event_type: r.get(3)?,
-                        payload: r.get(4)?,
+                        payload: r.get::<_, Vec<u8>>(4)?.into(),
                         attempts: r.get(5)?,
                         created_at_ms: r.get(6)?,
                     })
@@ -1484,8 +1552,9 @@ const INLINE_PAYLOAD: usize = 64 * 1024;
 
 /// The payload of outbox row `id` when it is kept in `payloads`, read with incremental BLOB
 /// I/O into one buffer of its size (reading the column would have SQLite build a copy of
-/// its own first); `None` when the row has none there.
-fn separate_payload(c: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
+/// its own first; a large buffer is mapped on its own, see [`crate::buffer`]); `None` when
+/// the row has none there.
+fn separate_payload(c: &Connection, id: i64) -> Result<Option<bytes::Bytes>> {
     use std::io::Read as _;
     let exists = c
         .prepare_cached("SELECT 1 FROM payloads WHERE id = ?1")?
@@ -1495,10 +1564,10 @@ fn separate_payload(c: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
         return Ok(None);
     }
     let mut blob = c.blob_open(MAIN_DB, "payloads", "body", id, true)?;
-    let mut payload = vec![0; blob.len()];
-    blob.read_exact(&mut payload)
+    let mut payload = crate::buffer::Buffer::zeroed(blob.len());
+    blob.read_exact(payload.filled_mut())
         .map_err(|e| StoreError::Backend(format!("cannot read event payload {id}: {e}")))?;
-    Ok(Some(payload))
+    Ok(Some(payload.freeze()))
 }
 
 /// A writer that only counts what is written to it.
@@ -2169,6 +2238,78 @@ mod tests {
 
     /// An owner whose lock is free (its process died) has its claims freed at once; a live
     /// owner's claims are left alone, and the dead owner's lock file goes.
+    #[test]
+    fn schema_version_is_recorded_and_a_current_store_reopens() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(dir.path(), 16).expect("open");
+        store.close();
+        let again = SqliteStore::open(dir.path(), 16).expect("reopen a current store");
+        again.close();
+        let conn = Connection::open(dir.path().join("ivrgate.db")).expect("conn");
+        let rows: Vec<(i64, String, i64)> = conn
+            .prepare("SELECT version, name, compatible_from FROM ivrgate_schema ORDER BY version")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert_eq!(rows, vec![(1, "init".to_owned(), 1)], "recorded once");
+    }
+
+    #[test]
+    fn a_store_from_before_versions_is_taken_as_version_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        {
+            let conn = Connection::open(dir.path().join("ivrgate.db")).expect("conn");
+            conn.execute_batch(SCHEMA).expect("old schema");
+            conn.execute(
+                "INSERT INTO timers (key, kind, tenant, due_ms, payload) VALUES ('t', 'k', 'acme', 5, '{}')",
+                [],
+            )
+            .expect("a row");
+        }
+        let store = SqliteStore::open(dir.path(), 16).expect("open an unversioned store");
+        store.close();
+        let conn = Connection::open(dir.path().join("ivrgate.db")).expect("conn");
+        let (version, timers): (i64, i64) = conn
+            .query_row(
+                "SELECT (SELECT max(version) FROM ivrgate_schema), (SELECT count(*) FROM timers)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("read");
+        assert_eq!((version, timers), (1, 1), "versioned, nothing lost");
+    }
+
+    #[test]
+    fn a_newer_store_opens_only_while_marked_compatible() {
+        let dir = tempfile::tempdir().expect("tmp");
+        SqliteStore::open(dir.path(), 16).expect("open").close();
+        let path = dir.path().join("ivrgate.db");
+        let add = |version: i64, compatible_from: i64| {
+            let conn = Connection::open(&path).expect("conn");
+            conn.execute(
+                "INSERT INTO ivrgate_schema (version, name, compatible_from, applied_at_ms) VALUES (?1, 'future', ?2, 0)",
+                params![version, compatible_from],
+            )
+            .expect("insert");
+        };
+        // A newer binary's expanding migration keeps this binary working (rolling upgrade).
+        add(2, 1);
+        SqliteStore::open(dir.path(), 16)
+            .expect("a newer but compatible store opens")
+            .close();
+        // A contracting one refuses it, with a message saying why.
+        add(3, 3);
+        let err = SqliteStore::open(dir.path(), 16)
+            .err()
+            .expect("a newer incompatible store is refused");
+        let text = err.to_string();
+        assert!(text.contains("schema is at version 3"), "{text}");
+        assert!(text.contains("incompatible with this ivrgate"), "{text}");
+        assert!(text.contains("up to 1"), "{text}");
+    }
+
     #[test]
     fn claims_of_a_dead_owner_are_freed_and_a_live_ones_kept() {
         let dir = tempfile::tempdir().expect("tmp");

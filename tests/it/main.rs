@@ -13,6 +13,7 @@ mod memory;
 mod openscape;
 mod operations;
 mod ops;
+mod postgres;
 mod process;
 mod ptk;
 mod schemas;

@@ -174,7 +174,12 @@ fn read_value(value: &Element, depth: usize) -> Result<Value, String> {
     };
     let name = typed.name.to_ascii_lowercase();
     match name.as_str() {
-        "stringvalue" => Ok(serde_json::json!({"string": typed.text})),
+        "stringvalue" => {
+            // One entry, sized so: `json!` would leave room for three.
+            let mut one = Map::with_capacity(1);
+            one.insert("string".into(), Value::String(typed.text.to_string()));
+            Ok(Value::Object(one))
+        }
         "integervalue" => typed
             .value()
             .parse::<i64>()

@@ -62,7 +62,9 @@ pub(crate) async fn dispatch(cx: &Cx<'_>) -> Reply {
 
 /// The request's parameters as JSON (text leaves, nested objects, repeated names as arrays).
 pub(crate) fn to_json(e: &Element, depth: usize) -> Map<String, Value> {
-    let mut out = Map::new();
+    // Sized to the children: a map grown by insertion keeps room for twice its entries, and
+    // a UserData-heavy request has thousands of these small objects.
+    let mut out = Map::with_capacity(e.children.len());
     if depth > 32 {
         return out;
     }

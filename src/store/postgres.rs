@@ -1,0 +1,682 @@
+//! The PostgreSQL store: connection settings, the pool, TLS (rustls only) and the schema
+//! migrations kept in `migrations/postgres/`, applied at start under an advisory lock so
+//! several instances starting at once migrate once.
+//!
+//! Driver: tokio-postgres with deadpool-postgres. It runs on the tokio runtime ivrgate
+//! already uses, follows several hosts in one URL (`target_session_attrs=read-write` finds the
+//! primary after a failover), exposes `LISTEN/NOTIFY` messages on the connection for the
+//! change feed, and has no TLS of its own: TLS comes from tokio-postgres-rustls, so no
+//! OpenSSL is linked.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::config::Host;
+
+use super::schema::{self, Migration, Plan, Stored};
+use crate::config::{StorageBackend, StorageConfig};
+
+/// The migrations shipped with this binary, in order. Each file's first line declares its
+/// `compatible_from` (a unit test checks this list against the directory).
+const MIGRATION_FILES: &[(i64, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../../migrations/postgres/0001_init.sql"),
+)];
+
+/// Advisory lock key held while migrating ("ivrgate" + 1).
+const MIGRATION_LOCK: i64 = 0x6976_7267_6174_6501;
+
+/// The migrations with their declared markers.
+pub fn migrations() -> Vec<Migration> {
+    MIGRATION_FILES
+        .iter()
+        .map(|&(version, name, sql)| Migration {
+            version,
+            name,
+            // A file without the marker is caught by the tests; at run time it counts as
+            // compatible only with itself.
+            compatible_from: schema::declared_compatible_from(sql).unwrap_or(version),
+            sql,
+        })
+        .collect()
+}
+
+/// Parsed (never connected) PostgreSQL settings.
+#[derive(Clone)]
+pub struct PgSettings {
+    pub config: tokio_postgres::Config,
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgSettings")
+            .field("hosts", &self.hosts())
+            .field("dbname", &self.config.get_dbname())
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgSettings {
+    /// The settings of `[storage]` when its backend is PostgreSQL (`None` otherwise):
+    /// resolves the URL secret and parses it, reads the CA file; never connects.
+    pub fn from_config(storage: &StorageConfig) -> Result<Option<PgSettings>, String> {
+        if storage.backend != StorageBackend::Postgres {
+            return Ok(None);
+        }
+        let Some(url) = &storage.url else {
+            return Err("storage.url is required when storage.backend = \"postgres\"".to_owned());
+        };
+        let url = url.resolve().map_err(|e| format!("storage.url: {e}"))?;
+        // The URL holds a password: the parse error is shown, the URL never.
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("storage.url is not a PostgreSQL connection string: {e}"))?;
+        if config.get_hosts().is_empty() {
+            return Err("storage.url names no host".to_owned());
+        }
+        if storage.pool_size == 0 {
+            return Err("storage.pool_size must be greater than 0".to_owned());
+        }
+        if storage.connect_timeout_ms == 0 || storage.statement_timeout_ms == 0 {
+            return Err(
+                "storage.connect_timeout_ms and storage.statement_timeout_ms must be greater than 0"
+                    .to_owned(),
+            );
+        }
+        let settings = PgSettings {
+            config,
+            pool_size: storage.pool_size,
+            connect_timeout: Duration::from_millis(storage.connect_timeout_ms),
+            statement_timeout: Duration::from_millis(storage.statement_timeout_ms),
+            tls_ca_file: storage.tls_ca_file.clone(),
+        };
+        tls(settings.tls_ca_file.as_deref())?;
+        Ok(Some(settings))
+    }
+
+    /// The hosts in the URL, for messages.
+    pub fn hosts(&self) -> String {
+        let ports = self.config.get_ports();
+        self.config
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match host {
+                    Host::Tcp(name) => format!("{name}:{port}"),
+                    Host::Unix(path) => format!("{}:{port}", path.display()),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The same settings for another database (tests give each its own).
+    pub fn with_dbname(&self, dbname: &str) -> PgSettings {
+        let mut other = self.clone();
+        other.config.dbname(dbname);
+        other
+    }
+
+    /// Opens the pool (connections are made on first use).
+    pub fn pool(&self) -> Result<Pool, String> {
+        let mut config = self.config.clone();
+        config.connect_timeout(self.connect_timeout);
+        // Durable before acknowledged: a commit returns only once it is flushed, whatever
+        // the server's default; statements cannot run forever.
+        let mut options = config.get_options().unwrap_or("").to_owned();
+        options.push_str(&format!(
+            " -c synchronous_commit=on -c statement_timeout={}",
+            self.statement_timeout.as_millis()
+        ));
+        config.options(options.trim());
+        config.application_name("ivrgate");
+        let manager = Manager::from_config(
+            config,
+            tls(self.tls_ca_file.as_deref())?,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(self.pool_size)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(self.connect_timeout))
+            .wait_timeout(Some(self.connect_timeout + self.statement_timeout))
+            .build()
+            .map_err(|e| format!("cannot build the PostgreSQL pool: {e}"))
+    }
+}
+
+/// The TLS connector: rustls with the public roots and `ca_file`'s certificates. Whether TLS
+/// is used is the URL's `sslmode`.
+fn tls(ca_file: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("storage.tls_ca_file {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("storage.tls_ca_file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("storage.tls_ca_file {}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "storage.tls_ca_file {}: no PEM certificate in it",
+                path.display()
+            ));
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// A driver error with its causes (tokio-postgres keeps the server's message in the source).
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The newest migration recorded in the database, `None` when it has none. An error when the
+/// database holds ivrgate's tables without a version record (not migrated by ivrgate).
+async fn stored_version(client: &tokio_postgres::Client) -> Result<Option<Stored>, String> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('ivrgate_schema') IS NOT NULL, to_regclass('outbox') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    let (versioned, has_tables): (bool, bool) = (row.get(0), row.get(1));
+    if !versioned {
+        if has_tables {
+            return Err(
+                "the database has ivrgate's tables but no ivrgate_schema version table: it was \
+                 not migrated by ivrgate; give ivrgate an empty database"
+                    .to_owned(),
+            );
+        }
+        return Ok(None);
+    }
+    let row = client
+        .query_opt(
+            "SELECT version, compatible_from FROM ivrgate_schema ORDER BY version DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .map_err(|e| describe(&e))?;
+    Ok(row.map(|r| Stored {
+        version: r.get(0),
+        compatible_from: r.get(1),
+    }))
+}
+
+/// What the schema looked like and what was done to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version before (`None`: an empty database).
+    pub from: Option<i64>,
+    /// The version now.
+    pub to: i64,
+}
+
+/// Brings the database's schema to this binary's version under an advisory lock (several
+/// instances starting at once migrate once), or refuses a schema marked incompatible.
+pub async fn migrate(pool: &Pool) -> Result<Migrated, String> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| format!("cannot connect to PostgreSQL: {}", describe(&e)))?;
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| format!("cannot take the migration lock: {}", describe(&e)))?;
+    let result = migrate_locked(&mut client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    if unlocked.is_err() {
+        // A session lock dies with its connection: do not give this one back to the pool.
+        let _ = deadpool_postgres::Object::take(client);
+    }
+    result
+}
+
+async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<Migrated, String> {
+    // Read before the version table is created, so tables without it are found out.
+    let stored = stored_version(client).await?;
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS ivrgate_schema (
+                version bigint PRIMARY KEY,
+                name text NOT NULL,
+                compatible_from bigint NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )",
+        )
+        .await
+        .map_err(|e| format!("cannot create the schema version table: {}", describe(&e)))?;
+    let from = stored.map(|s| s.version);
+    match schema::plan("the PostgreSQL", stored, &migrations())? {
+        Plan::Current => Ok(Migrated {
+            from,
+            to: from.unwrap_or(0),
+        }),
+        Plan::NewerCompatible(s) => Ok(Migrated {
+            from,
+            to: s.version,
+        }),
+        Plan::Apply(pending) => {
+            let mut to = from.unwrap_or(0);
+            for m in pending {
+                let tx = client.transaction().await.map_err(|e| describe(&e))?;
+                tx.batch_execute(m.sql).await.map_err(|e| {
+                    format!(
+                        "migration {:04}_{} failed: {}",
+                        m.version,
+                        m.name,
+                        describe(&e)
+                    )
+                })?;
+                tx.execute(
+                    "INSERT INTO ivrgate_schema (version, name, compatible_from) VALUES ($1, $2, $3)",
+                    &[&m.version, &m.name, &m.compatible_from],
+                )
+                .await
+                .map_err(|e| describe(&e))?;
+                tx.commit().await.map_err(|e| {
+                    format!(
+                        "migration {:04}_{} failed: {}",
+                        m.version,
+                        m.name,
+                        describe(&e)
+                    )
+                })?;
+                tracing::info!(
+                    version = m.version,
+                    name = m.name,
+                    "PostgreSQL schema migrated"
+                );
+                to = m.version;
+            }
+            Ok(Migrated { from, to })
+        }
+    }
+}
+
+/// `check-config --online`: connects once and says whether this binary can run on the
+/// database (reachable, and migrated compatibly or migratable); never changes it.
+pub async fn check_online(settings: &PgSettings) -> Result<String, String> {
+    let mut one = settings.clone();
+    one.pool_size = 1;
+    let pool = one.pool()?;
+    let client = pool.get().await.map_err(|e| {
+        format!(
+            "PostgreSQL at {} is unreachable: {}",
+            settings.hosts(),
+            describe(&e)
+        )
+    })?;
+    let stored = stored_version(&client).await?;
+    let known = schema::latest(&migrations());
+    let state = match schema::plan("the PostgreSQL", stored, &migrations())? {
+        Plan::Current => format!("schema version {known} (current)"),
+        Plan::NewerCompatible(s) => format!(
+            "schema version {} (newer than this binary's {known}, marked compatible with it)",
+            s.version
+        ),
+        Plan::Apply(_) => match stored {
+            None => format!("empty: serve creates schema version {known} at start"),
+            Some(s) => format!(
+                "schema version {}: serve migrates it to {known} at start",
+                s.version
+            ),
+        },
+    };
+    Ok(format!(
+        "PostgreSQL at {} reachable, {state}",
+        settings.hosts()
+    ))
+}
+
+/// Test databases: each test gets its own database on the PostgreSQL named by
+/// `IVRGATE_TEST_PG` (default `host=127.0.0.1 port=5432 user=postgres dbname=test
+/// sslmode=disable`), created
+/// and dropped by the test (NOTIFY channels and advisory locks are database-wide, so schemas
+/// would not isolate tests). Without a reachable server a test is skipped with a loud
+/// message, unless `CI` is set: then it fails.
+pub mod testing {
+    use super::*;
+
+    /// A database made for one test.
+    pub struct TestDb {
+        pub settings: PgSettings,
+        admin: PgSettings,
+        pub name: String,
+    }
+
+    fn admin_settings() -> Result<PgSettings, String> {
+        let url = std::env::var("IVRGATE_TEST_PG").unwrap_or_else(|_| {
+            "host=127.0.0.1 port=5432 user=postgres dbname=test sslmode=disable".to_owned()
+        });
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|e| format!("IVRGATE_TEST_PG: {e}"))?;
+        Ok(PgSettings {
+            config,
+            pool_size: 1,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(60),
+            tls_ca_file: None,
+        })
+    }
+
+    impl TestDb {
+        /// Creates a fresh database (pool of at most 4), or `None` (after a loud message)
+        /// when no server is reachable outside CI. Panics under CI when unreachable.
+        pub async fn create(hint: &str) -> Option<TestDb> {
+            let admin = match admin_settings() {
+                Ok(a) => a,
+                Err(why) => panic!("{why}"),
+            };
+            let name = format!(
+                "ivrgate_t_{}_{}",
+                hint.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .take(30)
+                    .collect::<String>()
+                    .to_lowercase(),
+                crate::ids::instance_id()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .collect::<String>()
+                    .to_lowercase()
+            );
+            let created = async {
+                let pool = admin.pool()?;
+                let client = pool.get().await.map_err(|e| describe(&e))?;
+                client
+                    .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+                    .await
+                    .map_err(|e| describe(&e))
+            }
+            .await;
+            if let Err(why) = created {
+                if std::env::var_os("CI").is_some() {
+                    panic!(
+                        "PostgreSQL for tests ({}) is unreachable under CI: {why}",
+                        admin.hosts()
+                    );
+                }
+                eprintln!(
+                    "\n!!!!!!!! SKIPPED: PostgreSQL test {hint}: no server at {} ({why}); \
+                     set IVRGATE_TEST_PG or start PostgreSQL !!!!!!!!\n",
+                    admin.hosts()
+                );
+                return None;
+            }
+            let mut settings = admin.with_dbname(&name);
+            settings.pool_size = 4;
+            Some(TestDb {
+                settings,
+                admin,
+                name,
+            })
+        }
+
+        /// Drops the database (its connections first).
+        pub async fn drop_db(self) {
+            let dropped = async {
+                let pool = self.admin.pool()?;
+                let client = pool.get().await.map_err(|e| describe(&e))?;
+                client
+                    .batch_execute(&format!(
+                        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                        self.name
+                    ))
+                    .await
+                    .map_err(|e| describe(&e))
+            }
+            .await;
+            if let Err(why) = dropped {
+                eprintln!("could not drop test database {}: {why}", self.name);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::TestDb;
+    use super::*;
+
+    async fn versions(pool: &Pool) -> Vec<(i64, String, i64)> {
+        let client = pool.get().await.expect("client");
+        client
+            .query(
+                "SELECT version, name, compatible_from FROM ivrgate_schema ORDER BY version",
+                &[],
+            )
+            .await
+            .expect("versions")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn instances_starting_at_once_migrate_once() {
+        let Some(db) = TestDb::create("migrate_once").await else {
+            return;
+        };
+        let pools: Vec<Pool> = (0..3).map(|_| db.settings.pool().expect("pool")).collect();
+        // Started together: each waits on the advisory lock the first one holds.
+        let handles: Vec<_> = pools
+            .iter()
+            .cloned()
+            .map(|p| tokio::spawn(async move { migrate(&p).await }))
+            .collect();
+        let mut results = Vec::new();
+        for h in handles {
+            results.push(h.await.expect("join"));
+        }
+        let mut fresh = 0;
+        for r in &results {
+            let m = r.as_ref().expect("migrated");
+            assert_eq!(m.to, 1);
+            if m.from.is_none() {
+                fresh += 1;
+            }
+        }
+        assert_eq!(
+            fresh, 1,
+            "exactly one instance created the schema: {results:?}"
+        );
+        assert_eq!(versions(&pools[0]).await, vec![(1, "init".to_owned(), 1)]);
+        // The tables are there and usable.
+        let client = pools[0].get().await.expect("client");
+        let n: i64 = client
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .expect("outbox")
+            .get(0);
+        assert_eq!(n, 0);
+        let sync: String = client
+            .query_one("SHOW synchronous_commit", &[])
+            .await
+            .expect("show")
+            .get(0);
+        assert_eq!(sync, "on");
+        drop(client);
+        let online = check_online(&db.settings).await.expect("online");
+        assert!(online.contains("schema version 1 (current)"), "{online}");
+        drop(pools);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn an_incompatible_schema_is_refused_and_reported() {
+        let Some(db) = TestDb::create("incompatible").await else {
+            return;
+        };
+        let pool = db.settings.pool().expect("pool");
+        migrate(&pool).await.expect("migrate");
+        let client = pool.get().await.expect("client");
+        // A newer binary's expanding migration: this one still runs.
+        client
+            .execute("INSERT INTO ivrgate_schema (version, name, compatible_from) VALUES (2, 'expand', 1)", &[])
+            .await
+            .expect("insert");
+        assert_eq!(
+            migrate(&pool).await,
+            Ok(Migrated {
+                from: Some(2),
+                to: 2
+            })
+        );
+        let online = check_online(&db.settings).await.expect("online");
+        assert!(online.contains("marked compatible"), "{online}");
+        // A contracting one: refused at start and by check-config --online.
+        client
+            .execute("INSERT INTO ivrgate_schema (version, name, compatible_from) VALUES (3, 'contract', 3)", &[])
+            .await
+            .expect("insert");
+        let why = migrate(&pool).await.expect_err("refused");
+        assert!(why.contains("schema is at version 3"), "{why}");
+        assert!(why.contains("incompatible with this ivrgate"), "{why}");
+        let why = check_online(&db.settings).await.expect_err("reported");
+        assert!(why.contains("incompatible"), "{why}");
+        drop(client);
+        drop(pool);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn tables_without_a_version_record_are_reported() {
+        let Some(db) = TestDb::create("unversioned").await else {
+            return;
+        };
+        let pool = db.settings.pool().expect("pool");
+        let client = pool.get().await.expect("client");
+        client
+            .batch_execute("CREATE TABLE outbox (id bigint)")
+            .await
+            .expect("create");
+        let why = check_online(&db.settings).await.expect_err("reported");
+        assert!(why.contains("not migrated by ivrgate"), "{why}");
+        let why = migrate(&pool).await.expect_err("refused");
+        assert!(why.contains("not migrated by ivrgate"), "{why}");
+        drop(client);
+        drop(pool);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_reported_with_its_hosts() {
+        let storage = StorageConfig {
+            backend: StorageBackend::Postgres,
+            url: Some(crate::config::Secret::from(
+                "postgresql://ivrgate:hunter2@127.0.0.1:1,127.0.0.1:2/ivrgate?connect_timeout=2"
+                    .to_owned(),
+            )),
+            connect_timeout_ms: 2_000,
+            ..StorageConfig::default()
+        };
+        let settings = PgSettings::from_config(&storage)
+            .expect("valid")
+            .expect("postgres");
+        let why = check_online(&settings).await.expect_err("unreachable");
+        assert!(why.contains("unreachable"), "{why}");
+        assert!(why.contains("127.0.0.1:1,127.0.0.1:2"), "{why}");
+        assert!(!why.contains("hunter2"), "{why}");
+    }
+
+    #[test]
+    fn settings_are_checked_without_connecting() {
+        let mut storage = StorageConfig {
+            backend: StorageBackend::Postgres,
+            ..StorageConfig::default()
+        };
+        assert!(PgSettings::from_config(&storage)
+            .expect_err("no url")
+            .contains("storage.url is required"));
+        storage.url = Some(crate::config::Secret::from(
+            "env:IVRGATE_TEST_NO_SUCH_VAR".to_owned(),
+        ));
+        assert!(PgSettings::from_config(&storage)
+            .expect_err("unset")
+            .contains("IVRGATE_TEST_NO_SUCH_VAR"));
+        storage.url = Some(crate::config::Secret::from(
+            "postgresql://u:pw@h1:5432,h2:5433/db?sslmode=bogus".to_owned(),
+        ));
+        let why = PgSettings::from_config(&storage).expect_err("bad");
+        assert!(!why.contains("pw@"), "{why}");
+        storage.url = Some(crate::config::Secret::from(
+            "postgresql://u:pw@h1:5432,h2:5433/db?sslmode=require".to_owned(),
+        ));
+        let settings = PgSettings::from_config(&storage).expect("ok").expect("pg");
+        assert_eq!(settings.hosts(), "h1:5432,h2:5433");
+        assert!(!format!("{settings:?}").contains("pw"));
+        storage.tls_ca_file = Some(PathBuf::from("/nonexistent/ca.pem"));
+        assert!(PgSettings::from_config(&storage)
+            .expect_err("ca")
+            .contains("storage.tls_ca_file"));
+        storage.backend = StorageBackend::Sqlite;
+        assert!(PgSettings::from_config(&storage).expect("sqlite").is_none());
+    }
+
+    #[test]
+    fn every_migration_file_is_listed_with_its_marker() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("migrations dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATION_FILES
+            .iter()
+            .map(|(v, name, _)| format!("{v:04}_{name}.sql"))
+            .collect();
+        assert_eq!(files, listed);
+        for (i, (version, name, sql)) in MIGRATION_FILES.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1, "{name}: versions go up by one");
+            let marker = schema::declared_compatible_from(sql);
+            assert!(
+                matches!(marker, Some(m) if m >= 1 && m <= *version),
+                "{name}: first line must be `-- compatible_from: N` with 1 <= N <= {version}"
+            );
+        }
+    }
+}
