@@ -335,6 +335,218 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<Migrated,
     }
 }
 
+/// The database's clock in milliseconds since the epoch, inside SQL: lease and heartbeat
+/// times come from it, never from a host's clock (hosts' clocks drift apart).
+const DB_NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
+
+/// The PostgreSQL store, so far its instance registry and connector leases (the rest of
+/// [`super::Backend`] follows). Opening it migrates the schema and registers this process
+/// as a live instance; its heartbeat keeps it live.
+pub struct PgStore {
+    pool: Pool,
+    owner_id: String,
+    /// An instance whose heartbeat is older than this is dead: its leases are taken at once.
+    lapse: Duration,
+}
+
+impl PgStore {
+    /// Migrates (or refuses) the schema and registers `owner_id` as a live instance.
+    pub async fn open(
+        settings: &PgSettings,
+        owner_id: String,
+        lapse: Duration,
+    ) -> Result<PgStore, String> {
+        let pool = settings.pool()?;
+        migrate(&pool).await?;
+        let store = PgStore {
+            pool,
+            owner_id,
+            lapse,
+        };
+        store.heartbeat().await.map_err(|e| e.to_string())?;
+        Ok(store)
+    }
+
+    pub fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
+    async fn client(&self) -> super::Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e))))
+    }
+
+    /// Marks this instance live now (database time); run every heartbeat interval.
+    pub async fn heartbeat(&self) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO instances (owner_id) VALUES ($1) ON CONFLICT (owner_id) \
+                 DO UPDATE SET heartbeat_at = now()",
+                &[&self.owner_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Leaves the registry (a graceful stop), so this instance's leases are free at once.
+    pub async fn deregister(&self) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM instances WHERE owner_id = $1",
+                &[&self.owner_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The database's clock (milliseconds since the epoch).
+    pub async fn now_ms(&self) -> super::Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(&format!("SELECT {DB_NOW_MS}"), &[])
+            .await
+            .map_err(db_err)?;
+        Ok(row.get(0))
+    }
+
+    /// [`super::Backend::acquire_lease`] in one conditional upsert, timed by the database's
+    /// clock: taken when never held, released, lapsed, held by `owner` itself, or held by an
+    /// instance whose heartbeat lapsed (or that left the registry).
+    pub async fn acquire_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        lease_ms: i64,
+    ) -> super::Result<super::LeaseAcquire> {
+        let client = self.client().await?;
+        let lapse_ms = self.lapse.as_millis() as i64;
+        let row = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO leases AS l (tenant, adapter, name, holder, epoch, until_ms) \
+                     VALUES ($1, $2, $3, $4, 1, {DB_NOW_MS} + $5) \
+                     ON CONFLICT (tenant, adapter, name) DO UPDATE SET holder = excluded.holder, \
+                     epoch = l.epoch + 1, until_ms = excluded.until_ms \
+                     WHERE l.holder IS NULL OR l.until_ms <= {DB_NOW_MS} OR l.holder = excluded.holder \
+                     OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner_id = l.holder \
+                     AND i.heartbeat_at > now() - make_interval(secs => $6::bigint / 1000.0)) \
+                     RETURNING epoch, until_ms"
+                ),
+                &[
+                    &key.tenant,
+                    &key.adapter,
+                    &key.name,
+                    &owner,
+                    &lease_ms.max(1),
+                    &lapse_ms,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        if let Some(row) = row {
+            return Ok(super::LeaseAcquire::Acquired {
+                epoch: row.get::<_, i64>(0).max(0) as u64,
+                until_ms: row.get(1),
+            });
+        }
+        drop(client);
+        Ok(super::LeaseAcquire::Held(
+            self.read_lease(key).await?.unwrap_or(super::LeaseRow {
+                holder: None,
+                epoch: 0,
+                until_ms: 0,
+            }),
+        ))
+    }
+
+    /// [`super::Backend::renew_lease`], timed by the database's clock.
+    pub async fn renew_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        epoch: u64,
+        lease_ms: i64,
+    ) -> super::Result<Option<i64>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "UPDATE leases SET until_ms = {DB_NOW_MS} + $1 WHERE tenant = $2 \
+                     AND adapter = $3 AND name = $4 AND holder = $5 AND epoch = $6 \
+                     AND until_ms > {DB_NOW_MS} RETURNING until_ms"
+                ),
+                &[
+                    &lease_ms.max(1),
+                    &key.tenant,
+                    &key.adapter,
+                    &key.name,
+                    &owner,
+                    &(epoch as i64),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// [`super::Backend::release_lease`]: the epoch stays.
+    pub async fn release_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        epoch: u64,
+    ) -> super::Result<bool> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE leases SET holder = NULL, until_ms = 0 WHERE tenant = $1 \
+                 AND adapter = $2 AND name = $3 AND holder = $4 AND epoch = $5",
+                &[
+                    &key.tenant,
+                    &key.adapter,
+                    &key.name,
+                    &owner,
+                    &(epoch as i64),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(changed == 1)
+    }
+
+    /// [`super::Backend::read_lease`].
+    pub async fn read_lease(&self, key: super::LeaseKey) -> super::Result<Option<super::LeaseRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT holder, epoch, until_ms FROM leases \
+                 WHERE tenant = $1 AND adapter = $2 AND name = $3",
+                &[&key.tenant, &key.adapter, &key.name],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| super::LeaseRow {
+            holder: r.get(0),
+            epoch: r.get::<_, i64>(1).max(0) as u64,
+            until_ms: r.get(2),
+        }))
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> super::StoreError {
+    super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+}
+
 /// `check-config --online`: connects once and says whether this binary can run on the
 /// database (reachable, and migrated compatibly or migratable); never changes it.
 pub async fn check_online(settings: &PgSettings) -> Result<String, String> {
@@ -653,6 +865,181 @@ mod tests {
             .contains("storage.tls_ca_file"));
         storage.backend = StorageBackend::Sqlite;
         assert!(PgSettings::from_config(&storage).expect("sqlite").is_none());
+    }
+
+    fn key() -> crate::store::LeaseKey {
+        crate::store::LeaseKey {
+            tenant: "acme".into(),
+            adapter: "ctips".into(),
+            name: "session".into(),
+        }
+    }
+
+    async fn two_instances(db: &TestDb) -> (PgStore, PgStore) {
+        let lapse = Duration::from_secs(10);
+        let a = PgStore::open(&db.settings, "own_a".into(), lapse)
+            .await
+            .expect("open a");
+        let b = PgStore::open(&db.settings, "own_b".into(), lapse)
+            .await
+            .expect("open b");
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_lease_goes_to_one_of_two_racing_instances_and_its_epoch_grows() {
+        use crate::store::LeaseAcquire;
+        let Some(db) = TestDb::create("lease_race").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        let (ra, rb) = tokio::join!(
+            a.acquire_lease(key(), "own_a".into(), 60_000),
+            b.acquire_lease(key(), "own_b".into(), 60_000)
+        );
+        let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+        let (winner, loser, epoch) = match (&ra, &rb) {
+            (LeaseAcquire::Acquired { epoch, .. }, LeaseAcquire::Held(row)) => {
+                assert_eq!(row.holder.as_deref(), Some("own_a"));
+                (&a, &b, *epoch)
+            }
+            (LeaseAcquire::Held(row), LeaseAcquire::Acquired { epoch, .. }) => {
+                assert_eq!(row.holder.as_deref(), Some("own_b"));
+                (&b, &a, *epoch)
+            }
+            other => panic!("exactly one must win: {other:?}"),
+        };
+        assert_eq!(epoch, 1);
+        // The holder taking it again (it lost track) gets a new epoch, fencing its old one.
+        let again = winner
+            .acquire_lease(key(), winner.owner_id().into(), 60_000)
+            .await
+            .expect("again");
+        assert!(
+            matches!(again, LeaseAcquire::Acquired { epoch: 2, .. }),
+            "{again:?}"
+        );
+        // Released: the other instance takes it at once, with the next epoch.
+        assert!(winner
+            .release_lease(key(), winner.owner_id().into(), 2)
+            .await
+            .expect("release"));
+        let taken = loser
+            .acquire_lease(key(), loser.owner_id().into(), 60_000)
+            .await
+            .expect("take");
+        assert!(
+            matches!(taken, LeaseAcquire::Acquired { epoch: 3, .. }),
+            "{taken:?}"
+        );
+        let row = a.read_lease(key()).await.expect("read").expect("row");
+        assert_eq!(
+            (row.holder.as_deref(), row.epoch),
+            (Some(loser.owner_id()), 3)
+        );
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_renewed_only_by_its_holder_with_its_epoch_before_it_lapses() {
+        use crate::store::LeaseAcquire;
+        let Some(db) = TestDb::create("lease_renew").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        let LeaseAcquire::Acquired { epoch, until_ms } = a
+            .acquire_lease(key(), "own_a".into(), 60_000)
+            .await
+            .expect("acquire")
+        else {
+            panic!("free lease not acquired");
+        };
+        let now = a.now_ms().await.expect("now");
+        assert!(
+            until_ms > now && until_ms <= now + 60_000,
+            "{until_ms} vs {now}"
+        );
+        assert_eq!(
+            b.renew_lease(key(), "own_b".into(), epoch, 60_000).await,
+            Ok(None)
+        );
+        assert_eq!(
+            a.renew_lease(key(), "own_a".into(), epoch + 1, 60_000)
+                .await,
+            Ok(None)
+        );
+        assert!(a
+            .renew_lease(key(), "own_a".into(), epoch, 60_000)
+            .await
+            .expect("renew")
+            .is_some());
+        assert!(!b
+            .release_lease(key(), "own_b".into(), epoch)
+            .await
+            .expect("not b's"));
+        // Lapsed (by the database's clock): no renewal, and another instance takes it.
+        a.client()
+            .await
+            .expect("client")
+            .execute(
+                &format!("UPDATE leases SET until_ms = {DB_NOW_MS} - 1"),
+                &[],
+            )
+            .await
+            .expect("lapse");
+        assert_eq!(
+            a.renew_lease(key(), "own_a".into(), epoch, 60_000).await,
+            Ok(None)
+        );
+        let taken = b
+            .acquire_lease(key(), "own_b".into(), 60_000)
+            .await
+            .expect("take");
+        assert!(
+            matches!(taken, LeaseAcquire::Acquired { epoch: 2, .. }),
+            "{taken:?}"
+        );
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_instances_lease_is_taken_at_once_and_a_live_ones_kept() {
+        use crate::store::LeaseAcquire;
+        let Some(db) = TestDb::create("lease_dead").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        assert!(matches!(
+            a.acquire_lease(key(), "own_a".into(), 600_000).await,
+            Ok(LeaseAcquire::Acquired { epoch: 1, .. })
+        ));
+        // A live holder keeps it for the whole lease.
+        let held = b.acquire_lease(key(), "own_b".into(), 600_000).await;
+        assert!(matches!(held, Ok(LeaseAcquire::Held(_))), "{held:?}");
+        // Its heartbeat lapsed: taken at once, not after the lease.
+        a.client()
+            .await
+            .expect("client")
+            .execute(
+                "UPDATE instances SET heartbeat_at = now() - interval '11 seconds' WHERE owner_id = 'own_a'",
+                &[],
+            )
+            .await
+            .expect("age");
+        let taken = b.acquire_lease(key(), "own_b".into(), 600_000).await;
+        assert!(
+            matches!(taken, Ok(LeaseAcquire::Acquired { epoch: 2, .. })),
+            "{taken:?}"
+        );
+        // A holder that left the registry (graceful stop) is not live either.
+        a.heartbeat().await.expect("a is back");
+        b.deregister().await.expect("b leaves");
+        let taken = a.acquire_lease(key(), "own_a".into(), 600_000).await;
+        assert!(
+            matches!(taken, Ok(LeaseAcquire::Acquired { epoch: 3, .. })),
+            "{taken:?}"
+        );
+        db.drop_db().await;
     }
 
     #[test]
