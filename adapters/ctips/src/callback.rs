@@ -196,6 +196,18 @@ pub async fn handle(gw: &dyn Gateway, settings: Option<&Settings>, request: Inbo
             {
                 extra.insert("decision_id".into(), serde_json::Value::String(decision_id));
             }
+            let command = match event::text(&event.fields, "RequestId")
+                .filter(|r| !r.is_empty() && *r != "0")
+            {
+                Some(rid) => crate::command::command_for(gw, &request.tenant, rid).await,
+                None => None,
+            };
+            if let Some(command) = &command {
+                extra.insert(
+                    "command_id".into(),
+                    serde_json::Value::String(command.id.clone()),
+                );
+            }
             match store::commit(
                 gw,
                 &request.tenant,
@@ -222,17 +234,9 @@ pub async fn handle(gw: &dyn Gateway, settings: Option<&Settings>, request: Inbo
                             received: std::time::Instant::now(),
                         }));
                     }
-                    if let Some(rid) = event::text(&event.fields, "RequestId")
-                        .filter(|r| !r.is_empty() && *r != "0")
-                    {
-                        crate::command::correlate(
-                            gw,
-                            &request.tenant,
-                            rid,
-                            &mapped.webhook,
-                            &committed.key,
-                        )
-                        .await;
+                    if let Some(command) = command {
+                        crate::command::note_event(gw, command, &mapped.webhook, &committed.key)
+                            .await;
                     }
                     if event::snapshot_complete(&event) {
                         live.notify(Notice::SnapshotDone {

@@ -936,20 +936,17 @@ pub async fn orphans(gw: &dyn Gateway, tenant: &str) {
     }
 }
 
-/// Notes the first event correlated with a command (by its RequestId) on the command.
-pub async fn correlate(
-    gw: &dyn Gateway,
-    tenant: &str,
-    request_id: &str,
-    webhook: &str,
-    key: &EntityKey,
-) {
-    let Ok(Some(entity)) = gw.find(tenant, RID_ALIAS, request_id).await else {
-        return;
-    };
-    if entity.key.kind != REQUEST_KIND {
-        return;
+/// The command that sent RequestId `request_id`, if one did (its alias is held while the
+/// command is in flight and for a while after).
+pub async fn command_for(gw: &dyn Gateway, tenant: &str, request_id: &str) -> Option<EntityKey> {
+    match gw.find(tenant, RID_ALIAS, request_id).await {
+        Ok(Some(entity)) if entity.key.kind == REQUEST_KIND => Some(entity.key),
+        _ => None,
     }
+}
+
+/// Notes the first event correlated with a command (by its RequestId) on the command.
+pub async fn note_event(gw: &dyn Gateway, command: EntityKey, webhook: &str, key: &EntityKey) {
     let event = json!({"type": webhook, "entity": {"kind": key.kind, "id": key.id}});
     let mut f = |read: &[Option<Entity>]| match read.first().and_then(Option::as_ref) {
         Some(e) if e.state.as_ref().is_some_and(|s| s.get("event").is_none()) => {
@@ -959,5 +956,5 @@ pub async fn correlate(
         }
         _ => vec![Change::Keep],
     };
-    let _ = gw.transition(vec![entity.key], &mut f).await;
+    let _ = gw.transition(vec![command], &mut f).await;
 }

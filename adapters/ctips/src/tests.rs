@@ -1318,6 +1318,12 @@ async fn commands_go_through_the_store_to_the_holder() {
     let r = waiter.await.unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["event"]["type"], json!("ctips.agent.state"));
+    let state_event = gw
+        .events()
+        .into_iter()
+        .find(|(_, _, e)| e.event_type == "ctips.agent.state")
+        .unwrap();
+    assert_eq!(state_event.2.data["command_id"], r.body["command_id"]);
     ctx.stop.send_replace(Some(StopReason::Shutdown));
     assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
 }
