@@ -543,6 +543,162 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// [`super::Backend::claim_deliveries`]: due rows (`next_attempt_ms <= now_ms`) whose
+    /// lease lapsed by the database's clock, taken with `FOR UPDATE SKIP LOCKED` so
+    /// instances claiming at once get disjoint rows, leased until the database's
+    /// now + `lease_ms`.
+    pub async fn claim_deliveries(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        skip_tenants: Vec<String>,
+    ) -> super::Result<Vec<super::Delivery>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "WITH due AS (SELECT id FROM outbox WHERE status = 0 AND next_attempt_ms <= $1 \
+                     AND lease_until_ms <= {DB_NOW_MS} AND NOT (tenant = ANY($2)) \
+                     ORDER BY next_attempt_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     UPDATE outbox o SET lease_owner = $4, lease_until_ms = {DB_NOW_MS} + $5 \
+                     FROM due WHERE o.id = due.id RETURNING o.id, o.event_id, o.tenant, \
+                     o.event_type, o.payload, o.attempts, o.created_at_ms, o.next_attempt_ms"
+                ),
+                &[
+                    &now_ms,
+                    &skip_tenants,
+                    &(limit as i64),
+                    &owner,
+                    &lease_ms.max(1),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        let mut claimed: Vec<(i64, super::Delivery)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(7),
+                    super::Delivery {
+                        id: r.get(0),
+                        event_id: r.get(1),
+                        tenant: r.get(2),
+                        event_type: r.get(3),
+                        payload: r.get::<_, Vec<u8>>(4).into(),
+                        attempts: r.get::<_, i32>(5).max(0) as u32,
+                        created_at_ms: r.get(6),
+                    },
+                )
+            })
+            .collect();
+        claimed.sort_by_key(|(next, d)| (*next, d.id));
+        Ok(claimed.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// [`super::Backend::finish_deliveries`], in one transaction; rows no longer leased to
+    /// `owner` are left alone.
+    pub async fn finish_deliveries(
+        &self,
+        owner: String,
+        updates: Vec<super::DeliveryUpdate>,
+    ) -> super::Result<()> {
+        use super::DeliveryUpdate;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        for update in &updates {
+            let settled = match update {
+                DeliveryUpdate::Delivered { id, at_ms } => Some((*id, 1i16, None, Some(*at_ms))),
+                DeliveryUpdate::Dead { id, error } => Some((*id, 2i16, Some(error.clone()), None)),
+                DeliveryUpdate::Retry { id, next_ms, error } => {
+                    tx.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = $1, \
+                         last_error = $2, lease_owner = NULL, lease_until_ms = 0 \
+                         WHERE id = $3 AND lease_owner = $4 AND status = 0",
+                        &[next_ms, error, id, &owner],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                    None
+                }
+                DeliveryUpdate::Release { id, next_ms } => {
+                    tx.execute(
+                        "UPDATE outbox SET next_attempt_ms = $1, lease_owner = NULL, \
+                         lease_until_ms = 0 WHERE id = $2 AND lease_owner = $3 AND status = 0",
+                        &[next_ms, id, &owner],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                    None
+                }
+            };
+            let Some((id, status, error, at_ms)) = settled else {
+                continue;
+            };
+            let tenant = tx
+                .query_opt(
+                    "UPDATE outbox SET status = $1, attempts = attempts + 1, \
+                     last_error = COALESCE($2, last_error), done_at_ms = $3, lease_owner = NULL, \
+                     lease_until_ms = 0 WHERE id = $4 AND lease_owner = $5 AND status = 0 \
+                     RETURNING tenant",
+                    &[&status, &error, &at_ms, &id, &owner],
+                )
+                .await
+                .map_err(db_err)?;
+            if let Some(row) = tenant {
+                let tenant: String = row.get(0);
+                tx.execute(
+                    "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, 0) \
+                     ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending - 1, 0)",
+                    &[&tenant],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// [`super::Backend::recover_dead_owners`]: owners holding claims or leases without a
+    /// live heartbeat (lapsed, or gone from the registry) lose them at once, and lapsed
+    /// instances leave the registry; returns the owners recovered.
+    pub async fn recover_dead_owners(&self) -> super::Result<Vec<String>> {
+        let lapse_ms = self.lapse.as_millis() as i64;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let rows = tx
+            .query(
+                "WITH live AS (SELECT owner_id FROM instances \
+                 WHERE heartbeat_at > now() - make_interval(secs => $1::bigint / 1000.0)), \
+                 holders AS (SELECT lease_owner AS o FROM outbox WHERE lease_owner IS NOT NULL AND status = 0 \
+                 UNION SELECT lease_owner FROM timers WHERE lease_owner IS NOT NULL \
+                 UNION SELECT holder FROM leases WHERE holder IS NOT NULL \
+                 UNION SELECT owner_id FROM instances) \
+                 SELECT o FROM holders WHERE o <> $2 AND o NOT IN (SELECT owner_id FROM live) ORDER BY o",
+                &[&lapse_ms, &self.owner_id],
+            )
+            .await
+            .map_err(db_err)?;
+        let dead: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !dead.is_empty() {
+            for sql in [
+                "UPDATE outbox SET lease_owner = NULL, lease_until_ms = 0 \
+                 WHERE lease_owner = ANY($1) AND status = 0",
+                "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ANY($1)",
+                "UPDATE leases SET holder = NULL, until_ms = 0 WHERE holder = ANY($1)",
+                "DELETE FROM instances WHERE owner_id = ANY($1)",
+            ] {
+                tx.execute(sql, &[&dead]).await.map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(dead)
+    }
+}
+
 fn db_err(e: tokio_postgres::Error) -> super::StoreError {
     super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
@@ -1226,6 +1382,195 @@ mod tests {
         drop(listener);
         drop(client);
         drop(pool);
+        db.drop_db().await;
+    }
+
+    async fn insert_events(store: &PgStore, n: i64) {
+        let client = store.client().await.expect("client");
+        for i in 0..n {
+            client
+                .execute(
+                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, next_attempt_ms) \
+                     VALUES ($1, $2, 'call.cdr', $3, 1, $4)",
+                    &[&format!("msg_{i}"), &if i == 0 { "skipme" } else { "acme" }, &format!("{{\"n\":{i}}}").into_bytes(), &(100 + i)],
+                )
+                .await
+                .expect("insert");
+        }
+        client
+            .execute(
+                "INSERT INTO tenant_counters (tenant, pending) VALUES ('acme', $1)",
+                &[&(n - 1)],
+            )
+            .await
+            .expect("counter");
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_claimed_once_across_instances_and_settled_only_by_their_holder() {
+        use crate::store::DeliveryUpdate;
+        let Some(db) = TestDb::create("claims").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        insert_events(&a, 6).await;
+        let skip = vec!["skipme".to_owned()];
+        // Not due yet: nothing.
+        assert!(a
+            .claim_deliveries("own_a".into(), 50, 60_000, 10, skip.clone())
+            .await
+            .expect("claim")
+            .is_empty());
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let (ca, cb) = tokio::join!(
+                a.claim_deliveries("own_a".into(), 1_000, 60_000, 2, skip.clone()),
+                b.claim_deliveries("own_b".into(), 1_000, 60_000, 2, skip.clone())
+            );
+            let (ca, cb) = (ca.expect("a"), cb.expect("b"));
+            if ca.is_empty() && cb.is_empty() {
+                break;
+            }
+            for d in ca.iter().chain(&cb) {
+                assert!(
+                    seen.insert(d.event_id.clone()),
+                    "{} claimed twice",
+                    d.event_id
+                );
+                assert_eq!(d.tenant, "acme");
+            }
+            for w in ca.windows(2).chain(cb.windows(2)) {
+                assert!(w[0].id < w[1].id, "oldest first");
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            5,
+            "every due event of the other tenants, once: {seen:?}"
+        );
+        // The owner's outcomes count; another owner's are ignored.
+        let client = a.client().await.expect("client");
+        let id_of = |event: &str| {
+            let client = &client;
+            let event = event.to_owned();
+            async move {
+                let row = client
+                    .query_one(
+                        "SELECT id, lease_owner FROM outbox WHERE event_id = $1",
+                        &[&event],
+                    )
+                    .await
+                    .expect("row");
+                (row.get::<_, i64>(0), row.get::<_, String>(1))
+            }
+        };
+        let (id1, holder1) = id_of("msg_1").await;
+        let (other, wrong) = if holder1 == "own_a" {
+            (&b, "own_b")
+        } else {
+            (&a, "own_a")
+        };
+        other
+            .finish_deliveries(
+                wrong.into(),
+                vec![DeliveryUpdate::Delivered { id: id1, at_ms: 5 }],
+            )
+            .await
+            .expect("ignored");
+        let holder_store = if holder1 == "own_a" { &a } else { &b };
+        holder_store
+            .finish_deliveries(
+                holder1.clone(),
+                vec![DeliveryUpdate::Delivered { id: id1, at_ms: 5 }],
+            )
+            .await
+            .expect("delivered");
+        let (id2, holder2) = id_of("msg_2").await;
+        let store2 = if holder2 == "own_a" { &a } else { &b };
+        store2
+            .finish_deliveries(
+                holder2,
+                vec![DeliveryUpdate::Retry {
+                    id: id2,
+                    next_ms: 2_000,
+                    error: "503".into(),
+                }],
+            )
+            .await
+            .expect("retry");
+        let rows = client
+            .query("SELECT event_id, status, attempts, lease_owner, last_error FROM outbox ORDER BY id", &[])
+            .await
+            .expect("rows");
+        let row = |i: usize| {
+            (
+                rows[i].get::<_, String>(0),
+                rows[i].get::<_, i16>(1),
+                rows[i].get::<_, i32>(2),
+                rows[i].get::<_, Option<String>>(3),
+                rows[i].get::<_, Option<String>>(4),
+            )
+        };
+        assert_eq!(row(1), ("msg_1".into(), 1, 1, None, None));
+        assert_eq!(row(2), ("msg_2".into(), 0, 1, None, Some("503".into())));
+        let pending: i64 = client
+            .query_one(
+                "SELECT pending FROM tenant_counters WHERE tenant = 'acme'",
+                &[],
+            )
+            .await
+            .expect("c")
+            .get(0);
+        assert_eq!(pending, 4);
+        // The retried one is due again at its time, for whoever claims.
+        let again = b
+            .claim_deliveries("own_b".into(), 2_000, 60_000, 10, skip)
+            .await
+            .expect("claim");
+        assert_eq!(
+            again
+                .iter()
+                .map(|d| d.event_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["msg_2"]
+        );
+        assert_eq!(again[0].attempts, 1);
+        drop(client);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_instances_claims_are_freed_when_its_heartbeat_lapses() {
+        let Some(db) = TestDb::create("dead_claims").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        insert_events(&a, 4).await;
+        let claimed = a
+            .claim_deliveries("own_a".into(), 1_000, 600_000, 10, vec![])
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 4);
+        // Live: nothing to recover, and its claims stay its own for the whole lease.
+        assert_eq!(b.recover_dead_owners().await, Ok(vec![]));
+        assert!(b
+            .claim_deliveries("own_b".into(), 1_000, 600_000, 10, vec![])
+            .await
+            .expect("claim")
+            .is_empty());
+        a.client()
+            .await
+            .expect("client")
+            .execute("UPDATE instances SET heartbeat_at = now() - interval '11 seconds' WHERE owner_id = 'own_a'", &[])
+            .await
+            .expect("age");
+        assert_eq!(b.recover_dead_owners().await, Ok(vec!["own_a".to_owned()]));
+        let taken = b
+            .claim_deliveries("own_b".into(), 1_000, 600_000, 10, vec![])
+            .await
+            .expect("claim");
+        assert_eq!(taken.len(), 4, "taken over at once, not after the lease");
+        assert_eq!(b.recover_dead_owners().await, Ok(vec![]));
         db.drop_db().await;
     }
 
