@@ -699,6 +699,75 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// [`super::Backend::claim_timers`]: due timers (`due_ms <= now_ms`) whose lease lapsed
+    /// by the database's clock, oldest first, taken with `FOR UPDATE SKIP LOCKED`.
+    pub async fn claim_timers(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> super::Result<Vec<super::TimerRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "WITH due AS (SELECT key FROM timers WHERE due_ms <= $1 \
+                     AND lease_until_ms <= {DB_NOW_MS} ORDER BY due_ms, key LIMIT $2 \
+                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE timers t SET lease_owner = $3, lease_until_ms = {DB_NOW_MS} + $4 \
+                     FROM due WHERE t.key = due.key \
+                     RETURNING t.key, t.kind, t.tenant, t.due_ms, t.payload"
+                ),
+                &[&now_ms, &(limit as i64), &owner, &lease_ms.max(1)],
+            )
+            .await
+            .map_err(db_err)?;
+        let mut timers: Vec<super::TimerRow> = rows
+            .iter()
+            .map(|r| super::TimerRow {
+                key: r.get(0),
+                kind: r.get(1),
+                tenant: r.get(2),
+                due_ms: r.get(3),
+                payload: r.get(4),
+            })
+            .collect();
+        timers.sort_by(|a, b| (a.due_ms, &a.key).cmp(&(b.due_ms, &b.key)));
+        Ok(timers)
+    }
+
+    /// [`super::Backend::release_timer`]: back to the queue without running it.
+    pub async fn release_timer(&self, key: String, owner: String) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 \
+                 WHERE key = $1 AND lease_owner = $2",
+                &[&key, &owner],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// [`super::Backend::finish_timer`]: removes a timer that ran, unless it was set again
+    /// (which clears its lease) since it was claimed.
+    pub async fn finish_timer(&self, key: String, owner: String) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM timers WHERE key = $1 AND lease_owner = $2",
+                &[&key, &owner],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
 fn db_err(e: tokio_postgres::Error) -> super::StoreError {
     super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
@@ -1571,6 +1640,88 @@ mod tests {
             .expect("claim");
         assert_eq!(taken.len(), 4, "taken over at once, not after the lease");
         assert_eq!(b.recover_dead_owners().await, Ok(vec![]));
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn timers_are_claimed_once_and_a_reset_timer_survives_its_old_run() {
+        let Some(db) = TestDb::create("timers").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        let client = a.client().await.expect("client");
+        for (key, due) in [("t1", 10i64), ("t2", 20), ("t3", 30), ("later", 5_000)] {
+            client
+                .execute(
+                    "INSERT INTO timers (key, kind, tenant, due_ms, payload) VALUES ($1, 'call_expiry', 'acme', $2, $3)",
+                    &[&key, &due, &serde_json::json!({"key": key})],
+                )
+                .await
+                .expect("timer");
+        }
+        let (ta, tb) = tokio::join!(
+            a.claim_timers("own_a".into(), 1_000, 60_000, 10),
+            b.claim_timers("own_b".into(), 1_000, 60_000, 10)
+        );
+        let (ta, tb) = (ta.expect("a"), tb.expect("b"));
+        let mut keys: Vec<&str> = ta.iter().chain(&tb).map(|t| t.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["t1", "t2", "t3"], "each due timer once");
+        let (winner, owner) = if ta.iter().any(|t| t.key == "t1") {
+            (&a, "own_a")
+        } else {
+            (&b, "own_b")
+        };
+        let t1 = ta.iter().chain(&tb).find(|t| t.key == "t1").expect("t1");
+        assert_eq!(t1.payload, serde_json::json!({"key": "t1"}));
+        // t2 is set again while it runs (which clears its lease): finishing keeps it.
+        client
+            .execute("UPDATE timers SET due_ms = 3000, lease_owner = NULL, lease_until_ms = 0 WHERE key = 't2'", &[])
+            .await
+            .expect("reset");
+        let t2_owner = if ta.iter().any(|t| t.key == "t2") {
+            "own_a"
+        } else {
+            "own_b"
+        };
+        a.finish_timer("t2".into(), t2_owner.into())
+            .await
+            .expect("finish t2");
+        winner
+            .finish_timer("t1".into(), "someone_else".into())
+            .await
+            .expect("not theirs");
+        winner
+            .finish_timer("t1".into(), owner.into())
+            .await
+            .expect("finish t1");
+        let t3_owner = if ta.iter().any(|t| t.key == "t3") {
+            "own_a"
+        } else {
+            "own_b"
+        };
+        a.release_timer("t3".into(), t3_owner.into())
+            .await
+            .expect("release t3");
+        let left: Vec<String> = client
+            .query("SELECT key FROM timers ORDER BY key", &[])
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, vec!["later", "t2", "t3"]);
+        let again = b
+            .claim_timers("own_b".into(), 3_000, 60_000, 10)
+            .await
+            .expect("claim");
+        let keys: Vec<&str> = again.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["t3", "t2"],
+            "released and reset timers, oldest first"
+        );
+        drop(client);
         db.drop_db().await;
     }
 
