@@ -768,6 +768,164 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// [`super::Backend::outbox_depth`]: pending and dead events per tenant.
+    pub async fn outbox_depth(&self) -> super::Result<Vec<super::OutboxDepth>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT tenant, count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status = 2) \
+                 FROM outbox WHERE status IN (0, 2) GROUP BY tenant ORDER BY tenant",
+                &[],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::OutboxDepth {
+                tenant: r.get(0),
+                pending: r.get::<_, i64>(1).max(0) as u64,
+                dead: r.get::<_, i64>(2).max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::dead_letters`], oldest first.
+    pub async fn dead_letters(
+        &self,
+        tenant: Option<String>,
+        limit: usize,
+    ) -> super::Result<Vec<super::DeadLetter>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT event_id, tenant, event_type, attempts, last_error, created_at_ms \
+                 FROM outbox WHERE status = 2 AND ($1::text IS NULL OR tenant = $1) \
+                 ORDER BY id LIMIT $2",
+                &[&tenant, &(limit as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::DeadLetter {
+                event_id: r.get(0),
+                tenant: r.get(1),
+                event_type: r.get(2),
+                attempts: r.get::<_, i32>(3).max(0) as u32,
+                last_error: r.get(4),
+                created_at_ms: r.get(5),
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::replay`]: matching dead (and, if asked, delivered) events back in
+    /// the queue, due at `now_ms`, in one transaction with the pending counters.
+    pub async fn replay(&self, filter: super::ReplayFilter, now_ms: i64) -> super::Result<u64> {
+        let statuses: Vec<i16> = if filter.include_delivered {
+            vec![1, 2]
+        } else {
+            vec![2]
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let rows = tx
+            .query(
+                "WITH replayed AS (UPDATE outbox SET status = 0, attempts = 0, next_attempt_ms = $1, \
+                 lease_owner = NULL, lease_until_ms = 0, done_at_ms = NULL \
+                 WHERE status = ANY($2) AND ($3::text IS NULL OR tenant = $3) \
+                 AND ($4::text IS NULL OR event_id = $4) RETURNING tenant) \
+                 SELECT tenant, count(*) FROM replayed GROUP BY tenant",
+                &[&now_ms, &statuses, &filter.tenant, &filter.event_id],
+            )
+            .await
+            .map_err(db_err)?;
+        let mut total = 0u64;
+        for row in &rows {
+            let (tenant, n): (String, i64) = (row.get(0), row.get(1));
+            tx.execute(
+                "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, $2) \
+                 ON CONFLICT (tenant) DO UPDATE SET pending = tenant_counters.pending + $2",
+                &[&tenant, &n],
+            )
+            .await
+            .map_err(db_err)?;
+            total += n.max(0) as u64;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(total)
+    }
+
+    /// [`super::Backend::set_endpoint_disabled`].
+    pub async fn set_endpoint_disabled(
+        &self,
+        tenant: String,
+        disabled: Option<(i64, String)>,
+    ) -> super::Result<()> {
+        let client = self.client().await?;
+        match &disabled {
+            Some((at, reason)) => client
+                .execute(
+                    "INSERT INTO endpoints (tenant, disabled_at_ms, reason) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant) DO UPDATE SET disabled_at_ms = $2, reason = $3",
+                    &[&tenant, at, reason],
+                )
+                .await
+                .map_err(db_err)?,
+            None => client
+                .execute("DELETE FROM endpoints WHERE tenant = $1", &[&tenant])
+                .await
+                .map_err(db_err)?,
+        };
+        Ok(())
+    }
+
+    /// [`super::Backend::disabled_endpoints`].
+    pub async fn disabled_endpoints(&self) -> super::Result<Vec<(String, String)>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT tenant, reason FROM endpoints ORDER BY tenant", &[])
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// [`super::Backend::purge`]: expired dedupe answers, ended calls past retention, their
+    /// (or long-lapsed) aliases, and delivered events past retention.
+    pub async fn purge(
+        &self,
+        now_ms: i64,
+        call_retention_ms: i64,
+        delivered_retention_ms: i64,
+    ) -> super::Result<u64> {
+        let client = self.client().await?;
+        let mut n = 0;
+        for (sql, at) in [
+            ("DELETE FROM dedup WHERE expires_at_ms <= $1", now_ms),
+            (
+                "DELETE FROM calls WHERE state IS NULL AND updated_at_ms <= $1",
+                now_ms - call_retention_ms,
+            ),
+            (
+                "DELETE FROM aliases WHERE (until_ms IS NOT NULL AND until_ms <= $1) \
+                 OR NOT EXISTS (SELECT 1 FROM calls WHERE calls.tenant = aliases.tenant \
+                 AND calls.vendor = aliases.owner_kind AND calls.vendor_call_id = aliases.owner_id)",
+                now_ms - 24 * 3600 * 1000,
+            ),
+            (
+                "DELETE FROM outbox WHERE status = 1 AND done_at_ms <= $1",
+                now_ms - delivered_retention_ms,
+            ),
+        ] {
+            n += client.execute(sql, &[&at]).await.map_err(db_err)?;
+        }
+        Ok(n)
+    }
+}
+
 fn db_err(e: tokio_postgres::Error) -> super::StoreError {
     super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
@@ -1721,6 +1879,129 @@ mod tests {
             vec!["t3", "t2"],
             "released and reset timers, oldest first"
         );
+        drop(client);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn dead_letters_replay_endpoints_and_purge() {
+        use crate::store::{OutboxDepth, ReplayFilter};
+        let Some(db) = TestDb::create("replay").await else {
+            return;
+        };
+        let (a, _b) = two_instances(&db).await;
+        let client = a.client().await.expect("client");
+        // (event, tenant, status, done_at_ms)
+        for (event, tenant, status, done) in [
+            ("e1", "acme", 0i16, None),
+            ("e2", "acme", 2, None),
+            ("e3", "acme", 1, Some(100i64)),
+            ("e4", "beta", 2, None),
+            ("e5", "beta", 1, Some(9_000)),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, \
+                     next_attempt_ms, status, attempts, last_error, done_at_ms) \
+                     VALUES ($1, $2, 'call.cdr', '\\x7b7d', 1, 1, $3, 3, 'HTTP 500', $4)",
+                    &[&event, &tenant, &status, &done],
+                )
+                .await
+                .expect("insert");
+        }
+        let depth = a.outbox_depth().await.expect("depth");
+        let d = |tenant: &str, pending, dead| OutboxDepth {
+            tenant: tenant.into(),
+            pending,
+            dead,
+        };
+        assert_eq!(depth, vec![d("acme", 1, 1), d("beta", 0, 1)]);
+        let dead = a.dead_letters(Some("acme".into()), 10).await.expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                dead[0].event_id.as_str(),
+                dead[0].attempts,
+                dead[0].last_error.as_deref()
+            ),
+            ("e2", 3, Some("HTTP 500"))
+        );
+        assert_eq!(a.dead_letters(None, 10).await.expect("all").len(), 2);
+        let replayed = a
+            .replay(
+                ReplayFilter {
+                    tenant: Some("beta".into()),
+                    event_id: None,
+                    include_delivered: true,
+                },
+                5_000,
+            )
+            .await
+            .expect("replay");
+        assert_eq!(replayed, 2);
+        assert_eq!(
+            a.outbox_depth().await.expect("depth"),
+            vec![d("acme", 1, 1), d("beta", 2, 0)]
+        );
+        let replayed = a
+            .replay(
+                ReplayFilter {
+                    tenant: None,
+                    event_id: Some("e2".into()),
+                    include_delivered: false,
+                },
+                5_000,
+            )
+            .await
+            .expect("replay one");
+        assert_eq!(replayed, 1);
+        let pending: i64 = client
+            .query_one(
+                "SELECT pending FROM tenant_counters WHERE tenant = 'beta'",
+                &[],
+            )
+            .await
+            .expect("c")
+            .get(0);
+        assert_eq!(pending, 2);
+        let claimed = a
+            .claim_deliveries("own_a".into(), 5_000, 60_000, 10, vec![])
+            .await
+            .expect("claim");
+        let mut ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["e1", "e2", "e4", "e5"]);
+        assert!(claimed
+            .iter()
+            .all(|c| c.attempts == 0 || c.event_id == "e1"));
+        // Endpoints.
+        a.set_endpoint_disabled("acme".into(), Some((7, "410 Gone".into())))
+            .await
+            .expect("disable");
+        a.set_endpoint_disabled("acme".into(), Some((8, "404".into())))
+            .await
+            .expect("again");
+        assert_eq!(
+            a.disabled_endpoints().await.expect("list"),
+            vec![("acme".to_owned(), "404".to_owned())]
+        );
+        a.set_endpoint_disabled("acme".into(), None)
+            .await
+            .expect("enable");
+        assert!(a.disabled_endpoints().await.expect("list").is_empty());
+        // Purge: delivered e3 (done at 100) is past a retention of 1000 at 2000; e5 was replayed.
+        client
+            .execute("INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) VALUES ('acme', '\\x01', 1500, 200, 'text/xml', '\\x00')", &[])
+            .await
+            .expect("dedup");
+        let purged = a.purge(2_000, 1_000, 1_000).await.expect("purge");
+        assert_eq!(purged, 2, "the delivered event and the expired answer");
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .expect("n")
+            .get(0);
+        assert_eq!(left, 4);
         drop(client);
         db.drop_db().await;
     }
