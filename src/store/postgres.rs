@@ -926,6 +926,154 @@ impl PgStore {
     }
 }
 
+const CALL_COLUMNS: &str = "call_id, version, next_seq, status, attached, state, expires_at_ms";
+
+fn call_row(r: &tokio_postgres::Row, at: usize) -> super::CallRow {
+    let attached: serde_json::Value = r.get(at + 4);
+    super::CallRow {
+        call_id: r.get(at),
+        version: r.get(at + 1),
+        next_seq: r.get(at + 2),
+        status: r.get(at + 3),
+        attached: match attached {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        },
+        state: r.get(at + 5),
+        expires_at_ms: r.get(at + 6),
+    }
+}
+
+impl PgStore {
+    /// [`super::Backend::ping`].
+    pub async fn ping(&self) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute("SELECT 1", &[])
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// [`super::Backend::load_call`].
+    pub async fn load_call(&self, key: super::CallKey) -> super::Result<Option<super::CallRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {CALL_COLUMNS} FROM calls \
+                     WHERE tenant = $1 AND vendor = $2 AND vendor_call_id = $3"
+                ),
+                &[&key.tenant, &key.vendor, &key.vendor_call_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| call_row(&r, 0)))
+    }
+
+    /// [`super::Backend::load_call_by_id`].
+    pub async fn load_call_by_id(
+        &self,
+        call_id: String,
+    ) -> super::Result<Option<(super::CallKey, super::CallRow)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT tenant, vendor, vendor_call_id, {CALL_COLUMNS} FROM calls \
+                     WHERE call_id = $1"
+                ),
+                &[&call_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| {
+            (
+                super::CallKey {
+                    tenant: r.get(0),
+                    vendor: r.get(1),
+                    vendor_call_id: r.get(2),
+                },
+                call_row(&r, 3),
+            )
+        }))
+    }
+
+    /// [`super::Backend::list_live`]: live rows of one kind, least recently changed first.
+    pub async fn list_live(
+        &self,
+        tenant: String,
+        kind: String,
+        limit: usize,
+    ) -> super::Result<Vec<(super::CallKey, super::CallRow)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT vendor_call_id, {CALL_COLUMNS} FROM calls WHERE tenant = $1 \
+                     AND vendor = $2 AND state IS NOT NULL ORDER BY updated_at_ms LIMIT $3"
+                ),
+                &[&tenant, &kind, &(limit as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    super::CallKey {
+                        tenant: tenant.clone(),
+                        vendor: kind.clone(),
+                        vendor_call_id: r.get(0),
+                    },
+                    call_row(r, 1),
+                )
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::find_alias`]: the owner of an alias whose claim has not lapsed.
+    pub async fn find_alias(
+        &self,
+        tenant: String,
+        namespace: String,
+        value: String,
+        now_ms: i64,
+    ) -> super::Result<Option<(String, String)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT owner_kind, owner_id FROM aliases WHERE tenant = $1 AND namespace = $2 \
+                 AND value = $3 AND (until_ms IS NULL OR until_ms > $4)",
+                &[&tenant, &namespace, &value, &now_ms],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// [`super::Backend::call_events`]: (seq, type, delivery status) in sequence order.
+    pub async fn call_events(&self, call_id: String) -> super::Result<Vec<(i64, String, i64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, event_type, status FROM outbox WHERE call_id = $1 ORDER BY seq",
+                &[&call_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), i64::from(r.get::<_, i16>(2))))
+            .collect())
+    }
+}
+
 fn db_err(e: tokio_postgres::Error) -> super::StoreError {
     super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
@@ -2002,6 +2150,119 @@ mod tests {
             .expect("n")
             .get(0);
         assert_eq!(left, 4);
+        drop(client);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn calls_and_aliases_read_back_as_written() {
+        use crate::store::CallKey;
+        let Some(db) = TestDb::create("reads").await else {
+            return;
+        };
+        let (a, _b) = two_instances(&db).await;
+        a.ping().await.expect("ping");
+        let client = a.client().await.expect("client");
+        // Key order and number spelling survive (json, not jsonb).
+        let attached = r#"{"zeta": 1, "alpha": 1.50, "mid": "x"}"#;
+        for (vendor_call_id, call_id, state, updated) in [
+            ("v1", "call_1", Some(r#"{"step": 2}"#), 20i64),
+            ("v2", "call_2", Some(r#"{"step": 1}"#), 10),
+            ("v3", "call_3", None, 5),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
+                     status, attached, state, expires_at_ms, updated_at_ms) \
+                     VALUES ('acme', 'ptk', $1, $2, 3, 7, 'active', $3::text::json, $4::text::json, 99, $5)",
+                    &[&vendor_call_id, &call_id, &attached, &state, &updated],
+                )
+                .await
+                .expect("call");
+        }
+        let key = CallKey {
+            tenant: "acme".into(),
+            vendor: "ptk".into(),
+            vendor_call_id: "v1".into(),
+        };
+        let row = a.load_call(key.clone()).await.expect("load").expect("row");
+        assert_eq!(
+            (
+                row.call_id.as_str(),
+                row.version,
+                row.next_seq,
+                row.expires_at_ms
+            ),
+            ("call_1", 3, 7, Some(99))
+        );
+        assert_eq!(
+            serde_json::to_string(&row.attached).expect("json"),
+            r#"{"zeta":1,"alpha":1.50,"mid":"x"}"#
+        );
+        assert_eq!(row.state, Some(serde_json::json!({"step": 2})));
+        let (found, _) = a
+            .load_call_by_id("call_1".into())
+            .await
+            .expect("by id")
+            .expect("row");
+        assert_eq!(found, key);
+        assert!(a
+            .load_call_by_id("call_9".into())
+            .await
+            .expect("none")
+            .is_none());
+        let live = a
+            .list_live("acme".into(), "ptk".into(), 10)
+            .await
+            .expect("live");
+        let ids: Vec<&str> = live
+            .iter()
+            .map(|(k, _)| k.vendor_call_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            vec!["v2", "v1"],
+            "live only, least recently changed first"
+        );
+        client
+            .execute(
+                "INSERT INTO aliases VALUES ('acme', 'transit', '0730', 'ptk', 'v1', 500), \
+                 ('acme', 'agent', '42', 'ptk', 'v2', NULL)",
+                &[],
+            )
+            .await
+            .expect("aliases");
+        let find = |ns: &str, value: &str, now: i64| {
+            a.find_alias("acme".into(), ns.into(), value.into(), now)
+        };
+        assert_eq!(
+            find("transit", "0730", 499).await.expect("f"),
+            Some(("ptk".into(), "v1".into()))
+        );
+        assert_eq!(
+            find("transit", "0730", 500).await.expect("f"),
+            None,
+            "lapsed"
+        );
+        assert_eq!(
+            find("agent", "42", i64::MAX).await.expect("f"),
+            Some(("ptk".into(), "v2".into()))
+        );
+        client
+            .execute(
+                "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, next_attempt_ms, status) \
+                 VALUES ('m2', 'acme', 'call_1', 2, 'call.ended', '\\x7b7d', 1, 1, 0), ('m1', 'acme', 'call_1', 1, 'call.started', '\\x7b7d', 1, 1, 1)",
+                &[],
+            )
+            .await
+            .expect("events");
+        assert_eq!(
+            a.call_events("call_1".into()).await.expect("events"),
+            vec![
+                (1, "call.started".to_owned(), 1),
+                (2, "call.ended".to_owned(), 0)
+            ]
+        );
         drop(client);
         db.drop_db().await;
     }
