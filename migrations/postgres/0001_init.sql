@@ -1,7 +1,9 @@
 -- compatible_from: 1
 -- The first schema: the same tables as the embedded store, in PostgreSQL types. Times are
 -- milliseconds since the Unix epoch (bigint), as the Backend trait carries them; lease and
--- heartbeat times are taken from the database's now(), never from a host's clock.
+-- heartbeat times are taken from the database's now(), never from a host's clock. JSON is
+-- kept as `json` (the text as written), not `jsonb`: key order and number spelling of
+-- attached data and states go out as they came in.
 CREATE TABLE calls (
     tenant text NOT NULL,
     vendor text NOT NULL,
@@ -10,8 +12,8 @@ CREATE TABLE calls (
     version bigint NOT NULL,
     next_seq bigint NOT NULL,
     status text NOT NULL,
-    attached jsonb NOT NULL,
-    state jsonb,
+    attached json NOT NULL,
+    state json,
     expires_at_ms bigint,
     updated_at_ms bigint NOT NULL,
     PRIMARY KEY (tenant, vendor, vendor_call_id)
@@ -48,7 +50,7 @@ CREATE TABLE timers (
     kind text NOT NULL,
     tenant text NOT NULL,
     due_ms bigint NOT NULL,
-    payload jsonb NOT NULL,
+    payload json NOT NULL,
     lease_owner text,
     lease_until_ms bigint NOT NULL DEFAULT 0
 );

@@ -335,6 +335,868 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<Migrated,
     }
 }
 
+/// The database's clock in milliseconds since the epoch, inside SQL: lease and heartbeat
+/// times come from it, never from a host's clock (hosts' clocks drift apart).
+const DB_NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
+
+/// The PostgreSQL store, so far its instance registry and connector leases (the rest of
+/// [`super::Backend`] follows). Opening it migrates the schema and registers this process
+/// as a live instance; its heartbeat keeps it live.
+pub struct PgStore {
+    pool: Pool,
+    owner_id: String,
+    /// An instance whose heartbeat is older than this is dead: its leases are taken at once.
+    lapse: Duration,
+}
+
+impl PgStore {
+    /// Migrates (or refuses) the schema and registers `owner_id` as a live instance.
+    pub async fn open(
+        settings: &PgSettings,
+        owner_id: String,
+        lapse: Duration,
+    ) -> Result<PgStore, String> {
+        let pool = settings.pool()?;
+        migrate(&pool).await?;
+        let store = PgStore {
+            pool,
+            owner_id,
+            lapse,
+        };
+        store.heartbeat().await.map_err(|e| e.to_string())?;
+        Ok(store)
+    }
+
+    pub fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
+    async fn client(&self) -> super::Result<deadpool_postgres::Object> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e))))
+    }
+
+    /// Marks this instance live now (database time); run every heartbeat interval.
+    pub async fn heartbeat(&self) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO instances (owner_id) VALUES ($1) ON CONFLICT (owner_id) \
+                 DO UPDATE SET heartbeat_at = now()",
+                &[&self.owner_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// Leaves the registry (a graceful stop), so this instance's leases are free at once.
+    pub async fn deregister(&self) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM instances WHERE owner_id = $1",
+                &[&self.owner_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The database's clock (milliseconds since the epoch).
+    pub async fn now_ms(&self) -> super::Result<i64> {
+        let row = self
+            .client()
+            .await?
+            .query_one(&format!("SELECT {DB_NOW_MS}"), &[])
+            .await
+            .map_err(db_err)?;
+        Ok(row.get(0))
+    }
+
+    /// [`super::Backend::acquire_lease`] in one conditional upsert, timed by the database's
+    /// clock: taken when never held, released, lapsed, held by `owner` itself, or held by an
+    /// instance whose heartbeat lapsed (or that left the registry).
+    pub async fn acquire_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        lease_ms: i64,
+    ) -> super::Result<super::LeaseAcquire> {
+        let client = self.client().await?;
+        let lapse_ms = self.lapse.as_millis() as i64;
+        let row = client
+            .query_opt(
+                &format!(
+                    "INSERT INTO leases AS l (tenant, adapter, name, holder, epoch, until_ms) \
+                     VALUES ($1, $2, $3, $4, 1, {DB_NOW_MS} + $5) \
+                     ON CONFLICT (tenant, adapter, name) DO UPDATE SET holder = excluded.holder, \
+                     epoch = l.epoch + 1, until_ms = excluded.until_ms \
+                     WHERE l.holder IS NULL OR l.until_ms <= {DB_NOW_MS} OR l.holder = excluded.holder \
+                     OR NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner_id = l.holder \
+                     AND i.heartbeat_at > now() - make_interval(secs => $6::bigint / 1000.0)) \
+                     RETURNING epoch, until_ms"
+                ),
+                &[
+                    &key.tenant,
+                    &key.adapter,
+                    &key.name,
+                    &owner,
+                    &lease_ms.max(1),
+                    &lapse_ms,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        if let Some(row) = row {
+            return Ok(super::LeaseAcquire::Acquired {
+                epoch: row.get::<_, i64>(0).max(0) as u64,
+                until_ms: row.get(1),
+            });
+        }
+        drop(client);
+        Ok(super::LeaseAcquire::Held(
+            self.read_lease(key).await?.unwrap_or(super::LeaseRow {
+                holder: None,
+                epoch: 0,
+                until_ms: 0,
+            }),
+        ))
+    }
+
+    /// [`super::Backend::renew_lease`], timed by the database's clock.
+    pub async fn renew_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        epoch: u64,
+        lease_ms: i64,
+    ) -> super::Result<Option<i64>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "UPDATE leases SET until_ms = {DB_NOW_MS} + $1 WHERE tenant = $2 \
+                     AND adapter = $3 AND name = $4 AND holder = $5 AND epoch = $6 \
+                     AND until_ms > {DB_NOW_MS} RETURNING until_ms"
+                ),
+                &[
+                    &lease_ms.max(1),
+                    &key.tenant,
+                    &key.adapter,
+                    &key.name,
+                    &owner,
+                    &(epoch as i64),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// [`super::Backend::release_lease`]: the epoch stays.
+    pub async fn release_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        epoch: u64,
+    ) -> super::Result<bool> {
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE leases SET holder = NULL, until_ms = 0 WHERE tenant = $1 \
+                 AND adapter = $2 AND name = $3 AND holder = $4 AND epoch = $5",
+                &[
+                    &key.tenant,
+                    &key.adapter,
+                    &key.name,
+                    &owner,
+                    &(epoch as i64),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(changed == 1)
+    }
+
+    /// [`super::Backend::read_lease`].
+    pub async fn read_lease(&self, key: super::LeaseKey) -> super::Result<Option<super::LeaseRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT holder, epoch, until_ms FROM leases \
+                 WHERE tenant = $1 AND adapter = $2 AND name = $3",
+                &[&key.tenant, &key.adapter, &key.name],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| super::LeaseRow {
+            holder: r.get(0),
+            epoch: r.get::<_, i64>(1).max(0) as u64,
+            until_ms: r.get(2),
+        }))
+    }
+}
+
+impl PgStore {
+    /// [`super::Backend::claim_deliveries`]: due rows (`next_attempt_ms <= now_ms`) whose
+    /// lease lapsed by the database's clock, taken with `FOR UPDATE SKIP LOCKED` so
+    /// instances claiming at once get disjoint rows, leased until the database's
+    /// now + `lease_ms`.
+    pub async fn claim_deliveries(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        skip_tenants: Vec<String>,
+    ) -> super::Result<Vec<super::Delivery>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "WITH due AS (SELECT id FROM outbox WHERE status = 0 AND next_attempt_ms <= $1 \
+                     AND lease_until_ms <= {DB_NOW_MS} AND NOT (tenant = ANY($2)) \
+                     ORDER BY next_attempt_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+                     UPDATE outbox o SET lease_owner = $4, lease_until_ms = {DB_NOW_MS} + $5 \
+                     FROM due WHERE o.id = due.id RETURNING o.id, o.event_id, o.tenant, \
+                     o.event_type, o.payload, o.attempts, o.created_at_ms, o.next_attempt_ms"
+                ),
+                &[
+                    &now_ms,
+                    &skip_tenants,
+                    &(limit as i64),
+                    &owner,
+                    &lease_ms.max(1),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        let mut claimed: Vec<(i64, super::Delivery)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(7),
+                    super::Delivery {
+                        id: r.get(0),
+                        event_id: r.get(1),
+                        tenant: r.get(2),
+                        event_type: r.get(3),
+                        payload: r.get::<_, Vec<u8>>(4).into(),
+                        attempts: r.get::<_, i32>(5).max(0) as u32,
+                        created_at_ms: r.get(6),
+                    },
+                )
+            })
+            .collect();
+        claimed.sort_by_key(|(next, d)| (*next, d.id));
+        Ok(claimed.into_iter().map(|(_, d)| d).collect())
+    }
+
+    /// [`super::Backend::finish_deliveries`], in one transaction; rows no longer leased to
+    /// `owner` are left alone.
+    pub async fn finish_deliveries(
+        &self,
+        owner: String,
+        updates: Vec<super::DeliveryUpdate>,
+    ) -> super::Result<()> {
+        use super::DeliveryUpdate;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        for update in &updates {
+            let settled = match update {
+                DeliveryUpdate::Delivered { id, at_ms } => Some((*id, 1i16, None, Some(*at_ms))),
+                DeliveryUpdate::Dead { id, error } => Some((*id, 2i16, Some(error.clone()), None)),
+                DeliveryUpdate::Retry { id, next_ms, error } => {
+                    tx.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = $1, \
+                         last_error = $2, lease_owner = NULL, lease_until_ms = 0 \
+                         WHERE id = $3 AND lease_owner = $4 AND status = 0",
+                        &[next_ms, error, id, &owner],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                    None
+                }
+                DeliveryUpdate::Release { id, next_ms } => {
+                    tx.execute(
+                        "UPDATE outbox SET next_attempt_ms = $1, lease_owner = NULL, \
+                         lease_until_ms = 0 WHERE id = $2 AND lease_owner = $3 AND status = 0",
+                        &[next_ms, id, &owner],
+                    )
+                    .await
+                    .map_err(db_err)?;
+                    None
+                }
+            };
+            let Some((id, status, error, at_ms)) = settled else {
+                continue;
+            };
+            let tenant = tx
+                .query_opt(
+                    "UPDATE outbox SET status = $1, attempts = attempts + 1, \
+                     last_error = COALESCE($2, last_error), done_at_ms = $3, lease_owner = NULL, \
+                     lease_until_ms = 0 WHERE id = $4 AND lease_owner = $5 AND status = 0 \
+                     RETURNING tenant",
+                    &[&status, &error, &at_ms, &id, &owner],
+                )
+                .await
+                .map_err(db_err)?;
+            if let Some(row) = tenant {
+                let tenant: String = row.get(0);
+                tx.execute(
+                    "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, 0) \
+                     ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending - 1, 0)",
+                    &[&tenant],
+                )
+                .await
+                .map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// [`super::Backend::recover_dead_owners`]: owners holding claims or leases without a
+    /// live heartbeat (lapsed, or gone from the registry) lose them at once, and lapsed
+    /// instances leave the registry; returns the owners recovered.
+    pub async fn recover_dead_owners(&self) -> super::Result<Vec<String>> {
+        let lapse_ms = self.lapse.as_millis() as i64;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let rows = tx
+            .query(
+                "WITH live AS (SELECT owner_id FROM instances \
+                 WHERE heartbeat_at > now() - make_interval(secs => $1::bigint / 1000.0)), \
+                 holders AS (SELECT lease_owner AS o FROM outbox WHERE lease_owner IS NOT NULL AND status = 0 \
+                 UNION SELECT lease_owner FROM timers WHERE lease_owner IS NOT NULL \
+                 UNION SELECT holder FROM leases WHERE holder IS NOT NULL \
+                 UNION SELECT owner_id FROM instances) \
+                 SELECT o FROM holders WHERE o <> $2 AND o NOT IN (SELECT owner_id FROM live) ORDER BY o",
+                &[&lapse_ms, &self.owner_id],
+            )
+            .await
+            .map_err(db_err)?;
+        let dead: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        if !dead.is_empty() {
+            for sql in [
+                "UPDATE outbox SET lease_owner = NULL, lease_until_ms = 0 \
+                 WHERE lease_owner = ANY($1) AND status = 0",
+                "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ANY($1)",
+                "UPDATE leases SET holder = NULL, until_ms = 0 WHERE holder = ANY($1)",
+                "DELETE FROM instances WHERE owner_id = ANY($1)",
+            ] {
+                tx.execute(sql, &[&dead]).await.map_err(db_err)?;
+            }
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(dead)
+    }
+}
+
+impl PgStore {
+    /// [`super::Backend::claim_timers`]: due timers (`due_ms <= now_ms`) whose lease lapsed
+    /// by the database's clock, oldest first, taken with `FOR UPDATE SKIP LOCKED`.
+    pub async fn claim_timers(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> super::Result<Vec<super::TimerRow>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "WITH due AS (SELECT key FROM timers WHERE due_ms <= $1 \
+                     AND lease_until_ms <= {DB_NOW_MS} ORDER BY due_ms, key LIMIT $2 \
+                     FOR UPDATE SKIP LOCKED) \
+                     UPDATE timers t SET lease_owner = $3, lease_until_ms = {DB_NOW_MS} + $4 \
+                     FROM due WHERE t.key = due.key \
+                     RETURNING t.key, t.kind, t.tenant, t.due_ms, t.payload"
+                ),
+                &[&now_ms, &(limit as i64), &owner, &lease_ms.max(1)],
+            )
+            .await
+            .map_err(db_err)?;
+        let mut timers: Vec<super::TimerRow> = rows
+            .iter()
+            .map(|r| super::TimerRow {
+                key: r.get(0),
+                kind: r.get(1),
+                tenant: r.get(2),
+                due_ms: r.get(3),
+                payload: r.get(4),
+            })
+            .collect();
+        timers.sort_by(|a, b| (a.due_ms, &a.key).cmp(&(b.due_ms, &b.key)));
+        Ok(timers)
+    }
+
+    /// [`super::Backend::release_timer`]: back to the queue without running it.
+    pub async fn release_timer(&self, key: String, owner: String) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 \
+                 WHERE key = $1 AND lease_owner = $2",
+                &[&key, &owner],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// [`super::Backend::finish_timer`]: removes a timer that ran, unless it was set again
+    /// (which clears its lease) since it was claimed.
+    pub async fn finish_timer(&self, key: String, owner: String) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM timers WHERE key = $1 AND lease_owner = $2",
+                &[&key, &owner],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
+impl PgStore {
+    /// [`super::Backend::outbox_depth`]: pending and dead events per tenant.
+    pub async fn outbox_depth(&self) -> super::Result<Vec<super::OutboxDepth>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT tenant, count(*) FILTER (WHERE status = 0), count(*) FILTER (WHERE status = 2) \
+                 FROM outbox WHERE status IN (0, 2) GROUP BY tenant ORDER BY tenant",
+                &[],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::OutboxDepth {
+                tenant: r.get(0),
+                pending: r.get::<_, i64>(1).max(0) as u64,
+                dead: r.get::<_, i64>(2).max(0) as u64,
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::dead_letters`], oldest first.
+    pub async fn dead_letters(
+        &self,
+        tenant: Option<String>,
+        limit: usize,
+    ) -> super::Result<Vec<super::DeadLetter>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT event_id, tenant, event_type, attempts, last_error, created_at_ms \
+                 FROM outbox WHERE status = 2 AND ($1::text IS NULL OR tenant = $1) \
+                 ORDER BY id LIMIT $2",
+                &[&tenant, &(limit as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::DeadLetter {
+                event_id: r.get(0),
+                tenant: r.get(1),
+                event_type: r.get(2),
+                attempts: r.get::<_, i32>(3).max(0) as u32,
+                last_error: r.get(4),
+                created_at_ms: r.get(5),
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::replay`]: matching dead (and, if asked, delivered) events back in
+    /// the queue, due at `now_ms`, in one transaction with the pending counters.
+    pub async fn replay(&self, filter: super::ReplayFilter, now_ms: i64) -> super::Result<u64> {
+        let statuses: Vec<i16> = if filter.include_delivered {
+            vec![1, 2]
+        } else {
+            vec![2]
+        };
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let rows = tx
+            .query(
+                "WITH replayed AS (UPDATE outbox SET status = 0, attempts = 0, next_attempt_ms = $1, \
+                 lease_owner = NULL, lease_until_ms = 0, done_at_ms = NULL \
+                 WHERE status = ANY($2) AND ($3::text IS NULL OR tenant = $3) \
+                 AND ($4::text IS NULL OR event_id = $4) RETURNING tenant) \
+                 SELECT tenant, count(*) FROM replayed GROUP BY tenant",
+                &[&now_ms, &statuses, &filter.tenant, &filter.event_id],
+            )
+            .await
+            .map_err(db_err)?;
+        let mut total = 0u64;
+        for row in &rows {
+            let (tenant, n): (String, i64) = (row.get(0), row.get(1));
+            tx.execute(
+                "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, $2) \
+                 ON CONFLICT (tenant) DO UPDATE SET pending = tenant_counters.pending + $2",
+                &[&tenant, &n],
+            )
+            .await
+            .map_err(db_err)?;
+            total += n.max(0) as u64;
+        }
+        tx.commit().await.map_err(db_err)?;
+        Ok(total)
+    }
+
+    /// [`super::Backend::set_endpoint_disabled`].
+    pub async fn set_endpoint_disabled(
+        &self,
+        tenant: String,
+        disabled: Option<(i64, String)>,
+    ) -> super::Result<()> {
+        let client = self.client().await?;
+        match &disabled {
+            Some((at, reason)) => client
+                .execute(
+                    "INSERT INTO endpoints (tenant, disabled_at_ms, reason) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tenant) DO UPDATE SET disabled_at_ms = $2, reason = $3",
+                    &[&tenant, at, reason],
+                )
+                .await
+                .map_err(db_err)?,
+            None => client
+                .execute("DELETE FROM endpoints WHERE tenant = $1", &[&tenant])
+                .await
+                .map_err(db_err)?,
+        };
+        Ok(())
+    }
+
+    /// [`super::Backend::disabled_endpoints`].
+    pub async fn disabled_endpoints(&self) -> super::Result<Vec<(String, String)>> {
+        let rows = self
+            .client()
+            .await?
+            .query("SELECT tenant, reason FROM endpoints ORDER BY tenant", &[])
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// [`super::Backend::purge`]: expired dedupe answers, ended calls past retention, their
+    /// (or long-lapsed) aliases, and delivered events past retention.
+    pub async fn purge(
+        &self,
+        now_ms: i64,
+        call_retention_ms: i64,
+        delivered_retention_ms: i64,
+    ) -> super::Result<u64> {
+        let client = self.client().await?;
+        let mut n = 0;
+        for (sql, at) in [
+            ("DELETE FROM dedup WHERE expires_at_ms <= $1", now_ms),
+            (
+                "DELETE FROM calls WHERE state IS NULL AND updated_at_ms <= $1",
+                now_ms - call_retention_ms,
+            ),
+            (
+                "DELETE FROM aliases WHERE (until_ms IS NOT NULL AND until_ms <= $1) \
+                 OR NOT EXISTS (SELECT 1 FROM calls WHERE calls.tenant = aliases.tenant \
+                 AND calls.vendor = aliases.owner_kind AND calls.vendor_call_id = aliases.owner_id)",
+                now_ms - 24 * 3600 * 1000,
+            ),
+            (
+                "DELETE FROM outbox WHERE status = 1 AND done_at_ms <= $1",
+                now_ms - delivered_retention_ms,
+            ),
+        ] {
+            n += client.execute(sql, &[&at]).await.map_err(db_err)?;
+        }
+        Ok(n)
+    }
+}
+
+const CALL_COLUMNS: &str = "call_id, version, next_seq, status, attached, state, expires_at_ms";
+
+fn call_row(r: &tokio_postgres::Row, at: usize) -> super::CallRow {
+    let attached: serde_json::Value = r.get(at + 4);
+    super::CallRow {
+        call_id: r.get(at),
+        version: r.get(at + 1),
+        next_seq: r.get(at + 2),
+        status: r.get(at + 3),
+        attached: match attached {
+            serde_json::Value::Object(map) => map,
+            _ => serde_json::Map::new(),
+        },
+        state: r.get(at + 5),
+        expires_at_ms: r.get(at + 6),
+    }
+}
+
+impl PgStore {
+    /// [`super::Backend::ping`].
+    pub async fn ping(&self) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute("SELECT 1", &[])
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// [`super::Backend::load_call`].
+    pub async fn load_call(&self, key: super::CallKey) -> super::Result<Option<super::CallRow>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {CALL_COLUMNS} FROM calls \
+                     WHERE tenant = $1 AND vendor = $2 AND vendor_call_id = $3"
+                ),
+                &[&key.tenant, &key.vendor, &key.vendor_call_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| call_row(&r, 0)))
+    }
+
+    /// [`super::Backend::load_call_by_id`].
+    pub async fn load_call_by_id(
+        &self,
+        call_id: String,
+    ) -> super::Result<Option<(super::CallKey, super::CallRow)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT tenant, vendor, vendor_call_id, {CALL_COLUMNS} FROM calls \
+                     WHERE call_id = $1"
+                ),
+                &[&call_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| {
+            (
+                super::CallKey {
+                    tenant: r.get(0),
+                    vendor: r.get(1),
+                    vendor_call_id: r.get(2),
+                },
+                call_row(&r, 3),
+            )
+        }))
+    }
+
+    /// [`super::Backend::list_live`]: live rows of one kind, least recently changed first.
+    pub async fn list_live(
+        &self,
+        tenant: String,
+        kind: String,
+        limit: usize,
+    ) -> super::Result<Vec<(super::CallKey, super::CallRow)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT vendor_call_id, {CALL_COLUMNS} FROM calls WHERE tenant = $1 \
+                     AND vendor = $2 AND state IS NOT NULL ORDER BY updated_at_ms LIMIT $3"
+                ),
+                &[&tenant, &kind, &(limit as i64)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    super::CallKey {
+                        tenant: tenant.clone(),
+                        vendor: kind.clone(),
+                        vendor_call_id: r.get(0),
+                    },
+                    call_row(r, 1),
+                )
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::find_alias`]: the owner of an alias whose claim has not lapsed.
+    pub async fn find_alias(
+        &self,
+        tenant: String,
+        namespace: String,
+        value: String,
+        now_ms: i64,
+    ) -> super::Result<Option<(String, String)>> {
+        let row = self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT owner_kind, owner_id FROM aliases WHERE tenant = $1 AND namespace = $2 \
+                 AND value = $3 AND (until_ms IS NULL OR until_ms > $4)",
+                &[&tenant, &namespace, &value, &now_ms],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// [`super::Backend::call_events`]: (seq, type, delivery status) in sequence order.
+    pub async fn call_events(&self, call_id: String) -> super::Result<Vec<(i64, String, i64)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT seq, event_type, status FROM outbox WHERE call_id = $1 ORDER BY seq",
+                &[&call_id],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), i64::from(r.get::<_, i16>(2))))
+            .collect())
+    }
+}
+
+fn db_err(e: tokio_postgres::Error) -> super::StoreError {
+    super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+}
+
+/// The `NOTIFY` channel commits announce themselves on. The payload is
+/// `{owner_id}:{what}`, `what` being `outbox`, `timers` or anything else (some row changed).
+pub const CHANGES_CHANNEL: &str = "ivrgate_changes";
+
+/// The SQL a commit runs (inside its transaction, so the notice goes out only if it commits)
+/// to wake other instances: `$1` is `{owner_id}:{what}`.
+pub const NOTIFY_SQL: &str = "SELECT pg_notify('ivrgate_changes', $1)";
+
+/// Feeds a [`super::ChangeFeed`] from `LISTEN/NOTIFY` on a connection of its own. A notice
+/// is lost while that connection is down, so after every reconnect the feed wakes every
+/// waiter (they read the store again: catch-up), and no long-poll waits forever for a
+/// wake-up that was missed. Stops when dropped.
+pub struct ChangeListener {
+    task: tokio::task::JoinHandle<()>,
+    connections: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Drop for ChangeListener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ChangeListener {
+    /// Starts listening; `owner_id`'s own notices are ignored (its commits wake it directly).
+    pub fn start(
+        settings: &PgSettings,
+        owner_id: String,
+        feed: Arc<super::ChangeFeed>,
+    ) -> Result<ChangeListener, String> {
+        let mut config = settings.config.clone();
+        config.connect_timeout(settings.connect_timeout);
+        config.application_name("ivrgate-listen");
+        let tls = tls(settings.tls_ca_file.as_deref())?;
+        let connections = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = connections.clone();
+        let task = tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match listen_once(&config, tls.clone(), &owner_id, &feed, &counted).await {
+                    Ok(()) => backoff = Duration::from_millis(100),
+                    Err(why) => {
+                        tracing::warn!(error = %why, "PostgreSQL change feed connection failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+        });
+        Ok(ChangeListener { task, connections })
+    }
+
+    /// How many times the listener connected (and caught up) so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// One listening connection, until it ends (`Ok`: it was up and is gone now).
+async fn listen_once(
+    config: &tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    owner_id: &str,
+    feed: &super::ChangeFeed,
+    connections: &std::sync::atomic::AtomicU64,
+) -> Result<(), String> {
+    use tokio_postgres::AsyncMessage;
+    let (client, mut connection) = config.connect(tls).await.map_err(|e| describe(&e))?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let pump = tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %describe(&e), "PostgreSQL change feed connection lost");
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    let listened = client
+        .batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))
+        .await
+        .map_err(|e| describe(&e));
+    if let Err(why) = listened {
+        pump.abort();
+        return Err(why);
+    }
+    connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    // Whatever was committed while no connection listened: every waiter reads again.
+    feed.all();
+    let own = format!("{owner_id}:");
+    while let Some(payload) = rx.recv().await {
+        if payload.starts_with(&own) {
+            continue;
+        }
+        match payload.split_once(':').map(|(_, what)| what) {
+            Some("outbox") => {
+                feed.outbox.notify_waiters();
+                feed.outbox.notify_one();
+            }
+            Some("timers") => {
+                feed.timers.notify_waiters();
+                feed.timers.notify_one();
+            }
+            _ => {}
+        }
+        feed.foreign.notify_waiters();
+    }
+    drop(client);
+    Ok(())
+}
+
 /// `check-config --online`: connects once and says whether this binary can run on the
 /// database (reachable, and migrated compatibly or migratable); never changes it.
 pub async fn check_online(settings: &PgSettings) -> Result<String, String> {
@@ -653,6 +1515,756 @@ mod tests {
             .contains("storage.tls_ca_file"));
         storage.backend = StorageBackend::Sqlite;
         assert!(PgSettings::from_config(&storage).expect("sqlite").is_none());
+    }
+
+    fn key() -> crate::store::LeaseKey {
+        crate::store::LeaseKey {
+            tenant: "acme".into(),
+            adapter: "ctips".into(),
+            name: "session".into(),
+        }
+    }
+
+    async fn two_instances(db: &TestDb) -> (PgStore, PgStore) {
+        let lapse = Duration::from_secs(10);
+        let a = PgStore::open(&db.settings, "own_a".into(), lapse)
+            .await
+            .expect("open a");
+        let b = PgStore::open(&db.settings, "own_b".into(), lapse)
+            .await
+            .expect("open b");
+        (a, b)
+    }
+
+    #[tokio::test]
+    async fn a_lease_goes_to_one_of_two_racing_instances_and_its_epoch_grows() {
+        use crate::store::LeaseAcquire;
+        let Some(db) = TestDb::create("lease_race").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        let (ra, rb) = tokio::join!(
+            a.acquire_lease(key(), "own_a".into(), 60_000),
+            b.acquire_lease(key(), "own_b".into(), 60_000)
+        );
+        let (ra, rb) = (ra.expect("a"), rb.expect("b"));
+        let (winner, loser, epoch) = match (&ra, &rb) {
+            (LeaseAcquire::Acquired { epoch, .. }, LeaseAcquire::Held(row)) => {
+                assert_eq!(row.holder.as_deref(), Some("own_a"));
+                (&a, &b, *epoch)
+            }
+            (LeaseAcquire::Held(row), LeaseAcquire::Acquired { epoch, .. }) => {
+                assert_eq!(row.holder.as_deref(), Some("own_b"));
+                (&b, &a, *epoch)
+            }
+            other => panic!("exactly one must win: {other:?}"),
+        };
+        assert_eq!(epoch, 1);
+        // The holder taking it again (it lost track) gets a new epoch, fencing its old one.
+        let again = winner
+            .acquire_lease(key(), winner.owner_id().into(), 60_000)
+            .await
+            .expect("again");
+        assert!(
+            matches!(again, LeaseAcquire::Acquired { epoch: 2, .. }),
+            "{again:?}"
+        );
+        // Released: the other instance takes it at once, with the next epoch.
+        assert!(winner
+            .release_lease(key(), winner.owner_id().into(), 2)
+            .await
+            .expect("release"));
+        let taken = loser
+            .acquire_lease(key(), loser.owner_id().into(), 60_000)
+            .await
+            .expect("take");
+        assert!(
+            matches!(taken, LeaseAcquire::Acquired { epoch: 3, .. }),
+            "{taken:?}"
+        );
+        let row = a.read_lease(key()).await.expect("read").expect("row");
+        assert_eq!(
+            (row.holder.as_deref(), row.epoch),
+            (Some(loser.owner_id()), 3)
+        );
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_lease_is_renewed_only_by_its_holder_with_its_epoch_before_it_lapses() {
+        use crate::store::LeaseAcquire;
+        let Some(db) = TestDb::create("lease_renew").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        let LeaseAcquire::Acquired { epoch, until_ms } = a
+            .acquire_lease(key(), "own_a".into(), 60_000)
+            .await
+            .expect("acquire")
+        else {
+            panic!("free lease not acquired");
+        };
+        let now = a.now_ms().await.expect("now");
+        assert!(
+            until_ms > now && until_ms <= now + 60_000,
+            "{until_ms} vs {now}"
+        );
+        assert_eq!(
+            b.renew_lease(key(), "own_b".into(), epoch, 60_000).await,
+            Ok(None)
+        );
+        assert_eq!(
+            a.renew_lease(key(), "own_a".into(), epoch + 1, 60_000)
+                .await,
+            Ok(None)
+        );
+        assert!(a
+            .renew_lease(key(), "own_a".into(), epoch, 60_000)
+            .await
+            .expect("renew")
+            .is_some());
+        assert!(!b
+            .release_lease(key(), "own_b".into(), epoch)
+            .await
+            .expect("not b's"));
+        // Lapsed (by the database's clock): no renewal, and another instance takes it.
+        a.client()
+            .await
+            .expect("client")
+            .execute(
+                &format!("UPDATE leases SET until_ms = {DB_NOW_MS} - 1"),
+                &[],
+            )
+            .await
+            .expect("lapse");
+        assert_eq!(
+            a.renew_lease(key(), "own_a".into(), epoch, 60_000).await,
+            Ok(None)
+        );
+        let taken = b
+            .acquire_lease(key(), "own_b".into(), 60_000)
+            .await
+            .expect("take");
+        assert!(
+            matches!(taken, LeaseAcquire::Acquired { epoch: 2, .. }),
+            "{taken:?}"
+        );
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_instances_lease_is_taken_at_once_and_a_live_ones_kept() {
+        use crate::store::LeaseAcquire;
+        let Some(db) = TestDb::create("lease_dead").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        assert!(matches!(
+            a.acquire_lease(key(), "own_a".into(), 600_000).await,
+            Ok(LeaseAcquire::Acquired { epoch: 1, .. })
+        ));
+        // A live holder keeps it for the whole lease.
+        let held = b.acquire_lease(key(), "own_b".into(), 600_000).await;
+        assert!(matches!(held, Ok(LeaseAcquire::Held(_))), "{held:?}");
+        // Its heartbeat lapsed: taken at once, not after the lease.
+        a.client()
+            .await
+            .expect("client")
+            .execute(
+                "UPDATE instances SET heartbeat_at = now() - interval '11 seconds' WHERE owner_id = 'own_a'",
+                &[],
+            )
+            .await
+            .expect("age");
+        let taken = b.acquire_lease(key(), "own_b".into(), 600_000).await;
+        assert!(
+            matches!(taken, Ok(LeaseAcquire::Acquired { epoch: 2, .. })),
+            "{taken:?}"
+        );
+        // A holder that left the registry (graceful stop) is not live either.
+        a.heartbeat().await.expect("a is back");
+        b.deregister().await.expect("b leaves");
+        let taken = a.acquire_lease(key(), "own_a".into(), 600_000).await;
+        assert!(
+            matches!(taken, Ok(LeaseAcquire::Acquired { epoch: 3, .. })),
+            "{taken:?}"
+        );
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn the_change_feed_wakes_on_notify_and_catches_up_after_a_lost_connection() {
+        let Some(db) = TestDb::create("change_feed").await else {
+            return;
+        };
+        let feed = Arc::new(crate::store::ChangeFeed::default());
+        let listener =
+            ChangeListener::start(&db.settings, "own_me".into(), feed.clone()).expect("listen");
+        let pool = db.settings.pool().expect("pool");
+        let client = pool.get().await.expect("client");
+        // Connected: the first catch-up wakes every waiter.
+        tokio::time::timeout(Duration::from_secs(20), feed.timers.notified())
+            .await
+            .expect("connected and caught up");
+        tokio::time::timeout(Duration::from_secs(20), feed.outbox.notified())
+            .await
+            .expect("the catch-up wakes the outbox too");
+        assert_eq!(listener.connections(), 1);
+        // Another instance's commit wakes the outbox waiters; this instance's own does not.
+        client
+            .execute(NOTIFY_SQL, &[&"own_me:outbox"])
+            .await
+            .expect("notify own");
+        client
+            .execute(NOTIFY_SQL, &[&"own_other:outbox"])
+            .await
+            .expect("notify");
+        tokio::time::timeout(Duration::from_secs(20), feed.outbox.notified())
+            .await
+            .expect("woken by another instance's commit");
+        // The listening connection dies (as when the database restarts): it reconnects and
+        // wakes every waiter, since notices sent meanwhile are lost.
+        let killed: i64 = client
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE application_name = 'ivrgate-listen' AND datname = current_database()",
+                &[],
+            )
+            .await
+            .expect("terminate")
+            .get(0);
+        assert_eq!(killed, 1);
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while listener.connections() < 2 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("reconnected");
+        tokio::time::timeout(Duration::from_secs(20), feed.timers.notified())
+            .await
+            .expect("caught up after the reconnect");
+        tokio::time::timeout(Duration::from_secs(20), feed.outbox.notified())
+            .await
+            .expect("the outbox too");
+        client
+            .execute(NOTIFY_SQL, &[&"own_other:timers"])
+            .await
+            .expect("notify");
+        tokio::time::timeout(Duration::from_secs(20), feed.timers.notified())
+            .await
+            .expect("woken after the reconnect");
+        drop(listener);
+        drop(client);
+        drop(pool);
+        db.drop_db().await;
+    }
+
+    async fn insert_events(store: &PgStore, n: i64) {
+        let client = store.client().await.expect("client");
+        for i in 0..n {
+            client
+                .execute(
+                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, next_attempt_ms) \
+                     VALUES ($1, $2, 'call.cdr', $3, 1, $4)",
+                    &[&format!("msg_{i}"), &if i == 0 { "skipme" } else { "acme" }, &format!("{{\"n\":{i}}}").into_bytes(), &(100 + i)],
+                )
+                .await
+                .expect("insert");
+        }
+        client
+            .execute(
+                "INSERT INTO tenant_counters (tenant, pending) VALUES ('acme', $1)",
+                &[&(n - 1)],
+            )
+            .await
+            .expect("counter");
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_claimed_once_across_instances_and_settled_only_by_their_holder() {
+        use crate::store::DeliveryUpdate;
+        let Some(db) = TestDb::create("claims").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        insert_events(&a, 6).await;
+        let skip = vec!["skipme".to_owned()];
+        // Not due yet: nothing.
+        assert!(a
+            .claim_deliveries("own_a".into(), 50, 60_000, 10, skip.clone())
+            .await
+            .expect("claim")
+            .is_empty());
+        let mut seen = std::collections::BTreeSet::new();
+        loop {
+            let (ca, cb) = tokio::join!(
+                a.claim_deliveries("own_a".into(), 1_000, 60_000, 2, skip.clone()),
+                b.claim_deliveries("own_b".into(), 1_000, 60_000, 2, skip.clone())
+            );
+            let (ca, cb) = (ca.expect("a"), cb.expect("b"));
+            if ca.is_empty() && cb.is_empty() {
+                break;
+            }
+            for d in ca.iter().chain(&cb) {
+                assert!(
+                    seen.insert(d.event_id.clone()),
+                    "{} claimed twice",
+                    d.event_id
+                );
+                assert_eq!(d.tenant, "acme");
+            }
+            for w in ca.windows(2).chain(cb.windows(2)) {
+                assert!(w[0].id < w[1].id, "oldest first");
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            5,
+            "every due event of the other tenants, once: {seen:?}"
+        );
+        // The owner's outcomes count; another owner's are ignored.
+        let client = a.client().await.expect("client");
+        let id_of = |event: &str| {
+            let client = &client;
+            let event = event.to_owned();
+            async move {
+                let row = client
+                    .query_one(
+                        "SELECT id, lease_owner FROM outbox WHERE event_id = $1",
+                        &[&event],
+                    )
+                    .await
+                    .expect("row");
+                (row.get::<_, i64>(0), row.get::<_, String>(1))
+            }
+        };
+        let (id1, holder1) = id_of("msg_1").await;
+        let (other, wrong) = if holder1 == "own_a" {
+            (&b, "own_b")
+        } else {
+            (&a, "own_a")
+        };
+        other
+            .finish_deliveries(
+                wrong.into(),
+                vec![DeliveryUpdate::Delivered { id: id1, at_ms: 5 }],
+            )
+            .await
+            .expect("ignored");
+        let holder_store = if holder1 == "own_a" { &a } else { &b };
+        holder_store
+            .finish_deliveries(
+                holder1.clone(),
+                vec![DeliveryUpdate::Delivered { id: id1, at_ms: 5 }],
+            )
+            .await
+            .expect("delivered");
+        let (id2, holder2) = id_of("msg_2").await;
+        let store2 = if holder2 == "own_a" { &a } else { &b };
+        store2
+            .finish_deliveries(
+                holder2,
+                vec![DeliveryUpdate::Retry {
+                    id: id2,
+                    next_ms: 2_000,
+                    error: "503".into(),
+                }],
+            )
+            .await
+            .expect("retry");
+        let rows = client
+            .query("SELECT event_id, status, attempts, lease_owner, last_error FROM outbox ORDER BY id", &[])
+            .await
+            .expect("rows");
+        let row = |i: usize| {
+            (
+                rows[i].get::<_, String>(0),
+                rows[i].get::<_, i16>(1),
+                rows[i].get::<_, i32>(2),
+                rows[i].get::<_, Option<String>>(3),
+                rows[i].get::<_, Option<String>>(4),
+            )
+        };
+        assert_eq!(row(1), ("msg_1".into(), 1, 1, None, None));
+        assert_eq!(row(2), ("msg_2".into(), 0, 1, None, Some("503".into())));
+        let pending: i64 = client
+            .query_one(
+                "SELECT pending FROM tenant_counters WHERE tenant = 'acme'",
+                &[],
+            )
+            .await
+            .expect("c")
+            .get(0);
+        assert_eq!(pending, 4);
+        // The retried one is due again at its time, for whoever claims.
+        let again = b
+            .claim_deliveries("own_b".into(), 2_000, 60_000, 10, skip)
+            .await
+            .expect("claim");
+        assert_eq!(
+            again
+                .iter()
+                .map(|d| d.event_id.as_str())
+                .collect::<Vec<_>>(),
+            vec!["msg_2"]
+        );
+        assert_eq!(again[0].attempts, 1);
+        drop(client);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn a_dead_instances_claims_are_freed_when_its_heartbeat_lapses() {
+        let Some(db) = TestDb::create("dead_claims").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        insert_events(&a, 4).await;
+        let claimed = a
+            .claim_deliveries("own_a".into(), 1_000, 600_000, 10, vec![])
+            .await
+            .expect("claim");
+        assert_eq!(claimed.len(), 4);
+        // Live: nothing to recover, and its claims stay its own for the whole lease.
+        assert_eq!(b.recover_dead_owners().await, Ok(vec![]));
+        assert!(b
+            .claim_deliveries("own_b".into(), 1_000, 600_000, 10, vec![])
+            .await
+            .expect("claim")
+            .is_empty());
+        a.client()
+            .await
+            .expect("client")
+            .execute("UPDATE instances SET heartbeat_at = now() - interval '11 seconds' WHERE owner_id = 'own_a'", &[])
+            .await
+            .expect("age");
+        assert_eq!(b.recover_dead_owners().await, Ok(vec!["own_a".to_owned()]));
+        let taken = b
+            .claim_deliveries("own_b".into(), 1_000, 600_000, 10, vec![])
+            .await
+            .expect("claim");
+        assert_eq!(taken.len(), 4, "taken over at once, not after the lease");
+        assert_eq!(b.recover_dead_owners().await, Ok(vec![]));
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn timers_are_claimed_once_and_a_reset_timer_survives_its_old_run() {
+        let Some(db) = TestDb::create("timers").await else {
+            return;
+        };
+        let (a, b) = two_instances(&db).await;
+        let client = a.client().await.expect("client");
+        for (key, due) in [("t1", 10i64), ("t2", 20), ("t3", 30), ("later", 5_000)] {
+            client
+                .execute(
+                    "INSERT INTO timers (key, kind, tenant, due_ms, payload) VALUES ($1, 'call_expiry', 'acme', $2, $3)",
+                    &[&key, &due, &serde_json::json!({"key": key})],
+                )
+                .await
+                .expect("timer");
+        }
+        let (ta, tb) = tokio::join!(
+            a.claim_timers("own_a".into(), 1_000, 60_000, 10),
+            b.claim_timers("own_b".into(), 1_000, 60_000, 10)
+        );
+        let (ta, tb) = (ta.expect("a"), tb.expect("b"));
+        let mut keys: Vec<&str> = ta.iter().chain(&tb).map(|t| t.key.as_str()).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["t1", "t2", "t3"], "each due timer once");
+        let (winner, owner) = if ta.iter().any(|t| t.key == "t1") {
+            (&a, "own_a")
+        } else {
+            (&b, "own_b")
+        };
+        let t1 = ta.iter().chain(&tb).find(|t| t.key == "t1").expect("t1");
+        assert_eq!(t1.payload, serde_json::json!({"key": "t1"}));
+        // t2 is set again while it runs (which clears its lease): finishing keeps it.
+        client
+            .execute("UPDATE timers SET due_ms = 3000, lease_owner = NULL, lease_until_ms = 0 WHERE key = 't2'", &[])
+            .await
+            .expect("reset");
+        let t2_owner = if ta.iter().any(|t| t.key == "t2") {
+            "own_a"
+        } else {
+            "own_b"
+        };
+        a.finish_timer("t2".into(), t2_owner.into())
+            .await
+            .expect("finish t2");
+        winner
+            .finish_timer("t1".into(), "someone_else".into())
+            .await
+            .expect("not theirs");
+        winner
+            .finish_timer("t1".into(), owner.into())
+            .await
+            .expect("finish t1");
+        let t3_owner = if ta.iter().any(|t| t.key == "t3") {
+            "own_a"
+        } else {
+            "own_b"
+        };
+        a.release_timer("t3".into(), t3_owner.into())
+            .await
+            .expect("release t3");
+        let left: Vec<String> = client
+            .query("SELECT key FROM timers ORDER BY key", &[])
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(left, vec!["later", "t2", "t3"]);
+        let again = b
+            .claim_timers("own_b".into(), 3_000, 60_000, 10)
+            .await
+            .expect("claim");
+        let keys: Vec<&str> = again.iter().map(|t| t.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec!["t3", "t2"],
+            "released and reset timers, oldest first"
+        );
+        drop(client);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn dead_letters_replay_endpoints_and_purge() {
+        use crate::store::{OutboxDepth, ReplayFilter};
+        let Some(db) = TestDb::create("replay").await else {
+            return;
+        };
+        let (a, _b) = two_instances(&db).await;
+        let client = a.client().await.expect("client");
+        // (event, tenant, status, done_at_ms)
+        for (event, tenant, status, done) in [
+            ("e1", "acme", 0i16, None),
+            ("e2", "acme", 2, None),
+            ("e3", "acme", 1, Some(100i64)),
+            ("e4", "beta", 2, None),
+            ("e5", "beta", 1, Some(9_000)),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, \
+                     next_attempt_ms, status, attempts, last_error, done_at_ms) \
+                     VALUES ($1, $2, 'call.cdr', '\\x7b7d', 1, 1, $3, 3, 'HTTP 500', $4)",
+                    &[&event, &tenant, &status, &done],
+                )
+                .await
+                .expect("insert");
+        }
+        let depth = a.outbox_depth().await.expect("depth");
+        let d = |tenant: &str, pending, dead| OutboxDepth {
+            tenant: tenant.into(),
+            pending,
+            dead,
+        };
+        assert_eq!(depth, vec![d("acme", 1, 1), d("beta", 0, 1)]);
+        let dead = a.dead_letters(Some("acme".into()), 10).await.expect("dead");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            (
+                dead[0].event_id.as_str(),
+                dead[0].attempts,
+                dead[0].last_error.as_deref()
+            ),
+            ("e2", 3, Some("HTTP 500"))
+        );
+        assert_eq!(a.dead_letters(None, 10).await.expect("all").len(), 2);
+        let replayed = a
+            .replay(
+                ReplayFilter {
+                    tenant: Some("beta".into()),
+                    event_id: None,
+                    include_delivered: true,
+                },
+                5_000,
+            )
+            .await
+            .expect("replay");
+        assert_eq!(replayed, 2);
+        assert_eq!(
+            a.outbox_depth().await.expect("depth"),
+            vec![d("acme", 1, 1), d("beta", 2, 0)]
+        );
+        let replayed = a
+            .replay(
+                ReplayFilter {
+                    tenant: None,
+                    event_id: Some("e2".into()),
+                    include_delivered: false,
+                },
+                5_000,
+            )
+            .await
+            .expect("replay one");
+        assert_eq!(replayed, 1);
+        let pending: i64 = client
+            .query_one(
+                "SELECT pending FROM tenant_counters WHERE tenant = 'beta'",
+                &[],
+            )
+            .await
+            .expect("c")
+            .get(0);
+        assert_eq!(pending, 2);
+        let claimed = a
+            .claim_deliveries("own_a".into(), 5_000, 60_000, 10, vec![])
+            .await
+            .expect("claim");
+        let mut ids: Vec<&str> = claimed.iter().map(|c| c.event_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["e1", "e2", "e4", "e5"]);
+        assert!(claimed
+            .iter()
+            .all(|c| c.attempts == 0 || c.event_id == "e1"));
+        // Endpoints.
+        a.set_endpoint_disabled("acme".into(), Some((7, "410 Gone".into())))
+            .await
+            .expect("disable");
+        a.set_endpoint_disabled("acme".into(), Some((8, "404".into())))
+            .await
+            .expect("again");
+        assert_eq!(
+            a.disabled_endpoints().await.expect("list"),
+            vec![("acme".to_owned(), "404".to_owned())]
+        );
+        a.set_endpoint_disabled("acme".into(), None)
+            .await
+            .expect("enable");
+        assert!(a.disabled_endpoints().await.expect("list").is_empty());
+        // Purge: delivered e3 (done at 100) is past a retention of 1000 at 2000; e5 was replayed.
+        client
+            .execute("INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) VALUES ('acme', '\\x01', 1500, 200, 'text/xml', '\\x00')", &[])
+            .await
+            .expect("dedup");
+        let purged = a.purge(2_000, 1_000, 1_000).await.expect("purge");
+        assert_eq!(purged, 2, "the delivered event and the expired answer");
+        let left: i64 = client
+            .query_one("SELECT count(*) FROM outbox", &[])
+            .await
+            .expect("n")
+            .get(0);
+        assert_eq!(left, 4);
+        drop(client);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn calls_and_aliases_read_back_as_written() {
+        use crate::store::CallKey;
+        let Some(db) = TestDb::create("reads").await else {
+            return;
+        };
+        let (a, _b) = two_instances(&db).await;
+        a.ping().await.expect("ping");
+        let client = a.client().await.expect("client");
+        // Key order and number spelling survive (json, not jsonb).
+        let attached = r#"{"zeta": 1, "alpha": 1.50, "mid": "x"}"#;
+        for (vendor_call_id, call_id, state, updated) in [
+            ("v1", "call_1", Some(r#"{"step": 2}"#), 20i64),
+            ("v2", "call_2", Some(r#"{"step": 1}"#), 10),
+            ("v3", "call_3", None, 5),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
+                     status, attached, state, expires_at_ms, updated_at_ms) \
+                     VALUES ('acme', 'ptk', $1, $2, 3, 7, 'active', $3::text::json, $4::text::json, 99, $5)",
+                    &[&vendor_call_id, &call_id, &attached, &state, &updated],
+                )
+                .await
+                .expect("call");
+        }
+        let key = CallKey {
+            tenant: "acme".into(),
+            vendor: "ptk".into(),
+            vendor_call_id: "v1".into(),
+        };
+        let row = a.load_call(key.clone()).await.expect("load").expect("row");
+        assert_eq!(
+            (
+                row.call_id.as_str(),
+                row.version,
+                row.next_seq,
+                row.expires_at_ms
+            ),
+            ("call_1", 3, 7, Some(99))
+        );
+        assert_eq!(
+            serde_json::to_string(&row.attached).expect("json"),
+            r#"{"zeta":1,"alpha":1.50,"mid":"x"}"#
+        );
+        assert_eq!(row.state, Some(serde_json::json!({"step": 2})));
+        let (found, _) = a
+            .load_call_by_id("call_1".into())
+            .await
+            .expect("by id")
+            .expect("row");
+        assert_eq!(found, key);
+        assert!(a
+            .load_call_by_id("call_9".into())
+            .await
+            .expect("none")
+            .is_none());
+        let live = a
+            .list_live("acme".into(), "ptk".into(), 10)
+            .await
+            .expect("live");
+        let ids: Vec<&str> = live
+            .iter()
+            .map(|(k, _)| k.vendor_call_id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            vec!["v2", "v1"],
+            "live only, least recently changed first"
+        );
+        client
+            .execute(
+                "INSERT INTO aliases VALUES ('acme', 'transit', '0730', 'ptk', 'v1', 500), \
+                 ('acme', 'agent', '42', 'ptk', 'v2', NULL)",
+                &[],
+            )
+            .await
+            .expect("aliases");
+        let find = |ns: &str, value: &str, now: i64| {
+            a.find_alias("acme".into(), ns.into(), value.into(), now)
+        };
+        assert_eq!(
+            find("transit", "0730", 499).await.expect("f"),
+            Some(("ptk".into(), "v1".into()))
+        );
+        assert_eq!(
+            find("transit", "0730", 500).await.expect("f"),
+            None,
+            "lapsed"
+        );
+        assert_eq!(
+            find("agent", "42", i64::MAX).await.expect("f"),
+            Some(("ptk".into(), "v2".into()))
+        );
+        client
+            .execute(
+                "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, created_at_ms, next_attempt_ms, status) \
+                 VALUES ('m2', 'acme', 'call_1', 2, 'call.ended', '\\x7b7d', 1, 1, 0), ('m1', 'acme', 'call_1', 1, 'call.started', '\\x7b7d', 1, 1, 1)",
+                &[],
+            )
+            .await
+            .expect("events");
+        assert_eq!(
+            a.call_events("call_1".into()).await.expect("events"),
+            vec![
+                (1, "call.started".to_owned(), 1),
+                (2, "call.ended".to_owned(), 0)
+            ]
+        );
+        drop(client);
+        db.drop_db().await;
     }
 
     #[test]
