@@ -441,6 +441,16 @@ async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary()
         .expect("json");
     assert_eq!(session_view["online"], json!(true), "{session_view}");
     assert_eq!(session_view["held_here"], json!(true));
+    // The configured filters show, not only runtime ones (none were added here).
+    assert_eq!(
+        session_view["filters"],
+        json!([
+            {"type": "FT_SERVICE_ID", "value": "3"},
+            {"type": "FT_SERVICE_ID", "value": "5"}
+        ]),
+        "{session_view}"
+    );
+    assert_eq!(session_view["runtime_filters"], json!([]));
 
     // Heartbeats stop: lost after 2 intervals, online again on the next server within two
     // more, with the filters restored and a Snapshot.

@@ -193,7 +193,7 @@ pub async fn command(gw: &dyn Gateway, settings: Option<&Settings>, cmd: Command
     let post = method == http::Method::POST;
     let built: Result<Request, CommandReply> = async {
         match (path.as_slice(), get, post) {
-            (["session"], true, _) => Err(session_view(gw, tenant).await),
+            (["session"], true, _) => Err(session_view(gw, settings, tenant).await),
             (["session", "filters"], true, _) => Err(filters_view(gw, tenant).await),
             (["session", "filters", kind, value], _, _)
                 if method == http::Method::PUT || method == http::Method::DELETE =>
@@ -466,8 +466,21 @@ async fn session_state(gw: &dyn Gateway, tenant: &str) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-async fn session_view(gw: &dyn Gateway, tenant: &str) -> CommandReply {
+async fn session_view(gw: &dyn Gateway, settings: &Settings, tenant: &str) -> CommandReply {
     let state = session_state(gw, tenant).await;
+    let runtime = state.get("filters").cloned().unwrap_or(json!([]));
+    // What the session registers (session.rs, `register`): the configured filters, then the
+    // runtime ones the command API stored that are not configured already.
+    let mut filters: Vec<Value> = settings
+        .filters
+        .iter()
+        .map(|f| json!({"type": f.field.wire(), "value": f.value}))
+        .collect();
+    for f in runtime.as_array().into_iter().flatten() {
+        if !filters.contains(f) {
+            filters.push(f.clone());
+        }
+    }
     let lease = gw
         .lease(tenant, crate::NAME, CONNECTOR)
         .await
@@ -490,7 +503,8 @@ async fn session_view(gw: &dyn Gateway, tenant: &str) -> CommandReply {
         "held_here": lease.as_ref().is_some_and(|l| l.held_here && held),
         "lease_until_ms": lease.as_ref().map(|l| l.until_ms),
         "last_heartbeat_ms": last_heartbeat_ms,
-        "filters": state.get("filters").cloned().unwrap_or(json!([])),
+        "filters": filters,
+        "runtime_filters": runtime,
         "snapshot": state.get("snapshot"),
     }))
 }

@@ -1274,8 +1274,16 @@ async fn commands_go_through_the_store_to_the_holder() {
         .command(&*gw, cmd(http::Method::GET, "session", None, Value::Null))
         .await;
     assert_eq!(r.body["online"], json!(true), "{}", r.body);
+    // The configured filter (service 3) and the one added at runtime.
     assert_eq!(
         r.body["filters"],
+        json!([
+            {"type": "FT_SERVICE_ID", "value": "3"},
+            {"type": "FT_AGENT_ID", "value": "jdoe"}
+        ])
+    );
+    assert_eq!(
+        r.body["runtime_filters"],
         json!([{"type": "FT_AGENT_ID", "value": "jdoe"}])
     );
     // wait_ms: the first event correlated by RequestId comes back with the reply.
