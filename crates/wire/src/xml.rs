@@ -284,7 +284,10 @@ impl<'a> Tokenizer<'a> {
 }
 
 /// The text of a character reference or of one of the five predefined entities.
-fn resolve_reference(reference: &BytesRef<'_>, position: usize) -> Result<String, WireError> {
+pub(crate) fn resolve_reference(
+    reference: &BytesRef<'_>,
+    position: usize,
+) -> Result<String, WireError> {
     if reference.is_char_ref() {
         let c = reference
             .resolve_char_ref()
@@ -396,32 +399,7 @@ pub(crate) fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, Wi
                 add_text(&mut stack, text, position)?;
             }
             Event::GeneralRef(reference) => {
-                let resolved = if reference.is_char_ref() {
-                    let c = reference
-                        .resolve_char_ref()
-                        .map_err(|e| {
-                            WireError::MalformedXml(format!(
-                                "bad character reference: {e} at byte {position}"
-                            ))
-                        })?
-                        .ok_or_else(|| {
-                            WireError::MalformedXml(format!(
-                                "bad character reference at byte {position}"
-                            ))
-                        })?;
-                    c.to_string()
-                } else {
-                    let name = reference
-                        .decode()
-                        .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                    quick_xml::escape::resolve_predefined_entity(&name)
-                        .ok_or_else(|| {
-                            WireError::MalformedXml(format!(
-                                "unknown entity &{name}; at byte {position}"
-                            ))
-                        })?
-                        .to_string()
-                };
+                let resolved = resolve_reference(&reference, position)?;
                 add_text(&mut stack, Cow::Owned(resolved), position)?;
             }
             Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}

@@ -420,29 +420,7 @@ pub fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, WireError
                 add_text(&mut stack, text, position)?;
             }
             Event::GeneralRef(reference) => {
-                let resolved = if reference.is_char_ref() {
-                    reference
-                        .resolve_char_ref()
-                        .ok()
-                        .flatten()
-                        .ok_or_else(|| {
-                            WireError::MalformedXml(format!(
-                                "bad character reference at byte {position}"
-                            ))
-                        })?
-                        .to_string()
-                } else {
-                    let name = reference
-                        .decode()
-                        .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                    quick_xml::escape::resolve_predefined_entity(&name)
-                        .ok_or_else(|| {
-                            WireError::MalformedXml(format!(
-                                "unknown entity &{name}; at byte {position}"
-                            ))
-                        })?
-                        .to_string()
-                };
+                let resolved = crate::xml::resolve_reference(&reference, position)?;
                 add_text(&mut stack, Cow::Owned(resolved), position)?;
             }
             Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
