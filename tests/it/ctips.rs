@@ -6,7 +6,7 @@
 //! non-holder, per-entity sequences gapless across the kill) and SIGHUP with a new server list.
 //! Every wait is bounded; every spawned process is killed on every path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -809,5 +809,313 @@ async fn route_select_beats_route_timeout_for_fine_slow_invalid_and_down_custome
     assert_eq!(selects, 4);
     signal(&daemon, "TERM");
     exits(&mut daemon).await;
+    validate_hooks(&hooks, dir);
+}
+
+/// Milliseconds since the UNIX epoch of a webhook's `timestamp` (RFC 3339).
+fn timestamp_ms(hook: &Hook) -> i64 {
+    let text = hook.json["timestamp"].as_str().unwrap_or("");
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("timestamp {text:?}: {e}"));
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The simulator's control API (`docs/ctips-sim.md`): a JSON request, its JSON answer.
+async fn control(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = client().request(method, format!("{base}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("control API");
+    assert_eq!(response.status().as_u16(), 200, "control API {path}");
+    response.json().await.expect("control API json")
+}
+
+/// What the simulator's `GET /state` says the online session on `server` registered: its
+/// categories and its filters (`FieldType=FieldValue`).
+fn registered(state: &Value, server: u64) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+    let session = state["sessions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["server"] == json!(server) && s["online"] == json!(true))?;
+    let classes = session["classes"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    let filters = session["filters"]
+        .as_array()?
+        .iter()
+        .map(|f| {
+            format!(
+                "{}={}",
+                f[0].as_str().unwrap_or("?"),
+                f[1].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    Some((classes, filters))
+}
+
+fn call_hook<'a>(hooks: &'a [Hook], ty: &str, call: i64) -> Option<&'a Hook> {
+    hooks.iter().find(|h| {
+        h.json["type"] == ty && h.json["data"]["correlation"]["CallId"] == json!(call.to_string())
+    })
+}
+
+/// The primary CTIPS server dies with ivrgate's session on it, after a filter was added at
+/// run time through the command API. The binary declares the session lost after
+/// `interval × missed` without a Heartbeat, opens one on the backup within two intervals of
+/// that, registers every category and filter again (the runtime one too, as the simulator's
+/// control API shows), takes a Snapshot, and reconciles it: a call that started while no
+/// session was up arrives as `ctips.snapshot.call` (`new`), a call that ended meanwhile as
+/// `ctips.call.ended` (`reconciled`), every entity's sequence without a gap. The lost and
+/// online events carry the gap's length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_killed_backup_restores_runtime_filters_and_reconciles_the_gap() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    route_answer(&rx);
+    let sim = std::sync::Arc::new(sim().await);
+    let ctl = ctips_sim::control::serve(sim.clone(), 0)
+        .await
+        .expect("control API");
+    let ctl = format!("http://{ctl}");
+    let port = free_port();
+    let toml = ctips_toml(port, &dir.join("state"), &rx.url("/hook"), &sim.urls());
+    let mut daemon = spawn("ctips-failover", dir, port, &toml);
+    daemon.ready().await;
+    until(
+        "session online on the primary with its snapshot",
+        || daemon.log_text(),
+        || {
+            sim.sessions().iter().any(|s| s.online && s.server == 0)
+                && sim.requests().iter().any(|r| r.op == "Snapshot")
+        },
+    )
+    .await;
+    let mut hooks = Vec::new();
+    hooks_until(&rx, &mut hooks, "first online", |h| {
+        has(h, "ctips.session.online")
+    })
+    .await;
+
+    // A filter added at run time: service 4, which the configured filters (3, 5) leave out.
+    let added = client()
+        .put(daemon.url("/api/acme/ctips/session/filters/service/4"))
+        .send()
+        .await
+        .expect("add filter");
+    assert_eq!(added.status().as_u16(), 200, "{:?}", added.text().await);
+    let state = control(&ctl, reqwest::Method::GET, "/state", None).await;
+    let (_, filters) = registered(&state, 0).expect("primary session");
+    assert!(filters.contains("FT_SERVICE_ID=4"), "{filters:?}");
+
+    // A call on service 4 reaches the customer through the runtime filter; it will end while
+    // no session is up.
+    let ends = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/calls",
+        Some(json!({"service": 4, "ani": "0507000001", "dnis": "1800"})),
+    )
+    .await["call_id"]
+        .as_i64()
+        .expect("call_id");
+    hooks_until(&rx, &mut hooks, "the first call delivered", |h| {
+        call_hook(h, "ctips.call.delivered", ends).is_some()
+    })
+    .await;
+
+    // The primary dies. While no session is up, one call starts and the other ends.
+    let killed = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/servers/0/fault",
+        Some(json!({"kind": "kill"})),
+    )
+    .await;
+    assert_eq!(killed["ok"], json!(true));
+    let starts = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/calls",
+        Some(json!({"service": 4, "ani": "0507000002", "dnis": "1800"})),
+    )
+    .await["call_id"]
+        .as_i64()
+        .expect("call_id");
+    let hung_up = control(
+        &ctl,
+        reqwest::Method::POST,
+        &format!("/calls/{ends}/hangup"),
+        None,
+    )
+    .await;
+    assert_eq!(hung_up["found"], json!(true));
+    let state = control(&ctl, reqwest::Method::GET, "/state", None).await;
+    assert!(
+        registered(&state, 0).is_none() && registered(&state, 1).is_none(),
+        "both calls changed while no session was up: {}",
+        state["sessions"]
+    );
+
+    // Lost, then online on the backup.
+    hooks_until(&rx, &mut hooks, "lost, then online on the backup", |h| {
+        let lost = h
+            .iter()
+            .position(|x| x.json["type"] == "ctips.session.lost");
+        lost.is_some_and(|i| {
+            h[i..]
+                .iter()
+                .any(|x| x.json["type"] == "ctips.session.online")
+        })
+    })
+    .await;
+    let lost = hooks
+        .iter()
+        .find(|h| h.json["type"] == "ctips.session.lost")
+        .expect("lost")
+        .clone();
+    let online = hooks
+        .iter()
+        .rev()
+        .find(|h| h.json["type"] == "ctips.session.online")
+        .expect("online")
+        .clone();
+    assert_eq!(lost.json["data"]["server"], json!(sim.url(0)));
+    assert_eq!(online.json["data"]["server"], json!(sim.url(1)));
+    // The lost event's gap so far: no Heartbeat for interval × missed (1 s × 2).
+    let silent = lost.json["data"]["silent_ms"].as_i64().expect("silent_ms");
+    assert!(
+        silent >= 1_900,
+        "declared lost after {silent} ms of silence"
+    );
+    assert!(
+        lost.json["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Heartbeat")),
+        "{}",
+        lost.json
+    );
+    // Online again within two heartbeat intervals (2 s) of the loss being declared: as
+    // ivrgate measured it, and as the backup saw it (its OnLine request against the time
+    // the lost event was recorded).
+    let gap = online.json["data"]["gap_ms"].as_i64().expect("gap_ms");
+    assert!((0..=2_000).contains(&gap), "gap_ms {gap}");
+    assert_eq!(
+        online.json["data"]["lost_reason"], lost.json["data"]["reason"],
+        "the online event says what ended the previous session"
+    );
+    let backup_online = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.server == 1 && r.op == "OnLine")
+        .expect("OnLine on the backup");
+    let after_loss = backup_online.at_ms as i64 - timestamp_ms(&lost);
+    assert!(
+        after_loss <= 2_000,
+        "the backup went OnLine {after_loss} ms after the loss was declared"
+    );
+
+    // Every category and filter is registered on the backup, the runtime one too.
+    let state = control(&ctl, reqwest::Method::GET, "/state", None).await;
+    let (classes, filters) = registered(&state, 1).expect("backup session");
+    assert_eq!(
+        classes,
+        [
+            "EventCategoryAgent",
+            "EventCategoryCall",
+            "EventCategoryRoute",
+            "EventCategorySystem"
+        ]
+        .map(str::to_owned)
+        .into(),
+        "{}",
+        state["sessions"]
+    );
+    assert_eq!(
+        filters,
+        ["FT_SERVICE_ID=3", "FT_SERVICE_ID=4", "FT_SERVICE_ID=5"]
+            .map(str::to_owned)
+            .into(),
+        "{}",
+        state["sessions"]
+    );
+
+    // The Snapshot, and the gap reconciled.
+    hooks_until(&rx, &mut hooks, "the gap reconciled", |h| {
+        call_hook(h, "ctips.snapshot.call", starts).is_some()
+            && call_hook(h, "ctips.call.ended", ends).is_some()
+    })
+    .await;
+    let snapshots: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.server == 1)
+        .map(|r| r.op)
+        .collect();
+    assert!(snapshots.contains(&"Snapshot".to_owned()), "{snapshots:?}");
+    let started = call_hook(&hooks, "ctips.snapshot.call", starts).expect("started");
+    assert_eq!(started.json["data"]["new"], json!(true), "{}", started.json);
+    assert_eq!(started.json["data"]["seq"], json!(1), "{}", started.json);
+    assert!(
+        call_hook(&hooks, "ctips.call.started", starts).is_none(),
+        "CallStarted went out while no session was up: it only comes from the snapshot"
+    );
+    let ended = call_hook(&hooks, "ctips.call.ended", ends).expect("ended");
+    assert_eq!(
+        ended.json["data"]["reconciled"],
+        json!(true),
+        "{}",
+        ended.json
+    );
+    let before: Vec<u64> = hooks
+        .iter()
+        .filter(|h| h.json["data"]["call_id"] == ended.json["data"]["call_id"])
+        .filter_map(|h| h.json["data"]["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        ended.json["data"]["seq"].as_u64(),
+        before.iter().max().copied(),
+        "the reconciled end is the call's last event: {before:?}"
+    );
+
+    // The runtime filter works on the backup: a new call on service 4 reaches the customer.
+    let later = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/calls",
+        Some(json!({"service": 4, "ani": "0507000003", "dnis": "1800"})),
+    )
+    .await["call_id"]
+        .as_i64()
+        .expect("call_id");
+    hooks_until(
+        &rx,
+        &mut hooks,
+        "a call on service 4 through the backup",
+        |h| call_hook(h, "ctips.call.delivered", later).is_some(),
+    )
+    .await;
+
+    // Deliveries run concurrently and are retried: wait until every sequence seen is whole.
+    hooks_until(&rx, &mut hooks, "every sequence complete", gapless).await;
+    signal(&daemon, "TERM");
+    exits(&mut daemon).await;
+    hooks.extend(rx.drain(Duration::from_millis(500)).await);
+    assert!(assert_gapless(&hooks) >= 4);
+    let faulted: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.fault.is_some())
+        .map(|r| (r.op, r.fault))
+        .collect();
+    assert!(
+        faulted.is_empty(),
+        "the strict simulator faulted {faulted:?}"
+    );
+    validate_requests(&sim, dir);
     validate_hooks(&hooks, dir);
 }

@@ -289,6 +289,12 @@ pub async fn run(ctx: ConnectorCtxRef) -> ConnectorExit {
                 data.insert("reason".into(), json!(reason));
                 let hb = shared.live.last_heartbeat_ms();
                 data.insert("last_heartbeat_ms".into(), json!((hb > 0).then_some(hb)));
+                // The gap so far: how long the session had been silent when it was declared
+                // lost (`ctips.session.online`'s `gap_ms` is the rest of it).
+                data.insert(
+                    "silent_ms".into(),
+                    json!((hb > 0).then(|| (now - hb).max(0))),
+                );
                 let mut patch = Map::new();
                 patch.insert("online".into(), json!(false));
                 if let Err(e) =
