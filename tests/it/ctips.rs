@@ -286,6 +286,35 @@ fn assert_gapless(hooks: &[Hook]) -> usize {
     seqs.len()
 }
 
+/// The acknowledged events (contract, top-level CallId or 0, as the simulator logs them) that
+/// no webhook carries yet: each acknowledgement needs a delivered webhook of its own with the
+/// same `ctips_event` and `vendor_fields.CallId` (repeated deliveries count once).
+fn undelivered(acked: &[(String, i64)], hooks: &[Hook]) -> Vec<(String, i64)> {
+    let mut delivered: BTreeMap<(String, i64), BTreeSet<String>> = BTreeMap::new();
+    for h in hooks {
+        let Some(event) = h.json["data"]["ctips_event"].as_str() else {
+            continue;
+        };
+        let call = h.json["data"]["vendor_fields"]["CallId"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        delivered
+            .entry((event.to_owned(), call))
+            .or_default()
+            .insert(h.json["data"]["event_id"].as_str().unwrap_or("").to_owned());
+    }
+    let mut wanted: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for key in acked {
+        *wanted.entry(key.clone()).or_default() += 1;
+    }
+    wanted
+        .into_iter()
+        .filter(|(key, n)| delivered.get(key).map_or(0, BTreeSet::len) < *n)
+        .map(|(key, _)| key)
+        .collect()
+}
+
 fn route_answer(rx: &Receiver) {
     rx.answer(|hook| {
         if hook.json["type"] == "decision.route_request" {
@@ -596,11 +625,14 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     )
     .await;
     sim.hangup(calls[0]);
-    let acked = sim
+    // What CTIPS saw acknowledged before the kill: each must reach the customer.
+    let acked: Vec<(String, i64)> = sim
         .callbacks()
-        .iter()
+        .into_iter()
         .filter(|c| c.op == "PublishCTIEvent" && c.ok)
-        .count();
+        .map(|c| (c.event.unwrap_or_default(), c.call_id))
+        .collect();
+    let killed_at = std::time::SystemTime::now();
     holder.sigkill();
     let other_port = other.port;
     until(
@@ -613,26 +645,40 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
         },
     )
     .await;
+    // Within the lease (1.5 s) and two heartbeat intervals (2 s) of the SIGKILL, as the
+    // simulator saw the new session go OnLine.
+    let taken_over = sim
+        .sessions()
+        .into_iter()
+        .find(|s| s.online && s.callback_url.contains(&format!(":{other_port}/")))
+        .expect("new session");
+    let online_at = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.op == "OnLine" && r.body.contains(&taken_over.id))
+        .expect("OnLine of the new session")
+        .at_ms;
+    let killed_ms = killed_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let took = online_at.saturating_sub(killed_ms);
+    assert!(
+        took <= 3_500,
+        "the other instance went OnLine {took} ms after the SIGKILL (lease 1.5 s + 2 × 1 s)"
+    );
     let mut hooks = Vec::new();
-    hooks_until(
-        &rx,
-        &mut hooks,
-        "every acknowledged call event delivered",
-        |h| {
-            // Deliveries interrupted by the SIGKILL are retried by the other instance and
-            // may arrive after later ones: wait for what was acknowledged (each call's
-            // start, and no hole in any call's sequence).
-            let delivered = |c: &i64, ty: &str| {
-                h.iter().any(|x| {
-                    x.json["type"] == ty
-                        && x.json["data"]["correlation"]["CallId"] == json!(c.to_string())
-                })
-            };
-            calls.iter().all(|c| delivered(c, "ctips.call.started")) && gapless(h)
-        },
-    )
+    hooks_until(&rx, &mut hooks, "every acknowledged event delivered", |h| {
+        // Deliveries interrupted by the SIGKILL are retried by the other instance and
+        // may arrive after later ones: wait for every event acknowledged before the kill
+        // and for no hole in any call's sequence.
+        undelivered(&acked, h).is_empty() && gapless(h)
+    })
     .await;
-    assert!(acked >= 5);
+    assert!(
+        acked.iter().filter(|(e, _)| e == "CTICallStarted").count() >= 5,
+        "{acked:?}"
+    );
     assert_gapless(&hooks);
 
     // SIGHUP with a changed server list: the session moves to the remaining server.
