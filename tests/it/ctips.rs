@@ -1,9 +1,11 @@
 //! The Aspect CTIPS adapter end to end: the built `ivrgate` binary against the CTIPS
 //! simulator (`crates/ctips-sim`, strict WCF mode) over loopback HTTP. Startup order, golden
-//! requests, every request valid against the XSDs written from WIRE.md, RouteRequest →
-//! decision → RouteSelect, the command API, heartbeats lost and the next server, SIGTERM's
-//! goodbye, two processes on one store (one session, SIGKILL take-over, a command sent to the
-//! non-holder, per-entity sequences gapless across the kill) and SIGHUP with a new server list.
+//! requests, no request faulted by the strict simulator and every one valid against the XSDs
+//! written from WIRE.md, RouteRequest → decision → RouteSelect, the command API, heartbeats
+//! lost and the next server, the primary killed (runtime filters restored, the gap
+//! reconciled), SIGTERM's goodbye, two processes on one store (one session, SIGKILL take-over
+//! within the lease plus two intervals, a command sent to the non-holder, every acknowledged
+//! event delivered with gapless per-entity sequences) and SIGHUP with a new server list.
 //! Every wait is bounded; every spawned process is killed on every path.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -206,6 +208,21 @@ fn run_python(script: &str, args: &[PathBuf]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// No request was faulted by the strict simulator (WCF's reading of WIRE.md: order,
+/// namespaces, required members, enum names, operation and SOAPAction).
+fn assert_no_faults(sim: &Sim) {
+    let faulted: Vec<(String, Option<String>)> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.fault.is_some())
+        .map(|r| (r.op, r.fault))
+        .collect();
+    assert!(
+        faulted.is_empty(),
+        "the strict simulator faulted {faulted:?}"
+    );
 }
 
 /// Every request the simulator got is valid against the XSDs (lxml).
@@ -541,6 +558,7 @@ async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary()
     );
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     validate_requests(&sim, dir);
+    assert_no_faults(&sim);
     validate_hooks(&hooks, dir);
     assert!(assert_gapless(&hooks) >= 3);
 }
@@ -724,6 +742,7 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     assert_gapless(&hooks);
     validate_requests(&sim, dir);
+    assert_no_faults(&sim);
 }
 
 /// RouteSelect goes out before RouteTimeout whether the customer answers, is slow, answers
@@ -1152,16 +1171,7 @@ async fn primary_killed_backup_restores_runtime_filters_and_reconciles_the_gap()
     exits(&mut daemon).await;
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     assert!(assert_gapless(&hooks) >= 4);
-    let faulted: Vec<_> = sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.fault.is_some())
-        .map(|r| (r.op, r.fault))
-        .collect();
-    assert!(
-        faulted.is_empty(),
-        "the strict simulator faulted {faulted:?}"
-    );
+    assert_no_faults(&sim);
     validate_requests(&sim, dir);
     validate_hooks(&hooks, dir);
 }
