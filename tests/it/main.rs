@@ -17,4 +17,5 @@ mod postgres;
 mod process;
 mod ptk;
 mod schemas;
+mod tls;
 mod voicenter;
