@@ -26,6 +26,7 @@ pub mod server;
 pub mod signing;
 pub mod store;
 pub mod timers;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;

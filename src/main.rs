@@ -79,9 +79,14 @@ fn main() -> ExitCode {
                         eprintln!("{path}: warning: {warning}");
                     }
                     println!(
-                        "{path}: ok ({} tenant(s), listening on {}, state in {})",
+                        "{path}: ok ({} tenant(s), listening on {} ({}), state in {})",
                         config.tenants.len(),
                         config.raw.listen,
+                        if config.tls.is_some() {
+                            "TLS"
+                        } else {
+                            "plain HTTP"
+                        },
                         config.raw.state_dir.display()
                     );
                     // Plain check-config never connects: a reload must not fail because the
@@ -272,7 +277,7 @@ async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> an
     for warning in config.warnings() {
         tracing::warn!(%warning, "configuration warning");
     }
-    tracing::info!(listen = %config.raw.listen, state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
+    tracing::info!(listen = %config.raw.listen, tls = config.tls.is_some(), state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
     let run = ivrgate::run(
         config,
         listener,
