@@ -40,13 +40,9 @@ impl Harness {
     /// `None` (after a loud message) when no PostgreSQL is reachable outside CI.
     pub async fn postgres(hint: &str) -> Option<Harness> {
         let db = TestDb::create(hint).await?;
-        let store: Store = PgStore::start(
-            &db.settings,
-            crate::ids::instance_id(),
-            super::postgres::LAPSE,
-        )
-        .await
-        .expect("open");
+        let store: Store = PgStore::start(&db.settings, crate::ids::instance_id())
+            .await
+            .expect("open");
         Some(Harness {
             store,
             others: std::sync::Mutex::new(Vec::new()),
@@ -58,13 +54,9 @@ impl Harness {
     pub async fn another(&self) -> Store {
         let store: Store = match &self.place {
             Place::Sqlite(dir) => SqliteStore::open(dir.path(), 64).expect("open another"),
-            Place::Postgres(db) => PgStore::start(
-                &db.settings,
-                crate::ids::instance_id(),
-                super::postgres::LAPSE,
-            )
-            .await
-            .expect("open another"),
+            Place::Postgres(db) => PgStore::start(&db.settings, crate::ids::instance_id())
+                .await
+                .expect("open another"),
         };
         self.others
             .lock()

@@ -57,6 +57,10 @@ pub struct PgSettings {
     pub tls_ca_file: Option<PathBuf>,
     /// Most units of work committed together in one transaction.
     pub group_commit_max: usize,
+    /// How often this instance renews its heartbeat.
+    pub heartbeat: Duration,
+    /// A heartbeat older than this marks its instance dead.
+    pub lapse: Duration,
 }
 
 impl fmt::Debug for PgSettings {
@@ -90,6 +94,13 @@ impl PgSettings {
         if storage.pool_size == 0 {
             return Err("storage.pool_size must be greater than 0".to_owned());
         }
+        if storage.heartbeat_ms == 0 || storage.instance_lapse_ms < 2 * storage.heartbeat_ms {
+            return Err(
+                "storage.heartbeat_ms must be greater than 0 and storage.instance_lapse_ms at \
+                 least twice it (one late heartbeat must not mark a live instance dead)"
+                    .to_owned(),
+            );
+        }
         if storage.connect_timeout_ms == 0 || storage.statement_timeout_ms == 0 {
             return Err(
                 "storage.connect_timeout_ms and storage.statement_timeout_ms must be greater than 0"
@@ -103,6 +114,8 @@ impl PgSettings {
             statement_timeout: Duration::from_millis(storage.statement_timeout_ms),
             tls_ca_file: storage.tls_ca_file.clone(),
             group_commit_max: storage.group_commit_max.max(1),
+            heartbeat: Duration::from_millis(storage.heartbeat_ms),
+            lapse: Duration::from_millis(storage.instance_lapse_ms),
         };
         tls(settings.tls_ca_file.as_deref())?;
         Ok(Some(settings))
@@ -367,9 +380,10 @@ pub struct PgStore {
     listener: std::sync::Mutex<Option<ChangeListener>>,
 }
 
-/// How often a live instance renews its heartbeat (the lapse is five of these by default).
+/// How often a live instance renews its heartbeat, by default (`storage.heartbeat_ms`).
 pub const HEARTBEAT: Duration = Duration::from_secs(2);
-/// A heartbeat older than this marks its instance dead.
+/// A heartbeat older than this marks its instance dead, by default
+/// (`storage.instance_lapse_ms`).
 pub const LAPSE: Duration = Duration::from_secs(10);
 
 impl PgStore {
@@ -405,14 +419,11 @@ impl PgStore {
         Ok(store)
     }
 
-    /// [`PgStore::open`] for serving: also renews the heartbeat every [`HEARTBEAT`] and
-    /// feeds [`super::ChangeFeed`] from `LISTEN/NOTIFY` (with catch-up after a reconnect).
-    pub async fn start(
-        settings: &PgSettings,
-        owner_id: String,
-        lapse: Duration,
-    ) -> Result<Arc<PgStore>, String> {
-        let store = Arc::new(PgStore::open(settings, owner_id, lapse).await?);
+    /// [`PgStore::open`] for serving: also renews the heartbeat every `settings.heartbeat`
+    /// and feeds [`super::ChangeFeed`] from `LISTEN/NOTIFY` (with catch-up after a reconnect).
+    pub async fn start(settings: &PgSettings, owner_id: String) -> Result<Arc<PgStore>, String> {
+        let store = Arc::new(PgStore::open(settings, owner_id, settings.lapse).await?);
+        let every = settings.heartbeat;
         let listener =
             ChangeListener::start(settings, store.owner_id.clone(), store.changes.clone())?;
         *lock(&store.listener) = Some(listener);
@@ -420,7 +431,7 @@ impl PgStore {
         let heartbeat = tokio::spawn(async move {
             let mut failing = false;
             loop {
-                tokio::time::sleep(HEARTBEAT).await;
+                tokio::time::sleep(every).await;
                 let Some(store) = weak.upgrade() else { return };
                 match store.heartbeat().await {
                     Ok(()) if failing => {
@@ -2235,6 +2246,8 @@ pub mod testing {
             statement_timeout: Duration::from_secs(60),
             tls_ca_file: None,
             group_commit_max: 512,
+            heartbeat: HEARTBEAT,
+            lapse: LAPSE,
         })
     }
 
