@@ -338,9 +338,22 @@ fn watchdog_usec() -> Option<u64> {
     (for_us && usec > 0).then_some(usec)
 }
 
+/// The store named by the configuration, for a one-off command: the embedded store, or
+/// PostgreSQL (migrated like `serve` does, registered as a short-lived instance).
+async fn open_store(config: &ResolvedConfig) -> anyhow::Result<ivrgate::store::Store> {
+    Ok(match &config.postgres {
+        Some(pg) => ivrgate::store::postgres::PgStore::start(pg, ivrgate::ids::instance_id())
+            .await
+            .map_err(anyhow::Error::msg)?,
+        None => ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?,
+    })
+}
+
 async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
-    for d in store.dead_letters(tenant, 10_000).await? {
+    let store = open_store(&config).await?;
+    let listed = store.dead_letters(tenant, 10_000).await;
+    store.shutdown().await;
+    for d in listed? {
         println!(
             "{}\t{}\t{}\tattempts={}\t{}",
             d.event_id,
@@ -350,15 +363,14 @@ async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow:
             d.last_error.unwrap_or_default()
         );
     }
-    store.close();
     Ok(())
 }
 
 async fn replay(config: ResolvedConfig, filter: ReplayFilter) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
+    let store = open_store(&config).await?;
     let now = ivrgate::clock::to_ms(std::time::SystemTime::now());
-    let n = store.replay(filter, now).await?;
-    println!("{n} event(s) put back in the delivery queue");
-    store.close();
+    let replayed = store.replay(filter, now).await;
+    store.shutdown().await;
+    println!("{} event(s) put back in the delivery queue", replayed?);
     Ok(())
 }
