@@ -650,6 +650,18 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
         .filter(|c| c.op == "PublishCTIEvent" && c.ok)
         .map(|c| (c.event.unwrap_or_default(), c.call_id))
         .collect();
+    // Up to the kill, one session was ever opened: the other process never held one too.
+    let opened = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.op == "OpenConnection")
+        .map(|r| (r.status, r.fault))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        opened,
+        [(200, None)],
+        "two processes never hold two sessions"
+    );
     let killed_at = std::time::SystemTime::now();
     holder.sigkill();
     let other_port = other.port;
