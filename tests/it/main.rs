@@ -18,4 +18,5 @@ mod process;
 mod ptk;
 mod schemas;
 mod tls;
+mod told;
 mod voicenter;
