@@ -373,6 +373,11 @@ pub struct TenantConfig {
     /// Tried when the decision URL failed, within the same deadline.
     #[serde(default)]
     pub fallback_url: Option<String>,
+    /// PEM file of CA certificates trusted for this tenant's https endpoints (`webhook_url`,
+    /// `decision_url`, `fallback_url`) besides the public roots: a customer whose endpoint
+    /// has a certificate from a private CA. Read at start and on every reload.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Default deadline for a decision, covering the fallback URL too.
     #[serde(default = "default_decision_deadline_ms")]
     pub decision_deadline_ms: u64,
@@ -793,6 +798,23 @@ impl Config {
                     }
                 }
             }
+            let http = match &tenant.ca_file {
+                None => None,
+                Some(path) => match read_ca_file(path).and_then(|roots| {
+                    crate::core::WebhookClients::new(&roots).map_err(|e| {
+                        format!(
+                            "ca_file {}: cannot build the webhook client: {e}",
+                            path.display()
+                        )
+                    })
+                }) {
+                    Ok(clients) => Some(clients),
+                    Err(why) => {
+                        problems.push(format!("tenant {id}: {why}"));
+                        None
+                    }
+                },
+            };
             let command_token = match tenant.command_token.as_ref().map(Secret::resolve) {
                 Some(Ok(t)) if t.len() >= 16 => Some(t),
                 Some(Ok(_)) => {
@@ -809,6 +831,7 @@ impl Config {
             };
             tenants.push(ResolvedTenant {
                 id: id.clone(),
+                http,
                 settings,
                 command_token,
                 webhook_target,
@@ -1112,6 +1135,21 @@ fn nets<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Vec<IpNe
         .collect()
 }
 
+/// The certificates of a tenant's `ca_file`: at least one.
+fn read_ca_file(path: &Path) -> std::result::Result<Vec<reqwest::Certificate>, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| format!("ca_file {}: not a PEM certificate bundle", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "ca_file {}: no PEM certificate (\"-----BEGIN CERTIFICATE-----\") in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
 /// An instance's public base URL: absolute http(s) with a host, and nothing a platform could
 /// leak or mangle (credentials, query, fragment).
 fn check_advertise_url(url: &str) -> std::result::Result<(), String> {
@@ -1226,6 +1264,8 @@ pub struct ResolvedTenant {
     /// Each adapter's settings section, parsed (once) by the adapter.
     pub settings: BTreeMap<&'static str, ivrgate_adapter::ParsedSettings>,
     pub command_token: Option<String>,
+    /// The tenant's own webhook clients when it names a `ca_file`; otherwise the gateway's.
+    pub http: Option<crate::core::WebhookClients>,
 }
 
 impl fmt::Debug for ResolvedTenant {

@@ -18,6 +18,7 @@ pub mod connectors;
 pub mod core;
 pub mod delivery;
 pub mod entities;
+pub mod failure;
 pub mod ids;
 pub mod liveness;
 pub mod metrics;
@@ -173,7 +174,25 @@ pub async fn run(
     for worker in workers {
         let _ = worker.await;
     }
+    // What the next start (or another instance on the same store) still has to send.
+    match store.outbox_depth().await {
+        Ok(depth) => {
+            let waiting: u64 = depth.iter().map(|d| d.pending).sum();
+            let dead: u64 = depth.iter().map(|d| d.dead).sum();
+            let by_tenant: Vec<String> = depth
+                .iter()
+                .filter(|d| d.pending > 0)
+                .map(|d| format!("{}={}", d.tenant, d.pending))
+                .collect();
+            tracing::info!(
+                events_waiting = waiting,
+                dead_letters = dead,
+                waiting_by_tenant = %by_tenant.join(","),
+                "stopped; {waiting} event(s) still waiting for delivery"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "stopped; cannot count the events still waiting"),
+    }
     store.shutdown().await;
-    tracing::info!("stopped");
     served.map_err(Into::into)
 }

@@ -269,7 +269,20 @@ fn init_logging(config: &ResolvedConfig) -> LogLevel {
 
 async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listener = tokio::net::TcpListener::bind(config.raw.listen).await?;
+    let listen = config.raw.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process listens there: `ss -ltnp` names it; change `listen` or stop it)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (a port below 1024 needs CAP_NET_BIND_SERVICE)"
+            }
+            _ => "",
+        };
+        tracing::error!(%listen, error = %e, "cannot listen");
+        anyhow::anyhow!("cannot listen on {listen}: {e}{hint}")
+    })?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);

@@ -178,6 +178,8 @@ pub struct Delivery {
     pub event_id: String,
     pub tenant: String,
     pub event_type: String,
+    /// The ivrgate call the event belongs to (none for events of no call), for log lines.
+    pub call_id: Option<String>,
     pub payload: bytes::Bytes,
     pub attempts: u32,
     pub created_at_ms: i64,

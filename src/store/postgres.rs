@@ -681,7 +681,7 @@ impl PgStore {
                      ORDER BY next_attempt_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      UPDATE outbox o SET lease_owner = $4, lease_until_ms = {DB_NOW_MS} + $5 \
                      FROM due WHERE o.id = due.id RETURNING o.id, o.event_id, o.tenant, \
-                     o.event_type, o.payload, o.attempts, o.created_at_ms, o.next_attempt_ms"
+                     o.event_type, o.payload, o.attempts, o.created_at_ms, o.next_attempt_ms, o.call_id"
                 ),
                 &[
                     &now_ms,
@@ -706,6 +706,7 @@ impl PgStore {
                         payload: r.get::<_, Vec<u8>>(4).into(),
                         attempts: r.get::<_, i32>(5).max(0) as u32,
                         created_at_ms: r.get(6),
+                        call_id: r.get(8),
                     },
                 )
             })

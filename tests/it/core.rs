@@ -375,7 +375,7 @@ async fn exhausted_schedule_dead_letters_and_replay_delivers_the_same_id() {
     let dead: Value = serde_json::from_str(&dead).expect("json");
     assert_eq!(dead[0]["event_id"], first.header("webhook-id"));
     assert_eq!(dead[0]["attempts"], 4);
-    assert_eq!(dead[0]["last_error"], "HTTP 500");
+    assert_eq!(dead[0]["last_error"], "HTTP 500 Internal Server Error");
     rx.answer(|_| Reply::ok("{}"));
     let replay = client()
         .post(gw.url("/admin/replay"))

@@ -20,4 +20,5 @@ mod ptk;
 mod schemas;
 mod service;
 mod tls;
+mod told;
 mod voicenter;

@@ -96,6 +96,8 @@ type Behaviour = Arc<dyn Fn(&Hook) -> Reply + Send + Sync>;
 /// A webhook receiver on 127.0.0.1:0.
 pub struct Receiver {
     pub addr: SocketAddr,
+    /// `http`, or `https` for [`Receiver::start_tls`].
+    scheme: &'static str,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Hook>>,
     behaviour: Arc<Mutex<Behaviour>>,
     _stop: oneshot::Sender<()>,
@@ -104,6 +106,17 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver that answers decisions with `{"action":"default"}` and events with 200.
     pub async fn start() -> Receiver {
+        Receiver::start_with(None).await
+    }
+
+    /// The same receiver over TLS with the given server configuration (certificates made
+    /// by the test).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::start_with(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -122,6 +135,7 @@ impl Receiver {
                 };
                 let tx = tx.clone();
                 let b = b.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let tx = tx.clone();
@@ -163,14 +177,26 @@ impl Receiver {
                             Ok::<_, Infallible>(response)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(tls) => {
+                            let Ok(Ok(stream)) =
+                                tokio::time::timeout(WAIT, tls.accept(stream)).await
+                            else {
+                                return;
+                            };
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
         Receiver {
             addr,
+            scheme,
             rx: tokio::sync::Mutex::new(rx),
             behaviour,
             _stop: stop_tx,
@@ -178,7 +204,7 @@ impl Receiver {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// Sets how the receiver answers from now on.

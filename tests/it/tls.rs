@@ -655,3 +655,96 @@ fn plain_http_off_loopback_is_a_check_config_warning() {
         "{stderr}"
     );
 }
+
+/// A rustls server configuration for a receiver: the certificate and key PEM.
+fn receiver_tls((cert, key): &(String, String)) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("receiver TLS");
+    std::sync::Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_ca_file_reaches_a_receiver_with_a_private_ca() {
+    // The customer's receiver has a certificate from their own CA.
+    let customer = Ca::new("customer private CA");
+    let receiver = Receiver::start_tls(receiver_tls(&customer.issue("127.0.0.1", false))).await;
+    let hooks = receiver.url("/hooks");
+    assert!(hooks.starts_with("https://"), "{hooks}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let customer_ca = dir.path().join("customer-ca.pem");
+    std::fs::write(&customer_ca, customer.pem()).expect("customer CA");
+    // The gateway's own listener is TLS too: a call over TLS, a webhook over TLS.
+    let ca = Ca::new("gateway CA");
+    let files = Files::write(dir.path(), &ca, &ca.issue("127.0.0.1", false));
+    let port = free_port();
+    let path = dir.path().join("ca_file.toml");
+    let base = config(port, dir.path(), &files, "", &hooks);
+    let with_ca = format!("{base}ca_file = \"{}\"\n", customer_ca.display());
+    std::fs::write(&path, &with_ca).expect("config");
+    let mut daemon = serve(dir.path(), "ca_file", &path, port);
+    let gateway = https_client(&ca.pem(), None);
+    ready(&mut daemon, &gateway).await;
+    let cdr_url = format!("https://127.0.0.1:{port}/voicenter/acme/cdr");
+    let send = |id: &str| {
+        gateway
+            .post(&cdr_url)
+            .header("content-type", "application/json")
+            .body(CDR.replace("tls-cdr-1", id))
+            .send()
+    };
+    let ack = send("private-ca-1").await.expect("CDR");
+    assert_eq!(ack.status().as_u16(), 200);
+    let hook = receiver.next().await;
+    assert_eq!(
+        hook.json["data"]["vendor_fields"]["ivruniqueid"],
+        json!("private-ca-1")
+    );
+    assert!(hook.verifies());
+
+    // Without the CA file the receiver's certificate is not trusted: the delivery fails,
+    // and the log says why, naming the endpoint and the event.
+    std::fs::write(&path, &base).expect("config");
+    signal(&daemon, "HUP");
+    wait_log(&daemon, "configuration reloaded", 1);
+    let ack = send("private-ca-2").await.expect("CDR");
+    assert_eq!(ack.status().as_u16(), 200);
+    let log = wait_log(&daemon, "delivery failed; will retry", 1);
+    let line = log
+        .lines()
+        .find(|l| l.contains("delivery failed; will retry"))
+        .expect("failure line");
+    for part in [
+        &format!("endpoint={hooks}"),
+        "event_type=call.cdr",
+        "call=call_",
+        "attempt=1 of 4",
+        "error=TLS: invalid peer certificate: UnknownIssuer",
+    ] {
+        assert!(line.contains(part), "{part:?} not in {line}");
+    }
+
+    // A CA file that is not one is a configuration error naming the tenant and the file.
+    let bad = format!("{base}ca_file = \"{}\"\n", files.key.display());
+    std::fs::write(&path, bad).expect("config");
+    let (status, stdout, stderr) = run_with_timeout(
+        Command::new(env!("CARGO_BIN_EXE_ivrgate"))
+            .arg("check-config")
+            .arg(&path),
+        WAIT_LONG,
+    );
+    assert_eq!(status.code(), Some(64), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("tenant acme: ca_file") && stderr.contains("server.key"),
+        "{stderr}"
+    );
+}
