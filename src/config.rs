@@ -270,6 +270,12 @@ pub struct StorageConfig {
     pub min_free_bytes: u64,
     /// Most transactions committed together in one fsync.
     pub group_commit_max: usize,
+    /// PostgreSQL only: how often this instance renews its row in the registry of live
+    /// instances (database clock).
+    pub heartbeat_ms: u64,
+    /// PostgreSQL only: an instance whose heartbeat is older than this is taken for dead,
+    /// and its delivery, timer and connector leases go to the others at once.
+    pub instance_lapse_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -287,6 +293,8 @@ impl Default for StorageConfig {
             delivered_retention_s: 3 * 24 * 3600,
             min_free_bytes: 256 * 1024 * 1024,
             group_commit_max: 512,
+            heartbeat_ms: 2_000,
+            instance_lapse_ms: 10_000,
         }
     }
 }
@@ -921,6 +929,8 @@ impl Config {
             delivered_retention_s: _, // per purge
             min_free_bytes: _,        // per free-space check
             group_commit_max,
+            heartbeat_ms,
+            instance_lapse_ms,
         } = storage;
         let DeliveryConfig {
             workers,
@@ -1007,6 +1017,16 @@ impl Config {
             "storage.group_commit_max",
             running.storage.group_commit_max.to_string(),
             group_commit_max.to_string(),
+        );
+        restart(
+            "storage.heartbeat_ms",
+            running.storage.heartbeat_ms.to_string(),
+            heartbeat_ms.to_string(),
+        );
+        restart(
+            "storage.instance_lapse_ms",
+            running.storage.instance_lapse_ms.to_string(),
+            instance_lapse_ms.to_string(),
         );
         restart(
             "delivery.workers",
@@ -1183,8 +1203,9 @@ impl ResolvedConfig {
         let mut warnings = Vec::new();
         if self.postgres.is_some() {
             warnings.push(
-                "storage.backend = \"postgres\" is not complete in this build: `serve` \
-                 migrates the database's schema and then refuses to start"
+                "storage.backend = \"postgres\": decision and delivery rates, per-endpoint \
+                 concurrency and circuit breakers are kept per instance, so N instances allow a \
+                 tenant up to N times its limits (the outbox quota is shared)"
                     .to_owned(),
             );
         }

@@ -27,7 +27,26 @@ const USAGE: &str = "usage:
   ivrgate serve --config PATH
   ivrgate check-config PATH [--online]
   ivrgate dead-letters --config PATH [--tenant ID]
-  ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]";
+  ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
+  ivrgate --help | --version";
+
+/// `--help`: the usage, what each command does, and where to read more.
+const HELP: &str = "ivrgate: legacy IVR and contact-center platforms to signed JSON webhooks
+
+commands:
+  serve --config PATH      run the gateway (systemd: Type=notify, SIGHUP reloads, SIGTERM drains)
+  check-config PATH        validate a configuration file (exit 64 when invalid);
+                           --online also asks the PostgreSQL store
+  dead-letters --config PATH [--tenant ID]
+                           list dead-lettered events
+  replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
+                           put dead-lettered (or delivered) events back in the delivery queue
+  --help, -h               this text
+  --version, -V            the version
+
+Every setting: /usr/share/doc/ivrgate/example.toml (config/example.toml in the source).
+Operations (package, systemd, reload, shutdown): /usr/share/doc/ivrgate/operations.md.
+Exit status: 0 success, 1 failure, 64 bad usage or invalid configuration.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +57,11 @@ fn main() -> ExitCode {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    // `--help` anywhere (`ivrgate serve --help`) asks for help, not for that command.
+    if command == "help" || args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}\n\n{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match command {
         "check-config" => {
             let Some(path) = args
@@ -125,7 +149,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "--version" | "version" => {
+        "--version" | "-V" | "version" => {
             println!("ivrgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
@@ -327,9 +351,22 @@ fn watchdog_usec() -> Option<u64> {
     (for_us && usec > 0).then_some(usec)
 }
 
+/// The store named by the configuration, for a one-off command: the embedded store, or
+/// PostgreSQL (migrated like `serve` does, registered as a short-lived instance).
+async fn open_store(config: &ResolvedConfig) -> anyhow::Result<ivrgate::store::Store> {
+    Ok(match &config.postgres {
+        Some(pg) => ivrgate::store::postgres::PgStore::start(pg, ivrgate::ids::instance_id())
+            .await
+            .map_err(anyhow::Error::msg)?,
+        None => ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?,
+    })
+}
+
 async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
-    for d in store.dead_letters(tenant, 10_000).await? {
+    let store = open_store(&config).await?;
+    let listed = store.dead_letters(tenant, 10_000).await;
+    store.shutdown().await;
+    for d in listed? {
         println!(
             "{}\t{}\t{}\tattempts={}\t{}",
             d.event_id,
@@ -339,15 +376,14 @@ async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow:
             d.last_error.unwrap_or_default()
         );
     }
-    store.close();
     Ok(())
 }
 
 async fn replay(config: ResolvedConfig, filter: ReplayFilter) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
+    let store = open_store(&config).await?;
     let now = ivrgate::clock::to_ms(std::time::SystemTime::now());
-    let n = store.replay(filter, now).await?;
-    println!("{n} event(s) put back in the delivery queue");
-    store.close();
+    let replayed = store.replay(filter, now).await;
+    store.shutdown().await;
+    println!("{} event(s) put back in the delivery queue", replayed?);
     Ok(())
 }

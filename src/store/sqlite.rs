@@ -1588,7 +1588,7 @@ impl std::io::Write for ByteCount {
 
 /// An event payload as stored: `data.seq` set to the sequence number (in place when `data`
 /// already has one, else last), as inserting it into a copy of the payload would.
-struct WithSeq<'a>(&'a Value, Option<i64>);
+pub(crate) struct WithSeq<'a>(pub(crate) &'a Value, pub(crate) Option<i64>);
 
 impl serde::Serialize for WithSeq<'_> {
     fn serialize<S: serde::Serializer>(

@@ -1215,13 +1215,22 @@ async fn openscape_python_fmnq_flow() {
 }
 
 /// A daemon with the OpenScape settings (process.rs's Daemon, its own configuration).
-fn spawn_daemon(name: &str, dir: &Path, state: &Path, webhook_url: &str) -> Daemon {
+fn spawn_daemon(
+    name: &str,
+    dir: &Path,
+    state: &Path,
+    webhook_url: &str,
+    storage: &Storage,
+) -> Daemon {
     let port = free_port();
     let config = dir.join(format!("{name}.toml"));
-    let toml = config_toml(state, webhook_url, &settings("")).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    ) + "\n[logging]\nlevel = \"warn\"\n";
+    let toml = storage
+        .apply(&config_toml(state, webhook_url, &settings("")))
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        + "\n[logging]\nlevel = \"warn\"\n";
     std::fs::write(&config, toml).expect("config");
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_ivrgate"))
@@ -1243,16 +1252,22 @@ fn spawn_daemon(name: &str, dir: &Path, state: &Path, webhook_url: &str) -> Daem
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openscape_two_processes_one_store() {
+on_both_backends!(2: openscape_two_processes_one_store);
+
+/// Two instances on one store (a state directory, or one PostgreSQL database): a long-poll
+/// on A is woken by a command on B.
+async fn openscape_two_processes_one_store(backend: Backend) {
+    let Some(storage) = Storage::new(backend, "os_two").await else {
+        return;
+    };
     let receiver = Receiver::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     std::fs::create_dir_all(&state).expect("state dir");
     let hooks = receiver.url("/hooks");
-    let mut a = spawn_daemon("a", tmp.path(), &state, &hooks);
+    let mut a = spawn_daemon("a", tmp.path(), &state, &hooks, &storage);
     a.ready().await;
-    let mut b = spawn_daemon("b", tmp.path(), &state, &hooks);
+    let mut b = spawn_daemon("b", tmp.path(), &state, &hooks, &storage);
     b.ready().await;
     // Rust side: QueryCallStatus waits on A while the assignment arrives through B.
     let rpc_at = |base: String, method: &'static str, params: Value| async move {

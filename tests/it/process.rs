@@ -63,8 +63,15 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// Starts the built binary on `port` with its configuration and log under `dir`.
-    fn spawn(name: &str, dir: &Path, port: u16, state_dir: &Path, webhook_url: &str) -> Daemon {
-        let toml = daemon_toml(port, state_dir, webhook_url);
+    fn spawn(
+        name: &str,
+        dir: &Path,
+        port: u16,
+        state_dir: &Path,
+        webhook_url: &str,
+        storage: &Storage,
+    ) -> Daemon {
+        let toml = storage.apply(&daemon_toml(port, state_dir, webhook_url));
         Daemon::spawn_with(name, dir, port, &toml, None)
     }
 
@@ -218,13 +225,13 @@ async fn post_json(client: &reqwest::Client, url: &str, body: &str) -> Result<Va
     serde_json::from_str(&text).map_err(|e| format!("answer {text:?}: {e}"))
 }
 
-fn cdr_acked(answer: &Value) -> bool {
+pub(crate) fn cdr_acked(answer: &Value) -> bool {
     answer["err"] == json!(0) && answer["errdesc"] == json!("OK")
 }
 
 /// A Voicenter JSON CDR shaped like tests/fixtures/voicenter/cdr.json (which is lenient
 /// JSON, so it is rebuilt here); `duration` tells CDRs of one call apart.
-fn cdr_body(ivruniqueid: &str, duration: u64) -> String {
+pub(crate) fn cdr_body(ivruniqueid: &str, duration: u64) -> String {
     json!({
         "caller": "0544444444",
         "target": "0722776772",
@@ -443,15 +450,19 @@ fn stream_cdr(i: usize) -> (String, String) {
     (format!("{call}#{duration}"), cdr_body(&call, duration))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_mid_stream_loses_no_acknowledged_cdr() {
+on_both_backends!(4: sigkill_mid_stream_loses_no_acknowledged_cdr);
+
+async fn sigkill_mid_stream_loses_no_acknowledged_cdr(backend: Backend) {
+    let Some(storage) = Storage::new(backend, "sigkill").await else {
+        return;
+    };
     let started = Instant::now();
     let receiver = Receiver::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     let hooks_url = receiver.url("/hooks");
     let port = free_port();
-    let mut first = Daemon::spawn("first", tmp.path(), port, &state, &hooks_url);
+    let mut first = Daemon::spawn("first", tmp.path(), port, &state, &hooks_url, &storage);
     first.ready().await;
     let cdr_url = first.url("/voicenter/acme/cdr");
 
@@ -537,7 +548,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_cdr() {
 
     // Phase 2: the same binary on the same state directory and port; send everything not
     // acknowledged (never sent, or sent without an answer) until acknowledged.
-    let mut second = Daemon::spawn("second", tmp.path(), port, &state, &hooks_url);
+    let mut second = Daemon::spawn("second", tmp.path(), port, &state, &hooks_url, &storage);
     second.ready().await;
     let restarted_at = started.elapsed();
     let mut rest: Vec<usize> = queue.lock().expect("queue").drain(..).collect();
@@ -661,17 +672,21 @@ async fn sigkill_mid_stream_loses_no_acknowledged_cdr() {
 
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_processes_share_one_store() {
+on_both_backends!(4: two_processes_share_one_store);
+
+async fn two_processes_share_one_store(backend: Backend) {
+    let Some(storage) = Storage::new(backend, "two_proc").await else {
+        return;
+    };
     const CALLS: usize = 12;
     let started = Instant::now();
     let receiver = Receiver::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     let hooks_url = receiver.url("/hooks");
-    let mut a = Daemon::spawn("a", tmp.path(), free_port(), &state, &hooks_url);
+    let mut a = Daemon::spawn("a", tmp.path(), free_port(), &state, &hooks_url, &storage);
     a.ready().await;
-    let mut b = Daemon::spawn("b", tmp.path(), free_port(), &state, &hooks_url);
+    let mut b = Daemon::spawn("b", tmp.path(), free_port(), &state, &hooks_url, &storage);
     b.ready().await;
     let urls = Arc::new([a.url("/voicenter/acme"), b.url("/voicenter/acme")]);
 
@@ -1054,22 +1069,28 @@ async fn resent_within_bound(receiver: &Receiver, id: &str, log: impl Fn() -> St
     }
 }
 
+on_both_backends!(2: a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease);
+
 /// `kill -9` while the receiver holds a delivery, then a restart on the same state directory:
 /// the delivery is sent again at once, not after the 60 s lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease() {
+async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease(
+    backend: Backend,
+) {
+    let Some(storage) = Storage::new(backend, "restart").await else {
+        return;
+    };
     let receiver = Receiver::start().await;
     hold_first_delivery(&receiver);
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     let port = free_port();
-    let toml = store_toml(
+    let toml = storage.apply(&store_toml(
         port,
         &state,
         &receiver.url("/hooks"),
         "min_free_bytes = 0",
         "lease_ms = 60000",
-    );
+    ));
     let mut first = Daemon::spawn_with("first", tmp.path(), port, &toml, None);
     first.ready().await;
     let id = cdr_held_at_receiver(&receiver, &first, "crash0001").await;
@@ -1085,10 +1106,16 @@ async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_le
     second.assert_alive();
 }
 
+on_both_backends!(2: a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease);
+
 /// Two instances on one state directory: the one holding a delivery is killed, and the
 /// other sends it again at once, not after the 60 s lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease() {
+async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease(
+    backend: Backend,
+) {
+    let Some(storage) = Storage::new(backend, "takeover").await else {
+        return;
+    };
     let receiver = Receiver::start().await;
     hold_first_delivery(&receiver);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -1096,13 +1123,13 @@ async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_
     let hooks = receiver.url("/hooks");
     let (port_a, port_b) = (free_port(), free_port());
     let toml = |port| {
-        store_toml(
+        storage.apply(&store_toml(
             port,
             &state,
             &hooks,
             "min_free_bytes = 0",
             "lease_ms = 60000",
-        )
+        ))
     };
     let mut a = Daemon::spawn_with("a", tmp.path(), port_a, &toml(port_a), None);
     a.ready().await;
@@ -1136,6 +1163,7 @@ async fn python_xmlrpc_client_against_gateway() {
         free_port(),
         &tmp.path().join("state"),
         &receiver.url("/hooks"),
+        &Storage::sqlite(),
     );
     daemon.ready().await;
     let url = daemon.url("/voicenter/acme");

@@ -282,6 +282,8 @@ pub struct Gateway {
     stop: Option<oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _tmp: Option<tempfile::TempDir>,
+    /// The PostgreSQL database it runs on, if any, kept while it runs.
+    pub db: Option<Arc<PgDb>>,
 }
 
 impl Gateway {
@@ -360,6 +362,7 @@ impl Gateway {
             stop: Some(stop_tx),
             join: Some(join),
             _tmp: None,
+            db: None,
         }
     }
 
@@ -517,4 +520,155 @@ pub fn verify_with_python(hook: &Hook) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Where a test's gateway keeps its state: the store tests and the integration tests that
+/// touch storage run the same body on both (see [`on_both_backends!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own on the test PostgreSQL, dropped (its connections first) with the
+/// last handle.
+pub struct PgDb {
+    db: Option<ivrgate::store::postgres::testing::TestDb>,
+    /// Its connection string, for a configuration's `storage.url`.
+    pub url: String,
+}
+
+impl PgDb {
+    /// `None` (after a loud message) when no PostgreSQL is reachable outside CI.
+    pub async fn create(hint: &str) -> Option<Arc<PgDb>> {
+        let db = ivrgate::store::postgres::testing::TestDb::create(hint).await?;
+        let url = pg_url(&db);
+        Some(Arc::new(PgDb { db: Some(db), url }))
+    }
+
+    /// The `[storage]` lines that put a gateway on this database: a pool of 4, and fast
+    /// heartbeats, so a killed instance is found dead within seconds.
+    pub fn storage_lines(&self) -> String {
+        format!(
+            "backend = \"postgres\"\nurl = \"{}\"\npool_size = 4\nheartbeat_ms = 500\ninstance_lapse_ms = 2500\n",
+            self.url
+        )
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            // Dropped inside a test's runtime: drop the database from a thread of its own.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(db.drop_db());
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A test database's connection string in `key=value` form.
+pub fn pg_url(db: &ivrgate::store::postgres::testing::TestDb) -> String {
+    let c = &db.settings.config;
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let user = c.get_user().unwrap_or("postgres");
+    let ssl = match c.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    format!(
+        "host={host} port={port} user={user} dbname={} sslmode={ssl}",
+        db.name
+    )
+}
+
+/// A test's storage: the `[storage]` lines for its backend, and the database (PostgreSQL)
+/// kept while the test holds this.
+#[derive(Clone)]
+pub struct Storage {
+    pub backend: Backend,
+    pub db: Option<Arc<PgDb>>,
+}
+
+impl Storage {
+    pub fn sqlite() -> Storage {
+        Storage {
+            backend: Backend::Sqlite,
+            db: None,
+        }
+    }
+
+    /// `None` when the backend is PostgreSQL and no server is reachable outside CI.
+    pub async fn new(backend: Backend, hint: &str) -> Option<Storage> {
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDb::create(hint).await?),
+        };
+        Some(Storage { backend, db })
+    }
+
+    /// `toml` (which has a `[storage]` table) with this backend's lines added to it.
+    pub fn apply(&self, toml: &str) -> String {
+        match &self.db {
+            None => toml.to_owned(),
+            Some(db) => {
+                assert!(
+                    toml.contains("[storage]\n"),
+                    "no [storage] table in:\n{toml}"
+                );
+                toml.replacen(
+                    "[storage]\n",
+                    &format!("[storage]\n{}", db.storage_lines()),
+                    1,
+                )
+            }
+        }
+    }
+}
+
+/// Runs an `async fn(Backend)` test body on SQLite and on PostgreSQL, as two tests
+/// (`name::sqlite`, `name::postgres`), on a runtime of `workers` threads.
+macro_rules! on_both_backends {
+    ($workers:literal: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+impl Gateway {
+    /// [`Gateway::start`] on `backend`; `None` when it is PostgreSQL and no server is
+    /// reachable outside CI.
+    pub async fn start_on(backend: Backend, webhook_url: &str, extra: &str) -> Option<Gateway> {
+        let storage = Storage::new(backend, "gw").await?;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let toml = storage.apply(&config_toml(&dir, webhook_url, extra));
+        std::fs::write(dir.join("test.toml"), &toml).expect("write config");
+        let mut gw = Gateway::start_in(&dir, &toml, Arc::new(ManualClock::default())).await;
+        gw._tmp = Some(tmp);
+        gw.db = storage.db;
+        Some(gw)
+    }
 }
