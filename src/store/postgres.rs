@@ -2754,9 +2754,9 @@ mod tests {
         for i in 0..n {
             client
                 .execute(
-                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, next_attempt_ms) \
-                     VALUES ($1, $2, 'call.cdr', $3, 1, $4)",
-                    &[&format!("msg_{i}"), &if i == 0 { "skipme" } else { "acme" }, &format!("{{\"n\":{i}}}").into_bytes(), &(100 + i)],
+                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, next_attempt_ms, call_id) \
+                     VALUES ($1, $2, 'call.cdr', $3, 1, $4, $5)",
+                    &[&format!("msg_{i}"), &if i == 0 { "skipme" } else { "acme" }, &format!("{{\"n\":{i}}}").into_bytes(), &(100 + i), &format!("call_{i}")],
                 )
                 .await
                 .expect("insert");
@@ -2796,6 +2796,11 @@ mod tests {
                 break;
             }
             for d in ca.iter().chain(&cb) {
+                // The claim carries the event's call, for the delivery's log lines.
+                assert_eq!(
+                    d.call_id.as_deref(),
+                    Some(d.event_id.replace("msg_", "call_").as_str())
+                );
                 assert!(
                     seen.insert(d.event_id.clone()),
                     "{} claimed twice",
