@@ -602,9 +602,12 @@ async fn openscape_transit_numbers(backend: Backend) {
     gw.clock.advance(Duration::from_secs(31));
     let deadline = Instant::now() + WAIT;
     loop {
+        // c's number (a's, handed on) expires in the same step: events of two entities
+        // come in either order.
         let hook = receiver.next_of("openscape.transit.released").await;
-        if hook.json["data"]["reason"] == json!("expired") {
-            assert_eq!(hook.json["data"]["transit_number"], second["TransitNumber"]);
+        if hook.json["data"]["reason"] == json!("expired")
+            && hook.json["data"]["transit_number"] == second["TransitNumber"]
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no expiry");
