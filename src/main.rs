@@ -27,7 +27,8 @@ const USAGE: &str = "usage:
   ivrgate serve --config PATH
   ivrgate check-config PATH [--online]
   ivrgate dead-letters --config PATH [--tenant ID]
-  ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]";
+  ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
+  ivrgate move-store --config PATH   (state_dir's embedded store into storage.url's PostgreSQL)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "serve" | "dead-letters" | "replay" => {
+        "serve" | "dead-letters" | "replay" | "move-store" => {
             let Some(path) = flag("--config") else {
                 eprintln!("{USAGE}");
                 return ExitCode::from(EX_CONFIG);
@@ -102,6 +103,7 @@ fn main() -> ExitCode {
             let result = match command {
                 "serve" => runtime.block_on(serve(config, path, log_level)),
                 "dead-letters" => runtime.block_on(dead_letters(config, flag("--tenant"))),
+                "move-store" => runtime.block_on(move_store(config)),
                 _ => runtime.block_on(replay(
                     config,
                     ReplayFilter {
@@ -318,6 +320,26 @@ async fn open_store(config: &ResolvedConfig) -> anyhow::Result<ivrgate::store::S
             .map_err(anyhow::Error::msg)?,
         None => ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?,
     })
+}
+
+/// Moves `state_dir`'s embedded store into the configured PostgreSQL database.
+async fn move_store(config: ResolvedConfig) -> anyhow::Result<()> {
+    let Some(pg) = &config.postgres else {
+        anyhow::bail!(
+            "move-store moves state_dir's embedded store into PostgreSQL: the configuration \
+             must say storage.backend = \"postgres\" with its storage.url"
+        );
+    };
+    let moved = ivrgate::store::moving::move_embedded_store(&config.raw.state_dir, pg)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "moved {} from {} to PostgreSQL at {}; the embedded store was left as it was",
+        moved,
+        config.raw.state_dir.join("ivrgate.db").display(),
+        pg.hosts()
+    );
+    Ok(())
 }
 
 async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {
