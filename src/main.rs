@@ -30,6 +30,7 @@ const USAGE: &str = "usage:
   ivrgate dead-letters --config PATH [--tenant ID]
   ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
   ivrgate reload --pid PID
+  ivrgate move-store --config PATH
   ivrgate --help | --version";
 
 /// `--help`: the usage, what each command does, and where to read more.
@@ -43,6 +44,9 @@ commands:
                            list dead-lettered events
   replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
                            put dead-lettered (or delivered) events back in the delivery queue
+  move-store --config PATH copy the embedded store in state_dir (pending deliveries, dead
+                           letters, timers, live calls, dedupe answers) into the PostgreSQL
+                           store at storage.url; run it with the service stopped
   reload --pid PID         ask the running `serve` process PID to reload its configuration
                            and wait for its verdict: exit 0 when applied, 1 (with every
                            reason) when refused; the unit's ExecReload
@@ -109,7 +113,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "serve" | "dead-letters" | "replay" => {
+        "serve" | "dead-letters" | "replay" | "move-store" => {
             let Some(path) = flag("--config") else {
                 eprintln!("{USAGE}");
                 return ExitCode::from(EX_CONFIG);
@@ -136,6 +140,7 @@ fn main() -> ExitCode {
             let result = match command {
                 "serve" => runtime.block_on(serve(config, path, log_level)),
                 "dead-letters" => runtime.block_on(dead_letters(config, flag("--tenant"))),
+                "move-store" => runtime.block_on(move_store(config)),
                 _ => runtime.block_on(replay(
                     config,
                     ReplayFilter {
@@ -416,6 +421,26 @@ async fn open_store(config: &ResolvedConfig) -> anyhow::Result<ivrgate::store::S
             .map_err(anyhow::Error::msg)?,
         None => ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?,
     })
+}
+
+/// Moves `state_dir`'s embedded store into the configured PostgreSQL database.
+async fn move_store(config: ResolvedConfig) -> anyhow::Result<()> {
+    let Some(pg) = &config.postgres else {
+        anyhow::bail!(
+            "move-store moves state_dir's embedded store into PostgreSQL: the configuration \
+             must say storage.backend = \"postgres\" with its storage.url"
+        );
+    };
+    let moved = ivrgate::store::moving::move_embedded_store(&config.raw.state_dir, pg)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "moved {} from {} to PostgreSQL at {}; the embedded store was left as it was",
+        moved,
+        config.raw.state_dir.join("ivrgate.db").display(),
+        pg.hosts()
+    );
+    Ok(())
 }
 
 async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {

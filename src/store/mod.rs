@@ -13,6 +13,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod moving;
 pub mod owner;
 pub mod postgres;
 pub mod schema;

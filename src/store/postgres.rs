@@ -1346,9 +1346,15 @@ async fn run_batch(
             .map_err(db_err)?;
     }
     let mut counters = Counters::default();
-    let mut outcomes = Vec::with_capacity(uows.len());
+    let mut outcomes: Vec<Option<super::Result<super::CommitOutcome>>> = vec![None; uows.len()];
     let (mut outbox, mut timers, mut rows) = (false, false, false);
-    for uow in uows {
+    // Rows are locked in one order by every instance (the call's key; a stable sort keeps
+    // this instance's writes to one call in the order they were queued), so two instances'
+    // batches touching the same calls wait on each other instead of deadlocking.
+    let mut order: Vec<usize> = (0..uows.len()).collect();
+    order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
+    for at in order {
+        let uow = uows[at];
         let mut tries = 0;
         let outcome = loop {
             tx.batch_execute("SAVEPOINT uow").await.map_err(db_err)?;
@@ -1378,7 +1384,7 @@ async fn run_batch(
                 }
             }
         };
-        outcomes.push(outcome);
+        outcomes[at] = Some(outcome);
     }
     for (tenant, delta) in counters.deltas() {
         tx.execute(
@@ -1397,7 +1403,25 @@ async fn run_batch(
         }
     }
     tx.commit().await.map_err(db_err)?;
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| Err(super::StoreError::Backend("write was not applied".into())))
+        })
+        .collect())
+}
+
+/// The row a unit of work locks first: its call's (or first entity's) key.
+fn lock_key(uow: &super::UnitOfWork) -> Option<(&str, &str, &str)> {
+    let row = uow
+        .call
+        .as_ref()
+        .or_else(|| uow.entities.first().map(|e| &e.row))?;
+    Some((
+        row.key.tenant.as_str(),
+        row.key.vendor.as_str(),
+        row.key.vendor_call_id.as_str(),
+    ))
 }
 
 fn retryable(e: &tokio_postgres::Error) -> bool {
