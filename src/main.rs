@@ -30,6 +30,7 @@ const USAGE: &str = "usage:
   ivrgate dead-letters --config PATH [--tenant ID]
   ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
   ivrgate reload --pid PID
+  ivrgate move-store --config PATH
   ivrgate --help | --version";
 
 /// `--help`: the usage, what each command does, and where to read more.
@@ -43,6 +44,9 @@ commands:
                            list dead-lettered events
   replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
                            put dead-lettered (or delivered) events back in the delivery queue
+  move-store --config PATH copy the embedded store in state_dir (pending deliveries, dead
+                           letters, timers, live calls, dedupe answers) into the PostgreSQL
+                           store at storage.url; run it with the service stopped
   reload --pid PID         ask the running `serve` process PID to reload its configuration
                            and wait for its verdict: exit 0 when applied, 1 (with every
                            reason) when refused; the unit's ExecReload
@@ -84,9 +88,14 @@ fn main() -> ExitCode {
                         eprintln!("{path}: warning: {warning}");
                     }
                     println!(
-                        "{path}: ok ({} tenant(s), listening on {}, state in {})",
+                        "{path}: ok ({} tenant(s), listening on {} ({}), state in {})",
                         config.tenants.len(),
                         config.raw.listen,
+                        if config.tls.is_some() {
+                            "TLS"
+                        } else {
+                            "plain HTTP"
+                        },
                         config.raw.state_dir.display()
                     );
                     // Plain check-config never connects: a reload must not fail because the
@@ -104,7 +113,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "serve" | "dead-letters" | "replay" => {
+        "serve" | "dead-letters" | "replay" | "move-store" => {
             let Some(path) = flag("--config") else {
                 eprintln!("{USAGE}");
                 return ExitCode::from(EX_CONFIG);
@@ -131,6 +140,7 @@ fn main() -> ExitCode {
             let result = match command {
                 "serve" => runtime.block_on(serve(config, path, log_level)),
                 "dead-letters" => runtime.block_on(dead_letters(config, flag("--tenant"))),
+                "move-store" => runtime.block_on(move_store(config)),
                 _ => runtime.block_on(replay(
                     config,
                     ReplayFilter {
@@ -264,7 +274,20 @@ fn init_logging(config: &ResolvedConfig) -> LogLevel {
 
 async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listener = tokio::net::TcpListener::bind(config.raw.listen).await?;
+    let listen = config.raw.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process listens there: `ss -ltnp` names it; change `listen` or stop it)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (a port below 1024 needs CAP_NET_BIND_SERVICE)"
+            }
+            _ => "",
+        };
+        tracing::error!(%listen, error = %e, "cannot listen");
+        anyhow::anyhow!("cannot listen on {listen}: {e}{hint}")
+    })?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -296,7 +319,7 @@ async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> an
     for warning in config.warnings() {
         tracing::warn!(%warning, "configuration warning");
     }
-    tracing::info!(listen = %config.raw.listen, state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
+    tracing::info!(listen = %config.raw.listen, tls = config.tls.is_some(), state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
     let run = ivrgate::run(
         config,
         listener,
@@ -389,9 +412,42 @@ fn reloader(handle: ivrgate::Handle, path: PathBuf, log_level: LogLevel) -> syst
     })
 }
 
+/// The store named by the configuration, for a one-off command: the embedded store, or
+/// PostgreSQL (migrated like `serve` does, registered as a short-lived instance).
+async fn open_store(config: &ResolvedConfig) -> anyhow::Result<ivrgate::store::Store> {
+    Ok(match &config.postgres {
+        Some(pg) => ivrgate::store::postgres::PgStore::start(pg, ivrgate::ids::instance_id())
+            .await
+            .map_err(anyhow::Error::msg)?,
+        None => ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?,
+    })
+}
+
+/// Moves `state_dir`'s embedded store into the configured PostgreSQL database.
+async fn move_store(config: ResolvedConfig) -> anyhow::Result<()> {
+    let Some(pg) = &config.postgres else {
+        anyhow::bail!(
+            "move-store moves state_dir's embedded store into PostgreSQL: the configuration \
+             must say storage.backend = \"postgres\" with its storage.url"
+        );
+    };
+    let moved = ivrgate::store::moving::move_embedded_store(&config.raw.state_dir, pg)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "moved {} from {} to PostgreSQL at {}; the embedded store was left as it was",
+        moved,
+        config.raw.state_dir.join("ivrgate.db").display(),
+        pg.hosts()
+    );
+    Ok(())
+}
+
 async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
-    for d in store.dead_letters(tenant, 10_000).await? {
+    let store = open_store(&config).await?;
+    let listed = store.dead_letters(tenant, 10_000).await;
+    store.shutdown().await;
+    for d in listed? {
         println!(
             "{}\t{}\t{}\tattempts={}\t{}",
             d.event_id,
@@ -401,15 +457,14 @@ async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow:
             d.last_error.unwrap_or_default()
         );
     }
-    store.close();
     Ok(())
 }
 
 async fn replay(config: ResolvedConfig, filter: ReplayFilter) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
+    let store = open_store(&config).await?;
     let now = ivrgate::clock::to_ms(std::time::SystemTime::now());
-    let n = store.replay(filter, now).await?;
-    println!("{n} event(s) put back in the delivery queue");
-    store.close();
+    let replayed = store.replay(filter, now).await;
+    store.shutdown().await;
+    println!("{} event(s) put back in the delivery queue", replayed?);
     Ok(())
 }

@@ -809,8 +809,9 @@ impl SqliteStore {
     ) -> Result<Vec<Delivery>> {
         self.write(false, move |c| {
             let mut sql = String::from(
-                "SELECT id, event_id, tenant, event_type, payload, attempts, created_at_ms \
-                 FROM outbox WHERE status = 0 AND next_attempt_ms <= ?1 AND lease_until_ms <= ?1",
+                "SELECT id, event_id, tenant, event_type, payload, attempts, created_at_ms, \
+                 call_id FROM outbox WHERE status = 0 AND next_attempt_ms <= ?1 \
+                 AND lease_until_ms <= ?1",
             );
             for (i, _) in skip_tenants.iter().enumerate() {
                 sql.push_str(&format!(" AND tenant <> ?{}", i + 3));
@@ -831,6 +832,7 @@ impl SqliteStore {
                         payload: r.get::<_, Vec<u8>>(4)?.into(),
                         attempts: r.get(5)?,
                         created_at_ms: r.get(6)?,
+                        call_id: r.get(7)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1593,7 +1595,7 @@ impl std::io::Write for ByteCount {
 
 /// An event payload as stored: `data.seq` set to the sequence number (in place when `data`
 /// already has one, else last), as inserting it into a copy of the payload would.
-struct WithSeq<'a>(&'a Value, Option<i64>);
+pub(crate) struct WithSeq<'a>(pub(crate) &'a Value, pub(crate) Option<i64>);
 
 impl serde::Serialize for WithSeq<'_> {
     fn serialize<S: serde::Serializer>(
