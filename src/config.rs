@@ -115,6 +115,56 @@ pub struct ServerConfig {
     /// fragment), which connectors give their platform for callbacks: each instance its own,
     /// not the load balancer's. Unset: connectors that need callbacks cannot offer them.
     pub advertise_url: Option<String>,
+    /// TLS on the listener (`[server.tls]`). Unset: the listener speaks plain HTTP, which
+    /// `check-config` warns about on a non-loopback address (fine behind a proxy that
+    /// terminates TLS). Turning it on or off needs a restart; the files are read again on
+    /// every reload, so a renewed certificate is picked up by SIGHUP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the listener: rustls, TLS 1.2 and 1.3 with forward-secret AEAD suites only.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain: the server's certificate first, then any
+    /// intermediates. Read at start and again on every reload (SIGHUP): new handshakes use
+    /// the new certificate, open connections keep theirs. A reload whose file cannot be used
+    /// is refused and the running certificate stays.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC), readable
+    /// by the service user only (`check-config` warns when others may read it). Never logged.
+    pub key_file: PathBuf,
+    /// Mutual TLS: PEM file of the CA certificates a client's certificate must chain to.
+    /// Unset: no client certificate is asked for.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `required` (the default) refuses a client without a valid
+    /// certificate; `optional` lets a client without one in, but still refuses an invalid one.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// The oldest TLS version accepted: `"1.2"` (the default) or `"1.3"`. Older versions
+    /// are never accepted.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// Whether a client certificate is required when `client_ca_file` is set.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// The oldest TLS version the listener accepts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
 }
 
 impl ServerConfig {
@@ -136,6 +186,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             trusted_proxies: Vec::new(),
             advertise_url: None,
+            tls: None,
         }
     }
 }
@@ -538,6 +589,16 @@ impl Config {
                 None
             }
         };
+        // The files are read now (and on every reload), so a certificate that cannot be
+        // used is a configuration error before any port is bound, and refuses a reload.
+        let tls = match self.server.tls.as_ref().map(crate::tls::server_config) {
+            Some(Ok(tls)) => Some(tls),
+            Some(Err(why)) => {
+                problems.push(why);
+                None
+            }
+            None => None,
+        };
         if let Some(url) = &self.server.advertise_url {
             if let Err(why) = check_advertise_url(url) {
                 problems.push(format!("server.advertise_url {why}"));
@@ -786,6 +847,7 @@ impl Config {
                 tenants,
                 admin_token,
                 postgres,
+                tls,
             })
         } else {
             Err(ConfigError::Invalid(problems.join("\n")))
@@ -824,6 +886,7 @@ impl Config {
             shutdown_grace_ms: _,          // read when the drain starts
             trusted_proxies: _,            // per request
             advertise_url: _,              // connectors restart with the new one
+            tls,                           // files and settings per new connection; on/off: restart
         } = server;
         let LoggingConfig {
             format,
@@ -875,6 +938,13 @@ impl Config {
                 listen.to_string(),
             );
         }
+        // A listener is TLS or plain: its clients are set up for one of them.
+        let scheme = |tls: &Option<TlsConfig>| if tls.is_some() { "TLS" } else { "plain HTTP" };
+        restart(
+            "server.tls",
+            scheme(&running.server.tls).to_owned(),
+            scheme(tls).to_owned(),
+        );
         restart(
             "state_dir",
             running.state_dir.display().to_string(),
@@ -1081,6 +1151,8 @@ pub struct ResolvedConfig {
     /// The PostgreSQL connection settings, parsed (never connected) when
     /// `storage.backend = "postgres"`.
     pub postgres: Option<crate::store::postgres::PgSettings>,
+    /// The listener's TLS configuration built from `server.tls` (files read), or plain HTTP.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl ResolvedConfig {
@@ -1098,6 +1170,16 @@ impl ResolvedConfig {
                  tenant up to N times its limits (the outbox quota is shared)"
                     .to_owned(),
             );
+        }
+        let listen = self.raw.listen;
+        match &self.raw.server.tls {
+            None if !listen.ip().is_loopback() => warnings.push(format!(
+                "listen {listen} is not a loopback address and server.tls is not set: \
+                 requests and their credentials travel as plain HTTP; fine behind a proxy \
+                 that terminates TLS, otherwise set [server.tls]"
+            )),
+            None => {}
+            Some(tls) => warnings.extend(crate::tls::key_file_warning(&tls.key_file)),
         }
         let grace = self.raw.server.shutdown_grace_ms;
         let longest = self

@@ -114,6 +114,8 @@ pub struct Core {
     pub connectors: crate::connectors::Supervisor,
     /// Adapters beside the built-in ones (tests give one through [`crate::Options`]).
     pub extra_adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    /// The delivery and timer loops' last turns, for the systemd watchdog.
+    pub liveness: crate::liveness::Liveness,
 }
 
 #[derive(Clone)]
@@ -173,6 +175,7 @@ impl Core {
             entity_waiters: std::sync::Mutex::new(HashMap::new()),
             connectors: crate::connectors::Supervisor::default(),
             extra_adapters: Vec::new(),
+            liveness: Default::default(),
         })
     }
 

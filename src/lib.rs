@@ -19,13 +19,16 @@ pub mod core;
 pub mod delivery;
 pub mod entities;
 pub mod ids;
+pub mod liveness;
 pub mod metrics;
 pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod systemd;
 pub mod timers;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;

@@ -321,6 +321,11 @@ pub trait Backend: Send + Sync + 'static {
     fn storage_full(&self) -> bool {
         false
     }
+    /// The last turn of the thread that writes, where the backend has one (the embedded
+    /// store's writer), for the systemd watchdog.
+    fn writer_beat(&self) -> Option<&crate::liveness::Beat> {
+        None
+    }
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<()>>;
     fn load_call(&self, key: CallKey) -> BoxFuture<'_, Result<Option<CallRow>>>;

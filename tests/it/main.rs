@@ -18,4 +18,6 @@ mod postgres;
 mod process;
 mod ptk;
 mod schemas;
+mod service;
+mod tls;
 mod voicenter;
