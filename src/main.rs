@@ -44,9 +44,8 @@ commands:
                            list dead-lettered events
   replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
                            put dead-lettered (or delivered) events back in the delivery queue
-  move-store --config PATH copy the embedded store in state_dir (pending deliveries, dead
-                           letters, timers, live calls, dedupe answers) into the PostgreSQL
-                           store at storage.url; run it with the service stopped
+  move-store --config PATH move state_dir's embedded store into the configured PostgreSQL
+                           (every instance stopped; the embedded store is left as it was)
   reload --pid PID         ask the running `serve` process PID to reload its configuration
                            and wait for its verdict: exit 0 when applied, 1 (with every
                            reason) when refused; the unit's ExecReload

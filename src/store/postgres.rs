@@ -1445,7 +1445,9 @@ async fn run_batch(
     // this instance's writes to one call in the order they were queued), so two instances'
     // batches touching the same calls wait on each other instead of deadlocking.
     let mut order: Vec<usize> = (0..uows.len()).collect();
-    order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
+    if sortable(uows) {
+        order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
+    }
     for at in order {
         let uow = uows[at];
         let mut tries = 0;
@@ -1502,6 +1504,36 @@ async fn run_batch(
             o.unwrap_or_else(|| Err(super::StoreError::Backend("write was not applied".into())))
         })
         .collect())
+}
+
+/// Whether sorting by [`lock_key`] keeps every pair of units of work that write a common
+/// row in queue order: true unless a unit writing several rows shares one with another unit
+/// (then the batch keeps its queue order).
+fn sortable(uows: &[&super::UnitOfWork]) -> bool {
+    let rows = |u: &super::UnitOfWork| -> Vec<(String, String, String)> {
+        u.call
+            .iter()
+            .chain(u.entities.iter().map(|e| &e.row))
+            .map(|r| {
+                (
+                    r.key.tenant.clone(),
+                    r.key.vendor.clone(),
+                    r.key.vendor_call_id.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut writers: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::new();
+    let all: Vec<Vec<(String, String, String)>> = uows.iter().map(|u| rows(u)).collect();
+    for keys in &all {
+        for key in keys {
+            *writers.entry(key.clone()).or_insert(0) += 1;
+        }
+    }
+    all.iter()
+        .filter(|keys| keys.len() > 1)
+        .all(|keys| keys.iter().all(|k| writers.get(k) == Some(&1)))
 }
 
 /// The row a unit of work locks first: its call's (or first entity's) key.
