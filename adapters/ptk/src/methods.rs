@@ -2394,14 +2394,11 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let stored = gw
-        .load(timer.entity.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(i) = store::read(stored.as_ref()).0 else {
+    // Only its PTK tenant is wanted from the interaction here: the transition reads it again,
+    // so neither the stored entity nor the interaction is held through it.
+    let Some(ptk) = stored_tenant(gw, &timer).await? else {
         return Ok(());
     };
-    let ptk = i.tenant.clone();
     let now = gw.now();
     let ran = store::run(
         gw,
@@ -2452,6 +2449,15 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
     }
 }
 
+/// The PTK tenant of the timer's interaction, `None` when it is no longer live.
+async fn stored_tenant(gw: &dyn Gateway, timer: &TimerFired) -> Result<Option<String>, String> {
+    let stored = gw
+        .load(timer.entity.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(store::read(stored.as_ref()).0.map(|i| i.tenant))
+}
+
 /// The idle timer: an interaction no report moved for `idle_expiry_s` ends with
 /// `ptk.interaction.expired` (its licence, slot and contact claim are released).
 async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
@@ -2460,14 +2466,11 @@ async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let stored = gw
-        .load(timer.entity.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(i) = store::read(stored.as_ref()).0 else {
+    // Only its PTK tenant is wanted from the interaction here: the transition reads it again,
+    // so neither the stored entity nor the interaction is held through it.
+    let Some(ptk) = stored_tenant(gw, &timer).await? else {
         return Ok(());
     };
-    let ptk = i.tenant.clone();
     let now = gw.now();
     let idle = Duration::from_secs(settings.idle_expiry_s);
     let ran = store::run(
