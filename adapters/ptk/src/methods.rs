@@ -62,12 +62,21 @@ pub(crate) async fn dispatch(cx: &Cx<'_>) -> Reply {
 
 /// The request's parameters as JSON (text leaves, nested objects, repeated names as arrays).
 pub(crate) fn to_json(e: &Element, depth: usize) -> Map<String, Value> {
-    // Sized to the children: a map grown by insertion keeps room for twice its entries, and
-    // a UserData-heavy request has thousands of these small objects.
-    let mut out = Map::with_capacity(e.children.len());
     if depth > 32 {
-        return out;
+        return Map::new();
     }
+    // Sized to its keys: a map grown by insertion keeps room for twice its entries, and a
+    // UserData-heavy request has thousands of these small objects. A repeated name is one
+    // key (an array), so the runs of names bound the keys: thousands of
+    // `UserDataAssignment`s are one entry, not room for thousands.
+    let runs = e
+        .children
+        .iter()
+        .zip(e.children.iter().skip(1))
+        .filter(|(a, b)| a.name != b.name)
+        .count()
+        + usize::from(!e.children.is_empty());
+    let mut out = Map::with_capacity(runs);
     for c in &e.children {
         let value = if c.children.is_empty() {
             Value::String(c.value().to_owned())
@@ -83,6 +92,12 @@ pub(crate) fn to_json(e: &Element, depth: usize) -> Map<String, Value> {
             None => {
                 out.insert(c.name.to_string(), value);
             }
+        }
+    }
+    // An array grown by doubling keeps up to twice its items' room.
+    for value in out.values_mut() {
+        if let Value::Array(items) = value {
+            items.shrink_to_fit();
         }
     }
     out
