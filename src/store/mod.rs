@@ -71,7 +71,8 @@ pub struct CallWrite {
     pub expected_version: Option<i64>,
     pub status: &'static str,
     pub attached: Map<String, Value>,
-    pub state: Option<Value>,
+    /// Shared, so the entity answered after the commit holds the same state, not a copy.
+    pub state: Option<std::sync::Arc<Value>>,
     /// When the call expires if nothing else happens; a `call_expiry` timer is set for it.
     pub expires_at_ms: Option<i64>,
 }

@@ -236,13 +236,19 @@ where
         }
     }
 
-    fn complete(mut self: Box<Self>, committed: Result<()>) {
-        let value = match (committed, self.value.take()) {
+    fn complete(self: Box<Self>, committed: Result<()>) {
+        let Op {
+            run, value, reply, ..
+        } = *self;
+        // What the write held (a unit of work's states and payloads) is let go before the
+        // waiter wakes: it may then take back a state it shares without copying it.
+        drop(run);
+        let value = match (committed, value) {
             (Ok(()), Some(v)) => v,
             (Err(e), _) => Err(e),
             (Ok(()), None) => Err(StoreError::Backend("write was not applied".into())),
         };
-        if let Some(reply) = self.reply.take() {
+        if let Some(reply) = reply {
             let _ = reply.send(value);
         }
     }
@@ -352,7 +358,7 @@ impl Space {
         }
         let mut bytes = 0;
         let mut row = |w: &CallWrite| {
-            bytes += w.state.as_ref().map_or(0, json_len) + 256;
+            bytes += w.state.as_deref().map_or(0, json_len) + 256;
             bytes += w
                 .attached
                 .iter()
