@@ -604,6 +604,11 @@ fn bad_tls_files_are_configuration_errors_that_never_quote_the_key() {
     );
     assert!(out.contains("no PEM private key"), "{out}");
     assert!(!out.contains(&key_line), "key bytes quoted:\n{out}");
+    // Each problem points at its line, the value masked, like a parse error.
+    assert!(out.contains("--> line 5, column 1"), "{out}");
+    assert!(out.contains("--> line 6, column 1"), "{out}");
+    assert!(out.contains("5 | cert_file = \"*"), "{out}");
+    assert!(!out.contains("server.key\"\n"), "{out}");
     // A missing file is named.
     let (code, out) = check(&good.replace("server.key", "missing.key"));
     assert_eq!(code, Some(64), "{out}");
