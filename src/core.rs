@@ -158,6 +158,8 @@ pub struct Core {
     pub connectors: crate::connectors::Supervisor,
     /// Adapters beside the built-in ones (tests give one through [`crate::Options`]).
     pub extra_adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    /// The delivery and timer loops' last turns, for the systemd watchdog.
+    pub liveness: crate::liveness::Liveness,
 }
 
 #[derive(Clone)]
@@ -207,6 +209,7 @@ impl Core {
             entity_waiters: std::sync::Mutex::new(HashMap::new()),
             connectors: crate::connectors::Supervisor::default(),
             extra_adapters: Vec::new(),
+            liveness: Default::default(),
         })
     }
 
@@ -571,7 +574,7 @@ impl Core {
                     expected_version: row.map(|r| r.version),
                     status: "active",
                     attached: merged,
-                    state: Some(state),
+                    state: Some(state.into()),
                     // An adapter that keeps its calls in entities sets their expiry (a PTK
                     // interaction waits days for its appointment, an OpenScape call has its
                     // own limit); a decision leaves it alone.
@@ -824,7 +827,7 @@ impl Core {
                     expected_version: row.as_ref().map(|r| r.version),
                     status,
                     attached: row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
-                    state,
+                    state: state.map(Into::into),
                     expires_at_ms: expires,
                 }
             });

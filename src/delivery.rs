@@ -25,6 +25,8 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let freed = Arc::new(Notify::new());
     let mut backlog: Vec<Delivery> = Vec::new();
     while !*shutdown.borrow() {
+        core.liveness.delivery.beat();
+        crate::liveness::test_stall_delivery().await;
         let runtime = core.runtime.load_full();
         let cfg = &runtime.config.raw.delivery;
         if let Ok(rows) = core.store.disabled_endpoints().await {

@@ -20,12 +20,14 @@ pub mod delivery;
 pub mod entities;
 pub mod failure;
 pub mod ids;
+pub mod liveness;
 pub mod metrics;
 pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod systemd;
 pub mod timers;
 pub mod tls;
 

@@ -13,6 +13,7 @@
 
 #[cfg(test)]
 mod conformance;
+pub mod moving;
 pub mod owner;
 pub mod postgres;
 pub mod schema;
@@ -70,7 +71,8 @@ pub struct CallWrite {
     pub expected_version: Option<i64>,
     pub status: &'static str,
     pub attached: Map<String, Value>,
-    pub state: Option<Value>,
+    /// Shared, so the entity answered after the commit holds the same state, not a copy.
+    pub state: Option<std::sync::Arc<Value>>,
     /// When the call expires if nothing else happens; a `call_expiry` timer is set for it.
     pub expires_at_ms: Option<i64>,
 }
@@ -399,6 +401,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether the last unit of work that would add rows was refused for want of space.
     fn storage_full(&self) -> bool {
         false
+    }
+    /// The last turn of the thread that writes, where the backend has one (the embedded
+    /// store's writer), for the systemd watchdog.
+    fn writer_beat(&self) -> Option<&crate::liveness::Beat> {
+        None
     }
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<()>>;

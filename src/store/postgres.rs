@@ -1439,9 +1439,17 @@ async fn run_batch(
             .map_err(db_err)?;
     }
     let mut counters = Counters::default();
-    let mut outcomes = Vec::with_capacity(uows.len());
+    let mut outcomes: Vec<Option<super::Result<super::CommitOutcome>>> = vec![None; uows.len()];
     let (mut outbox, mut timers, mut rows) = (false, false, false);
-    for uow in uows {
+    // Rows are locked in one order by every instance (the call's key; a stable sort keeps
+    // this instance's writes to one call in the order they were queued), so two instances'
+    // batches touching the same calls wait on each other instead of deadlocking.
+    let mut order: Vec<usize> = (0..uows.len()).collect();
+    if sortable(uows) {
+        order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
+    }
+    for at in order {
+        let uow = uows[at];
         let mut tries = 0;
         let outcome = loop {
             tx.batch_execute("SAVEPOINT uow").await.map_err(db_err)?;
@@ -1471,7 +1479,7 @@ async fn run_batch(
                 }
             }
         };
-        outcomes.push(outcome);
+        outcomes[at] = Some(outcome);
     }
     for (tenant, delta) in counters.deltas() {
         tx.execute(
@@ -1490,7 +1498,55 @@ async fn run_batch(
         }
     }
     tx.commit().await.map_err(db_err)?;
-    Ok(outcomes)
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| Err(super::StoreError::Backend("write was not applied".into())))
+        })
+        .collect())
+}
+
+/// Whether sorting by [`lock_key`] keeps every pair of units of work that write a common
+/// row in queue order: true unless a unit writing several rows shares one with another unit
+/// (then the batch keeps its queue order).
+fn sortable(uows: &[&super::UnitOfWork]) -> bool {
+    let rows = |u: &super::UnitOfWork| -> Vec<(String, String, String)> {
+        u.call
+            .iter()
+            .chain(u.entities.iter().map(|e| &e.row))
+            .map(|r| {
+                (
+                    r.key.tenant.clone(),
+                    r.key.vendor.clone(),
+                    r.key.vendor_call_id.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut writers: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::new();
+    let all: Vec<Vec<(String, String, String)>> = uows.iter().map(|u| rows(u)).collect();
+    for keys in &all {
+        for key in keys {
+            *writers.entry(key.clone()).or_insert(0) += 1;
+        }
+    }
+    all.iter()
+        .filter(|keys| keys.len() > 1)
+        .all(|keys| keys.iter().all(|k| writers.get(k) == Some(&1)))
+}
+
+/// The row a unit of work locks first: its call's (or first entity's) key.
+fn lock_key(uow: &super::UnitOfWork) -> Option<(&str, &str, &str)> {
+    let row = uow
+        .call
+        .as_ref()
+        .or_else(|| uow.entities.first().map(|e| &e.row))?;
+    Some((
+        row.key.tenant.as_str(),
+        row.key.vendor.as_str(),
+        row.key.vendor_call_id.as_str(),
+    ))
 }
 
 fn retryable(e: &tokio_postgres::Error) -> bool {

@@ -23,6 +23,8 @@ use rusqlite::{params, Connection, OptionalExtension, MAIN_DB};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::liveness::Beat;
+
 use super::owner::{self, Owner};
 use super::*;
 
@@ -234,13 +236,19 @@ where
         }
     }
 
-    fn complete(mut self: Box<Self>, committed: Result<()>) {
-        let value = match (committed, self.value.take()) {
+    fn complete(self: Box<Self>, committed: Result<()>) {
+        let Op {
+            run, value, reply, ..
+        } = *self;
+        // What the write held (a unit of work's states and payloads) is let go before the
+        // waiter wakes: it may then take back a state it shares without copying it.
+        drop(run);
+        let value = match (committed, value) {
             (Ok(()), Some(v)) => v,
             (Err(e), _) => Err(e),
             (Ok(()), None) => Err(StoreError::Backend("write was not applied".into())),
         };
-        if let Some(reply) = self.reply.take() {
+        if let Some(reply) = reply {
             let _ = reply.send(value);
         }
     }
@@ -350,7 +358,7 @@ impl Space {
         }
         let mut bytes = 0;
         let mut row = |w: &CallWrite| {
-            bytes += w.state.as_ref().map_or(0, json_len) + 256;
+            bytes += w.state.as_deref().map_or(0, json_len) + 256;
             bytes += w
                 .attached
                 .iter()
@@ -403,6 +411,8 @@ pub struct SqliteStore {
     space: Arc<Space>,
     writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer's last turn (it turns at least every [`FOREIGN_POLL`] while it lives).
+    writer_beat: Arc<Beat>,
     readers: Mutex<Vec<Connection>>,
     pub changes: Arc<ChangeFeed>,
     stop: Arc<AtomicBool>,
@@ -474,9 +484,11 @@ impl SqliteStore {
         let writer_changes = changes.clone();
         let max = group_commit_max.max(1);
         let writer_space = space.clone();
+        let writer_beat = Arc::new(Beat::default());
+        let beat = writer_beat.clone();
         let writer_thread = std::thread::Builder::new()
             .name("ivrgate-writer".into())
-            .spawn(move || writer_loop(conn, rx, max, writer_changes, writer_space))
+            .spawn(move || writer_loop(conn, rx, max, writer_changes, writer_space, &beat))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path,
@@ -486,6 +498,7 @@ impl SqliteStore {
             space,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(writer_thread)),
+            writer_beat,
             readers: Mutex::new(Vec::new()),
             changes,
             stop,
@@ -1813,6 +1826,7 @@ fn writer_loop(
     max: usize,
     changes: Arc<ChangeFeed>,
     space: Arc<Space>,
+    beat: &Beat,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     // `data_version` on this connection changes only when another connection (another
@@ -1825,6 +1839,7 @@ fn writer_loop(
     let mut synchronous_full = true;
     let mut batch: Vec<Job> = Vec::with_capacity(max);
     loop {
+        beat.beat();
         let first = match rx.recv_timeout(FOREIGN_POLL) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
@@ -1929,6 +1944,10 @@ fn run_batch(conn: &Connection, batch: &mut [Job], space: &Space) -> Result<()> 
 impl Backend for SqliteStore {
     fn changes(&self) -> &ChangeFeed {
         &self.changes
+    }
+
+    fn writer_beat(&self) -> Option<&Beat> {
+        Some(&self.writer_beat)
     }
 
     fn acquire_lease(

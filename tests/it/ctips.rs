@@ -1,9 +1,11 @@
 //! The Aspect CTIPS adapter end to end: the built `ivrgate` binary against the CTIPS
 //! simulator (`crates/ctips-sim`, strict WCF mode) over loopback HTTP. Startup order, golden
-//! requests, every request valid against the XSDs written from WIRE.md, RouteRequest →
-//! decision → RouteSelect, the command API, heartbeats lost and the next server, SIGTERM's
-//! goodbye, two processes on one store (one session, SIGKILL take-over, a command sent to the
-//! non-holder, per-entity sequences gapless across the kill) and SIGHUP with a new server list.
+//! requests, no request faulted by the strict simulator and every one valid against the XSDs
+//! written from WIRE.md, RouteRequest → decision → RouteSelect, the command API, heartbeats
+//! lost and the next server, the primary killed (runtime filters restored, the gap
+//! reconciled), SIGTERM's goodbye, two processes on one store (one session, SIGKILL take-over
+//! within the lease plus two intervals, a command sent to the non-holder, every acknowledged
+//! event delivered with gapless per-entity sequences) and SIGHUP with a new server list.
 //! Every wait is bounded; every spawned process is killed on every path.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -206,6 +208,21 @@ fn run_python(script: &str, args: &[PathBuf]) -> (bool, String) {
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
     )
+}
+
+/// No request was faulted by the strict simulator (WCF's reading of WIRE.md: order,
+/// namespaces, required members, enum names, operation and SOAPAction).
+fn assert_no_faults(sim: &Sim) {
+    let faulted: Vec<(String, Option<String>)> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.fault.is_some())
+        .map(|r| (r.op, r.fault))
+        .collect();
+    assert!(
+        faulted.is_empty(),
+        "the strict simulator faulted {faulted:?}"
+    );
 }
 
 /// Every request the simulator got is valid against the XSDs (lxml).
@@ -541,6 +558,7 @@ async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary()
     );
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     validate_requests(&sim, dir);
+    assert_no_faults(&sim);
     validate_hooks(&hooks, dir);
     assert!(assert_gapless(&hooks) >= 3);
 }
@@ -632,6 +650,18 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
         .filter(|c| c.op == "PublishCTIEvent" && c.ok)
         .map(|c| (c.event.unwrap_or_default(), c.call_id))
         .collect();
+    // Up to the kill, one session was ever opened: the other process never held one too.
+    let opened = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.op == "OpenConnection")
+        .map(|r| (r.status, r.fault))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        opened,
+        [(200, None)],
+        "two processes never hold two sessions"
+    );
     let killed_at = std::time::SystemTime::now();
     holder.sigkill();
     let other_port = other.port;
@@ -724,6 +754,7 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     assert_gapless(&hooks);
     validate_requests(&sim, dir);
+    assert_no_faults(&sim);
 }
 
 /// RouteSelect goes out before RouteTimeout whether the customer answers, is slow, answers
@@ -1152,16 +1183,54 @@ async fn primary_killed_backup_restores_runtime_filters_and_reconciles_the_gap()
     exits(&mut daemon).await;
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     assert!(assert_gapless(&hooks) >= 4);
-    let faulted: Vec<_> = sim
-        .requests()
-        .into_iter()
-        .filter(|r| r.fault.is_some())
-        .map(|r| (r.op, r.fault))
-        .collect();
-    assert!(
-        faulted.is_empty(),
-        "the strict simulator faulted {faulted:?}"
-    );
+    assert_no_faults(&sim);
     validate_requests(&sim, dir);
     validate_hooks(&hooks, dir);
+}
+
+/// A callback naming an epoch this instance does not hold is refused with a fault, and the
+/// operation its body names never becomes a metrics label: each name would be a new series
+/// on `/metrics` (finding F5 of the `ctips` fuzz target; its input is the fixture).
+#[tokio::test]
+async fn a_stale_callback_names_no_metrics_label_from_its_body() {
+    let input = std::fs::read_to_string(
+        root().join("tests/fixtures/fuzz/ctips/stale-callback-names-its-operation"),
+    )
+    .expect("fixture");
+    let mut lines = input.splitn(3, '\n');
+    let (content_type, epoch, body) = (
+        lines.next().expect("content type"),
+        lines.next().expect("epoch"),
+        lines.next().expect("body"),
+    );
+    let rx = Receiver::start().await;
+    // Nothing listens there: the connector never holds a session, so every epoch is stale.
+    let server = format!("http://127.0.0.1:{}/CTIPortalService", free_port());
+    let gw = Gateway::start(
+        &rx.url("/hook"),
+        &format!(
+            "[tenants.ctips]\nservers = [\"{server}\"]\nusername = \"ivrgate\"\n\
+             password = \"pw\"\ncallback_token = \"{TOKEN}\"\n"
+        ),
+    )
+    .await;
+    let path = format!("/ctips/acme/{TOKEN}/{epoch}");
+    for body in [body.to_owned(), body.replace("Anything", "Op-0123456789")] {
+        let (status, _, answer) = gw.post(&path, content_type, body).await;
+        assert_eq!(status, 500, "{answer}");
+        assert!(answer.contains("InvalidSessionId"), "{answer}");
+    }
+    let (status, metrics) = gw.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        !metrics.contains("Anything") && !metrics.contains("Op-0123456789"),
+        "a metrics label names what the request chose:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ivrgate_requests_total{adapter="ctips",method="unknown",outcome="stale"} 2"#
+        ),
+        "{metrics}"
+    );
+    gw.stop().await;
 }

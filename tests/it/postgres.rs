@@ -153,3 +153,77 @@ async fn serve_migrates_once_and_refuses_an_incompatible_schema() {
     assert!(text.contains("incompatible"), "{text}");
     db.drop_db().await;
 }
+
+/// `ivrgate move-store` through the binary: a CDR acknowledged by an instance on the
+/// embedded store (its webhook endpoint down) is delivered by an instance on PostgreSQL
+/// after the move; the move is refused while the embedded store is in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_store_carries_a_pending_delivery_to_postgres() {
+    let Some(db) = TestDb::create("it_move").await else {
+        return;
+    };
+    let url = url_of(&db);
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("var");
+    let receiver = Receiver::start().await;
+    let toml = |port: u16, storage: &str, hooks: &str| {
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nstate_dir = \"{}\"\n\n[logging]\nlevel = \"warn\"\n\n\
+             [storage]\nmin_free_bytes = 0\n{storage}\n[[tenants]]\nid = \"acme\"\n\
+             webhook_url = \"{hooks}\"\nwebhook_secret = \"{SECRET}\"\n",
+            state.display()
+        )
+    };
+    let pg_lines = format!("backend = \"postgres\"\nurl = \"{url}\"\npool_size = 4\n");
+    let port = free_port();
+    let mut embedded = Daemon::spawn_with(
+        "embedded",
+        dir.path(),
+        port,
+        &toml(port, "", "http://127.0.0.1:9/hooks"),
+        None,
+    );
+    embedded.ready().await;
+    let (status, _, body) = exchange_post(
+        &embedded.url("/voicenter/acme/cdr"),
+        &crate::process::cdr_body("0002c0ffee00c0ffee00c0ffee00", 7),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let moving = dir.path().join("move.toml");
+    std::fs::write(
+        &moving,
+        toml(free_port(), &pg_lines, &receiver.url("/hooks")),
+    )
+    .expect("write");
+    let moving = moving.to_str().expect("utf-8");
+    let (code, text) = run(&url, &["move-store", "--config", moving]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("stop every instance"), "{text}");
+    embedded.sigkill();
+    let (code, text) = run(&url, &["move-store", "--config", moving]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("1 pending deliveries"), "{text}");
+    let port = free_port();
+    let mut on_pg = Daemon::spawn_with(
+        "on_pg",
+        dir.path(),
+        port,
+        &toml(port, &pg_lines, &receiver.url("/hooks")),
+        None,
+    );
+    on_pg.ready().await;
+    let hook = receiver
+        .next_within(std::time::Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("the moved CDR was not delivered:\n{}", on_pg.log_text()));
+    assert_eq!(hook.json["type"], "call.cdr", "{}", hook.json);
+    assert_eq!(
+        hook.json["data"]["vendor_fields"]["ivruniqueid"],
+        "0002c0ffee00c0ffee00c0ffee00"
+    );
+    assert_eq!(hook.json["data"]["seq"], 1);
+    assert!(hook.verifies());
+    drop(on_pg);
+    db.drop_db().await;
+}

@@ -638,8 +638,24 @@ impl Storage {
 }
 
 /// Runs an `async fn(Backend)` test body on SQLite and on PostgreSQL, as two tests
-/// (`name::sqlite`, `name::postgres`), on a runtime of `workers` threads.
+/// (`name::sqlite`, `name::postgres`), on a runtime of `workers` threads (`current`: the
+/// current-thread runtime of a plain `#[tokio::test]`).
 macro_rules! on_both_backends {
+    (current: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
     ($workers:literal: $($name:ident),* $(,)?) => {
         $(
             mod $name {

@@ -125,6 +125,8 @@ fn every_target_has_a_replay() {
             "voicenter",
             "ptk_soap",
             "soap",
+            "soap_write",
+            "ctips",
             "openscape",
             "command",
             "config",
@@ -168,6 +170,16 @@ fn replay_ptk_soap() {
 #[test]
 fn replay_soap() {
     replay("soap");
+}
+
+#[test]
+fn replay_soap_write() {
+    replay("soap_write");
+}
+
+#[test]
+fn replay_ctips() {
+    replay("ctips");
 }
 
 #[test]
