@@ -92,7 +92,7 @@ async fn serve_migrates_once_and_refuses_an_incompatible_schema() {
     let (code, text) = run(&url, &["check-config", &path, "--online"]);
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.contains("empty: serve creates schema version 1"),
+        text.contains("empty: serve creates schema version 2"),
         "{text}"
     );
     // serve migrates and runs on it: a CDR is acknowledged and reaches the webhook.
@@ -131,7 +131,7 @@ async fn serve_migrates_once_and_refuses_an_incompatible_schema() {
     }
     let (code, text) = run(&url, &["check-config", &path, "--online"]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("schema version 1 (current)"), "{text}");
+    assert!(text.contains("schema version 2 (current)"), "{text}");
     // A later release's contracting migration: this binary refuses to start on it.
     {
         let pool = db.settings.pool().expect("pool");
