@@ -115,6 +115,56 @@ pub struct ServerConfig {
     /// fragment), which connectors give their platform for callbacks: each instance its own,
     /// not the load balancer's. Unset: connectors that need callbacks cannot offer them.
     pub advertise_url: Option<String>,
+    /// TLS on the listener (`[server.tls]`). Unset: the listener speaks plain HTTP, which
+    /// `check-config` warns about on a non-loopback address (fine behind a proxy that
+    /// terminates TLS). Turning it on or off needs a restart; the files are read again on
+    /// every reload, so a renewed certificate is picked up by SIGHUP.
+    pub tls: Option<TlsConfig>,
+}
+
+/// TLS on the listener: rustls, TLS 1.2 and 1.3 with forward-secret AEAD suites only.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain: the server's certificate first, then any
+    /// intermediates. Read at start and again on every reload (SIGHUP): new handshakes use
+    /// the new certificate, open connections keep theirs. A reload whose file cannot be used
+    /// is refused and the running certificate stays.
+    pub cert_file: PathBuf,
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 RSA or SEC1 EC), readable
+    /// by the service user only (`check-config` warns when others may read it). Never logged.
+    pub key_file: PathBuf,
+    /// Mutual TLS: PEM file of the CA certificates a client's certificate must chain to.
+    /// Unset: no client certificate is asked for.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// With `client_ca_file`: `required` (the default) refuses a client without a valid
+    /// certificate; `optional` lets a client without one in, but still refuses an invalid one.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// The oldest TLS version accepted: `"1.2"` (the default) or `"1.3"`. Older versions
+    /// are never accepted.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+/// Whether a client certificate is required when `client_ca_file` is set.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Required,
+    Optional,
+}
+
+/// The oldest TLS version the listener accepts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
 }
 
 impl ServerConfig {
@@ -136,6 +186,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             trusted_proxies: Vec::new(),
             advertise_url: None,
+            tls: None,
         }
     }
 }
@@ -219,6 +270,12 @@ pub struct StorageConfig {
     pub min_free_bytes: u64,
     /// Most transactions committed together in one fsync.
     pub group_commit_max: usize,
+    /// PostgreSQL only: how often this instance renews its row in the registry of live
+    /// instances (database clock).
+    pub heartbeat_ms: u64,
+    /// PostgreSQL only: an instance whose heartbeat is older than this is taken for dead,
+    /// and its delivery, timer and connector leases go to the others at once.
+    pub instance_lapse_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -236,6 +293,8 @@ impl Default for StorageConfig {
             delivered_retention_s: 3 * 24 * 3600,
             min_free_bytes: 256 * 1024 * 1024,
             group_commit_max: 512,
+            heartbeat_ms: 2_000,
+            instance_lapse_ms: 10_000,
         }
     }
 }
@@ -314,6 +373,11 @@ pub struct TenantConfig {
     /// Tried when the decision URL failed, within the same deadline.
     #[serde(default)]
     pub fallback_url: Option<String>,
+    /// PEM file of CA certificates trusted for this tenant's https endpoints (`webhook_url`,
+    /// `decision_url`, `fallback_url`) besides the public roots: a customer whose endpoint
+    /// has a certificate from a private CA. Read at start and on every reload.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// Default deadline for a decision, covering the fallback URL too.
     #[serde(default = "default_decision_deadline_ms")]
     pub decision_deadline_ms: u64,
@@ -530,6 +594,16 @@ impl Config {
                 None
             }
         };
+        // The files are read now (and on every reload), so a certificate that cannot be
+        // used is a configuration error before any port is bound, and refuses a reload.
+        let tls = match self.server.tls.as_ref().map(crate::tls::server_config) {
+            Some(Ok(tls)) => Some(tls),
+            Some(Err(why)) => {
+                problems.push(why);
+                None
+            }
+            None => None,
+        };
         if let Some(url) = &self.server.advertise_url {
             if let Err(why) = check_advertise_url(url) {
                 problems.push(format!("server.advertise_url {why}"));
@@ -724,6 +798,23 @@ impl Config {
                     }
                 }
             }
+            let http = match &tenant.ca_file {
+                None => None,
+                Some(path) => match read_ca_file(path).and_then(|roots| {
+                    crate::core::WebhookClients::new(&roots).map_err(|e| {
+                        format!(
+                            "ca_file {}: cannot build the webhook client: {e}",
+                            path.display()
+                        )
+                    })
+                }) {
+                    Ok(clients) => Some(clients),
+                    Err(why) => {
+                        problems.push(format!("tenant {id}: {why}"));
+                        None
+                    }
+                },
+            };
             let command_token = match tenant.command_token.as_ref().map(Secret::resolve) {
                 Some(Ok(t)) if t.len() >= 16 => Some(t),
                 Some(Ok(_)) => {
@@ -740,6 +831,7 @@ impl Config {
             };
             tenants.push(ResolvedTenant {
                 id: id.clone(),
+                http,
                 settings,
                 command_token,
                 webhook_target,
@@ -778,6 +870,7 @@ impl Config {
                 tenants,
                 admin_token,
                 postgres,
+                tls,
             })
         } else {
             Err(ConfigError::Invalid(problems.join("\n")))
@@ -816,6 +909,7 @@ impl Config {
             shutdown_grace_ms: _,          // read when the drain starts
             trusted_proxies: _,            // per request
             advertise_url: _,              // connectors restart with the new one
+            tls,                           // files and settings per new connection; on/off: restart
         } = server;
         let LoggingConfig {
             format,
@@ -835,6 +929,8 @@ impl Config {
             delivered_retention_s: _, // per purge
             min_free_bytes: _,        // per free-space check
             group_commit_max,
+            heartbeat_ms,
+            instance_lapse_ms,
         } = storage;
         let DeliveryConfig {
             workers,
@@ -865,6 +961,13 @@ impl Config {
                 listen.to_string(),
             );
         }
+        // A listener is TLS or plain: its clients are set up for one of them.
+        let scheme = |tls: &Option<TlsConfig>| if tls.is_some() { "TLS" } else { "plain HTTP" };
+        restart(
+            "server.tls",
+            scheme(&running.server.tls).to_owned(),
+            scheme(tls).to_owned(),
+        );
         restart(
             "state_dir",
             running.state_dir.display().to_string(),
@@ -914,6 +1017,16 @@ impl Config {
             "storage.group_commit_max",
             running.storage.group_commit_max.to_string(),
             group_commit_max.to_string(),
+        );
+        restart(
+            "storage.heartbeat_ms",
+            running.storage.heartbeat_ms.to_string(),
+            heartbeat_ms.to_string(),
+        );
+        restart(
+            "storage.instance_lapse_ms",
+            running.storage.instance_lapse_ms.to_string(),
+            instance_lapse_ms.to_string(),
         );
         restart(
             "delivery.workers",
@@ -1022,6 +1135,21 @@ fn nets<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Vec<IpNe
         .collect()
 }
 
+/// The certificates of a tenant's `ca_file`: at least one.
+fn read_ca_file(path: &Path) -> std::result::Result<Vec<reqwest::Certificate>, String> {
+    let pem =
+        std::fs::read(path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|_| format!("ca_file {}: not a PEM certificate bundle", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "ca_file {}: no PEM certificate (\"-----BEGIN CERTIFICATE-----\") in the file",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
 /// An instance's public base URL: absolute http(s) with a host, and nothing a platform could
 /// leak or mangle (credentials, query, fragment).
 fn check_advertise_url(url: &str) -> std::result::Result<(), String> {
@@ -1061,6 +1189,8 @@ pub struct ResolvedConfig {
     /// The PostgreSQL connection settings, parsed (never connected) when
     /// `storage.backend = "postgres"`.
     pub postgres: Option<crate::store::postgres::PgSettings>,
+    /// The listener's TLS configuration built from `server.tls` (files read), or plain HTTP.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl ResolvedConfig {
@@ -1073,10 +1203,21 @@ impl ResolvedConfig {
         let mut warnings = Vec::new();
         if self.postgres.is_some() {
             warnings.push(
-                "storage.backend = \"postgres\" is not complete in this build: `serve` \
-                 migrates the database's schema and then refuses to start"
+                "storage.backend = \"postgres\": decision and delivery rates, per-endpoint \
+                 concurrency and circuit breakers are kept per instance, so N instances allow a \
+                 tenant up to N times its limits (the outbox quota is shared)"
                     .to_owned(),
             );
+        }
+        let listen = self.raw.listen;
+        match &self.raw.server.tls {
+            None if !listen.ip().is_loopback() => warnings.push(format!(
+                "listen {listen} is not a loopback address and server.tls is not set: \
+                 requests and their credentials travel as plain HTTP; fine behind a proxy \
+                 that terminates TLS, otherwise set [server.tls]"
+            )),
+            None => {}
+            Some(tls) => warnings.extend(crate::tls::key_file_warning(&tls.key_file)),
         }
         let grace = self.raw.server.shutdown_grace_ms;
         let longest = self
@@ -1123,6 +1264,8 @@ pub struct ResolvedTenant {
     /// Each adapter's settings section, parsed (once) by the adapter.
     pub settings: BTreeMap<&'static str, ivrgate_adapter::ParsedSettings>,
     pub command_token: Option<String>,
+    /// The tenant's own webhook clients when it names a `ca_file`; otherwise the gateway's.
+    pub http: Option<crate::core::WebhookClients>,
 }
 
 impl fmt::Debug for ResolvedTenant {

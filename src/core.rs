@@ -77,6 +77,50 @@ impl Runtime {
     }
 }
 
+/// The HTTP clients of customer webhooks: decisions and event deliveries each have their
+/// own pool, so decisions never wait behind deliveries. The gateway's shared pair trusts the
+/// public roots; a tenant with a `ca_file` gets a pair that trusts its CA too.
+#[derive(Clone)]
+pub struct WebhookClients {
+    pub decision: reqwest::Client,
+    pub delivery: reqwest::Client,
+}
+
+impl WebhookClients {
+    /// Builds both clients, trusting `extra_roots` besides the public roots.
+    pub fn new(extra_roots: &[reqwest::Certificate]) -> reqwest::Result<WebhookClients> {
+        // Redirects are not followed: only a 2xx from the configured URL counts, and a
+        // signed POST must not be replayed elsewhere (or turned into a GET). Timeouts are
+        // set per request (the decision's deadline, `delivery.timeout_ms`).
+        let mut decision = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(2));
+        let mut delivery = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(5));
+        for root in extra_roots {
+            decision = decision.add_root_certificate(root.clone());
+            delivery = delivery.add_root_certificate(root.clone());
+        }
+        Ok(WebhookClients {
+            decision: decision.build()?,
+            delivery: delivery.build()?,
+        })
+    }
+}
+
+/// Which try of a decision webhook this is: the decision URL (1), then the fallback URL (2).
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    decision_id: &'a str,
+    call: &'a str,
+    number: u8,
+    of: u8,
+}
+
 pub struct Core {
     pub runtime: ArcSwap<Runtime>,
     pub store: Store,
@@ -114,6 +158,8 @@ pub struct Core {
     pub connectors: crate::connectors::Supervisor,
     /// Adapters beside the built-in ones (tests give one through [`crate::Options`]).
     pub extra_adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    /// The delivery and timer loops' last turns, for the systemd watchdog.
+    pub liveness: crate::liveness::Liveness,
 }
 
 #[derive(Clone)]
@@ -135,20 +181,10 @@ impl Core {
         let delivery = &config.raw.delivery;
         let (failures, open_ms) = (delivery.breaker_failures, delivery.breaker_open_ms);
         let breaker = || Breakers::new(failures, Duration::from_millis(open_ms));
-        // Redirects are not followed: only a 2xx from the configured URL counts, and a
-        // signed POST must not be replayed elsewhere (or turned into a GET).
-        let decision_http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .build()?;
-        let delivery_http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64)
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_millis(delivery.timeout_ms))
-            .build()?;
+        let WebhookClients {
+            decision: decision_http,
+            delivery: delivery_http,
+        } = WebhookClients::new(&[])?;
         // Leases are taken under the store's owner identity, whose liveness other instances
         // can test; the reserve is kept from the first commit on.
         let instance = store.owner_id().to_owned();
@@ -173,6 +209,7 @@ impl Core {
             entity_waiters: std::sync::Mutex::new(HashMap::new()),
             connectors: crate::connectors::Supervisor::default(),
             extra_adapters: Vec::new(),
+            liveness: Default::default(),
         })
     }
 
@@ -191,6 +228,22 @@ impl Core {
                 .copied()
                 .find(|a| a.name() == name)
         })
+    }
+
+    /// The client for a tenant's decision webhooks: its own when it names a `ca_file`.
+    pub fn decision_client<'a>(&'a self, tenant: &'a ResolvedTenant) -> &'a reqwest::Client {
+        tenant
+            .http
+            .as_ref()
+            .map_or(&self.decision_http, |c| &c.decision)
+    }
+
+    /// The client for a tenant's event deliveries: its own when it names a `ca_file`.
+    pub fn delivery_client<'a>(&'a self, tenant: &'a ResolvedTenant) -> &'a reqwest::Client {
+        tenant
+            .http
+            .as_ref()
+            .map_or(&self.delivery_http, |c| &c.delivery)
     }
 
     pub fn endpoint_disabled(&self, tenant: &str) -> bool {
@@ -236,16 +289,28 @@ impl Core {
         &self,
         tenant: &ResolvedTenant,
         decision_id: &str,
+        call: &str,
         body: &[u8],
         deadline: Instant,
         point: &DecisionPoint,
     ) -> Result<(Answer, AnswerSource), FallbackReason> {
+        let of = if tenant.fallback_target.is_some() {
+            2
+        } else {
+            1
+        };
         let asked = async {
+            let first = Attempt {
+                decision_id,
+                call,
+                number: 1,
+                of,
+            };
             match self
                 .ask(
                     tenant,
                     &tenant.decision_target,
-                    decision_id,
+                    &first,
                     body,
                     deadline,
                     point,
@@ -254,11 +319,13 @@ impl Core {
             {
                 Ok(answer) => Ok((answer, AnswerSource::Customer)),
                 Err(reason) => match &tenant.fallback_target {
-                    Some(url) if Instant::now() < deadline => self
-                        .ask(tenant, url, decision_id, body, deadline, point)
-                        .await
-                        .map(|answer| (answer, AnswerSource::FallbackUrl))
-                        .map_err(|_| reason),
+                    Some(url) if Instant::now() < deadline => {
+                        let second = Attempt { number: 2, ..first };
+                        self.ask(tenant, url, &second, body, deadline, point)
+                            .await
+                            .map(|answer| (answer, AnswerSource::FallbackUrl))
+                            .map_err(|_| reason)
+                    }
                     _ => Err(reason),
                 },
             }
@@ -373,7 +440,14 @@ impl Core {
             )
         } else {
             match self
-                .ask_customer(tenant, &decision_id, &body, deadline, point)
+                .ask_customer(
+                    tenant,
+                    &decision_id,
+                    call_id.as_deref().unwrap_or("-"),
+                    &body,
+                    deadline,
+                    point,
+                )
                 .await
             {
                 Ok(answered) => answered,
@@ -542,23 +616,40 @@ impl Core {
         });
     }
 
+    /// One signed POST of a decision to `target` within `deadline`. A failure is logged (WARN
+    /// `decision webhook failed`) with the endpoint (redacted), what went wrong, the
+    /// decision's kind, id and call, and the attempt as "n of N" (the decision URL, then the
+    /// fallback URL).
     async fn ask(
         &self,
         tenant: &ResolvedTenant,
         target: &reqwest::Url,
-        decision_id: &str,
+        attempt: &Attempt<'_>,
         body: &[u8],
         deadline: Instant,
         point: &DecisionPoint,
     ) -> Result<Answer, FallbackReason> {
         let url = target.as_str();
+        let decision_id = attempt.decision_id;
+        let failed = |reason: FallbackReason, error: &str| {
+            tracing::warn!(
+                tenant = %tenant.id, endpoint = %crate::redact::url(url),
+                event_type = %format!("decision.{}", point.kind), decision_id = %decision_id,
+                call = %attempt.call, attempt = %format!("{} of {}", attempt.number, attempt.of),
+                reason = %reason.as_str(), error = %error, "decision webhook failed"
+            );
+            reason
+        };
         if !self.decision_breakers.try_acquire(url) {
-            return Err(FallbackReason::CircuitOpen);
+            return Err(failed(
+                FallbackReason::CircuitOpen,
+                "circuit breaker open after repeated failures; not asked",
+            ));
         }
         let timestamp = crate::clock::to_ms(self.clock.now()) / 1000;
         let signature = signing::signature_header(&tenant.secrets, decision_id, timestamp, body);
         let request = self
-            .decision_http
+            .decision_client(tenant)
             .post(target.clone())
             .header("content-type", "application/json")
             .header("webhook-id", decision_id)
@@ -571,11 +662,16 @@ impl Core {
             let bytes = read_capped(response, MAX_ANSWER_BYTES).await?;
             Ok::<_, reqwest::Error>((status, bytes))
         };
+        let left = deadline.saturating_duration_since(Instant::now());
         let result = tokio::time::timeout_at(deadline.into(), exchange).await;
         let (status, bytes) = match result {
             Err(_) => {
                 self.decision_breakers.failure(url);
-                return Err(FallbackReason::Timeout);
+                let why = format!(
+                    "timeout: no answer within the decision's deadline ({} ms left)",
+                    left.as_millis()
+                );
+                return Err(failed(FallbackReason::Timeout, &why));
             }
             Ok(Err(e)) => {
                 self.decision_breakers.failure(url);
@@ -584,9 +680,8 @@ impl Core {
                 } else {
                     FallbackReason::Connect
                 };
-                // The error's own text carries the URL whole: logged redacted, apart.
-                tracing::debug!(tenant = %tenant.id, url = %crate::redact::url(url), error = %e.without_url(), "decision webhook failed");
-                return Err(reason);
+                // Never the URL: the endpoint is logged redacted, apart.
+                return Err(failed(reason, &crate::failure::describe(&e, left)));
             }
             Ok(Ok(pair)) => pair,
         };
@@ -594,8 +689,10 @@ impl Core {
             if status.is_server_error() {
                 self.decision_breakers.failure(url);
             }
-            tracing::info!(tenant = %tenant.id, status = status.as_u16(), "decision webhook answered non-2xx");
-            return Err(FallbackReason::Status);
+            return Err(failed(
+                FallbackReason::Status,
+                &crate::failure::status(status),
+            ));
         }
         self.decision_breakers.success(url);
         // Customers porting a legacy server may answer with the vendor's own (sometimes
@@ -609,10 +706,7 @@ impl Core {
             })
             .and_then(|v| Answer::from_json(&v))
             .and_then(|a| (point.validate)(&a).map(|()| a));
-        parsed.map_err(|why| {
-            tracing::warn!(tenant = %tenant.id, kind = point.kind, decision_id, reason = %why, "invalid decision answer");
-            FallbackReason::Invalid
-        })
+        parsed.map_err(|why| failed(FallbackReason::Invalid, &format!("invalid answer: {why}")))
     }
 
     /// Logs and counts each vendor field an adapter could not decode in the request's charset

@@ -25,6 +25,8 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
     let freed = Arc::new(Notify::new());
     let mut backlog: Vec<Delivery> = Vec::new();
     while !*shutdown.borrow() {
+        core.liveness.delivery.beat();
+        crate::liveness::test_stall_delivery().await;
         let runtime = core.runtime.load_full();
         let cfg = &runtime.config.raw.delivery;
         if let Ok(rows) = core.store.disabled_endpoints().await {
@@ -201,11 +203,12 @@ async fn deliver(
     let timestamp = clock::to_ms(now) / 1000;
     let signature =
         signing::signature_header(&tenant.secrets, &row.event_id, timestamp, &row.payload);
+    // Per attempt, so a reload applies `delivery.timeout_ms` at once.
+    let timeout = Duration::from_millis(cfg.timeout_ms);
     let result = core
-        .delivery_http
+        .delivery_client(tenant)
         .post(tenant.webhook_target.clone())
-        // Per attempt, so a reload applies `delivery.timeout_ms` at once.
-        .timeout(Duration::from_millis(cfg.timeout_ms))
+        .timeout(timeout)
         .header("content-type", "application/json")
         .header("webhook-id", &row.event_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -217,6 +220,11 @@ async fn deliver(
     drop(slots);
     freed.notify_one();
     let attempts = row.attempts + 1;
+    // What an operator needs to find the event and its endpoint: every failure line says
+    // which endpoint (redacted), which event of which call, and the attempt as "n of N".
+    let endpoint = crate::redact::url(url);
+    let call = row.call_id.as_deref().unwrap_or("-");
+    let attempt = format!("{attempts} of {}", cfg.retry_schedule_s.len() + 1);
     let (error, retry_after) = match result {
         Ok(response) if response.status().is_success() => {
             // Drain (a little of) the body so the connection is reused.
@@ -233,7 +241,11 @@ async fn deliver(
         }
         Ok(response) if response.status().as_u16() == 410 => {
             core.metrics.delivery("gone");
-            tracing::error!(tenant = %tenant.id, url = %crate::redact::url(url), "endpoint answered 410 Gone: disabled until re-enabled through the admin API");
+            tracing::error!(
+                tenant = %tenant.id, endpoint = %endpoint, event_type = %row.event_type,
+                event_id = %row.event_id, call = %call, attempt = %attempt,
+                "endpoint answered 410 Gone: disabled until re-enabled through the admin API"
+            );
             core.disabled_endpoints
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -265,31 +277,32 @@ async fn deliver(
             if status.is_server_error() || status.as_u16() == 429 {
                 core.delivery_breakers.failure(url);
             }
-            (format!("HTTP {}", status.as_u16()), retry_after)
+            (crate::failure::status(status), retry_after)
         }
         Err(e) => {
             core.delivery_breakers.failure(url);
-            let kind = if e.is_timeout() {
-                "timeout"
-            } else if e.is_connect() {
-                "connect error"
-            } else {
-                "request error"
-            };
-            (kind.to_owned(), None)
+            (crate::failure::describe(&e, timeout), None)
         }
     };
     let scheduled = retry::next_delay(&cfg.retry_schedule_s, cfg.jitter_percent, attempts);
     let update = match (scheduled, retry_after) {
         (None, _) => {
             core.metrics.delivery("dead");
-            tracing::error!(tenant = %tenant.id, event_id = %row.event_id, attempts, error = %error, "retry schedule exhausted: event dead-lettered");
+            tracing::error!(
+                tenant = %tenant.id, endpoint = %endpoint, event_type = %row.event_type,
+                event_id = %row.event_id, call = %call, attempt = %attempt, error = %error,
+                "delivery failed and the retry schedule is exhausted: event dead-lettered"
+            );
             DeliveryUpdate::Dead { id: row.id, error }
         }
         (Some(delay), after) => {
             let delay = after.unwrap_or(delay);
             core.metrics.delivery("retry");
-            tracing::warn!(tenant = %tenant.id, event_id = %row.event_id, attempts, error = %error, retry_in_s = delay.as_secs(), "delivery failed; will retry");
+            tracing::warn!(
+                tenant = %tenant.id, endpoint = %endpoint, event_type = %row.event_type,
+                event_id = %row.event_id, call = %call, attempt = %attempt, error = %error,
+                retry_in_s = delay.as_secs(), "delivery failed; will retry"
+            );
             DeliveryUpdate::Retry {
                 id: row.id,
                 next_ms: now_ms + delay.as_millis() as i64,

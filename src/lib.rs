@@ -18,14 +18,18 @@ pub mod connectors;
 pub mod core;
 pub mod delivery;
 pub mod entities;
+pub mod failure;
 pub mod ids;
+pub mod liveness;
 pub mod metrics;
 pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod systemd;
 pub mod timers;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -109,24 +113,21 @@ pub async fn run(
     // on the listener (now and on every reload) see the real address.
     let mut config = config;
     config.raw.listen = listener.local_addr()?;
-    if let Some(pg) = &config.postgres {
-        // The schema is brought to this binary's version (or the start refused) first, so
-        // the operator learns about an incompatible database before anything else.
-        let pool = pg.pool().map_err(anyhow::Error::msg)?;
-        let migrated = store::postgres::migrate(&pool)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        tracing::info!(from = ?migrated.from, to = migrated.to, hosts = %pg.hosts(), "PostgreSQL schema ready");
-        anyhow::bail!(
-            "storage.backend = \"postgres\": the PostgreSQL store's operations are not in this \
-             build yet (only its connection and schema migrations are); use the default \
-             embedded store"
-        );
-    }
-    let store: store::Store = store::sqlite::SqliteStore::open(
-        &config.raw.state_dir,
-        config.raw.storage.group_commit_max,
-    )?;
+    let store: store::Store = match &config.postgres {
+        // Opening migrates the schema to this binary's version (or refuses the start) first,
+        // so the operator learns about an incompatible database before anything else.
+        Some(pg) => {
+            let store = store::postgres::PgStore::start(pg, ids::instance_id())
+                .await
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!(hosts = %pg.hosts(), owner = store.owner_id(), "PostgreSQL store ready");
+            store
+        }
+        None => store::sqlite::SqliteStore::open(
+            &config.raw.state_dir,
+            config.raw.storage.group_commit_max,
+        )?,
+    };
     let metrics = Arc::new(metrics::Metrics::new());
     let mut core = core::Core::new(
         config,
@@ -173,7 +174,25 @@ pub async fn run(
     for worker in workers {
         let _ = worker.await;
     }
-    store.close();
-    tracing::info!("stopped");
+    // What the next start (or another instance on the same store) still has to send.
+    match store.outbox_depth().await {
+        Ok(depth) => {
+            let waiting: u64 = depth.iter().map(|d| d.pending).sum();
+            let dead: u64 = depth.iter().map(|d| d.dead).sum();
+            let by_tenant: Vec<String> = depth
+                .iter()
+                .filter(|d| d.pending > 0)
+                .map(|d| format!("{}={}", d.tenant, d.pending))
+                .collect();
+            tracing::info!(
+                events_waiting = waiting,
+                dead_letters = dead,
+                waiting_by_tenant = %by_tenant.join(","),
+                "stopped; {waiting} event(s) still waiting for delivery"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "stopped; cannot count the events still waiting"),
+    }
+    store.shutdown().await;
     served.map_err(Into::into)
 }

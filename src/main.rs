@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use ivrgate::config::{Config, LogFormat, ResolvedConfig};
 use ivrgate::store::ReplayFilter;
+use ivrgate::systemd;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
@@ -27,7 +28,34 @@ const USAGE: &str = "usage:
   ivrgate serve --config PATH
   ivrgate check-config PATH [--online]
   ivrgate dead-letters --config PATH [--tenant ID]
-  ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]";
+  ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
+  ivrgate reload --pid PID
+  ivrgate move-store --config PATH
+  ivrgate --help | --version";
+
+/// `--help`: the usage, what each command does, and where to read more.
+const HELP: &str = "ivrgate: legacy IVR and contact-center platforms to signed JSON webhooks
+
+commands:
+  serve --config PATH      run the gateway (systemd: Type=notify, SIGHUP reloads, SIGTERM drains)
+  check-config PATH        validate a configuration file (exit 64 when invalid);
+                           --online also asks the PostgreSQL store
+  dead-letters --config PATH [--tenant ID]
+                           list dead-lettered events
+  replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
+                           put dead-lettered (or delivered) events back in the delivery queue
+  move-store --config PATH copy the embedded store in state_dir (pending deliveries, dead
+                           letters, timers, live calls, dedupe answers) into the PostgreSQL
+                           store at storage.url; run it with the service stopped
+  reload --pid PID         ask the running `serve` process PID to reload its configuration
+                           and wait for its verdict: exit 0 when applied, 1 (with every
+                           reason) when refused; the unit's ExecReload
+  --help, -h               this text
+  --version, -V            the version
+
+Every setting: /usr/share/doc/ivrgate/example.toml (config/example.toml in the source).
+Operations (package, systemd, reload, shutdown): /usr/share/doc/ivrgate/operations.md.
+Exit status: 0 success, 1 failure, 64 bad usage or invalid configuration.";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +66,11 @@ fn main() -> ExitCode {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    // `--help` anywhere (`ivrgate serve --help`) asks for help, not for that command.
+    if command == "help" || args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{HELP}\n\n{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     match command {
         "check-config" => {
             let Some(path) = args
@@ -55,9 +88,14 @@ fn main() -> ExitCode {
                         eprintln!("{path}: warning: {warning}");
                     }
                     println!(
-                        "{path}: ok ({} tenant(s), listening on {}, state in {})",
+                        "{path}: ok ({} tenant(s), listening on {} ({}), state in {})",
                         config.tenants.len(),
                         config.raw.listen,
+                        if config.tls.is_some() {
+                            "TLS"
+                        } else {
+                            "plain HTTP"
+                        },
                         config.raw.state_dir.display()
                     );
                     // Plain check-config never connects: a reload must not fail because the
@@ -75,7 +113,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "serve" | "dead-letters" | "replay" => {
+        "serve" | "dead-letters" | "replay" | "move-store" => {
             let Some(path) = flag("--config") else {
                 eprintln!("{USAGE}");
                 return ExitCode::from(EX_CONFIG);
@@ -102,6 +140,7 @@ fn main() -> ExitCode {
             let result = match command {
                 "serve" => runtime.block_on(serve(config, path, log_level)),
                 "dead-letters" => runtime.block_on(dead_letters(config, flag("--tenant"))),
+                "move-store" => runtime.block_on(move_store(config)),
                 _ => runtime.block_on(replay(
                     config,
                     ReplayFilter {
@@ -120,7 +159,26 @@ fn main() -> ExitCode {
                 }
             }
         }
-        "--version" | "version" => {
+        "reload" => {
+            let Some(pid) = flag("--pid").and_then(|p| p.parse::<u32>().ok()) else {
+                eprintln!("{USAGE}");
+                return ExitCode::from(EX_CONFIG);
+            };
+            match systemd::request_reload(pid, Duration::from_secs(60)) {
+                Ok(warnings) => {
+                    for warning in warnings {
+                        eprintln!("warning: {warning}");
+                    }
+                    println!("configuration reloaded");
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("ivrgate reload: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        "--version" | "-V" | "version" => {
             println!("ivrgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
@@ -216,7 +274,20 @@ fn init_logging(config: &ResolvedConfig) -> LogLevel {
 
 async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let listener = tokio::net::TcpListener::bind(config.raw.listen).await?;
+    let listen = config.raw.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => {
+                " (another process listens there: `ss -ltnp` names it; change `listen` or stop it)"
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                " (a port below 1024 needs CAP_NET_BIND_SERVICE)"
+            }
+            _ => "",
+        };
+        tracing::error!(%listen, error = %e, "cannot listen");
+        anyhow::anyhow!("cannot listen on {listen}: {e}{hint}")
+    })?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -248,22 +319,25 @@ async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> an
     for warning in config.warnings() {
         tracing::warn!(%warning, "configuration warning");
     }
-    tracing::info!(listen = %config.raw.listen, state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
+    tracing::info!(listen = %config.raw.listen, tls = config.tls.is_some(), state_dir = %config.raw.state_dir.display(), tenants = config.tenants.len(), "ivrgate starting");
     let run = ivrgate::run(
         config,
         listener,
         shutdown,
         ivrgate::Options::default(),
         move |handle| {
-            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-            if let Some(watchdog_us) = watchdog_usec() {
-                tokio::spawn(async move {
-                    let every = Duration::from_micros(watchdog_us / 2);
-                    loop {
-                        tokio::time::sleep(every).await;
-                        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-                    }
-                });
+            let reload = reloader(handle.clone(), path, log_level);
+            // The listener is bound and the store open: ready.
+            let status = systemd::status_line(&systemd::ready_status(&handle.core));
+            systemd::notify(&[
+                sd_notify::NotifyState::Ready,
+                sd_notify::NotifyState::Status(&status),
+            ]);
+            if let Some(usec) = systemd::watchdog_usec() {
+                systemd::spawn_watchdog(handle.core.clone(), usec, stop_tx.subscribe());
+            }
+            if let Err(e) = systemd::spawn_control(reload.clone()) {
+                tracing::warn!(error = %e, "no control socket: `ivrgate reload` cannot reach this process (SIGHUP still reloads)");
             }
             tokio::spawn(async move {
                 loop {
@@ -271,26 +345,18 @@ async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> an
                         _ = term.recv() => break,
                         _ = tokio::signal::ctrl_c() => break,
                         _ = hup.recv() => {
-                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
-                            // Every setting is either applied or refuses the reload as a whole.
-                            match Config::load(&path).and_then(|new| handle.reload(new)) {
-                                Ok(()) => {
-                                    let running = handle.core.runtime.load();
-                                    log_level.apply(&running.config.raw.logging.level);
-                                    tracing::info!(tenants = running.config.tenants.len(), "configuration reloaded");
-                                    for warning in running.config.warnings() {
-                                        tracing::warn!(%warning, "configuration warning");
-                                    }
-                                }
-                                // One line per problem in the file, one log line for the refusal.
-                                Err(e) => tracing::error!(error = %e.to_string().replace('\n', "; "), "reload refused; keeping the running configuration"),
-                            }
-                            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+                            let reload = reload.clone();
+                            let _ = tokio::task::spawn_blocking(move || reload()).await;
                         }
                     }
                 }
                 tracing::info!("shutting down: finishing in-flight requests");
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+                systemd::notify(&[
+                    sd_notify::NotifyState::Stopping,
+                    sd_notify::NotifyState::Status(
+                        "stopping: finishing in-flight requests and deliveries",
+                    ),
+                ]);
                 let _ = stop_tx.send(true);
             });
         },
@@ -298,20 +364,90 @@ async fn serve(config: ResolvedConfig, path: PathBuf, log_level: LogLevel) -> an
     run.await
 }
 
-/// The watchdog interval systemd asks for, read as libsystemd's `sd_watchdog_enabled` reads
-/// it: `WATCHDOG_USEC`, meant for this process unless `WATCHDOG_PID` names another one.
-fn watchdog_usec() -> Option<u64> {
-    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-    let for_us = match std::env::var("WATCHDOG_PID") {
-        Ok(pid) => pid.parse::<u32>().ok() == Some(std::process::id()),
-        Err(_) => true,
+/// The running daemon's reload (SIGHUP and `ivrgate reload`): reads the file again and applies
+/// it, or refuses it as a whole, telling systemd `RELOADING=1` (with `MONOTONIC_USEC`) before
+/// and `READY=1` after either way. One reload at a time.
+fn reloader(handle: ivrgate::Handle, path: PathBuf, log_level: LogLevel) -> systemd::Reloader {
+    let one_at_a_time = std::sync::Mutex::new(());
+    std::sync::Arc::new(move || {
+        let _turn = one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
+        let status = systemd::status_line(&format!("reloading {}", path.display()));
+        let mut reloading = vec![
+            sd_notify::NotifyState::Reloading,
+            sd_notify::NotifyState::Status(&status),
+        ];
+        reloading.extend(sd_notify::NotifyState::monotonic_usec_now().ok());
+        systemd::notify(&reloading);
+        // Every setting is either applied or refuses the reload as a whole.
+        let verdict = match Config::load(&path).and_then(|new| handle.reload(new)) {
+            Ok(()) => {
+                let running = handle.core.runtime.load();
+                log_level.apply(&running.config.raw.logging.level);
+                tracing::info!(
+                    tenants = running.config.tenants.len(),
+                    "configuration reloaded"
+                );
+                let warnings = running.config.warnings();
+                for warning in &warnings {
+                    tracing::warn!(%warning, "configuration warning");
+                }
+                Ok(warnings)
+            }
+            Err(e) => {
+                // One line per problem in the file, one log line for the refusal.
+                let reasons = e.to_string();
+                tracing::error!(error = %reasons.replace('\n', "; "), "reload refused; keeping the running configuration");
+                Err(reasons)
+            }
+        };
+        let status = systemd::status_line(&match &verdict {
+            Ok(_) => systemd::ready_status(&handle.core),
+            Err(reasons) => format!("reload refused, running configuration kept: {reasons}"),
+        });
+        systemd::notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ]);
+        verdict
+    })
+}
+
+/// The store named by the configuration, for a one-off command: the embedded store, or
+/// PostgreSQL (migrated like `serve` does, registered as a short-lived instance).
+async fn open_store(config: &ResolvedConfig) -> anyhow::Result<ivrgate::store::Store> {
+    Ok(match &config.postgres {
+        Some(pg) => ivrgate::store::postgres::PgStore::start(pg, ivrgate::ids::instance_id())
+            .await
+            .map_err(anyhow::Error::msg)?,
+        None => ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?,
+    })
+}
+
+/// Moves `state_dir`'s embedded store into the configured PostgreSQL database.
+async fn move_store(config: ResolvedConfig) -> anyhow::Result<()> {
+    let Some(pg) = &config.postgres else {
+        anyhow::bail!(
+            "move-store moves state_dir's embedded store into PostgreSQL: the configuration \
+             must say storage.backend = \"postgres\" with its storage.url"
+        );
     };
-    (for_us && usec > 0).then_some(usec)
+    let moved = ivrgate::store::moving::move_embedded_store(&config.raw.state_dir, pg)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "moved {} from {} to PostgreSQL at {}; the embedded store was left as it was",
+        moved,
+        config.raw.state_dir.join("ivrgate.db").display(),
+        pg.hosts()
+    );
+    Ok(())
 }
 
 async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
-    for d in store.dead_letters(tenant, 10_000).await? {
+    let store = open_store(&config).await?;
+    let listed = store.dead_letters(tenant, 10_000).await;
+    store.shutdown().await;
+    for d in listed? {
         println!(
             "{}\t{}\t{}\tattempts={}\t{}",
             d.event_id,
@@ -321,15 +457,14 @@ async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow:
             d.last_error.unwrap_or_default()
         );
     }
-    store.close();
     Ok(())
 }
 
 async fn replay(config: ResolvedConfig, filter: ReplayFilter) -> anyhow::Result<()> {
-    let store = ivrgate::store::sqlite::SqliteStore::open(&config.raw.state_dir, 1)?;
+    let store = open_store(&config).await?;
     let now = ivrgate::clock::to_ms(std::time::SystemTime::now());
-    let n = store.replay(filter, now).await?;
-    println!("{n} event(s) put back in the delivery queue");
-    store.close();
+    let replayed = store.replay(filter, now).await;
+    store.shutdown().await;
+    println!("{} event(s) put back in the delivery queue", replayed?);
     Ok(())
 }

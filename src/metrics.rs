@@ -72,6 +72,7 @@ pub struct Metrics {
     pub connector_restarts: Family<ConnectorLabels, Counter>,
     pub connector_sessions_opened: Family<ConnectorLabels, Gauge>,
     pub connector_heartbeat_age: Family<ConnectorLabels, SecondsGauge>,
+    pub tls_handshake_failures: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -201,6 +202,14 @@ impl Metrics {
             "Seconds since the platform last proved the connector's session alive",
             connector_heartbeat_age.clone(),
         );
+        let tls_handshake_failures = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the listener that failed, by reason (protocol_version, \
+             no_common_cipher, no_client_certificate, bad_client_certificate, plain_http, \
+             timeout, closed, ...)",
+            tls_handshake_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -222,6 +231,7 @@ impl Metrics {
             connector_restarts,
             connector_sessions_opened,
             connector_heartbeat_age,
+            tls_handshake_failures,
         }
     }
 

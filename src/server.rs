@@ -86,33 +86,30 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        // Read per connection, so a reload applies it to the connections that follow.
-        let header_read_timeout = Duration::from_millis(
-            app.core
-                .runtime
-                .load()
-                .config
-                .raw
-                .server
-                .header_read_timeout_ms,
-        );
+        // Read per connection, so a reload applies them to the connections that follow: a
+        // renewed certificate is used by the next handshake, open connections keep theirs.
+        let (header_read_timeout, tls) = {
+            let runtime = app.core.runtime.load();
+            let timeout = Duration::from_millis(runtime.config.raw.server.header_read_timeout_ms);
+            (timeout, runtime.config.tls.clone())
+        };
+        // Watched from now on, so a drain waits for a handshake under way too.
+        let watcher = graceful.watcher();
         let app = app.clone();
-        let service = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            // A connection's read buffer stays small (headers fit; bodies stream through it
-            // into their budgeted buffer), so many connections sending at once cannot each
-            // hold hyper's default ~400 KiB.
-            .max_buf_size(READ_BUFFER_BYTES)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            match tls {
+                None => serve_connection(app, stream, peer, header_read_timeout, watcher).await,
+                Some(tls) => {
+                    // The handshake gets the time a client has for its headers.
+                    let metrics = &app.core.metrics;
+                    match crate::tls::accept(tls, stream, peer, header_read_timeout, metrics).await
+                    {
+                        crate::tls::Accepted::Tls(stream) => {
+                            serve_connection(app, stream, peer, header_read_timeout, watcher).await
+                        }
+                        crate::tls::Accepted::Refused => {}
+                    }
+                }
             }
         });
     }
@@ -149,6 +146,34 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Serves HTTP/1.1 on one connection (plain, or after its TLS handshake) until it closes or
+/// the drain ends it.
+async fn serve_connection<S>(
+    app: Arc<App>,
+    stream: S,
+    peer: SocketAddr,
+    header_read_timeout: Duration,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        // A connection's read buffer stays small (headers fit; bodies stream through it
+        // into their budgeted buffer), so many connections sending at once cannot each
+        // hold hyper's default ~400 KiB.
+        .max_buf_size(READ_BUFFER_BYTES)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(error = %e, %peer, "connection ended with an error");
+    }
 }
 
 /// Headers a request may carry at most once: a second `Host` or `Content-Type` would leave

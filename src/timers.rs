@@ -20,6 +20,7 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() {
             return;
         }
+        core.liveness.timers.beat();
         let now = core.clock.now_ms();
         let due = match core
             .store

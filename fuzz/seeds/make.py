@@ -82,6 +82,8 @@ write("soap", [b"text/xml; charset=utf-8\n" + b for b in ptk + ctips]
       + [b"application/soap+xml\n" + b for b in ptk[:1]] + [b"\n" + b for b in ctips[:1]]
       + [b"text/xml; charset=windows-1255\n<x>\xf9\xec\xe5\xed</x>",
          b"\n<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>", b"\n" + b"<a>" * 40 + b"</a>" * 40])
+# The writer's round trip (split from `soap`, F4): text whose lines become written values.
+write("soap_write", ptk + ctips + ["שלום\n\nx & <y> \"'\r\n\t\x01end".encode()])
 
 osc = [b"text/xml\n\n" + b for b in fixtures("openscape/*.xml")]
 osc += [

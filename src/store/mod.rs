@@ -7,10 +7,13 @@
 //! loses nor double-sends them beyond at-least-once; connectors run under a lease with a
 //! fencing epoch ([`Backend::acquire_lease`]), so one instance among those sharing the store
 //! runs each. [`Backend`] is the one interface the
-//! core uses; the embedded backend is SQLite ([`sqlite::SqliteStore`]), and PostgreSQL will
-//! implement the same operations (claims with `FOR UPDATE SKIP LOCKED`, the change feed from
-//! `LISTEN/NOTIFY`).
+//! core uses; the embedded backend is SQLite ([`sqlite::SqliteStore`]), and PostgreSQL
+//! ([`postgres::PgStore`]) implements the same operations for several instances sharing one
+//! database (claims with `FOR UPDATE SKIP LOCKED`, the change feed from `LISTEN/NOTIFY`).
 
+#[cfg(test)]
+mod conformance;
+pub mod moving;
 pub mod owner;
 pub mod postgres;
 pub mod schema;
@@ -177,6 +180,8 @@ pub struct Delivery {
     pub event_id: String,
     pub tenant: String,
     pub event_type: String,
+    /// The ivrgate call the event belongs to (none for events of no call), for log lines.
+    pub call_id: Option<String>,
     pub payload: bytes::Bytes,
     pub attempts: u32,
     pub created_at_ms: i64,
@@ -300,6 +305,12 @@ pub trait Backend: Send + Sync + 'static {
     fn changes(&self) -> &ChangeFeed;
     /// Finishes queued writes and closes; later calls fail with [`StoreError::Closed`].
     fn close(&self);
+    /// [`Backend::close`], then gives this process's claims back and leaves the registry of
+    /// live instances, so others take its work at once (the end of a graceful stop).
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        self.close();
+        Box::pin(async {})
+    }
     /// The lease owner this process writes into its claims (deliveries, timers).
     fn owner_id(&self) -> &str;
     /// Finds lease owners whose process is gone (their liveness proof lapsed) and frees their
@@ -312,6 +323,11 @@ pub trait Backend: Send + Sync + 'static {
     /// Whether the last unit of work that would add rows was refused for want of space.
     fn storage_full(&self) -> bool {
         false
+    }
+    /// The last turn of the thread that writes, where the backend has one (the embedded
+    /// store's writer), for the systemd watchdog.
+    fn writer_beat(&self) -> Option<&crate::liveness::Beat> {
+        None
     }
     /// Whether the store answers (readiness).
     fn ping(&self) -> BoxFuture<'_, Result<()>>;

@@ -98,6 +98,26 @@ pub fn is_dead(state_dir: &Path, id: &str) -> io::Result<bool> {
     file.try_lock_exclusive()
 }
 
+/// Owners under `state_dir` whose lock is held: a process is using the store.
+pub fn live_owners(state_dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match std::fs::read_dir(owners_dir(state_dir)) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut live = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name();
+        if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".lock")) {
+            if !is_dead(state_dir, id)? {
+                live.push(id.to_owned());
+            }
+        }
+    }
+    live.sort();
+    Ok(live)
+}
+
 /// Owners under `state_dir`, other than `me`, whose lock can be taken: their process is gone.
 pub fn dead_owners(state_dir: &Path, me: &str) -> io::Result<Vec<DeadOwner>> {
     let dir = owners_dir(state_dir);

@@ -1,6 +1,8 @@
-//! The PostgreSQL store: connection settings, the pool, TLS (rustls only) and the schema
-//! migrations kept in `migrations/postgres/`, applied at start under an advisory lock so
-//! several instances starting at once migrate once.
+//! The PostgreSQL store, for several instances sharing one database: connection settings,
+//! the pool, TLS (rustls only), the schema migrations kept in `migrations/postgres/`
+//! (applied at start under an advisory lock, so several instances starting at once migrate
+//! once), the registry of live instances with heartbeats, and every [`super::Backend`]
+//! operation ([`PgStore`]) with the meaning the embedded store gives it.
 //!
 //! Driver: tokio-postgres with deadpool-postgres. It runs on the tokio runtime ivrgate
 //! already uses, follows several hosts in one URL (`target_session_attrs=read-write` finds the
@@ -53,6 +55,12 @@ pub struct PgSettings {
     pub connect_timeout: Duration,
     pub statement_timeout: Duration,
     pub tls_ca_file: Option<PathBuf>,
+    /// Most units of work committed together in one transaction.
+    pub group_commit_max: usize,
+    /// How often this instance renews its heartbeat.
+    pub heartbeat: Duration,
+    /// A heartbeat older than this marks its instance dead.
+    pub lapse: Duration,
 }
 
 impl fmt::Debug for PgSettings {
@@ -86,6 +94,13 @@ impl PgSettings {
         if storage.pool_size == 0 {
             return Err("storage.pool_size must be greater than 0".to_owned());
         }
+        if storage.heartbeat_ms == 0 || storage.instance_lapse_ms < 2 * storage.heartbeat_ms {
+            return Err(
+                "storage.heartbeat_ms must be greater than 0 and storage.instance_lapse_ms at \
+                 least twice it (one late heartbeat must not mark a live instance dead)"
+                    .to_owned(),
+            );
+        }
         if storage.connect_timeout_ms == 0 || storage.statement_timeout_ms == 0 {
             return Err(
                 "storage.connect_timeout_ms and storage.statement_timeout_ms must be greater than 0"
@@ -98,6 +113,9 @@ impl PgSettings {
             connect_timeout: Duration::from_millis(storage.connect_timeout_ms),
             statement_timeout: Duration::from_millis(storage.statement_timeout_ms),
             tls_ca_file: storage.tls_ca_file.clone(),
+            group_commit_max: storage.group_commit_max.max(1),
+            heartbeat: Duration::from_millis(storage.heartbeat_ms),
+            lapse: Duration::from_millis(storage.instance_lapse_ms),
         };
         tls(settings.tls_ca_file.as_deref())?;
         Ok(Some(settings))
@@ -339,18 +357,38 @@ async fn migrate_locked(client: &mut tokio_postgres::Client) -> Result<Migrated,
 /// times come from it, never from a host's clock (hosts' clocks drift apart).
 const DB_NOW_MS: &str = "(extract(epoch from now()) * 1000)::bigint";
 
-/// The PostgreSQL store, so far its instance registry and connector leases (the rest of
-/// [`super::Backend`] follows). Opening it migrates the schema and registers this process
-/// as a live instance; its heartbeat keeps it live.
+/// The PostgreSQL store: every [`super::Backend`] operation, with the meaning the embedded
+/// store gives it. Opening it migrates the schema, registers this process as a live instance
+/// and starts its writer; [`PgStore::start`] also keeps the heartbeat and the change feed.
+///
+/// Units of work go through one writer task per instance, in the order they were queued:
+/// whatever is queued while a transaction runs is committed together in the next one (group
+/// commit: one round of WAL flush for many units of work, each under its own savepoint), so
+/// a write queued with [`super::Backend::commit_queued`] commits before any write this
+/// instance queues after it. Units of work of several instances meet in the database: the
+/// version guard on each call row, unique keys on dedupe answers and aliases decide.
 pub struct PgStore {
     pool: Pool,
     owner_id: String,
     /// An instance whose heartbeat is older than this is dead: its leases are taken at once.
     lapse: Duration,
+    changes: Arc<super::ChangeFeed>,
+    writer: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Job>>>,
+    writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The heartbeat and the change feed, stopped on close.
+    background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    listener: std::sync::Mutex<Option<ChangeListener>>,
 }
 
+/// How often a live instance renews its heartbeat, by default (`storage.heartbeat_ms`).
+pub const HEARTBEAT: Duration = Duration::from_secs(2);
+/// A heartbeat older than this marks its instance dead, by default
+/// (`storage.instance_lapse_ms`).
+pub const LAPSE: Duration = Duration::from_secs(10);
+
 impl PgStore {
-    /// Migrates (or refuses) the schema and registers `owner_id` as a live instance.
+    /// Migrates (or refuses) the schema, registers `owner_id` as a live instance and starts
+    /// the writer. Neither heartbeat nor change feed run: see [`PgStore::start`].
     pub async fn open(
         settings: &PgSettings,
         owner_id: String,
@@ -358,13 +396,90 @@ impl PgStore {
     ) -> Result<PgStore, String> {
         let pool = settings.pool()?;
         migrate(&pool).await?;
+        let changes = Arc::new(super::ChangeFeed::default());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer_task = tokio::spawn(writer_loop(
+            pool.clone(),
+            rx,
+            settings.group_commit_max.max(1),
+            owner_id.clone(),
+            changes.clone(),
+        ));
         let store = PgStore {
             pool,
             owner_id,
             lapse,
+            changes,
+            writer: std::sync::Mutex::new(Some(tx)),
+            writer_task: std::sync::Mutex::new(Some(writer_task)),
+            background: std::sync::Mutex::new(Vec::new()),
+            listener: std::sync::Mutex::new(None),
         };
         store.heartbeat().await.map_err(|e| e.to_string())?;
         Ok(store)
+    }
+
+    /// [`PgStore::open`] for serving: also renews the heartbeat every `settings.heartbeat`
+    /// and feeds [`super::ChangeFeed`] from `LISTEN/NOTIFY` (with catch-up after a reconnect).
+    pub async fn start(settings: &PgSettings, owner_id: String) -> Result<Arc<PgStore>, String> {
+        let store = Arc::new(PgStore::open(settings, owner_id, settings.lapse).await?);
+        let every = settings.heartbeat;
+        let listener =
+            ChangeListener::start(settings, store.owner_id.clone(), store.changes.clone())?;
+        *lock(&store.listener) = Some(listener);
+        let weak = Arc::downgrade(&store);
+        let heartbeat = tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(store) = weak.upgrade() else { return };
+                match store.heartbeat().await {
+                    Ok(()) if failing => {
+                        failing = false;
+                        tracing::info!("PostgreSQL heartbeat renewed again");
+                    }
+                    Ok(()) => {}
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::error!(error = %e, "cannot renew the PostgreSQL heartbeat: other instances take this one's claims once it lapses");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+        lock(&store.background).push(heartbeat);
+        Ok(store)
+    }
+
+    /// Stops taking writes, commits what is queued, gives this instance's claims back and
+    /// leaves the registry, so other instances take its work at once.
+    pub async fn shutdown(&self) {
+        lock(&self.writer).take();
+        let writer = lock(&self.writer_task).take();
+        if let Some(writer) = writer {
+            let _ = writer.await;
+        }
+        for task in lock(&self.background).drain(..) {
+            task.abort();
+        }
+        lock(&self.listener).take();
+        let owners = vec![self.owner_id.clone()];
+        let freed = async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_err)?;
+            free_claims(&tx, &owners).await?;
+            tx.commit().await.map_err(db_err)
+        }
+        .await;
+        if let Err(e) = freed {
+            tracing::warn!(error = %e, "cannot give this instance's claims back; they lapse with its heartbeat");
+        }
+        let _ = self.deregister().await;
+    }
+
+    /// Stops taking writes (what is queued still commits); see [`PgStore::shutdown`].
+    pub fn close(&self) {
+        lock(&self.writer).take();
     }
 
     pub fn owner_id(&self) -> &str {
@@ -566,7 +681,7 @@ impl PgStore {
                      ORDER BY next_attempt_ms, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
                      UPDATE outbox o SET lease_owner = $4, lease_until_ms = {DB_NOW_MS} + $5 \
                      FROM due WHERE o.id = due.id RETURNING o.id, o.event_id, o.tenant, \
-                     o.event_type, o.payload, o.attempts, o.created_at_ms, o.next_attempt_ms"
+                     o.event_type, o.payload, o.attempts, o.created_at_ms, o.next_attempt_ms, o.call_id"
                 ),
                 &[
                     &now_ms,
@@ -591,6 +706,7 @@ impl PgStore {
                         payload: r.get::<_, Vec<u8>>(4).into(),
                         attempts: r.get::<_, i32>(5).max(0) as u32,
                         created_at_ms: r.get(6),
+                        call_id: r.get(8),
                     },
                 )
             })
@@ -684,17 +800,16 @@ impl PgStore {
             .map_err(db_err)?;
         let dead: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if !dead.is_empty() {
-            for sql in [
-                "UPDATE outbox SET lease_owner = NULL, lease_until_ms = 0 \
-                 WHERE lease_owner = ANY($1) AND status = 0",
-                "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ANY($1)",
-                "UPDATE leases SET holder = NULL, until_ms = 0 WHERE holder = ANY($1)",
-                "DELETE FROM instances WHERE owner_id = ANY($1)",
-            ] {
-                tx.execute(sql, &[&dead]).await.map_err(db_err)?;
-            }
+            free_claims(&tx, &dead).await?;
+            tx.execute("DELETE FROM instances WHERE owner_id = ANY($1)", &[&dead])
+                .await
+                .map_err(db_err)?;
         }
         tx.commit().await.map_err(db_err)?;
+        if !dead.is_empty() {
+            self.changes.outbox.notify_one();
+            self.changes.timers.notify_one();
+        }
         Ok(dead)
     }
 }
@@ -1074,6 +1189,901 @@ impl PgStore {
     }
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Makes every delivery and timer leased to one of `owners` due for claiming again, and
+/// releases their connector leases.
+async fn free_claims(
+    tx: &deadpool_postgres::Transaction<'_>,
+    owners: &[String],
+) -> super::Result<()> {
+    for sql in [
+        "UPDATE outbox SET lease_owner = NULL, lease_until_ms = 0 \
+         WHERE lease_owner = ANY($1) AND status = 0",
+        "UPDATE timers SET lease_owner = NULL, lease_until_ms = 0 WHERE lease_owner = ANY($1)",
+        "UPDATE leases SET holder = NULL, until_ms = 0 WHERE holder = ANY($1)",
+    ] {
+        tx.execute(sql, &[&owners]).await.map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// A unit of work waiting for the writer.
+struct Job {
+    uow: super::UnitOfWork,
+    /// Nobody acknowledges it: it may wait briefly for company, and a batch of such writes
+    /// only commits without waiting for its WAL flush (the next durable commit's flush
+    /// covers it: PostgreSQL flushes the WAL in order).
+    lazy: bool,
+    reply: tokio::sync::oneshot::Sender<super::Result<super::CommitOutcome>>,
+}
+
+/// How long writes nobody waits on may wait for others to share their commit.
+const LAZY_WINDOW: Duration = Duration::from_millis(2);
+
+/// How often one unit of work is tried again within its batch when the database chose it
+/// as a deadlock victim (two instances' batches locking the same calls in another order).
+const DEADLOCK_RETRIES: usize = 3;
+
+impl PgStore {
+    /// [`super::Backend::commit`]: one unit of work, committed with `synchronous_commit =
+    /// on` (flushed before this returns), or why not.
+    pub async fn commit(&self, uow: super::UnitOfWork) -> super::Result<super::CommitOutcome> {
+        self.queue_uow(uow, false).await
+    }
+
+    /// [`super::Backend::commit_queued`]: queued before this returns, so this instance's
+    /// later writes commit after it.
+    pub fn commit_queued(
+        &self,
+        uow: super::UnitOfWork,
+    ) -> impl std::future::Future<Output = super::Result<super::CommitOutcome>> + Send + 'static
+    {
+        self.queue_uow(uow, true)
+    }
+
+    fn queue_uow(
+        &self,
+        uow: super::UnitOfWork,
+        lazy: bool,
+    ) -> impl std::future::Future<Output = super::Result<super::CommitOutcome>> + Send + 'static
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = match lock(&self.writer).as_ref() {
+            Some(writer) => writer.send(Job { uow, lazy, reply }).is_ok(),
+            None => false,
+        };
+        async move {
+            if !sent {
+                return Err(super::StoreError::Closed);
+            }
+            answer.await.map_err(|_| super::StoreError::Closed)?
+        }
+    }
+}
+
+async fn writer_loop(
+    pool: Pool,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    max: usize,
+    owner_id: String,
+    changes: Arc<super::ChangeFeed>,
+) {
+    let mut batch: Vec<Job> = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // Writes nobody waits on give others a moment to join them, unless a durable one
+        // (an acknowledgement waits on it) arrives.
+        if batch.iter().all(|j| j.lazy) {
+            let until = tokio::time::Instant::now() + LAZY_WINDOW;
+            while batch.len() < max {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(job)) => {
+                        let durable = !job.lazy;
+                        batch.push(job);
+                        if durable {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let uows: Vec<&super::UnitOfWork> = batch.iter().map(|j| &j.uow).collect();
+        let durable = batch.iter().any(|j| !j.lazy);
+        let results = run_batch(&pool, &uows, durable, &owner_id).await;
+        let outbox = match &results {
+            Ok(outcomes) => outcomes.iter().zip(&uows).any(|(o, u)| {
+                matches!(o, Ok(super::CommitOutcome::Committed { .. })) && u.event_count() > 0
+            }),
+            Err(_) => false,
+        };
+        match results {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+        if outbox {
+            changes.outbox.notify_one();
+        }
+    }
+}
+
+/// Runs a batch in one transaction, each unit of work under its own savepoint (a refusal or
+/// an error rolls back only its own writes). The pending-event counters are moved once per
+/// tenant at the end, so their rows stay locked only for the commit; a `NOTIFY` tells other
+/// instances what changed. `Err` when the transaction itself failed: nothing committed.
+async fn run_batch(
+    pool: &Pool,
+    uows: &[&super::UnitOfWork],
+    durable: bool,
+    owner_id: &str,
+) -> super::Result<Vec<super::Result<super::CommitOutcome>>> {
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e))))?;
+    let tx = client.transaction().await.map_err(db_err)?;
+    if !durable {
+        tx.batch_execute("SET LOCAL synchronous_commit = off")
+            .await
+            .map_err(db_err)?;
+    }
+    let mut counters = Counters::default();
+    let mut outcomes: Vec<Option<super::Result<super::CommitOutcome>>> = vec![None; uows.len()];
+    let (mut outbox, mut timers, mut rows) = (false, false, false);
+    // Rows are locked in one order by every instance (the call's key; a stable sort keeps
+    // this instance's writes to one call in the order they were queued), so two instances'
+    // batches touching the same calls wait on each other instead of deadlocking.
+    let mut order: Vec<usize> = (0..uows.len()).collect();
+    order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
+    for at in order {
+        let uow = uows[at];
+        let mut tries = 0;
+        let outcome = loop {
+            tx.batch_execute("SAVEPOINT uow").await.map_err(db_err)?;
+            let mut delta = Counters::default();
+            let applied = apply_uow(&tx, uow, &counters, &mut delta).await;
+            match applied {
+                Ok(super::CommitOutcome::Committed { seqs }) => {
+                    tx.batch_execute("RELEASE uow").await.map_err(db_err)?;
+                    counters.absorb(delta);
+                    outbox |= uow.event_count() > 0;
+                    timers |= !uow.timers.is_empty();
+                    rows = true;
+                    break Ok(super::CommitOutcome::Committed { seqs });
+                }
+                other => {
+                    tx.batch_execute("ROLLBACK TO uow; RELEASE uow")
+                        .await
+                        .map_err(db_err)?;
+                    match other {
+                        Err(ApplyError::Db(e)) if retryable(&e) && tries < DEADLOCK_RETRIES => {
+                            tries += 1;
+                            continue;
+                        }
+                        Err(e) => break Err(e.into_store()),
+                        Ok(refused) => break Ok(refused),
+                    }
+                }
+            }
+        };
+        outcomes[at] = Some(outcome);
+    }
+    for (tenant, delta) in counters.deltas() {
+        tx.execute(
+            "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, GREATEST($2::bigint, 0)) \
+             ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending + $2::bigint, 0)",
+            &[&tenant, &delta],
+        )
+        .await
+        .map_err(db_err)?;
+    }
+    for (changed, what) in [(outbox, "outbox"), (timers, "timers"), (rows, "rows")] {
+        if changed {
+            tx.execute(NOTIFY_SQL, &[&format!("{owner_id}:{what}")])
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok(outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| Err(super::StoreError::Backend("write was not applied".into())))
+        })
+        .collect())
+}
+
+/// The row a unit of work locks first: its call's (or first entity's) key.
+fn lock_key(uow: &super::UnitOfWork) -> Option<(&str, &str, &str)> {
+    let row = uow
+        .call
+        .as_ref()
+        .or_else(|| uow.entities.first().map(|e| &e.row))?;
+    Some((
+        row.key.tenant.as_str(),
+        row.key.vendor.as_str(),
+        row.key.vendor_call_id.as_str(),
+    ))
+}
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+enum ApplyError {
+    Db(tokio_postgres::Error),
+    Other(super::StoreError),
+}
+
+impl ApplyError {
+    fn into_store(self) -> super::StoreError {
+        match self {
+            ApplyError::Db(e) => db_err(e),
+            ApplyError::Other(e) => e,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for ApplyError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        ApplyError::Db(e)
+    }
+}
+
+/// Pending-event counters within a batch: the stored value as read (for quotas) and what
+/// the batch's committed units of work add.
+#[derive(Default)]
+struct Counters {
+    read: std::collections::HashMap<String, i64>,
+    delta: std::collections::HashMap<String, i64>,
+}
+
+impl Counters {
+    fn absorb(&mut self, other: Counters) {
+        for (tenant, pending) in other.read {
+            self.read.entry(tenant).or_insert(pending);
+        }
+        for (tenant, delta) in other.delta {
+            *self.delta.entry(tenant).or_insert(0) += delta;
+        }
+    }
+
+    fn deltas(&self) -> Vec<(String, i64)> {
+        let mut all: Vec<(String, i64)> = self
+            .delta
+            .iter()
+            .filter(|(_, d)| **d != 0)
+            .map(|(t, d)| (t.clone(), *d))
+            .collect();
+        // One order for every instance: two batches never wait on each other's counters.
+        all.sort();
+        all
+    }
+}
+
+/// Applies one unit of work inside the batch's transaction (its savepoint is the caller's).
+/// The resend key is claimed first, so of two instances given the same resend at once one
+/// records it and the other answers with its stored answer.
+async fn apply_uow(
+    tx: &deadpool_postgres::Transaction<'_>,
+    uow: &super::UnitOfWork,
+    batch: &Counters,
+    mine: &mut Counters,
+) -> Result<super::CommitOutcome, ApplyError> {
+    use super::CommitOutcome;
+    if let Some(dedup) = &uow.dedup {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, key_hash) DO UPDATE SET \
+                 expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
+                 content_type = excluded.content_type, body = excluded.body \
+                 WHERE dedup.expires_at_ms <= $7 RETURNING 1",
+            )
+            .await?;
+        let claimed = tx
+            .query_opt(
+                &stmt,
+                &[
+                    &uow.tenant,
+                    &&dedup.key_hash[..],
+                    &dedup.expires_at_ms,
+                    &i32::from(dedup.response.status),
+                    &dedup.response.content_type,
+                    &dedup.response.body,
+                    &uow.now_ms,
+                ],
+            )
+            .await?;
+        if claimed.is_none() {
+            let stmt = tx
+                .prepare_cached(
+                    "SELECT status, content_type, body FROM dedup \
+                     WHERE tenant = $1 AND key_hash = $2",
+                )
+                .await?;
+            if let Some(r) = tx
+                .query_opt(&stmt, &[&uow.tenant, &&dedup.key_hash[..]])
+                .await?
+            {
+                return Ok(CommitOutcome::Duplicate(ivrgate_adapter::StoredResponse {
+                    status: u16::try_from(r.get::<_, i32>(0)).unwrap_or(500),
+                    content_type: r.get(1),
+                    body: r.get(2),
+                }));
+            }
+        }
+    }
+    let total_events = uow.event_count() as i64;
+    if let (Some(quota), true) = (uow.outbox_quota, total_events > 0) {
+        let stored = match batch.read.get(&uow.tenant) {
+            Some(p) => *p,
+            None => {
+                let stmt = tx
+                    .prepare_cached("SELECT pending FROM tenant_counters WHERE tenant = $1")
+                    .await?;
+                let p = tx
+                    .query_opt(&stmt, &[&uow.tenant])
+                    .await?
+                    .map_or(0, |r| r.get::<_, i64>(0));
+                mine.read.insert(uow.tenant.clone(), p);
+                p
+            }
+        };
+        let pending = stored + batch.delta.get(&uow.tenant).copied().unwrap_or(0);
+        if pending.max(0) as u64 + total_events as u64 > quota {
+            return Ok(CommitOutcome::QuotaExceeded);
+        }
+    }
+    let mut seqs = Vec::with_capacity(uow.events.len());
+    match &uow.call {
+        Some(call) => {
+            let Some(first) = write_call(tx, call, uow.events.len() as i64, uow.now_ms).await?
+            else {
+                return Ok(CommitOutcome::Conflict);
+            };
+            seqs = insert_events(tx, uow, Some((&call.call_id, first)), &uow.events).await?;
+        }
+        None => {
+            insert_events(tx, uow, None, &uow.events).await?;
+            seqs.resize(uow.events.len(), None);
+        }
+    }
+    for entity in &uow.entities {
+        let Some(first) =
+            write_call(tx, &entity.row, entity.events.len() as i64, uow.now_ms).await?
+        else {
+            return Ok(CommitOutcome::Conflict);
+        };
+        insert_events(tx, uow, Some((&entity.row.call_id, first)), &entity.events).await?;
+    }
+    for alias in &uow.aliases {
+        if let Some(taken) = apply_alias(tx, &uow.tenant, alias, uow.now_ms).await? {
+            return Ok(taken);
+        }
+    }
+    if total_events > 0 {
+        *mine.delta.entry(uow.tenant.clone()).or_insert(0) += total_events;
+    }
+    for timer in &uow.timers {
+        match timer {
+            super::TimerOp::Set {
+                key,
+                kind,
+                tenant,
+                due_ms,
+                payload,
+            } => set_timer(tx, key, kind, tenant, *due_ms, payload).await?,
+            super::TimerOp::Delete { key } => {
+                let stmt = tx
+                    .prepare_cached("DELETE FROM timers WHERE key = $1")
+                    .await?;
+                tx.execute(&stmt, &[key]).await?;
+            }
+        }
+    }
+    Ok(CommitOutcome::Committed { seqs })
+}
+
+/// Writes a call (or entity) row guarded by its version and moves its expiry timer. Returns
+/// the sequence number of the first of its `events` new events, or `None` on a conflict (a
+/// concurrent writer of the same row, in this instance or another, got there first).
+async fn write_call(
+    tx: &deadpool_postgres::Transaction<'_>,
+    call: &super::CallWrite,
+    events: i64,
+    now_ms: i64,
+) -> Result<Option<i64>, ApplyError> {
+    let attached = serde_json::Value::Object(call.attached.clone());
+    let status: &str = call.status;
+    let first_seq = match call.expected_version {
+        None => {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
+                     status, attached, state, expires_at_ms, updated_at_ms) \
+                     VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
+                )
+                .await?;
+            let inserted = tx
+                .execute(
+                    &stmt,
+                    &[
+                        &call.key.tenant,
+                        &call.key.vendor,
+                        &call.key.vendor_call_id,
+                        &call.call_id,
+                        &(1 + events),
+                        &status,
+                        &attached,
+                        &call.state,
+                        &call.expires_at_ms,
+                        &now_ms,
+                    ],
+                )
+                .await?;
+            if inserted == 0 {
+                return Ok(None);
+            }
+            1
+        }
+        Some(version) => {
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE calls SET version = version + 1, next_seq = next_seq + $1::bigint, status = $2, \
+                     attached = $3, state = $4, expires_at_ms = $5, updated_at_ms = $6 \
+                     WHERE tenant = $7 AND vendor = $8 AND vendor_call_id = $9 AND version = $10 \
+                     AND call_id = $11 RETURNING next_seq - $1::bigint",
+                )
+                .await?;
+            let updated = tx
+                .query_opt(
+                    &stmt,
+                    &[
+                        &events,
+                        &status,
+                        &attached,
+                        &call.state,
+                        &call.expires_at_ms,
+                        &now_ms,
+                        &call.key.tenant,
+                        &call.key.vendor,
+                        &call.key.vendor_call_id,
+                        &version,
+                        &call.call_id,
+                    ],
+                )
+                .await?;
+            match updated {
+                Some(r) => r.get::<_, i64>(0),
+                None => return Ok(None),
+            }
+        }
+    };
+    let timer_key = format!("call_expiry:{}", call.call_id);
+    match call.expires_at_ms {
+        Some(due) => {
+            set_timer(
+                tx,
+                &timer_key,
+                "call_expiry",
+                &call.key.tenant,
+                due,
+                &serde_json::json!({"call_id": call.call_id}),
+            )
+            .await?
+        }
+        None => {
+            let stmt = tx
+                .prepare_cached("DELETE FROM timers WHERE key = $1")
+                .await?;
+            tx.execute(&stmt, &[&timer_key]).await?;
+        }
+    }
+    Ok(Some(first_seq))
+}
+
+/// Puts events in the outbox, numbered from `first_seq` of their call when they have one
+/// (written into `payload.data.seq`).
+async fn insert_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    uow: &super::UnitOfWork,
+    call: Option<(&String, i64)>,
+    events: &[super::NewEvent],
+) -> Result<Vec<Option<i64>>, ApplyError> {
+    let mut seqs = Vec::with_capacity(events.len());
+    if events.is_empty() {
+        return Ok(seqs);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, \
+             created_at_ms, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        )
+        .await?;
+    let call_id = call.map(|(id, _)| id.as_str());
+    for (i, event) in events.iter().enumerate() {
+        let seq = call.map(|(_, first)| first + i as i64);
+        let payload =
+            serde_json::to_vec(&super::sqlite::WithSeq(&event.payload, seq)).map_err(|e| {
+                ApplyError::Other(super::StoreError::Backend(format!(
+                    "cannot encode event: {e}"
+                )))
+            })?;
+        tx.execute(
+            &stmt,
+            &[
+                &event.event_id,
+                &uow.tenant,
+                &call_id,
+                &seq,
+                &event.event_type,
+                &payload,
+                &uow.now_ms,
+            ],
+        )
+        .await?;
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+async fn set_timer(
+    tx: &deadpool_postgres::Transaction<'_>,
+    key: &str,
+    kind: &str,
+    tenant: &str,
+    due: i64,
+    payload: &serde_json::Value,
+) -> Result<(), ApplyError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO timers (key, kind, tenant, due_ms, payload) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (key) DO UPDATE SET due_ms = excluded.due_ms, payload = excluded.payload, \
+             lease_owner = NULL, lease_until_ms = 0",
+        )
+        .await?;
+    tx.execute(&stmt, &[&key, &kind, &tenant, &due, payload])
+        .await?;
+    Ok(())
+}
+
+/// Claims or releases one alias; a claim held (and not lapsed) by another owner is refused.
+/// Of two instances claiming one alias at once, the second waits for the first's commit and
+/// then finds it taken.
+async fn apply_alias(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    alias: &super::AliasOp,
+    now_ms: i64,
+) -> Result<Option<super::CommitOutcome>, ApplyError> {
+    let Some(until) = alias.claim else {
+        let stmt = tx
+            .prepare_cached(
+                "DELETE FROM aliases WHERE tenant = $1 AND namespace = $2 AND value = $3 \
+                 AND owner_kind = $4 AND owner_id = $5",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[
+                &tenant,
+                &alias.namespace,
+                &alias.value,
+                &alias.owner_kind,
+                &alias.owner_id,
+            ],
+        )
+        .await?;
+        return Ok(None);
+    };
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO aliases AS a (tenant, namespace, value, owner_kind, owner_id, until_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, namespace, value) DO UPDATE \
+             SET owner_kind = excluded.owner_kind, owner_id = excluded.owner_id, \
+             until_ms = excluded.until_ms \
+             WHERE (a.owner_kind = excluded.owner_kind AND a.owner_id = excluded.owner_id) \
+             OR (a.until_ms IS NOT NULL AND a.until_ms <= $7)",
+        )
+        .await?;
+    let claimed = tx
+        .execute(
+            &stmt,
+            &[
+                &tenant,
+                &alias.namespace,
+                &alias.value,
+                &alias.owner_kind,
+                &alias.owner_id,
+                &until,
+                &now_ms,
+            ],
+        )
+        .await?;
+    if claimed > 0 {
+        return Ok(None);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT owner_kind, owner_id FROM aliases \
+             WHERE tenant = $1 AND namespace = $2 AND value = $3",
+        )
+        .await?;
+    let row = tx
+        .query_one(&stmt, &[&tenant, &alias.namespace, &alias.value])
+        .await?;
+    Ok(Some(super::CommitOutcome::AliasTaken {
+        namespace: alias.namespace.clone(),
+        value: alias.value.clone(),
+        owner_kind: row.get(0),
+        owner_id: row.get(1),
+    }))
+}
+
+impl super::Backend for PgStore {
+    fn changes(&self) -> &super::ChangeFeed {
+        &self.changes
+    }
+
+    fn close(&self) {
+        PgStore::close(self)
+    }
+
+    fn shutdown(&self) -> ivrgate_adapter::BoxFuture<'_, ()> {
+        Box::pin(PgStore::shutdown(self))
+    }
+
+    fn owner_id(&self) -> &str {
+        &self.owner_id
+    }
+
+    fn recover_dead_owners(&self) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<String>>> {
+        Box::pin(PgStore::recover_dead_owners(self))
+    }
+
+    fn ping(&self) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
+        Box::pin(PgStore::ping(self))
+    }
+
+    fn load_call(
+        &self,
+        key: super::CallKey,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<super::CallRow>>> {
+        Box::pin(PgStore::load_call(self, key))
+    }
+
+    fn load_call_by_id(
+        &self,
+        call_id: String,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<(super::CallKey, super::CallRow)>>>
+    {
+        Box::pin(PgStore::load_call_by_id(self, call_id))
+    }
+
+    fn commit(
+        &self,
+        uow: super::UnitOfWork,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<super::CommitOutcome>> {
+        Box::pin(PgStore::commit(self, uow))
+    }
+
+    fn commit_queued(
+        &self,
+        uow: super::UnitOfWork,
+    ) -> ivrgate_adapter::BoxFuture<'static, super::Result<super::CommitOutcome>> {
+        Box::pin(PgStore::commit_queued(self, uow))
+    }
+
+    fn claim_deliveries(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+        skip_tenants: Vec<String>,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::Delivery>>> {
+        Box::pin(PgStore::claim_deliveries(
+            self,
+            owner,
+            now_ms,
+            lease_ms,
+            limit,
+            skip_tenants,
+        ))
+    }
+
+    fn finish_deliveries(
+        &self,
+        owner: String,
+        updates: Vec<super::DeliveryUpdate>,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
+        Box::pin(PgStore::finish_deliveries(self, owner, updates))
+    }
+
+    fn claim_timers(
+        &self,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::TimerRow>>> {
+        Box::pin(PgStore::claim_timers(self, owner, now_ms, lease_ms, limit))
+    }
+
+    fn release_timer(
+        &self,
+        key: String,
+        owner: String,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
+        Box::pin(PgStore::release_timer(self, key, owner))
+    }
+
+    fn finish_timer(
+        &self,
+        key: String,
+        owner: String,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
+        Box::pin(PgStore::finish_timer(self, key, owner))
+    }
+
+    fn find_alias(
+        &self,
+        tenant: String,
+        namespace: String,
+        value: String,
+        now_ms: i64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<(String, String)>>> {
+        Box::pin(PgStore::find_alias(self, tenant, namespace, value, now_ms))
+    }
+
+    fn list_live(
+        &self,
+        tenant: String,
+        kind: String,
+        limit: usize,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<(super::CallKey, super::CallRow)>>> {
+        Box::pin(PgStore::list_live(self, tenant, kind, limit))
+    }
+
+    fn outbox_depth(
+        &self,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::OutboxDepth>>> {
+        Box::pin(PgStore::outbox_depth(self))
+    }
+
+    fn dead_letters(
+        &self,
+        tenant: Option<String>,
+        limit: usize,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::DeadLetter>>> {
+        Box::pin(PgStore::dead_letters(self, tenant, limit))
+    }
+
+    fn replay(
+        &self,
+        filter: super::ReplayFilter,
+        now_ms: i64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
+        Box::pin(async move {
+            let n = PgStore::replay(self, filter, now_ms).await?;
+            if n > 0 {
+                self.changes.outbox.notify_one();
+                let _ = self.notify("outbox").await;
+            }
+            Ok(n)
+        })
+    }
+
+    fn set_endpoint_disabled(
+        &self,
+        tenant: String,
+        disabled: Option<(i64, String)>,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
+        Box::pin(PgStore::set_endpoint_disabled(self, tenant, disabled))
+    }
+
+    fn disabled_endpoints(
+        &self,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<(String, String)>>> {
+        Box::pin(PgStore::disabled_endpoints(self))
+    }
+
+    fn purge(
+        &self,
+        now_ms: i64,
+        call_retention_ms: i64,
+        delivered_retention_ms: i64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
+        Box::pin(PgStore::purge(
+            self,
+            now_ms,
+            call_retention_ms,
+            delivered_retention_ms,
+        ))
+    }
+
+    fn call_events(
+        &self,
+        call_id: String,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<(i64, String, i64)>>> {
+        Box::pin(PgStore::call_events(self, call_id))
+    }
+
+    /// Timed by the database's clock (`now_ms` is the host's and is not used): hosts' clocks
+    /// drift apart.
+    fn acquire_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        _now_ms: i64,
+        lease_ms: i64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<super::LeaseAcquire>> {
+        Box::pin(PgStore::acquire_lease(self, key, owner, lease_ms))
+    }
+
+    fn renew_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        epoch: u64,
+        _now_ms: i64,
+        lease_ms: i64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<i64>>> {
+        Box::pin(PgStore::renew_lease(self, key, owner, epoch, lease_ms))
+    }
+
+    fn release_lease(
+        &self,
+        key: super::LeaseKey,
+        owner: String,
+        epoch: u64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<bool>> {
+        Box::pin(PgStore::release_lease(self, key, owner, epoch))
+    }
+
+    fn read_lease(
+        &self,
+        key: super::LeaseKey,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<super::LeaseRow>>> {
+        Box::pin(PgStore::read_lease(self, key))
+    }
+}
+
+impl PgStore {
+    /// Tells other instances something changed outside a unit of work (a replay).
+    async fn notify(&self, what: &str) -> super::Result<()> {
+        self.client()
+            .await?
+            .execute(NOTIFY_SQL, &[&format!("{}:{what}", self.owner_id)])
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}
+
 fn db_err(e: tokio_postgres::Error) -> super::StoreError {
     super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
 }
@@ -1260,6 +2270,9 @@ pub mod testing {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(60),
             tls_ca_file: None,
+            group_commit_max: 512,
+            heartbeat: HEARTBEAT,
+            lapse: LAPSE,
         })
     }
 
@@ -1765,9 +2778,9 @@ mod tests {
         for i in 0..n {
             client
                 .execute(
-                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, next_attempt_ms) \
-                     VALUES ($1, $2, 'call.cdr', $3, 1, $4)",
-                    &[&format!("msg_{i}"), &if i == 0 { "skipme" } else { "acme" }, &format!("{{\"n\":{i}}}").into_bytes(), &(100 + i)],
+                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, next_attempt_ms, call_id) \
+                     VALUES ($1, $2, 'call.cdr', $3, 1, $4, $5)",
+                    &[&format!("msg_{i}"), &if i == 0 { "skipme" } else { "acme" }, &format!("{{\"n\":{i}}}").into_bytes(), &(100 + i), &format!("call_{i}")],
                 )
                 .await
                 .expect("insert");
@@ -1807,6 +2820,11 @@ mod tests {
                 break;
             }
             for d in ca.iter().chain(&cb) {
+                // The claim carries the event's call, for the delivery's log lines.
+                assert_eq!(
+                    d.call_id.as_deref(),
+                    Some(d.event_id.replace("msg_", "call_").as_str())
+                );
                 assert!(
                     seen.insert(d.event_id.clone()),
                     "{} claimed twice",

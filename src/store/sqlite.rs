@@ -23,6 +23,8 @@ use rusqlite::{params, Connection, OptionalExtension, MAIN_DB};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
+use crate::liveness::Beat;
+
 use super::owner::{self, Owner};
 use super::*;
 
@@ -409,6 +411,8 @@ pub struct SqliteStore {
     space: Arc<Space>,
     writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer's last turn (it turns at least every [`FOREIGN_POLL`] while it lives).
+    writer_beat: Arc<Beat>,
     readers: Mutex<Vec<Connection>>,
     pub changes: Arc<ChangeFeed>,
     stop: Arc<AtomicBool>,
@@ -480,9 +484,11 @@ impl SqliteStore {
         let writer_changes = changes.clone();
         let max = group_commit_max.max(1);
         let writer_space = space.clone();
+        let writer_beat = Arc::new(Beat::default());
+        let beat = writer_beat.clone();
         let writer_thread = std::thread::Builder::new()
             .name("ivrgate-writer".into())
-            .spawn(move || writer_loop(conn, rx, max, writer_changes, writer_space))
+            .spawn(move || writer_loop(conn, rx, max, writer_changes, writer_space, &beat))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path,
@@ -492,6 +498,7 @@ impl SqliteStore {
             space,
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(writer_thread)),
+            writer_beat,
             readers: Mutex::new(Vec::new()),
             changes,
             stop,
@@ -808,8 +815,9 @@ impl SqliteStore {
     ) -> Result<Vec<Delivery>> {
         self.write(false, move |c| {
             let mut sql = String::from(
-                "SELECT id, event_id, tenant, event_type, payload, attempts, created_at_ms \
-                 FROM outbox WHERE status = 0 AND next_attempt_ms <= ?1 AND lease_until_ms <= ?1",
+                "SELECT id, event_id, tenant, event_type, payload, attempts, created_at_ms, \
+                 call_id FROM outbox WHERE status = 0 AND next_attempt_ms <= ?1 \
+                 AND lease_until_ms <= ?1",
             );
             for (i, _) in skip_tenants.iter().enumerate() {
                 sql.push_str(&format!(" AND tenant <> ?{}", i + 3));
@@ -830,6 +838,7 @@ impl SqliteStore {
                         payload: r.get::<_, Vec<u8>>(4)?.into(),
                         attempts: r.get(5)?,
                         created_at_ms: r.get(6)?,
+                        call_id: r.get(7)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1592,7 +1601,7 @@ impl std::io::Write for ByteCount {
 
 /// An event payload as stored: `data.seq` set to the sequence number (in place when `data`
 /// already has one, else last), as inserting it into a copy of the payload would.
-struct WithSeq<'a>(&'a Value, Option<i64>);
+pub(crate) struct WithSeq<'a>(pub(crate) &'a Value, pub(crate) Option<i64>);
 
 impl serde::Serialize for WithSeq<'_> {
     fn serialize<S: serde::Serializer>(
@@ -1725,6 +1734,7 @@ fn writer_loop(
     max: usize,
     changes: Arc<ChangeFeed>,
     space: Arc<Space>,
+    beat: &Beat,
 ) {
     use std::sync::mpsc::RecvTimeoutError;
     // `data_version` on this connection changes only when another connection (another
@@ -1737,6 +1747,7 @@ fn writer_loop(
     let mut synchronous_full = true;
     let mut batch: Vec<Job> = Vec::with_capacity(max);
     loop {
+        beat.beat();
         let first = match rx.recv_timeout(FOREIGN_POLL) {
             Ok(job) => Some(job),
             Err(RecvTimeoutError::Timeout) => None,
@@ -1841,6 +1852,10 @@ fn run_batch(conn: &Connection, batch: &mut [Job], space: &Space) -> Result<()> 
 impl Backend for SqliteStore {
     fn changes(&self) -> &ChangeFeed {
         &self.changes
+    }
+
+    fn writer_beat(&self) -> Option<&Beat> {
+        Some(&self.writer_beat)
     }
 
     fn acquire_lease(

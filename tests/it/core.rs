@@ -37,11 +37,14 @@ deadline_ms = 300
 fallback = { action = "hangup", prompt = "sorry", cause = 16 }
 "#;
 
-#[tokio::test]
-async fn fallback_arrives_within_the_deadline_when_the_webhook_hangs() {
+on_both_backends!(current: fallback_arrives_within_the_deadline_when_the_webhook_hangs);
+
+async fn fallback_arrives_within_the_deadline_when_the_webhook_hangs(backend: Backend) {
     let rx = Receiver::start().await;
     rx.answer(|_| Reply::ok(MENU).after(Duration::from_secs(5)));
-    let gw = Gateway::start(&rx.url("/hooks"), HANGUP_FALLBACK).await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), HANGUP_FALLBACK).await else {
+        return;
+    };
     let started = Instant::now();
     let (status, _, body) = gw
         .post("/voicenter/acme", "application/json", ivr_action("c-hang"))
@@ -298,11 +301,14 @@ async fn a_retry_six_hours_later_still_verifies() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured_and_410_disables_until_re_enabled() {
+on_both_backends!(current: retry_after_is_honoured_and_410_disables_until_re_enabled);
+
+async fn retry_after_is_honoured_and_410_disables_until_re_enabled(backend: Backend) {
     let rx = Receiver::start().await;
     rx.answer(|_| Reply::status(429).header("retry-after", "120"));
-    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), "").await else {
+        return;
+    };
     gw.post("/voicenter/acme/cdr", "application/json", cdr("c-ra", 1))
         .await;
     let first = rx.next_of("call.cdr").await;
@@ -353,11 +359,14 @@ async fn retry_after_is_honoured_and_410_disables_until_re_enabled() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn exhausted_schedule_dead_letters_and_replay_delivers_the_same_id() {
+on_both_backends!(current: exhausted_schedule_dead_letters_and_replay_delivers_the_same_id);
+
+async fn exhausted_schedule_dead_letters_and_replay_delivers_the_same_id(backend: Backend) {
     let rx = Receiver::start().await;
     rx.answer(|_| Reply::status(500));
-    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), "").await else {
+        return;
+    };
     gw.post("/voicenter/acme/cdr", "application/json", cdr("c-dead", 1))
         .await;
     let first = rx.next_of("call.cdr").await;
@@ -375,7 +384,7 @@ async fn exhausted_schedule_dead_letters_and_replay_delivers_the_same_id() {
     let dead: Value = serde_json::from_str(&dead).expect("json");
     assert_eq!(dead[0]["event_id"], first.header("webhook-id"));
     assert_eq!(dead[0]["attempts"], 4);
-    assert_eq!(dead[0]["last_error"], "HTTP 500");
+    assert_eq!(dead[0]["last_error"], "HTTP 500 Internal Server Error");
     rx.answer(|_| Reply::ok("{}"));
     let replay = client()
         .post(gw.url("/admin/replay"))
@@ -390,11 +399,14 @@ async fn exhausted_schedule_dead_letters_and_replay_delivers_the_same_id() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_resent_cdr_gets_the_original_answer_and_makes_no_second_event() {
+on_both_backends!(current: a_resent_cdr_gets_the_original_answer_and_makes_no_second_event);
+
+async fn a_resent_cdr_gets_the_original_answer_and_makes_no_second_event(backend: Backend) {
     let rx = Receiver::start().await;
     rx.answer(|_| Reply::ok("{}"));
-    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), "").await else {
+        return;
+    };
     let body = fixture("voicenter/cdr.xml");
     let first = gw
         .post("/voicenter/acme/cdr", "text/xml", body.clone())
@@ -488,11 +500,14 @@ async fn abandoned_calls_expire_and_sequence_numbers_outlive_them() {
     drop(guard);
 }
 
-#[tokio::test]
-async fn over_quota_events_get_the_platforms_try_again_answer() {
+on_both_backends!(current: over_quota_events_get_the_platforms_try_again_answer);
+
+async fn over_quota_events_get_the_platforms_try_again_answer(backend: Backend) {
     let rx = Receiver::start().await;
     rx.answer(|_| Reply::status(500));
-    let gw = Gateway::start(&rx.url("/hooks"), "outbox_quota = 2").await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), "outbox_quota = 2").await else {
+        return;
+    };
     for i in 0..2 {
         let (_, _, ack) = gw
             .post(
@@ -519,10 +534,13 @@ async fn over_quota_events_get_the_platforms_try_again_answer() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn health_readiness_metrics_and_graceful_shutdown() {
+on_both_backends!(current: health_readiness_metrics_and_graceful_shutdown);
+
+async fn health_readiness_metrics_and_graceful_shutdown(backend: Backend) {
     let rx = Receiver::start().await;
-    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), "").await else {
+        return;
+    };
     assert_eq!(gw.get("/healthz").await.0, 200);
     assert_eq!(gw.get("/readyz").await.0, 200);
     rx.answer(|_| Reply::ok("{}"));
@@ -656,8 +674,9 @@ async fn decision_rate_limit_answers_with_the_fallback_at_once() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_native_answers_custom_data_is_kept_on_the_call() {
+on_both_backends!(current: a_native_answers_custom_data_is_kept_on_the_call);
+
+async fn a_native_answers_custom_data_is_kept_on_the_call(backend: Backend) {
     let rx = Receiver::start().await;
     rx.answer(|hook| {
         if hook.json["type"] == "decision.layer_input" {
@@ -668,7 +687,9 @@ async fn a_native_answers_custom_data_is_kept_on_the_call() {
             Reply::ok("{}")
         }
     });
-    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), "").await else {
+        return;
+    };
     let layer = json!({"METHOD": "IVR_LAYER_INPUT", "DATA": {"DID": "0732793256", "CALLER_ID": "0523574321",
         "IVR_UNIQUE_ID": "c-native", "DTMF": "2", "LAYER_ID": 3, "PREVIOUS_LAYER_ID": 1}});
     gw.post("/voicenter/acme", "application/json", layer.to_string())
@@ -682,8 +703,9 @@ async fn a_native_answers_custom_data_is_kept_on_the_call() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn back_to_back_decisions_on_one_call_see_each_other() {
+on_both_backends!(current: back_to_back_decisions_on_one_call_see_each_other);
+
+async fn back_to_back_decisions_on_one_call_see_each_other(backend: Backend) {
     let rx = Receiver::start().await;
     rx.answer(|hook| {
         let n = hook.json["data"]["dtmf"].as_str().unwrap_or("0").to_owned();
@@ -691,7 +713,9 @@ async fn back_to_back_decisions_on_one_call_see_each_other() {
             r#"{{"action":"goto","target":"{n}","attach":{{"step{n}":"seen"}}}}"#
         ))
     });
-    let gw = Gateway::start(&rx.url("/hooks"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &rx.url("/hooks"), "").await else {
+        return;
+    };
     let mut ids = Vec::new();
     for step in 1..=3 {
         let layer = json!({"METHOD": "IVR_LAYER_INPUT", "DATA": {"DID": "0732793256", "CALLER_ID": "0523574321",

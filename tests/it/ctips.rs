@@ -1,12 +1,14 @@
 //! The Aspect CTIPS adapter end to end: the built `ivrgate` binary against the CTIPS
 //! simulator (`crates/ctips-sim`, strict WCF mode) over loopback HTTP. Startup order, golden
-//! requests, every request valid against the XSDs written from WIRE.md, RouteRequest →
-//! decision → RouteSelect, the command API, heartbeats lost and the next server, SIGTERM's
-//! goodbye, two processes on one store (one session, SIGKILL take-over, a command sent to the
-//! non-holder, per-entity sequences gapless across the kill) and SIGHUP with a new server list.
+//! requests, no request faulted by the strict simulator and every one valid against the XSDs
+//! written from WIRE.md, RouteRequest → decision → RouteSelect, the command API, heartbeats
+//! lost and the next server, the primary killed (runtime filters restored, the gap
+//! reconciled), SIGTERM's goodbye, two processes on one store (one session, SIGKILL take-over
+//! within the lease plus two intervals, a command sent to the non-holder, every acknowledged
+//! event delivered with gapless per-entity sequences) and SIGHUP with a new server list.
 //! Every wait is bounded; every spawned process is killed on every path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -208,6 +210,21 @@ fn run_python(script: &str, args: &[PathBuf]) -> (bool, String) {
     )
 }
 
+/// No request was faulted by the strict simulator (WCF's reading of WIRE.md: order,
+/// namespaces, required members, enum names, operation and SOAPAction).
+fn assert_no_faults(sim: &Sim) {
+    let faulted: Vec<(String, Option<String>)> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.fault.is_some())
+        .map(|r| (r.op, r.fault))
+        .collect();
+    assert!(
+        faulted.is_empty(),
+        "the strict simulator faulted {faulted:?}"
+    );
+}
+
 /// Every request the simulator got is valid against the XSDs (lxml).
 fn validate_requests(sim: &Sim, dir: &Path) {
     let mut files = Vec::new();
@@ -284,6 +301,35 @@ fn assert_gapless(hooks: &[Hook]) -> usize {
         assert_eq!(list, &expected, "sequence of {entity} has a gap");
     }
     seqs.len()
+}
+
+/// The acknowledged events (contract, top-level CallId or 0, as the simulator logs them) that
+/// no webhook carries yet: each acknowledgement needs a delivered webhook of its own with the
+/// same `ctips_event` and `vendor_fields.CallId` (repeated deliveries count once).
+fn undelivered(acked: &[(String, i64)], hooks: &[Hook]) -> Vec<(String, i64)> {
+    let mut delivered: BTreeMap<(String, i64), BTreeSet<String>> = BTreeMap::new();
+    for h in hooks {
+        let Some(event) = h.json["data"]["ctips_event"].as_str() else {
+            continue;
+        };
+        let call = h.json["data"]["vendor_fields"]["CallId"]
+            .as_str()
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        delivered
+            .entry((event.to_owned(), call))
+            .or_default()
+            .insert(h.json["data"]["event_id"].as_str().unwrap_or("").to_owned());
+    }
+    let mut wanted: BTreeMap<(String, i64), usize> = BTreeMap::new();
+    for key in acked {
+        *wanted.entry(key.clone()).or_default() += 1;
+    }
+    wanted
+        .into_iter()
+        .filter(|(key, n)| delivered.get(key).map_or(0, BTreeSet::len) < *n)
+        .map(|(key, _)| key)
+        .collect()
 }
 
 fn route_answer(rx: &Receiver) {
@@ -512,6 +558,7 @@ async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary()
     );
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     validate_requests(&sim, dir);
+    assert_no_faults(&sim);
     validate_hooks(&hooks, dir);
     assert!(assert_gapless(&hooks) >= 3);
 }
@@ -596,11 +643,26 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     )
     .await;
     sim.hangup(calls[0]);
-    let acked = sim
+    // What CTIPS saw acknowledged before the kill: each must reach the customer.
+    let acked: Vec<(String, i64)> = sim
         .callbacks()
-        .iter()
+        .into_iter()
         .filter(|c| c.op == "PublishCTIEvent" && c.ok)
-        .count();
+        .map(|c| (c.event.unwrap_or_default(), c.call_id))
+        .collect();
+    // Up to the kill, one session was ever opened: the other process never held one too.
+    let opened = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.op == "OpenConnection")
+        .map(|r| (r.status, r.fault))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        opened,
+        [(200, None)],
+        "two processes never hold two sessions"
+    );
+    let killed_at = std::time::SystemTime::now();
     holder.sigkill();
     let other_port = other.port;
     until(
@@ -613,26 +675,40 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
         },
     )
     .await;
+    // Within the lease (1.5 s) and two heartbeat intervals (2 s) of the SIGKILL, as the
+    // simulator saw the new session go OnLine.
+    let taken_over = sim
+        .sessions()
+        .into_iter()
+        .find(|s| s.online && s.callback_url.contains(&format!(":{other_port}/")))
+        .expect("new session");
+    let online_at = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.op == "OnLine" && r.body.contains(&taken_over.id))
+        .expect("OnLine of the new session")
+        .at_ms;
+    let killed_ms = killed_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let took = online_at.saturating_sub(killed_ms);
+    assert!(
+        took <= 3_500,
+        "the other instance went OnLine {took} ms after the SIGKILL (lease 1.5 s + 2 × 1 s)"
+    );
     let mut hooks = Vec::new();
-    hooks_until(
-        &rx,
-        &mut hooks,
-        "every acknowledged call event delivered",
-        |h| {
-            // Deliveries interrupted by the SIGKILL are retried by the other instance and
-            // may arrive after later ones: wait for what was acknowledged (each call's
-            // start, and no hole in any call's sequence).
-            let delivered = |c: &i64, ty: &str| {
-                h.iter().any(|x| {
-                    x.json["type"] == ty
-                        && x.json["data"]["correlation"]["CallId"] == json!(c.to_string())
-                })
-            };
-            calls.iter().all(|c| delivered(c, "ctips.call.started")) && gapless(h)
-        },
-    )
+    hooks_until(&rx, &mut hooks, "every acknowledged event delivered", |h| {
+        // Deliveries interrupted by the SIGKILL are retried by the other instance and
+        // may arrive after later ones: wait for every event acknowledged before the kill
+        // and for no hole in any call's sequence.
+        undelivered(&acked, h).is_empty() && gapless(h)
+    })
     .await;
-    assert!(acked >= 5);
+    assert!(
+        acked.iter().filter(|(e, _)| e == "CTICallStarted").count() >= 5,
+        "{acked:?}"
+    );
     assert_gapless(&hooks);
 
     // SIGHUP with a changed server list: the session moves to the remaining server.
@@ -678,6 +754,7 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     hooks.extend(rx.drain(Duration::from_millis(500)).await);
     assert_gapless(&hooks);
     validate_requests(&sim, dir);
+    assert_no_faults(&sim);
 }
 
 /// RouteSelect goes out before RouteTimeout whether the customer answers, is slow, answers
@@ -809,5 +886,304 @@ async fn route_select_beats_route_timeout_for_fine_slow_invalid_and_down_custome
     assert_eq!(selects, 4);
     signal(&daemon, "TERM");
     exits(&mut daemon).await;
+    validate_hooks(&hooks, dir);
+}
+
+/// Milliseconds since the UNIX epoch of a webhook's `timestamp` (RFC 3339).
+fn timestamp_ms(hook: &Hook) -> i64 {
+    let text = hook.json["timestamp"].as_str().unwrap_or("");
+    let at = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("timestamp {text:?}: {e}"));
+    (at.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// The simulator's control API (`docs/ctips-sim.md`): a JSON request, its JSON answer.
+async fn control(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    let mut request = client().request(method, format!("{base}{path}"));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("control API");
+    assert_eq!(response.status().as_u16(), 200, "control API {path}");
+    response.json().await.expect("control API json")
+}
+
+/// What the simulator's `GET /state` says the online session on `server` registered: its
+/// categories and its filters (`FieldType=FieldValue`).
+fn registered(state: &Value, server: u64) -> Option<(BTreeSet<String>, BTreeSet<String>)> {
+    let session = state["sessions"]
+        .as_array()?
+        .iter()
+        .find(|s| s["server"] == json!(server) && s["online"] == json!(true))?;
+    let classes = session["classes"]
+        .as_array()?
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_owned))
+        .collect();
+    let filters = session["filters"]
+        .as_array()?
+        .iter()
+        .map(|f| {
+            format!(
+                "{}={}",
+                f[0].as_str().unwrap_or("?"),
+                f[1].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    Some((classes, filters))
+}
+
+fn call_hook<'a>(hooks: &'a [Hook], ty: &str, call: i64) -> Option<&'a Hook> {
+    hooks.iter().find(|h| {
+        h.json["type"] == ty && h.json["data"]["correlation"]["CallId"] == json!(call.to_string())
+    })
+}
+
+/// The primary CTIPS server dies with ivrgate's session on it, after a filter was added at
+/// run time through the command API. The binary declares the session lost after
+/// `interval × missed` without a Heartbeat, opens one on the backup within two intervals of
+/// that, registers every category and filter again (the runtime one too, as the simulator's
+/// control API shows), takes a Snapshot, and reconciles it: a call that started while no
+/// session was up arrives as `ctips.snapshot.call` (`new`), a call that ended meanwhile as
+/// `ctips.call.ended` (`reconciled`), every entity's sequence without a gap. The lost and
+/// online events carry the gap's length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn primary_killed_backup_restores_runtime_filters_and_reconciles_the_gap() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let rx = Receiver::start().await;
+    route_answer(&rx);
+    let sim = std::sync::Arc::new(sim().await);
+    let ctl = ctips_sim::control::serve(sim.clone(), 0)
+        .await
+        .expect("control API");
+    let ctl = format!("http://{ctl}");
+    let port = free_port();
+    let toml = ctips_toml(port, &dir.join("state"), &rx.url("/hook"), &sim.urls());
+    let mut daemon = spawn("ctips-failover", dir, port, &toml);
+    daemon.ready().await;
+    until(
+        "session online on the primary with its snapshot",
+        || daemon.log_text(),
+        || {
+            sim.sessions().iter().any(|s| s.online && s.server == 0)
+                && sim.requests().iter().any(|r| r.op == "Snapshot")
+        },
+    )
+    .await;
+    let mut hooks = Vec::new();
+    hooks_until(&rx, &mut hooks, "first online", |h| {
+        has(h, "ctips.session.online")
+    })
+    .await;
+
+    // A filter added at run time: service 4, which the configured filters (3, 5) leave out.
+    let added = client()
+        .put(daemon.url("/api/acme/ctips/session/filters/service/4"))
+        .send()
+        .await
+        .expect("add filter");
+    assert_eq!(added.status().as_u16(), 200, "{:?}", added.text().await);
+    let state = control(&ctl, reqwest::Method::GET, "/state", None).await;
+    let (_, filters) = registered(&state, 0).expect("primary session");
+    assert!(filters.contains("FT_SERVICE_ID=4"), "{filters:?}");
+
+    // A call on service 4 reaches the customer through the runtime filter; it will end while
+    // no session is up.
+    let ends = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/calls",
+        Some(json!({"service": 4, "ani": "0507000001", "dnis": "1800"})),
+    )
+    .await["call_id"]
+        .as_i64()
+        .expect("call_id");
+    hooks_until(&rx, &mut hooks, "the first call delivered", |h| {
+        call_hook(h, "ctips.call.delivered", ends).is_some()
+    })
+    .await;
+
+    // The primary dies. While no session is up, one call starts and the other ends.
+    let killed = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/servers/0/fault",
+        Some(json!({"kind": "kill"})),
+    )
+    .await;
+    assert_eq!(killed["ok"], json!(true));
+    let starts = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/calls",
+        Some(json!({"service": 4, "ani": "0507000002", "dnis": "1800"})),
+    )
+    .await["call_id"]
+        .as_i64()
+        .expect("call_id");
+    let hung_up = control(
+        &ctl,
+        reqwest::Method::POST,
+        &format!("/calls/{ends}/hangup"),
+        None,
+    )
+    .await;
+    assert_eq!(hung_up["found"], json!(true));
+    let state = control(&ctl, reqwest::Method::GET, "/state", None).await;
+    assert!(
+        registered(&state, 0).is_none() && registered(&state, 1).is_none(),
+        "both calls changed while no session was up: {}",
+        state["sessions"]
+    );
+
+    // Lost, then online on the backup.
+    hooks_until(&rx, &mut hooks, "lost, then online on the backup", |h| {
+        let lost = h
+            .iter()
+            .position(|x| x.json["type"] == "ctips.session.lost");
+        lost.is_some_and(|i| {
+            h[i..]
+                .iter()
+                .any(|x| x.json["type"] == "ctips.session.online")
+        })
+    })
+    .await;
+    let lost = hooks
+        .iter()
+        .find(|h| h.json["type"] == "ctips.session.lost")
+        .expect("lost")
+        .clone();
+    let online = hooks
+        .iter()
+        .rev()
+        .find(|h| h.json["type"] == "ctips.session.online")
+        .expect("online")
+        .clone();
+    assert_eq!(lost.json["data"]["server"], json!(sim.url(0)));
+    assert_eq!(online.json["data"]["server"], json!(sim.url(1)));
+    // The lost event's gap so far: no Heartbeat for interval × missed (1 s × 2).
+    let silent = lost.json["data"]["silent_ms"].as_i64().expect("silent_ms");
+    assert!(
+        silent >= 1_900,
+        "declared lost after {silent} ms of silence"
+    );
+    assert!(
+        lost.json["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Heartbeat")),
+        "{}",
+        lost.json
+    );
+    // Online again within two heartbeat intervals (2 s) of the loss being declared: as
+    // ivrgate measured it, and as the backup saw it (its OnLine request against the time
+    // the lost event was recorded).
+    let gap = online.json["data"]["gap_ms"].as_i64().expect("gap_ms");
+    assert!((0..=2_000).contains(&gap), "gap_ms {gap}");
+    assert_eq!(
+        online.json["data"]["lost_reason"], lost.json["data"]["reason"],
+        "the online event says what ended the previous session"
+    );
+    let backup_online = sim
+        .requests()
+        .into_iter()
+        .find(|r| r.server == 1 && r.op == "OnLine")
+        .expect("OnLine on the backup");
+    let after_loss = backup_online.at_ms as i64 - timestamp_ms(&lost);
+    assert!(
+        after_loss <= 2_000,
+        "the backup went OnLine {after_loss} ms after the loss was declared"
+    );
+
+    // Every category and filter is registered on the backup, the runtime one too.
+    let state = control(&ctl, reqwest::Method::GET, "/state", None).await;
+    let (classes, filters) = registered(&state, 1).expect("backup session");
+    assert_eq!(
+        classes,
+        [
+            "EventCategoryAgent",
+            "EventCategoryCall",
+            "EventCategoryRoute",
+            "EventCategorySystem"
+        ]
+        .map(str::to_owned)
+        .into(),
+        "{}",
+        state["sessions"]
+    );
+    assert_eq!(
+        filters,
+        ["FT_SERVICE_ID=3", "FT_SERVICE_ID=4", "FT_SERVICE_ID=5"]
+            .map(str::to_owned)
+            .into(),
+        "{}",
+        state["sessions"]
+    );
+
+    // The Snapshot, and the gap reconciled.
+    hooks_until(&rx, &mut hooks, "the gap reconciled", |h| {
+        call_hook(h, "ctips.snapshot.call", starts).is_some()
+            && call_hook(h, "ctips.call.ended", ends).is_some()
+    })
+    .await;
+    let snapshots: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.server == 1)
+        .map(|r| r.op)
+        .collect();
+    assert!(snapshots.contains(&"Snapshot".to_owned()), "{snapshots:?}");
+    let started = call_hook(&hooks, "ctips.snapshot.call", starts).expect("started");
+    assert_eq!(started.json["data"]["new"], json!(true), "{}", started.json);
+    assert_eq!(started.json["data"]["seq"], json!(1), "{}", started.json);
+    assert!(
+        call_hook(&hooks, "ctips.call.started", starts).is_none(),
+        "CallStarted went out while no session was up: it only comes from the snapshot"
+    );
+    let ended = call_hook(&hooks, "ctips.call.ended", ends).expect("ended");
+    assert_eq!(
+        ended.json["data"]["reconciled"],
+        json!(true),
+        "{}",
+        ended.json
+    );
+    let before: Vec<u64> = hooks
+        .iter()
+        .filter(|h| h.json["data"]["call_id"] == ended.json["data"]["call_id"])
+        .filter_map(|h| h.json["data"]["seq"].as_u64())
+        .collect();
+    assert_eq!(
+        ended.json["data"]["seq"].as_u64(),
+        before.iter().max().copied(),
+        "the reconciled end is the call's last event: {before:?}"
+    );
+
+    // The runtime filter works on the backup: a new call on service 4 reaches the customer.
+    let later = control(
+        &ctl,
+        reqwest::Method::POST,
+        "/calls",
+        Some(json!({"service": 4, "ani": "0507000003", "dnis": "1800"})),
+    )
+    .await["call_id"]
+        .as_i64()
+        .expect("call_id");
+    hooks_until(
+        &rx,
+        &mut hooks,
+        "a call on service 4 through the backup",
+        |h| call_hook(h, "ctips.call.delivered", later).is_some(),
+    )
+    .await;
+
+    // Deliveries run concurrently and are retried: wait until every sequence seen is whole.
+    hooks_until(&rx, &mut hooks, "every sequence complete", gapless).await;
+    signal(&daemon, "TERM");
+    exits(&mut daemon).await;
+    hooks.extend(rx.drain(Duration::from_millis(500)).await);
+    assert!(assert_gapless(&hooks) >= 4);
+    assert_no_faults(&sim);
+    validate_requests(&sim, dir);
     validate_hooks(&hooks, dir);
 }

@@ -11,7 +11,7 @@ use ivrgate_adapter::{
 };
 use serde_json::{json, Map, Value};
 
-use crate::support::{client, Gateway, Receiver, WAIT};
+use crate::support::{client, Backend, Gateway, Receiver, WAIT};
 
 fn key(kind: &str, id: &str) -> EntityKey {
     EntityKey::new("acme", kind, id)
@@ -24,10 +24,13 @@ fn counter(e: Option<&ivrgate_adapter::Entity>) -> i64 {
         .unwrap_or(0)
 }
 
-#[tokio::test]
-async fn transition_commits_state_events_and_aliases_together() {
+on_both_backends!(current: transition_commits_state_events_and_aliases_together);
+
+async fn transition_commits_state_events_and_aliases_together(backend: Backend) {
     let receiver = Receiver::start().await;
-    let gw = Gateway::start(&receiver.url("/hook"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &receiver.url("/hook"), "").await else {
+        return;
+    };
     let core = gw.handle.core.clone();
     let k = key("voicenter.test", "E1");
     let done = transition_one(core.as_ref(), k.clone(), |e| {
@@ -99,10 +102,13 @@ async fn transition_commits_state_events_and_aliases_together() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn multi_entity_transition_is_all_or_nothing() {
+on_both_backends!(current: multi_entity_transition_is_all_or_nothing);
+
+async fn multi_entity_transition_is_all_or_nothing(backend: Backend) {
     let receiver = Receiver::start().await;
-    let gw = Gateway::start(&receiver.url("/hook"), "").await;
+    let Some(gw) = Gateway::start_on(backend, &receiver.url("/hook"), "").await else {
+        return;
+    };
     let core = gw.handle.core.clone();
     let holder = key("voicenter.test", "holder");
     transition_one(core.as_ref(), holder.clone(), |_| {
@@ -176,9 +182,12 @@ async fn multi_entity_transition_is_all_or_nothing() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn alias_claims_lapse_at_their_time() {
-    let gw = Gateway::start("http://127.0.0.1:9/none", "").await;
+on_both_backends!(current: alias_claims_lapse_at_their_time);
+
+async fn alias_claims_lapse_at_their_time(backend: Backend) {
+    let Some(gw) = Gateway::start_on(backend, "http://127.0.0.1:9/none", "").await else {
+        return;
+    };
     let core = gw.handle.core.clone();
     let until = core.now() + Duration::from_secs(30);
     let claim = |until| AliasChange::Claim {
@@ -216,9 +225,12 @@ async fn alias_claims_lapse_at_their_time() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn concurrent_transitions_are_recomputed_not_lost() {
-    let gw = Gateway::start("http://127.0.0.1:9/none", "").await;
+on_both_backends!(current: concurrent_transitions_are_recomputed_not_lost);
+
+async fn concurrent_transitions_are_recomputed_not_lost(backend: Backend) {
+    let Some(gw) = Gateway::start_on(backend, "http://127.0.0.1:9/none", "").await else {
+        return;
+    };
     let core = gw.handle.core.clone();
     let k = key("voicenter.test", "counter");
     let tasks: Vec<_> = (0..24)
@@ -245,9 +257,12 @@ async fn concurrent_transitions_are_recomputed_not_lost() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn wait_change_wakes_on_commit_times_out_and_ends_on_shutdown() {
-    let gw = Gateway::start("http://127.0.0.1:9/none", "").await;
+on_both_backends!(current: wait_change_wakes_on_commit_times_out_and_ends_on_shutdown);
+
+async fn wait_change_wakes_on_commit_times_out_and_ends_on_shutdown(backend: Backend) {
+    let Some(gw) = Gateway::start_on(backend, "http://127.0.0.1:9/none", "").await else {
+        return;
+    };
     let core = gw.handle.core.clone();
     let k = key("voicenter.test", "waited");
     transition_one(core.as_ref(), k.clone(), |_| {

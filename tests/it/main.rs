@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per concern, shared helpers in `support`.
 
+#[macro_use]
 mod support;
 
 mod connectors;
@@ -17,4 +18,7 @@ mod postgres;
 mod process;
 mod ptk;
 mod schemas;
+mod service;
+mod tls;
+mod told;
 mod voicenter;

@@ -36,6 +36,13 @@ max_days_ahead = 30
 
 const MULTITENANT: &str = r#"business_units = ["WirelessDept", "Toronto"]"#;
 
+/// [`start`] on `backend`; `None` when it is PostgreSQL and no server is reachable.
+async fn start_on(backend: Backend, extra: &str) -> Option<(Gateway, Receiver)> {
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start_on(backend, &receiver.url("/hooks"), &settings(extra)).await?;
+    Some((gw, receiver))
+}
+
 async fn start(extra: &str) -> (Gateway, Receiver) {
     let receiver = Receiver::start().await;
     let gw = Gateway::start(&receiver.url("/hooks"), &settings(extra)).await;
@@ -334,9 +341,12 @@ async fn openscape_every_seed_example_through_http() {
     );
 }
 
-#[tokio::test]
-async fn openscape_sequencing_and_parameter_codes() {
-    let (gw, _receiver) = start("").await;
+on_both_backends!(current: openscape_sequencing_and_parameter_codes);
+
+async fn openscape_sequencing_and_parameter_codes(backend: Backend) {
+    let Some((gw, _receiver)) = start_on(backend, "").await else {
+        return;
+    };
     let id = "1341023126268002";
     // -304 before Initialize, for call functions and the others alike.
     for (f, p) in [
@@ -538,9 +548,12 @@ async fn openscape_json_and_french() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn openscape_transit_numbers() {
-    let (gw, receiver) = start("").await;
+on_both_backends!(current: openscape_transit_numbers);
+
+async fn openscape_transit_numbers(backend: Backend) {
+    let Some((gw, receiver)) = start_on(backend, "").await else {
+        return;
+    };
     let a = unmonitored_call(&gw, "6060").await;
     let b = unmonitored_call(&gw, "6061").await;
     let c = unmonitored_call(&gw, "6062").await;
@@ -589,9 +602,12 @@ async fn openscape_transit_numbers() {
     gw.clock.advance(Duration::from_secs(31));
     let deadline = Instant::now() + WAIT;
     loop {
+        // c's number (a's, handed on) expires in the same step: events of two entities
+        // come in either order.
         let hook = receiver.next_of("openscape.transit.released").await;
-        if hook.json["data"]["reason"] == json!("expired") {
-            assert_eq!(hook.json["data"]["transit_number"], second["TransitNumber"]);
+        if hook.json["data"]["reason"] == json!("expired")
+            && hook.json["data"]["transit_number"] == second["TransitNumber"]
+        {
             break;
         }
         assert!(Instant::now() < deadline, "no expiry");
@@ -1215,13 +1231,22 @@ async fn openscape_python_fmnq_flow() {
 }
 
 /// A daemon with the OpenScape settings (process.rs's Daemon, its own configuration).
-fn spawn_daemon(name: &str, dir: &Path, state: &Path, webhook_url: &str) -> Daemon {
+fn spawn_daemon(
+    name: &str,
+    dir: &Path,
+    state: &Path,
+    webhook_url: &str,
+    storage: &Storage,
+) -> Daemon {
     let port = free_port();
     let config = dir.join(format!("{name}.toml"));
-    let toml = config_toml(state, webhook_url, &settings("")).replace(
-        "listen = \"127.0.0.1:0\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    ) + "\n[logging]\nlevel = \"warn\"\n";
+    let toml = storage
+        .apply(&config_toml(state, webhook_url, &settings("")))
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        + "\n[logging]\nlevel = \"warn\"\n";
     std::fs::write(&config, toml).expect("config");
     let log = dir.join(format!("{name}.log"));
     let child = Command::new(env!("CARGO_BIN_EXE_ivrgate"))
@@ -1243,16 +1268,22 @@ fn spawn_daemon(name: &str, dir: &Path, state: &Path, webhook_url: &str) -> Daem
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openscape_two_processes_one_store() {
+on_both_backends!(2: openscape_two_processes_one_store);
+
+/// Two instances on one store (a state directory, or one PostgreSQL database): a long-poll
+/// on A is woken by a command on B.
+async fn openscape_two_processes_one_store(backend: Backend) {
+    let Some(storage) = Storage::new(backend, "os_two").await else {
+        return;
+    };
     let receiver = Receiver::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     std::fs::create_dir_all(&state).expect("state dir");
     let hooks = receiver.url("/hooks");
-    let mut a = spawn_daemon("a", tmp.path(), &state, &hooks);
+    let mut a = spawn_daemon("a", tmp.path(), &state, &hooks, &storage);
     a.ready().await;
-    let mut b = spawn_daemon("b", tmp.path(), &state, &hooks);
+    let mut b = spawn_daemon("b", tmp.path(), &state, &hooks, &storage);
     b.ready().await;
     // Rust side: QueryCallStatus waits on A while the assignment arrives through B.
     let rpc_at = |base: String, method: &'static str, params: Value| async move {
@@ -1367,9 +1398,12 @@ fn openscape_example_config_section_is_valid() {
         .is_err());
 }
 
-#[tokio::test]
-async fn openscape_monitored_calls_and_devices() {
-    let (gw, receiver) = start("").await;
+on_both_backends!(current: openscape_monitored_calls_and_devices);
+
+async fn openscape_monitored_calls_and_devices(backend: Backend) {
+    let Some((gw, receiver)) = start_on(backend, "").await else {
+        return;
+    };
     // No call on the device: QueryCallInfo waits within the RpcTimeout, then -701.
     // (RpcTimeout 1 000 ms: the wait is capped at 500 ms; the bound below allows for a
     // loaded machine and still excludes waiting for the RpcTimeout-less forever.)

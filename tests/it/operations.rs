@@ -20,7 +20,7 @@ fn ivrgate() -> Command {
 }
 
 /// `ivrgate serve` on the file at `config` (listening on `port`), its stderr in `dir`.
-fn serve(dir: &Path, name: &str, config: &Path, port: u16) -> Daemon {
+pub(crate) fn serve(dir: &Path, name: &str, config: &Path, port: u16) -> Daemon {
     let log = dir.join(format!("{name}.log"));
     let stderr = std::fs::File::create(&log).expect("create log");
     let child = ivrgate()
@@ -42,7 +42,7 @@ fn serve(dir: &Path, name: &str, config: &Path, port: u16) -> Daemon {
     }
 }
 
-fn signal(daemon: &Daemon, name: &str) {
+pub(crate) fn signal(daemon: &Daemon, name: &str) {
     let pid = daemon.child.as_ref().expect("running").id();
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -53,7 +53,7 @@ fn signal(daemon: &Daemon, name: &str) {
 }
 
 /// Waits until the log holds `text` `times` times; panics with the log otherwise.
-fn wait_log(daemon: &Daemon, text: &str, times: usize) -> String {
+pub(crate) fn wait_log(daemon: &Daemon, text: &str, times: usize) -> String {
     let deadline = Instant::now() + LOG_WAIT;
     loop {
         let log = daemon.log_text();

@@ -63,8 +63,15 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     /// Starts the built binary on `port` with its configuration and log under `dir`.
-    fn spawn(name: &str, dir: &Path, port: u16, state_dir: &Path, webhook_url: &str) -> Daemon {
-        let toml = daemon_toml(port, state_dir, webhook_url);
+    fn spawn(
+        name: &str,
+        dir: &Path,
+        port: u16,
+        state_dir: &Path,
+        webhook_url: &str,
+        storage: &Storage,
+    ) -> Daemon {
+        let toml = storage.apply(&daemon_toml(port, state_dir, webhook_url));
         Daemon::spawn_with(name, dir, port, &toml, None)
     }
 
@@ -218,13 +225,13 @@ async fn post_json(client: &reqwest::Client, url: &str, body: &str) -> Result<Va
     serde_json::from_str(&text).map_err(|e| format!("answer {text:?}: {e}"))
 }
 
-fn cdr_acked(answer: &Value) -> bool {
+pub(crate) fn cdr_acked(answer: &Value) -> bool {
     answer["err"] == json!(0) && answer["errdesc"] == json!("OK")
 }
 
 /// A Voicenter JSON CDR shaped like tests/fixtures/voicenter/cdr.json (which is lenient
 /// JSON, so it is rebuilt here); `duration` tells CDRs of one call apart.
-fn cdr_body(ivruniqueid: &str, duration: u64) -> String {
+pub(crate) fn cdr_body(ivruniqueid: &str, duration: u64) -> String {
     json!({
         "caller": "0544444444",
         "target": "0722776772",
@@ -443,15 +450,19 @@ fn stream_cdr(i: usize) -> (String, String) {
     (format!("{call}#{duration}"), cdr_body(&call, duration))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_mid_stream_loses_no_acknowledged_cdr() {
+on_both_backends!(4: sigkill_mid_stream_loses_no_acknowledged_cdr);
+
+async fn sigkill_mid_stream_loses_no_acknowledged_cdr(backend: Backend) {
+    let Some(storage) = Storage::new(backend, "sigkill").await else {
+        return;
+    };
     let started = Instant::now();
     let receiver = Receiver::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     let hooks_url = receiver.url("/hooks");
     let port = free_port();
-    let mut first = Daemon::spawn("first", tmp.path(), port, &state, &hooks_url);
+    let mut first = Daemon::spawn("first", tmp.path(), port, &state, &hooks_url, &storage);
     first.ready().await;
     let cdr_url = first.url("/voicenter/acme/cdr");
 
@@ -537,7 +548,7 @@ async fn sigkill_mid_stream_loses_no_acknowledged_cdr() {
 
     // Phase 2: the same binary on the same state directory and port; send everything not
     // acknowledged (never sent, or sent without an answer) until acknowledged.
-    let mut second = Daemon::spawn("second", tmp.path(), port, &state, &hooks_url);
+    let mut second = Daemon::spawn("second", tmp.path(), port, &state, &hooks_url, &storage);
     second.ready().await;
     let restarted_at = started.elapsed();
     let mut rest: Vec<usize> = queue.lock().expect("queue").drain(..).collect();
@@ -661,17 +672,21 @@ async fn sigkill_mid_stream_loses_no_acknowledged_cdr() {
 
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_processes_share_one_store() {
+on_both_backends!(4: two_processes_share_one_store);
+
+async fn two_processes_share_one_store(backend: Backend) {
+    let Some(storage) = Storage::new(backend, "two_proc").await else {
+        return;
+    };
     const CALLS: usize = 12;
     let started = Instant::now();
     let receiver = Receiver::start().await;
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     let hooks_url = receiver.url("/hooks");
-    let mut a = Daemon::spawn("a", tmp.path(), free_port(), &state, &hooks_url);
+    let mut a = Daemon::spawn("a", tmp.path(), free_port(), &state, &hooks_url, &storage);
     a.ready().await;
-    let mut b = Daemon::spawn("b", tmp.path(), free_port(), &state, &hooks_url);
+    let mut b = Daemon::spawn("b", tmp.path(), free_port(), &state, &hooks_url, &storage);
     b.ready().await;
     let urls = Arc::new([a.url("/voicenter/acme"), b.url("/voicenter/acme")]);
 
@@ -1054,22 +1069,28 @@ async fn resent_within_bound(receiver: &Receiver, id: &str, log: impl Fn() -> St
     }
 }
 
+on_both_backends!(2: a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease);
+
 /// `kill -9` while the receiver holds a delivery, then a restart on the same state directory:
 /// the delivery is sent again at once, not after the 60 s lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease() {
+async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_lease(
+    backend: Backend,
+) {
+    let Some(storage) = Storage::new(backend, "restart").await else {
+        return;
+    };
     let receiver = Receiver::start().await;
     hold_first_delivery(&receiver);
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     let port = free_port();
-    let toml = store_toml(
+    let toml = storage.apply(&store_toml(
         port,
         &state,
         &receiver.url("/hooks"),
         "min_free_bytes = 0",
         "lease_ms = 60000",
-    );
+    ));
     let mut first = Daemon::spawn_with("first", tmp.path(), port, &toml, None);
     first.ready().await;
     let id = cdr_held_at_receiver(&receiver, &first, "crash0001").await;
@@ -1085,10 +1106,16 @@ async fn a_restart_after_kill_resends_held_deliveries_without_waiting_for_the_le
     second.assert_alive();
 }
 
+on_both_backends!(2: a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease);
+
 /// Two instances on one state directory: the one holding a delivery is killed, and the
 /// other sends it again at once, not after the 60 s lease.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease() {
+async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_lease(
+    backend: Backend,
+) {
+    let Some(storage) = Storage::new(backend, "takeover").await else {
+        return;
+    };
     let receiver = Receiver::start().await;
     hold_first_delivery(&receiver);
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -1096,13 +1123,13 @@ async fn a_live_instance_takes_a_killed_ones_deliveries_without_waiting_for_the_
     let hooks = receiver.url("/hooks");
     let (port_a, port_b) = (free_port(), free_port());
     let toml = |port| {
-        store_toml(
+        storage.apply(&store_toml(
             port,
             &state,
             &hooks,
             "min_free_bytes = 0",
             "lease_ms = 60000",
-        )
+        ))
     };
     let mut a = Daemon::spawn_with("a", tmp.path(), port_a, &toml(port_a), None);
     a.ready().await;
@@ -1136,6 +1163,7 @@ async fn python_xmlrpc_client_against_gateway() {
         free_port(),
         &tmp.path().join("state"),
         &receiver.url("/hooks"),
+        &Storage::sqlite(),
     );
     daemon.ready().await;
     let url = daemon.url("/voicenter/acme");
@@ -1260,4 +1288,251 @@ async fn standard_webhooks_python_verifier() {
 fn base64_encode(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+on_both_backends!(4: three_instances_under_load_lose_nothing_when_one_is_killed);
+
+/// Three instances on one store under load through all three (CDRs on calls shared across
+/// instances, and decisions on the same calls, whose call-state writes race the CDRs'), one
+/// killed with `kill -9` midway; what was sent to it goes to the others. Every acknowledged
+/// CDR is delivered, each request is one event, each call keeps one ivrgate call id and a
+/// gapless sequence, and a resend to another instance gets the original answer. Deliveries
+/// are leased for 60 s, longer than the wait for them: whatever the killed instance had
+/// claimed is taken over when its liveness lapses, not when the lease does.
+async fn three_instances_under_load_lose_nothing_when_one_is_killed(backend: Backend) {
+    const CALLS: usize = 10;
+    const PER_CALL: usize = 12;
+    const SINGLES: usize = 60;
+    const KILL_AFTER: usize = 60;
+    let Some(storage) = Storage::new(backend, "three").await else {
+        return;
+    };
+    let started = Instant::now();
+    let receiver = Receiver::start().await;
+    let answer = fixture("voicenter/responses/call.json");
+    receiver.answer(move |hook| {
+        if hook.json["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("decision."))
+        {
+            Reply::ok(answer.clone())
+        } else {
+            Reply::ok("")
+        }
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let hooks = receiver.url("/hooks");
+    let mut daemons = Vec::new();
+    for name in ["a", "b", "c"] {
+        let port = free_port();
+        let toml = storage.apply(&store_toml(
+            port,
+            &state,
+            &hooks,
+            "min_free_bytes = 0",
+            "lease_ms = 60000",
+        ));
+        let mut d = Daemon::spawn_with(name, tmp.path(), port, &toml, None);
+        d.ready().await;
+        daemons.push(d);
+    }
+    let bases: Arc<Vec<String>> =
+        Arc::new(daemons.iter().map(|d| d.url("/voicenter/acme")).collect());
+    let killed = Arc::new(AtomicBool::new(false));
+
+    // Requests: CDRs of shared calls interleaved with single-CDR calls, and a decision on
+    // each shared call every third CDR.
+    let shared = |c: usize| format!("{c:04x}7417ee7417ee7417ee7417ee0000");
+    let mut requests: Vec<(Option<String>, String, String)> = Vec::new();
+    for n in 0..PER_CALL.max(SINGLES / CALLS) {
+        for c in 0..CALLS {
+            if n < PER_CALL {
+                let call = shared(c);
+                requests.push((
+                    Some(format!("{call}#{}", n + 1)),
+                    "/cdr".into(),
+                    cdr_body(&call, n as u64 + 1),
+                ));
+                if n % 3 == 0 {
+                    let decision = json!({
+                        "METHOD": "GET_IVR_ACTION",
+                        "DATA": {"DID": "0732793256", "CALLER_ID": "0501234567",
+                                 "IVR_UNIQUE_ID": call, "DTMF": "", "MENU": "-1",
+                                 "PREVIOUS_MENU": "-1"}
+                    });
+                    requests.push((None, String::new(), decision.to_string()));
+                }
+            }
+            let single = c + n * CALLS;
+            if single < SINGLES {
+                let call = format!("{single:04x}5199e05199e05199e05199e00000");
+                requests.push((Some(format!("{call}#1")), "/cdr".into(), cdr_body(&call, 1)));
+            }
+        }
+    }
+    let requests = Arc::new(requests);
+    let queue = Arc::new(Mutex::new((0..requests.len()).collect::<VecDeque<usize>>()));
+    // Request index -> (instance that acknowledged it, its answer).
+    let answered = Arc::new(Mutex::new(BTreeMap::<usize, (usize, String)>::new()));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let retries = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    for s in 0..6 {
+        let (requests, queue, answered, acks, retries, bases, killed) = (
+            requests.clone(),
+            queue.clone(),
+            answered.clone(),
+            acks.clone(),
+            retries.clone(),
+            bases.clone(),
+            killed.clone(),
+        );
+        senders.push(tokio::spawn(async move {
+            let client = client();
+            let mut turn = s;
+            loop {
+                let Some(i) = queue.lock().expect("queue").pop_front() else {
+                    return;
+                };
+                let (key, path, body) = &requests[i];
+                let mut done = false;
+                for _ in 0..100 {
+                    turn += 1;
+                    // Round robin over the instances, skipping the killed one once it is.
+                    let mut target = turn % 3;
+                    if target == 2 && killed.load(Ordering::SeqCst) {
+                        target = turn % 2;
+                    }
+                    let url = format!("{}{path}", bases[target]);
+                    match post_json(&client, &url, body).await {
+                        Ok(answer) if key.is_none() || cdr_acked(&answer) => {
+                            answered
+                                .lock()
+                                .expect("answered")
+                                .insert(i, (target, answer.to_string()));
+                            acks.fetch_add(1, Ordering::SeqCst);
+                            done = true;
+                            break;
+                        }
+                        _ => {
+                            retries.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                assert!(done, "request {i} ({key:?}) never acknowledged");
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks.load(Ordering::SeqCst) < KILL_AFTER {
+        assert!(
+            Instant::now() < deadline,
+            "load did not start:\n{}",
+            daemons[0].log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    daemons[2].sigkill().expect("killed");
+    killed.store(true, Ordering::SeqCst);
+    let killed_at = Instant::now();
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(120), sender)
+            .await
+            .expect("senders finished")
+            .expect("sender");
+    }
+    daemons[0].assert_alive();
+    daemons[1].assert_alive();
+    let answered = answered.lock().expect("answered").clone();
+    assert_eq!(answered.len(), requests.len());
+    let by_killed = answered.values().filter(|(t, _)| *t == 2).count();
+    assert!(by_killed > 0, "the killed instance acknowledged nothing");
+
+    // Every CDR acknowledged, by whichever instance, is delivered, once as one event.
+    let want: HashSet<String> = requests.iter().filter_map(|(k, _, _)| k.clone()).collect();
+    let mut hooks = Vec::new();
+    collect_until(&receiver, &want, &mut hooks).await;
+    hooks.extend(receiver.drain(Duration::from_millis(300)).await);
+    let taken_over = killed_at.elapsed();
+    hooks.retain(|h| {
+        h.json["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("call."))
+    });
+    let events = one_event_per_request(&hooks);
+    assert_eq!(
+        events.len(),
+        want.len(),
+        "each CDR became exactly one event"
+    );
+    for c in 0..CALLS {
+        let call = shared(c);
+        let mine: Vec<&Hook> = events
+            .iter()
+            .filter(|(k, _)| k.starts_with(&call))
+            .map(|(_, h)| h)
+            .collect();
+        let ids: BTreeSet<&str> = mine
+            .iter()
+            .map(|h| h.json["data"]["call_id"].as_str().expect("call_id"))
+            .collect();
+        assert_eq!(ids.len(), 1, "call {call} got several call ids: {ids:?}");
+        let mut seqs: Vec<u64> = mine
+            .iter()
+            .map(|h| h.json["data"]["seq"].as_u64().expect("seq"))
+            .collect();
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=PER_CALL as u64).collect::<Vec<_>>(),
+            "call {call}"
+        );
+    }
+
+    // A resend to another live instance than the one that acknowledged gets the same answer
+    // and makes no event.
+    let client = client();
+    let mut resent = 0;
+    for (i, (target, first)) in answered
+        .iter()
+        .filter(|(i, _)| requests[**i].0.is_some())
+        .take(6)
+    {
+        let other = if *target == 0 { 1 } else { 0 };
+        let (_, path, body) = &requests[*i];
+        let again = post_json(&client, &format!("{}{path}", bases[other]), body)
+            .await
+            .expect("resend answered");
+        assert_eq!(&again.to_string(), first, "resend of request {i}");
+        resent += 1;
+    }
+    let late = receiver.drain(Duration::from_millis(1500)).await;
+    for hook in late.iter().filter(|h| {
+        h.json["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("call."))
+    }) {
+        let id = hook.header("webhook-id");
+        assert!(
+            hooks.iter().any(|h| h.header("webhook-id") == id),
+            "a resend produced a new event: {}",
+            hook.json
+        );
+    }
+    eprintln!(
+        "three instances ({backend:?}): {} requests ({} acknowledged by the killed one), {} retries, \
+         {} deliveries for {} events, all delivered {:?} after the kill, {resent} resends \
+         answered across instances; total {:?}",
+        requests.len(),
+        by_killed,
+        retries.load(Ordering::SeqCst),
+        hooks.len(),
+        events.len(),
+        taken_over,
+        started.elapsed()
+    );
 }

@@ -96,6 +96,8 @@ type Behaviour = Arc<dyn Fn(&Hook) -> Reply + Send + Sync>;
 /// A webhook receiver on 127.0.0.1:0.
 pub struct Receiver {
     pub addr: SocketAddr,
+    /// `http`, or `https` for [`Receiver::start_tls`].
+    scheme: &'static str,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Hook>>,
     behaviour: Arc<Mutex<Behaviour>>,
     _stop: oneshot::Sender<()>,
@@ -104,6 +106,17 @@ pub struct Receiver {
 impl Receiver {
     /// Starts a receiver that answers decisions with `{"action":"default"}` and events with 200.
     pub async fn start() -> Receiver {
+        Receiver::start_with(None).await
+    }
+
+    /// The same receiver over TLS with the given server configuration (certificates made
+    /// by the test).
+    pub async fn start_tls(tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::start_with(Some(tokio_rustls::TlsAcceptor::from(tls))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -122,6 +135,7 @@ impl Receiver {
                 };
                 let tx = tx.clone();
                 let b = b.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                         let tx = tx.clone();
@@ -163,14 +177,26 @@ impl Receiver {
                             Ok::<_, Infallible>(response)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        Some(tls) => {
+                            let Ok(Ok(stream)) =
+                                tokio::time::timeout(WAIT, tls.accept(stream)).await
+                            else {
+                                return;
+                            };
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                 });
             }
         });
         Receiver {
             addr,
+            scheme,
             rx: tokio::sync::Mutex::new(rx),
             behaviour,
             _stop: stop_tx,
@@ -178,7 +204,7 @@ impl Receiver {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
     }
 
     /// Sets how the receiver answers from now on.
@@ -256,6 +282,8 @@ pub struct Gateway {
     stop: Option<oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _tmp: Option<tempfile::TempDir>,
+    /// The PostgreSQL database it runs on, if any, kept while it runs.
+    pub db: Option<Arc<PgDb>>,
 }
 
 impl Gateway {
@@ -334,6 +362,7 @@ impl Gateway {
             stop: Some(stop_tx),
             join: Some(join),
             _tmp: None,
+            db: None,
         }
     }
 
@@ -491,4 +520,171 @@ pub fn verify_with_python(hook: &Hook) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Where a test's gateway keeps its state: the store tests and the integration tests that
+/// touch storage run the same body on both (see [`on_both_backends!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A database of its own on the test PostgreSQL, dropped (its connections first) with the
+/// last handle.
+pub struct PgDb {
+    db: Option<ivrgate::store::postgres::testing::TestDb>,
+    /// Its connection string, for a configuration's `storage.url`.
+    pub url: String,
+}
+
+impl PgDb {
+    /// `None` (after a loud message) when no PostgreSQL is reachable outside CI.
+    pub async fn create(hint: &str) -> Option<Arc<PgDb>> {
+        let db = ivrgate::store::postgres::testing::TestDb::create(hint).await?;
+        let url = pg_url(&db);
+        Some(Arc::new(PgDb { db: Some(db), url }))
+    }
+
+    /// The `[storage]` lines that put a gateway on this database: a pool of 4, and fast
+    /// heartbeats, so a killed instance is found dead within seconds.
+    pub fn storage_lines(&self) -> String {
+        format!(
+            "backend = \"postgres\"\nurl = \"{}\"\npool_size = 4\nheartbeat_ms = 500\ninstance_lapse_ms = 2500\n",
+            self.url
+        )
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        if let Some(db) = self.db.take() {
+            // Dropped inside a test's runtime: drop the database from a thread of its own.
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(db.drop_db());
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// A test database's connection string in `key=value` form.
+pub fn pg_url(db: &ivrgate::store::postgres::testing::TestDb) -> String {
+    let c = &db.settings.config;
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let user = c.get_user().unwrap_or("postgres");
+    let ssl = match c.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => "disable",
+        tokio_postgres::config::SslMode::Require => "require",
+        _ => "prefer",
+    };
+    format!(
+        "host={host} port={port} user={user} dbname={} sslmode={ssl}",
+        db.name
+    )
+}
+
+/// A test's storage: the `[storage]` lines for its backend, and the database (PostgreSQL)
+/// kept while the test holds this.
+#[derive(Clone)]
+pub struct Storage {
+    pub backend: Backend,
+    pub db: Option<Arc<PgDb>>,
+}
+
+impl Storage {
+    pub fn sqlite() -> Storage {
+        Storage {
+            backend: Backend::Sqlite,
+            db: None,
+        }
+    }
+
+    /// `None` when the backend is PostgreSQL and no server is reachable outside CI.
+    pub async fn new(backend: Backend, hint: &str) -> Option<Storage> {
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDb::create(hint).await?),
+        };
+        Some(Storage { backend, db })
+    }
+
+    /// `toml` (which has a `[storage]` table) with this backend's lines added to it.
+    pub fn apply(&self, toml: &str) -> String {
+        match &self.db {
+            None => toml.to_owned(),
+            Some(db) => {
+                assert!(
+                    toml.contains("[storage]\n"),
+                    "no [storage] table in:\n{toml}"
+                );
+                toml.replacen(
+                    "[storage]\n",
+                    &format!("[storage]\n{}", db.storage_lines()),
+                    1,
+                )
+            }
+        }
+    }
+}
+
+/// Runs an `async fn(Backend)` test body on SQLite and on PostgreSQL, as two tests
+/// (`name::sqlite`, `name::postgres`), on a runtime of `workers` threads (`current`: the
+/// current-thread runtime of a plain `#[tokio::test]`).
+macro_rules! on_both_backends {
+    (current: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+    ($workers:literal: $($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn sqlite() {
+                    super::$name($crate::support::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = $workers)]
+                async fn postgres() {
+                    super::$name($crate::support::Backend::Postgres).await;
+                }
+            }
+        )*
+    };
+}
+
+impl Gateway {
+    /// [`Gateway::start`] on `backend`; `None` when it is PostgreSQL and no server is
+    /// reachable outside CI.
+    pub async fn start_on(backend: Backend, webhook_url: &str, extra: &str) -> Option<Gateway> {
+        let storage = Storage::new(backend, "gw").await?;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_owned();
+        let toml = storage.apply(&config_toml(&dir, webhook_url, extra));
+        std::fs::write(dir.join("test.toml"), &toml).expect("write config");
+        let mut gw = Gateway::start_in(&dir, &toml, Arc::new(ManualClock::default())).await;
+        gw._tmp = Some(tmp);
+        gw.db = storage.db;
+        Some(gw)
+    }
 }

@@ -821,11 +821,6 @@ async fn submit(
     }
 }
 
-/// Whether an operation carries a RequestId (every correlating one, WIRE.md).
-pub fn takes_request_id(request: &Request) -> bool {
-    request.service != Service::Registration || request.op == "Snapshot"
-}
-
 /// Sends the queued commands (run by the session holder's connector while online).
 pub async fn work_queue(shared: &crate::session::Shared) {
     let gw = shared.ctx.gateway();
@@ -850,7 +845,7 @@ pub async fn work_queue(shared: &crate::session::Shared) {
             .get("request")
             .and_then(|r| serde_json::from_value(r.clone()).ok());
         let rid = match &request {
-            Some(r) if takes_request_id(r) => shared.ids.next(),
+            Some(r) if crate::proto::takes_request_id(&r.op) => shared.ids.next(),
             _ => 0,
         };
         let now = now_ms(gw.now());

@@ -130,6 +130,24 @@ wire_enum!(
     }
 );
 
+/// Whether an operation's arguments carry a RequestId. WIRE.md marks it required on Snapshot,
+/// RouteSelect and every AgentCallService operation, and on none of the other registration
+/// operations; WCF faults a request that lacks a required member, so where an operation takes
+/// one it is always sent, whatever its value (CT-11).
+pub fn takes_request_id(op: &str) -> bool {
+    !matches!(
+        op,
+        "OpenConnection"
+            | "CloseConnection"
+            | "OnLine"
+            | "OffLine"
+            | "AddMessageClass"
+            | "DeleteMessageClass"
+            | "AddFilter"
+            | "DeleteFilter"
+    )
+}
+
 /// A field value in a request.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -86,18 +86,26 @@ impl Shared {
     }
 }
 
-/// Sends one command with the current session: SessionId, its RequestId (when it takes one)
-/// and TenantId first, then its own fields.
+/// A command as it goes out on a session: SessionId, RequestId where the operation takes one
+/// (always, whatever its value: WIRE.md marks it required there), TenantId, then the
+/// command's own fields.
+pub fn command_request(session_id: &str, tenant_id: i64, request: Request, rid: i64) -> Request {
+    let mut full = Request::new(&request.op, request.service).text("SessionId", session_id);
+    if proto::takes_request_id(&request.op) {
+        full = full.int("RequestId", rid);
+    }
+    full = full.int("TenantId", tenant_id);
+    full.fields.extend(request.fields);
+    full
+}
+
+/// Sends one command with the current session ([`command_request`]).
 pub async fn send_command(shared: &Shared, request: Request, rid: i64) -> Result<i64, CallError> {
     let Some(current) = shared.current() else {
         return Err(CallError::Unreachable("no session".into()));
     };
-    let mut full = Request::new(&request.op, request.service).text("SessionId", current.session_id);
-    if rid != 0 {
-        full = full.int("RequestId", rid);
-    }
-    full = full.int("TenantId", i64::from(shared.settings.tenant_id()));
-    full.fields.extend(request.fields);
+    let tenant_id = i64::from(shared.settings.tenant_id());
+    let full = command_request(&current.session_id, tenant_id, request, rid);
     shared.send(&current.server, &full).await
 }
 
@@ -281,6 +289,12 @@ pub async fn run(ctx: ConnectorCtxRef) -> ConnectorExit {
                 data.insert("reason".into(), json!(reason));
                 let hb = shared.live.last_heartbeat_ms();
                 data.insert("last_heartbeat_ms".into(), json!((hb > 0).then_some(hb)));
+                // The gap so far: how long the session had been silent when it was declared
+                // lost (`ctips.session.online`'s `gap_ms` is the rest of it).
+                data.insert(
+                    "silent_ms".into(),
+                    json!((hb > 0).then(|| (now - hb).max(0))),
+                );
                 let mut patch = Map::new();
                 patch.insert("online".into(), json!(false));
                 if let Err(e) =

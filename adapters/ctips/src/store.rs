@@ -67,7 +67,13 @@ pub async fn key_of(
     })
 }
 
+/// The vendor ids of an event. A snapshot item carries its entity's ids inside its
+/// `AgentData`, `CallData` or `ServiceData` object (elsewhere `CallData` is a list of call data
+/// items), so those are read too: a call first seen in a snapshot is correlated like any other.
 fn correlation(fields: &Map<String, Value>) -> Map<String, Value> {
+    let item = ["AgentData", "CallData", "ServiceData"]
+        .into_iter()
+        .find_map(|name| fields.get(name).and_then(Value::as_object));
     let mut out = Map::new();
     for name in [
         "CallId",
@@ -77,7 +83,11 @@ fn correlation(fields: &Map<String, Value>) -> Map<String, Value> {
         "RequestId",
         "SwitchId",
     ] {
-        if let Some(v) = text(fields, name).filter(|v| !v.is_empty() && *v != "0") {
+        let found = [Some(fields), item]
+            .into_iter()
+            .flatten()
+            .find_map(|f| text(f, name).filter(|v| !v.is_empty() && *v != "0"));
+        if let Some(v) = found {
             out.insert(name.into(), json!(v));
         }
     }

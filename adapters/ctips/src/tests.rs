@@ -1405,3 +1405,211 @@ async fn sigterm_answers_pending_route_requests_before_going_offline() {
         "{ops:?}"
     );
 }
+
+// ---------------------------------------------------------------- requests against WIRE.md
+
+/// Reads a request body as CTIPS' WCF dispatcher would (the simulator's strict reader, which
+/// shares no code with ivrgate's writer): the operation element, its `args`, and every member
+/// in WIRE.md's order and namespace, a missing required one being an error.
+fn read_strictly(op: &str, body: &str) -> Result<(), String> {
+    use ctips_sim::wire;
+    let envelope = ctips_sim::xml::parse(body.as_bytes())?;
+    let op_el = envelope
+        .children
+        .iter()
+        .find(|c| c.name == "Body" && c.ns == wire::NS_SOAP)
+        .and_then(|b| b.children.first())
+        .ok_or("empty SOAP body")?;
+    if op_el.name != op || op_el.ns != wire::NS_API {
+        return Err(format!("operation element {}:{}", op_el.ns, op_el.name));
+    }
+    let args = op_el
+        .children
+        .iter()
+        .find(|c| c.name == "args" && c.ns == wire::NS_API)
+        .ok_or("no args")?;
+    let members = &wire::spec().ops.get(op).ok_or("not in WIRE.md")?.members;
+    wire::read_members(args, wire::NS_API, members, true).map(|_| ())
+}
+
+/// WIRE.md's request operations (everything on the `ctipsapi` contract).
+fn wire_operations() -> Vec<&'static ctips_sim::wire::Operation> {
+    ctips_sim::wire::spec()
+        .ops
+        .values()
+        .filter(|o| o.action.contains("/ctipsapi/"))
+        .collect()
+}
+
+/// CT-11: RequestId goes out exactly where WIRE.md marks it required, whatever its value (a
+/// RequestId of 0 was once left out, which WCF faults as a missing member).
+#[test]
+fn a_request_id_goes_out_wherever_wire_md_requires_one() {
+    let ops = wire_operations();
+    assert_eq!(ops.len(), 27, "WIRE.md's request operations");
+    for op in ops {
+        let required = op
+            .members
+            .iter()
+            .any(|m| m.name == "RequestId" && m.required);
+        assert_eq!(
+            proto::takes_request_id(&op.name),
+            required,
+            "{}: WIRE.md says RequestId required = {required}",
+            op.name
+        );
+        let service = if op.action.contains("/AgentCallService/") {
+            Service::AgentCall
+        } else if op.action.contains("/RoutingService/") {
+            Service::Routing
+        } else {
+            Service::Registration
+        };
+        for rid in [0, 7] {
+            let body =
+                crate::session::command_request("S-1", 1, Request::new(&op.name, service), rid)
+                    .envelope();
+            let head = if required {
+                format!("<a:SessionId>S-1</a:SessionId><a:RequestId>{rid}</a:RequestId><a:TenantId>1</a:TenantId>")
+            } else {
+                "<a:SessionId>S-1</a:SessionId><a:TenantId>1</a:TenantId>".to_owned()
+            };
+            assert!(
+                body.contains(&head),
+                "{} with RequestId {rid}: {body}",
+                op.name
+            );
+        }
+    }
+}
+
+/// Every request ivrgate sends (the connector's own and every command API operation) is read
+/// by the strict WIRE.md reader without a fault; together they cover every request operation
+/// of WIRE.md but DeleteMessageClass (ivrgate never unregisters a category).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_the_adapter_sends_is_read_strictly_against_wire_md() {
+    let mut settings = settings_json();
+    // No heartbeats come from the scripted CTIPS: keep the session up for the whole test.
+    settings["heartbeat_interval_s"] = json!(60);
+    let gw = Fake::with(settings);
+    let http = FakeHttp::new();
+    let (ctx, run) = start(gw.clone(), http.clone());
+    wait_for("online", || {
+        gw.types().contains(&"ctips.session.online".to_owned())
+    })
+    .await;
+    let commands: Vec<(http::Method, &str, Value)> = vec![
+        (http::Method::POST, "session/snapshot", Value::Null),
+        (http::Method::PUT, "session/filters/agent/jdoe", Value::Null),
+        (
+            http::Method::DELETE,
+            "session/filters/agent/jdoe",
+            Value::Null,
+        ),
+        (
+            http::Method::POST,
+            "agents/login",
+            json!({"login_name": "jdoe", "station_id": "4001", "init_state": "Idle", "multi_line": 1}),
+        ),
+        (
+            http::Method::POST,
+            "agents/panic_logout",
+            json!({"agent": 12, "login_names": ["jdoe"], "all": false}),
+        ),
+        (
+            http::Method::POST,
+            "agents/12/logout",
+            json!({"reason_code": 3}),
+        ),
+        (
+            http::Method::POST,
+            "agents/12/state",
+            json!({"state": "Idle"}),
+        ),
+        (http::Method::POST, "agents/12/state/refresh", Value::Null),
+        (
+            http::Method::POST,
+            "agents/12/disposition",
+            json!({"call": "5551", "disposition_id": 4, "user_data": {"acct": "42"}}),
+        ),
+        (
+            http::Method::POST,
+            "calls",
+            json!({"agent": 12, "service_id": 3, "destination": "+15550100"}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/route",
+            json!({"type": "RouteToService", "destination": "4", "user_data": ["acct=42"]}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/accept",
+            json!({"agent": 12}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/reject",
+            json!({"agent": 12, "reason_code": 2}),
+        ),
+        (http::Method::POST, "calls/5551/clear", json!({"agent": 12})),
+        (http::Method::POST, "calls/5551/hold", json!({"agent": 12})),
+        (
+            http::Method::POST,
+            "calls/5551/retrieve",
+            json!({"agent": 12}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/consult",
+            json!({"agent": 12, "destination": "+15550101", "service_id": 3}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/conference",
+            json!({"agent": 12, "consultation_call": "5552"}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/transfer",
+            json!({"agent": 12, "transfer_type": "Consultation", "destination": "+15550101", "consultation_call": "5552"}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/dtmf",
+            json!({"agent": 12, "digits": "12#"}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/data",
+            json!({"agent": 12, "user_data": {"lang": "fr"}}),
+        ),
+        (
+            http::Method::POST,
+            "calls/5551/data/refresh",
+            json!({"agent": 12}),
+        ),
+    ];
+    for (method, path, body) in commands {
+        let r = Ctips
+            .command(&*gw, cmd(method.clone(), path, None, body))
+            .await;
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.body);
+    }
+    ctx.stop.send_replace(Some(StopReason::Shutdown));
+    assert_eq!(run.await.unwrap(), ConnectorExit::Stopped);
+    let log = http.script.lock().unwrap().log.clone();
+    let mut sent = std::collections::BTreeSet::new();
+    for (_, op, body) in &log {
+        if let Err(e) = read_strictly(op, body) {
+            panic!("{op} is not what WIRE.md requires: {e}\n{body}");
+        }
+        sent.insert(op.clone());
+    }
+    let missing: Vec<&str> = wire_operations()
+        .into_iter()
+        .map(|o| o.name.as_str())
+        .filter(|op| !sent.contains(*op) && *op != "DeleteMessageClass")
+        .collect();
+    assert!(missing.is_empty(), "never sent: {missing:?}");
+}

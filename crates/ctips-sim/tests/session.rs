@@ -479,3 +479,51 @@ async fn strict_mode_faults_like_wcf() {
         .unwrap();
     assert_eq!(r.status, 400);
 }
+
+/// WIRE.md marks RequestId required on Snapshot, RouteSelect and every AgentCallService
+/// operation: in strict mode each of them without it is a DeserializationFailed fault naming
+/// it, and the same request with it is read (whatever the model then says of its values).
+#[tokio::test]
+async fn strict_mode_faults_every_request_missing_its_request_id() {
+    let sim = sim().await;
+    let (c, _cb) = online(&sim, 0).await;
+    let mut checked = Vec::new();
+    for op in wire::spec().ops.values() {
+        let takes = op
+            .members
+            .iter()
+            .any(|m| m.name == "RequestId" && m.required);
+        if !op.action.contains("/ctipsapi/") || !takes {
+            continue;
+        }
+        let args = fields([
+            ("SessionId", V::Str(c.session_id.clone())),
+            ("RequestId", V::Int(4242)),
+            ("TenantId", V::Int(1)),
+        ]);
+        let with = wire::request_body(&op.name, &args);
+        let r = c.post_raw(&op.action, XML, with.clone()).await.unwrap();
+        assert_ne!(
+            r.fault.as_deref(),
+            Some("DeserializationFailed"),
+            "{} with its RequestId: {}",
+            op.name,
+            r.body
+        );
+        let without = with.replace("<a:RequestId>4242</a:RequestId>", "");
+        assert_ne!(without, with);
+        let r = c.post_raw(&op.action, XML, without).await.unwrap();
+        assert_eq!(r.status, 500, "{}: {}", op.name, r.body);
+        assert_eq!(
+            r.fault.as_deref(),
+            Some("DeserializationFailed"),
+            "{} without RequestId: {}",
+            op.name,
+            r.body
+        );
+        assert!(r.body.contains("RequestId"), "{}: {}", op.name, r.body);
+        checked.push(op.name.clone());
+    }
+    // Snapshot, RouteSelect and the 17 AgentCallService operations.
+    assert_eq!(checked.len(), 19, "{checked:?}");
+}

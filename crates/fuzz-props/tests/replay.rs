@@ -125,6 +125,7 @@ fn every_target_has_a_replay() {
             "voicenter",
             "ptk_soap",
             "soap",
+            "soap_write",
             "openscape",
             "command",
             "config",
@@ -168,6 +169,11 @@ fn replay_ptk_soap() {
 #[test]
 fn replay_soap() {
     replay("soap");
+}
+
+#[test]
+fn replay_soap_write() {
+    replay("soap_write");
 }
 
 #[test]
