@@ -563,8 +563,14 @@ async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary()
     assert!(assert_gapless(&hooks) >= 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers() {
+on_both_backends!(4: two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers);
+
+async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers(
+    backend: Backend,
+) {
+    let Some(storage) = Storage::new(backend, "ctips_two").await else {
+        return;
+    };
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let rx = Receiver::start().await;
@@ -576,14 +582,14 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
         "ctips-a",
         dir,
         pa,
-        &ctips_toml(pa, &state, &rx.url("/hook"), &sim.urls()),
+        &storage.apply(&ctips_toml(pa, &state, &rx.url("/hook"), &sim.urls())),
     );
     a.ready().await;
     let mut b = spawn(
         "ctips-b",
         dir,
         pb,
-        &ctips_toml(pb, &state, &rx.url("/hook"), &sim.urls()),
+        &storage.apply(&ctips_toml(pb, &state, &rx.url("/hook"), &sim.urls())),
     );
     b.ready().await;
     let logs = || String::new();
@@ -722,7 +728,7 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     let config = dir.join(format!("{}.toml", other.name));
     std::fs::write(
         &config,
-        ctips_toml(other_port, &state, &rx.url("/hook"), &[moved]),
+        storage.apply(&ctips_toml(other_port, &state, &rx.url("/hook"), &[moved])),
     )
     .expect("rewrite");
     signal(other, "HUP");
