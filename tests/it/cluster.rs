@@ -35,6 +35,10 @@ level = "warn"
 min_free_bytes = 0
 {beat}
 
+[delivery]
+breaker_failures = 3
+breaker_open_ms = 60000
+
 [[tenants]]
 id = "acme"
 webhook_url = "{hooks}"
@@ -64,6 +68,17 @@ async fn decision_receiver() -> (Receiver, Arc<Mutex<Vec<Instant>>>) {
         }
     });
     (receiver, arrived)
+}
+
+/// A decision request on a new call `n`.
+fn decision(n: usize) -> String {
+    json!({
+        "METHOD": "GET_IVR_ACTION",
+        "DATA": {"DID": "0732793256", "CALLER_ID": "0501234567",
+                 "IVR_UNIQUE_ID": format!("{n:08x}c1a5c1a5c1a5c1a5c1a5c1a5"),
+                 "DTMF": "", "MENU": "-1", "PREVIOUS_MENU": "-1"}
+    })
+    .to_string()
 }
 
 /// Starts three instances on one store; returns them once each has had time to read the
@@ -122,14 +137,7 @@ fn paced_load(
         let mut sent = Vec::new();
         while Instant::now() < until {
             tick.tick().await;
-            let n = next_call.fetch_add(1, Ordering::SeqCst);
-            let body = json!({
-                "METHOD": "GET_IVR_ACTION",
-                "DATA": {"DID": "0732793256", "CALLER_ID": "0501234567",
-                         "IVR_UNIQUE_ID": format!("{n:08x}c1a5c1a5c1a5c1a5c1a5c1a5"),
-                         "DTMF": "", "MENU": "-1", "PREVIOUS_MENU": "-1"}
-            })
-            .to_string();
+            let body = decision(next_call.fetch_add(1, Ordering::SeqCst));
             let (client, url, answers, failures) = (
                 client.clone(),
                 base.clone(),
@@ -325,5 +333,71 @@ async fn a_dead_instances_share_returns_to_the_others(backend: Backend) {
         "{in_window} decisions reached the webhook in {WINDOW:?}; the two instances left \
          should let the whole {whole} through\n{}",
         daemons[0].log_text()
+    );
+}
+
+on_both_backends!(4: a_breaker_opened_on_one_instance_holds_on_the_others);
+
+/// The customer's decision URL fails: three failures through instance A open A's breaker
+/// (`breaker_failures = 3`), and within a beat B and C leave the URL alone too: their
+/// decisions get the fallback at once, without asking it. Before, B did ask.
+async fn a_breaker_opened_on_one_instance_holds_on_the_others(backend: Backend) {
+    let Some(storage) = Storage::new(backend, "clbreak").await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let asked = Arc::new(AtomicUsize::new(0));
+    let count = asked.clone();
+    receiver.answer(move |hook| {
+        if hook.json["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("decision."))
+        {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        Reply::status(500)
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks")).await;
+    let client = client();
+    let ask = |d: &Daemon, n: usize| {
+        let (client, url) = (client.clone(), d.url("/voicenter/acme"));
+        async move {
+            let r = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(decision(n))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .expect("answered");
+            assert_eq!(r.status().as_u16(), 200);
+            r.text().await.expect("body")
+        }
+    };
+    // B asks the customer while no breaker is open.
+    let fallback = ask(&daemons[1], 0).await;
+    assert_eq!(asked.load(Ordering::SeqCst), 1, "B asked the customer");
+    for n in 1..=3 {
+        assert_eq!(ask(&daemons[0], n).await, fallback);
+    }
+    assert_eq!(asked.load(Ordering::SeqCst), 4, "A asked three times");
+    // A beat on each (500 ms), twice over, then B and C leave the URL alone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in 4..10 {
+        assert_eq!(ask(&daemons[1 + n % 2], n).await, fallback);
+    }
+    assert_eq!(
+        asked.load(Ordering::SeqCst),
+        4,
+        "B and C asked a URL whose breaker A opened\n{}",
+        daemons[1].log_text()
+    );
+    assert!(
+        daemons[1]
+            .log_text()
+            .contains("circuit breaker opened by another instance"),
+        "{}",
+        daemons[1].log_text()
     );
 }
