@@ -1333,7 +1333,13 @@ impl ResolvedConfig {
                  that terminates TLS, otherwise set [server.tls]"
             )),
             None => {}
-            Some(tls) => warnings.extend(crate::tls::key_file_warning(&tls.key_file)),
+            Some(tls) => {
+                warnings.extend(crate::tls::key_file_warning(&tls.key_file));
+                warnings.extend(crate::tls::expiry_warning(
+                    &tls.cert_file,
+                    std::time::SystemTime::now(),
+                ));
+            }
         }
         let grace = self.raw.server.shutdown_grace_ms;
         let longest = self

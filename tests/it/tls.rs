@@ -52,7 +52,21 @@ impl Ca {
     /// A certificate for `name` (an IP address or DNS name) signed by this CA, for a server
     /// or a client: (certificate PEM, key PEM).
     fn issue(&self, name: &str, client: bool) -> (String, String) {
+        self.issue_until(name, client, None)
+    }
+
+    /// [`Ca::issue`], valid until `not_after` when given (from a day before it).
+    fn issue_until(
+        &self,
+        name: &str,
+        client: bool,
+        not_after: Option<time::OffsetDateTime>,
+    ) -> (String, String) {
         let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
+        if let Some(end) = not_after {
+            params.not_before = end - time::Duration::days(400);
+            params.not_after = end;
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -786,4 +800,42 @@ async fn a_stalled_handshake_is_closed_after_the_header_timeout() {
     );
     let log = wait_log(&daemon, "TLS handshake not finished in time", 1);
     assert!(log.contains("timeout_ms=300"), "{log}");
+}
+
+#[test]
+fn an_expired_or_expiring_certificate_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new("expiry CA");
+    let now = time::OffsetDateTime::now_utc();
+    let path = dir.path().join("expiry.toml");
+    let check = |server: &(String, String)| {
+        let files = Files::write(dir.path(), &ca, server);
+        std::fs::write(
+            &path,
+            config(1, dir.path(), &files, "", "http://127.0.0.1:9/"),
+        )
+        .expect("config");
+        let (status, stdout, stderr) = run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_ivrgate"))
+                .arg("check-config")
+                .arg(&path),
+            WAIT_LONG,
+        );
+        assert!(status.success(), "{stdout}{stderr}");
+        stderr
+    };
+    let expired = check(&ca.issue_until("127.0.0.1", false, Some(now - time::Duration::days(2))));
+    assert!(
+        expired.contains("warning: server.tls.cert_file")
+            && expired.contains("the certificate expired at"),
+        "{expired}"
+    );
+    let soon = check(&ca.issue_until("127.0.0.1", false, Some(now + time::Duration::days(10))));
+    assert!(
+        soon.contains("the certificate expires in 9 day(s)")
+            || soon.contains("the certificate expires in 10 day(s)"),
+        "{soon}"
+    );
+    let fine = check(&ca.issue_until("127.0.0.1", false, Some(now + time::Duration::days(90))));
+    assert!(!fine.contains("warning"), "{fine}");
 }
