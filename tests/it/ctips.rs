@@ -945,7 +945,8 @@ fn call_hook<'a>(hooks: &'a [Hook], ty: &str, call: i64) -> Option<&'a Hook> {
 /// `interval × missed` without a Heartbeat, opens one on the backup within two intervals of
 /// that, registers every category and filter again (the runtime one too, as the simulator's
 /// control API shows), takes a Snapshot, and reconciles it: a call that started while no
-/// session was up arrives as `ctips.snapshot.call` (`new`), a call that ended meanwhile as
+/// session was up arrives as `ctips.call.started` (`reconciled`) then `ctips.snapshot.call`
+/// (`new`), a call that ended meanwhile as
 /// `ctips.call.ended` (`reconciled`), every entity's sequence without a gap. The lost and
 /// online events carry the gap's length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1134,12 +1135,32 @@ async fn primary_killed_backup_restores_runtime_filters_and_reconciles_the_gap()
         .map(|r| r.op)
         .collect();
     assert!(snapshots.contains(&"Snapshot".to_owned()), "{snapshots:?}");
-    let started = call_hook(&hooks, "ctips.snapshot.call", starts).expect("started");
-    assert_eq!(started.json["data"]["new"], json!(true), "{}", started.json);
-    assert_eq!(started.json["data"]["seq"], json!(1), "{}", started.json);
-    assert!(
-        call_hook(&hooks, "ctips.call.started", starts).is_none(),
-        "CallStarted went out while no session was up: it only comes from the snapshot"
+    let snapshot = call_hook(&hooks, "ctips.snapshot.call", starts).expect("snapshot");
+    assert_eq!(
+        snapshot.json["data"]["new"],
+        json!(true),
+        "{}",
+        snapshot.json
+    );
+    assert_eq!(snapshot.json["data"]["seq"], json!(2), "{}", snapshot.json);
+    // The start nobody saw is reconciled as the missed end is: one ctips.call.started,
+    // first in the call's sequence, marked reconciled, from the snapshot.
+    let started: Vec<&Value> = hooks
+        .iter()
+        .map(|h| &h.json)
+        .filter(|j| {
+            j["type"] == "ctips.call.started"
+                && j["data"]["call_id"] == snapshot.json["data"]["call_id"]
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    let started = started[0];
+    assert_eq!(started["data"]["reconciled"], json!(true), "{started}");
+    assert_eq!(started["data"]["seq"], json!(1), "{started}");
+    assert!(started["data"].get("new").is_none(), "{started}");
+    assert_eq!(
+        started["data"]["snapshot_request_id"], snapshot.json["data"]["request_id"],
+        "{started}"
     );
     let ended = call_hook(&hooks, "ctips.call.ended", ends).expect("ended");
     assert_eq!(
