@@ -223,12 +223,18 @@ struct Gateway {
 }
 
 async fn start_gateway(dir: &Path, webhook: SocketAddr) -> Gateway {
+    start_gateway_on(dir, webhook, "").await
+}
+
+/// A gateway with `storage` lines added to its `[storage]` table (PostgreSQL's).
+async fn start_gateway_on(dir: &Path, webhook: SocketAddr, storage: &str) -> Gateway {
     let toml = format!(
         r#"listen = "127.0.0.1:0"
 state_dir = "{dir}"
 
 [storage]
 min_free_bytes = 0
+{storage}
 
 [[tenants]]
 id = "acme"
@@ -960,6 +966,11 @@ async fn bench(threads: usize) {
         Err(_) => eprintln!("gateway did not stop within 15 s"),
     }
 
+    // 7. The same decision and CDR measures on PostgreSQL: one instance, then three on one
+    // database (in this process: they share its cores, so the figures show the cost of the
+    // shared store, not a scale-out).
+    let pg = pg_phases(&client, &template, webhook.addr, &bare, secs, run_id).await;
+
     let load_after = loadavg();
 
     // The table.
@@ -1112,6 +1123,8 @@ async fn bench(threads: usize) {
             None,
         ),
     ];
+    let mut rows = rows;
+    rows.extend(pg);
     let w0 = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0);
     let w2 = rows
@@ -1141,4 +1154,105 @@ async fn bench(threads: usize) {
         );
     }
     println!("{line}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// Decision overhead (open loop at [`RATE`], against the bare webhook measured before) and
+/// CDR acknowledgements (closed loop) on a fresh PostgreSQL database, with one instance and
+/// with three sharing it; requests are spread over the instances in turn. Skipped (one
+/// row saying so) when no PostgreSQL answers (`IVRGATE_TEST_PG`, default 127.0.0.1:5432).
+async fn pg_phases(
+    client: &reqwest::Client,
+    template: &Arc<str>,
+    webhook: SocketAddr,
+    bare: &OpenLoop,
+    secs: Duration,
+    run_id: u32,
+) -> Vec<Row> {
+    let Some(db) = ivrgate::store::postgres::testing::TestDb::create("bench").await else {
+        return vec![row("PostgreSQL", "skipped: no server".into(), "", None)];
+    };
+    let c = &db.settings.config;
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let url = format!(
+        "host={host} port={} user={} dbname={} sslmode=disable",
+        c.get_ports().first().copied().unwrap_or(5432),
+        c.get_user().unwrap_or("postgres"),
+        db.name
+    );
+    let lines = format!("backend = \"postgres\"\nurl = \"{url}\"\npool_size = 16\n");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut gateways = vec![start_gateway_on(dir.path(), webhook, &lines).await];
+    let (b50, b99) = (
+        percentile(&bare.latencies, 50.0),
+        percentile(&bare.latencies, 99.0),
+    );
+    let mut rows = Vec::new();
+    for (n, label) in [(1usize, "1 instance"), (3, "3 instances")] {
+        while gateways.len() < n {
+            gateways.push(start_gateway_on(dir.path(), webhook, &lines).await);
+        }
+        let addrs: Arc<Vec<SocketAddr>> = Arc::new(gateways.iter().map(|g| g.addr).collect());
+        eprintln!("7/7 PostgreSQL, {label}: decisions at {RATE}/s, then CDR ingest");
+        let decision: MakeRequest = {
+            let (client, template, addrs) = (client.clone(), template.clone(), addrs.clone());
+            Arc::new(move |i| {
+                let addr = addrs[i as usize % addrs.len()];
+                client
+                    .post(format!("http://{addr}/voicenter/acme"))
+                    .header("content-type", "text/xml")
+                    .body(template.replace("{ID}", &format!("pg{n}{run_id:08x}{i:020}")))
+            })
+        };
+        let _ = closed_loop(4, WARMUP, decision.clone(), is_menu).await;
+        let through = open_loop(RATE, secs, decision, is_menu).await;
+        let cdr: MakeRequest = {
+            let (client, addrs) = (client.clone(), addrs.clone());
+            let offset = 2_000_000_000u64 * n as u64;
+            Arc::new(move |i| {
+                let addr = addrs[i as usize % addrs.len()];
+                client
+                    .post(format!("http://{addr}/voicenter/acme/cdr"))
+                    .header("content-type", "application/json")
+                    .body(cdr_body(offset + i))
+            })
+        };
+        let _ = closed_loop(CDR_CLIENTS, WARMUP, cdr.clone(), is_ack).await;
+        let cdr_tp = closed_loop(CDR_CLIENTS, secs, cdr, is_ack).await;
+        let (g50, g99) = (
+            percentile(&through.latencies, 50.0),
+            percentile(&through.latencies, 99.0),
+        );
+        rows.push(row(
+            &format!("PostgreSQL, {label}: decision overhead p50 / p99"),
+            format!(
+                "{:.3} / {:.3} ms, errors {}",
+                g50 - b50,
+                g99 - b99,
+                through.errors
+            ),
+            "",
+            None,
+        ));
+        rows.push(row(
+            &format!("PostgreSQL, {label}: CDR acks after commit ({CDR_CLIENTS} clients)"),
+            format!(
+                "{:.0} acks/s, non-acks {}, {:.0} us CPU/ack",
+                cdr_tp.per_second, cdr_tp.errors, cdr_tp.cpu_us
+            ),
+            "",
+            None,
+        ));
+    }
+    for gateway in gateways {
+        let _ = gateway.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(15), gateway.join).await;
+    }
+    db.drop_db().await;
+    rows
 }

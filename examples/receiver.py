@@ -48,4 +48,10 @@ class Hooks(http.server.BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    http.server.ThreadingHTTPServer(("127.0.0.1", 9000), Hooks).serve_forever()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 9000), Hooks)
+    print("listening on http://127.0.0.1:9000/hooks (the webhook_url of config/minimal.toml), "
+          "verifying with its webhook_secret; Ctrl-C stops", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")

@@ -9,7 +9,7 @@ RUNS=${RUNS:-10000000}
 MAX_SECONDS=${MAX_SECONDS:-0}
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(xmlrpc json form charset voicenter ptk_soap soap soap_write openscape command config path redact forwarded)
+    targets=(xmlrpc json form charset voicenter ptk_soap soap soap_write ctips openscape command config path redact forwarded)
 fi
 mkdir -p logs
 for t in "${targets[@]}"; do

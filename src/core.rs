@@ -578,7 +578,7 @@ impl Core {
                     expected_version: row.map(|r| r.version),
                     status: "active",
                     attached: merged,
-                    state: Some(state),
+                    state: Some(state.into()),
                     // An adapter that keeps its calls in entities sets their expiry (a PTK
                     // interaction waits days for its appointment, an OpenScape call has its
                     // own limit); a decision leaves it alone.
@@ -831,7 +831,7 @@ impl Core {
                     expected_version: row.as_ref().map(|r| r.version),
                     status,
                     attached: row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
-                    state,
+                    state: state.map(Into::into),
                     expires_at_ms: expires,
                 }
             });

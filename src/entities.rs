@@ -243,7 +243,10 @@ impl Core {
                 outbox_quota: Some(tenant.outbox_quota),
                 ..UnitOfWork::default()
             };
-            let mut after = read.clone();
+            // The entities as written, answered once committed. Their states are shared with
+            // the unit of work rather than copied: a large state would be held twice through
+            // the commit.
+            let mut fresh: Vec<(usize, Entity, Option<Arc<Value>>)> = Vec::new();
             for (i, change) in changes.into_iter().enumerate() {
                 let Change::Write(write) = change else {
                     continue;
@@ -344,17 +347,20 @@ impl Core {
                         claim,
                     });
                 }
-                if let Some(slot) = after.get_mut(i) {
-                    *slot = Some(Entity {
+                let state = state.map(Arc::new);
+                fresh.push((
+                    i,
+                    Entity {
                         key: key.clone(),
                         entity_id: entity_id.clone(),
                         version: before.as_ref().map_or(1, |e| e.version + 1),
                         status: status.to_owned(),
-                        state: state.clone(),
+                        state: None,
                         attached: attached.clone(),
                         expires_at,
-                    });
-                }
+                    },
+                    state.clone(),
+                ));
                 uow.entities.push(EntityWrite {
                     row: CallWrite {
                         key: call_key(key),
@@ -372,11 +378,27 @@ impl Core {
                 return Ok(Transitioned::Done(read));
             }
             let written: Vec<CallKey> = uow.entities.iter().map(|e| e.row.key.clone()).collect();
+            // What was read of the entities being written is not answered: not held through
+            // the commit either.
+            for (i, _, _) in &fresh {
+                if let Some(slot) = read.get_mut(*i) {
+                    *slot = None;
+                }
+            }
             match self.store.commit(uow).await {
                 Ok(CommitOutcome::Committed { .. }) => {
                     self.count_entity("committed");
                     for written in &written {
                         self.wake_entity(written);
+                    }
+                    let mut after = read;
+                    for (i, mut entity, state) in fresh {
+                        // The store has let go of its share by now; a copy only if it has not.
+                        entity.state =
+                            state.map(|s| Arc::try_unwrap(s).unwrap_or_else(|s| (*s).clone()));
+                        if let Some(slot) = after.get_mut(i) {
+                            *slot = Some(entity);
+                        }
                     }
                     return Ok(Transitioned::Done(after));
                 }

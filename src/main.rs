@@ -44,9 +44,8 @@ commands:
                            list dead-lettered events
   replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
                            put dead-lettered (or delivered) events back in the delivery queue
-  move-store --config PATH copy the embedded store in state_dir (pending deliveries, dead
-                           letters, timers, live calls, dedupe answers) into the PostgreSQL
-                           store at storage.url; run it with the service stopped
+  move-store --config PATH move state_dir's embedded store into the configured PostgreSQL
+                           (every instance stopped; the embedded store is left as it was)
   reload --pid PID         ask the running `serve` process PID to reload its configuration
                            and wait for its verdict: exit 0 when applied, 1 (with every
                            reason) when refused; the unit's ExecReload
@@ -447,7 +446,11 @@ async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow:
     let store = open_store(&config).await?;
     let listed = store.dead_letters(tenant, 10_000).await;
     store.shutdown().await;
-    for d in listed? {
+    let listed = listed?;
+    if listed.is_empty() {
+        println!("none");
+    }
+    for d in listed {
         println!(
             "{}\t{}\t{}\tattempts={}\t{}",
             d.event_id,
@@ -463,8 +466,15 @@ async fn dead_letters(config: ResolvedConfig, tenant: Option<String>) -> anyhow:
 async fn replay(config: ResolvedConfig, filter: ReplayFilter) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
     let now = ivrgate::clock::to_ms(std::time::SystemTime::now());
-    let replayed = store.replay(filter, now).await;
+    let replayed = store.replay(filter.clone(), now).await;
+    let why = match replayed {
+        Ok(0) => Some(ivrgate::admin::why_nothing_replayed(&store, &filter).await),
+        _ => None,
+    };
     store.shutdown().await;
-    println!("{} event(s) put back in the delivery queue", replayed?);
+    match why {
+        Some(why) => println!("0 event(s) put back in the delivery queue: {why}"),
+        None => println!("{} event(s) put back in the delivery queue", replayed?),
+    }
     Ok(())
 }

@@ -85,6 +85,39 @@ write("soap", [b"text/xml; charset=utf-8\n" + b for b in ptk + ctips]
 # The writer's round trip (split from `soap`, F4): text whose lines become written values.
 write("soap_write", ptk + ctips + ["שלום\n\nx & <y> \"'\r\n\t\x01end".encode()])
 
+# The CTIPS callback service: content type, the epoch the callback path names (empty: the
+# one the target's gateway holds, 7), then the body. One PublishCTIEvent per event contract as
+# the simulator writes it (its example `event_seeds`), the callback envelopes of WIRE.md, and
+# hand-written edges: no i:type, the seed's element names, a stale epoch, another session.
+import subprocess, tempfile
+with tempfile.TemporaryDirectory() as events:
+    subprocess.run(["cargo", "run", "-q", "-p", "ctips-sim", "--example", "event_seeds", events],
+                   cwd=ROOT, check=True)
+    sim_events = [read(p) for p in sorted(glob.glob(os.path.join(events, "*.xml")))]
+NS_PUB = b"http://www.aspect.com/unifiedip/edk/clientpublishapi/2009/08"
+SOAP11 = b"http://schemas.xmlsoap.org/soap/envelope/"
+def publish(event):
+    return (b'<s:Envelope xmlns:s="' + SOAP11 + b'"><s:Body><PublishCTIEvent xmlns="' + NS_PUB
+            + b'"><ctiEvent xmlns:a="' + NS_PUB + b'">' + event
+            + b"</ctiEvent></PublishCTIEvent></s:Body></s:Envelope>")
+callbacks = [read(os.path.join(ROOT, "fuzz", "seeds", "soap", n)) for n in
+             ("heartbeat.request.xml", "start_session.request.xml", "publish_route_request.request.xml")]
+write("ctips", [b"text/xml; charset=utf-8\n\n" + b for b in sim_events + callbacks] + [
+    b"text/xml\n\n" + publish(b"<a:EventType>RouteReject</a:EventType><a:CallId>5</a:CallId>"
+                              b"<a:RequestIdList><a:int>1</a:int></a:RequestIdList>"),
+    b"text/xml\n\n" + publish(b"<a:EventType>SnapShotUpdate</a:EventType><a:SnapShotType>CallInfo"
+                              b"</a:SnapShotType><a:SnapShotComplete>true</a:SnapShotComplete><a:CallData>"
+                              b"<a:CallId>9</a:CallId><a:CallSequenceId>2</a:CallSequenceId></a:CallData>"),
+    b"text/xml\n\n" + publish(b'<a:EventType i:nil="true" xmlns:i="http://www.w3.org/2001/'
+                              b'XMLSchema-instance">CallEnd</a:EventType><a:CallId> 4 </a:CallId>'),
+    b"text/xml\n8\n" + callbacks[0],
+    b"text/xml\n7/x\n" + callbacks[0],
+    b"text/xml\n8\n" + b'<s:Envelope xmlns:s="' + SOAP11 + b'"><s:Body><Anything/></s:Body></s:Envelope>',
+    b"text/xml\n\n" + callbacks[0].replace(b"3f2a", b"S-fuzz"),
+    b"application/soap+xml; charset=windows-1255\n\n" + publish(b"<a:EventType>CallStarted</a:EventType>"
+                              b"<a:ANI>\xf9\xec\xe5\xed</a:ANI>"),
+])
+
 osc = [b"text/xml\n\n" + b for b in fixtures("openscape/*.xml")]
 osc += [
     b"application/json\n\n{\"method\": \"QueryCallInfo\", \"params\": [\"1341023126268002\", null, null, \">ANI\"]}",

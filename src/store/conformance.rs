@@ -150,7 +150,7 @@ fn call_write(
         expected_version: expected,
         status: "active",
         attached,
-        state,
+        state: state.map(std::sync::Arc::new),
         expires_at_ms: Some(now() + 3_600_000),
     }
 }

@@ -71,7 +71,8 @@ pub struct CallWrite {
     pub expected_version: Option<i64>,
     pub status: &'static str,
     pub attached: Map<String, Value>,
-    pub state: Option<Value>,
+    /// Shared, so the entity answered after the commit holds the same state, not a copy.
+    pub state: Option<std::sync::Arc<Value>>,
     /// When the call expires if nothing else happens; a `call_expiry` timer is set for it.
     pub expires_at_ms: Option<i64>,
 }
@@ -240,6 +241,84 @@ pub struct DeadLetter {
     pub created_at_ms: i64,
 }
 
+/// One tenant's queue, for the admin API's view of its endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueSummary {
+    pub tenant: String,
+    pub pending: u64,
+    pub dead: u64,
+    /// When the oldest pending event was stored.
+    pub oldest_pending_ms: Option<i64>,
+    /// The earliest next attempt among pending events.
+    pub next_attempt_ms: Option<i64>,
+    /// The error of the newest event (pending or dead) whose last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// An event's delivery state in the outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl EventStatus {
+    /// The outbox's status code.
+    pub fn code(self) -> i64 {
+        match self {
+            EventStatus::Pending => 0,
+            EventStatus::Delivered => 1,
+            EventStatus::Dead => 2,
+        }
+    }
+
+    pub fn from_code(code: i64) -> EventStatus {
+        match code {
+            0 => EventStatus::Pending,
+            1 => EventStatus::Delivered,
+            _ => EventStatus::Dead,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Pending => "pending",
+            EventStatus::Delivered => "delivered",
+            EventStatus::Dead => "dead",
+        }
+    }
+}
+
+/// Which events the admin API lists: by status, optionally one tenant, type or event, a
+/// page of `limit` after the cursor `after_id` (the `id` of the last event of the previous
+/// page), oldest first.
+#[derive(Debug, Clone)]
+pub struct EventQuery {
+    pub status: EventStatus,
+    pub tenant: Option<String>,
+    pub event_type: Option<String>,
+    pub event_id: Option<String>,
+    pub after_id: Option<i64>,
+    pub limit: usize,
+}
+
+/// One event as the admin API lists it (never its payload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventListing {
+    /// The outbox row's id: the paging cursor.
+    pub id: i64,
+    pub event_id: String,
+    pub tenant: String,
+    pub event_type: String,
+    pub call_id: Option<String>,
+    pub status: EventStatus,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+}
+
 /// Which events a replay puts back in the queue.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
@@ -388,6 +467,14 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<Vec<DeadLetter>>>;
     /// Puts matching events back in the delivery queue; returns how many.
     fn replay(&self, filter: ReplayFilter, now_ms: i64) -> BoxFuture<'_, Result<u64>>;
+    /// Per tenant with events: pending and dead counts, the oldest pending event's age, the
+    /// next attempt and the newest error (the admin API's endpoint view).
+    fn queue_summary(&self) -> BoxFuture<'_, Result<Vec<QueueSummary>>>;
+    /// A page of events by status and filters (the admin API's event list).
+    fn list_events(&self, query: EventQuery) -> BoxFuture<'_, Result<Vec<EventListing>>>;
+    /// "Retry now": pending events of `tenants` (all when empty) that wait for a later
+    /// attempt and are not claimed become due at `now_ms`; returns how many.
+    fn retry_now(&self, tenants: Vec<String>, now_ms: i64) -> BoxFuture<'_, Result<u64>>;
     fn set_endpoint_disabled(
         &self,
         tenant: String,

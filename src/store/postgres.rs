@@ -973,6 +973,99 @@ impl PgStore {
         Ok(total)
     }
 
+    /// [`super::Backend::queue_summary`].
+    pub async fn queue_summary(&self) -> super::Result<Vec<super::QueueSummary>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT o.tenant, count(*) FILTER (WHERE o.status = 0), \
+                 count(*) FILTER (WHERE o.status = 2), \
+                 min(o.created_at_ms) FILTER (WHERE o.status = 0), \
+                 min(o.next_attempt_ms) FILTER (WHERE o.status = 0), \
+                 (SELECT e.last_error FROM outbox e WHERE e.tenant = o.tenant \
+                  AND e.status IN (0, 2) AND e.last_error IS NOT NULL ORDER BY e.id DESC LIMIT 1) \
+                 FROM outbox o WHERE o.status IN (0, 2) GROUP BY o.tenant ORDER BY o.tenant",
+                &[],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::QueueSummary {
+                tenant: r.get(0),
+                pending: r.get::<_, i64>(1).max(0) as u64,
+                dead: r.get::<_, i64>(2).max(0) as u64,
+                oldest_pending_ms: r.get(3),
+                next_attempt_ms: r.get(4),
+                last_error: r.get(5),
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::list_events`].
+    pub async fn list_events(
+        &self,
+        query: super::EventQuery,
+    ) -> super::Result<Vec<super::EventListing>> {
+        let status = query.status.code() as i16;
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, event_id, tenant, event_type, call_id, status, attempts, \
+                 next_attempt_ms, last_error, created_at_ms FROM outbox \
+                 WHERE status = $1 AND ($2::text IS NULL OR tenant = $2) \
+                 AND ($3::text IS NULL OR event_type = $3) AND ($4::text IS NULL OR event_id = $4) \
+                 AND id > $5 ORDER BY id LIMIT $6",
+                &[
+                    &status,
+                    &query.tenant,
+                    &query.event_type,
+                    &query.event_id,
+                    &query.after_id.unwrap_or(0),
+                    &(query.limit as i64),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| super::EventListing {
+                id: r.get(0),
+                event_id: r.get(1),
+                tenant: r.get(2),
+                event_type: r.get(3),
+                call_id: r.get(4),
+                status: super::EventStatus::from_code(i64::from(r.get::<_, i16>(5))),
+                attempts: r.get::<_, i32>(6).max(0) as u32,
+                next_attempt_ms: r.get(7),
+                last_error: r.get(8),
+                created_at_ms: r.get(9),
+            })
+            .collect())
+    }
+
+    /// [`super::Backend::retry_now`]: not-yet-due, unclaimed pending events due now (by the
+    /// caller's clock, as `next_attempt_ms` is written).
+    pub async fn retry_now(&self, tenants: Vec<String>, now_ms: i64) -> super::Result<u64> {
+        let all = tenants.is_empty();
+        let n = self
+            .client()
+            .await?
+            .execute(
+                &format!(
+                    "UPDATE outbox SET next_attempt_ms = $1 WHERE status = 0 \
+                     AND next_attempt_ms > $1 AND lease_until_ms <= {DB_NOW_MS} \
+                     AND ($2 OR tenant = ANY($3))"
+                ),
+                &[&now_ms, &all, &tenants],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(n)
+    }
+
     /// [`super::Backend::set_endpoint_disabled`].
     pub async fn set_endpoint_disabled(
         &self,
@@ -1352,7 +1445,9 @@ async fn run_batch(
     // this instance's writes to one call in the order they were queued), so two instances'
     // batches touching the same calls wait on each other instead of deadlocking.
     let mut order: Vec<usize> = (0..uows.len()).collect();
-    order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
+    if sortable(uows) {
+        order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
+    }
     for at in order {
         let uow = uows[at];
         let mut tries = 0;
@@ -1409,6 +1504,36 @@ async fn run_batch(
             o.unwrap_or_else(|| Err(super::StoreError::Backend("write was not applied".into())))
         })
         .collect())
+}
+
+/// Whether sorting by [`lock_key`] keeps every pair of units of work that write a common
+/// row in queue order: true unless a unit writing several rows shares one with another unit
+/// (then the batch keeps its queue order).
+fn sortable(uows: &[&super::UnitOfWork]) -> bool {
+    let rows = |u: &super::UnitOfWork| -> Vec<(String, String, String)> {
+        u.call
+            .iter()
+            .chain(u.entities.iter().map(|e| &e.row))
+            .map(|r| {
+                (
+                    r.key.tenant.clone(),
+                    r.key.vendor.clone(),
+                    r.key.vendor_call_id.clone(),
+                )
+            })
+            .collect()
+    };
+    let mut writers: std::collections::HashMap<(String, String, String), usize> =
+        std::collections::HashMap::new();
+    let all: Vec<Vec<(String, String, String)>> = uows.iter().map(|u| rows(u)).collect();
+    for keys in &all {
+        for key in keys {
+            *writers.entry(key.clone()).or_insert(0) += 1;
+        }
+    }
+    all.iter()
+        .filter(|keys| keys.len() > 1)
+        .all(|keys| keys.iter().all(|k| writers.get(k) == Some(&1)))
 }
 
 /// The row a unit of work locks first: its call's (or first entity's) key.
@@ -1638,7 +1763,7 @@ async fn write_call(
                         &(1 + events),
                         &status,
                         &attached,
-                        &call.state,
+                        &call.state.as_deref(),
                         &call.expires_at_ms,
                         &now_ms,
                     ],
@@ -1665,7 +1790,7 @@ async fn write_call(
                         &events,
                         &status,
                         &attached,
-                        &call.state,
+                        &call.state.as_deref(),
                         &call.expires_at_ms,
                         &now_ms,
                         &call.key.tenant,
@@ -1980,6 +2105,34 @@ impl super::Backend for PgStore {
         limit: usize,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::DeadLetter>>> {
         Box::pin(PgStore::dead_letters(self, tenant, limit))
+    }
+
+    fn queue_summary(
+        &self,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::QueueSummary>>> {
+        Box::pin(PgStore::queue_summary(self))
+    }
+
+    fn list_events(
+        &self,
+        query: super::EventQuery,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::EventListing>>> {
+        Box::pin(PgStore::list_events(self, query))
+    }
+
+    fn retry_now(
+        &self,
+        tenants: Vec<String>,
+        now_ms: i64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
+        Box::pin(async move {
+            let n = PgStore::retry_now(self, tenants, now_ms).await?;
+            if n > 0 {
+                self.changes.outbox.notify_one();
+                let _ = self.notify("outbox").await;
+            }
+            Ok(n)
+        })
     }
 
     fn replay(
@@ -3046,6 +3199,146 @@ mod tests {
             "released and reset timers, oldest first"
         );
         drop(client);
+        db.drop_db().await;
+    }
+
+    #[tokio::test]
+    async fn queue_summary_event_pages_and_retry_now() {
+        use crate::store::{EventQuery, EventStatus, QueueSummary};
+        let Some(db) = TestDb::create("admin_views").await else {
+            return;
+        };
+        let (a, _b) = two_instances(&db).await;
+        let client = a.client().await.expect("client");
+        // (event, tenant, type, status, created, next attempt, lease until, last error)
+        for (event, tenant, kind, status, created, next, lease, error) in [
+            (
+                "p1",
+                "acme",
+                "call.cdr",
+                0i16,
+                100i64,
+                5_000i64,
+                0i64,
+                Some("HTTP 503 Service Unavailable"),
+            ),
+            (
+                "p2",
+                "acme",
+                "call.hangup",
+                0,
+                200,
+                9_000,
+                0,
+                Some("connection refused"),
+            ),
+            ("p3", "acme", "call.cdr", 0, 300, 9_000, i64::MAX, None),
+            (
+                "d1",
+                "acme",
+                "call.cdr",
+                2,
+                50,
+                1,
+                0,
+                Some("HTTP 500 Internal Server Error"),
+            ),
+            ("q1", "beta", "call.cdr", 0, 400, 7_000, 0, None),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO outbox (event_id, tenant, event_type, payload, created_at_ms, \
+                     next_attempt_ms, status, attempts, last_error, lease_until_ms, call_id) \
+                     VALUES ($1, $2, $3, '\\x7b7d', $4, $5, $6, 1, $7, $8, 'call_x')",
+                    &[
+                        &event, &tenant, &kind, &created, &next, &status, &error, &lease,
+                    ],
+                )
+                .await
+                .expect("insert");
+        }
+        let summary = a.queue_summary().await.expect("summary");
+        assert_eq!(
+            summary,
+            vec![
+                QueueSummary {
+                    tenant: "acme".into(),
+                    pending: 3,
+                    dead: 1,
+                    oldest_pending_ms: Some(100),
+                    next_attempt_ms: Some(5_000),
+                    // The newest stored event with an error (d1, stored after p1 and p2).
+                    last_error: Some("HTTP 500 Internal Server Error".into()),
+                },
+                QueueSummary {
+                    tenant: "beta".into(),
+                    pending: 1,
+                    dead: 0,
+                    oldest_pending_ms: Some(400),
+                    next_attempt_ms: Some(7_000),
+                    last_error: None,
+                },
+            ]
+        );
+        let page = |status, tenant: Option<&str>, kind: Option<&str>, after, limit| EventQuery {
+            status,
+            tenant: tenant.map(str::to_owned),
+            event_type: kind.map(str::to_owned),
+            event_id: None,
+            after_id: after,
+            limit,
+        };
+        let first = a
+            .list_events(page(EventStatus::Pending, Some("acme"), None, None, 2))
+            .await
+            .expect("page");
+        let ids: Vec<&str> = first.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, ["p1", "p2"]);
+        assert_eq!(first[0].call_id.as_deref(), Some("call_x"));
+        assert_eq!(first[0].status, EventStatus::Pending);
+        let rest = a
+            .list_events(page(
+                EventStatus::Pending,
+                Some("acme"),
+                None,
+                Some(first[1].id),
+                2,
+            ))
+            .await
+            .expect("page");
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].event_id, "p3");
+        let hangups = a
+            .list_events(page(
+                EventStatus::Pending,
+                None,
+                Some("call.hangup"),
+                None,
+                10,
+            ))
+            .await
+            .expect("page");
+        assert_eq!(hangups.len(), 1);
+        let dead = a
+            .list_events(page(EventStatus::Dead, None, None, None, 10))
+            .await
+            .expect("page");
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].event_id, "d1");
+        // Retry now: acme's waiting, unclaimed events (p1, p2; p3 is claimed), not beta's.
+        assert_eq!(
+            a.retry_now(vec!["acme".into()], 1_000)
+                .await
+                .expect("retry"),
+            2
+        );
+        let summary = a.queue_summary().await.expect("summary");
+        assert_eq!(summary[0].next_attempt_ms, Some(1_000));
+        assert_eq!(summary[1].next_attempt_ms, Some(7_000));
+        // Every tenant when none is named.
+        assert_eq!(a.retry_now(vec![], 1_000).await.expect("retry"), 1);
+        drop(client);
+        drop(a);
         db.drop_db().await;
     }
 

@@ -236,13 +236,19 @@ where
         }
     }
 
-    fn complete(mut self: Box<Self>, committed: Result<()>) {
-        let value = match (committed, self.value.take()) {
+    fn complete(self: Box<Self>, committed: Result<()>) {
+        let Op {
+            run, value, reply, ..
+        } = *self;
+        // What the write held (a unit of work's states and payloads) is let go before the
+        // waiter wakes: it may then take back a state it shares without copying it.
+        drop(run);
+        let value = match (committed, value) {
             (Ok(()), Some(v)) => v,
             (Err(e), _) => Err(e),
             (Ok(()), None) => Err(StoreError::Backend("write was not applied".into())),
         };
-        if let Some(reply) = self.reply.take() {
+        if let Some(reply) = reply {
             let _ = reply.send(value);
         }
     }
@@ -352,7 +358,7 @@ impl Space {
         }
         let mut bytes = 0;
         let mut row = |w: &CallWrite| {
-            bytes += w.state.as_ref().map_or(0, json_len) + 256;
+            bytes += w.state.as_deref().map_or(0, json_len) + 256;
             bytes += w
                 .attached
                 .iter()
@@ -1078,6 +1084,98 @@ impl SqliteStore {
                 bump_pending(c, tenant, 1)?;
             }
             Ok(tenants.len() as u64)
+        })
+        .await
+    }
+
+    /// [`Backend::queue_summary`].
+    pub async fn queue_summary(&self) -> Result<Vec<QueueSummary>> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT o.tenant, SUM(o.status = 0), SUM(o.status = 2), \
+                 MIN(CASE WHEN o.status = 0 THEN o.created_at_ms END), \
+                 MIN(CASE WHEN o.status = 0 THEN o.next_attempt_ms END), \
+                 (SELECT e.last_error FROM outbox e WHERE e.tenant = o.tenant \
+                  AND e.status IN (0, 2) AND e.last_error IS NOT NULL ORDER BY e.id DESC LIMIT 1) \
+                 FROM outbox o WHERE o.status IN (0, 2) GROUP BY o.tenant ORDER BY o.tenant",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(QueueSummary {
+                        tenant: r.get(0)?,
+                        pending: r.get::<_, i64>(1)?.max(0) as u64,
+                        dead: r.get::<_, i64>(2)?.max(0) as u64,
+                        oldest_pending_ms: r.get(3)?,
+                        next_attempt_ms: r.get(4)?,
+                        last_error: r.get(5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// [`Backend::list_events`].
+    pub async fn list_events(&self, query: EventQuery) -> Result<Vec<EventListing>> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, event_id, tenant, event_type, call_id, status, attempts, \
+                 next_attempt_ms, last_error, created_at_ms FROM outbox \
+                 WHERE status = ?1 AND (?2 IS NULL OR tenant = ?2) \
+                 AND (?3 IS NULL OR event_type = ?3) AND (?4 IS NULL OR event_id = ?4) \
+                 AND id > ?5 ORDER BY id LIMIT ?6",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        query.status.code(),
+                        query.tenant,
+                        query.event_type,
+                        query.event_id,
+                        query.after_id.unwrap_or(0),
+                        query.limit as i64
+                    ],
+                    |r| {
+                        Ok(EventListing {
+                            id: r.get(0)?,
+                            event_id: r.get(1)?,
+                            tenant: r.get(2)?,
+                            event_type: r.get(3)?,
+                            call_id: r.get(4)?,
+                            status: EventStatus::from_code(r.get(5)?),
+                            attempts: r.get(6)?,
+                            next_attempt_ms: r.get(7)?,
+                            last_error: r.get(8)?,
+                            created_at_ms: r.get(9)?,
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// [`Backend::retry_now`].
+    pub async fn retry_now(&self, tenants: Vec<String>, now_ms: i64) -> Result<u64> {
+        self.write(true, move |c| {
+            let mut n = 0;
+            let all = tenants.is_empty();
+            let names: Vec<Option<&str>> = if all {
+                vec![None]
+            } else {
+                tenants.iter().map(|t| Some(t.as_str())).collect()
+            };
+            for tenant in names {
+                n += c.execute(
+                    "UPDATE outbox SET next_attempt_ms = ?1 WHERE status = 0 \
+                     AND next_attempt_ms > ?1 AND lease_until_ms <= ?1 \
+                     AND (?2 IS NULL OR tenant = ?2)",
+                    params![now_ms, tenant],
+                )? as u64;
+            }
+            Ok(n)
         })
         .await
     }
@@ -2014,6 +2112,18 @@ impl Backend for SqliteStore {
 
     fn replay(&self, filter: ReplayFilter, now_ms: i64) -> BoxFuture<'_, Result<u64>> {
         Box::pin(SqliteStore::replay(self, filter, now_ms))
+    }
+
+    fn queue_summary(&self) -> BoxFuture<'_, Result<Vec<QueueSummary>>> {
+        Box::pin(SqliteStore::queue_summary(self))
+    }
+
+    fn list_events(&self, query: EventQuery) -> BoxFuture<'_, Result<Vec<EventListing>>> {
+        Box::pin(SqliteStore::list_events(self, query))
+    }
+
+    fn retry_now(&self, tenants: Vec<String>, now_ms: i64) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(SqliteStore::retry_now(self, tenants, now_ms))
     }
 
     fn set_endpoint_disabled(

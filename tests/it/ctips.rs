@@ -1292,3 +1292,50 @@ async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
     signal(&daemon, "TERM");
     exits(&mut daemon).await;
 }
+
+/// A callback naming an epoch this instance does not hold is refused with a fault, and the
+/// operation its body names never becomes a metrics label: each name would be a new series
+/// on `/metrics` (finding F5 of the `ctips` fuzz target; its input is the fixture).
+#[tokio::test]
+async fn a_stale_callback_names_no_metrics_label_from_its_body() {
+    let input = std::fs::read_to_string(
+        root().join("tests/fixtures/fuzz/ctips/stale-callback-names-its-operation"),
+    )
+    .expect("fixture");
+    let mut lines = input.splitn(3, '\n');
+    let (content_type, epoch, body) = (
+        lines.next().expect("content type"),
+        lines.next().expect("epoch"),
+        lines.next().expect("body"),
+    );
+    let rx = Receiver::start().await;
+    // Nothing listens there: the connector never holds a session, so every epoch is stale.
+    let server = format!("http://127.0.0.1:{}/CTIPortalService", free_port());
+    let gw = Gateway::start(
+        &rx.url("/hook"),
+        &format!(
+            "[tenants.ctips]\nservers = [\"{server}\"]\nusername = \"ivrgate\"\n\
+             password = \"pw\"\ncallback_token = \"{TOKEN}\"\n"
+        ),
+    )
+    .await;
+    let path = format!("/ctips/acme/{TOKEN}/{epoch}");
+    for body in [body.to_owned(), body.replace("Anything", "Op-0123456789")] {
+        let (status, _, answer) = gw.post(&path, content_type, body).await;
+        assert_eq!(status, 500, "{answer}");
+        assert!(answer.contains("InvalidSessionId"), "{answer}");
+    }
+    let (status, metrics) = gw.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        !metrics.contains("Anything") && !metrics.contains("Op-0123456789"),
+        "a metrics label names what the request chose:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ivrgate_requests_total{adapter="ctips",method="unknown",outcome="stale"} 2"#
+        ),
+        "{metrics}"
+    );
+    gw.stop().await;
+}

@@ -127,14 +127,21 @@ pub async fn handle(gw: &dyn Gateway, settings: Option<&Settings>, request: Inbo
         Ok(op) => op,
         Err(e) => return fault(true, &e.0, "unknown", "bad_request"),
     };
-    let method = op.name.clone();
+    // The operation as the answer and the metrics label name it: one this service serves, or
+    // `unknown`, never a name the request chose (each would be a new series on /metrics).
+    let method = match op.name.as_str() {
+        name @ ("Heartbeat" | "HeartbeatMessage" | "StartSession" | "PublishCTIEvent") => {
+            name.to_owned()
+        }
+        _ => "unknown".to_owned(),
+    };
     let held = gw.held_epoch(&request.tenant, crate::NAME, CONNECTOR);
     let live = (held == Some(epoch))
         .then(|| live::get(&request.tenant, epoch))
         .flatten();
     let Some(live) = live else {
         tracing::info!(
-            tenant = %request.tenant, epoch, held = ?held, method = %method,
+            tenant = %request.tenant, epoch, held = ?held, op = %op.name,
             "ctips callback for a session this instance does not hold: refused"
         );
         return fault(
@@ -270,11 +277,11 @@ pub async fn handle(gw: &dyn Gateway, settings: Option<&Settings>, request: Inbo
                 }
             }
         }
-        other => {
-            tracing::warn!(tenant = %request.tenant, op = other, "ctips callback: unknown operation");
+        _ => {
+            tracing::warn!(tenant = %request.tenant, op = %op.name, "ctips callback: unknown operation");
             fault(
                 true,
-                &format!("unknown operation {other}"),
+                &format!("unknown operation {}", op.name),
                 "unknown",
                 "bad_request",
             )

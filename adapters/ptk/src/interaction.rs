@@ -91,8 +91,9 @@ pub struct Interaction {
 }
 
 impl Interaction {
+    /// Reads the stored state in place: a clone of it first would hold its UserData twice.
     pub fn from_state(state: &Value) -> Option<Interaction> {
-        serde_json::from_value(state.clone()).ok()
+        Interaction::deserialize(state).ok()
     }
 
     /// Whether it holds one of its PTK tenant's licences now.
@@ -104,8 +105,16 @@ impl Interaction {
         }
     }
 
-    pub fn to_state(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+    /// The state to store. UserData is moved into it, not copied: with a large UserData the
+    /// interaction and a copy of its state would each hold it while the transition runs.
+    pub fn into_state(mut self) -> Value {
+        let user_data = std::mem::take(&mut self.user_data);
+        let mut state = serde_json::to_value(&self).unwrap_or(Value::Null);
+        if let Value::Object(fields) = &mut state {
+            // Replaces the empty map where it was serialized: the key order is unchanged.
+            fields.insert("user_data".into(), Value::Object(user_data));
+        }
+        state
     }
 }
 
@@ -141,7 +150,8 @@ pub fn read_user_data(container: &Element, depth: usize) -> Result<Map<String, V
     if depth > 16 {
         return Err("UserData nested too deep".into());
     }
-    let mut out = Map::new();
+    // Sized to the assignments: grown by insertion, it would keep room for up to twice them.
+    let mut out = Map::with_capacity(container.children.len());
     for assignment in container
         .children
         .iter()

@@ -62,12 +62,21 @@ pub(crate) async fn dispatch(cx: &Cx<'_>) -> Reply {
 
 /// The request's parameters as JSON (text leaves, nested objects, repeated names as arrays).
 pub(crate) fn to_json(e: &Element, depth: usize) -> Map<String, Value> {
-    // Sized to the children: a map grown by insertion keeps room for twice its entries, and
-    // a UserData-heavy request has thousands of these small objects.
-    let mut out = Map::with_capacity(e.children.len());
     if depth > 32 {
-        return out;
+        return Map::new();
     }
+    // Sized to its keys: a map grown by insertion keeps room for twice its entries, and a
+    // UserData-heavy request has thousands of these small objects. A repeated name is one
+    // key (an array), so the runs of names bound the keys: thousands of
+    // `UserDataAssignment`s are one entry, not room for thousands.
+    let runs = e
+        .children
+        .iter()
+        .zip(e.children.iter().skip(1))
+        .filter(|(a, b)| a.name != b.name)
+        .count()
+        + usize::from(!e.children.is_empty());
+    let mut out = Map::with_capacity(runs);
     for c in &e.children {
         let value = if c.children.is_empty() {
             Value::String(c.value().to_owned())
@@ -83,6 +92,12 @@ pub(crate) fn to_json(e: &Element, depth: usize) -> Map<String, Value> {
             None => {
                 out.insert(c.name.to_string(), value);
             }
+        }
+    }
+    // An array grown by doubling keeps up to twice its items' room.
+    for value in out.values_mut() {
+        if let Value::Array(items) = value {
+            items.shrink_to_fit();
         }
     }
     out
@@ -2394,14 +2409,11 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_owned();
-    let stored = gw
-        .load(timer.entity.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(i) = store::read(stored.as_ref()).0 else {
+    // Only its PTK tenant is wanted from the interaction here: the transition reads it again,
+    // so neither the stored entity nor the interaction is held through it.
+    let Some(ptk) = stored_tenant(gw, &timer).await? else {
         return Ok(());
     };
-    let ptk = i.tenant.clone();
     let now = gw.now();
     let ran = store::run(
         gw,
@@ -2452,6 +2464,15 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
     }
 }
 
+/// The PTK tenant of the timer's interaction, `None` when it is no longer live.
+async fn stored_tenant(gw: &dyn Gateway, timer: &TimerFired) -> Result<Option<String>, String> {
+    let stored = gw
+        .load(timer.entity.clone())
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(store::read(stored.as_ref()).0.map(|i| i.tenant))
+}
+
 /// The idle timer: an interaction no report moved for `idle_expiry_s` ends with
 /// `ptk.interaction.expired` (its licence, slot and contact claim are released).
 async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
@@ -2460,14 +2481,11 @@ async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
     else {
         return Ok(());
     };
-    let stored = gw
-        .load(timer.entity.clone())
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(i) = store::read(stored.as_ref()).0 else {
+    // Only its PTK tenant is wanted from the interaction here: the transition reads it again,
+    // so neither the stored entity nor the interaction is held through it.
+    let Some(ptk) = stored_tenant(gw, &timer).await? else {
         return Ok(());
     };
-    let ptk = i.tenant.clone();
     let now = gw.now();
     let idle = Duration::from_secs(settings.idle_expiry_s);
     let ran = store::run(

@@ -107,24 +107,28 @@ where
     let ikey = key(tenant, id);
     for _ in 0..5 {
         // A dry run on what is stored now tells which slot entities the transition touches.
-        let stored = match gw.load(ikey.clone()).await {
-            Ok(e) => e,
-            Err(e) => return Ran::Refused(storage(&e)),
+        // Only the slots are kept from it: what it read and built (the stored interaction,
+        // the step's with the request's UserData and parameters) need not stay alive through
+        // the transition.
+        let (old_slot, new_slot) = {
+            let stored = match gw.load(ikey.clone()).await {
+                Ok(e) => e,
+                Err(e) => return Ran::Refused(storage(&e)),
+            };
+            let (current, ended) = read(stored.as_ref());
+            drop(stored);
+            let planned = match step(current.as_ref(), ended) {
+                Ok(s) => s,
+                Err(reply) => return Ran::Refused(reply),
+            };
+            let old_slot = current.as_ref().and_then(|i| slot_key(tenant, i));
+            let new_slot = if planned.keep {
+                old_slot.clone()
+            } else {
+                planned.next.as_ref().and_then(|i| slot_key(tenant, i))
+            };
+            (old_slot, new_slot)
         };
-        let (current, ended) = read(stored.as_ref());
-        let planned = match step(current.as_ref(), ended) {
-            Ok(s) => s,
-            Err(reply) => return Ran::Refused(reply),
-        };
-        let old_slot = current.as_ref().and_then(|i| slot_key(tenant, i));
-        let new_slot = if planned.keep {
-            old_slot.clone()
-        } else {
-            planned.next.as_ref().and_then(|i| slot_key(tenant, i))
-        };
-        // Only the slot was wanted from the dry run: its events and interaction (with the
-        // request's UserData and parameters) need not stay alive through the transition.
-        drop(planned);
         let lkey = EntityKey::new(tenant, LICENCE, ptk_tenant);
         let mut keys = vec![ikey.clone(), lkey];
         if let Some(k) = &old_slot {
@@ -189,6 +193,9 @@ where
             }
             let held = current.as_ref().is_some_and(Interaction::holds_licence);
             let holds = s.next.as_ref().is_some_and(Interaction::holds_licence);
+            // The interaction as read is not needed past here: a large UserData is not held
+            // twice while the new state is built.
+            drop(current);
             match (held, holds) {
                 (false, true) => {
                     if settings.licences.is_some_and(|max| live >= max) {
@@ -264,7 +271,7 @@ where
                 }),
             }
             changes[0] = Change::Write(Write {
-                state: next.as_ref().map(Interaction::to_state),
+                state: next.map(Interaction::into_state),
                 attached: None,
                 expires_at: None,
                 events: s.events,

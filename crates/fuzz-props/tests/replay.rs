@@ -126,6 +126,7 @@ fn every_target_has_a_replay() {
             "ptk_soap",
             "soap",
             "soap_write",
+            "ctips",
             "openscape",
             "command",
             "config",
@@ -174,6 +175,11 @@ fn replay_soap() {
 #[test]
 fn replay_soap_write() {
     replay("soap_write");
+}
+
+#[test]
+fn replay_ctips() {
+    replay("ctips");
 }
 
 #[test]
