@@ -37,6 +37,7 @@ struct State {
     requests: Vec<SimRequest>,
     delay: Duration,
     internal_error: bool,
+    idle: bool,
     calls_placed: u32,
     pending: BTreeMap<String, Vec<Value>>,
 }
@@ -138,6 +139,11 @@ login_url = "{b}/UserLogin/SetStatusFromAPI"
 
     pub fn set_delay(&self, delay: Duration) {
         self.state.lock().expect("sim").delay = delay;
+    }
+
+    /// Every extension and queue without calls (the seed's examples with the lists emptied).
+    pub fn set_idle(&self, on: bool) {
+        self.state.lock().expect("sim").idle = on;
     }
 
     pub fn set_internal_error(&self, on: bool) {
@@ -257,6 +263,20 @@ fn answer(
                 (200, JSON, fixture("monitor.internal_error.json"))
             } else {
                 match *method {
+                    "getextensionscalls" if st.idle => {
+                        let mut v = fixture_json("GetExtensionsCalls.response.json");
+                        for ext in v["EXTENSIONS"].as_array_mut().into_iter().flatten() {
+                            ext["calls"] = json!([]);
+                        }
+                        (200, JSON, v.to_string())
+                    }
+                    "getqueuescallers" if st.idle => {
+                        let mut v = fixture_json("GetQueuesCallers.response.json");
+                        for q in v["QUEUES"].as_array_mut().into_iter().flatten() {
+                            q["Callers"] = json!([]);
+                        }
+                        (200, JSON, v.to_string())
+                    }
                     "getextensionscalls" => {
                         (200, JSON, fixture("GetExtensionsCalls.response.json"))
                     }

@@ -165,6 +165,25 @@ impl Adapter for Voicenter {
         Box::pin(handle(gateway, request))
     }
 
+    /// The §7 active-calls poller, when `poll_interval_ms` is set (see [`api`]).
+    fn connectors(
+        &self,
+        _tenant: &str,
+        settings: &ivrgate_adapter::ParsedSettings,
+    ) -> Vec<ivrgate_adapter::ConnectorSpec> {
+        match settings.clone().downcast::<api::Parsed>() {
+            Ok(parsed) => parsed.0.iter().filter_map(|s| s.connector()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn run_connector(
+        &self,
+        ctx: ivrgate_adapter::ConnectorCtxRef,
+    ) -> BoxFuture<'static, ivrgate_adapter::ConnectorExit> {
+        Box::pin(api::run_poller(ctx))
+    }
+
     /// Click2Call (see [`api`]).
     fn cannot_originate(&self) -> Option<&'static str> {
         None
