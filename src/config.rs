@@ -411,6 +411,10 @@ pub struct TenantConfig {
     /// Settings of the Aspect CTIPS adapter for this tenant (see `docs/ctips.md`).
     #[serde(default)]
     pub ctips: Option<toml::Value>,
+    /// Voicenter's outbound APIs behind the command API (see `docs/voicenter.md`), parsed by
+    /// the Voicenter adapter.
+    #[serde(default)]
+    pub voicenter_api: Option<toml::Value>,
 }
 
 fn default_decision_deadline_ms() -> u64 {
@@ -774,6 +778,7 @@ impl Config {
                 ("ptk", &tenant.ptk),
                 ("openscape", &tenant.openscape),
                 ("ctips", &tenant.ctips),
+                ("voicenter", &tenant.voicenter_api),
             ] {
                 let value = match section {
                     Some(section) => match serde_json::to_value(section) {
