@@ -17,7 +17,8 @@ use crate::support::*;
 /// The tenant's `decisions_per_second`.
 const LIMIT: u32 = 20;
 
-/// One instance's configuration: the tenant limited to [`LIMIT`] decisions a second, the
+/// One instance's configuration: the tenant limited to [`LIMIT`] decisions and deliveries a
+/// second, its breakers opening after three failures, the
 /// registry read every 500 ms (the PostgreSQL lines bring their own heartbeat).
 fn instance_toml(port: u16, state_dir: &Path, hooks: &str, storage: &Storage) -> String {
     let beat = match storage.backend {
@@ -44,6 +45,7 @@ id = "acme"
 webhook_url = "{hooks}"
 webhook_secret = "{SECRET}"
 decisions_per_second = {LIMIT}
+deliveries_per_second = {LIMIT}
 "#,
         dir = state_dir.display()
     ))
@@ -399,5 +401,107 @@ async fn a_breaker_opened_on_one_instance_holds_on_the_others(backend: Backend) 
             .contains("circuit breaker opened by another instance"),
         "{}",
         daemons[1].log_text()
+    );
+}
+
+on_both_backends!(4: a_tenants_delivery_rate_holds_for_three_instances);
+
+/// Three instances deliver one tenant's backlog of CDR events, the tenant limited to
+/// [`LIMIT`] deliveries a second: over 10 s, once every instance holds a backlog, between 0.9
+/// and 1.1 times `LIMIT * 10` events reach the webhook, not three times that.
+async fn a_tenants_delivery_rate_holds_for_three_instances(backend: Backend) {
+    const CDRS: usize = 400;
+    const WINDOW: Duration = Duration::from_secs(10);
+    let Some(storage) = Storage::new(backend, "cldeliv").await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let arrived = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrived.clone();
+    receiver.answer(move |hook| {
+        if hook.json["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("call."))
+        {
+            seen.lock().expect("arrivals").push(Instant::now());
+        }
+        Reply::ok("")
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks")).await;
+    // The backlog: CDRs of new calls, spread over the three, six at a time.
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let urls: Arc<Vec<String>> = Arc::new(
+        daemons
+            .iter()
+            .map(|d| d.url("/voicenter/acme/cdr"))
+            .collect(),
+    );
+    let senders: Vec<_> = (0..6)
+        .map(|_| {
+            let (next, urls) = (next.clone(), urls.clone());
+            tokio::spawn(async move {
+                let client = client();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= CDRS {
+                        return;
+                    }
+                    let call = format!("{n:08x}de11de11de11de11de11de11");
+                    let mut acked = false;
+                    for _ in 0..50 {
+                        let answer = client
+                            .post(&urls[n % 3])
+                            .header("content-type", "application/json")
+                            .body(crate::process::cdr_body(&call, 1))
+                            .timeout(Duration::from_secs(10))
+                            .send()
+                            .await;
+                        if let Ok(r) = answer {
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            if crate::process::cdr_acked(&v) {
+                                acked = true;
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    assert!(acked, "CDR {n} never acknowledged");
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(60), sender)
+            .await
+            .expect("senders finished")
+            .expect("sender");
+    }
+    let stored = started.elapsed();
+    // Measured from when all were stored (every instance then holds a backlog), for 10 s.
+    let from = Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let arrivals = arrived.lock().expect("arrivals").clone();
+    let before = arrivals.iter().filter(|t| **t < from).count();
+    let in_window = arrivals
+        .iter()
+        .filter(|t| **t >= from && **t < from + WINDOW)
+        .count();
+    eprintln!(
+        "cluster delivery rate ({backend:?}): {CDRS} CDRs stored in {stored:?} ({before} \
+         delivered meanwhile), {in_window} delivered in the next {WINDOW:?} (limit {LIMIT}/s = {})",
+        u64::from(LIMIT) * WINDOW.as_secs()
+    );
+    assert!(
+        CDRS - before > LIMIT as usize * WINDOW.as_secs() as usize + 60,
+        "the backlog must outlast the window with more than the instances' prefetch left: \
+         {before} of {CDRS} delivered while storing"
+    );
+    let whole = f64::from(LIMIT) * WINDOW.as_secs_f64();
+    assert!(
+        in_window as f64 >= 0.9 * whole && in_window as f64 <= 1.1 * whole,
+        "{in_window} events delivered in {WINDOW:?}; the cluster-wide limit is {whole}\n{}",
+        daemons[0].log_text()
     );
 }
