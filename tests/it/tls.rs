@@ -604,6 +604,11 @@ fn bad_tls_files_are_configuration_errors_that_never_quote_the_key() {
     );
     assert!(out.contains("no PEM private key"), "{out}");
     assert!(!out.contains(&key_line), "key bytes quoted:\n{out}");
+    // Each problem points at its line, the value masked, like a parse error.
+    assert!(out.contains("--> line 5, column 1"), "{out}");
+    assert!(out.contains("--> line 6, column 1"), "{out}");
+    assert!(out.contains("5 | cert_file = \"*"), "{out}");
+    assert!(!out.contains("server.key\"\n"), "{out}");
     // A missing file is named.
     let (code, out) = check(&good.replace("server.key", "missing.key"));
     assert_eq!(code, Some(64), "{out}");
@@ -747,4 +752,38 @@ async fn a_tenant_ca_file_reaches_a_receiver_with_a_private_ca() {
         stderr.contains("tenant acme: ca_file") && stderr.contains("server.key"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new("stall CA");
+    let files = Files::write(dir.path(), &ca, &ca.issue("127.0.0.1", false));
+    let port = free_port();
+    let path = dir.path().join("stall.toml");
+    let text = config(port, dir.path(), &files, "", "http://127.0.0.1:9/").replace(
+        "[server.tls]",
+        "[server]\nheader_read_timeout_ms = 300\n\n[server.tls]",
+    );
+    std::fs::write(&path, text).expect("config");
+    let mut daemon = serve(dir.path(), "stall", &path, port);
+    ready(&mut daemon, &https_client(&ca.pem(), None)).await;
+    // A client that connects and never says hello is closed after the timeout, not held.
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT_LONG, silent.read(&mut buf))
+        .await
+        .expect("closed within the wait");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = wait_log(&daemon, "TLS handshake not finished in time", 1);
+    assert!(log.contains("timeout_ms=300"), "{log}");
 }
