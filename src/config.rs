@@ -270,8 +270,9 @@ pub struct StorageConfig {
     pub min_free_bytes: u64,
     /// Most transactions committed together in one fsync.
     pub group_commit_max: usize,
-    /// PostgreSQL only: how often this instance renews its row in the registry of live
-    /// instances (database clock).
+    /// How often this instance reads the registry of live instances (its share of the
+    /// tenants' limits follows their number) and the breakers others opened; on PostgreSQL
+    /// also how often it renews its own row there (database clock).
     pub heartbeat_ms: u64,
     /// PostgreSQL only: an instance whose heartbeat is older than this is taken for dead,
     /// and its delivery, timer and connector leases go to the others at once.
@@ -1324,14 +1325,6 @@ impl ResolvedConfig {
     /// Valid but probably not meant: `check-config` prints these, `serve` logs them (WARN).
     pub fn warnings(&self) -> Vec<String> {
         let mut warnings = Vec::new();
-        if self.postgres.is_some() {
-            warnings.push(
-                "storage.backend = \"postgres\": decision and delivery rates, per-endpoint \
-                 concurrency and circuit breakers are kept per instance, so N instances allow a \
-                 tenant up to N times its limits (the outbox quota is shared)"
-                    .to_owned(),
-            );
-        }
         let listen = self.raw.listen;
         match &self.raw.server.tls {
             None if !listen.ip().is_loopback() => warnings.push(format!(
