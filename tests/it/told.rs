@@ -80,7 +80,18 @@ async fn failed_deliveries_and_decisions_say_where_what_which_and_how_many() {
     let webhook = format!("http://hook-user:hunter2-pw@127.0.0.1:{dead}/hooks?token=s3cr3t-tok");
     let port = free_port();
     let path = dir.path().join("told.toml");
-    std::fs::write(&path, config(port, dir.path(), &webhook, "")).expect("config");
+    // The fallback URL is down too: the decision tries both, "1 of 2" and "2 of 2".
+    let fallback = format!("http://127.0.0.1:{dead}/fallback");
+    std::fs::write(
+        &path,
+        config(
+            port,
+            dir.path(),
+            &webhook,
+            &format!("fallback_url = \"{fallback}\"\n"),
+        ),
+    )
+    .expect("config");
     let mut daemon = serve(dir.path(), "told", &path, port);
     daemon.ready().await;
     let base = format!("http://127.0.0.1:{port}");
@@ -119,7 +130,16 @@ async fn failed_deliveries_and_decisions_say_where_what_which_and_how_many() {
 
     // A decision to the same endpoint: the caller gets the fallback, the log says why.
     assert_eq!(post(&format!("{base}/voicenter/acme"), DECISION).await, 200);
-    let log = wait_log(&daemon, "decision webhook failed", 1);
+    let log = wait_log(&daemon, "decision webhook failed", 2);
+    let second = &lines_with(&log, "decision webhook failed")[1];
+    assert_has(
+        second,
+        &[
+            &format!("endpoint={fallback}"),
+            "attempt=2 of 2",
+            "error=connection refused",
+        ],
+    );
     let line = &lines_with(&log, "decision webhook failed")[0];
     assert_has(
         line,
@@ -129,7 +149,7 @@ async fn failed_deliveries_and_decisions_say_where_what_which_and_how_many() {
             "event_type=decision.ivr_action",
             "decision_id=dec_",
             "call=call_",
-            "attempt=1 of 1",
+            "attempt=1 of 2",
             "reason=connect_error",
             "error=connection refused",
         ],
