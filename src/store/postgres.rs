@@ -1174,16 +1174,17 @@ impl PgStore {
 
     /// [`super::Backend::load_call`].
     pub async fn load_call(&self, key: super::CallKey) -> super::Result<Option<super::CallRow>> {
-        let row = self
-            .client()
-            .await?
-            .query_opt(
-                &format!(
-                    "SELECT {CALL_COLUMNS} FROM calls \
-                     WHERE tenant = $1 AND vendor = $2 AND vendor_call_id = $3"
-                ),
-                &[&key.tenant, &key.vendor, &key.vendor_call_id],
-            )
+        // On the decision path: a statement prepared once per connection, one round trip.
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {CALL_COLUMNS} FROM calls \
+                 WHERE tenant = $1 AND vendor = $2 AND vendor_call_id = $3"
+            ))
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_opt(&stmt, &[&key.tenant, &key.vendor, &key.vendor_call_id])
             .await
             .map_err(db_err)?;
         Ok(row.map(|r| call_row(&r, 0)))
@@ -1457,16 +1458,25 @@ async fn run_batch(
     if sortable(uows) {
         order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
     }
+    // A committed unit's savepoint is released together with the next one's creation (one
+    // round trip); the last one goes with the COMMIT.
+    let mut held = false;
     for at in order {
         let uow = uows[at];
         let mut tries = 0;
         let outcome = loop {
-            tx.batch_execute("SAVEPOINT uow").await.map_err(db_err)?;
+            let open = if held {
+                "RELEASE uow; SAVEPOINT uow"
+            } else {
+                "SAVEPOINT uow"
+            };
+            tx.batch_execute(open).await.map_err(db_err)?;
+            held = false;
             let mut delta = Counters::default();
             let applied = apply_uow(&tx, uow, &counters, &mut delta).await;
             match applied {
                 Ok(super::CommitOutcome::Committed { seqs }) => {
-                    tx.batch_execute("RELEASE uow").await.map_err(db_err)?;
+                    held = true;
                     counters.absorb(delta);
                     outbox |= uow.event_count() > 0;
                     timers |= !uow.timers.is_empty();
@@ -1491,17 +1501,21 @@ async fn run_batch(
         outcomes[at] = Some(outcome);
     }
     for (tenant, delta) in counters.deltas() {
-        tx.execute(
-            "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, GREATEST($2::bigint, 0)) \
-             ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending + $2::bigint, 0)",
-            &[&tenant, &delta],
-        )
-        .await
-        .map_err(db_err)?;
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, GREATEST($2::bigint, 0)) \
+                 ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending + $2::bigint, 0)",
+            )
+            .await
+            .map_err(db_err)?;
+        tx.execute(&stmt, &[&tenant, &delta])
+            .await
+            .map_err(db_err)?;
     }
     for (changed, what) in [(outbox, "outbox"), (timers, "timers"), (rows, "rows")] {
         if changed {
-            tx.execute(NOTIFY_SQL, &[&format!("{owner_id}:{what}")])
+            let stmt = tx.prepare_cached(NOTIFY_SQL).await.map_err(db_err)?;
+            tx.execute(&stmt, &[&format!("{owner_id}:{what}")])
                 .await
                 .map_err(db_err)?;
         }
