@@ -20,7 +20,13 @@ const LIMIT: u32 = 20;
 /// One instance's configuration: the tenant limited to [`LIMIT`] decisions and deliveries a
 /// second, its breakers opening after three failures, the
 /// registry read every 500 ms (the PostgreSQL lines bring their own heartbeat).
-fn instance_toml(port: u16, state_dir: &Path, hooks: &str, storage: &Storage) -> String {
+fn instance_toml(
+    port: u16,
+    state_dir: &Path,
+    hooks: &str,
+    storage: &Storage,
+    delivery: &str,
+) -> String {
     let beat = match storage.backend {
         Backend::Sqlite => "heartbeat_ms = 500",
         Backend::Postgres => "",
@@ -39,6 +45,7 @@ min_free_bytes = 0
 [delivery]
 breaker_failures = 3
 breaker_open_ms = 60000
+{delivery}
 
 [[tenants]]
 id = "acme"
@@ -85,12 +92,17 @@ fn decision(n: usize) -> String {
 
 /// Starts three instances on one store; returns them once each has had time to read the
 /// registry with all three in it.
-async fn three_instances(storage: &Storage, dir: &Path, hooks: &str) -> Vec<Daemon> {
+async fn three_instances(
+    storage: &Storage,
+    dir: &Path,
+    hooks: &str,
+    delivery: &str,
+) -> Vec<Daemon> {
     let state = dir.join("state");
     let mut daemons = Vec::new();
     for name in ["a", "b", "c"] {
         let port = free_port();
-        let toml = instance_toml(port, &state, hooks, storage);
+        let toml = instance_toml(port, &state, hooks, storage, delivery);
         let mut d = Daemon::spawn_with(name, dir, port, &toml, None);
         d.ready().await;
         daemons.push(d);
@@ -117,6 +129,58 @@ async fn three_instances(storage: &Storage, dir: &Path, hooks: &str) -> Vec<Daem
         }
     }
     daemons
+}
+
+/// Stores `count` CDRs of new calls through the instances in turn, six at a time, each
+/// acknowledged (sent again while the answer is "try again").
+async fn store_cdrs(daemons: &[Daemon], count: usize) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let urls: Arc<Vec<String>> = Arc::new(
+        daemons
+            .iter()
+            .map(|d| d.url("/voicenter/acme/cdr"))
+            .collect(),
+    );
+    let senders: Vec<_> = (0..6)
+        .map(|_| {
+            let (next, urls) = (next.clone(), urls.clone());
+            tokio::spawn(async move {
+                let client = client();
+                loop {
+                    let n = next.fetch_add(1, Ordering::SeqCst);
+                    if n >= count {
+                        return;
+                    }
+                    let call = format!("{n:08x}de11de11de11de11de11de11");
+                    let mut acked = false;
+                    for _ in 0..50 {
+                        let answer = client
+                            .post(&urls[n % urls.len()])
+                            .header("content-type", "application/json")
+                            .body(crate::process::cdr_body(&call, 1))
+                            .timeout(Duration::from_secs(10))
+                            .send()
+                            .await;
+                        if let Ok(r) = answer {
+                            let v: Value = r.json().await.unwrap_or(Value::Null);
+                            if crate::process::cdr_acked(&v) {
+                                acked = true;
+                                break;
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    assert!(acked, "CDR {n} never acknowledged");
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        tokio::time::timeout(Duration::from_secs(60), sender)
+            .await
+            .expect("senders finished")
+            .expect("sender");
+    }
 }
 
 /// Answers to the paced load: when each came back and what it said.
@@ -200,7 +264,7 @@ async fn a_tenants_decision_rate_holds_for_three_instances(backend: Backend) {
     };
     let (receiver, arrived) = decision_receiver().await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks")).await;
+    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks"), "").await;
     let answers: Answers = Arc::new(Mutex::new(Vec::new()));
     let (next_call, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let started = Instant::now();
@@ -274,7 +338,7 @@ async fn a_dead_instances_share_returns_to_the_others(backend: Backend) {
     };
     let (receiver, arrived) = decision_receiver().await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks")).await;
+    let mut daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks"), "").await;
     let answers: Answers = Arc::new(Mutex::new(Vec::new()));
     let (next_call, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     // Three seconds on all three, then the third dies and the load goes on through the two.
@@ -360,7 +424,7 @@ async fn a_breaker_opened_on_one_instance_holds_on_the_others(backend: Backend) 
         Reply::status(500)
     });
     let tmp = tempfile::tempdir().expect("tempdir");
-    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks")).await;
+    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks"), "").await;
     let client = client();
     let ask = |d: &Daemon, n: usize| {
         let (client, url) = (client.clone(), d.url("/voicenter/acme"));
@@ -410,7 +474,7 @@ on_both_backends!(4: a_tenants_delivery_rate_holds_for_three_instances);
 /// [`LIMIT`] deliveries a second: over 10 s, once every instance holds a backlog, between 0.9
 /// and 1.1 times `LIMIT * 10` events reach the webhook, not three times that.
 async fn a_tenants_delivery_rate_holds_for_three_instances(backend: Backend) {
-    const CDRS: usize = 400;
+    const CDRS: usize = 500;
     const WINDOW: Duration = Duration::from_secs(10);
     let Some(storage) = Storage::new(backend, "cldeliv").await else {
         return;
@@ -428,56 +492,10 @@ async fn a_tenants_delivery_rate_holds_for_three_instances(backend: Backend) {
         Reply::ok("")
     });
     let tmp = tempfile::tempdir().expect("tempdir");
-    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks")).await;
-    // The backlog: CDRs of new calls, spread over the three, six at a time.
+    let daemons = three_instances(&storage, tmp.path(), &receiver.url("/hooks"), "").await;
+    // The backlog: CDRs of new calls, spread over the three.
     let started = Instant::now();
-    let next = Arc::new(AtomicUsize::new(0));
-    let urls: Arc<Vec<String>> = Arc::new(
-        daemons
-            .iter()
-            .map(|d| d.url("/voicenter/acme/cdr"))
-            .collect(),
-    );
-    let senders: Vec<_> = (0..6)
-        .map(|_| {
-            let (next, urls) = (next.clone(), urls.clone());
-            tokio::spawn(async move {
-                let client = client();
-                loop {
-                    let n = next.fetch_add(1, Ordering::SeqCst);
-                    if n >= CDRS {
-                        return;
-                    }
-                    let call = format!("{n:08x}de11de11de11de11de11de11");
-                    let mut acked = false;
-                    for _ in 0..50 {
-                        let answer = client
-                            .post(&urls[n % 3])
-                            .header("content-type", "application/json")
-                            .body(crate::process::cdr_body(&call, 1))
-                            .timeout(Duration::from_secs(10))
-                            .send()
-                            .await;
-                        if let Ok(r) = answer {
-                            let v: Value = r.json().await.unwrap_or(Value::Null);
-                            if crate::process::cdr_acked(&v) {
-                                acked = true;
-                                break;
-                            }
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    assert!(acked, "CDR {n} never acknowledged");
-                }
-            })
-        })
-        .collect();
-    for sender in senders {
-        tokio::time::timeout(Duration::from_secs(60), sender)
-            .await
-            .expect("senders finished")
-            .expect("sender");
-    }
+    store_cdrs(&daemons, CDRS).await;
     let stored = started.elapsed();
     // Measured from when all were stored (every instance then holds a backlog), for 10 s.
     let from = Instant::now();
@@ -504,4 +522,70 @@ async fn a_tenants_delivery_rate_holds_for_three_instances(backend: Backend) {
         "{in_window} events delivered in {WINDOW:?}; the cluster-wide limit is {whole}\n{}",
         daemons[0].log_text()
     );
+}
+
+on_both_backends!(4: per_endpoint_concurrency_holds_for_three_instances);
+
+/// `delivery.per_endpoint_concurrency = 6` with three instances delivering one tenant's
+/// backlog to an endpoint that takes 400 ms per event: at no moment are more than 6
+/// deliveries open at the endpoint (unshared, 18 would be), and 6 are reached.
+async fn per_endpoint_concurrency_holds_for_three_instances(backend: Backend) {
+    const SLOTS: usize = 6;
+    const CDRS: usize = 150;
+    const TAKES: Duration = Duration::from_millis(400);
+    let Some(storage) = Storage::new(backend, "clslots").await else {
+        return;
+    };
+    let receiver = Receiver::start().await;
+    let arrived = Arc::new(Mutex::new(Vec::new()));
+    let seen = arrived.clone();
+    receiver.answer(move |hook| {
+        if hook.json["type"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("call."))
+        {
+            seen.lock().expect("arrivals").push(Instant::now());
+        }
+        Reply::ok("").after(TAKES)
+    });
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let daemons = three_instances(
+        &storage,
+        tmp.path(),
+        &receiver.url("/hooks"),
+        &format!("per_endpoint_concurrency = {SLOTS}"),
+    )
+    .await;
+    store_cdrs(&daemons, CDRS).await;
+    // Each instance keeps its slots busy for a few seconds more.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut arrivals = arrived.lock().expect("arrivals").clone();
+    arrivals.sort();
+    // A delivery is open at least from its arrival until the endpoint answered.
+    let most = arrivals
+        .iter()
+        .map(|t| {
+            arrivals
+                .iter()
+                .filter(|u| *u <= t && **u + TAKES > *t)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "cluster concurrency ({backend:?}): {} deliveries, at most {most} open at once \
+         (per_endpoint_concurrency {SLOTS})",
+        arrivals.len()
+    );
+    assert!(
+        arrivals.len() > 3 * SLOTS,
+        "too few deliveries to tell: {}",
+        arrivals.len()
+    );
+    assert!(
+        most <= SLOTS,
+        "{most} deliveries open at once; the cluster-wide limit is {SLOTS}\n{}",
+        daemons[0].log_text()
+    );
+    assert!(most >= SLOTS - 1, "the slots were not used: at most {most}");
 }
