@@ -461,6 +461,27 @@ async fn originate_with_an_idempotency_key_places_one_call() {
         .await;
     assert_eq!(status, 422, "{reused}");
     assert_eq!(reused["error"]["code"], json!("idempotency_key_reused"));
+    // A day later the key is forgotten: it may name a new request.
+    s.gw.clock.advance(Duration::from_secs(24 * 3600 + 1));
+    let other = json!({"from": "SIPEXT1", "to": "0507654321"});
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let fresh = loop {
+        let (status, fresh) = s
+            .call_with(
+                reqwest::Method::POST,
+                "/originate",
+                Some(other.clone()),
+                &key,
+            )
+            .await;
+        if status != 422 || tokio::time::Instant::now() > deadline {
+            assert_eq!(status, 200, "{fresh}");
+            break fresh;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(fresh.get("idempotent_replay").is_none(), "{fresh}");
+    assert_eq!(s.sim.calls_placed(), 3);
 
     // A field Click2Call cannot honour is refused by name, never dropped.
     let (status, refused) = s

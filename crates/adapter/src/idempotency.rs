@@ -7,13 +7,36 @@
 //! (`idempotent_replay: true`), or 409 while the first is in flight, or 504
 //! `outcome_unknown` when the first got no answer in time (it may have placed the call, so it
 //! is never sent again), or 422 when the key came with another request. [`settle`] after:
-//! the answer, `unknown`, or the key freed when the request never left.
+//! the answer, `unknown`, or the key freed when the request never left. A key is remembered
+//! for [`KEEP`] (24 h), then its entity ends ([`on_timer`]).
 
 use serde_json::{json, Value};
 
 use crate::{
-    transition_one, Change, Command, CommandReply, EntityKey, Gateway, Transitioned, Write,
+    transition_one, Change, Command, CommandReply, EntityKey, Gateway, TimerChange, TimerFired,
+    Transitioned, Write,
 };
+
+/// How long a key is remembered after its first use.
+pub const KEEP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The entity timer that forgets a key after [`KEEP`].
+pub const EXPIRY_TIMER: &str = "idempotency_expiry";
+
+/// An adapter's `on_timer` for its idempotency entities: ends the key's entity when its
+/// [`EXPIRY_TIMER`] falls due. `false` when the timer is not this module's.
+pub async fn on_timer(gw: &dyn Gateway, timer: &TimerFired) -> Result<bool, String> {
+    if timer.name != EXPIRY_TIMER {
+        return Ok(false);
+    }
+    transition_one(gw, timer.entity.clone(), |entity| match entity {
+        Some(e) if e.state.is_some() => Change::Write(Write::default()),
+        _ => Change::Keep,
+    })
+    .await
+    .map(|_| true)
+    .map_err(|e| e.to_string())
+}
 
 fn error(status: u16, code: &str, message: impl Into<String>) -> CommandReply {
     CommandReply::error(status, code, message)
@@ -65,9 +88,18 @@ pub async fn claim(
         let state = entity.and_then(|e| e.state.as_ref());
         let Some(state) = state else {
             outcome = Some(Claim::Go);
-            return Change::Write(Write::state(
-                json!({"fingerprint": fingerprint, "status": "pending", "since_ms": now}),
-            ));
+            // The key is kept for KEEP, then forgotten (the entity ends; its row is purged
+            // with the store's retention).
+            return Change::Write(
+                Write::state(
+                    json!({"fingerprint": fingerprint, "status": "pending", "since_ms": now}),
+                )
+                .timer(TimerChange::Set {
+                    name: EXPIRY_TIMER.into(),
+                    due: gw.now() + KEEP,
+                    payload: Value::Null,
+                }),
+            );
         };
         if state["fingerprint"].as_str() != Some(fingerprint) {
             outcome = Some(Claim::Answer(error(
