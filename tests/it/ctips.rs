@@ -1284,6 +1284,28 @@ async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
     })
     .await;
     let client = client();
+    // The simulator counts the session online when it answers OnLine; commands are taken
+    // once ivrgate has read that answer, which its own session view says.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let view: Value = client
+            .get(daemon.url("/api/acme/ctips/session"))
+            .send()
+            .await
+            .expect("session")
+            .json()
+            .await
+            .expect("json");
+        if view["online"] == json!(true) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ivrgate never saw its session online: {view}\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let login = client
         .post(daemon.url("/api/acme/ctips/agents/login?wait_ms=5000"))
         .json(&json!({"login_name": "agent1", "station_id": "4001", "init_state": "Idle"}))
