@@ -18,6 +18,7 @@ mod ops;
 mod postgres;
 mod process;
 mod ptk;
+mod receivers;
 mod schemas;
 mod service;
 mod tls;
