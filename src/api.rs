@@ -92,6 +92,13 @@ pub async fn handle(
         count("not_found");
         return error(StatusCode::NOT_FOUND, "not_found", "no such adapter");
     };
+    if path.as_strs().as_slice() == ["originate"] {
+        if let Some(reason) = adapter.cannot_originate() {
+            count("refused");
+            tracing::info!(%peer, tenant = tenant_id, adapter = adapter_name, "originate refused: the platform cannot place calls");
+            return error(StatusCode::NOT_IMPLEMENTED, "not_implemented", reason);
+        }
+    }
     let query = req.uri().query().map(str::to_owned);
     let (parts, body) = req.into_parts();
     let server = &config.raw.server;
@@ -154,6 +161,7 @@ pub async fn handle(
         path,
         query,
         body,
+        headers: parts.headers,
     };
     let (method, path) = (command.method.clone(), command.path.clone());
     let CommandReply { status, body } = adapter.command(app.core.as_ref(), command).await;
@@ -163,5 +171,13 @@ pub async fn handle(
         tenant = tenant_id, adapter = adapter_name, %method, path = %path,
         status = status.as_u16(), "command handled"
     );
-    json(status, &body)
+    let retry_after = body["error"]["retry_after_s"].as_u64();
+    let mut response = json(status, &body);
+    if let Some(seconds) = retry_after {
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from(seconds.max(1)),
+        );
+    }
+    response
 }

@@ -745,16 +745,28 @@ impl PlatformHttp {
     }
 
     async fn send(&self, request: OutboundRequest) -> Result<OutboundResponse, OutboundError> {
+        self.send_as(http::Method::POST, request).await
+    }
+
+    async fn send_as(
+        &self,
+        method: http::Method,
+        request: OutboundRequest,
+    ) -> Result<OutboundResponse, OutboundError> {
         let Some(client) = &self.client else {
             return Err(OutboundError::Connect("no platform client".into()));
         };
         let timeout = request.timeout.unwrap_or(self.timeout);
-        let mut builder = client.post(&request.url).timeout(timeout);
+        let get = method == http::Method::GET;
+        let mut builder = client.request(method, &request.url).timeout(timeout);
         for (name, value) in &request.headers {
             builder = builder.header(name, value);
         }
         let sent = async {
-            let response = builder.body(request.body).send().await.map_err(classify)?;
+            if !get {
+                builder = builder.body(request.body);
+            }
+            let response = builder.send().await.map_err(classify)?;
             let status = response.status().as_u16();
             let content_type = response
                 .headers()
@@ -825,6 +837,100 @@ impl PlatformClient for PlatformHttp {
         request: OutboundRequest,
     ) -> BoxFuture<'_, Result<OutboundResponse, OutboundError>> {
         Box::pin(self.send(request))
+    }
+
+    fn get(
+        &self,
+        request: OutboundRequest,
+    ) -> BoxFuture<'_, Result<OutboundResponse, OutboundError>> {
+        Box::pin(self.send_as(http::Method::GET, request))
+    }
+}
+
+/// The client commands use to call a platform's API on the customer's behalf
+/// ([`ivrgate_adapter::Gateway::platform_api`]): the platform client with the web PKI roots,
+/// every request logged (method, URL with its secrets redacted, outcome, duration) and
+/// counted in `ivrgate_requests{adapter="platform_api"}` by the URL's last path segment.
+pub struct ApiClient {
+    http: PlatformHttp,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl ApiClient {
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Result<ApiClient, String> {
+        let spec = ConnectorSpec {
+            name: "platform_api".into(),
+            fingerprint: String::new(),
+            tls: ivrgate_adapter::ClientTls::default(),
+            request_timeout: Duration::from_secs(30),
+        };
+        Ok(ApiClient {
+            http: PlatformHttp::new(&spec)?,
+            metrics,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        request: OutboundRequest,
+    ) -> Result<OutboundResponse, OutboundError> {
+        let url = crate::redact::url(&request.url);
+        let label = request
+            .url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(48)
+            .collect::<String>();
+        let started = std::time::Instant::now();
+        let result = self.http.send_as(method.clone(), request).await;
+        let ms = started.elapsed().as_millis() as u64;
+        let outcome = match &result {
+            Ok(r) if r.status < 400 => "ok".to_owned(),
+            Ok(r) => format!("http_{}", r.status),
+            Err(OutboundError::Timeout) => "timeout".to_owned(),
+            Err(OutboundError::Connect(_)) => "connect".to_owned(),
+            Err(OutboundError::Body(_)) => "body".to_owned(),
+        };
+        match &result {
+            Ok(r) => {
+                tracing::info!(%method, url = %url, status = r.status, ms, "platform API request")
+            }
+            Err(e) => {
+                tracing::warn!(%method, url = %url, error = %e, ms, "platform API request failed")
+            }
+        }
+        self.metrics
+            .requests
+            .get_or_create(&crate::metrics::RequestLabels {
+                adapter: "platform_api".to_owned(),
+                method: label,
+                outcome,
+            })
+            .inc();
+        result
+    }
+}
+
+impl PlatformClient for ApiClient {
+    fn post(
+        &self,
+        request: OutboundRequest,
+    ) -> BoxFuture<'_, Result<OutboundResponse, OutboundError>> {
+        Box::pin(self.call(http::Method::POST, request))
+    }
+
+    fn get(
+        &self,
+        request: OutboundRequest,
+    ) -> BoxFuture<'_, Result<OutboundResponse, OutboundError>> {
+        Box::pin(self.call(http::Method::GET, request))
     }
 }
 

@@ -215,6 +215,8 @@ pub struct Core {
     pub extra_adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
     /// The delivery and timer loops' last turns, for the systemd watchdog.
     pub liveness: crate::liveness::Liveness,
+    /// The client commands call platform APIs with (`Gateway::platform_api`).
+    pub platform_api: crate::connectors::ApiClient,
 }
 
 #[derive(Clone)]
@@ -251,7 +253,7 @@ impl Core {
             runtime: ArcSwap::from_pointee(Runtime::new(config, Membership::ALONE)),
             store,
             clock,
-            metrics,
+            metrics: metrics.clone(),
             instance,
             points,
             decision_http,
@@ -269,6 +271,8 @@ impl Core {
             connectors: crate::connectors::Supervisor::default(),
             extra_adapters: Vec::new(),
             liveness: Default::default(),
+            platform_api: crate::connectors::ApiClient::new(metrics.clone())
+                .map_err(|e| anyhow::anyhow!(e))?,
         })
     }
 
@@ -1088,6 +1092,10 @@ impl Gateway for Core {
 
     fn held_epoch(&self, tenant: &str, adapter: &str, name: &str) -> Option<u64> {
         self.connectors.held_epoch(tenant, adapter, name)
+    }
+
+    fn platform_api(&self) -> Option<&dyn ivrgate_adapter::PlatformClient> {
+        Some(&self.platform_api)
     }
 
     fn lease<'a>(

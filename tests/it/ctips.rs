@@ -563,8 +563,14 @@ async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary()
     assert!(assert_gapless(&hooks) >= 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers() {
+on_both_backends!(4: two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers);
+
+async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers(
+    backend: Backend,
+) {
+    let Some(storage) = Storage::new(backend, "ctips_two").await else {
+        return;
+    };
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let rx = Receiver::start().await;
@@ -576,14 +582,14 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
         "ctips-a",
         dir,
         pa,
-        &ctips_toml(pa, &state, &rx.url("/hook"), &sim.urls()),
+        &storage.apply(&ctips_toml(pa, &state, &rx.url("/hook"), &sim.urls())),
     );
     a.ready().await;
     let mut b = spawn(
         "ctips-b",
         dir,
         pb,
-        &ctips_toml(pb, &state, &rx.url("/hook"), &sim.urls()),
+        &storage.apply(&ctips_toml(pb, &state, &rx.url("/hook"), &sim.urls())),
     );
     b.ready().await;
     let logs = || String::new();
@@ -722,7 +728,7 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     let config = dir.join(format!("{}.toml", other.name));
     std::fs::write(
         &config,
-        ctips_toml(other_port, &state, &rx.url("/hook"), &[moved]),
+        storage.apply(&ctips_toml(other_port, &state, &rx.url("/hook"), &[moved])),
     )
     .expect("rewrite");
     signal(other, "HUP");
@@ -889,6 +895,53 @@ async fn route_select_beats_route_timeout_for_fine_slow_invalid_and_down_custome
     validate_hooks(&hooks, dir);
 }
 
+/// A callback naming an epoch this instance does not hold is refused with a fault, and the
+/// operation its body names never becomes a metrics label: each name would be a new series
+/// on `/metrics` (finding F5 of the `ctips` fuzz target; its input is the fixture).
+#[tokio::test]
+async fn a_stale_callback_names_no_metrics_label_from_its_body() {
+    let input = std::fs::read_to_string(
+        root().join("tests/fixtures/fuzz/ctips/stale-callback-names-its-operation"),
+    )
+    .expect("fixture");
+    let mut lines = input.splitn(3, '\n');
+    let (content_type, epoch, body) = (
+        lines.next().expect("content type"),
+        lines.next().expect("epoch"),
+        lines.next().expect("body"),
+    );
+    let rx = Receiver::start().await;
+    // Nothing listens there: the connector never holds a session, so every epoch is stale.
+    let server = format!("http://127.0.0.1:{}/CTIPortalService", free_port());
+    let gw = Gateway::start(
+        &rx.url("/hook"),
+        &format!(
+            "[tenants.ctips]\nservers = [\"{server}\"]\nusername = \"ivrgate\"\n\
+             password = \"pw\"\ncallback_token = \"{TOKEN}\"\n"
+        ),
+    )
+    .await;
+    let path = format!("/ctips/acme/{TOKEN}/{epoch}");
+    for body in [body.to_owned(), body.replace("Anything", "Op-0123456789")] {
+        let (status, _, answer) = gw.post(&path, content_type, body).await;
+        assert_eq!(status, 500, "{answer}");
+        assert!(answer.contains("InvalidSessionId"), "{answer}");
+    }
+    let (status, metrics) = gw.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        !metrics.contains("Anything") && !metrics.contains("Op-0123456789"),
+        "a metrics label names what the request chose:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ivrgate_requests_total{adapter="ctips",method="unknown",outcome="stale"} 2"#
+        ),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
 /// Milliseconds since the UNIX epoch of a webhook's `timestamp` (RFC 3339).
 fn timestamp_ms(hook: &Hook) -> i64 {
     let text = hook.json["timestamp"].as_str().unwrap_or("");
@@ -945,7 +998,8 @@ fn call_hook<'a>(hooks: &'a [Hook], ty: &str, call: i64) -> Option<&'a Hook> {
 /// `interval × missed` without a Heartbeat, opens one on the backup within two intervals of
 /// that, registers every category and filter again (the runtime one too, as the simulator's
 /// control API shows), takes a Snapshot, and reconciles it: a call that started while no
-/// session was up arrives as `ctips.snapshot.call` (`new`), a call that ended meanwhile as
+/// session was up arrives as `ctips.call.started` (`reconciled`) then `ctips.snapshot.call`
+/// (`new`), a call that ended meanwhile as
 /// `ctips.call.ended` (`reconciled`), every entity's sequence without a gap. The lost and
 /// online events carry the gap's length.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1134,12 +1188,32 @@ async fn primary_killed_backup_restores_runtime_filters_and_reconciles_the_gap()
         .map(|r| r.op)
         .collect();
     assert!(snapshots.contains(&"Snapshot".to_owned()), "{snapshots:?}");
-    let started = call_hook(&hooks, "ctips.snapshot.call", starts).expect("started");
-    assert_eq!(started.json["data"]["new"], json!(true), "{}", started.json);
-    assert_eq!(started.json["data"]["seq"], json!(1), "{}", started.json);
-    assert!(
-        call_hook(&hooks, "ctips.call.started", starts).is_none(),
-        "CallStarted went out while no session was up: it only comes from the snapshot"
+    let snapshot = call_hook(&hooks, "ctips.snapshot.call", starts).expect("snapshot");
+    assert_eq!(
+        snapshot.json["data"]["new"],
+        json!(true),
+        "{}",
+        snapshot.json
+    );
+    assert_eq!(snapshot.json["data"]["seq"], json!(2), "{}", snapshot.json);
+    // The start nobody saw is reconciled as the missed end is: one ctips.call.started,
+    // first in the call's sequence, marked reconciled, from the snapshot.
+    let started: Vec<&Value> = hooks
+        .iter()
+        .map(|h| &h.json)
+        .filter(|j| {
+            j["type"] == "ctips.call.started"
+                && j["data"]["call_id"] == snapshot.json["data"]["call_id"]
+        })
+        .collect();
+    assert_eq!(started.len(), 1, "{started:?}");
+    let started = started[0];
+    assert_eq!(started["data"]["reconciled"], json!(true), "{started}");
+    assert_eq!(started["data"]["seq"], json!(1), "{started}");
+    assert!(started["data"].get("new").is_none(), "{started}");
+    assert_eq!(
+        started["data"]["snapshot_request_id"], snapshot.json["data"]["request_id"],
+        "{started}"
     );
     let ended = call_hook(&hooks, "ctips.call.ended", ends).expect("ended");
     assert_eq!(
@@ -1188,49 +1262,86 @@ async fn primary_killed_backup_restores_runtime_filters_and_reconciles_the_gap()
     validate_hooks(&hooks, dir);
 }
 
-/// A callback naming an epoch this instance does not hold is refused with a fault, and the
-/// operation its body names never becomes a metrics label: each name would be a new series
-/// on `/metrics` (finding F5 of the `ctips` fuzz target; its input is the fixture).
-#[tokio::test]
-async fn a_stale_callback_names_no_metrics_label_from_its_body() {
-    let input = std::fs::read_to_string(
-        root().join("tests/fixtures/fuzz/ctips/stale-callback-names-its-operation"),
-    )
-    .expect("fixture");
-    let mut lines = input.splitn(3, '\n');
-    let (content_type, epoch, body) = (
-        lines.next().expect("content type"),
-        lines.next().expect("epoch"),
-        lines.next().expect("body"),
-    );
+/// The neutral originate on CTIPS (issue 14): MakeCall for the agent `from` to `to`, against
+/// the simulator through the binary. A retry with the same Idempotency-Key answers the first
+/// answer again and sends no second MakeCall; fields MakeCall cannot carry are refused by
+/// name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
     let rx = Receiver::start().await;
-    // Nothing listens there: the connector never holds a session, so every epoch is stale.
-    let server = format!("http://127.0.0.1:{}/CTIPortalService", free_port());
-    let gw = Gateway::start(
-        &rx.url("/hook"),
-        &format!(
-            "[tenants.ctips]\nservers = [\"{server}\"]\nusername = \"ivrgate\"\n\
-             password = \"pw\"\ncallback_token = \"{TOKEN}\"\n"
-        ),
-    )
+    route_answer(&rx);
+    let sim = sim().await;
+    let port = free_port();
+    let state = dir.join("state");
+    let toml = ctips_toml(port, &state, &rx.url("/hook"), &sim.urls());
+    let mut daemon = spawn("ctips-originate", dir, port, &toml);
+    daemon.ready().await;
+    let log = || daemon.log_text();
+    until("session online", log, || {
+        sim.sessions().iter().any(|s| s.online)
+    })
     .await;
-    let path = format!("/ctips/acme/{TOKEN}/{epoch}");
-    for body in [body.to_owned(), body.replace("Anything", "Op-0123456789")] {
-        let (status, _, answer) = gw.post(&path, content_type, body).await;
-        assert_eq!(status, 500, "{answer}");
-        assert!(answer.contains("InvalidSessionId"), "{answer}");
+    let client = client();
+    let login = client
+        .post(daemon.url("/api/acme/ctips/agents/login?wait_ms=5000"))
+        .json(&json!({"login_name": "agent1", "station_id": "4001", "init_state": "Idle"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 200);
+    let originate = |body: Value, key: Option<&'static str>| {
+        let mut req = client
+            .post(daemon.url("/api/acme/ctips/originate"))
+            .json(&body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        async move {
+            let resp = req.send().await.expect("originate");
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.expect("json"))
+        }
+    };
+    let body = json!({"from": "agent1", "to": "+15550100", "service_id": 3});
+    let (status, first) = originate(body.clone(), Some("crm-991")).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["op"], json!("MakeCall"), "{first}");
+    let (status, again) = originate(body.clone(), Some("crm-991")).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["idempotent_replay"], json!(true), "{again}");
+    assert_eq!(again["command_id"], first["command_id"]);
+    let make_calls: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.op == "MakeCall")
+        .collect();
+    assert_eq!(
+        make_calls.len(),
+        1,
+        "one call for two requests with one key"
+    );
+    assert!(make_calls[0].body.contains("+15550100"));
+    for (field, value) in [
+        ("announcement", json!("promo")),
+        ("attached", json!({"a": "1"})),
+    ] {
+        let mut b = body.clone();
+        b[field] = value;
+        let (status, refused) = originate(b, None).await;
+        assert_eq!(status, 422, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(field)),
+            "{refused}"
+        );
     }
-    let (status, metrics) = gw.get("/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        !metrics.contains("Anything") && !metrics.contains("Op-0123456789"),
-        "a metrics label names what the request chose:\n{metrics}"
+    assert_eq!(
+        sim.requests().iter().filter(|r| r.op == "MakeCall").count(),
+        1
     );
-    assert!(
-        metrics.contains(
-            r#"ivrgate_requests_total{adapter="ctips",method="unknown",outcome="stale"} 2"#
-        ),
-        "{metrics}"
-    );
-    gw.stop().await;
+    signal(&daemon, "TERM");
+    exits(&mut daemon).await;
 }

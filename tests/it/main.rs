@@ -22,4 +22,6 @@ mod schemas;
 mod service;
 mod tls;
 mod told;
+mod vcapi;
+mod vcapi_sim;
 mod voicenter;

@@ -73,12 +73,14 @@ fn assert_valid(schema: &str, files: &[PathBuf]) {
 /// The schema file for a payload `type`: one file per decision kind, one per event family
 /// for the adapters' entity events, one per type for the core's events.
 fn schema_for(payload_type: &str) -> String {
-    const FAMILIES: [(&str, &str); 5] = [
+    const FAMILIES: [(&str, &str); 7] = [
         ("ptk.interaction.", "event.ptk.interaction.json"),
         ("openscape.call.", "event.openscape.call.json"),
         ("openscape.transit.", "event.openscape.transit.json"),
         ("openscape.callback.", "event.openscape.callback.json"),
         ("ctips.", "event.ctips.json"),
+        ("voicenter.extension.", "event.voicenter.monitor.json"),
+        ("voicenter.queue.", "event.voicenter.monitor.json"),
     ];
     if payload_type.starts_with("decision.") {
         return format!("{payload_type}.json");
@@ -92,7 +94,7 @@ fn schema_for(payload_type: &str) -> String {
 
 /// Checks every webhook's signature and validates its exact bytes against its schema (one
 /// validator run per schema file); returns how many webhooks each schema file got.
-fn assert_hooks_match_schemas(hooks: &[Hook]) -> BTreeMap<String, usize> {
+pub(crate) fn assert_hooks_match_schemas(hooks: &[Hook]) -> BTreeMap<String, usize> {
     let dir = tempfile::tempdir().expect("tmp");
     let mut by_schema: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
     for (i, hook) in hooks.iter().enumerate() {

@@ -191,6 +191,9 @@ pub async fn command(gw: &dyn Gateway, settings: Option<&Settings>, cmd: Command
     let tenant_id = i64::from(settings.tenant_id());
     let get = method == http::Method::GET;
     let post = method == http::Method::POST;
+    if post && path.as_slice() == ["originate"] {
+        return originate(gw, &cmd, tenant_id, timeout, wait).await;
+    }
     let built: Result<Request, CommandReply> = async {
         match (path.as_slice(), get, post) {
             (["session"], true, _) => Err(session_view(gw, settings, tenant).await),
@@ -967,3 +970,109 @@ pub async fn note_event(gw: &dyn Gateway, command: EntityKey, webhook: &str, key
     };
     let _ = gw.transition(vec![command], &mut f).await;
 }
+
+/// The neutral `originate` (`docs/command-api.yaml`): MakeCall for the agent `from` (id or
+/// login name) to the external number `to`. CTIPS's MakeCall carries no announcement and no
+/// call data, so those are refused by name. With `Idempotency-Key`, a retry gets the first
+/// answer and never a second call.
+async fn originate(
+    gw: &dyn Gateway,
+    cmd: &Command,
+    tenant_id: i64,
+    timeout: Duration,
+    wait: Duration,
+) -> CommandReply {
+    let tenant = cmd.tenant.as_str();
+    let Value::Object(body) = &cmd.body else {
+        return CommandReply::error(422, "invalid_body", "the body is a JSON object");
+    };
+    for (key, value) in body {
+        match key.as_str() {
+            "from" | "to" | "service_id" => {}
+            "announcement" | "attached" if value.is_null() => {}
+            "announcement" => {
+                return CommandReply::error(
+                    422,
+                    "unsupported_field",
+                    "announcement: CTIPS MakeCall has no announcement to play",
+                )
+            }
+            "attached" => {
+                return CommandReply::error(
+                    422,
+                    "unsupported_field",
+                    "attached: CTIPS MakeCall carries no call data (set it with POST calls/{call}/data once the call exists)",
+                )
+            }
+            other => {
+                return CommandReply::error(
+                    422,
+                    "unsupported_field",
+                    format!("{other}: not an originate field (from, to, announcement, attached, service_id)"),
+                )
+            }
+        }
+    }
+    let built = async {
+        let agent = agent_idx(gw, tenant, &req_text(&cmd.body, "from")?).await?;
+        let to = req_text(&cmd.body, "to")?;
+        Ok::<Request, CommandReply>(
+            Request::new("MakeCall", Service::AgentCall)
+                .int("AgentIdx", agent)
+                .int("CallId", -1)
+                .int("ServiceId", opt_int(&cmd.body, "service_id", 0)?)
+                .text("DestinationType", DestinationType::External.wire())
+                .text("DestinationAddress", to)
+                .bool("WrapState", false),
+        )
+    }
+    .await;
+    let request = match built {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    let key = match ivrgate_adapter::idempotency::key(cmd) {
+        Ok(k) => k,
+        Err(reply) => return reply,
+    };
+    let Some(key) = key else {
+        return submit(gw, tenant, tenant_id, request, timeout, wait).await;
+    };
+    let fingerprint = format!(
+        "{:x}",
+        Sha256::digest(format!("originate\0{}", cmd.body).as_bytes())
+    );
+    let entity = EntityKey::new(tenant, IDEMPOTENCY_KIND, key);
+    let stale_ms = (timeout.as_millis() as i64) * 2 + 30_000;
+    match ivrgate_adapter::idempotency::claim(gw, &entity, &fingerprint, stale_ms).await {
+        Ok(ivrgate_adapter::idempotency::Claim::Go) => {}
+        Ok(ivrgate_adapter::idempotency::Claim::Answer(reply)) | Err(reply) => return reply,
+    }
+    let reply = submit(gw, tenant, tenant_id, request, timeout, wait).await;
+    let code = reply.body["error"]["code"].as_str().unwrap_or("");
+    let outcome = match (reply.status, code) {
+        // Expired in the queue or never queued: it will not be sent.
+        (_, "session_unavailable" | "store_unavailable" | "shutting_down") => {
+            ivrgate_adapter::idempotency::Outcome::NotSent
+        }
+        (504, m)
+            if reply.body["error"]["message"]
+                .as_str()
+                .is_some_and(|t| t.contains("it will not be sent"))
+                && m == "timeout" =>
+        {
+            ivrgate_adapter::idempotency::Outcome::NotSent
+        }
+        (504, _) => ivrgate_adapter::idempotency::Outcome::Unknown,
+        _ => ivrgate_adapter::idempotency::Outcome::Answered,
+    };
+    if let Err(e) =
+        ivrgate_adapter::idempotency::settle(gw, &entity, &fingerprint, &reply, outcome).await
+    {
+        tracing::warn!(tenant, error = %e, "ctips originate: idempotency outcome not stored");
+    }
+    reply
+}
+
+/// Entity kind of stored idempotency keys.
+pub const IDEMPOTENCY_KIND: &str = "ctips.idempotency";

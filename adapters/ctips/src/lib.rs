@@ -81,6 +81,11 @@ impl Adapter for Ctips {
         true
     }
 
+    /// MakeCall (see `command.rs`).
+    fn cannot_originate(&self) -> Option<&'static str> {
+        None
+    }
+
     fn command<'a>(
         &'a self,
         gateway: &'a dyn Gateway,

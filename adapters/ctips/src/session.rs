@@ -484,7 +484,8 @@ impl Drop for AbortOnDrop {
 /// Calls that ended while no session was up: live call entities the completed call snapshot
 /// did not mention, and that did not change since it was asked for, end with
 /// `ctips.call.ended` (`reconciled: true`). Calls it mentioned that were unknown were already
-/// created by their `ctips.snapshot.call` event (`new: true`).
+/// created by their `ctips.snapshot.call` event (`new: true`), preceded by
+/// `ctips.call.started` (`reconciled: true`).
 async fn reconcile(shared: &Shared, request_id: i64) {
     let gw = shared.ctx.gateway();
     let tenant = shared.ctx.tenant();

@@ -161,6 +161,7 @@ impl Plan<'_> {
             .unwrap_or(&self.event.type_name);
         let mut aliases = Vec::new();
         let mut expires_at = None;
+        let mut events = Vec::new();
         match &self.mapped.target {
             Target::Call { call_id, .. } => {
                 expires_at = Some(self.now + self.call_max);
@@ -215,7 +216,27 @@ impl Plan<'_> {
                         }
                     }
                     "SnapShotUpdate" => {
-                        data.insert("new".into(), json!(!existed || ended));
+                        let new = !existed || ended;
+                        data.insert("new".into(), json!(new));
+                        if new {
+                            // A call that started while no session watched: its start goes
+                            // out as reconciled, as an end missed meanwhile does.
+                            let mut started = data.clone();
+                            started.remove("new");
+                            started.insert("reconciled".into(), json!(true));
+                            if let Some(id) =
+                                text(fields, "RequestId").and_then(|r| r.parse::<i64>().ok())
+                            {
+                                started.insert("snapshot_request_id".into(), json!(id));
+                            }
+                            events.push(EntityEvent {
+                                event_type: "ctips.call.started".into(),
+                                occurred_at: None,
+                                correlation: correlation(fields),
+                                data: started,
+                                vendor_fields: fields.clone(),
+                            });
+                        }
                         state.insert(
                             "snapshot_request".into(),
                             json!(text(fields, "RequestId").and_then(|r| r.parse::<i64>().ok())),
@@ -265,19 +286,19 @@ impl Plan<'_> {
         }
         state.insert("last_event".into(), json!(self.mapped.webhook));
         state.insert("updated_ms".into(), json!(now_ms));
-        let event = EntityEvent {
+        events.push(EntityEvent {
             event_type: self.mapped.webhook.clone(),
             occurred_at: None,
             correlation: correlation(fields),
             data,
             vendor_fields: fields.clone(),
-        };
+        });
         let keep_state = !(self.mapped.ends || ended);
         Change::Write(Write {
             state: keep_state.then_some(Value::Object(state)),
             attached: None,
             expires_at,
-            events: vec![event],
+            events,
             timers: Vec::new(),
             aliases,
         })

@@ -1193,6 +1193,7 @@ fn cmd(method: http::Method, path: &str, query: Option<&str>, body: Value) -> Co
         path: PathSegments::from_decoded(path.split('/').map(str::to_owned)),
         query: query.map(str::to_owned),
         body,
+        headers: http::HeaderMap::new(),
     }
 }
 

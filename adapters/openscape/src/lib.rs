@@ -253,6 +253,10 @@ fn routing_effect(answer: &Answer, figures: (i64, i64)) -> Result<Effect, String
 pub struct OpenScape;
 
 impl Adapter for OpenScape {
+    fn cannot_originate(&self) -> Option<&'static str> {
+        Some("the OpenScape Contact Center IVR API serves IVR scripts on calls the switch delivers; it has no function that places a call")
+    }
+
     fn name(&self) -> &'static str {
         VENDOR
     }

@@ -81,6 +81,10 @@ fn no_attach(_: &Value) -> Map<String, Value> {
 pub struct Ptk;
 
 impl Adapter for Ptk {
+    fn cannot_originate(&self) -> Option<&'static str> {
+        Some("PTK is the callback platform's server side: ivrgate answers its requests and keeps the callbacks PTK places; it has no operation through which a customer places a call")
+    }
+
     fn name(&self) -> &'static str {
         VENDOR
     }

@@ -14,6 +14,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 mod fields;
 mod render;
 mod request;
@@ -162,6 +163,54 @@ impl Adapter for Voicenter {
 
     fn handle<'a>(&'a self, gateway: &'a dyn Gateway, request: Inbound) -> BoxFuture<'a, Handled> {
         Box::pin(handle(gateway, request))
+    }
+
+    /// The §7 active-calls poller, when `poll_interval_ms` is set (see [`api`]).
+    fn connectors(
+        &self,
+        _tenant: &str,
+        settings: &ivrgate_adapter::ParsedSettings,
+    ) -> Vec<ivrgate_adapter::ConnectorSpec> {
+        match settings.clone().downcast::<api::Parsed>() {
+            Ok(parsed) => parsed.0.iter().filter_map(|s| s.connector()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn run_connector(
+        &self,
+        ctx: ivrgate_adapter::ConnectorCtxRef,
+    ) -> BoxFuture<'static, ivrgate_adapter::ConnectorExit> {
+        Box::pin(api::run_poller(ctx))
+    }
+
+    /// Click2Call (see [`api`]).
+    fn cannot_originate(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// `[tenants.voicenter_api]`: Voicenter's outbound APIs (see [`api`]).
+    fn parse_settings(
+        &self,
+        settings: &Value,
+    ) -> Result<ivrgate_adapter::ParsedSettings, Vec<String>> {
+        let parsed = api::ApiSettings::from_json(settings)?;
+        Ok(std::sync::Arc::new(api::Parsed(
+            parsed.map(std::sync::Arc::new),
+        )))
+    }
+
+    fn command<'a>(
+        &'a self,
+        gateway: &'a dyn Gateway,
+        command: ivrgate_adapter::Command,
+    ) -> BoxFuture<'a, ivrgate_adapter::CommandReply> {
+        Box::pin(async move {
+            let parsed =
+                ivrgate_adapter::settings_of::<api::Parsed>(gateway, &command.tenant, VENDOR);
+            let settings = parsed.as_ref().and_then(|p| p.0.clone());
+            api::command(gateway, settings.as_deref(), command).await
+        })
     }
 
     /// Voicenter's "try again" without reading the body: a CDR (the `cdr` path) gets

@@ -127,6 +127,16 @@ pub trait PlatformClient: Send + Sync {
         &self,
         request: OutboundRequest,
     ) -> BoxFuture<'_, Result<OutboundResponse, OutboundError>>;
+
+    /// Sends one GET request (the body is ignored). Clients that cannot answer
+    /// [`OutboundError::Connect`].
+    fn get(
+        &self,
+        request: OutboundRequest,
+    ) -> BoxFuture<'_, Result<OutboundResponse, OutboundError>> {
+        let _ = request;
+        Box::pin(async { Err(OutboundError::Connect("GET is not supported".into())) })
+    }
 }
 
 /// What the core offers a running connector.

@@ -12,6 +12,7 @@
 pub mod action;
 pub mod connector;
 pub mod epoch;
+pub mod idempotency;
 pub mod path;
 pub mod state;
 
@@ -130,6 +131,13 @@ pub trait Adapter: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), String>> {
         let _ = (gateway, timer);
         Box::pin(async { Ok(()) })
+    }
+
+    /// Why this platform cannot place a call for the neutral
+    /// `POST /api/{tenant}/{adapter}/originate` (the core answers 501 with the reason);
+    /// `None` when [`Adapter::command`] serves `originate`.
+    fn cannot_originate(&self) -> Option<&'static str> {
+        Some("this platform offers no way to place a call")
     }
 
     /// Serves this adapter's part of the command API (`/api/{tenant}/{adapter}/...`).
@@ -260,6 +268,13 @@ pub trait Gateway: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<LeaseInfo>, RecordError>> {
         let _ = (tenant, adapter, name);
         Box::pin(async { Ok(None) })
+    }
+
+    /// The core's client for a platform's API that a command calls on the customer's behalf
+    /// (rustls, no redirects, a size cap; every request logged with its URL redacted and
+    /// counted in `/metrics`); `None` when the core offers none (tests).
+    fn platform_api(&self) -> Option<&dyn PlatformClient> {
+        None
     }
 }
 

@@ -239,10 +239,14 @@ pub struct Command {
     pub query: Option<String>,
     /// The JSON body (`Value::Null` when there was none).
     pub body: Value,
+    /// The request's headers (`Idempotency-Key` and the like; the core already checked
+    /// `Authorization`).
+    pub headers: http::HeaderMap,
 }
 
 /// The answer to a [`Command`]: an HTTP status and a JSON body. Errors use
-/// `{"error": {"code": "...", "message": "..."}}`.
+/// `{"error": {"code": "...", "message": "..."}}`; an error that carries
+/// `"retry_after_s": N` is answered with `Retry-After: N`.
 #[derive(Debug, Clone)]
 pub struct CommandReply {
     pub status: u16,

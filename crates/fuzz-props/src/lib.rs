@@ -1346,6 +1346,7 @@ pub fn command(data: &[u8]) {
         path: segments(path),
         query: None,
         body,
+        headers: http::HeaderMap::new(),
     };
     let Some(reply) = run_ready(adapter.command(&NoStore, command)) else {
         panic!("a command waited on a gateway that answers at once");
