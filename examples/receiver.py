@@ -48,7 +48,10 @@ class Hooks(http.server.BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 9000), Hooks)
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 9000), Hooks)
+    except OSError as e:
+        sys.exit(f"cannot listen on 127.0.0.1:9000: {e.strerror} (is another receiver still running?)")
     print("listening on http://127.0.0.1:9000/hooks (the webhook_url of config/minimal.toml), "
           "verifying with its webhook_secret; Ctrl-C stops", flush=True)
     try:

@@ -4,13 +4,12 @@
 //! acknowledges.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, RateLimiter};
 use ivrgate_adapter::epoch::rfc3339;
 use ivrgate_adapter::{
     Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint, DecisionRequest, Entity,
@@ -23,6 +22,7 @@ use tokio::sync::Semaphore;
 
 use crate::breaker::Breakers;
 use crate::clock::SharedClock;
+use crate::cluster::{BreakerNews, Membership};
 use crate::config::{ResolvedConfig, ResolvedTenant};
 use crate::metrics::{AdapterLabels, DecisionLabels, Metrics, OutcomeLabels, ReasonLabels};
 use crate::store::{
@@ -30,25 +30,79 @@ use crate::store::{
 };
 use crate::{ids, signing};
 
-/// Per-configuration state: rebuilt on reload.
+/// Per-configuration state: rebuilt on reload, and resized when the live instances on the
+/// store change ([`crate::cluster`]): the limiters and slots hold this instance's share.
 pub struct Runtime {
     pub config: ResolvedConfig,
+    /// The share these limits were sized for.
+    pub membership: Membership,
     pub decision_limits: HashMap<String, DefaultDirectRateLimiter>,
     pub delivery_limits: HashMap<String, Arc<DefaultDirectRateLimiter>>,
     pub delivery_slots: HashMap<String, Arc<Semaphore>>,
+    /// Each tenant's slots in `delivery_slots`: this instance's share of
+    /// `delivery.per_endpoint_concurrency`.
+    pub slots_per_endpoint: usize,
 }
 
 impl Runtime {
-    pub fn new(config: ResolvedConfig) -> Runtime {
-        let per_second =
-            |n: u32| Quota::per_second(NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN));
+    pub fn new(config: ResolvedConfig, membership: Membership) -> Runtime {
+        let slots = Runtime::slot_share(&config, membership);
+        let delivery_slots = config
+            .tenants
+            .iter()
+            .map(|t| (t.id.clone(), Arc::new(Semaphore::new(slots))))
+            .collect();
+        Runtime::with_slots(config, membership, delivery_slots, slots)
+    }
+
+    /// The same configuration with limits sized for `membership`. The slots semaphores are
+    /// kept and resized, so deliveries in flight still count against them.
+    pub fn resized(old: &Runtime, membership: Membership) -> Runtime {
+        let slots = Runtime::slot_share(&old.config, membership);
+        for semaphore in old.delivery_slots.values() {
+            if slots > old.slots_per_endpoint {
+                semaphore.add_permits(slots - old.slots_per_endpoint);
+            } else {
+                // Free permits go at once; those in flight are not given back later than
+                // their delivery, so the excess ends with it.
+                let mut excess = old.slots_per_endpoint - slots;
+                excess -= semaphore.forget_permits(excess);
+                if excess > 0 {
+                    let semaphore = semaphore.clone();
+                    tokio::spawn(async move {
+                        if let Ok(permits) = semaphore.acquire_many(excess as u32).await {
+                            permits.forget();
+                        }
+                    });
+                }
+            }
+        }
+        Runtime::with_slots(
+            old.config.clone(),
+            membership,
+            old.delivery_slots.clone(),
+            slots,
+        )
+    }
+
+    fn slot_share(config: &ResolvedConfig, membership: Membership) -> usize {
+        let whole = config.raw.delivery.per_endpoint_concurrency.max(1);
+        usize::try_from(membership.split(whole as u64)).unwrap_or(whole)
+    }
+
+    fn with_slots(
+        config: ResolvedConfig,
+        membership: Membership,
+        delivery_slots: HashMap<String, Arc<Semaphore>>,
+        slots_per_endpoint: usize,
+    ) -> Runtime {
         let decision_limits = config
             .tenants
             .iter()
             .map(|t| {
                 (
                     t.id.clone(),
-                    RateLimiter::direct(per_second(t.decisions_per_second)),
+                    RateLimiter::direct(membership.rate(t.decisions_per_second)),
                 )
             })
             .collect();
@@ -58,21 +112,19 @@ impl Runtime {
             .map(|t| {
                 (
                     t.id.clone(),
-                    Arc::new(RateLimiter::direct(per_second(t.deliveries_per_second))),
+                    Arc::new(RateLimiter::direct(
+                        membership.rate(t.deliveries_per_second),
+                    )),
                 )
             })
             .collect();
-        let slots = config.raw.delivery.per_endpoint_concurrency.max(1);
-        let delivery_slots = config
-            .tenants
-            .iter()
-            .map(|t| (t.id.clone(), Arc::new(Semaphore::new(slots))))
-            .collect();
         Runtime {
             config,
+            membership,
             decision_limits,
             delivery_limits,
             delivery_slots,
+            slots_per_endpoint,
         }
     }
 }
@@ -135,6 +187,9 @@ pub struct Core {
     /// event handler fails must still get its calls' decisions.
     pub decision_breakers: Breakers,
     pub delivery_breakers: Breakers,
+    /// What the breakers opened and closed, until [`crate::cluster::tell`] takes it to
+    /// share through the store.
+    pub breaker_news: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<BreakerNews>>>,
     /// Tenants whose endpoint answered 410, as last read from the store (or just recorded
     /// here), checked before every delivery attempt.
     pub disabled_endpoints: std::sync::Mutex<std::collections::HashSet<String>>,
@@ -182,7 +237,10 @@ impl Core {
     ) -> anyhow::Result<Core> {
         let delivery = &config.raw.delivery;
         let (failures, open_ms) = (delivery.breaker_failures, delivery.breaker_open_ms);
-        let breaker = || Breakers::new(failures, Duration::from_millis(open_ms));
+        let open_for = Duration::from_millis(open_ms);
+        // Openings and closes are shared with the other instances on the store.
+        let (news, news_rx) = tokio::sync::mpsc::channel(crate::cluster::NEWS_QUEUE);
+        let breaker = |scope| Breakers::shared(failures, open_for, scope, news.clone());
         let WebhookClients {
             decision: decision_http,
             delivery: delivery_http,
@@ -192,7 +250,7 @@ impl Core {
         let instance = store.owner_id().to_owned();
         store.set_free_space_reserve(config.raw.storage.min_free_bytes);
         Ok(Core {
-            runtime: ArcSwap::from_pointee(Runtime::new(config)),
+            runtime: ArcSwap::from_pointee(Runtime::new(config, Membership::ALONE)),
             store,
             clock,
             metrics: metrics.clone(),
@@ -200,8 +258,9 @@ impl Core {
             points,
             decision_http,
             delivery_http,
-            decision_breakers: breaker(),
-            delivery_breakers: breaker(),
+            decision_breakers: breaker(crate::cluster::DECISION),
+            delivery_breakers: breaker(crate::cluster::DELIVERY),
+            breaker_news: std::sync::Mutex::new(Some(news_rx)),
             disabled_endpoints: std::sync::Mutex::new(Default::default()),
             pending_decisions: Arc::new(std::sync::Mutex::new(HashMap::new())),
             stopping: tokio::sync::watch::Sender::new(false),

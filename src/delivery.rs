@@ -50,14 +50,15 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
             release(&core, row.id, core.clock.now_ms()).await;
         }
         // Claim what each tenant's prefetch budget still has room for.
-        let budget = cfg.per_endpoint_concurrency.max(1) * PREFETCH_PER_SLOT;
+        let budget = runtime.slots_per_endpoint.max(1) * PREFETCH_PER_SLOT;
         let mut skip = blocked;
         let mut room = 0;
         for tenant in &runtime.config.tenants {
-            let in_flight = runtime.delivery_slots.get(&tenant.id).map_or(0, |s| {
-                cfg.per_endpoint_concurrency
-                    - s.available_permits().min(cfg.per_endpoint_concurrency)
-            });
+            let slots = runtime.slots_per_endpoint;
+            let in_flight = runtime
+                .delivery_slots
+                .get(&tenant.id)
+                .map_or(0, |s| slots - s.available_permits().min(slots));
             let queued = backlog.iter().filter(|r| r.tenant == tenant.id).count();
             let left = budget.saturating_sub(in_flight + queued);
             if left == 0 {

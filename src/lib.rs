@@ -13,6 +13,7 @@ pub mod breaker;
 pub mod budget;
 pub mod buffer;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod connectors;
 pub mod core;
@@ -87,7 +88,7 @@ impl Handle {
             Ok(resolved) if problems.is_empty() => {
                 self.core
                     .runtime
-                    .store(Arc::new(core::Runtime::new(resolved)));
+                    .store(Arc::new(core::Runtime::new(resolved, running.membership)));
                 // Connectors follow: new ones start, changed ones restart, removed ones stop.
                 self.core.connectors.reconcile(&self.core);
                 return Ok(());
@@ -144,11 +145,18 @@ pub async fn run(
         bodies: budget::BodyBudget::new(),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
+    let breaker_news = core
+        .breaker_news
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
     let workers = [
         tokio::spawn(delivery::run(core.clone(), stop_rx.clone())),
         tokio::spawn(timers::run(core.clone(), stop_rx.clone())),
         tokio::spawn(timers::maintenance(core.clone(), stop_rx.clone())),
         tokio::spawn(timers::recover_owners(core.clone(), stop_rx.clone())),
+        tokio::spawn(cluster::watch(core.clone(), stop_rx.clone())),
+        tokio::spawn(cluster::tell(core.clone(), breaker_news, stop_rx.clone())),
     ];
     core.connectors.reconcile(&core);
     on_start(Handle { core: core.clone() });

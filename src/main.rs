@@ -214,9 +214,14 @@ fn check_online(path: &str, pg: &ivrgate::store::postgres::PgSettings) -> ExitCo
 
 fn load(path: &std::path::Path) -> Result<ResolvedConfig, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    config
-        .validate(&ivrgate::decision_points())
-        .map_err(|e| format!("{}: invalid configuration:\n{e}", path.display()))
+    config.validate(&ivrgate::decision_points()).map_err(|e| {
+        // Each problem points at its line, as a parse error does (values masked).
+        let located = match std::fs::read_to_string(path) {
+            Ok(text) => ivrgate::config::locate_problems(&text, &e.to_string()),
+            Err(_) => e.to_string(),
+        };
+        format!("{}: invalid configuration:\n{located}", path.display())
+    })
 }
 
 /// The log filter of the running process, so a reload can apply `logging.level`.

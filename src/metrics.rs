@@ -66,6 +66,7 @@ pub struct Metrics {
     pub calls_expired: Counter,
     pub undecodable_fields: Family<AdapterLabels, Counter>,
     pub body_bytes_in_flight: Gauge,
+    pub cluster_instances: Gauge,
     pub connector_up: Family<ConnectorLabels, Gauge>,
     pub connector_held: Family<ConnectorLabels, Gauge>,
     pub connector_epoch: Family<ConnectorLabels, Gauge>,
@@ -166,6 +167,13 @@ impl Metrics {
             "Bytes of legacy request bodies reserved in the memory budget right now",
             body_bytes_in_flight.clone(),
         );
+        let cluster_instances = Gauge::default();
+        registry.register(
+            "cluster_instances",
+            "Live instances on this store as this one last read them; each takes that share \
+             of the tenants' rates and per-endpoint concurrency",
+            cluster_instances.clone(),
+        );
         let connector_up = Family::<ConnectorLabels, Gauge>::default();
         registry.register(
             "connector_up",
@@ -225,6 +233,7 @@ impl Metrics {
             calls_expired,
             undecodable_fields,
             body_bytes_in_flight,
+            cluster_instances,
             connector_up,
             connector_held,
             connector_epoch,

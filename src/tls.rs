@@ -134,6 +134,54 @@ fn pem_problem(e: &pem::Error) -> &'static str {
     }
 }
 
+/// Certificates this close to their end get a warning (`check-config`, `serve`, reloads).
+pub const EXPIRY_WARNING_DAYS: u64 = 30;
+
+/// A warning when the listener's certificate (the first in `cert_file`) has expired, is not
+/// valid yet, or expires within [`EXPIRY_WARNING_DAYS`]: rustls serves it either way, but
+/// clients will refuse it.
+pub fn expiry_warning(cert_file: &Path, now: std::time::SystemTime) -> Option<String> {
+    use x509_cert::der::Decode;
+    let bytes = std::fs::read(cert_file).ok()?;
+    let der = CertificateDer::pem_slice_iter(&bytes).next()?.ok()?;
+    let cert = x509_cert::Certificate::from_der(der.as_ref()).ok()?;
+    let validity = &cert.tbs_certificate.validity;
+    let now = now.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let not_after = validity.not_after.to_unix_duration();
+    let not_before = validity.not_before.to_unix_duration();
+    let shown = cert_file.display();
+    let date = |d: Duration| {
+        time::OffsetDateTime::from_unix_timestamp(d.as_secs() as i64)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_else(|| format!("{}s after 1970", d.as_secs()))
+    };
+    if now >= not_after {
+        Some(format!(
+            "server.tls.cert_file {shown}: the certificate expired at {}; clients will refuse it",
+            date(not_after)
+        ))
+    } else if now < not_before {
+        Some(format!(
+            "server.tls.cert_file {shown}: the certificate is not valid before {}; clients will refuse it until then",
+            date(not_before)
+        ))
+    } else {
+        let left = not_after - now;
+        let days = left.as_secs() / 86_400;
+        (days < EXPIRY_WARNING_DAYS).then(|| {
+            format!(
+                "server.tls.cert_file {shown}: the certificate expires in {days} day(s), at {}; \
+                 renew it and reload",
+                date(not_after)
+            )
+        })
+    }
+}
+
 /// A warning when the key file may be read by users other than its owner and group.
 pub fn key_file_warning(path: &Path) -> Option<String> {
     use std::os::unix::fs::PermissionsExt;

@@ -150,7 +150,7 @@ fn call_write(
         expected_version: expected,
         status: "active",
         attached,
-        state: state.map(std::sync::Arc::new),
+        state: state.map(Into::into),
         expires_at_ms: Some(now() + 3_600_000),
     }
 }

@@ -377,6 +377,16 @@ impl ChangeFeed {
     }
 }
 
+/// A circuit breaker some instance opened, as shared through the store: which breakers
+/// (`scope`: `"decision"` or `"delivery"`), the endpoint (a digest of its URL, never the URL,
+/// which may carry credentials) and how long it stays open from now (store clock).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedBreaker {
+    pub scope: String,
+    pub endpoint: String,
+    pub left_ms: i64,
+}
+
 /// A store backend: every operation the core needs, on plain data.
 pub trait Backend: Send + Sync + 'static {
     /// Wake-ups raised by commits, this process's and other processes'.
@@ -524,6 +534,21 @@ pub trait Backend: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<bool>>;
     /// A lease as stored, whoever holds it; `None` when it was never acquired.
     fn read_lease(&self, key: LeaseKey) -> BoxFuture<'_, Result<Option<LeaseRow>>>;
+    /// The lease owners of the instances live on this store now, this process's included,
+    /// sorted: the registry the cluster-wide limits divide by.
+    fn live_instances(&self) -> BoxFuture<'_, Result<Vec<String>>>;
+    /// Records that a breaker opened for `open_ms` from now (store clock), so the other
+    /// instances leave the endpoint alone too; a later trip of the same breaker replaces it.
+    fn trip_breaker(
+        &self,
+        scope: String,
+        endpoint: String,
+        open_ms: i64,
+    ) -> BoxFuture<'_, Result<()>>;
+    /// Forgets a shared breaker (its endpoint answered again).
+    fn close_breaker(&self, scope: String, endpoint: String) -> BoxFuture<'_, Result<()>>;
+    /// The shared breakers still open now (store clock).
+    fn open_breakers(&self) -> BoxFuture<'_, Result<Vec<SharedBreaker>>>;
 }
 
 /// The store the core holds.

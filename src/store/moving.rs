@@ -501,7 +501,7 @@ mod tests {
             expected_version: version,
             status: if live { "active" } else { "ended" },
             attached: serde_json::from_str(r#"{"zeta": 1, "alpha": 2}"#).expect("map"),
-            state: live.then(|| std::sync::Arc::new(json!({"step": 3}))),
+            state: live.then(|| json!({"step": 3}).into()),
             expires_at_ms: live.then(|| now() + 3_600_000),
         }
     }

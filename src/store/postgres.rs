@@ -23,11 +23,20 @@ use crate::config::{StorageBackend, StorageConfig};
 
 /// The migrations shipped with this binary, in order. Each file's first line declares its
 /// `compatible_from` (a unit test checks this list against the directory).
-const MIGRATION_FILES: &[(i64, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATION_FILES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "shared_breakers",
+        include_str!("../../migrations/postgres/0002_shared_breakers.sql"),
+    ),
+];
+
+mod shared;
 
 /// Advisory lock key held while migrating ("ivrgate" + 1).
 const MIGRATION_LOCK: i64 = 0x6976_7267_6174_6501;
@@ -1969,6 +1978,33 @@ async fn apply_alias(
 }
 
 impl super::Backend for PgStore {
+    fn live_instances(&self) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<String>>> {
+        Box::pin(PgStore::live_instances(self))
+    }
+
+    fn trip_breaker(
+        &self,
+        scope: String,
+        endpoint: String,
+        open_ms: i64,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
+        Box::pin(PgStore::trip_breaker(self, scope, endpoint, open_ms))
+    }
+
+    fn close_breaker(
+        &self,
+        scope: String,
+        endpoint: String,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
+        Box::pin(PgStore::close_breaker(self, scope, endpoint))
+    }
+
+    fn open_breakers(
+        &self,
+    ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::SharedBreaker>>> {
+        Box::pin(PgStore::open_breakers(self))
+    }
+
     fn changes(&self) -> &super::ChangeFeed {
         &self.changes
     }
@@ -2541,7 +2577,7 @@ mod tests {
         let mut fresh = 0;
         for r in &results {
             let m = r.as_ref().expect("migrated");
-            assert_eq!(m.to, 1);
+            assert_eq!(m.to, 2);
             if m.from.is_none() {
                 fresh += 1;
             }
@@ -2550,7 +2586,13 @@ mod tests {
             fresh, 1,
             "exactly one instance created the schema: {results:?}"
         );
-        assert_eq!(versions(&pools[0]).await, vec![(1, "init".to_owned(), 1)]);
+        assert_eq!(
+            versions(&pools[0]).await,
+            vec![
+                (1, "init".to_owned(), 1),
+                (2, "shared_breakers".to_owned(), 1)
+            ]
+        );
         // The tables are there and usable.
         let client = pools[0].get().await.expect("client");
         let n: i64 = client
@@ -2567,7 +2609,7 @@ mod tests {
         assert_eq!(sync, "on");
         drop(client);
         let online = check_online(&db.settings).await.expect("online");
-        assert!(online.contains("schema version 1 (current)"), "{online}");
+        assert!(online.contains("schema version 2 (current)"), "{online}");
         drop(pools);
         db.drop_db().await;
     }
@@ -2582,25 +2624,25 @@ mod tests {
         let client = pool.get().await.expect("client");
         // A newer binary's expanding migration: this one still runs.
         client
-            .execute("INSERT INTO ivrgate_schema (version, name, compatible_from) VALUES (2, 'expand', 1)", &[])
+            .execute("INSERT INTO ivrgate_schema (version, name, compatible_from) VALUES (3, 'expand', 1)", &[])
             .await
             .expect("insert");
         assert_eq!(
             migrate(&pool).await,
             Ok(Migrated {
-                from: Some(2),
-                to: 2
+                from: Some(3),
+                to: 3
             })
         );
         let online = check_online(&db.settings).await.expect("online");
         assert!(online.contains("marked compatible"), "{online}");
         // A contracting one: refused at start and by check-config --online.
         client
-            .execute("INSERT INTO ivrgate_schema (version, name, compatible_from) VALUES (3, 'contract', 3)", &[])
+            .execute("INSERT INTO ivrgate_schema (version, name, compatible_from) VALUES (4, 'contract', 4)", &[])
             .await
             .expect("insert");
         let why = migrate(&pool).await.expect_err("refused");
-        assert!(why.contains("schema is at version 3"), "{why}");
+        assert!(why.contains("schema is at version 4"), "{why}");
         assert!(why.contains("incompatible with this ivrgate"), "{why}");
         let why = check_online(&db.settings).await.expect_err("reported");
         assert!(why.contains("incompatible"), "{why}");

@@ -122,12 +122,33 @@ CREATE TABLE IF NOT EXISTS endpoints (
 
 /// The embedded store's schema versions (see [`super::schema`]). Version 1 is the schema
 /// every store had before versions were recorded, so such a store is taken as version 1.
-pub const MIGRATIONS: &[super::schema::Migration] = &[super::schema::Migration {
-    version: 1,
-    name: "init",
-    compatible_from: 1,
-    sql: SCHEMA,
-}];
+pub const MIGRATIONS: &[super::schema::Migration] = &[
+    super::schema::Migration {
+        version: 1,
+        name: "init",
+        compatible_from: 1,
+        sql: SCHEMA,
+    },
+    // Expands only: a binary that knows version 1 never reads the new table.
+    super::schema::Migration {
+        version: 2,
+        name: "shared_breakers",
+        compatible_from: 1,
+        sql: SHARED_BREAKERS,
+    },
+];
+
+/// Circuit breakers shared by the processes on this store: a row while some process has the
+/// breaker open (`open_until_ms`, wall clock), replaced by a later trip, gone once the
+/// endpoint answered again.
+const SHARED_BREAKERS: &str = r#"
+CREATE TABLE IF NOT EXISTS breakers (
+    scope TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    open_until_ms INTEGER NOT NULL,
+    PRIMARY KEY (scope, endpoint)
+);
+"#;
 
 /// Checks the store's schema version and applies this binary's migrations, in one
 /// `BEGIN IMMEDIATE` transaction (processes opening the file at once migrate once); refuses a
@@ -1211,6 +1232,63 @@ impl SqliteStore {
         .await
     }
 
+    /// [`Backend::live_instances`]: the owners whose lock file under `owners/` is held.
+    pub async fn live_instances(&self) -> Result<Vec<String>> {
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || owner::live_owners(&dir))
+            .await
+            .map_err(|e| StoreError::Backend(format!("owner scan failed: {e}")))?
+            .map_err(|e| StoreError::Backend(format!("cannot scan lease owners: {e}")))
+    }
+
+    /// [`Backend::trip_breaker`]; the processes on one file share a host, so its clock.
+    pub async fn trip_breaker(&self, scope: String, endpoint: String, open_ms: i64) -> Result<()> {
+        let until = crate::clock::to_ms(std::time::SystemTime::now()).saturating_add(open_ms);
+        self.write(false, move |c| {
+            c.execute(
+                "INSERT INTO breakers (scope, endpoint, open_until_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (scope, endpoint) DO UPDATE SET open_until_ms = ?3",
+                params![scope, endpoint, until],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`Backend::close_breaker`].
+    pub async fn close_breaker(&self, scope: String, endpoint: String) -> Result<()> {
+        self.write(false, move |c| {
+            c.execute(
+                "DELETE FROM breakers WHERE scope = ?1 AND endpoint = ?2",
+                params![scope, endpoint],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// [`Backend::open_breakers`].
+    pub async fn open_breakers(&self) -> Result<Vec<SharedBreaker>> {
+        let now = crate::clock::to_ms(std::time::SystemTime::now());
+        self.read(move |c| {
+            let rows = c
+                .prepare_cached(
+                    "SELECT scope, endpoint, open_until_ms - ?1 FROM breakers \
+                     WHERE open_until_ms > ?1 ORDER BY scope, endpoint",
+                )?
+                .query_map([now], |r| {
+                    Ok(SharedBreaker {
+                        scope: r.get(0)?,
+                        endpoint: r.get(1)?,
+                        left_ms: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// Drops expired resend answers, long-ended calls and old delivered events.
     pub async fn purge(
         &self,
@@ -2152,6 +2230,27 @@ impl Backend for SqliteStore {
         ))
     }
 
+    fn live_instances(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(SqliteStore::live_instances(self))
+    }
+
+    fn trip_breaker(
+        &self,
+        scope: String,
+        endpoint: String,
+        open_ms: i64,
+    ) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SqliteStore::trip_breaker(self, scope, endpoint, open_ms))
+    }
+
+    fn close_breaker(&self, scope: String, endpoint: String) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SqliteStore::close_breaker(self, scope, endpoint))
+    }
+
+    fn open_breakers(&self) -> BoxFuture<'_, Result<Vec<SharedBreaker>>> {
+        Box::pin(SqliteStore::open_breakers(self))
+    }
+
     fn call_events(&self, call_id: String) -> BoxFuture<'_, Result<Vec<(i64, String, i64)>>> {
         Box::pin(SqliteStore::call_events(self, call_id))
     }
@@ -2378,7 +2477,14 @@ mod tests {
             .expect("query")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");
-        assert_eq!(rows, vec![(1, "init".to_owned(), 1)], "recorded once");
+        assert_eq!(
+            rows,
+            vec![
+                (1, "init".to_owned(), 1),
+                (2, "shared_breakers".to_owned(), 1)
+            ],
+            "recorded once"
+        );
     }
 
     #[test]
@@ -2403,7 +2509,8 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("read");
-        assert_eq!((version, timers), (1, 1), "versioned, nothing lost");
+        // Taken as version 1 (its record added without change), then migrated on.
+        assert_eq!((version, timers), (2, 1), "versioned, nothing lost");
     }
 
     #[test]
@@ -2420,19 +2527,19 @@ mod tests {
             .expect("insert");
         };
         // A newer binary's expanding migration keeps this binary working (rolling upgrade).
-        add(2, 1);
+        add(3, 1);
         SqliteStore::open(dir.path(), 16)
             .expect("a newer but compatible store opens")
             .close();
         // A contracting one refuses it, with a message saying why.
-        add(3, 3);
+        add(4, 4);
         let err = SqliteStore::open(dir.path(), 16)
             .err()
             .expect("a newer incompatible store is refused");
         let text = err.to_string();
-        assert!(text.contains("schema is at version 3"), "{text}");
+        assert!(text.contains("schema is at version 4"), "{text}");
         assert!(text.contains("incompatible with this ivrgate"), "{text}");
-        assert!(text.contains("up to 1"), "{text}");
+        assert!(text.contains("up to 2"), "{text}");
     }
 
     #[test]

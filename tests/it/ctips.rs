@@ -563,8 +563,14 @@ async fn ctips_session_routes_commands_failover_and_goodbye_through_the_binary()
     assert!(assert_gapless(&hooks) >= 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers() {
+on_both_backends!(4: two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers);
+
+async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_servers(
+    backend: Backend,
+) {
+    let Some(storage) = Storage::new(backend, "ctips_two").await else {
+        return;
+    };
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
     let rx = Receiver::start().await;
@@ -576,14 +582,14 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
         "ctips-a",
         dir,
         pa,
-        &ctips_toml(pa, &state, &rx.url("/hook"), &sim.urls()),
+        &storage.apply(&ctips_toml(pa, &state, &rx.url("/hook"), &sim.urls())),
     );
     a.ready().await;
     let mut b = spawn(
         "ctips-b",
         dir,
         pb,
-        &ctips_toml(pb, &state, &rx.url("/hook"), &sim.urls()),
+        &storage.apply(&ctips_toml(pb, &state, &rx.url("/hook"), &sim.urls())),
     );
     b.ready().await;
     let logs = || String::new();
@@ -722,7 +728,7 @@ async fn two_binaries_hold_one_session_take_over_after_sigkill_and_reload_server
     let config = dir.join(format!("{}.toml", other.name));
     std::fs::write(
         &config,
-        ctips_toml(other_port, &state, &rx.url("/hook"), &[moved]),
+        storage.apply(&ctips_toml(other_port, &state, &rx.url("/hook"), &[moved])),
     )
     .expect("rewrite");
     signal(other, "HUP");
@@ -887,6 +893,53 @@ async fn route_select_beats_route_timeout_for_fine_slow_invalid_and_down_custome
     signal(&daemon, "TERM");
     exits(&mut daemon).await;
     validate_hooks(&hooks, dir);
+}
+
+/// A callback naming an epoch this instance does not hold is refused with a fault, and the
+/// operation its body names never becomes a metrics label: each name would be a new series
+/// on `/metrics` (finding F5 of the `ctips` fuzz target; its input is the fixture).
+#[tokio::test]
+async fn a_stale_callback_names_no_metrics_label_from_its_body() {
+    let input = std::fs::read_to_string(
+        root().join("tests/fixtures/fuzz/ctips/stale-callback-names-its-operation"),
+    )
+    .expect("fixture");
+    let mut lines = input.splitn(3, '\n');
+    let (content_type, epoch, body) = (
+        lines.next().expect("content type"),
+        lines.next().expect("epoch"),
+        lines.next().expect("body"),
+    );
+    let rx = Receiver::start().await;
+    // Nothing listens there: the connector never holds a session, so every epoch is stale.
+    let server = format!("http://127.0.0.1:{}/CTIPortalService", free_port());
+    let gw = Gateway::start(
+        &rx.url("/hook"),
+        &format!(
+            "[tenants.ctips]\nservers = [\"{server}\"]\nusername = \"ivrgate\"\n\
+             password = \"pw\"\ncallback_token = \"{TOKEN}\"\n"
+        ),
+    )
+    .await;
+    let path = format!("/ctips/acme/{TOKEN}/{epoch}");
+    for body in [body.to_owned(), body.replace("Anything", "Op-0123456789")] {
+        let (status, _, answer) = gw.post(&path, content_type, body).await;
+        assert_eq!(status, 500, "{answer}");
+        assert!(answer.contains("InvalidSessionId"), "{answer}");
+    }
+    let (status, metrics) = gw.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        !metrics.contains("Anything") && !metrics.contains("Op-0123456789"),
+        "a metrics label names what the request chose:\n{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"ivrgate_requests_total{adapter="ctips",method="unknown",outcome="stale"} 2"#
+        ),
+        "{metrics}"
+    );
+    gw.stop().await;
 }
 
 /// Milliseconds since the UNIX epoch of a webhook's `timestamp` (RFC 3339).
@@ -1291,51 +1344,4 @@ async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
     );
     signal(&daemon, "TERM");
     exits(&mut daemon).await;
-}
-
-/// A callback naming an epoch this instance does not hold is refused with a fault, and the
-/// operation its body names never becomes a metrics label: each name would be a new series
-/// on `/metrics` (finding F5 of the `ctips` fuzz target; its input is the fixture).
-#[tokio::test]
-async fn a_stale_callback_names_no_metrics_label_from_its_body() {
-    let input = std::fs::read_to_string(
-        root().join("tests/fixtures/fuzz/ctips/stale-callback-names-its-operation"),
-    )
-    .expect("fixture");
-    let mut lines = input.splitn(3, '\n');
-    let (content_type, epoch, body) = (
-        lines.next().expect("content type"),
-        lines.next().expect("epoch"),
-        lines.next().expect("body"),
-    );
-    let rx = Receiver::start().await;
-    // Nothing listens there: the connector never holds a session, so every epoch is stale.
-    let server = format!("http://127.0.0.1:{}/CTIPortalService", free_port());
-    let gw = Gateway::start(
-        &rx.url("/hook"),
-        &format!(
-            "[tenants.ctips]\nservers = [\"{server}\"]\nusername = \"ivrgate\"\n\
-             password = \"pw\"\ncallback_token = \"{TOKEN}\"\n"
-        ),
-    )
-    .await;
-    let path = format!("/ctips/acme/{TOKEN}/{epoch}");
-    for body in [body.to_owned(), body.replace("Anything", "Op-0123456789")] {
-        let (status, _, answer) = gw.post(&path, content_type, body).await;
-        assert_eq!(status, 500, "{answer}");
-        assert!(answer.contains("InvalidSessionId"), "{answer}");
-    }
-    let (status, metrics) = gw.get("/metrics").await;
-    assert_eq!(status, 200);
-    assert!(
-        !metrics.contains("Anything") && !metrics.contains("Op-0123456789"),
-        "a metrics label names what the request chose:\n{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            r#"ivrgate_requests_total{adapter="ctips",method="unknown",outcome="stale"} 2"#
-        ),
-        "{metrics}"
-    );
-    gw.stop().await;
 }

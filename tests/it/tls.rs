@@ -52,7 +52,21 @@ impl Ca {
     /// A certificate for `name` (an IP address or DNS name) signed by this CA, for a server
     /// or a client: (certificate PEM, key PEM).
     fn issue(&self, name: &str, client: bool) -> (String, String) {
+        self.issue_until(name, client, None)
+    }
+
+    /// [`Ca::issue`], valid until `not_after` when given (from a day before it).
+    fn issue_until(
+        &self,
+        name: &str,
+        client: bool,
+        not_after: Option<time::OffsetDateTime>,
+    ) -> (String, String) {
         let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
+        if let Some(end) = not_after {
+            params.not_before = end - time::Duration::days(400);
+            params.not_after = end;
+        }
         params.distinguished_name.push(DnType::CommonName, name);
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -604,6 +618,11 @@ fn bad_tls_files_are_configuration_errors_that_never_quote_the_key() {
     );
     assert!(out.contains("no PEM private key"), "{out}");
     assert!(!out.contains(&key_line), "key bytes quoted:\n{out}");
+    // Each problem points at its line, the value masked, like a parse error.
+    assert!(out.contains("--> line 5, column 1"), "{out}");
+    assert!(out.contains("--> line 6, column 1"), "{out}");
+    assert!(out.contains("5 | cert_file = \"*"), "{out}");
+    assert!(!out.contains("server.key\"\n"), "{out}");
     // A missing file is named.
     let (code, out) = check(&good.replace("server.key", "missing.key"));
     assert_eq!(code, Some(64), "{out}");
@@ -747,4 +766,76 @@ async fn a_tenant_ca_file_reaches_a_receiver_with_a_private_ca() {
         stderr.contains("tenant acme: ca_file") && stderr.contains("server.key"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_handshake_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new("stall CA");
+    let files = Files::write(dir.path(), &ca, &ca.issue("127.0.0.1", false));
+    let port = free_port();
+    let path = dir.path().join("stall.toml");
+    let text = config(port, dir.path(), &files, "", "http://127.0.0.1:9/").replace(
+        "[server.tls]",
+        "[server]\nheader_read_timeout_ms = 300\n\n[server.tls]",
+    );
+    std::fs::write(&path, text).expect("config");
+    let mut daemon = serve(dir.path(), "stall", &path, port);
+    ready(&mut daemon, &https_client(&ca.pem(), None)).await;
+    // A client that connects and never says hello is closed after the timeout, not held.
+    let started = Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(WAIT_LONG, silent.read(&mut buf))
+        .await
+        .expect("closed within the wait");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    let log = wait_log(&daemon, "TLS handshake not finished in time", 1);
+    assert!(log.contains("timeout_ms=300"), "{log}");
+}
+
+#[test]
+fn an_expired_or_expiring_certificate_is_a_warning() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new("expiry CA");
+    let now = time::OffsetDateTime::now_utc();
+    let path = dir.path().join("expiry.toml");
+    let check = |server: &(String, String)| {
+        let files = Files::write(dir.path(), &ca, server);
+        std::fs::write(
+            &path,
+            config(1, dir.path(), &files, "", "http://127.0.0.1:9/"),
+        )
+        .expect("config");
+        let (status, stdout, stderr) = run_with_timeout(
+            Command::new(env!("CARGO_BIN_EXE_ivrgate"))
+                .arg("check-config")
+                .arg(&path),
+            WAIT_LONG,
+        );
+        assert!(status.success(), "{stdout}{stderr}");
+        stderr
+    };
+    let expired = check(&ca.issue_until("127.0.0.1", false, Some(now - time::Duration::days(2))));
+    assert!(
+        expired.contains("warning: server.tls.cert_file")
+            && expired.contains("the certificate expired at"),
+        "{expired}"
+    );
+    let soon = check(&ca.issue_until("127.0.0.1", false, Some(now + time::Duration::days(10))));
+    assert!(
+        soon.contains("the certificate expires in 9 day(s)")
+            || soon.contains("the certificate expires in 10 day(s)"),
+        "{soon}"
+    );
+    let fine = check(&ca.issue_until("127.0.0.1", false, Some(now + time::Duration::days(90))));
+    assert!(!fine.contains("warning"), "{fine}");
 }

@@ -329,6 +329,41 @@ mod tests {
     }
 
     #[test]
+    fn the_state_moves_user_data_in_as_serialization_would_and_reads_back() {
+        let mut i = Interaction {
+            id: "V0014000000001917072015093838470".into(),
+            tenant: "T".into(),
+            segment: Some("S".into()),
+            queue: None,
+            contact: Some("5551234".into()),
+            interaction_type: "FIFO".into(),
+            status: Status::CallbackPending,
+            appointment: None,
+            slot: Some(1_437_125_918),
+            external_id: None,
+            client_id: Some("c1".into()),
+            source_application: None,
+            skill: None,
+            attempts: 2,
+            result: None,
+            due: Some("2015-07-17T09:38:38Z".into()),
+            created: "2015-07-17T09:38:38Z".into(),
+            user_data: map(&[("b", s(1)), ("a", list(&[("n", json!({"string": "x"}))]))]),
+            licence: Some("callback".into()),
+            touched: None,
+            failures: map(&[("busy", json!(1))]),
+        };
+        let serialized = serde_json::to_string(&i).expect("json");
+        let state = i.clone().into_state();
+        // Same text, keys in the same order: stored states do not change shape.
+        assert_eq!(state.to_string(), serialized);
+        assert_eq!(Interaction::from_state(&state), Some(i.clone()));
+        i.user_data = Map::new();
+        assert_eq!(Interaction::from_state(&i.clone().into_state()), Some(i));
+        assert_eq!(Interaction::from_state(&json!({"id": 1})), None);
+    }
+
+    #[test]
     fn reads_every_value_type() {
         let xml = "<UserData><UserDataAssignment><Key>s</Key><Value><StringValue>x</StringValue></Value></UserDataAssignment>\
 <UserDataAssignment><Key>i</Key><Value><IntegerValue>7</IntegerValue></Value></UserDataAssignment>\

@@ -2539,3 +2539,32 @@ async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
         Ran::Taken { namespace } => Err(format!("alias {namespace} taken")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_as_json_group_repeated_names_into_arrays() {
+        let xml = "<AddInteraction><Tenant> T </Tenant><a>1</a><b>2</b><a>3</a><a>4</a>\
+<Options><UserDataContainer><UserDataAssignment><Key>k1</Key><Value><StringValue>x</StringValue></Value></UserDataAssignment>\
+<UserDataAssignment><Key>k2</Key><Value><StringValue>y</StringValue></Value></UserDataAssignment></UserDataContainer></Options>\
+<Empty/></AddInteraction>";
+        let root = crate::soap::parse(xml, 32).expect("xml");
+        let fields = Value::Object(to_json(&root, 0));
+        assert_eq!(
+            fields.to_string(),
+            json!({
+                "Tenant": "T",
+                "a": ["1", "3", "4"],
+                "b": "2",
+                "Options": {"UserDataContainer": {"UserDataAssignment": [
+                    {"Key": "k1", "Value": {"StringValue": "x"}},
+                    {"Key": "k2", "Value": {"StringValue": "y"}},
+                ]}},
+                "Empty": "",
+            })
+            .to_string()
+        );
+    }
+}
