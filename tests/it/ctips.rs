@@ -1284,9 +1284,9 @@ async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
     })
     .await;
     let client = client();
-    // The simulator counts the session online when it answers OnLine; commands are taken
-    // once ivrgate has read that answer, which its own session view says.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // The simulator's session is up before ivrgate has stored it as online: wait for the
+    // command API to say so.
+    let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let view: Value = client
             .get(daemon.url("/api/acme/ctips/session"))
@@ -1300,9 +1300,9 @@ async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
             break;
         }
         assert!(
-            std::time::Instant::now() < deadline,
-            "ivrgate never saw its session online: {view}\n{}",
-            log()
+            tokio::time::Instant::now() < deadline,
+            "session never online: {view}\n{}",
+            daemon.log_text()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -1312,7 +1312,7 @@ async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
         .send()
         .await
         .expect("login");
-    assert_eq!(login.status().as_u16(), 200);
+    assert_eq!(login.status().as_u16(), 200, "{:?}", login.text().await);
     let originate = |body: Value, key: Option<&'static str>| {
         let mut req = client
             .post(daemon.url("/api/acme/ctips/originate"))
