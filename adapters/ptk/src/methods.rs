@@ -792,9 +792,10 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         Ok(s)
     })
     .await;
-    if let (Ran::Taken { .. }, Some(client)) = (&ran, &client) {
-        // A copy of this request (same ClientId) won a race meanwhile; its claims (client,
-        // contact) refused ours: answer its interaction.
+    if let (Ran::Taken { .. } | Ran::Refused(_), Some(client)) = (&ran, &client) {
+        // A copy of this request (same ClientId) won a race meanwhile: its claims (client,
+        // contact) refused ours, or it took the last licence or slot place. Answer its
+        // interaction, as a retry after it would get.
         if let Some((original, false)) =
             owner(cx, store::CLIENT, &format!("{ptk}/{client}")).await?
         {
