@@ -4,6 +4,7 @@
 mod support;
 
 mod cluster;
+mod cluster_entities;
 mod connectors;
 mod core;
 mod ctips;

@@ -172,7 +172,7 @@ impl Daemon {
     }
 
     /// Panics (with the log) if the process has died on its own.
-    fn assert_alive(&mut self) {
+    pub(crate) fn assert_alive(&mut self) {
         if let Some(status) = self
             .child
             .as_mut()
