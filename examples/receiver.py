@@ -1,60 +1,167 @@
 #!/usr/bin/env python3
-"""A tiny webhook receiver for the README walkthrough.
+"""A webhook receiver for ivrgate (the README walkthrough), standard library only.
 
-Prints every webhook ivrgate sends, checks its Standard Webhooks signature, and answers
-decision webhooks with a menu. Standard library only; the signature check is the same
-HMAC the Standard Webhooks libraries compute.
+Prints every webhook ivrgate sends, checks it as Standard Webhooks says, answers decision
+webhooks with a valid action for their decision point and events with 200:
 
-    python3 examples/receiver.py            # listens on 127.0.0.1:9000
+    python3 examples/receiver.py [--listen HOST:PORT]    # default 127.0.0.1:9000
+    python3 examples/receiver.py verify ID TIMESTAMP SIGNATURES < body
+
+The secret is WEBHOOK_SECRET (default: the webhook_secret of config/minimal.toml). A request
+passes when one of its space-separated `v1,` signatures is the HMAC-SHA256 of
+`{id}.{timestamp}.{body}` (compared in constant time) and its webhook-timestamp is at most
+5 minutes from this machine's clock; anything else gets 401. A webhook-id already processed
+is answered 200 again (a decision with the same answer) and not processed twice. `verify`
+checks one signature without the timestamp tolerance (for test vectors).
+Node.js and Java versions with the same interface: examples/receiver-node/,
+examples/receiver-java/.
 """
 import base64
+import binascii
+import collections
 import hashlib
 import hmac
 import http.server
 import json
+import os
 import sys
+import threading
+import time
 
-SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
-KEY = base64.b64decode(SECRET.split("_", 1)[1])
+DEFAULT_SECRET = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
+DEFAULT_LISTEN = "127.0.0.1:9000"
+TOLERANCE_S = 5 * 60
+REMEMBERED_IDS = 10000
+MAX_BODY = 1024 * 1024
 
 
-def verified(headers, body):
-    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
-    expected = "v1," + base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest()).decode()
-    return any(hmac.compare_digest(expected, s) for s in headers.get("webhook-signature", "").split())
+def key_of(secret):
+    if not secret.startswith("whsec_"):
+        sys.exit("receiver: WEBHOOK_SECRET must start with whsec_")
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except binascii.Error as e:
+        sys.exit(f"receiver: WEBHOOK_SECRET is not base64 after whsec_: {e}")
+    if not key:
+        sys.exit("receiver: WEBHOOK_SECRET holds no key after whsec_")
+    return key
+
+
+SECRET = os.environ.get("WEBHOOK_SECRET") or DEFAULT_SECRET
+KEY = key_of(SECRET)
+
+
+def signature_matches(msg_id, timestamp, body, header):
+    """Whether any of the space-separated signatures is ours for (id, timestamp, body)."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    expected = b"v1," + base64.b64encode(hmac.new(KEY, signed, hashlib.sha256).digest())
+    # compare_digest is constant-time; different lengths (a bare "v1,") never match.
+    return any(len(s) == len(expected) and hmac.compare_digest(s, expected)
+               for s in header.encode().split(b" "))
+
+
+def decide(payload):
+    """The answer to a decision: a valid action for each Voicenter decision point."""
+    kind = (payload.get("data") or {}).get("kind")
+    if kind == "ivr_action":
+        return {"action": "menu", "prompt": "welcome", "menu": "main", "max_digits": 1,
+                "attach": {"crm_id": "A-17"}}
+    if kind == "layer_input":
+        return {"action": "goto", "target": "1", "attach": {"crm_id": "A-17"}}
+    if kind == "caller_lookup":
+        return {"action": "lookup_result", "found": True, "name": "Demo Caller",
+                "url": "https://crm.example/c/A-17"}
+    return {"action": "default"}
+
+
+# webhook-id -> the answer already given; oldest forgotten first.
+processed = collections.OrderedDict()
+lock = threading.Lock()
 
 
 class Hooks(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        payload = json.loads(body)
-        ok = verified(self.headers, body)
-        print(f"{payload['type']}  id={self.headers['webhook-id']}  signature={'ok' if ok else 'BAD'}")
-        print(json.dumps(payload["data"], indent=2, ensure_ascii=False))
+    def reply(self, status, answer):
         sys.stdout.flush()
-        answer = {}
-        if payload["type"].startswith("decision."):
-            answer = {"action": "menu", "prompt": "welcome", "menu": "main", "max_digits": 1,
-                      "attach": {"crm_id": "A-17"}}
         out = json.dumps(answer).encode()
-        self.send_response(200 if ok else 401)
+        self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
 
+    def do_POST(self):
+        length = int(self.headers.get("content-length") or 0)
+        if length > MAX_BODY:
+            return self.reply(413, {"error": "body too large"})
+        body = self.rfile.read(length)
+        msg_id = self.headers.get("webhook-id")
+        timestamp = self.headers.get("webhook-timestamp")
+        signatures = self.headers.get("webhook-signature")
+        if not (msg_id and timestamp and signatures):
+            print(f"refused id={msg_id or '-'}: missing webhook-id, webhook-timestamp or "
+                  "webhook-signature")
+            return self.reply(400, {"error": "missing Standard Webhooks headers"})
+        if not signature_matches(msg_id, timestamp, body, signatures):
+            print(f"refused id={msg_id}: signature=BAD")
+            return self.reply(401, {"error": "bad signature"})
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > TOLERANCE_S:
+            print(f"refused id={msg_id}: webhook-timestamp {timestamp} is more than "
+                  f"{TOLERANCE_S} s from now")
+            return self.reply(401, {"error": "timestamp outside tolerance"})
+        with lock:
+            answer = processed.get(msg_id)
+            if answer is not None:
+                print(f"duplicate id={msg_id}: already processed, answered again")
+                return self.reply(200, answer)
+            try:
+                payload = json.loads(body)
+                kind = str(payload["type"])
+            except (ValueError, KeyError, TypeError) as e:
+                print(f"refused id={msg_id}: body is not a webhook payload ({e})")
+                return self.reply(400, {"error": "body is not a webhook payload"})
+            print(f"{kind}  id={msg_id}  signature=ok")
+            print(json.dumps(payload.get("data"), indent=2, ensure_ascii=False))
+            answer = decide(payload) if kind.startswith("decision.") else {}
+            processed[msg_id] = answer
+            if len(processed) > REMEMBERED_IDS:
+                processed.popitem(last=False)
+        self.reply(200, answer)
+
+    def do_GET(self):
+        self.reply(405, {"error": "POST only"})
+
     def log_message(self, *args):
         pass
 
 
-if __name__ == "__main__":
+def main(argv):
+    if argv[:1] == ["verify"]:
+        if len(argv) != 4:
+            sys.exit("usage: receiver.py verify ID TIMESTAMP SIGNATURES < body")
+        ok = signature_matches(argv[1], argv[2], sys.stdin.buffer.read(), argv[3])
+        print("ok" if ok else "bad")
+        sys.exit(0 if ok else 1)
+    listen = DEFAULT_LISTEN
+    if argv:
+        if len(argv) != 2 or argv[0] != "--listen":
+            sys.exit(f"receiver: unknown arguments {argv}; usage: receiver.py [--listen HOST:PORT]")
+        listen = argv[1]
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        sys.exit(f"receiver: --listen {listen} is not HOST:PORT")
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 9000), Hooks)
+        server = http.server.ThreadingHTTPServer((host.strip("[]"), int(port)), Hooks)
     except OSError as e:
-        sys.exit(f"cannot listen on 127.0.0.1:9000: {e.strerror} (is another receiver still running?)")
-    print("listening on http://127.0.0.1:9000/hooks (the webhook_url of config/minimal.toml), "
-          "verifying with its webhook_secret; Ctrl-C stops", flush=True)
+        sys.exit(f"cannot listen on {listen}: {e.strerror} (is another receiver still running?)")
+    where = " (the webhook_url of config/minimal.toml)" if listen == DEFAULT_LISTEN else ""
+    which = "WEBHOOK_SECRET" if os.environ.get("WEBHOOK_SECRET") else "its webhook_secret"
+    print(f"listening on http://{listen}/hooks{where}, verifying with {which}; Ctrl-C stops",
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopped")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

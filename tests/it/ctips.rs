@@ -1284,13 +1284,35 @@ async fn originate_is_make_call_and_an_idempotency_key_places_one_call() {
     })
     .await;
     let client = client();
+    // The simulator's session is up before ivrgate has stored it as online: wait for the
+    // command API to say so.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let view: Value = client
+            .get(daemon.url("/api/acme/ctips/session"))
+            .send()
+            .await
+            .expect("session")
+            .json()
+            .await
+            .expect("json");
+        if view["online"] == json!(true) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "session never online: {view}\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let login = client
         .post(daemon.url("/api/acme/ctips/agents/login?wait_ms=5000"))
         .json(&json!({"login_name": "agent1", "station_id": "4001", "init_state": "Idle"}))
         .send()
         .await
         .expect("login");
-    assert_eq!(login.status().as_u16(), 200);
+    assert_eq!(login.status().as_u16(), 200, "{:?}", login.text().await);
     let originate = |body: Value, key: Option<&'static str>| {
         let mut req = client
             .post(daemon.url("/api/acme/ctips/originate"))

@@ -19,6 +19,7 @@ mod pgloss;
 mod postgres;
 mod process;
 mod ptk;
+mod receivers;
 mod schemas;
 mod service;
 mod tls;

@@ -28,7 +28,7 @@ pub(crate) fn free_port() -> u16 {
 
 /// The daemon's configuration: one tenant `acme`, short retries and a short delivery lease
 /// (a process killed while holding leases must not keep the restarted one waiting a minute).
-fn daemon_toml(port: u16, state_dir: &Path, webhook_url: &str) -> String {
+pub(crate) fn daemon_toml(port: u16, state_dir: &Path, webhook_url: &str) -> String {
     format!(
         r#"listen = "127.0.0.1:{port}"
 state_dir = "{dir}"

@@ -6,7 +6,7 @@
 //! checked against answer.json and against ivrgate's own reading of answers, so the schema and
 //! the code cannot drift apart unnoticed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -492,6 +492,107 @@ fn answers_match_answer_schema_and_what_ivrgate_accepts() {
             "{answer}: a validation failure, not a crash:\n{output}"
         );
         assert!(output.contains("INVALID"), "{output}");
+    }
+}
+
+/// The lines of docs/webhooks.md from the heading `title` to the next heading of its level.
+fn webhooks_md_section(title: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(root().join("docs/webhooks.md")).expect("webhooks.md");
+    let mut lines = text.lines().skip_while(|l| *l != title);
+    assert!(lines.next().is_some(), "docs/webhooks.md has no {title:?}");
+    lines
+        .take_while(|l| !l.starts_with("### ") && !l.starts_with("## "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The backticked words of `text`, in order.
+fn backticked(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+#[test]
+fn webhooks_md_answer_examples_are_accepted_where_they_say() {
+    // (the last paragraph before the example, the example)
+    let mut examples: Vec<(String, Value)> = Vec::new();
+    let mut paragraph = String::new();
+    let mut block: Option<String> = None;
+    // Whether a blank line ended the paragraph (the next text line starts another).
+    let mut ended = false;
+    for line in webhooks_md_section("### Answer examples, one per action") {
+        match (&mut block, line.as_str()) {
+            (None, "```json") => block = Some(String::new()),
+            (Some(json), "```") => {
+                let answer: Value = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("not JSON after {paragraph:?}: {e}\n{json}"));
+                examples.push((paragraph.clone(), answer));
+                block = None;
+            }
+            (Some(json), l) => json.push_str(l),
+            (None, "") => ended = true,
+            (None, l) => {
+                if ended {
+                    paragraph.clear();
+                    ended = false;
+                }
+                paragraph.push(' ');
+                paragraph.push_str(l);
+            }
+        }
+    }
+    assert!(block.is_none(), "an unclosed example");
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut files = Vec::new();
+    let mut covered: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (i, (paragraph, answer)) in examples.iter().enumerate() {
+        let words = backticked(paragraph);
+        let action = words
+            .first()
+            .unwrap_or_else(|| panic!("{paragraph:?} names no action before {answer}"))
+            .to_string();
+        let kinds: Vec<&str> = words
+            .iter()
+            .filter_map(|w| w.strip_prefix("decision."))
+            .collect();
+        assert!(!kinds.is_empty(), "{paragraph:?} names no decision point");
+        if action == "native" {
+            assert!(answer.get("action").is_none(), "{answer}");
+        } else {
+            assert_eq!(answer["action"], action.as_str(), "{paragraph:?}: {answer}");
+        }
+        for kind in kinds {
+            assert_eq!(accepted_at(answer, kind), Ok(()), "{answer} at {kind}");
+            covered
+                .entry(action.clone())
+                .or_default()
+                .insert(kind.to_owned());
+        }
+        let file = dir.path().join(format!("doc-{i:02}.json"));
+        std::fs::write(&file, answer.to_string()).expect("write");
+        files.push(file);
+    }
+    assert_valid("answer.json", &files);
+
+    // Every action of the neutral actions table has an example, and every Voicenter decision
+    // point a native one.
+    let actions: Vec<String> = webhooks_md_section("### Answers: the neutral actions")
+        .iter()
+        .filter(|l| l.starts_with("| `"))
+        .map(|l| backticked(l)[0].to_owned())
+        .collect();
+    assert!(actions.len() >= 10, "{actions:?}");
+    for action in &actions {
+        assert!(
+            covered.contains_key(action),
+            "no example for `{action}`: {covered:?}"
+        );
+    }
+    for kind in ["ivr_action", "layer_input", "caller_lookup"] {
+        assert!(
+            covered["native"].contains(kind),
+            "no native example at {kind}"
+        );
     }
 }
 
