@@ -13,8 +13,8 @@ passes when one of its space-separated `v1,` signatures is the HMAC-SHA256 of
 5 minutes from this machine's clock; anything else gets 401. A webhook-id already processed
 is answered 200 again (a decision with the same answer) and not processed twice. `verify`
 checks one signature without the timestamp tolerance (for test vectors).
-Node.js and Java versions with the same interface: examples/receiver-node/,
-examples/receiver-java/.
+Node.js, Java and Go versions with the same interface: examples/receiver-node/,
+examples/receiver-java/, examples/receiver-go/.
 """
 import base64
 import binascii

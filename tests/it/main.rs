@@ -16,6 +16,7 @@ mod memory;
 mod openscape;
 mod operations;
 mod ops;
+mod pgloss;
 mod postgres;
 mod process;
 mod ptk;

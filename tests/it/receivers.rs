@@ -1,9 +1,9 @@
 //! The receiver examples (examples/receiver.py, examples/receiver-node/,
-//! examples/receiver-java/) against the built `ivrgate` binary: a decision each example
+//! examples/receiver-java/, examples/receiver-go/) against the built `ivrgate` binary: a decision each example
 //! answers reaches the legacy side, its events arrive, and each refuses what Standard Webhooks
 //! says to refuse (sent to it directly: a forged signature, a stale or future timestamp, a bare
 //! `v1,`), processes a resent `webhook-id` once, and verifies the Standard Webhooks test
-//! vector. A test whose runtime (`node`, `java`) is absent says so and passes, except under
+//! vector. A test whose runtime (`node`, `java`, `go`) is absent says so and passes, except under
 //! `CI=true` (CI has both, .ci/run installs them otherwise), where it fails.
 //! Loopback only; every wait is bounded and every process is killed on every path.
 
@@ -37,39 +37,80 @@ fn root() -> &'static Path {
 /// One example: the program and the arguments before the receiver's own.
 struct Example {
     name: &'static str,
-    program: &'static str,
+    program: String,
     args: Vec<PathBuf>,
+    /// What asks the runtime for its version (whether it is installed).
+    version_arg: &'static str,
+    /// Go: the directory of the binary built from the example (killing `go run` would leave
+    /// the receiver it started running).
+    built: Option<tempfile::TempDir>,
 }
 
 impl Example {
     fn python() -> Example {
         Example {
             name: "python",
-            program: "python3",
+            program: "python3".into(),
             args: vec![root().join("examples/receiver.py")],
+            version_arg: "--version",
+            built: None,
         }
     }
 
     fn node() -> Example {
         Example {
             name: "node",
-            program: "node",
+            program: "node".into(),
             args: vec![root().join("examples/receiver-node/receiver.mjs")],
+            version_arg: "--version",
+            built: None,
         }
     }
 
     fn java() -> Example {
         Example {
             name: "java",
-            program: "java",
+            program: "java".into(),
             args: vec![root().join("examples/receiver-java/Receiver.java")],
+            version_arg: "--version",
+            built: None,
         }
+    }
+
+    fn go() -> Example {
+        Example {
+            name: "go",
+            program: "go".into(),
+            args: vec![],
+            version_arg: "version",
+            built: None,
+        }
+    }
+
+    /// Builds the Go example (its runtime is installed); then runs the binary built.
+    fn build_go(&mut self) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let binary = dir.path().join("receiver-go");
+        let output = Command::new("go")
+            .arg("build")
+            .arg("-o")
+            .arg(&binary)
+            .arg(root().join("examples/receiver-go/main.go"))
+            .output()
+            .expect("go build");
+        assert!(
+            output.status.success(),
+            "go build examples/receiver-go: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        self.program = binary.display().to_string();
+        self.built = Some(dir);
     }
 
     /// Whether its runtime is installed; prints why the test is skipped when not.
     fn available(&self) -> bool {
-        let found = Command::new(self.program)
-            .arg("--version")
+        let found = Command::new(&self.program)
+            .arg(self.version_arg)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -92,7 +133,7 @@ impl Example {
     }
 
     fn command(&self, secret: &str) -> Command {
-        let mut command = Command::new(self.program);
+        let mut command = Command::new(&self.program);
         command.args(&self.args).env("WEBHOOK_SECRET", secret);
         command
     }
@@ -322,9 +363,12 @@ async fn voicenter(gateway: &Daemon, path: &str, body: &Value) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("gateway answer {text:?}: {e}"))
 }
 
-async fn exercise(example: Example) {
+async fn exercise(mut example: Example) {
     if !example.available() {
         return;
+    }
+    if example.name == "go" {
+        example.build_go();
     }
     let name = example.name;
     check_test_vector(&example);
@@ -537,4 +581,9 @@ async fn node_receiver_example() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn java_receiver_example() {
     exercise(Example::java()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_receiver_example() {
+    exercise(Example::go()).await;
 }
