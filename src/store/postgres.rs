@@ -396,6 +396,17 @@ pub const HEARTBEAT: Duration = Duration::from_secs(2);
 pub const LAPSE: Duration = Duration::from_secs(10);
 
 impl PgStore {
+    /// After `n` events were put back in the outbox: wakes this instance's delivery loop and,
+    /// through NOTIFY, every other instance's.
+    async fn wake_outbox(&self, n: u64) {
+        if n > 0 {
+            self.changes.outbox.notify_one();
+            let _ = self.notify("outbox").await;
+        }
+    }
+}
+
+impl PgStore {
     /// Migrates (or refuses) the schema, registers `owner_id` as a live instance and starts
     /// the writer. Neither heartbeat nor change feed run: see [`PgStore::start`].
     pub async fn open(
@@ -2177,10 +2188,7 @@ impl super::Backend for PgStore {
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
         Box::pin(async move {
             let n = PgStore::retry_now(self, tenants, now_ms).await?;
-            if n > 0 {
-                self.changes.outbox.notify_one();
-                let _ = self.notify("outbox").await;
-            }
+            self.wake_outbox(n).await;
             Ok(n)
         })
     }
@@ -2192,10 +2200,7 @@ impl super::Backend for PgStore {
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
         Box::pin(async move {
             let n = PgStore::replay(self, filter, now_ms).await?;
-            if n > 0 {
-                self.changes.outbox.notify_one();
-                let _ = self.notify("outbox").await;
-            }
+            self.wake_outbox(n).await;
             Ok(n)
         })
     }

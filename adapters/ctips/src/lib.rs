@@ -86,20 +86,6 @@ impl Adapter for Ctips {
         None
     }
 
-    /// Forgets `Idempotency-Key`s after a day.
-    fn on_timer<'a>(
-        &'a self,
-        gateway: &'a dyn Gateway,
-        timer: ivrgate_adapter::TimerFired,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            if timer.entity.kind == command::IDEMPOTENCY_KIND {
-                ivrgate_adapter::idempotency::on_timer(gateway, &timer).await?;
-            }
-            Ok(())
-        })
-    }
-
     fn command<'a>(
         &'a self,
         gateway: &'a dyn Gateway,

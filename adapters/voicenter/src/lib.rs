@@ -189,20 +189,6 @@ impl Adapter for Voicenter {
         None
     }
 
-    /// Forgets `Idempotency-Key`s after a day.
-    fn on_timer<'a>(
-        &'a self,
-        gateway: &'a dyn Gateway,
-        timer: ivrgate_adapter::TimerFired,
-    ) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            if timer.entity.kind == api::IDEMPOTENCY_KIND {
-                ivrgate_adapter::idempotency::on_timer(gateway, &timer).await?;
-            }
-            Ok(())
-        })
-    }
-
     /// `[tenants.voicenter_api]`: Voicenter's outbound APIs (see [`api`]).
     fn parse_settings(
         &self,

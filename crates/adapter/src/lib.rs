@@ -129,8 +129,9 @@ pub trait Adapter: Send + Sync + 'static {
         gateway: &'a dyn Gateway,
         timer: TimerFired,
     ) -> BoxFuture<'a, Result<(), String>> {
-        let _ = (gateway, timer);
-        Box::pin(async { Ok(()) })
+        // By default the only entity timers an adapter has are the ones
+        // `idempotency` sets to forget an `Idempotency-Key`.
+        Box::pin(async move { idempotency::on_timer(gateway, &timer).await.map(|_| ()) })
     }
 
     /// Why this platform cannot place a call for the neutral
