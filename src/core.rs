@@ -24,6 +24,7 @@ use crate::breaker::Breakers;
 use crate::clock::SharedClock;
 use crate::cluster::{BreakerNews, Membership};
 use crate::config::{ResolvedConfig, ResolvedTenant};
+use crate::envelope::{note_core_keys, Envelope, EventData, EventPayload, Reported, EVENT_KEYS};
 use crate::metrics::{AdapterLabels, DecisionLabels, Metrics, OutcomeLabels, ReasonLabels};
 use crate::store::{
     CallKey, CallRow, CallWrite, CommitOutcome, DedupWrite, NewEvent, Store, UnitOfWork,
@@ -465,32 +466,26 @@ impl Core {
         };
         let now = self.clock.now();
         self.note_undecodable(&tenant.id, point.vendor, point.kind, &req.data);
-        let mut data = Map::new();
-        data.insert("decision_id".into(), json!(decision_id));
-        data.insert("tenant".into(), json!(tenant.id));
-        data.insert("vendor".into(), json!(point.vendor));
-        data.insert("kind".into(), json!(point.kind));
-        data.insert("call_id".into(), json!(call_id));
-        data.insert("deadline_ms".into(), json!(deadline_ms));
-        data.insert(
-            "correlation".into(),
-            Value::Object(req.call.correlation.clone()),
-        );
-        data.insert("attached".into(), Value::Object(attached.clone()));
-        data.insert("previous_decision".into(), previous);
-        for (k, v) in &req.data {
-            data.insert(k.clone(), v.clone());
-        }
-        data.insert(
-            "vendor_fields".into(),
-            Value::Object(req.vendor_fields.clone()),
-        );
-        let body = json!({
-            "type": format!("decision.{}", point.kind),
-            "timestamp": rfc3339(now),
-            "data": data,
-        });
-        let body = serde_json::to_vec(&body).unwrap_or_default();
+        let payload_type = format!("decision.{}", point.kind);
+        crate::envelope::note_core_keys(&req.data, &crate::envelope::DECISION_KEYS, &payload_type);
+        let body = serde_json::to_vec(&crate::envelope::Envelope {
+            kind: payload_type,
+            timestamp: now,
+            data: crate::envelope::DecisionData {
+                decision_id: &decision_id,
+                tenant: &tenant.id,
+                vendor: point.vendor,
+                kind: point.kind,
+                call_id: call_id.as_deref(),
+                deadline_ms,
+                correlation: &req.call.correlation,
+                attached: &attached,
+                previous_decision: &previous,
+                fields: &req.data,
+                vendor_fields: &req.vendor_fields,
+            },
+        })
+        .unwrap_or_default();
 
         let limited = runtime
             .decision_limits
@@ -828,21 +823,14 @@ impl Core {
         // The vendor's fields (the bulk of a large event) move into the payload; a retry after
         // a version conflict takes them back from the payload it sent, copying them only if
         // the store still holds that payload.
-        let mut vendor_fields = Value::Object(std::mem::take(&mut ev.vendor_fields));
-        let mut sent: Option<Arc<Value>> = None;
+        let mut vendor_fields = std::mem::take(&mut ev.vendor_fields);
+        let mut sent: Option<Arc<EventPayload>> = None;
+        note_core_keys(&ev.data, &EVENT_KEYS, ev.event_type);
         for _ in 0..8 {
             if let Some(previous) = sent.take() {
                 vendor_fields = match Arc::try_unwrap(previous) {
-                    Ok(mut payload) => payload
-                        .get_mut("data")
-                        .and_then(|d| d.get_mut("vendor_fields"))
-                        .map(Value::take)
-                        .unwrap_or_default(),
-                    Err(shared) => shared
-                        .get("data")
-                        .and_then(|d| d.get("vendor_fields"))
-                        .cloned()
-                        .unwrap_or_default(),
+                    Ok(mut payload) => payload.take_vendor_fields(),
+                    Err(shared) => shared.vendor_fields(),
                 };
             }
             let now = self.clock.now();
@@ -899,31 +887,21 @@ impl Core {
                 .as_ref()
                 .map(|c| c.attached.clone())
                 .unwrap_or_default();
-            let mut data = Map::new();
-            data.insert("event_id".into(), json!(event_id));
-            data.insert("tenant".into(), json!(tenant.id));
-            data.insert("vendor".into(), json!(ev.vendor));
-            data.insert("call_id".into(), json!(call_id));
-            data.insert(
-                "correlation".into(),
-                Value::Object(ev.call.correlation.clone()),
-            );
-            data.insert("attached".into(), Value::Object(attached));
-            for (k, v) in &ev.data {
-                data.insert(k.clone(), v.clone());
-            }
-            data.insert("received_at".into(), json!(rfc3339(now)));
-            data.insert("vendor_fields".into(), std::mem::take(&mut vendor_fields));
-            // Built by moving `data` in: `json!` would serialize a copy of it (the vendor
-            // fields included) and only then drop the original.
-            let mut payload = Map::new();
-            payload.insert("type".into(), Value::String(ev.event_type.to_owned()));
-            payload.insert(
-                "timestamp".into(),
-                Value::String(rfc3339(ev.occurred_at.unwrap_or(now))),
-            );
-            payload.insert("data".into(), Value::Object(data));
-            let payload = Arc::new(Value::Object(payload));
+            let payload = Arc::new(Envelope {
+                kind: ev.event_type.to_owned(),
+                timestamp: ev.occurred_at.unwrap_or(now),
+                data: EventData::Reported(Reported {
+                    event_id: event_id.clone(),
+                    tenant: tenant.id.clone(),
+                    vendor: ev.vendor.to_owned(),
+                    call_id: call_id.clone(),
+                    correlation: ev.call.correlation.clone(),
+                    attached,
+                    fields: ev.data.clone(),
+                    received_at: now,
+                    vendor_fields: std::mem::take(&mut vendor_fields),
+                }),
+            });
             sent = Some(payload.clone());
             let uow = UnitOfWork {
                 tenant: tenant.id.clone(),

@@ -9,17 +9,17 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ivrgate_adapter::epoch::rfc3339;
 use ivrgate_adapter::state::MAX_WAIT;
 use ivrgate_adapter::{
     AliasChange, Change, Entity, EntityKey, RecordError, TimerChange, TransitionFn, Transitioned,
     Waited,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use crate::clock::{from_ms, to_ms};
 use crate::core::Core;
+use crate::envelope::{note_core_keys, Envelope, EventData, Reported, EVENT_KEYS};
 use crate::ids;
 use crate::metrics::OutcomeLabels;
 use crate::store::{
@@ -32,19 +32,6 @@ pub const TIMER_KIND: &str = "entity";
 /// Keys of an entity's state that the core writes (decisions on call-like entities); a
 /// transition that leaves them out keeps them.
 const CORE_KEYS: [&str; 3] = ["decisions", "last_decision", "started_at"];
-
-/// Keys of an event's `data` the core sets; an adapter's own fields cannot replace them.
-const RESERVED: [&str; 9] = [
-    "event_id",
-    "tenant",
-    "vendor",
-    "call_id",
-    "seq",
-    "correlation",
-    "attached",
-    "received_at",
-    "vendor_fields",
-];
 
 /// How often a transition is recomputed when its entities keep changing under it.
 const ATTEMPTS: usize = 16;
@@ -282,28 +269,23 @@ impl Core {
                     .events
                     .into_iter()
                     .map(|ev| {
+                        note_core_keys(&ev.data, &EVENT_KEYS, &ev.event_type);
                         let event_id = ids::event_id();
-                        let mut data = Map::new();
-                        data.insert("event_id".into(), json!(event_id));
-                        data.insert("tenant".into(), json!(tenant.id));
-                        data.insert("vendor".into(), json!(key.adapter()));
-                        data.insert("call_id".into(), json!(entity_id));
-                        data.insert("correlation".into(), Value::Object(ev.correlation));
-                        data.insert("attached".into(), Value::Object(attached.clone()));
-                        for (k, v) in ev.data {
-                            if RESERVED.contains(&k.as_str()) {
-                                tracing::debug!(key = %k, event_type = %ev.event_type, "adapter data key reserved by the core: dropped");
-                                continue;
-                            }
-                            data.insert(k, v);
-                        }
-                        data.insert("received_at".into(), json!(rfc3339(now)));
-                        data.insert("vendor_fields".into(), Value::Object(ev.vendor_fields));
-                        let payload = json!({
-                            "type": ev.event_type,
-                            "timestamp": rfc3339(ev.occurred_at.unwrap_or(now)),
-                            "data": data,
-                        });
+                        let payload = Envelope {
+                            kind: ev.event_type.clone(),
+                            timestamp: ev.occurred_at.unwrap_or(now),
+                            data: EventData::Reported(Reported {
+                                event_id: event_id.clone(),
+                                tenant: tenant.id.clone(),
+                                vendor: key.adapter().to_owned(),
+                                call_id: Some(entity_id.clone()),
+                                correlation: ev.correlation,
+                                attached: attached.clone(),
+                                fields: ev.data,
+                                received_at: now,
+                                vendor_fields: ev.vendor_fields,
+                            }),
+                        };
                         NewEvent {
                             event_id,
                             event_type: ev.event_type,

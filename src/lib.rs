@@ -19,6 +19,7 @@ pub mod connectors;
 pub mod core;
 pub mod delivery;
 pub mod entities;
+pub mod envelope;
 pub mod failure;
 pub mod ids;
 pub mod liveness;
