@@ -351,14 +351,26 @@ async fn decisions_on_a_call_like_entity_keep_its_state_and_its_expiry() {
         .expect("load")
         .map(|e| e.entity_id);
     assert_eq!(decision.call_id, entity_id, "the decision names the entity");
-    // The decision's write is queued; wait for it to land.
+    // The decision's write is queued; wait for it to land. It is the core's: kept in the
+    // stored state, never shown to the adapter.
+    let stored = || async {
+        let row = core
+            .store
+            .load_call(ivrgate::store::CallKey {
+                tenant: "acme".into(),
+                vendor: "openscape".into(),
+                vendor_call_id: "IVR-77".into(),
+            })
+            .await
+            .expect("row")
+            .expect("stored");
+        row.state.expect("live")
+    };
     let deadline = tokio::time::Instant::now() + WAIT;
     let with_decision = loop {
         let e = core.load(k.clone()).await.expect("load").expect("entity");
-        if e.state
-            .as_ref()
-            .is_some_and(|s| s.get("last_decision").is_some())
-        {
+        if stored().await.get("last_decision").is_some() {
+            assert_eq!(e.state, Some(json!({"mine": 1})), "the adapter's view");
             break e;
         }
         assert!(
@@ -387,7 +399,8 @@ async fn decisions_on_a_call_like_entity_keep_its_state_and_its_expiry() {
     let after = core.load(k).await.expect("load").expect("entity");
     let state = after.state.expect("live");
     assert_eq!(state["mine"], json!(2));
-    assert!(state.get("last_decision").is_some());
+    assert!(stored().await.get("last_decision").is_some());
+    assert_eq!(state, json!({"mine": 2}), "the adapter's view");
     let hook = receiver.next_of("test.after").await;
     assert_eq!(hook.json["data"]["attached"]["crm"], json!("42"));
     gw.stop().await;
