@@ -20,6 +20,7 @@ mod pgloss;
 mod postgres;
 mod process;
 mod ptk;
+mod ptk_state;
 mod receivers;
 mod schemas;
 mod service;
