@@ -17,6 +17,7 @@ mod openscape;
 mod operations;
 mod ops;
 mod pgloss;
+mod platform;
 mod postgres;
 mod process;
 mod ptk;
