@@ -21,6 +21,7 @@ mod platform;
 mod postgres;
 mod process;
 mod ptk;
+mod ptk_state;
 mod receivers;
 mod schemas;
 mod service;
