@@ -1,7 +1,7 @@
 //! ivrgate: lets legacy IVR and contact-center platforms be driven by, and report to, signed
 //! JSON webhooks. This crate is the core and the daemon: configuration, the durable store,
 //! decisions, event delivery, timers and the HTTP server. Each legacy platform lives in its
-//! own adapter crate under `adapters/`; [`server::App`] is the one place that knows them all.
+//! own adapter crate under `adapters/`; [`adapters`] is the one place that knows them all.
 
 #![forbid(unsafe_code)]
 
@@ -33,6 +33,7 @@ pub mod store;
 pub mod systemd;
 pub mod timers;
 pub mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -136,7 +137,7 @@ pub async fn run(
     )?;
     core.extra_adapters = options.adapters;
     let core = Arc::new(core);
-    let app = Arc::new(server::App {
+    let app = Arc::new(web::App {
         core: core.clone(),
         shutting_down: AtomicBool::new(false),
         bodies: budget::BodyBudget::new(),
