@@ -23,10 +23,12 @@ pub mod failure;
 pub mod ids;
 pub mod liveness;
 pub mod metrics;
+pub mod observe;
 pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
+pub mod simulate;
 pub mod store;
 pub mod systemd;
 pub mod timers;
@@ -58,6 +60,9 @@ pub struct Options {
     /// Adapters served beside the built-in ones. Only tests set it (an adapter with
     /// connectors, before any shipped adapter has one); the daemon never does.
     pub adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    /// Watches the webhooks the core sends ([`observe`]); `ivrgate simulate` sets one, the
+    /// daemon never does.
+    pub observer: Option<Arc<dyn observe::Observer>>,
 }
 
 impl Default for Options {
@@ -65,6 +70,7 @@ impl Default for Options {
         Options {
             clock: Arc::new(SystemClock),
             adapters: Vec::new(),
+            observer: None,
         }
     }
 }
@@ -138,6 +144,7 @@ pub async fn run(
         decision_points(),
     )?;
     core.extra_adapters = options.adapters;
+    core.observer = options.observer;
     let core = Arc::new(core);
     let app = Arc::new(server::App {
         core: core.clone(),

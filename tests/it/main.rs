@@ -23,6 +23,7 @@ mod ptk;
 mod receivers;
 mod schemas;
 mod service;
+mod simulate;
 mod tls;
 mod told;
 mod vcapi;

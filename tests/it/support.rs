@@ -345,6 +345,7 @@ impl Gateway {
             ivrgate::Options {
                 clock: shared,
                 adapters,
+                observer: None,
             },
             move |h| {
                 let _ = handle_tx.send(h);
