@@ -14,6 +14,7 @@
 //! again against a stub receiver that answers as the developer's did and checks that the
 //! gateway sends the same webhooks and the platform gets the same replies ([`record`]).
 
+mod openscape;
 mod record;
 mod scenario;
 mod voicenter;
@@ -312,6 +313,9 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
     );
     delivery.insert("jitter_percent".into(), 0.into());
     delivery.insert("timeout_ms".into(), 5_000.into());
+    // One call is no pattern: the circuit breakers would stop the third attempt of a
+    // second event (or a later decision) after five failures, and hide what happens.
+    delivery.insert("breaker_failures".into(), 1_000.into());
     let mut root = toml::Table::new();
     root.insert("listen".into(), "127.0.0.1:0".into());
     root.insert("state_dir".into(), state_dir.display().to_string().into());
@@ -436,8 +440,9 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
     sim.header();
     let played = match sim.scenario.platform {
         Platform::Voicenter => voicenter::play(&mut sim).await,
+        Platform::Openscape => openscape::play(&mut sim).await,
         other => Err(format!(
-            "simulating {} is not available yet (possible: voicenter)",
+            "simulating {} is not available yet (possible: voicenter, openscape)",
             other.as_str()
         )),
     };
@@ -551,7 +556,7 @@ impl<'o> Sim<'o> {
     fn header(&mut self) {
         let s = &self.scenario;
         let line = format!(
-            "simulating a {} call from {} to {}; webhooks to {} (decisions to {})",
+            "simulating a call on {} from {} to {}; webhooks to {} (decisions to {})",
             s.platform.as_str(),
             s.caller,
             s.called,
@@ -684,11 +689,22 @@ impl<'o> Sim<'o> {
             "at_ms": at, "kind": "platform_reply", "status": reply.status,
             "content_type": reply.content_type, "body": reply.text(),
         }));
+        // An XML-RPC answer reads better as the struct it carries.
+        let shown = match ivrgate_wire::xmlrpc::parse_response(
+            &reply.text(),
+            &ivrgate_wire::Limits::default(),
+        ) {
+            Ok(Ok(params)) if reply.content_type.contains("xml") => format!(
+                "(XML-RPC) {}",
+                params.first().map(|v| v.to_json()).unwrap_or(Value::Null)
+            ),
+            _ => reply.text(),
+        };
         self.out.line(&format!(
             "  <- {} answered {}: {}",
             self.scenario.platform.as_str(),
             reply.status,
-            clip(&reply.text(), 400)
+            clip(&shown, 400)
         ));
         Ok(reply)
     }
@@ -736,7 +752,15 @@ impl<'o> Sim<'o> {
                     .body
                     .as_ref()
                     .map(|b| String::from_utf8_lossy(b).into_owned());
-                let mut line = format!("       {status} in {} ms", answered.elapsed_ms);
+                // Deliveries run concurrently: each answer names its event.
+                let mut line = if answered.webhook_type.starts_with("decision.") {
+                    format!("       {status} in {} ms", answered.elapsed_ms)
+                } else {
+                    format!(
+                        "       {} {}: {status} in {} ms",
+                        answered.webhook_type, answered.id, answered.elapsed_ms
+                    )
+                };
                 if let Some(b) = &body {
                     line.push_str(&format!(": {}", clip(b, 400)));
                 }

@@ -139,7 +139,7 @@ fn a_voicenter_call_plays_menu_then_dial_with_every_webhook_signed_and_delivered
     in_order(
         &out,
         &[
-            "simulating a voicenter call from 0541234567 to 0731234567",
+            "simulating a call on voicenter from 0541234567 to 0731234567",
             "-> GET_IVR_ACTION (MENU -1, DTMF \"\")",
             "webhook decision.ivr_action dec_",
             "voicenter: plays \"welcome\" 1 time(s)",
@@ -208,7 +208,7 @@ fn a_goto_leads_to_the_layer_input_in_xml_rpc_and_a_busy_target_ends_the_call() 
         &out,
         &[
             "-> GET_IVR_ACTION (MENU -1, DTMF \"\"), text/xml",
-            "<methodResponse>",
+            "<- voicenter answered 200: (XML-RPC) {\"STATUS\":0,\"ACTION\":\"MENU\"",
             "caller: presses 2",
             "voicenter: goes to layer 7",
             "caller: presses 5",
@@ -243,7 +243,7 @@ fn a_goto_leads_to_the_layer_input_in_xml_rpc_and_a_busy_target_ends_the_call() 
 
 #[test]
 fn an_answer_voicenter_cannot_carry_out_is_named_with_its_reason_and_the_fallback() {
-    let mut receiver = PyReceiver::start("bad-dial", None);
+    let mut receiver = PyReceiver::start("bad", None);
     let url = receiver.url("http");
     let (status, out, err) = simulate(&[
         "--platform",
@@ -470,5 +470,88 @@ fn bad_usage_exits_64_and_help_exits_0() {
     assert!(
         out.contains("--record FILE") && out.contains("Exit status"),
         "{out}"
+    );
+}
+
+#[test]
+fn an_openscape_call_is_routed_queued_assigned_and_transferred() {
+    let mut receiver = PyReceiver::start("menu-dial", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--scenario",
+        example("openscape-queue.toml").to_str().expect("path"),
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+    ]);
+    assert!(status.success(), "exit {status:?}\n{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "simulating a call on openscape from 9055557900 to 69030",
+            "-> Initialize",
+            "-> QueryCallInfo",
+            "caller: presses 1",
+            "-> SetContactData",
+            "-> QueryRoutingInfo",
+            "webhook decision.routing_info dec_",
+            "openscape: routing says: enqueue in \"Sales\" (priority 5, \"asked for sales\")",
+            "-> Enqueue",
+            "the call waits in \"Sales\" (IVR Hold)",
+            "QueryCallStatus: 1 (position 1)",
+            "-> command API: assign",
+            "QueryCallStatus 2 (pending): the IVR transfers the call to extension 4711",
+            "-> CallerDisconnected",
+            "result: the call completed",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+    let routing = got
+        .iter()
+        .find(|r| r["type"] == "decision.routing_info")
+        .expect("routing decision");
+    assert_eq!(routing["data"]["contact_data"]["Choice"], "1");
+    assert_eq!(routing["data"]["from"], "9055557900");
+    assert_eq!(routing["data"]["channel"], "6060");
+    let mut events: Vec<String> = types(&got)
+        .into_iter()
+        .filter(|t| !t.starts_with("decision."))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "openscape.call.arrived",
+            "openscape.call.assigned",
+            "openscape.call.disconnected",
+            "openscape.call.enqueued"
+        ]
+    );
+    let last = got
+        .iter()
+        .find(|r| r["type"] == "openscape.call.disconnected")
+        .expect("disconnected");
+    assert_eq!(last["data"]["attached"]["crm_id"], "B-9", "{last}");
+}
+
+#[test]
+fn an_openscape_routing_answer_out_of_range_plays_no_routing_with_its_reason() {
+    let receiver = PyReceiver::start("bad", None);
+    let url = receiver.url("http");
+    let (status, out, err) =
+        simulate(&["--platform", "openscape", "--url", &url, "--secret", SECRET]);
+    assert_eq!(status.code(), Some(1), "findings exit 1\n{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "-> QueryRoutingInfo",
+            "\"priority\": 500",
+            "your answer was not used (invalid_answer: invalid answer: enqueue: priority must be 1 to 100); the fallback plays instead: {\"action\":\"default\"}",
+            "QueryRoutingInfo returned -915",
+            "-> CallerDisconnected",
+            "result: 1 finding(s)",
+        ],
     );
 }

@@ -11,8 +11,11 @@ verify gets 401. FLOW says how decisions are answered:
   menu-dial   ivr_action: the first a menu "main"; then key 1 dials 2001, key 2 goes to
               layer 7, anything else hangs up. layer_input: dials 2002 and 2003.
               Every other decision point: its platform's own answer (see below).
-  bad-dial    ivr_action: the first a menu "main"; then a dial to two targets at once,
-              which Voicenter's CALL cannot do.
+              routing_info: by the contact data "Choice": 1 enqueues in Sales, 2 dials 2001,
+              anything else hangs up.
+  bad         what the platform cannot carry out: Voicenter's ivr_action after the first
+              menu, a dial to two targets at once (its CALL dials one); OpenScape's
+              routing_info, an enqueue with priority 500 (1 to 100).
 """
 import json
 import ssl
@@ -35,7 +38,7 @@ def answer(payload):
         if data.get("menu") == "-1":
             return {"action": "menu", "prompt": "welcome", "menu": "main", "max_digits": 1,
                     "attach": {"crm_id": "A-17"}}
-        if FLOW == "bad-dial":
+        if FLOW == "bad":
             return {"action": "dial", "targets": ["2001", "2002"]}
         if data.get("dtmf") == "1":
             return {"action": "dial", "targets": ["2001"], "ring_timeout_s": 20}
@@ -44,6 +47,16 @@ def answer(payload):
         return {"action": "hangup", "prompt": "goodbye"}
     if kind == "layer_input":
         return {"action": "dial", "targets": ["2002", "2003"]}
+    if kind == "routing_info":
+        if FLOW == "bad":
+            return {"action": "enqueue", "queue": "Sales", "priority": 500}
+        choice = (data.get("contact_data") or {}).get("Choice")
+        if choice == "1":
+            return {"action": "enqueue", "queue": "Sales", "priority": 5,
+                    "description": "asked for sales", "attach": {"crm_id": "B-9"}}
+        if choice == "2":
+            return {"action": "dial", "targets": ["2001"]}
+        return {"action": "hangup"}
     return {"action": "default"}
 
 
