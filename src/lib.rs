@@ -1,7 +1,7 @@
 //! ivrgate: lets legacy IVR and contact-center platforms be driven by, and report to, signed
 //! JSON webhooks. This crate is the core and the daemon: configuration, the durable store,
 //! decisions, event delivery, timers and the HTTP server. Each legacy platform lives in its
-//! own adapter crate under `adapters/`; [`server::App`] is the one place that knows them all.
+//! own adapter crate under `adapters/`; [`adapters`] is the one place that knows them all.
 
 #![forbid(unsafe_code)]
 
@@ -25,14 +25,17 @@ pub mod failure;
 pub mod ids;
 pub mod liveness;
 pub mod metrics;
+pub mod observe;
 pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
+pub mod simulate;
 pub mod store;
 pub mod systemd;
 pub mod timers;
 pub mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -53,6 +56,9 @@ pub struct Options {
     /// it; the daemon never does. A configuration given to [`run`] must have been validated
     /// with them too (`Config::validate` with `adapters::all()` and these).
     pub adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    /// Watches the webhooks the core sends ([`observe`]); `ivrgate simulate` sets one, the
+    /// daemon never does.
+    pub observer: Option<Arc<dyn observe::Observer>>,
 }
 
 impl Default for Options {
@@ -60,6 +66,7 @@ impl Default for Options {
         Options {
             clock: Arc::new(SystemClock),
             adapters: Vec::new(),
+            observer: None,
         }
     }
 }
@@ -135,8 +142,9 @@ pub async fn run(
         adapters::decision_points(&every_adapter),
     )?;
     core.extra_adapters = options.adapters;
+    core.observer = options.observer;
     let core = Arc::new(core);
-    let app = Arc::new(server::App {
+    let app = Arc::new(web::App {
         core: core.clone(),
         shutting_down: AtomicBool::new(false),
         bodies: budget::BodyBudget::new(),

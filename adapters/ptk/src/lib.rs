@@ -18,6 +18,7 @@ mod methods;
 mod reply;
 pub mod settings;
 pub mod soap;
+mod state;
 mod store;
 pub mod wsdl;
 
@@ -334,6 +335,8 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     }
     let outcome = if reply.succeeded() {
         "ok"
+    } else if reply.internal {
+        "internal_error"
     } else if matches!(
         reply.code,
         codes::RESOURCES_UNAVAILABLE
@@ -346,7 +349,17 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     } else {
         "rejected"
     };
-    if reply.succeeded() {
+    if reply.internal {
+        tracing::error!(
+            tenant = %request.tenant,
+            ptk_tenant = %ptk_tenant,
+            method = method.name,
+            interaction_id = interaction_id.as_deref().unwrap_or(""),
+            code = reply.code,
+            reason = %reply.message,
+            "ptk request failed inside ivrgate; answered 109000 and changed nothing"
+        );
+    } else if reply.succeeded() {
         // The core logs every request at info; this adds the PTK's own fields.
         tracing::debug!(
             tenant = %request.tenant,
