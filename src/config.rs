@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
-use ivrgate_adapter::{Answer, DecisionPoint};
+use ivrgate_adapter::{Adapter, Answer};
 use serde::Deserialize;
 
 #[derive(Debug, thiserror::Error)]
@@ -357,9 +357,9 @@ pub struct AdminConfig {
     pub metrics_allow: Vec<IpNet>,
 }
 
-/// One customer of the gateway.
+/// One customer of the gateway. Strict like every table, though not through serde: the keys
+/// it does not know land in `sections`, and validation refuses those no adapter claims.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// The tenant id used in URLs (`/voicenter/{id}`): letters, digits, `-` and `_`.
     pub id: String,
@@ -402,19 +402,12 @@ pub struct TenantConfig {
     /// characters. Without one the command API answers only on a loopback listener.
     #[serde(default)]
     pub command_token: Option<Secret>,
-    /// Settings of the PTK adapter for this tenant (see `docs/ptk.md`).
-    #[serde(default)]
-    pub ptk: Option<toml::Value>,
-    /// Settings of the OpenScape adapter for this tenant (see `docs/openscape.md`).
-    #[serde(default)]
-    pub openscape: Option<toml::Value>,
-    /// Settings of the Aspect CTIPS adapter for this tenant (see `docs/ctips.md`).
-    #[serde(default)]
-    pub ctips: Option<toml::Value>,
-    /// Voicenter's outbound APIs behind the command API (see `docs/voicenter.md`), parsed by
-    /// the Voicenter adapter.
-    #[serde(default)]
-    pub voicenter_api: Option<toml::Value>,
+    /// Each adapter's own section (`[tenants.ptk]`, `[tenants.openscape]`, `[tenants.ctips]`,
+    /// `[tenants.voicenter_api]`, ...), keyed by the adapter's `settings_section`, checked and
+    /// parsed by that adapter (see its `docs/<adapter>.md`). Any other key is refused by
+    /// [`Config::validate`], naming the valid ones.
+    #[serde(flatten)]
+    pub sections: BTreeMap<String, toml::Value>,
 }
 
 fn default_decision_deadline_ms() -> u64 {
@@ -541,10 +534,12 @@ impl Config {
         })
     }
 
-    /// Rules that span fields. `points` are the decision points of every adapter.
-    /// All problems are reported at once, one per line.
-    pub fn validate(&self, points: &[&'static DecisionPoint]) -> Result<ResolvedConfig> {
-        self.validate_on(points, self.listen)
+    /// Rules that span fields, and each adapter's own: its decision points' deadlines and
+    /// fallbacks, its settings section. `adapters` are the ones the gateway serves
+    /// (`crate::adapters::all()`, and any a test adds). All problems are reported at once,
+    /// one per line.
+    pub fn validate(&self, adapters: &[&'static dyn Adapter]) -> Result<ResolvedConfig> {
+        self.validate_on(adapters, self.listen)
     }
 
     /// [`Config::validate`] for a gateway whose listener is bound to `bound`: every rule that
@@ -552,9 +547,10 @@ impl Config {
     /// rules) uses it, and so does the resolved configuration's `listen`.
     pub fn validate_on(
         &self,
-        points: &[&'static DecisionPoint],
+        adapters: &[&'static dyn Adapter],
         bound: SocketAddr,
     ) -> Result<ResolvedConfig> {
+        let points = crate::adapters::decision_points(adapters);
         let mut problems = Vec::new();
         let mut ids = HashSet::new();
         let loopback = bound.ip().is_loopback();
@@ -722,7 +718,7 @@ impl Config {
                 }
             }
             let mut decisions = BTreeMap::new();
-            for point in points {
+            for point in &points {
                 let own = tenant.decisions.get(point.kind);
                 let deadline_ms = own
                     .and_then(|d| d.deadline_ms)
@@ -773,37 +769,7 @@ impl Config {
                 continue;
             };
             let fallback_target = tenant.fallback_url.as_deref().and_then(parse);
-            let mut settings = BTreeMap::new();
-            for (adapter, section) in [
-                ("ptk", &tenant.ptk),
-                ("openscape", &tenant.openscape),
-                ("ctips", &tenant.ctips),
-                ("voicenter", &tenant.voicenter_api),
-            ] {
-                let value = match section {
-                    Some(section) => match serde_json::to_value(section) {
-                        Ok(value) => value,
-                        Err(e) => {
-                            problems.push(format!("tenant {id}: [{adapter}] {e}"));
-                            continue;
-                        }
-                    },
-                    None => serde_json::Value::Null,
-                };
-                let Some(a) = crate::adapters::get(adapter) else {
-                    continue;
-                };
-                match a.parse_settings(&value) {
-                    Ok(parsed) => {
-                        settings.insert(adapter, parsed);
-                    }
-                    Err(lines) => {
-                        for line in lines {
-                            problems.push(format!("tenant {id}: {adapter}: {line}"));
-                        }
-                    }
-                }
-            }
+            let settings = adapter_settings(tenant, adapters, &mut problems);
             let http = match &tenant.ca_file {
                 None => None,
                 Some(path) => match read_ca_file(path).and_then(|roots| {
@@ -1051,6 +1017,68 @@ impl Config {
         );
         refusals
     }
+}
+
+/// The keys of a tenant's own settings (every field of [`TenantConfig`] but `sections`), for
+/// the message that refuses an unknown one.
+const TENANT_KEYS: &[&str] = &[
+    "id",
+    "webhook_url",
+    "webhook_secret",
+    "decision_url",
+    "fallback_url",
+    "ca_file",
+    "decision_deadline_ms",
+    "decisions",
+    "outbox_quota",
+    "decisions_per_second",
+    "deliveries_per_second",
+    "inbound",
+    "command_token",
+];
+
+/// Each adapter's settings section of one tenant, parsed by the adapter (absent: `Null`, so
+/// the adapter decides what no section means), keyed by adapter name. A key of the tenant
+/// no adapter claims is a problem naming the valid keys.
+fn adapter_settings(
+    tenant: &TenantConfig,
+    adapters: &[&'static dyn Adapter],
+    problems: &mut Vec<String>,
+) -> BTreeMap<&'static str, ivrgate_adapter::ParsedSettings> {
+    let id = &tenant.id;
+    for key in tenant.sections.keys() {
+        if !adapters.iter().any(|a| a.settings_section() == key) {
+            let mut valid: Vec<&str> = TENANT_KEYS.to_vec();
+            valid.extend(adapters.iter().map(|a| a.settings_section()));
+            problems.push(format!(
+                "tenant {id}: {key} is not a tenant setting; valid keys: {}",
+                valid.join(", ")
+            ));
+        }
+    }
+    let mut settings = BTreeMap::new();
+    for adapter in adapters {
+        let section = adapter.settings_section();
+        let value = match tenant.sections.get(section).map(serde_json::to_value) {
+            Some(Ok(value)) => value,
+            Some(Err(e)) => {
+                problems.push(format!("tenant {id}: [{section}] {e}"));
+                continue;
+            }
+            None => serde_json::Value::Null,
+        };
+        match adapter.parse_settings(&value) {
+            Ok(parsed) => {
+                settings.insert(adapter.name(), parsed);
+            }
+            Err(lines) => {
+                for line in lines {
+                    problems.push(format!("tenant {id}: {}: {line}", adapter.name()));
+                }
+            }
+        }
+    }
+    settings
 }
 
 /// A configured fallback is as strict as every other table: a key the answer does not read
@@ -1433,8 +1461,8 @@ mod tests {
 
     #[test]
     fn advertise_url_and_connector_settings_are_checked() {
-        let points = crate::decision_points();
-        let check = |extra: &str| match parse(&file("127.0.0.1:8080", "", extra)).validate(&points)
+        let adapters = crate::adapters::all();
+        let check = |extra: &str| match parse(&file("127.0.0.1:8080", "", extra)).validate(adapters)
         {
             Ok(_) => String::new(),
             Err(ConfigError::Invalid(why)) => why,
@@ -1482,14 +1510,14 @@ mod tests {
 
     #[test]
     fn reload_is_checked_against_the_bound_listener() {
-        let points = crate::decision_points();
+        let adapters = crate::adapters::all();
         // Running: bound to every address, with credentials.
         let running = parse(&file("0.0.0.0:8080", BASIC, ""))
-            .validate(&points)
+            .validate(adapters)
             .expect("valid");
         // The new file moves to loopback and drops the credentials: fine on its own ...
         let new = parse(&file("127.0.0.1:8080", "", ""));
-        assert!(new.validate(&points).is_ok());
+        assert!(new.validate(adapters).is_ok());
         // ... but not for the gateway that is running: `listen` needs a restart, and the
         // socket still bound to 0.0.0.0 would take requests without credentials.
         let refusals = new.reload_refusals(&running.raw);
@@ -1497,7 +1525,7 @@ mod tests {
         assert!(
             refusals[0].starts_with("listen changed from 0.0.0.0:8080 (bound) to 127.0.0.1:8080")
         );
-        let Err(ConfigError::Invalid(why)) = new.validate_on(&points, running.raw.listen) else {
+        let Err(ConfigError::Invalid(why)) = new.validate_on(adapters, running.raw.listen) else {
             panic!("no inbound credentials on 0.0.0.0 must be refused");
         };
         assert!(why.contains("no inbound credentials on the non-loopback listener 0.0.0.0:8080"));
@@ -1509,7 +1537,7 @@ mod tests {
         ));
         assert!(same.reload_refusals(&running.raw).is_empty());
         let resolved = same
-            .validate_on(&points, running.raw.listen)
+            .validate_on(adapters, running.raw.listen)
             .expect("valid");
         assert_eq!(resolved.raw.server.max_body_bytes, 2048);
     }
@@ -1560,14 +1588,14 @@ mod tests {
 
     #[test]
     fn unknown_keys_in_a_fallback_are_refused_with_the_valid_ones() {
-        let points = crate::decision_points();
+        let adapters = crate::adapters::all();
         let with = |fallback: &str| {
             parse(&file(
                 "127.0.0.1:8080",
                 &format!("[tenants.decisions.ivr_action]\nfallback = {fallback}\n"),
                 "",
             ))
-            .validate(&points)
+            .validate(adapters)
         };
         let Err(ConfigError::Invalid(why)) = with("{ action = \"hangup\", promt = \"sorry\" }")
         else {
@@ -1621,14 +1649,14 @@ mod tests {
 
     #[test]
     fn validation_problems_point_at_their_line_with_values_masked() {
-        let points = crate::decision_points();
+        let adapters = crate::adapters::all();
         let text = file(
             "127.0.0.1:8080",
             "command_token = \"short-s3cret\"\n[tenants.decisions.ivr_acton]\ndeadline_ms = 10\n",
             "[connectors]\nlease_ms = 100\n",
         )
         .replace("http://127.0.0.1:9/hooks", "ftp://user:pw@x/hooks");
-        let Err(ConfigError::Invalid(problems)) = parse(&text).validate(&points) else {
+        let Err(ConfigError::Invalid(problems)) = parse(&text).validate(adapters) else {
             panic!("must be invalid");
         };
         let located = locate_problems(&text, &problems);
@@ -1666,22 +1694,70 @@ mod tests {
         assert!(!located.contains("user:pw"), "{located}");
     }
 
+    /// The list the unknown-key message names is the tenant's own fields: each one set is
+    /// read by a field, not collected as an adapter section.
+    #[test]
+    fn tenant_keys_are_the_tenants_own_fields() {
+        let values = [
+            ("decision_url", "\"http://127.0.0.1:9/d\""),
+            ("fallback_url", "\"http://127.0.0.1:9/f\""),
+            ("ca_file", "\"/etc/ssl/ca.pem\""),
+            ("decision_deadline_ms", "1000"),
+            ("outbox_quota", "10"),
+            ("decisions_per_second", "10"),
+            ("deliveries_per_second", "10"),
+            ("command_token", "\"0123456789abcdef\""),
+            ("decisions", "{}"),
+            ("inbound", "{}"),
+        ];
+        let mut extra = String::new();
+        for key in TENANT_KEYS {
+            if ["id", "webhook_url", "webhook_secret"].contains(key) {
+                continue; // written by `file`
+            }
+            let (_, value) = values
+                .iter()
+                .find(|(k, _)| k == key)
+                .unwrap_or_else(|| panic!("no test value for {key}"));
+            extra.push_str(&format!("{key} = {value}\n"));
+        }
+        let config = parse(&file("127.0.0.1:8080", &extra, ""));
+        assert!(
+            config.tenants[0].sections.is_empty(),
+            "{:?}",
+            config.tenants[0].sections.keys()
+        );
+        let typo = parse(&file("127.0.0.1:8080", "decision_deadline = 1\n", ""));
+        let Err(ConfigError::Invalid(why)) = typo.validate(crate::adapters::all()) else {
+            panic!("a typo must be refused");
+        };
+        assert!(
+            why.starts_with(
+                "tenant acme: decision_deadline is not a tenant setting; valid keys: id, \
+                 webhook_url, webhook_secret, decision_url, fallback_url, ca_file, \
+                 decision_deadline_ms, decisions, outbox_quota, decisions_per_second, \
+                 deliveries_per_second, inbound, command_token, voicenter_api, ptk, openscape, ctips"
+            ),
+            "{why}"
+        );
+    }
+
     #[test]
     fn grace_shorter_than_a_deadline_warns() {
-        let points = crate::decision_points();
+        let adapters = crate::adapters::all();
         let config = parse(&file(
             "127.0.0.1:8080",
             "",
             "[server]\nshutdown_grace_ms = 1000",
         ))
-        .validate(&points)
+        .validate(adapters)
         .expect("valid");
         let warnings = config.warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0]
             .contains("shutdown_grace_ms (1000) is shorter than the longest decision deadline"));
         let fine = parse(&file("127.0.0.1:8080", "", ""))
-            .validate(&points)
+            .validate(adapters)
             .expect("valid");
         assert!(fine.warnings().is_empty());
     }

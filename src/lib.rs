@@ -38,27 +38,20 @@ use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use ivrgate_adapter::DecisionPoint;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ResolvedConfig};
 
-/// Every decision point of every adapter, for checking configuration.
-pub fn decision_points() -> Vec<&'static DecisionPoint> {
-    adapters::all()
-        .iter()
-        .flat_map(|a| a.decision_points().iter())
-        .collect()
-}
-
 /// Options a test or benchmark may change.
 #[derive(Clone)]
 pub struct Options {
     pub clock: SharedClock,
-    /// Adapters served beside the built-in ones. Only tests set it (an adapter with
-    /// connectors, before any shipped adapter has one); the daemon never does.
+    /// Adapters served beside the built-in ones, exactly as a built-in one is (routes,
+    /// settings section, decision points, timers, connectors, command API). Only tests set
+    /// it; the daemon never does. A configuration given to [`run`] must have been validated
+    /// with them too (`Config::validate` with `adapters::all()` and these).
     pub adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
     /// Watches the webhooks the core sends ([`observe`]); `ivrgate simulate` sets one, the
     /// daemon never does.
@@ -90,7 +83,7 @@ impl Handle {
         let running = self.core.runtime.load_full();
         let bound = running.config.raw.listen;
         let mut problems = config.reload_refusals(&running.config.raw);
-        match config.validate_on(&decision_points(), bound) {
+        match config.validate_on(&self.core.adapters(), bound) {
             Ok(resolved) if problems.is_empty() => {
                 self.core
                     .runtime
@@ -136,12 +129,14 @@ pub async fn run(
         )?,
     };
     let metrics = Arc::new(metrics::Metrics::new());
+    let mut every_adapter = adapters::all().to_vec();
+    every_adapter.extend(options.adapters.iter().copied());
     let mut core = core::Core::new(
         config,
         store.clone(),
         options.clock,
         metrics,
-        decision_points(),
+        adapters::decision_points(&every_adapter),
     )?;
     core.extra_adapters = options.adapters;
     core.observer = options.observer;

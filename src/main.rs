@@ -228,7 +228,7 @@ fn check_online(path: &str, pg: &ivrgate::store::postgres::PgSettings) -> ExitCo
 
 fn load(path: &std::path::Path) -> Result<ResolvedConfig, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    config.validate(&ivrgate::decision_points()).map_err(|e| {
+    config.validate(ivrgate::adapters::all()).map_err(|e| {
         // Each problem points at its line, as a parse error does (values masked).
         let located = match std::fs::read_to_string(path) {
             Ok(text) => ivrgate::config::locate_problems(&text, &e.to_string()),

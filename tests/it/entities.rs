@@ -500,7 +500,7 @@ async fn short_command_tokens_are_a_configuration_error() {
     );
     let err = ivrgate::config::Config::parse(&toml, std::path::Path::new("t.toml"))
         .expect("parses")
-        .validate(&ivrgate::decision_points())
+        .validate(ivrgate::adapters::all())
         .expect_err("too short");
     assert!(err.to_string().contains("command_token"), "{err}");
 }

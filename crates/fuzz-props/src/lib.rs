@@ -1381,8 +1381,7 @@ pub fn config(data: &[u8]) {
     if text.contains("file:") {
         return;
     }
-    let points = ivrgate::decision_points();
-    if let Ok(resolved) = config.validate(&points) {
+    if let Ok(resolved) = config.validate(ivrgate::adapters::all()) {
         for tenant in &config.tenants {
             assert!(
                 resolved.tenant(&tenant.id).is_some(),
