@@ -15,6 +15,7 @@
 //! gateway sends the same webhooks and the platform gets the same replies ([`record`]).
 
 mod openscape;
+mod ptk;
 mod record;
 mod scenario;
 mod voicenter;
@@ -295,10 +296,22 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
     }
     match scenario.platform {
         Platform::Ptk => {
+            // One segment whose state the developer's endpoint decides (segment_state);
+            // configured so that, by default, a callback is offered.
+            let mut segment = toml::Table::new();
+            segment.insert("tenant".into(), scenario.ptk_tenant.clone().into());
+            segment.insert("name".into(), scenario.segment.clone().into());
+            segment.insert("decision".into(), true.into());
+            segment.insert("ewt_s".into(), 120.into());
+            segment.insert("offer_threshold_s".into(), 60.into());
             let mut ptk = toml::Table::new();
             ptk.insert(
                 "tenants".into(),
                 toml::Value::Array(vec![scenario.ptk_tenant.clone().into()]),
+            );
+            ptk.insert(
+                "segments".into(),
+                toml::Value::Array(vec![toml::Value::Table(segment)]),
             );
             tenant.insert("ptk".into(), ptk.into());
         }
@@ -378,7 +391,7 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
         }
     };
     let resolved = match Config::parse(&text, std::path::Path::new("simulate"))
-        .and_then(|c| c.validate(&crate::decision_points()))
+        .and_then(|c| c.validate(crate::adapters::all()))
     {
         Ok(c) => c,
         Err(e) => {
@@ -441,8 +454,9 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
     let played = match sim.scenario.platform {
         Platform::Voicenter => voicenter::play(&mut sim).await,
         Platform::Openscape => openscape::play(&mut sim).await,
+        Platform::Ptk => ptk::play(&mut sim).await,
         other => Err(format!(
-            "simulating {} is not available yet (possible: voicenter, openscape)",
+            "simulating {} is not available yet (possible: voicenter, openscape, ptk)",
             other.as_str()
         )),
     };
@@ -698,7 +712,7 @@ impl<'o> Sim<'o> {
                 "(XML-RPC) {}",
                 params.first().map(|v| v.to_json()).unwrap_or(Value::Null)
             ),
-            _ => reply.text(),
+            _ => soap_body(&reply.text()),
         };
         self.out.line(&format!(
             "  <- {} answered {}: {}",
@@ -843,6 +857,26 @@ impl<'o> Sim<'o> {
         }
     }
 
+    /// Waits (printing what comes) until the core sends a webhook of `webhook_type`, as a
+    /// platform's own actor reacts to it (PTK's dialer to `callback.due`); `false` after
+    /// `limit`.
+    pub async fn wait_for(&mut self, webhook_type: &str, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(until, self.observed.recv()).await {
+                Ok(Some(what)) => {
+                    let found =
+                        matches!(&what, Observed::Sent(sent) if sent.webhook_type == webhook_type);
+                    self.show(what);
+                    if found {
+                        return true;
+                    }
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
     /// Waits until every event of the call is delivered or dead, printing each attempt.
     async fn wait_events(&mut self) {
         let store = self.handle.core.store.clone();
@@ -912,6 +946,18 @@ impl<'o> Sim<'o> {
             }
             EXIT_FINDINGS
         }
+    }
+}
+
+/// What a SOAP envelope carries (the text inside its `Body`), or `text` when it is none.
+fn soap_body(text: &str) -> String {
+    let Some(open) = text.find(":Body>").or_else(|| text.find("<Body>")) else {
+        return text.to_owned();
+    };
+    let inner = &text[open + text[open..].find('>').map_or(0, |i| i + 1)..];
+    match inner.rfind(":Body>").or_else(|| inner.rfind("</Body>")) {
+        Some(close) => inner[..inner[..close].rfind("</").unwrap_or(close)].to_owned(),
+        None => text.to_owned(),
     }
 }
 

@@ -555,3 +555,108 @@ fn an_openscape_routing_answer_out_of_range_plays_no_routing_with_its_reason() {
         ],
     );
 }
+
+#[test]
+fn a_ptk_call_takes_the_callback_offer_and_the_dialer_calls_back_when_due() {
+    let mut receiver = PyReceiver::start("menu-dial", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--scenario",
+        example("ptk-callback.toml").to_str().expect("path"),
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+    ]);
+    assert!(status.success(), "exit {status:?}\n{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "simulating a call on ptk from 5551234 to 8005550100",
+            "-> GetSegmentState (SOAP 1.1)",
+            "webhook decision.segment_state dec_",
+            "ptk: the segment is in Normal mode, estimated wait 300 s; callback offered",
+            "-> CreateInteraction (SOAP 1.1)",
+            "ptk: the interaction is V",
+            "caller: presses 1",
+            "-> InteractionRequestContact (SOAP 1.1)",
+            "event callback.due msg_",
+            "ptk: the callback is due: the platform's dialer calls 5551234",
+            "-> InteractionOutboundConnected",
+            "-> InteractionQueued",
+            "-> InteractionDequeued",
+            "InteractionDequeued: 107000, request completed",
+            "result: the call completed",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+    let state = got
+        .iter()
+        .find(|r| r["type"] == "decision.segment_state")
+        .expect("segment state asked");
+    assert_eq!(state["data"]["ptk_tenant"], "Portree");
+    assert_eq!(state["data"]["segment"], "VHT_Test");
+    let mut events: Vec<String> = types(&got)
+        .into_iter()
+        .filter(|t| !t.starts_with("decision."))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "callback.due",
+            "ptk.interaction.callback_requested",
+            "ptk.interaction.created",
+            "ptk.interaction.dequeued",
+            "ptk.interaction.outbound_connected",
+            "ptk.interaction.queued"
+        ]
+    );
+    // One interaction throughout, numbered in order.
+    let mut seqs: Vec<u64> = got
+        .iter()
+        .filter(|r| !r["type"].as_str().unwrap_or("").starts_with("decision."))
+        .map(|r| r["data"]["seq"].as_u64().expect("seq"))
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_segment_answer_ptk_cannot_use_is_named_and_the_caller_holds_for_an_agent() {
+    let mut receiver = PyReceiver::start("bad", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--platform",
+        "ptk",
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+        "--keys",
+        "2",
+        "--scenario",
+        example("ptk-callback.toml").to_str().expect("path"),
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    // The answer is refused with its reason and the configured state plays: Normal, with
+    // the 120 s estimate and a callback offered, which the caller declines.
+    in_order(
+        &out,
+        &[
+            "your answer was not used (invalid_answer: invalid answer: segment_state takes default or a native object, not enqueue); the fallback plays instead: {\"action\":\"default\"}",
+            "ptk: the segment is in Normal mode, estimated wait 120 s; callback offered",
+            "caller: presses 2",
+            "-> InteractionQueued",
+            "ptk: an agent answers",
+            "InteractionDequeued: 107000",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    let dequeued = got
+        .iter()
+        .find(|r| r["type"] == "ptk.interaction.dequeued")
+        .expect("dequeued");
+    assert_eq!(dequeued["data"]["reason"], "AgentAnswered");
+}
