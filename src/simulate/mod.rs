@@ -14,6 +14,7 @@
 //! again against a stub receiver that answers as the developer's did and checks that the
 //! gateway sends the same webhooks and the platform gets the same replies ([`record`]).
 
+mod ctips;
 mod openscape;
 mod ptk;
 mod record;
@@ -277,7 +278,13 @@ fn settle(args: &Args) -> Result<(Scenario, Target), String> {
 /// The in-memory configuration: one tenant with the developer's endpoint and secret, an
 /// embedded store in `state_dir`, a short retry schedule so an event is delivered or dead
 /// within seconds.
-fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> toml::Table {
+fn config(
+    scenario: &Scenario,
+    target: &Target,
+    state_dir: &std::path::Path,
+    addr: SocketAddr,
+    ctips: Option<toml::Table>,
+) -> toml::Table {
     let mut tenant = toml::Table::new();
     tenant.insert("id".into(), TENANT.into());
     tenant.insert("webhook_url".into(), target.url.clone().into());
@@ -317,6 +324,9 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
         }
         Platform::Openscape | Platform::Voicenter | Platform::Ctips => {}
     }
+    if let Some(ctips) = ctips {
+        tenant.insert("ctips".into(), ctips.into());
+    }
     let mut storage = toml::Table::new();
     storage.insert("min_free_bytes".into(), 0.into());
     let mut delivery = toml::Table::new();
@@ -330,6 +340,18 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
     // second event (or a later decision) after five failures, and hide what happens.
     delivery.insert("breaker_failures".into(), 1_000.into());
     let mut root = toml::Table::new();
+    if scenario.platform == Platform::Ctips {
+        // The CTIPS session's callbacks come to this listener; the session lease is taken
+        // and the connector restarted quickly.
+        let mut server = toml::Table::new();
+        server.insert("advertise_url".into(), format!("http://{addr}").into());
+        root.insert("server".into(), server.into());
+        let mut connectors = toml::Table::new();
+        connectors.insert("lease_ms".into(), 1_500.into());
+        connectors.insert("backoff_min_ms".into(), 100.into());
+        connectors.insert("backoff_max_ms".into(), 1_000.into());
+        root.insert("connectors".into(), connectors.into());
+    }
     root.insert("listen".into(), "127.0.0.1:0".into());
     root.insert("state_dir".into(), state_dir.display().to_string().into());
     root.insert("storage".into(), storage.into());
@@ -383,7 +405,34 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
             return EXIT_FAILED;
         }
     };
-    let text = match toml::to_string(&config(&scenario, &target, &dir.0)) {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            out.fail(&format!("cannot listen on 127.0.0.1: {e}"));
+            return EXIT_FAILED;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            out.fail(&format!("cannot read the listener's address: {e}"));
+            return EXIT_FAILED;
+        }
+    };
+    // CTIPS is the one platform that is a server: its simulator runs before the gateway,
+    // whose connector opens a session on it.
+    let ctips_server = match scenario.platform {
+        Platform::Ctips => match ctips::start().await {
+            Ok(server) => Some(server),
+            Err(why) => {
+                out.fail(&why);
+                return EXIT_FAILED;
+            }
+        },
+        _ => None,
+    };
+    let ctips_settings = ctips_server.as_ref().map(ctips::settings);
+    let text = match toml::to_string(&config(&scenario, &target, &dir.0, addr, ctips_settings)) {
         Ok(t) => t,
         Err(e) => {
             out.fail(&format!("cannot write the configuration: {e}"));
@@ -399,20 +448,6 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
             // never the secret's value.
             out.fail(&format!("invalid settings:\n{e}"));
             return EXIT_USAGE;
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l,
-        Err(e) => {
-            out.fail(&format!("cannot listen on 127.0.0.1: {e}"));
-            return EXIT_FAILED;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            out.fail(&format!("cannot read the listener's address: {e}"));
-            return EXIT_FAILED;
         }
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -455,10 +490,10 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
         Platform::Voicenter => voicenter::play(&mut sim).await,
         Platform::Openscape => openscape::play(&mut sim).await,
         Platform::Ptk => ptk::play(&mut sim).await,
-        other => Err(format!(
-            "simulating {} is not available yet (possible: voicenter, openscape, ptk)",
-            other.as_str()
-        )),
+        Platform::Ctips => match &ctips_server {
+            Some(server) => ctips::play(&mut sim, server).await,
+            None => Err("the CTIPS simulator is not running".into()),
+        },
     };
     if let Err(why) = &played {
         sim.finding(why.clone());
@@ -467,6 +502,9 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
     let code = sim.summary();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+    if let Some(server) = ctips_server {
+        server.shutdown().await;
+    }
     drop(dir);
     code
 }
@@ -602,6 +640,15 @@ impl<'o> Sim<'o> {
         let at = self.at_ms();
         self.out
             .record(json!({"at_ms": at, "kind": "step", "text": text}));
+    }
+
+    /// A message between the platform and ivrgate that the simulator did not send itself
+    /// (CTIPS, where ivrgate is the client): printed and recorded, not compared by a replay.
+    pub fn platform(&mut self, text: &str) {
+        self.out.line(&format!("  ~ {text}"));
+        let at = self.at_ms();
+        self.out
+            .record(json!({"at_ms": at, "kind": "platform_event", "text": text}));
     }
 
     /// The caller does something.

@@ -660,3 +660,80 @@ fn a_segment_answer_ptk_cannot_use_is_named_and_the_caller_holds_for_an_agent() 
         .expect("dequeued");
     assert_eq!(dequeued["data"]["reason"], "AgentAnswered");
 }
+
+#[test]
+fn a_ctips_session_comes_online_and_a_route_request_is_answered_with_route_select() {
+    let mut receiver = PyReceiver::start("menu-dial", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--scenario",
+        example("ctips-route.toml").to_str().expect("path"),
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+    ]);
+    assert!(status.success(), "exit {status:?}\n{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "simulating a call on ctips from 0501234567 to 1800",
+            "~ ivrgate -> CTIPS OpenConnection (200)",
+            "~ ivrgate -> CTIPS OnLine (200)",
+            "~ CTIPS -> ivrgate StartSession (acknowledged)",
+            "ctips: the session is online",
+            "arrives on service 3; CTIPS publishes a RouteRequest (RouteTimeout 10 s)",
+            "webhook decision.route_request dec_",
+            "~ ivrgate -> CTIPS RouteSelect (200)",
+            "PublishCTIEvent CTIRouteUsed",
+            "ctips: CTIPS routes the call as selected: RouteToService 4",
+            "PublishCTIEvent CTICallEnd",
+            "result: the call completed",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+    let decision = got
+        .iter()
+        .find(|r| r["type"] == "decision.route_request")
+        .expect("route decision");
+    assert_eq!(decision["data"]["from"], "0501234567");
+    let deadline = decision["data"]["deadline_ms"].as_u64().expect("deadline");
+    assert!(
+        deadline <= 8_500,
+        "RouteTimeout 10 s less the margin: {deadline}"
+    );
+    let t = types(&got);
+    for expected in [
+        "ctips.session.online",
+        "ctips.route.requested",
+        "ctips.route.used",
+        "ctips.call.ended",
+    ] {
+        assert!(t.iter().any(|x| x == expected), "{expected} in {t:?}");
+    }
+    let used = got
+        .iter()
+        .find(|r| r["type"] == "ctips.route.used")
+        .expect("route used");
+    assert_eq!(used["data"]["decision_id"], decision["data"]["decision_id"]);
+}
+
+#[test]
+fn a_route_ctips_cannot_carry_out_is_named_with_ctips_reason() {
+    let receiver = PyReceiver::start("bad", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&["--platform", "ctips", "--url", &url, "--secret", SECRET]);
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "{\"action\": \"enqueue\", \"queue\": \"99\"}",
+            "~ ivrgate -> CTIPS RouteSelect (200)",
+            "PublishCTIEvent CTIRouteRequestFailed",
+            "! CTIPS could not carry out the route for call",
+            "(CTIRouteRequestFailed): DestinationInvalidServiceIdentifier: no service 99",
+            "result: 1 finding(s)",
+        ],
+    );
+}
