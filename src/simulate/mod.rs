@@ -571,6 +571,8 @@ pub struct Sim<'o> {
     findings: Vec<String>,
     /// Why a decision's try was not used, by decision id, until the decision is settled.
     why: std::collections::HashMap<String, String>,
+    /// The values already given to [`Sim::volatile`].
+    volatiles: std::collections::HashSet<String>,
 }
 
 impl<'o> Sim<'o> {
@@ -602,6 +604,7 @@ impl<'o> Sim<'o> {
             dead: Vec::new(),
             findings: Vec::new(),
             why: Default::default(),
+            volatiles: Default::default(),
         }
     }
 
@@ -649,6 +652,18 @@ impl<'o> Sim<'o> {
         let at = self.at_ms();
         self.out
             .record(json!({"at_ms": at, "kind": "platform_event", "text": text}));
+    }
+
+    /// A value ivrgate made up for this run that the platform uses from then on (an
+    /// OpenScape CallID, a PTK InteractionId or answer Guid): recorded, so a replay compares
+    /// the exchange with each such value standing for its counterpart.
+    pub fn volatile(&mut self, value: &str) {
+        if value.is_empty() || !self.volatiles.insert(value.to_owned()) {
+            return;
+        }
+        let at = self.at_ms();
+        self.out
+            .record(json!({"at_ms": at, "kind": "volatile", "value": value}));
     }
 
     /// The caller does something.

@@ -254,13 +254,25 @@ async fn call(
             body.into_bytes(),
         )
         .await?;
-    soap::read_response(
+    let result = soap::read_response(
         &reply.body,
         Some(&reply.content_type),
         method,
         &soap::Limits::default(),
     )
-    .map_err(|e| format!("{method}: {e}"))
+    .map_err(|e| format!("{method}: {e}"))?;
+    // Made up by ivrgate for this run: the interaction's id, each answer's Guid and Id.
+    for value in [
+        result.child_value("InteractionId"),
+        result.child_value("Guid"),
+        result.child("Header").and_then(|h| h.child_value("Id")),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        sim.volatile(value.trim());
+    }
+    Ok(result)
 }
 
 /// The status code of either answer shape.

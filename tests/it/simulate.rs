@@ -737,3 +737,44 @@ fn a_route_ctips_cannot_carry_out_is_named_with_ctips_reason() {
         ],
     );
 }
+
+/// Recordings committed as fixtures (tests/fixtures/simulate/, made with --record against
+/// tests/py/sim_receiver.py): replaying each must give the same exchange. They fail when a
+/// change alters what a receiver gets or what a platform is told for the same answers;
+/// re-record them (docs/simulate.md) when such a change is intended.
+#[test]
+fn committed_recordings_replay_to_the_same_exchange() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/simulate");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for path in names {
+        let (status, out, err) = simulate(&["--replay", path.to_str().expect("path")]);
+        assert!(
+            status.success() && out.contains("replay: the same exchange as recorded"),
+            "{}: {status:?}\n{out}\n{err}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_ctips_recording_is_refused_for_replay_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ctips.jsonl");
+    std::fs::write(
+        &path,
+        "{\"record\":\"ivrgate-simulate\",\"version\":1,\"scenario\":{\"platform\":\"ctips\"}}\n",
+    )
+    .expect("write");
+    let (status, _, err) = simulate(&["--replay", path.to_str().expect("path")]);
+    assert_eq!(status.code(), Some(64));
+    assert!(
+        err.contains("--replay covers voicenter, openscape and ptk"),
+        "{err}"
+    );
+}
