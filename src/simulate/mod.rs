@@ -14,7 +14,9 @@
 //! again against a stub receiver that answers as the developer's did and checks that the
 //! gateway sends the same webhooks and the platform gets the same replies ([`record`]).
 
+mod ctips;
 mod openscape;
+mod ptk;
 mod record;
 mod scenario;
 mod voicenter;
@@ -276,7 +278,13 @@ fn settle(args: &Args) -> Result<(Scenario, Target), String> {
 /// The in-memory configuration: one tenant with the developer's endpoint and secret, an
 /// embedded store in `state_dir`, a short retry schedule so an event is delivered or dead
 /// within seconds.
-fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> toml::Table {
+fn config(
+    scenario: &Scenario,
+    target: &Target,
+    state_dir: &std::path::Path,
+    addr: SocketAddr,
+    ctips: Option<toml::Table>,
+) -> toml::Table {
     let mut tenant = toml::Table::new();
     tenant.insert("id".into(), TENANT.into());
     tenant.insert("webhook_url".into(), target.url.clone().into());
@@ -295,14 +303,29 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
     }
     match scenario.platform {
         Platform::Ptk => {
+            // One segment whose state the developer's endpoint decides (segment_state);
+            // configured so that, by default, a callback is offered.
+            let mut segment = toml::Table::new();
+            segment.insert("tenant".into(), scenario.ptk_tenant.clone().into());
+            segment.insert("name".into(), scenario.segment.clone().into());
+            segment.insert("decision".into(), true.into());
+            segment.insert("ewt_s".into(), 120.into());
+            segment.insert("offer_threshold_s".into(), 60.into());
             let mut ptk = toml::Table::new();
             ptk.insert(
                 "tenants".into(),
                 toml::Value::Array(vec![scenario.ptk_tenant.clone().into()]),
             );
+            ptk.insert(
+                "segments".into(),
+                toml::Value::Array(vec![toml::Value::Table(segment)]),
+            );
             tenant.insert("ptk".into(), ptk.into());
         }
         Platform::Openscape | Platform::Voicenter | Platform::Ctips => {}
+    }
+    if let Some(ctips) = ctips {
+        tenant.insert("ctips".into(), ctips.into());
     }
     let mut storage = toml::Table::new();
     storage.insert("min_free_bytes".into(), 0.into());
@@ -317,6 +340,18 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
     // second event (or a later decision) after five failures, and hide what happens.
     delivery.insert("breaker_failures".into(), 1_000.into());
     let mut root = toml::Table::new();
+    if scenario.platform == Platform::Ctips {
+        // The CTIPS session's callbacks come to this listener; the session lease is taken
+        // and the connector restarted quickly.
+        let mut server = toml::Table::new();
+        server.insert("advertise_url".into(), format!("http://{addr}").into());
+        root.insert("server".into(), server.into());
+        let mut connectors = toml::Table::new();
+        connectors.insert("lease_ms".into(), 1_500.into());
+        connectors.insert("backoff_min_ms".into(), 100.into());
+        connectors.insert("backoff_max_ms".into(), 1_000.into());
+        root.insert("connectors".into(), connectors.into());
+    }
     root.insert("listen".into(), "127.0.0.1:0".into());
     root.insert("state_dir".into(), state_dir.display().to_string().into());
     root.insert("storage".into(), storage.into());
@@ -370,7 +405,34 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
             return EXIT_FAILED;
         }
     };
-    let text = match toml::to_string(&config(&scenario, &target, &dir.0)) {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            out.fail(&format!("cannot listen on 127.0.0.1: {e}"));
+            return EXIT_FAILED;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            out.fail(&format!("cannot read the listener's address: {e}"));
+            return EXIT_FAILED;
+        }
+    };
+    // CTIPS is the one platform that is a server: its simulator runs before the gateway,
+    // whose connector opens a session on it.
+    let ctips_server = match scenario.platform {
+        Platform::Ctips => match ctips::start().await {
+            Ok(server) => Some(server),
+            Err(why) => {
+                out.fail(&why);
+                return EXIT_FAILED;
+            }
+        },
+        _ => None,
+    };
+    let ctips_settings = ctips_server.as_ref().map(ctips::settings);
+    let text = match toml::to_string(&config(&scenario, &target, &dir.0, addr, ctips_settings)) {
         Ok(t) => t,
         Err(e) => {
             out.fail(&format!("cannot write the configuration: {e}"));
@@ -386,20 +448,6 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
             // never the secret's value.
             out.fail(&format!("invalid settings:\n{e}"));
             return EXIT_USAGE;
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l,
-        Err(e) => {
-            out.fail(&format!("cannot listen on 127.0.0.1: {e}"));
-            return EXIT_FAILED;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            out.fail(&format!("cannot read the listener's address: {e}"));
-            return EXIT_FAILED;
         }
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -441,10 +489,11 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
     let played = match sim.scenario.platform {
         Platform::Voicenter => voicenter::play(&mut sim).await,
         Platform::Openscape => openscape::play(&mut sim).await,
-        other => Err(format!(
-            "simulating {} is not available yet (possible: voicenter, openscape)",
-            other.as_str()
-        )),
+        Platform::Ptk => ptk::play(&mut sim).await,
+        Platform::Ctips => match &ctips_server {
+            Some(server) => ctips::play(&mut sim, server).await,
+            None => Err("the CTIPS simulator is not running".into()),
+        },
     };
     if let Err(why) = &played {
         sim.finding(why.clone());
@@ -453,6 +502,9 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
     let code = sim.summary();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+    if let Some(server) = ctips_server {
+        server.shutdown().await;
+    }
     drop(dir);
     code
 }
@@ -519,6 +571,8 @@ pub struct Sim<'o> {
     findings: Vec<String>,
     /// Why a decision's try was not used, by decision id, until the decision is settled.
     why: std::collections::HashMap<String, String>,
+    /// The values already given to [`Sim::volatile`].
+    volatiles: std::collections::HashSet<String>,
 }
 
 impl<'o> Sim<'o> {
@@ -550,6 +604,7 @@ impl<'o> Sim<'o> {
             dead: Vec::new(),
             findings: Vec::new(),
             why: Default::default(),
+            volatiles: Default::default(),
         }
     }
 
@@ -588,6 +643,27 @@ impl<'o> Sim<'o> {
         let at = self.at_ms();
         self.out
             .record(json!({"at_ms": at, "kind": "step", "text": text}));
+    }
+
+    /// A message between the platform and ivrgate that the simulator did not send itself
+    /// (CTIPS, where ivrgate is the client): printed and recorded, not compared by a replay.
+    pub fn platform(&mut self, text: &str) {
+        self.out.line(&format!("  ~ {text}"));
+        let at = self.at_ms();
+        self.out
+            .record(json!({"at_ms": at, "kind": "platform_event", "text": text}));
+    }
+
+    /// A value ivrgate made up for this run that the platform uses from then on (an
+    /// OpenScape CallID, a PTK InteractionId or answer Guid): recorded, so a replay compares
+    /// the exchange with each such value standing for its counterpart.
+    pub fn volatile(&mut self, value: &str) {
+        if value.is_empty() || !self.volatiles.insert(value.to_owned()) {
+            return;
+        }
+        let at = self.at_ms();
+        self.out
+            .record(json!({"at_ms": at, "kind": "volatile", "value": value}));
     }
 
     /// The caller does something.
@@ -698,7 +774,7 @@ impl<'o> Sim<'o> {
                 "(XML-RPC) {}",
                 params.first().map(|v| v.to_json()).unwrap_or(Value::Null)
             ),
-            _ => reply.text(),
+            _ => soap_body(&reply.text()),
         };
         self.out.line(&format!(
             "  <- {} answered {}: {}",
@@ -843,6 +919,26 @@ impl<'o> Sim<'o> {
         }
     }
 
+    /// Waits (printing what comes) until the core sends a webhook of `webhook_type`, as a
+    /// platform's own actor reacts to it (PTK's dialer to `callback.due`); `false` after
+    /// `limit`.
+    pub async fn wait_for(&mut self, webhook_type: &str, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(until, self.observed.recv()).await {
+                Ok(Some(what)) => {
+                    let found =
+                        matches!(&what, Observed::Sent(sent) if sent.webhook_type == webhook_type);
+                    self.show(what);
+                    if found {
+                        return true;
+                    }
+                }
+                Ok(None) | Err(_) => return false,
+            }
+        }
+    }
+
     /// Waits until every event of the call is delivered or dead, printing each attempt.
     async fn wait_events(&mut self) {
         let store = self.handle.core.store.clone();
@@ -912,6 +1008,18 @@ impl<'o> Sim<'o> {
             }
             EXIT_FINDINGS
         }
+    }
+}
+
+/// What a SOAP envelope carries (the text inside its `Body`), or `text` when it is none.
+fn soap_body(text: &str) -> String {
+    let Some(open) = text.find(":Body>").or_else(|| text.find("<Body>")) else {
+        return text.to_owned();
+    };
+    let inner = &text[open + text[open..].find('>').map_or(0, |i| i + 1)..];
+    match inner.rfind(":Body>").or_else(|| inner.rfind("</Body>")) {
+        Some(close) => inner[..inner[..close].rfind("</").unwrap_or(close)].to_owned(),
+        None => text.to_owned(),
     }
 }
 

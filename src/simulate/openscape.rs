@@ -57,6 +57,7 @@ pub async fn play(sim: &mut Sim<'_>) -> Result<(), String> {
     let r = call(sim, "QueryCallInfo", params).await?;
     expect_ok(&r, "QueryCallInfo")?;
     let call_id = text(&r, "CallID");
+    sim.volatile(&call_id);
     sim.step(&format!(
         "the call is {call_id} in OpenScape Contact Center"
     ));
