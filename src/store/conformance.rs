@@ -131,7 +131,10 @@ fn event(id: &str) -> NewEvent {
     NewEvent {
         event_id: id.into(),
         event_type: "call.progress".into(),
-        payload: Arc::new(json!({"type": "call.progress", "data": {"call_id": "x"}})),
+        payload: Arc::new(crate::envelope::EventPayload::raw(
+            "call.progress",
+            json!({"call_id": "x"}),
+        )),
     }
 }
 

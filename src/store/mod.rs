@@ -78,13 +78,13 @@ pub struct CallWrite {
 }
 
 /// An event to put in the outbox. When the unit of work writes a call, the event gets the
-/// call's next sequence number, written into `payload.data.seq`.
+/// call's next sequence number, written as `data.seq` ([`crate::envelope::WithSeq`]).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event_id: String,
     pub event_type: String,
     /// Shared, so a caller that must retry a unit of work gets it back without a copy.
-    pub payload: std::sync::Arc<Value>,
+    pub payload: std::sync::Arc<crate::envelope::EventPayload>,
 }
 
 #[derive(Debug, Clone)]

@@ -482,7 +482,10 @@ mod tests {
         NewEvent {
             event_id: id.into(),
             event_type: "call.cdr".into(),
-            payload: Arc::new(json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}})),
+            payload: Arc::new(crate::envelope::EventPayload::raw(
+                "call.cdr",
+                json!({"pad": "x".repeat(bytes)}),
+            )),
         }
     }
 

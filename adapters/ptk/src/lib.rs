@@ -23,6 +23,7 @@ pub mod settings;
 pub mod soap;
 #[cfg(not(feature = "testing"))]
 mod soap;
+mod state;
 mod store;
 pub mod wsdl;
 
@@ -339,6 +340,8 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     }
     let outcome = if reply.succeeded() {
         "ok"
+    } else if reply.internal {
+        "internal_error"
     } else if matches!(
         reply.code,
         codes::RESOURCES_UNAVAILABLE
@@ -351,7 +354,17 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     } else {
         "rejected"
     };
-    if reply.succeeded() {
+    if reply.internal {
+        tracing::error!(
+            tenant = %request.tenant,
+            ptk_tenant = %ptk_tenant,
+            method = method.name,
+            interaction_id = interaction_id.as_deref().unwrap_or(""),
+            code = reply.code,
+            reason = %reply.message,
+            "ptk request failed inside ivrgate; answered 109000 and changed nothing"
+        );
+    } else if reply.succeeded() {
         // The core logs every request at info; this adds the PTK's own fields.
         tracing::debug!(
             tenant = %request.tenant,

@@ -9,12 +9,16 @@ use ivrgate_adapter::{
 use serde_json::{json, Map, Value};
 
 use crate::codes::*;
-use crate::interaction::{self, Interaction, Status};
+use crate::interaction;
 use crate::reply::Reply;
 use crate::settings::{
     check_appointment, format_time, parse_time, slot_start, Segment, SegmentState, Settings, MODES,
 };
 use crate::soap::{Element, Writer};
+use crate::state::{
+    read_counter, Interaction, InteractionType, Licence, LicenceCounter, SlotBookings, Status,
+    Stored, UserData, UserValue,
+};
 use crate::store::{self, Ran, Step};
 use crate::{wsdl, Cx, DECISION_POINTS};
 
@@ -176,7 +180,7 @@ fn valid_external(ext: &str) -> bool {
 }
 
 /// UserData, from `UserData` or `Options/UserDataContainer`.
-fn user_data(cx: &Cx<'_>) -> Result<Option<Map<String, Value>>, Reply> {
+fn user_data(cx: &Cx<'_>) -> Result<Option<UserData>, Reply> {
     let Some(container) = cx
         .element("UserData")
         .or_else(|| cx.element("UserDataContainer"))
@@ -371,7 +375,7 @@ fn interaction_xml(
         &[
             ("Contact", i.contact.as_deref().unwrap_or("")),
             ("Id", &i.id),
-            ("InteractionType", &i.interaction_type),
+            ("InteractionType", i.interaction_type.as_str()),
             ("Queue", i.queue.as_deref().unwrap_or("")),
             ("Segment", i.segment.as_deref().unwrap_or("")),
             ("Tenant", &i.tenant),
@@ -383,7 +387,7 @@ fn interaction_xml(
         if let Some(at) = &i.appointment {
             items.push(("AppointmentTime", at.clone()));
         }
-        if i.interaction_type == "FIFO" {
+        if i.interaction_type == InteractionType::Fifo {
             let remaining = i
                 .due
                 .as_deref()
@@ -444,7 +448,35 @@ async fn load_live(cx: &Cx<'_>, ptk: &str, id: &str) -> Result<Option<Interactio
         .load(store::key(cx.tenant, id))
         .await
         .map_err(|e| store::storage(&e))?;
-    Ok(store::read(entity.as_ref()).0.filter(|i| i.tenant == ptk))
+    match store::read(entity.as_ref()) {
+        Stored::Live(i) => Ok((i.tenant == ptk).then_some(i)),
+        Stored::Unreadable(why) => Err(unreadable(id, &why)),
+        Stored::Absent | Stored::Ended => Ok(None),
+    }
+}
+
+/// 109000 for an interaction whose stored state does not read.
+fn unreadable(id: &str, why: &str) -> Reply {
+    Reply::internal(format!(
+        "the stored state of interaction {id} does not read: {why}"
+    ))
+}
+
+/// The PTK tenant's live interaction in `stored`. An ended one answers `ended` (the method's
+/// code for a report on an ended interaction; 107002 when `None`), one of another PTK tenant
+/// or none 107002, and a state that does not read 109000, so it is never taken for ended.
+fn live<'s>(stored: &'s Stored, ptk: &str, ended: Option<u32>) -> Result<&'s Interaction, Reply> {
+    match stored {
+        Stored::Live(i) if i.tenant == ptk => Ok(i),
+        Stored::Ended if ended.is_some() => Err(Reply::error(
+            ended.unwrap_or(NOT_FOUND),
+            "the interaction already ended",
+        )),
+        Stored::Unreadable(why) => Err(Reply::internal(format!(
+            "the stored state of the interaction does not read: {why}"
+        ))),
+        _ => Err(Reply::error(NOT_FOUND, "no such interaction")),
+    }
 }
 
 /// What an interaction transition answered, with alias conflicts mapped to their codes.
@@ -550,7 +582,7 @@ fn move_step(cx: &Cx<'_>, next: Interaction, kind: &str, extra: Value, reply: Re
 /// Runs `step` on the interaction of the request.
 async fn on_interaction<F>(cx: &Cx<'_>, ptk: &str, id: &str, step: F) -> Reply
 where
-    F: FnMut(Option<&Interaction>, bool) -> Result<Step, Reply> + Send,
+    F: FnMut(&Stored) -> Result<Step, Reply> + Send,
 {
     finish(store::run(cx.gw, cx.tenant, cx.settings, ptk, id, cx.now, step).await)
 }
@@ -578,12 +610,12 @@ fn make_callback(
     let due = at.unwrap_or(cx.now);
     match at {
         Some(at) => {
-            i.interaction_type = "Appointment".into();
+            i.interaction_type = InteractionType::Appointment;
             i.appointment = Some(format_time(at));
             i.slot = Some(slot_start(segment, at));
         }
         None => {
-            i.interaction_type = "FIFO".into();
+            i.interaction_type = InteractionType::Fifo;
             i.appointment = None;
             i.slot = None;
         }
@@ -607,29 +639,7 @@ fn make_callback(
 }
 
 fn new_interaction(cx: &Cx<'_>, id: &str, ptk: &str) -> Interaction {
-    Interaction {
-        id: id.to_owned(),
-        tenant: ptk.to_owned(),
-        segment: None,
-        queue: None,
-        contact: None,
-        interaction_type: "Inbound".into(),
-        status: Status::Inbound,
-        appointment: None,
-        slot: None,
-        external_id: None,
-        client_id: None,
-        source_application: None,
-        skill: None,
-        attempts: 0,
-        result: None,
-        due: None,
-        created: format_time(cx.now),
-        user_data: Map::new(),
-        licence: None,
-        touched: None,
-        failures: Map::new(),
-    }
+    Interaction::new(id, ptk, format_time(cx.now))
 }
 
 /// Creates a new interaction with a fresh id: `make` builds its first step; an id already in
@@ -641,22 +651,14 @@ where
     for _ in 0..5 {
         let id = interaction::new_id(cx.now);
         let mut collided = false;
-        let ran = store::run(
-            cx.gw,
-            cx.tenant,
-            cx.settings,
-            ptk,
-            &id,
-            cx.now,
-            |current, ended| {
-                if current.is_some() || ended {
-                    collided = true;
-                    return Err(Reply::code(0));
-                }
-                collided = false;
-                make(&id)
-            },
-        )
+        let ran = store::run(cx.gw, cx.tenant, cx.settings, ptk, &id, cx.now, |stored| {
+            if !matches!(stored, Stored::Absent) {
+                collided = true;
+                return Err(Reply::code(0));
+            }
+            collided = false;
+            make(&id)
+        })
         .await;
         if !collided {
             return ran;
@@ -676,14 +678,13 @@ async fn owner(
         .find(cx.tenant, namespace, value)
         .await
         .map_err(|e| store::storage(&e))?;
-    Ok(found.and_then(|e| {
-        let (live, ended) = store::read(Some(&e));
-        match live {
-            Some(i) => Some((i, false)),
-            None if ended => Some((new_interaction(cx, &e.key.id, ""), true)),
-            None => None,
-        }
-    }))
+    let Some(e) = found else { return Ok(None) };
+    match store::read(Some(&e)) {
+        Stored::Live(i) => Ok(Some((i, false))),
+        Stored::Ended => Ok(Some((new_interaction(cx, &e.key.id, ""), true))),
+        Stored::Absent => Ok(None),
+        Stored::Unreadable(why) => Err(unreadable(&e.key.id, &why)),
+    }
 }
 
 /// A mode status (from the decision webhook) other than empty, `Normal` or `Valid` takes no
@@ -765,7 +766,7 @@ async fn add_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
     let ran = create(cx, &ptk, |id| {
         let mut i = new_interaction(cx, id, &ptk);
         i.client_id = client.clone();
-        i.licence = Some("callback".into());
+        i.licence = Some(Licence::Callback);
         i.source_application = Some(app.clone().unwrap_or_else(|| "Platform Toolkit".into()));
         i.user_data = user_data(cx)?.unwrap_or_default();
         let (i, timers, mut aliases) = make_callback(cx, i, seg, contact.clone(), at);
@@ -859,7 +860,7 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         i.queue = Some(seg.queue().to_owned());
         i.external_id = ext.clone();
         i.source_application = app.clone();
-        i.licence = Some("voice".into());
+        i.licence = Some(Licence::Voice);
         i.user_data = user_data(cx)?.unwrap_or_default();
         let mut s = move_step(
             cx,
@@ -879,8 +880,9 @@ async fn create_inner(cx: &Cx<'_>) -> Result<Reply, Reply> {
         Ok(s)
     })
     .await;
-    if let (Ran::Taken { .. }, Some(ext)) = (&ran, &ext) {
-        // A copy of this request (same ExternalTrackingId) won a race meanwhile.
+    if let (Ran::Taken { .. } | Ran::Refused(_), Some(ext)) = (&ran, &ext) {
+        // A copy of this request (same ExternalTrackingId) won a race meanwhile: its claim
+        // refused ours, or it took the last licence.
         if let Some((original, false)) = owner(cx, store::EXTERNAL, &format!("{ptk}/{ext}")).await?
         {
             return Ok(Reply::ok().with_id(original.id));
@@ -928,12 +930,20 @@ async fn find_interaction(cx: &Cx<'_>) -> Reply {
             .list(cx.tenant, store::KIND, 10_000)
             .await
             .map_err(|e| store::storage(&e))?;
-        let found: Vec<Interaction> = all
-            .iter()
-            .filter_map(|e| store::read(Some(e)).0)
-            .filter(|i| i.tenant == ptk && i.contact.as_deref() == Some(contact.as_str()))
-            .filter(|i| seg_filter.is_none() || i.segment == seg_filter)
-            .collect();
+        let mut found: Vec<Interaction> = Vec::new();
+        for e in &all {
+            match store::read(Some(e)) {
+                Stored::Live(i)
+                    if i.tenant == ptk
+                        && i.contact.as_deref() == Some(contact.as_str())
+                        && (seg_filter.is_none() || i.segment == seg_filter) =>
+                {
+                    found.push(i)
+                }
+                Stored::Unreadable(why) => return Err(unreadable(&e.key.id, &why)),
+                _ => {}
+            }
+        }
         if found.is_empty() {
             return Err(Reply::error(
                 CONTACT_NOT_FOUND,
@@ -1013,14 +1023,10 @@ async fn next_appointments(cx: &Cx<'_>) -> Reply {
                 store::SLOT,
                 format!("{ptk}/{}/{}", seg.name, start - len),
             );
-            let booked = cx
-                .gw
-                .load(key)
-                .await
-                .map_err(|e| store::storage(&e))?
-                .and_then(|e| e.state)
-                .and_then(|s| s.get("count").and_then(Value::as_u64))
-                .unwrap_or(0);
+            let slot = cx.gw.load(key).await.map_err(|e| store::storage(&e))?;
+            let booked = read_counter::<SlotBookings>(slot.as_ref())
+                .map_err(Reply::internal)?
+                .count;
             if booked < u64::from(seg.slot_capacity) {
                 found.push(format_time(at));
             }
@@ -1092,10 +1098,9 @@ async fn get_segment_state(cx: &Cx<'_>) -> Reply {
                 .load(EntityKey::new(cx.tenant, store::LICENCE, &ptk))
                 .await
                 .map_err(|e| store::storage(&e))?;
-            let live = licence
-                .and_then(|e| e.state)
-                .and_then(|s| s.get("live").and_then(Value::as_u64))
-                .unwrap_or(0);
+            let live = read_counter::<LicenceCounter>(licence.as_ref())
+                .map_err(Reply::internal)?
+                .live;
             if live >= max {
                 return Err(Reply::error(LICENCE_UNAVAILABLE, "every licence is in use"));
             }
@@ -1329,7 +1334,7 @@ fn data_name(cx: &Cx<'_>, value_required: bool) -> Result<Option<(String, String
 
 fn set_data(i: &mut Interaction, data: &Option<(String, String)>) {
     if let Some((k, v)) = data {
-        i.user_data.insert(k.clone(), json!({"string": v}));
+        i.user_data.insert(k.clone(), UserValue::String(v.clone()));
     }
 }
 
@@ -1358,13 +1363,9 @@ async fn cancelled(cx: &Cx<'_>) -> Reply {
         },
         None => return Reply::error(CANCELLED_BY_REQUIRED, "CancelledBy is required"),
     };
-    on_interaction(cx, &ptk, &id, |cur, ended| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ if ended => return Err(Reply::error(CANNOT_CANCEL, "the interaction already ended")),
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
-        if !matches!(i.status, Status::CallbackPending | Status::CallbackDue) {
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, Some(CANNOT_CANCEL))?;
+        if !i.status.is_pending_callback() {
             return Err(Reply::error(
                 CANNOT_CANCEL,
                 format!(
@@ -1420,12 +1421,8 @@ async fn dequeued(cx: &Cx<'_>) -> Reply {
     if !interaction::valid_id(&id) {
         return Reply::error(NOT_FOUND, "no such interaction");
     }
-    on_interaction(cx, &ptk, &id, |cur, ended| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ if ended => return Err(Reply::error(STATE_PREVENTS, "the interaction already ended")),
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, Some(STATE_PREVENTS))?;
         if !matches!(i.status, Status::QueuedHold | Status::QueuedCallback) {
             return Err(Reply::error(STATE_PREVENTS, format!("a {} interaction is not in a queue", i.status.as_str())));
         }
@@ -1444,11 +1441,8 @@ async fn disconnected_by_application(cx: &Cx<'_>) -> Reply {
         wsdl::APPLICATION_DISCONNECT_REASONS.values,
         None
     ));
-    on_interaction(cx, &ptk, &id, |cur, _| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, None)?;
         let mut last = i.clone();
         set_data(&mut last, &data);
         Ok(end_step(
@@ -1471,17 +1465,8 @@ async fn disconnected_by_caller(cx: &Cx<'_>) -> Reply {
         wsdl::CALLER_DISCONNECT_REASONS.values,
         None
     ));
-    on_interaction(cx, &ptk, &id, |cur, ended| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ if ended => {
-                return Err(Reply::error(
-                    CANNOT_DISCONNECT,
-                    "the interaction already ended",
-                ))
-            }
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, Some(CANNOT_DISCONNECT))?;
         if !matches!(
             i.status,
             Status::Inbound
@@ -1543,17 +1528,8 @@ async fn attempt_failed(cx: &Cx<'_>) -> Reply {
         Some(REASON_REQUIRED)
     ));
     let data = tryr!(data_name(cx, false));
-    on_interaction(cx, &ptk, &id, |cur, ended| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ if ended => {
-                return Err(Reply::error(
-                    STATE_PREVENTS,
-                    "the interaction already ended",
-                ))
-            }
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, Some(STATE_PREVENTS))?;
         if !matches!(
             i.status,
             Status::CallbackDue | Status::OutboundConnected | Status::CallbackPending
@@ -1573,13 +1549,8 @@ async fn attempt_failed(cx: &Cx<'_>) -> Reply {
         let mut next = i.clone();
         set_data(&mut next, &data);
         next.attempts += 1;
-        let count = next
-            .failures
-            .get(reason)
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-            + 1;
-        next.failures.insert(reason.into(), json!(count));
+        let count = next.failures.get(reason).copied().unwrap_or(0) + 1;
+        next.failures.insert(reason.into(), count);
         let max = seg.map(|s| s.max_attempts).unwrap_or(1);
         let reason_max = seg.and_then(|s| reason_limit(s, reason));
         let exhausted = reason == "Abandon"
@@ -1618,17 +1589,8 @@ async fn attempt_failed(cx: &Cx<'_>) -> Reply {
 
 async fn outbound_connected(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
-    on_interaction(cx, &ptk, &id, |cur, ended| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ if ended => {
-                return Err(Reply::error(
-                    STATE_PREVENTS,
-                    "the interaction already ended",
-                ))
-            }
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, Some(STATE_PREVENTS))?;
         if !matches!(i.status, Status::CallbackDue | Status::CallbackPending) {
             return Err(Reply::error(
                 STATE_PREVENTS,
@@ -1694,8 +1656,11 @@ async fn queued(cx: &Cx<'_>) -> Reply {
             .map_err(|e| store::storage(&e))),
         None => None,
     };
-    let (live, _) = store::read(existing.as_ref());
-    let seg = match (given_segment, live.as_ref().and_then(|i| i.segment.clone())) {
+    let found = store::read(existing.as_ref()).into_live();
+    let seg = match (
+        given_segment,
+        found.as_ref().and_then(|i| i.segment.clone()),
+    ) {
         (Some(s), _) => Some(s),
         (None, Some(name)) => match cx.settings.segment(&ptk, &name) {
             Some(s) => Some(s),
@@ -1766,8 +1731,8 @@ async fn queued(cx: &Cx<'_>) -> Reply {
                     &ptk,
                     &given,
                     cx.now,
-                    |cur, ended| {
-                        if cur.is_some() || ended {
+                    |stored| {
+                        if !matches!(stored, Stored::Absent) {
                             return Err(Reply::error(
                                 STATE_PREVENTS,
                                 "the interaction changed meanwhile; retry",
@@ -1798,17 +1763,8 @@ async fn queued(cx: &Cx<'_>) -> Reply {
     let Some(id) = id else {
         return Reply::error(NOT_FOUND, "no such interaction");
     };
-    on_interaction(cx, &ptk, &id, |cur, ended| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ if ended => {
-                return Err(Reply::error(
-                    STATE_PREVENTS,
-                    "the interaction already ended",
-                ))
-            }
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, Some(STATE_PREVENTS))?;
         let mut next = i.clone();
         next.status = match i.status {
             Status::Inbound | Status::QueuedHold => Status::QueuedHold,
@@ -1926,11 +1882,8 @@ async fn request_contact(cx: &Cx<'_>) -> Reply {
             }
         }
     }
-    on_interaction(cx, &ptk, &id, |cur, _| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, None)?;
         if !matches!(
             i.status,
             Status::Inbound | Status::QueuedHold | Status::CallbackPending
@@ -1964,17 +1917,8 @@ async fn send_to_queue(cx: &Cx<'_>) -> Reply {
     let (ptk, id) = tryr!(report_target(cx, NOT_FOUND));
     let data = tryr!(data_name(cx, true));
     let reason = tryr!(enumerated(cx, "Reason", SEND_REASONS, None));
-    on_interaction(cx, &ptk, &id, |cur, ended| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ if ended => {
-                return Err(Reply::error(
-                    STATE_PREVENTS,
-                    "the interaction already ended",
-                ))
-            }
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, Some(STATE_PREVENTS))?;
         let mut next = i.clone();
         set_data(&mut next, &data);
         next.status = match i.status {
@@ -2042,11 +1986,8 @@ async fn appointment_change(
         }
         Err(code) => return Reply::error(code, "appointment time refused by the segment"),
     }
-    on_interaction(cx, ptk, id, |cur, _| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, ptk, id, |stored| {
+        let i = live(stored, ptk, None)?;
         if i.status != Status::CallbackPending {
             return Err(Reply::error(
                 STATE_PREVENTS_APPOINTMENT,
@@ -2099,11 +2040,8 @@ async fn modify(cx: &Cx<'_>) -> Reply {
                 "CALLINFO_CALLBACK_CANCELLED" => "Cancelled",
                 _ => "Failed",
             };
-            on_interaction(cx, &ptk, &id, |cur, _| {
-                let i = match cur {
-                    Some(i) if i.tenant == ptk => i,
-                    _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-                };
+            on_interaction(cx, &ptk, &id, |stored| {
+                let i = live(stored, &ptk, None)?;
                 let mut last = i.clone();
                 last.result = Some(result.clone());
                 Ok(end_step(
@@ -2121,34 +2059,48 @@ async fn modify(cx: &Cx<'_>) -> Reply {
             let Some(client) = cx.text("ClientId").map(str::to_owned) else {
                 return Reply::error(DATA_VALUE_REQUIRED, "Options/ClientId is required");
             };
-            on_interaction(cx, &ptk, &id, |cur, _| {
-                let i = match cur {
-                    Some(i) if i.tenant == ptk => i,
-                    _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-                };
+            let ran = store::run(cx.gw, cx.tenant, cx.settings, &ptk, &id, cx.now, |stored| {
+                let i = live(stored, &ptk, None)?;
                 let mut next = i.clone();
                 next.client_id = Some(client.clone());
-                let s = move_step(
+                let mut s = move_step(
                     cx,
                     next,
                     "ptk.interaction.modified",
                     json!({"changed": "ClientId"}),
                     Reply::ok().with_id(&i.id),
                 );
+                // The ClientId index follows: a retried AddInteraction with the new ClientId
+                // finds this interaction, and the old one is free.
+                if let Some(old) = i.client_id.as_ref().filter(|old| **old != client) {
+                    s.aliases.push(AliasChange::Release {
+                        namespace: store::CLIENT.into(),
+                        value: format!("{ptk}/{old}"),
+                    });
+                }
+                s.aliases.push(AliasChange::Claim {
+                    namespace: store::CLIENT.into(),
+                    value: format!("{ptk}/{client}"),
+                    until: None,
+                });
                 Ok(s)
             })
-            .await
+            .await;
+            match ran {
+                Ran::Taken { .. } => Reply::error(
+                    DATA_VALUE_REQUIRED,
+                    "the ClientId belongs to another interaction",
+                ),
+                other => finish(other),
+            }
         }
         _ => {
             if cx.element("DataName").is_none_or(|e| e.value().is_empty()) {
                 return Reply::error(BAD_DATA_NAME, "Options/DataName is required");
             }
             let data = tryr!(data_name(cx, true));
-            on_interaction(cx, &ptk, &id, |cur, _| {
-                let i = match cur {
-                    Some(i) if i.tenant == ptk => i,
-                    _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-                };
+            on_interaction(cx, &ptk, &id, |stored| {
+                let i = live(stored, &ptk, None)?;
                 let mut next = i.clone();
                 set_data(&mut next, &data);
                 Ok(move_step(
@@ -2179,11 +2131,8 @@ async fn remove(cx: &Cx<'_>) -> Reply {
         "admincanceled" | "admincancelled" => "Admin Canceled",
         _ => return Reply::error(BAD_REASON, "Reason must be Web Canceled or Admin Canceled"),
     };
-    on_interaction(cx, &ptk, &id, |cur, _| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, None)?;
         Ok(end_step(
             cx,
             i,
@@ -2203,11 +2152,8 @@ async fn update_user_data(cx: &Cx<'_>) -> Reply {
         Ok(_) => return Reply::error(USERDATA_REQUIRED, "UserData is required"),
         Err(r) => return r,
     };
-    on_interaction(cx, &ptk, &id, |cur, _| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, &ptk, &id, |stored| {
+        let i = live(stored, &ptk, None)?;
         let mut next = i.clone();
         interaction::merge(&mut next.user_data, &data);
         Ok(move_step(
@@ -2237,11 +2183,8 @@ async fn associate(cx: &Cx<'_>) -> Reply {
 }
 
 async fn set_external(cx: &Cx<'_>, ptk: &str, id: &str, ext: String) -> Reply {
-    on_interaction(cx, ptk, id, |cur, _| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, ptk, id, |stored| {
+        let i = live(stored, ptk, None)?;
         let mut next = i.clone();
         let mut aliases = Vec::new();
         if let Some(old) = &i.external_id {
@@ -2336,11 +2279,8 @@ async fn update_interaction_data(cx: &Cx<'_>) -> Reply {
 }
 
 async fn update_contact(cx: &Cx<'_>, ptk: &str, id: &str, value: &str) -> Reply {
-    on_interaction(cx, ptk, id, |cur, _| {
-        let i = match cur {
-            Some(i) if i.tenant == ptk => i,
-            _ => return Err(Reply::error(NOT_FOUND, "no such interaction")),
-        };
+    on_interaction(cx, ptk, id, |stored| {
+        let i = live(stored, ptk, None)?;
         let seg = i
             .segment
             .as_deref()
@@ -2353,7 +2293,7 @@ async fn update_contact(cx: &Cx<'_>, ptk: &str, id: &str, value: &str) -> Reply 
         };
         let mut next = i.clone();
         let mut aliases = Vec::new();
-        let pending = matches!(i.status, Status::CallbackPending | Status::CallbackDue);
+        let pending = i.status.is_pending_callback();
         if pending {
             if let Some(old) = contact_alias(i) {
                 aliases.push(AliasChange::Release {
@@ -2423,12 +2363,16 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
         &ptk,
         &timer.entity.id,
         now,
-        |cur, _| {
-            let Some(i) = cur else {
-                return Ok(Step {
-                    keep: true,
-                    ..Step::default()
-                });
+        |stored| {
+            let i = match stored {
+                Stored::Live(i) => i,
+                Stored::Unreadable(why) => return Err(Reply::internal(why.clone())),
+                Stored::Absent | Stored::Ended => {
+                    return Ok(Step {
+                        keep: true,
+                        ..Step::default()
+                    })
+                }
             };
             if i.status != Status::CallbackPending || i.due.as_deref() != Some(due.as_str()) {
                 return Ok(Step {
@@ -2471,7 +2415,14 @@ async fn stored_tenant(gw: &dyn Gateway, timer: &TimerFired) -> Result<Option<St
         .load(timer.entity.clone())
         .await
         .map_err(|e| e.to_string())?;
-    Ok(store::read(stored.as_ref()).0.map(|i| i.tenant))
+    match store::read(stored.as_ref()) {
+        Stored::Live(i) => Ok(Some(i.tenant)),
+        Stored::Absent | Stored::Ended => Ok(None),
+        Stored::Unreadable(why) => Err(format!(
+            "the stored state of interaction {} does not read; left as it is: {why}",
+            timer.entity.id
+        )),
+    }
 }
 
 /// The idle timer: an interaction no report moved for `idle_expiry_s` ends with
@@ -2496,12 +2447,16 @@ async fn on_idle(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
         &ptk,
         &timer.entity.id,
         now,
-        |cur, _| {
-            let Some(i) = cur else {
-                return Ok(Step {
-                    keep: true,
-                    ..Step::default()
-                });
+        |stored| {
+            let i = match stored {
+                Stored::Live(i) => i,
+                Stored::Unreadable(why) => return Err(Reply::internal(why.clone())),
+                Stored::Absent | Stored::Ended => {
+                    return Ok(Step {
+                        keep: true,
+                        ..Step::default()
+                    })
+                }
             };
             let touched = i.touched.as_deref().and_then(parse_time);
             if i.status == Status::CallbackPending || touched.is_some_and(|t| t + idle > now) {

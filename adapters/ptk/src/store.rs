@@ -7,12 +7,14 @@ use ivrgate_adapter::{
     AliasChange, Change, Entity, EntityEvent, EntityKey, Gateway, RecordError, TimerChange,
     Transitioned, Write,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::codes;
-use crate::interaction::{Interaction, Status};
 use crate::reply::Reply;
 use crate::settings::{epoch_s, format_time, Settings};
+use crate::state::{
+    counter_state, read_counter, Interaction, LicenceCounter, SlotBookings, Status, Stored,
+};
 
 /// The timer that ends an interaction nobody reported on for `idle_expiry_s`.
 pub const IDLE_TIMER: &str = "idle";
@@ -66,15 +68,9 @@ fn slot_key(tenant: &str, i: &Interaction) -> Option<EntityKey> {
     ))
 }
 
-/// The interaction in an entity, and whether the entity exists but ended.
-pub fn read(entity: Option<&Entity>) -> (Option<Interaction>, bool) {
-    match entity {
-        None => (None, false),
-        Some(e) => match e.state.as_ref().and_then(Interaction::from_state) {
-            Some(i) => (Some(i), false),
-            None => (None, true),
-        },
-    }
+/// The interaction in an entity.
+pub fn read(entity: Option<&Entity>) -> Stored {
+    Stored::read(entity)
 }
 
 /// The code for a storage refusal: the PTK's "try again".
@@ -90,8 +86,7 @@ enum Out {
 }
 
 /// Runs `step` on interaction `id` in one transition with its PTK tenant's licence counter and
-/// the slots it leaves and takes. `step` sees the live interaction (or `None`) and whether
-/// the entity exists but ended; it must be pure.
+/// the slots it leaves and takes. `step` sees what is stored; it must be pure.
 pub async fn run<F>(
     gw: &dyn Gateway,
     tenant: &str,
@@ -102,7 +97,7 @@ pub async fn run<F>(
     mut step: F,
 ) -> Ran
 where
-    F: FnMut(Option<&Interaction>, bool) -> Result<Step, Reply> + Send,
+    F: FnMut(&Stored) -> Result<Step, Reply> + Send,
 {
     let ikey = key(tenant, id);
     for _ in 0..5 {
@@ -115,13 +110,13 @@ where
                 Ok(e) => e,
                 Err(e) => return Ran::Refused(storage(&e)),
             };
-            let (current, ended) = read(stored.as_ref());
+            let current = read(stored.as_ref());
             drop(stored);
-            let planned = match step(current.as_ref(), ended) {
+            let planned = match step(&current) {
                 Ok(s) => s,
                 Err(reply) => return Ran::Refused(reply),
             };
-            let old_slot = current.as_ref().and_then(|i| slot_key(tenant, i));
+            let old_slot = current.live().and_then(|i| slot_key(tenant, i));
             let new_slot = if planned.keep {
                 old_slot.clone()
             } else {
@@ -140,8 +135,8 @@ where
         let mut out = Out::Pending;
         let now_s = epoch_s(now);
         let mut f = |read_back: &[Option<Entity>]| -> Vec<Change> {
-            let (current, ended) = read(read_back.first().and_then(Option::as_ref));
-            let s = match step(current.as_ref(), ended) {
+            let current = read(read_back.first().and_then(Option::as_ref));
+            let s = match step(&current) {
                 Ok(s) => s,
                 Err(reply) => {
                     out = Out::Refused(reply);
@@ -152,7 +147,7 @@ where
                 out = Out::Done(s.reply);
                 return vec![];
             }
-            let was = current.as_ref().and_then(|i| slot_key(tenant, i));
+            let was = current.live().and_then(|i| slot_key(tenant, i));
             let will = s.next.as_ref().and_then(|i| slot_key(tenant, i));
             if was != old_slot || will != new_slot {
                 out = Out::Retry;
@@ -160,23 +155,23 @@ where
             }
             let mut changes = vec![Change::Keep; read_back.len()];
             // The licence counters.
-            let licence = read_back
-                .get(1)
-                .and_then(Option::as_ref)
-                .and_then(|e| e.state.clone())
-                .unwrap_or_else(|| json!({}));
-            let field = |name: &str| licence.get(name).and_then(Value::as_u64).unwrap_or(0);
-            let (mut start, mut count, mut live) =
-                (field("window_start"), field("count"), field("live"));
+            let mut licence =
+                match read_counter::<LicenceCounter>(read_back.get(1).and_then(Option::as_ref)) {
+                    Ok(l) => l,
+                    Err(why) => {
+                        out = Out::Refused(Reply::internal(why));
+                        return vec![];
+                    }
+                };
             let mut licence_changed = false;
             if s.counts_request {
-                if now_s >= start + settings.licence_window_s {
-                    start = now_s;
-                    count = 0;
+                if now_s >= licence.window_start + settings.licence_window_s {
+                    licence.window_start = now_s;
+                    licence.count = 0;
                 }
                 if settings
                     .licence_requests_per_window
-                    .is_some_and(|max| count >= max)
+                    .is_some_and(|max| licence.count >= max)
                 {
                     out = Out::Refused(Reply::error(
                         codes::BANDWIDTH_EXCEEDED,
@@ -188,51 +183,50 @@ where
                     ));
                     return vec![];
                 }
-                count += 1;
+                licence.count += 1;
                 licence_changed = true;
             }
-            let held = current.as_ref().is_some_and(Interaction::holds_licence);
+            let held = current.live().is_some_and(Interaction::holds_licence);
             let holds = s.next.as_ref().is_some_and(Interaction::holds_licence);
             // The interaction as read is not needed past here: a large UserData is not held
             // twice while the new state is built.
             drop(current);
             match (held, holds) {
                 (false, true) => {
-                    if settings.licences.is_some_and(|max| live >= max) {
+                    if settings.licences.is_some_and(|max| licence.live >= max) {
                         out = Out::Refused(Reply::error(
                             codes::LICENCE_UNAVAILABLE,
                             "every licence is in use",
                         ));
                         return vec![];
                     }
-                    live += 1;
+                    licence.live += 1;
                     licence_changed = true;
                 }
                 (true, false) => {
-                    live = live.saturating_sub(1);
+                    licence.live = licence.live.saturating_sub(1);
                     licence_changed = true;
                 }
                 _ => {}
             }
             if licence_changed {
-                changes[1] = Change::Write(Write::state(
-                    json!({"window_start": start, "count": count, "live": live}),
-                ));
+                changes[1] = Change::Write(Write::state(counter_state(&licence)));
             }
             // The slots.
             if was != will {
                 for (index, entity) in read_back.iter().enumerate().skip(2) {
                     let Some(k) = keys.get(index) else { continue };
-                    let booked = entity
-                        .as_ref()
-                        .and_then(|e| e.state.as_ref())
-                        .and_then(|s| s.get("count"))
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0);
+                    let booked = match read_counter::<SlotBookings>(entity.as_ref()) {
+                        Ok(slot) => slot.count,
+                        Err(why) => {
+                            out = Out::Refused(Reply::internal(why));
+                            return vec![];
+                        }
+                    };
                     if Some(k) == was.as_ref() {
                         let left = booked.saturating_sub(1);
                         changes[index] = Change::Write(Write {
-                            state: (left > 0).then(|| json!({"count": left})),
+                            state: (left > 0).then(|| counter_state(&SlotBookings { count: left })),
                             ..Write::default()
                         });
                     } else if Some(k) == will.as_ref() {
@@ -249,7 +243,10 @@ where
                             ));
                             return vec![];
                         }
-                        changes[index] = Change::Write(Write::state(json!({"count": booked + 1})));
+                        changes[index] =
+                            Change::Write(Write::state(counter_state(&SlotBookings {
+                                count: booked + 1,
+                            })));
                     }
                 }
             }
