@@ -550,7 +550,7 @@ mod tests {
                     value: "42".into(),
                     owner_kind: "voicenter".into(),
                     owner_id: "v1".into(),
-                    claim: Some(None),
+                    action: AliasAction::Claim { until_ms: None },
                 }],
                 timers: vec![TimerOp::Set {
                     key: "t1".into(),
