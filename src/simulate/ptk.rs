@@ -244,7 +244,7 @@ async fn call(
     params: Builder,
 ) -> Result<Element<'static>, String> {
     let body = soap::write_request(method, NS, params);
-    let path = format!("/ptk/{}", super::TENANT);
+    let path = sim.path("ptk", "");
     let reply = sim
         .request(
             &format!("{method} (SOAP 1.1)"),

@@ -418,8 +418,8 @@ pub fn compare(recorded: &[Value], now: &[Value], bad_signatures: &[String]) -> 
                 out.push(format!(
                     "{what} #{}: recorded {} / now {}",
                     i + 1,
-                    super::clip(x, 600),
-                    super::clip(y, 600)
+                    super::call::clip(x, 600),
+                    super::call::clip(y, 600)
                 ));
             }
         }

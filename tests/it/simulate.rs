@@ -778,3 +778,110 @@ fn a_ctips_recording_is_refused_for_replay_with_the_reason() {
         "{err}"
     );
 }
+
+/// The issue's "Done when": the service runs (`ivrgate serve`, the built binary), a simulated
+/// call is pointed at it and reaches a receiver over TLS with a private CA, and what happened
+/// is read from the admin API (and, when the receiver is gone, from the service's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_service_takes_a_simulated_call_to_a_tls_receiver_and_its_admin_api_tells() {
+    use crate::process::{free_port, Daemon};
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new("receiver private CA");
+    let (cert, key) = ca.issue("127.0.0.1", false);
+    let (ca_path, cert_path, key_path) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca_path, ca.pem()).expect("ca");
+    std::fs::write(&cert_path, cert).expect("cert");
+    std::fs::write(&key_path, key).expect("key");
+    let mut receiver = PyReceiver::start("menu-dial", Some((&cert_path, &key_path)));
+    let port = free_port();
+    let toml = format!(
+        r#"listen = "127.0.0.1:{port}"
+state_dir = "{state}"
+
+[logging]
+level = "info"
+
+[storage]
+min_free_bytes = 0
+
+[delivery]
+retry_schedule_s = [1, 1]
+jitter_percent = 0
+
+[[tenants]]
+id = "acme"
+webhook_url = "{url}"
+webhook_secret = "{SECRET}"
+ca_file = "{ca}"
+"#,
+        state = dir.path().join("state").display(),
+        url = receiver.url("https"),
+        ca = ca_path.display()
+    );
+    let mut daemon = Daemon::spawn_with("svc", dir.path(), port, &toml, None);
+    daemon.ready().await;
+    let gateway = format!("http://127.0.0.1:{port}");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            simulate(&args)
+        })
+    };
+    let args = |keys: &str| -> Vec<String> {
+        [
+            "--gateway",
+            &gateway,
+            "--tenant",
+            "acme",
+            "--platform",
+            "voicenter",
+            "--keys",
+            keys,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (status, out, err) = run(args("1")).await.expect("join");
+    assert!(status.success(), "{out}\n{err}\n{}", daemon.log_text());
+    in_order(
+        &out,
+        &[
+            &format!("through the running gateway at http://127.0.0.1:{port} (tenant acme)"),
+            "voicenter: dials 2001",
+            "err 0: the CDR is stored",
+            &format!(
+                "admin API, tenant acme: endpoint {}, pending 0, dead 0",
+                receiver.url("https")
+            ),
+            "result: the call completed",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+
+    // The receiver goes away: the call falls back, its events go dead within the schedule,
+    // and the admin API and the log say why.
+    drop(receiver);
+    let (status, out, _) = run(args("1")).await.expect("join");
+    assert_eq!(status.code(), Some(1), "{out}");
+    in_order(
+        &out,
+        &[
+            "<- voicenter answered 200: {\"STATUS\":1}",
+            "admin API, tenant acme: endpoint",
+            "dead 2",
+            "2 event(s) of tenant acme went dead during the call (last error: connection refused",
+        ],
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("decision answered with the fallback") && log.contains("connect_error"),
+        "{log}"
+    );
+}
