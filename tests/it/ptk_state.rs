@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ivrgate::clock::ManualClock;
-use ivrgate_adapter::{transition_one, Change, EntityKey, Gateway as _, Write};
+use ivrgate_adapter::{transition_one, Change, EntityKey, Gateway as _, TimerChange, Write};
 use ivrgate_ptk::testing::text_of;
 use serde_json::{json, Value};
 
@@ -459,7 +459,7 @@ async fn ptk_state_that_does_not_read_is_an_internal_error_never_an_ended_call()
     // Nothing was written: not ended, no new version, no event.
     let after = core.load(key.clone()).await.expect("load").expect("stored");
     assert_eq!(after.version, before.version);
-    assert_eq!(after.state, Some(garbage));
+    assert_eq!(after.state, Some(garbage.clone()));
     assert_eq!(after.status, "active");
     assert!(receiver
         .next_within(Duration::from_millis(300))
@@ -478,6 +478,35 @@ async fn ptk_state_that_does_not_read_is_an_internal_error_never_an_ended_call()
         5.0,
         "every request counted once"
     );
+
+    // Its due timer falls due: the timer fails (logged, counted, tried again after its
+    // lease) and the interaction is still not ended.
+    transition_one(core.as_ref(), key.clone(), |_| {
+        Change::Write(Write::state(garbage.clone()).timer(TimerChange::Set {
+            name: "callback.due".into(),
+            due: SystemTime::UNIX_EPOCH + Duration::from_secs(AT_S as u64),
+            payload: json!({"due": "2026-11-23T15:00:00Z"}),
+        }))
+    })
+    .await
+    .expect("timer set");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while series(&gw, "ivrgate_timers_run_total{outcome=\"failed\"}").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the timer did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = core.load(key.clone()).await.expect("load").expect("stored");
+    assert_eq!(
+        (after.status.as_str(), after.state),
+        ("active", Some(garbage.clone()))
+    );
+    assert!(receiver
+        .next_within(Duration::from_millis(300))
+        .await
+        .is_none());
 
     // A licence counter that does not read refuses new interactions rather than counting
     // from zero, and is left as it is.

@@ -2,7 +2,7 @@
 
 use crate::codes;
 use crate::soap::{envelope, escape, Version, Writer};
-use crate::wsdl::{Method, Shape};
+use crate::wsdl::{Operation, Shape};
 
 /// What an internal failure answers in `ErrorMessage`.
 pub const INTERNAL_MESSAGE: &str = "ivrgate could not read its stored state; the error is logged";
@@ -95,7 +95,7 @@ impl Reply {
 pub fn render(
     version: Version,
     namespace: &str,
-    method: &Method,
+    method: &Operation,
     client_id: &str,
     guid: &str,
     reply: &Reply,
