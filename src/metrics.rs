@@ -146,7 +146,7 @@ impl Metrics {
         let timers_run = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "timers_run",
-            "Adapter timers that fell due, by outcome (ok, failed, unknown_adapter)",
+            "Adapter timers that fell due, by outcome (ok, failed, unknown_adapter, unreadable)",
             timers_run.clone(),
         );
         let calls_expired = Counter::default();
