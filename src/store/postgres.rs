@@ -1386,6 +1386,9 @@ async fn writer_loop(
     changes: Arc<super::ChangeFeed>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max);
+    // The writer's own connection, kept from batch to batch: it never queues for one behind
+    // the reads (at 1,000 decisions/s the pool is busy), and its statements stay prepared.
+    let mut conn: Option<deadpool_postgres::Object> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < max {
@@ -1413,7 +1416,13 @@ async fn writer_loop(
         }
         let uows: Vec<&super::UnitOfWork> = batch.iter().map(|j| &j.uow).collect();
         let durable = batch.iter().any(|j| !j.lazy);
-        let results = run_batch(&pool, &uows, durable, &owner_id).await;
+        let results = run_batch(&pool, &mut conn, &uows, durable, &owner_id).await;
+        if results.is_err() {
+            // Whatever state it was left in, it is not used again.
+            if let Some(broken) = conn.take() {
+                drop(deadpool_postgres::Object::take(broken));
+            }
+        }
         let outbox = match &results {
             Ok(outcomes) => outcomes.iter().zip(&uows).any(|(o, u)| {
                 matches!(o, Ok(super::CommitOutcome::Committed { .. })) && u.event_count() > 0
@@ -1444,27 +1453,36 @@ async fn writer_loop(
 /// tenant at the end, so their rows stay locked only for the commit; a `NOTIFY` tells other
 /// instances what changed. `Err` when the transaction itself failed: nothing committed.
 ///
-/// Round trips, not statements, bound a writer whose database is a network hop (or a busy
-/// process) away, so the batch is sent as a pipeline: every unit's savepoint and statements
-/// go out back to back, in the order the units are applied, and their answers are read
-/// afterwards. A unit commits as sent when all its statements succeeded and its guards held
-/// (resend key claimed, rows at the expected version, aliases claimed, quota not reached).
-/// At the first unit that did not, the transaction rolls back to that unit's savepoint
-/// (undoing it and every unit sent after it), the unit is applied alone, statement by
-/// statement ([`apply_uow`], the exact outcome: conflict, duplicate, refusal or error, with
-/// deadlock retries), and the units after it go out again. The events of all committed units
-/// are inserted at the end in one statement; should that fail, every unit is applied again
-/// alone with its own events, so one unit's failure fails only it.
+/// Round trips bound a writer whose database is a network hop (or a busy process) away, so
+/// the batch is sent as a pipeline: every unit's statements go out back to back, in the
+/// order the units are applied, and their answers are read afterwards. A unit commits as
+/// sent when all its statements succeeded and its guards held (resend key claimed, rows at
+/// the expected version, aliases claimed, quota not reached). The first try sends the units
+/// without a savepoint each (a subtransaction per unit is a good part of the server's work);
+/// when one of them did not commit as sent, the try is rolled back and the units go again,
+/// each under its savepoint. Then, at the first unit that did not commit as sent, the
+/// transaction rolls back to that unit's savepoint (undoing it and every unit sent after
+/// it), the unit is applied alone, statement by statement ([`apply_uow`], the exact outcome:
+/// conflict, duplicate, refusal or error, with deadlock retries), and the units after it go
+/// out again. The events of all committed units are inserted at the end in one statement;
+/// should that fail, every unit is applied again alone with its own events, so one unit's
+/// failure fails only it.
 async fn run_batch(
     pool: &Pool,
+    conn: &mut Option<deadpool_postgres::Object>,
     uows: &[&super::UnitOfWork],
     durable: bool,
     owner_id: &str,
 ) -> super::Result<Vec<super::Result<super::CommitOutcome>>> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e))))?;
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn =
+            Some(pool.get().await.map_err(|e| {
+                super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+            })?);
+    }
+    let Some(client) = conn.as_mut() else {
+        return Err(super::StoreError::Closed);
+    };
     let tx = client.transaction().await.map_err(db_err)?;
     let st = Stmts::prepare(&tx).await.map_err(db_err)?;
     // Rows are locked in one order by every instance (the call's key; a stable sort keeps
@@ -1497,7 +1515,13 @@ async fn run_batch(
                 .map(Reply::Rows)
         }));
     }
+    // Everything this batch writes comes after this savepoint, so it can all be undone.
+    prelude.push(simple(&tx, "SAVEPOINT b".to_owned()));
     let mut prelude = Some(prelude);
+    // The first try sends the units without a savepoint each (a subtransaction per unit is
+    // a good part of the server's work): when all commit as sent, as they nearly always do,
+    // that is the batch. Otherwise it is undone and every unit gets its savepoint.
+    let mut savepoints = false;
     let mut window = order.len();
     let mut pos = 0;
     while pos < order.len() {
@@ -1507,7 +1531,9 @@ async fn run_batch(
         let mut spans = Vec::with_capacity(end - pos);
         for (p, &at) in order.iter().enumerate().take(end).skip(pos) {
             let start = steps.len() - ahead;
-            steps.push(simple(&tx, format!("SAVEPOINT p{p}")));
+            if savepoints {
+                steps.push(simple(&tx, format!("SAVEPOINT p{p}")));
+            }
             let mut checks = Vec::new();
             unit_steps(&tx, &st, uows[at], &mut steps, &mut checks);
             spans.push((start, checks));
@@ -1533,12 +1559,11 @@ async fn run_batch(
         for (i, (start, checks)) in spans.iter().enumerate() {
             let (p, at) = (pos + i, order[pos + i]);
             let uow = uows[at];
-            let answers = &replies[start + 1..start + 1 + checks.len()];
-            let settled = match (
-                &replies[*start],
-                settle(uow, checks, answers, &batch.counters),
-            ) {
-                (Ok(_), Some(firsts)) => {
+            let first = usize::from(savepoints);
+            let answers = &replies[start + first..start + first + checks.len()];
+            let saved = !savepoints || replies[*start].is_ok();
+            let settled = match (saved, settle(uow, checks, answers, &batch.counters)) {
+                (true, Some(firsts)) => {
                     let mut rows = Vec::new();
                     unit_events(uow, &firsts, &mut rows)
                         .ok()
@@ -1566,6 +1591,12 @@ async fn run_batch(
                 pos = end;
                 window = window.saturating_mul(2);
             }
+            Some(_) if !savepoints => {
+                tx.batch_execute("ROLLBACK TO b").await.map_err(db_err)?;
+                batch.reset();
+                savepoints = true;
+                pos = 0;
+            }
             Some(p) => {
                 tx.batch_execute(&format!("ROLLBACK TO p{p}"))
                     .await
@@ -1581,7 +1612,7 @@ async fn run_batch(
     drop(prelude);
     if let Err(e) = finish(&tx, &st, &batch, owner_id).await {
         tracing::warn!(error = %describe(&e), units = uows.len(), "a batch's writes failed together; applying its units one by one");
-        tx.batch_execute("ROLLBACK TO p0").await.map_err(db_err)?;
+        tx.batch_execute("ROLLBACK TO b").await.map_err(db_err)?;
         batch.reset();
         for &at in &order {
             slow_unit(&tx, &st, uows[at], at, &mut batch, true).await?;
