@@ -211,6 +211,9 @@ pub struct Core {
     pub liveness: crate::liveness::Liveness,
     /// The client commands call platform APIs with (`Gateway::platform_api`).
     pub platform_api: crate::connectors::ApiClient,
+    /// Sees every webhook sent and answered and how each decision was settled
+    /// (`ivrgate simulate`; the daemon sets none).
+    pub observer: Option<Arc<dyn crate::observe::Observer>>,
 }
 
 impl Core {
@@ -259,6 +262,7 @@ impl Core {
             liveness: Default::default(),
             platform_api: crate::connectors::ApiClient::new(metrics.clone())
                 .map_err(|e| anyhow::anyhow!(e))?,
+            observer: None,
         })
     }
 

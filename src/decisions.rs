@@ -17,6 +17,7 @@ use crate::config::ResolvedTenant;
 use crate::core::{read_capped, Core, Runtime};
 use crate::envelope::{note_core_keys, DecisionData, Envelope, DECISION_KEYS};
 use crate::metrics::{DecisionLabels, ReasonLabels};
+use crate::observe::{self, Observed};
 use crate::store::{CallKey, CallRow, CallWrite, CommitOutcome, UnitOfWork};
 use crate::{ids, signing};
 
@@ -243,6 +244,17 @@ impl Core {
                 answer = answer.label(), "decision answered"
             );
         }
+        if let Some(observer) = &self.observer {
+            observer.observe(Observed::Decided(observe::Decided {
+                decision_id: decision_id.clone(),
+                kind: point.kind.to_owned(),
+                vendor: point.vendor.to_owned(),
+                vendor_call_id: req.call.vendor_call_id.clone(),
+                source: source_label.to_owned(),
+                fallback_reason: reason.map(str::to_owned),
+                answer: answer.to_json(),
+            }));
+        }
         if let (Some(key), Some(call_id)) = (key, call_id.clone()) {
             let last = json!({
                 "decision_id": decision_id,
@@ -382,6 +394,26 @@ impl Core {
     ) -> Result<Answer, FallbackReason> {
         let url = target.as_str();
         let decision_id = attempt.decision_id;
+        let started = Instant::now();
+        // What came back, for an observer (`ivrgate simulate`); `error` when it is not used.
+        let observe = |status: Option<u16>,
+                       answer: Option<&bytes::Bytes>,
+                       outcome: &str,
+                       error: Option<&str>| {
+            if let Some(observer) = &self.observer {
+                observer.observe(Observed::Answered(observe::Answered {
+                    id: decision_id.to_owned(),
+                    webhook_type: format!("decision.{}", point.kind),
+                    attempt: u32::from(attempt.number),
+                    status,
+                    body: answer.cloned(),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    error: error.map(str::to_owned),
+                    outcome: outcome.to_owned(),
+                    retry_in_ms: None,
+                }));
+            }
+        };
         let failed = |reason: FallbackReason, error: &str| {
             tracing::warn!(
                 tenant = %tenant.id, endpoint = %crate::redact::url(url),
@@ -392,13 +424,28 @@ impl Core {
             reason
         };
         if !self.decision_breakers.try_acquire(url) {
-            return Err(failed(
-                FallbackReason::CircuitOpen,
-                "circuit breaker open after repeated failures; not asked",
-            ));
+            let why = "circuit breaker open after repeated failures; not asked";
+            observe(None, None, FallbackReason::CircuitOpen.as_str(), Some(why));
+            return Err(failed(FallbackReason::CircuitOpen, why));
         }
         let timestamp = crate::clock::to_ms(self.clock.now()) / 1000;
         let signature = signing::signature_header(&tenant.secrets, decision_id, timestamp, body);
+        if let Some(observer) = &self.observer {
+            observer.observe(Observed::Sent(observe::Sent {
+                id: decision_id.to_owned(),
+                webhook_type: format!("decision.{}", point.kind),
+                url: crate::redact::url(url),
+                attempt: u32::from(attempt.number),
+                of: u32::from(attempt.of),
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("webhook-id".into(), decision_id.to_owned()),
+                    ("webhook-timestamp".into(), timestamp.to_string()),
+                    ("webhook-signature".into(), signature.clone()),
+                ],
+                body: bytes::Bytes::copy_from_slice(body),
+            }));
+        }
         let request = self
             .decision_client(tenant)
             .post(target.clone())
@@ -422,6 +469,7 @@ impl Core {
                     "timeout: no answer within the decision's deadline ({} ms left)",
                     left.as_millis()
                 );
+                observe(None, None, FallbackReason::Timeout.as_str(), Some(&why));
                 return Err(failed(FallbackReason::Timeout, &why));
             }
             Ok(Err(e)) => {
@@ -432,7 +480,9 @@ impl Core {
                     FallbackReason::Connect
                 };
                 // Never the URL: the endpoint is logged redacted, apart.
-                return Err(failed(reason, &crate::failure::describe(&e, left)));
+                let why = crate::failure::describe(&e, left);
+                observe(None, None, reason.as_str(), Some(&why));
+                return Err(failed(reason, &why));
             }
             Ok(Ok(pair)) => pair,
         };
@@ -440,10 +490,15 @@ impl Core {
             if status.is_server_error() {
                 self.decision_breakers.failure(url);
             }
-            return Err(failed(
-                FallbackReason::Status,
-                &crate::failure::status(status),
-            ));
+            let why = crate::failure::status(status);
+            let reason = FallbackReason::Status;
+            observe(
+                Some(status.as_u16()),
+                Some(&bytes),
+                reason.as_str(),
+                Some(&why),
+            );
+            return Err(failed(reason, &why));
         }
         self.decision_breakers.success(url);
         // Customers porting a legacy server may answer with the vendor's own (sometimes
@@ -457,7 +512,23 @@ impl Core {
             })
             .and_then(|v| Answer::from_json(&v))
             .and_then(|a| (point.validate)(&a).map(|()| a));
-        parsed.map_err(|why| failed(FallbackReason::Invalid, &format!("invalid answer: {why}")))
+        match parsed {
+            Ok(answer) => {
+                observe(Some(status.as_u16()), Some(&bytes), "answer", None);
+                Ok(answer)
+            }
+            Err(why) => {
+                let why = format!("invalid answer: {why}");
+                let reason = FallbackReason::Invalid;
+                observe(
+                    Some(status.as_u16()),
+                    Some(&bytes),
+                    reason.as_str(),
+                    Some(&why),
+                );
+                Err(failed(reason, &why))
+            }
+        }
     }
 }
 

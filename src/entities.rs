@@ -23,7 +23,8 @@ use crate::envelope::{note_core_keys, Envelope, EventData, Reported, EVENT_KEYS}
 use crate::ids;
 use crate::metrics::OutcomeLabels;
 use crate::store::{
-    AliasOp, CallKey, CallRow, CallWrite, CommitOutcome, EntityWrite, NewEvent, TimerOp, UnitOfWork,
+    AliasAction, AliasOp, CallKey, CallRow, CallWrite, CommitOutcome, EntityWrite, NewEvent,
+    TimerOp, UnitOfWork,
 };
 
 /// The timer kind of entity timers in the store.
@@ -363,20 +364,28 @@ impl Core {
                     });
                 }
                 for alias in write.aliases {
-                    let (namespace, value, claim) = match alias {
+                    let (namespace, value, action) = match alias {
                         AliasChange::Claim {
                             namespace,
                             value,
                             until,
-                        } => (namespace, value, Some(until.map(to_ms))),
-                        AliasChange::Release { namespace, value } => (namespace, value, None),
+                        } => (
+                            namespace,
+                            value,
+                            AliasAction::Claim {
+                                until_ms: until.map(to_ms),
+                            },
+                        ),
+                        AliasChange::Release { namespace, value } => {
+                            (namespace, value, AliasAction::Release)
+                        }
                     };
                     uow.aliases.push(AliasOp {
                         namespace,
                         value,
                         owner_kind: key.kind.clone(),
                         owner_id: key.id.clone(),
-                        claim,
+                        action,
                     });
                 }
                 let state = state.map(Arc::new);

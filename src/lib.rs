@@ -25,10 +25,12 @@ pub mod failure;
 pub mod ids;
 pub mod liveness;
 pub mod metrics;
+pub mod observe;
 pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
+pub mod simulate;
 pub mod store;
 pub mod systemd;
 pub mod timers;
@@ -54,6 +56,9 @@ pub struct Options {
     /// it; the daemon never does. A configuration given to [`run`] must have been validated
     /// with them too (`Config::validate` with `adapters::all()` and these).
     pub adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    /// Watches the webhooks the core sends ([`observe`]); `ivrgate simulate` sets one, the
+    /// daemon never does.
+    pub observer: Option<Arc<dyn observe::Observer>>,
 }
 
 impl Default for Options {
@@ -61,6 +66,7 @@ impl Default for Options {
         Options {
             clock: Arc::new(SystemClock),
             adapters: Vec::new(),
+            observer: None,
         }
     }
 }
@@ -136,6 +142,7 @@ pub async fn run(
         adapters::decision_points(&every_adapter),
     )?;
     core.extra_adapters = options.adapters;
+    core.observer = options.observer;
     let core = Arc::new(core);
     let app = Arc::new(web::App {
         core: core.clone(),

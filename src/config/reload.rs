@@ -118,55 +118,61 @@ impl Config {
             },
         );
         restart(
-            "storage.pool_size",
-            running.storage.pool_size.to_string(),
-            pool_size.to_string(),
-        );
-        restart(
-            "storage.connect_timeout_ms",
-            running.storage.connect_timeout_ms.to_string(),
-            connect_timeout_ms.to_string(),
-        );
-        restart(
-            "storage.statement_timeout_ms",
-            running.storage.statement_timeout_ms.to_string(),
-            statement_timeout_ms.to_string(),
-        );
-        restart(
             "storage.tls_ca_file",
             format!("{:?}", running.storage.tls_ca_file),
             format!("{tls_ca_file:?}"),
         );
-        restart(
-            "storage.group_commit_max",
-            running.storage.group_commit_max.to_string(),
-            group_commit_max.to_string(),
-        );
-        restart(
-            "storage.heartbeat_ms",
-            running.storage.heartbeat_ms.to_string(),
-            heartbeat_ms.to_string(),
-        );
-        restart(
-            "storage.instance_lapse_ms",
-            running.storage.instance_lapse_ms.to_string(),
-            instance_lapse_ms.to_string(),
-        );
-        restart(
-            "delivery.workers",
-            running.delivery.workers.to_string(),
-            workers.to_string(),
-        );
-        restart(
-            "delivery.breaker_failures",
-            running.delivery.breaker_failures.to_string(),
-            breaker_failures.to_string(),
-        );
-        restart(
-            "delivery.breaker_open_ms",
-            running.delivery.breaker_open_ms.to_string(),
-            breaker_open_ms.to_string(),
-        );
+        // The numbers, each shown as written.
+        let (old_storage, old_delivery) = (&running.storage, &running.delivery);
+        for (name, old, new) in [
+            (
+                "storage.pool_size",
+                old_storage.pool_size as u64,
+                *pool_size as u64,
+            ),
+            (
+                "storage.connect_timeout_ms",
+                old_storage.connect_timeout_ms,
+                *connect_timeout_ms,
+            ),
+            (
+                "storage.statement_timeout_ms",
+                old_storage.statement_timeout_ms,
+                *statement_timeout_ms,
+            ),
+            (
+                "storage.group_commit_max",
+                old_storage.group_commit_max as u64,
+                *group_commit_max as u64,
+            ),
+            (
+                "storage.heartbeat_ms",
+                old_storage.heartbeat_ms,
+                *heartbeat_ms,
+            ),
+            (
+                "storage.instance_lapse_ms",
+                old_storage.instance_lapse_ms,
+                *instance_lapse_ms,
+            ),
+            (
+                "delivery.workers",
+                old_delivery.workers as u64,
+                *workers as u64,
+            ),
+            (
+                "delivery.breaker_failures",
+                u64::from(old_delivery.breaker_failures),
+                u64::from(*breaker_failures),
+            ),
+            (
+                "delivery.breaker_open_ms",
+                old_delivery.breaker_open_ms,
+                *breaker_open_ms,
+            ),
+        ] {
+            restart(name, old.to_string(), new.to_string());
+        }
         refusals
     }
 }

@@ -435,7 +435,7 @@ fn claim(owner: &str, value: &str, until: Option<i64>) -> AliasOp {
         value: value.into(),
         owner_kind: "ptk".into(),
         owner_id: owner.into(),
-        claim: Some(until),
+        action: AliasAction::Claim { until_ms: until },
     }
 }
 
@@ -496,7 +496,7 @@ async fn an_alias_belongs_to_one_entity_until_it_lapses(h: &Harness) {
     );
     // Released by its owner only.
     let mut release = claim("a", "42", None);
-    release.claim = None;
+    release.action = AliasAction::Release;
     let by_a = UnitOfWork {
         aliases: vec![release.clone()],
         ..uow(None, vec![])

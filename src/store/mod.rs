@@ -124,9 +124,17 @@ pub struct AliasOp {
     /// The owner: the entity's kind (`vendor` column) and id (`vendor_call_id`).
     pub owner_kind: String,
     pub owner_id: String,
-    /// `None` releases the alias (if the owner holds it); `Some(until)` claims it, lapsing at
-    /// `until` when that is set.
-    pub claim: Option<Option<i64>>,
+    pub action: AliasAction,
+}
+
+/// What an [`AliasOp`] does to its alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasAction {
+    /// Release it, if the owner holds it.
+    Release,
+    /// Claim it (refused while another owner holds it and its claim has not lapsed), lapsing
+    /// at `until_ms` when that is set; claiming one's own alias again moves the lapse.
+    Claim { until_ms: Option<i64> },
 }
 
 /// One atomic change.

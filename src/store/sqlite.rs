@@ -1778,8 +1778,8 @@ fn apply_alias(
     alias: &AliasOp,
     now_ms: i64,
 ) -> Result<Option<CommitOutcome>> {
-    match alias.claim {
-        None => {
+    match alias.action {
+        AliasAction::Release => {
             c.prepare_cached(
                 "DELETE FROM aliases WHERE tenant = ?1 AND namespace = ?2 AND value = ?3 \
                  AND owner_kind = ?4 AND owner_id = ?5",
@@ -1793,7 +1793,7 @@ fn apply_alias(
             ])?;
             Ok(None)
         }
-        Some(until) => {
+        AliasAction::Claim { until_ms: until } => {
             let claimed = c
                 .prepare_cached(
                     "INSERT INTO aliases (tenant, namespace, value, owner_kind, owner_id, until_ms) \

@@ -26,6 +26,7 @@ mod ptk_state;
 mod receivers;
 mod schemas;
 mod service;
+mod simulate;
 mod tls;
 mod told;
 mod vcapi;

@@ -423,3 +423,88 @@ async fn openscape_state_written_by_the_previous_release_still_loads() {
     }
     gw.stop().await;
 }
+
+/// A state this release cannot read is never taken for an absent or ended call: the IVR gets
+/// the platform's internal error (-305), the command API a 500, the request is counted as
+/// `state_unreadable`, and the entity is left exactly as it was (state and version).
+#[tokio::test]
+async fn openscape_unreadable_state_is_an_internal_error_not_an_ended_call() {
+    let receiver = Receiver::start().await;
+    let (gw, _tmp) = start(&receiver).await;
+    let core = gw.handle.core.clone();
+    let call_id = "7614400000000009";
+    let channel = json!({
+        "initialized": true, "local_port": "6060", "admin_server": "6000@deerhurst",
+        "rpc_timeout_ms": 10000, "call_info": null, "queried": true, "call_id": call_id,
+    });
+    // A status no release wrote, and a callback without its schedules.
+    let broken_call = json!({"call_id": call_id, "status": "teleported", "channel": "6060"});
+    let broken_callback = json!({"callback_id": "1", "CallID": call_id, "queue": "CBQueue"});
+    for (kind, id, state) in [
+        ("openscape.channel", "6060", &channel),
+        ("openscape", call_id, &broken_call),
+        ("openscape.callback", "1", &broken_callback),
+    ] {
+        transition_one(core.as_ref(), EntityKey::new("acme", kind, id), |_| {
+            Change::Write(Write::state(state.clone()))
+        })
+        .await
+        .expect("seeded");
+    }
+    let before = |kind: &'static str, id: &'static str| {
+        let core = core.clone();
+        async move {
+            let e = core
+                .load(EntityKey::new("acme", kind, id))
+                .await
+                .expect("load")
+                .expect("stored");
+            (e.version, e.state)
+        }
+    };
+    let call_before = before("openscape", call_id).await;
+    let callback_before = before("openscape.callback", "1").await;
+    for (function, params) in [
+        ("SetContactData", json!([call_id, "Name", "x"])),
+        ("QueryCallStatus", json!([call_id, 0, ">E", ">P"])),
+        ("Disconnect", json!([call_id])),
+        ("DeleteCallback", json!(["1"])),
+    ] {
+        let a = rpc(&gw, "6060", function, params).await;
+        assert_eq!(a["ReturnCode"], json!(-305), "{function}: {a}");
+    }
+    let (status, body) = cmd(&gw, "GET", &format!("calls/{call_id}"), Value::Null).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], json!("internal_error"));
+    let (status, body) = cmd(
+        &gw,
+        "POST",
+        &format!("calls/{call_id}/assign"),
+        json!({"extension": "4711"}),
+    )
+    .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(before("openscape", call_id).await, call_before);
+    assert_eq!(before("openscape.callback", "1").await, callback_before);
+    let metrics = core.metrics.render();
+    for function in [
+        "SetContactData",
+        "QueryCallStatus",
+        "Disconnect",
+        "DeleteCallback",
+    ] {
+        let line = format!(
+            r#"ivrgate_requests_total{{adapter="openscape",method="{function}",outcome="state_unreadable"}} 1"#
+        );
+        assert!(metrics.contains(&line), "{line} in\n{metrics}");
+    }
+    // Nothing was sent about the call: no event claims it ended.
+    assert!(
+        receiver
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "no webhook"
+    );
+    gw.stop().await;
+}

@@ -347,6 +347,7 @@ impl Gateway {
             ivrgate::Options {
                 clock: shared,
                 adapters,
+                observer: None,
             },
             move |h| {
                 let _ = handle_tx.send(h);
