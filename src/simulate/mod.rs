@@ -14,7 +14,11 @@
 //! again against a stub receiver that answers as the developer's did and checks that the
 //! gateway sends the same webhooks and the platform gets the same replies ([`record`]).
 
+mod call;
+mod ctips;
+mod external;
 mod openscape;
+mod ptk;
 mod record;
 mod scenario;
 mod voicenter;
@@ -23,13 +27,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::observe::{Observed, Observer};
+pub use call::{Output, Reply, Sim};
 pub use scenario::{Encoding, Keys, Platform, Scenario, TransferOutcome};
 
 /// Exit status: the call completed, every decision answered by the receiver and every event
@@ -50,6 +54,8 @@ pub const USAGE: &str = "usage:
   ivrgate simulate --platform NAME --url URL --secret SECRET [--decision-url URL]
                    [--scenario FILE] [--keys 1,2] [--caller NUMBER] [--called NUMBER]
                    [--deadline-ms N] [--ca-file PEM] [--record FILE] [--verbose]
+  ivrgate simulate --gateway URL --tenant ID --platform NAME [--scenario FILE] [--keys 1,2]
+                   [--path-token T] [--command-token T] [--admin-token T] [--ca-file PEM]
   ivrgate simulate --replay FILE [--verbose]";
 
 pub const HELP: &str = "ivrgate simulate: play a whole call against your webhook, without a PBX
@@ -78,6 +84,16 @@ reason and the fallback that plays instead.
                       checks that the same webhooks are sent and the same replies given
   --verbose           the gateway's log lines on stderr
 
+  --gateway URL       play the call against a running gateway (`ivrgate serve`) instead,
+                      for its tenant --tenant ID: its webhooks go where that tenant's
+                      configuration says; the simulator prints the platform's side and the
+                      tenant's queue from the admin API (GET /admin/queues) at the end.
+                      Credentials in the URL (https://user:pass@...) are the platform's Basic
+                      auth; --path-token the tenant's path token; --command-token the command
+                      API's (OpenScape's assignment); --admin-token (or IVRGATE_ADMIN_TOKEN)
+                      the admin API's; --ca-file trusts the gateway's private CA. Tokens take
+                      env:NAME or file:PATH too. Not for ctips.
+
 Exit status: 0 the call completed, every decision answered by your endpoint and every event
 delivered; 1 the call ran but a fallback played, an event was not delivered, the flow did not
 end within max_decisions or a replay differs (each said in the summary); 2 the simulation
@@ -98,6 +114,11 @@ struct Args {
     ca_file: Option<PathBuf>,
     record: Option<PathBuf>,
     replay: Option<PathBuf>,
+    gateway: Option<String>,
+    tenant: Option<String>,
+    path_token: Option<String>,
+    command_token: Option<String>,
+    admin_token: Option<String>,
     verbose: bool,
 }
 
@@ -146,6 +167,11 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
             "--ca-file" => out.ca_file = Some(value()?.into()),
             "--record" => out.record = Some(value()?.into()),
             "--replay" => out.replay = Some(value()?.into()),
+            "--gateway" => out.gateway = Some(value()?),
+            "--tenant" => out.tenant = Some(value()?),
+            "--path-token" => out.path_token = Some(value()?),
+            "--command-token" => out.command_token = Some(value()?),
+            "--admin-token" => out.admin_token = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -194,16 +220,20 @@ pub fn main(args: &[String]) -> ExitCode {
     let code = match &args.replay {
         Some(path) => runtime.block_on(record::replay(path)),
         None => match settle(&args) {
-            Ok((scenario, target)) => {
-                let mut out = Output::stdout(args.record.as_deref());
-                match out {
-                    Ok(ref mut out) => runtime.block_on(simulate(scenario, target, out)),
-                    Err(why) => {
-                        eprintln!("ivrgate simulate: {why}");
-                        EXIT_USAGE
+            Ok((scenario, mode)) => match Output::stdout(args.record.as_deref()) {
+                Ok(mut out) => match mode {
+                    Mode::InProcess(target) => {
+                        runtime.block_on(simulate(scenario, target, &mut out))
                     }
+                    Mode::Running(running) => {
+                        runtime.block_on(external::simulate(scenario, running, &mut out))
+                    }
+                },
+                Err(why) => {
+                    eprintln!("ivrgate simulate: {why}");
+                    EXIT_USAGE
                 }
-            }
+            },
             Err(why) => {
                 eprintln!("ivrgate simulate: {why}");
                 EXIT_USAGE
@@ -215,8 +245,28 @@ pub fn main(args: &[String]) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// The scenario (file, then flags) and the target.
-fn settle(args: &Args) -> Result<(Scenario, Target), String> {
+/// Which gateway the call goes through.
+enum Mode {
+    /// One run in this process, sending to the developer's endpoint.
+    InProcess(Target),
+    /// A running service (`--gateway`).
+    Running(external::Running),
+}
+
+/// A secret given on the command line: inline, `env:NAME` or `file:PATH`.
+fn secret(name: &str, value: &Option<String>) -> Result<Option<String>, String> {
+    value
+        .as_ref()
+        .map(|v| {
+            crate::config::Secret::from(v.clone())
+                .resolve()
+                .map_err(|e| format!("{name}: {e}"))
+        })
+        .transpose()
+}
+
+/// The scenario (file, then flags) and the gateway.
+fn settle(args: &Args) -> Result<(Scenario, Mode), String> {
     let platform = args
         .platform
         .as_deref()
@@ -251,6 +301,26 @@ fn settle(args: &Args) -> Result<(Scenario, Target), String> {
         scenario.deadline_ms = args.deadline_ms;
     }
     scenario.check()?;
+    if let Some(gateway) = &args.gateway {
+        let tenant = args.tenant.clone().ok_or_else(|| {
+            format!("--gateway needs --tenant: which of its tenants the call is for\n{USAGE}")
+        })?;
+        if args.url.is_some() || args.secret.is_some() || args.decision_url.is_some() {
+            return Err("--gateway sends the webhooks where the running gateway's tenant says: --url, --decision-url and --secret do not apply".into());
+        }
+        return Ok((
+            scenario,
+            Mode::Running(external::Running {
+                url: gateway.clone(),
+                tenant,
+                path_token: secret("--path-token", &args.path_token)?,
+                command_token: secret("--command-token", &args.command_token)?,
+                admin_token: secret("--admin-token", &args.admin_token)?
+                    .or_else(|| std::env::var("IVRGATE_ADMIN_TOKEN").ok()),
+                ca_file: args.ca_file.clone(),
+            }),
+        ));
+    }
     let url = args
         .url
         .clone()
@@ -264,19 +334,25 @@ fn settle(args: &Args) -> Result<(Scenario, Target), String> {
     };
     Ok((
         scenario,
-        Target {
+        Mode::InProcess(Target {
             url,
             decision_url: args.decision_url.clone(),
             secret,
             ca_file: args.ca_file.clone(),
-        },
+        }),
     ))
 }
 
 /// The in-memory configuration: one tenant with the developer's endpoint and secret, an
 /// embedded store in `state_dir`, a short retry schedule so an event is delivered or dead
 /// within seconds.
-fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> toml::Table {
+fn config(
+    scenario: &Scenario,
+    target: &Target,
+    state_dir: &std::path::Path,
+    addr: SocketAddr,
+    ctips: Option<toml::Table>,
+) -> toml::Table {
     let mut tenant = toml::Table::new();
     tenant.insert("id".into(), TENANT.into());
     tenant.insert("webhook_url".into(), target.url.clone().into());
@@ -295,14 +371,29 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
     }
     match scenario.platform {
         Platform::Ptk => {
+            // One segment whose state the developer's endpoint decides (segment_state);
+            // configured so that, by default, a callback is offered.
+            let mut segment = toml::Table::new();
+            segment.insert("tenant".into(), scenario.ptk_tenant.clone().into());
+            segment.insert("name".into(), scenario.segment.clone().into());
+            segment.insert("decision".into(), true.into());
+            segment.insert("ewt_s".into(), 120.into());
+            segment.insert("offer_threshold_s".into(), 60.into());
             let mut ptk = toml::Table::new();
             ptk.insert(
                 "tenants".into(),
                 toml::Value::Array(vec![scenario.ptk_tenant.clone().into()]),
             );
+            ptk.insert(
+                "segments".into(),
+                toml::Value::Array(vec![toml::Value::Table(segment)]),
+            );
             tenant.insert("ptk".into(), ptk.into());
         }
         Platform::Openscape | Platform::Voicenter | Platform::Ctips => {}
+    }
+    if let Some(ctips) = ctips {
+        tenant.insert("ctips".into(), ctips.into());
     }
     let mut storage = toml::Table::new();
     storage.insert("min_free_bytes".into(), 0.into());
@@ -317,6 +408,18 @@ fn config(scenario: &Scenario, target: &Target, state_dir: &std::path::Path) -> 
     // second event (or a later decision) after five failures, and hide what happens.
     delivery.insert("breaker_failures".into(), 1_000.into());
     let mut root = toml::Table::new();
+    if scenario.platform == Platform::Ctips {
+        // The CTIPS session's callbacks come to this listener; the session lease is taken
+        // and the connector restarted quickly.
+        let mut server = toml::Table::new();
+        server.insert("advertise_url".into(), format!("http://{addr}").into());
+        root.insert("server".into(), server.into());
+        let mut connectors = toml::Table::new();
+        connectors.insert("lease_ms".into(), 1_500.into());
+        connectors.insert("backoff_min_ms".into(), 100.into());
+        connectors.insert("backoff_max_ms".into(), 1_000.into());
+        root.insert("connectors".into(), connectors.into());
+    }
     root.insert("listen".into(), "127.0.0.1:0".into());
     root.insert("state_dir".into(), state_dir.display().to_string().into());
     root.insert("storage".into(), storage.into());
@@ -370,7 +473,34 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
             return EXIT_FAILED;
         }
     };
-    let text = match toml::to_string(&config(&scenario, &target, &dir.0)) {
+    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+        Ok(l) => l,
+        Err(e) => {
+            out.fail(&format!("cannot listen on 127.0.0.1: {e}"));
+            return EXIT_FAILED;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            out.fail(&format!("cannot read the listener's address: {e}"));
+            return EXIT_FAILED;
+        }
+    };
+    // CTIPS is the one platform that is a server: its simulator runs before the gateway,
+    // whose connector opens a session on it.
+    let ctips_server = match scenario.platform {
+        Platform::Ctips => match ctips::start().await {
+            Ok(server) => Some(server),
+            Err(why) => {
+                out.fail(&why);
+                return EXIT_FAILED;
+            }
+        },
+        _ => None,
+    };
+    let ctips_settings = ctips_server.as_ref().map(ctips::settings);
+    let text = match toml::to_string(&config(&scenario, &target, &dir.0, addr, ctips_settings)) {
         Ok(t) => t,
         Err(e) => {
             out.fail(&format!("cannot write the configuration: {e}"));
@@ -386,20 +516,6 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
             // never the secret's value.
             out.fail(&format!("invalid settings:\n{e}"));
             return EXIT_USAGE;
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
-        Ok(l) => l,
-        Err(e) => {
-            out.fail(&format!("cannot listen on 127.0.0.1: {e}"));
-            return EXIT_FAILED;
-        }
-    };
-    let addr = match listener.local_addr() {
-        Ok(a) => a,
-        Err(e) => {
-            out.fail(&format!("cannot read the listener's address: {e}"));
-            return EXIT_FAILED;
         }
     };
     let (tx, rx) = mpsc::unbounded_channel();
@@ -436,15 +552,30 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
     let mut scenario = scenario;
     scenario.call_id.get_or_insert_with(|| hex_id(32));
     scenario.start_epoch.get_or_insert_with(now_epoch);
-    let mut sim = Sim::new(scenario, target, addr, handle, rx, out);
+    let gw = call::Gateway {
+        base: format!("http://{addr}"),
+        tenant: TENANT.into(),
+        path_token: None,
+        basic: None,
+        command_token: None,
+        admin_token: None,
+        handle: Some(handle),
+        target: Some(target),
+    };
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap_or_default();
+    let mut sim = Sim::new(scenario, gw, http, rx, out);
     sim.header();
     let played = match sim.scenario.platform {
         Platform::Voicenter => voicenter::play(&mut sim).await,
         Platform::Openscape => openscape::play(&mut sim).await,
-        other => Err(format!(
-            "simulating {} is not available yet (possible: voicenter, openscape)",
-            other.as_str()
-        )),
+        Platform::Ptk => ptk::play(&mut sim).await,
+        Platform::Ctips => match &ctips_server {
+            Some(server) => ctips::play(&mut sim, server).await,
+            None => Err("the CTIPS simulator is not running".into()),
+        },
     };
     if let Err(why) = &played {
         sim.finding(why.clone());
@@ -453,480 +584,11 @@ pub async fn simulate(scenario: Scenario, target: Target, out: &mut Output) -> u
     let code = sim.summary();
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(10), gateway).await;
+    if let Some(server) = ctips_server {
+        server.shutdown().await;
+    }
     drop(dir);
     code
-}
-
-/// Where the run is printed, and recorded when asked.
-pub struct Output {
-    print: Box<dyn FnMut(&str) + Send>,
-    record: Option<record::Recorder>,
-}
-
-impl Output {
-    /// Prints to stdout; records to `record` when given.
-    pub fn stdout(record: Option<&std::path::Path>) -> Result<Output, String> {
-        Ok(Output {
-            print: Box::new(|line| println!("{line}")),
-            record: record.map(record::Recorder::create).transpose()?,
-        })
-    }
-
-    fn line(&mut self, line: &str) {
-        (self.print)(line);
-    }
-
-    fn fail(&mut self, why: &str) {
-        eprintln!("ivrgate simulate: {why}");
-    }
-
-    fn record(&mut self, entry: Value) {
-        if let Some(recorder) = &mut self.record {
-            recorder.write(entry);
-        }
-    }
-}
-
-/// A platform's HTTP answer.
-pub struct Reply {
-    pub status: u16,
-    pub content_type: String,
-    pub body: bytes::Bytes,
-}
-
-impl Reply {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// One simulated call in progress: the gateway's address, the observations, the output.
-pub struct Sim<'o> {
-    pub scenario: Scenario,
-    target: Target,
-    addr: SocketAddr,
-    handle: crate::Handle,
-    observed: mpsc::UnboundedReceiver<Observed>,
-    out: &'o mut Output,
-    http: reqwest::Client,
-    started: Instant,
-    pub keys: Keys,
-    /// Decisions asked so far in this call.
-    pub decisions: u32,
-    fallbacks: u32,
-    delivered: Vec<String>,
-    dead: Vec<String>,
-    findings: Vec<String>,
-    /// Why a decision's try was not used, by decision id, until the decision is settled.
-    why: std::collections::HashMap<String, String>,
-}
-
-impl<'o> Sim<'o> {
-    fn new(
-        scenario: Scenario,
-        target: Target,
-        addr: SocketAddr,
-        handle: crate::Handle,
-        observed: mpsc::UnboundedReceiver<Observed>,
-        out: &'o mut Output,
-    ) -> Sim<'o> {
-        let keys = Keys::new(&scenario.keys);
-        Sim {
-            scenario,
-            target,
-            addr,
-            handle,
-            observed,
-            out,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap_or_default(),
-            started: Instant::now(),
-            keys,
-            decisions: 0,
-            fallbacks: 0,
-            delivered: Vec::new(),
-            dead: Vec::new(),
-            findings: Vec::new(),
-            why: Default::default(),
-        }
-    }
-
-    fn header(&mut self) {
-        let s = &self.scenario;
-        let line = format!(
-            "simulating a call on {} from {} to {}; webhooks to {} (decisions to {})",
-            s.platform.as_str(),
-            s.caller,
-            s.called,
-            crate::redact::url(&self.target.url),
-            crate::redact::url(
-                self.target
-                    .decision_url
-                    .as_deref()
-                    .unwrap_or(&self.target.url)
-            ),
-        );
-        self.out.line(&line);
-        let scenario = serde_json::to_value(&self.scenario).unwrap_or(Value::Null);
-        self.out.record(json!({
-            "record": record::MAGIC,
-            "version": record::VERSION,
-            "scenario": scenario,
-        }));
-    }
-
-    fn at_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
-    }
-
-    /// The platform does something: printed as a step.
-    pub fn step(&mut self, text: &str) {
-        let line = format!("  {}: {text}", self.scenario.platform.as_str());
-        self.out.line(&line);
-        let at = self.at_ms();
-        self.out
-            .record(json!({"at_ms": at, "kind": "step", "text": text}));
-    }
-
-    /// The caller does something.
-    pub fn caller(&mut self, text: &str) {
-        self.out.line(&format!("  caller: {text}"));
-        let at = self.at_ms();
-        self.out
-            .record(json!({"at_ms": at, "kind": "caller", "text": text}));
-    }
-
-    /// Something the developer should look at; it makes the exit status 1.
-    pub fn finding(&mut self, text: String) {
-        self.out.line(&format!("  ! {text}"));
-        self.findings.push(text);
-    }
-
-    /// The next key press, after the scenario's delay.
-    pub async fn press(&mut self) -> String {
-        if self.scenario.key_delay_ms > 0 {
-            tokio::time::sleep(Duration::from_millis(self.scenario.key_delay_ms)).await;
-        }
-        let (key, scripted) = self.keys.press();
-        let how = if scripted {
-            ""
-        } else {
-            " (no scripted key left: the first option)"
-        };
-        self.caller(&format!("presses {key}{how}"));
-        key
-    }
-
-    /// Whether the call may ask one more decision; says why not when it may not.
-    pub fn may_decide(&mut self) -> bool {
-        if let Some(after) = self.scenario.hangup_after {
-            if self.decisions >= after {
-                self.caller(&format!("hangs up after {after} decision(s), as scripted"));
-                return false;
-            }
-        }
-        if self.decisions >= self.scenario.max_decisions {
-            self.finding(format!(
-                "the call did not end within {} decisions (max_decisions): the caller hangs up; does your flow loop?",
-                self.scenario.max_decisions
-            ));
-            return false;
-        }
-        true
-    }
-
-    /// Sends one platform request to the gateway (`path` after the host, e.g.
-    /// `/voicenter/sim`), prints and records it with every webhook it caused.
-    pub async fn request(
-        &mut self,
-        label: &str,
-        method: http::Method,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Result<Reply, String> {
-        let url = format!("http://{}{}", self.addr, path);
-        self.out.line(&format!("  -> {label}"));
-        let at = self.at_ms();
-        self.out.record(json!({
-            "at_ms": at, "kind": "platform_request", "label": label, "method": method.as_str(),
-            "path": path, "content_type": content_type,
-            "body": String::from_utf8_lossy(&body),
-        }));
-        let mut request = self.http.request(method, &url);
-        if !content_type.is_empty() {
-            request = request.header("content-type", content_type);
-        }
-        let sent = request.body(body).send().await;
-        let reply = match sent {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                let content_type = response
-                    .headers()
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| format!("reading the gateway's reply to {label}: {e}"))?;
-                Reply {
-                    status,
-                    content_type,
-                    body,
-                }
-            }
-            Err(e) => return Err(format!("the gateway did not answer {label}: {e}")),
-        };
-        // The observations of this request are all in: the core sends them before the
-        // adapter answers.
-        self.drain();
-        let at = self.at_ms();
-        self.out.record(json!({
-            "at_ms": at, "kind": "platform_reply", "status": reply.status,
-            "content_type": reply.content_type, "body": reply.text(),
-        }));
-        // An XML-RPC answer reads better as the struct it carries.
-        let shown = match ivrgate_wire::xmlrpc::parse_response(
-            &reply.text(),
-            &ivrgate_wire::Limits::default(),
-        ) {
-            Ok(Ok(params)) if reply.content_type.contains("xml") => format!(
-                "(XML-RPC) {}",
-                params.first().map(|v| v.to_json()).unwrap_or(Value::Null)
-            ),
-            _ => reply.text(),
-        };
-        self.out.line(&format!(
-            "  <- {} answered {}: {}",
-            self.scenario.platform.as_str(),
-            reply.status,
-            clip(&shown, 400)
-        ));
-        Ok(reply)
-    }
-
-    /// Prints and records what the core reported so far.
-    fn drain(&mut self) {
-        while let Ok(what) = self.observed.try_recv() {
-            self.show(what);
-        }
-    }
-
-    fn show(&mut self, what: Observed) {
-        let at = self.at_ms();
-        match what {
-            Observed::Sent(sent) => {
-                let decision = sent.webhook_type.starts_with("decision.");
-                if decision {
-                    self.decisions += u32::from(sent.attempt == 1);
-                }
-                let headers: serde_json::Map<String, Value> = sent
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
-                self.out.line(&format!(
-                    "     {} {} {} {} (attempt {} of {})",
-                    if decision { "webhook" } else { "event" },
-                    sent.webhook_type,
-                    sent.id,
-                    sent.url,
-                    sent.attempt,
-                    sent.of
-                ));
-                self.out.record(json!({
-                    "at_ms": at, "kind": "webhook", "id": sent.id, "type": sent.webhook_type,
-                    "url": sent.url, "attempt": sent.attempt, "of": sent.of,
-                    "headers": headers, "body": String::from_utf8_lossy(&sent.body),
-                }));
-            }
-            Observed::Answered(answered) => {
-                let status = answered
-                    .status
-                    .map_or("no answer".to_owned(), |s| s.to_string());
-                let body = answered
-                    .body
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned());
-                // Deliveries run concurrently: each answer names its event.
-                let mut line = if answered.webhook_type.starts_with("decision.") {
-                    format!("       {status} in {} ms", answered.elapsed_ms)
-                } else {
-                    format!(
-                        "       {} {}: {status} in {} ms",
-                        answered.webhook_type, answered.id, answered.elapsed_ms
-                    )
-                };
-                if let Some(b) = &body {
-                    line.push_str(&format!(": {}", clip(b, 400)));
-                }
-                match answered.outcome.as_str() {
-                    "answer" => {}
-                    "delivered" => line.push_str(" (delivered)"),
-                    "retry" => line.push_str(&format!(
-                        " (not delivered: {}; retried in {} s)",
-                        answered.error.as_deref().unwrap_or("-"),
-                        answered.retry_in_ms.unwrap_or(0) / 1000
-                    )),
-                    "dead" | "gone" => line.push_str(&format!(
-                        " (not delivered: {}; no attempt left)",
-                        answered.error.as_deref().unwrap_or("-")
-                    )),
-                    reason => line.push_str(&format!(
-                        " (not usable, {reason}: {})",
-                        answered.error.as_deref().unwrap_or("-")
-                    )),
-                }
-                self.out.line(&line);
-                if let (Some(error), true) = (
-                    &answered.error,
-                    answered.webhook_type.starts_with("decision."),
-                ) {
-                    self.why.insert(answered.id.clone(), error.clone());
-                }
-                match answered.outcome.as_str() {
-                    "delivered" => self
-                        .delivered
-                        .push(format!("{} {}", answered.webhook_type, answered.id)),
-                    "dead" | "gone" => {
-                        let text = format!(
-                            "event {} {} was not delivered: {}",
-                            answered.webhook_type,
-                            answered.id,
-                            answered.error.as_deref().unwrap_or("-")
-                        );
-                        self.dead.push(text.clone());
-                        self.finding(text);
-                    }
-                    _ => {}
-                }
-                self.out.record(json!({
-                    "at_ms": at, "kind": "webhook_answer", "id": answered.id,
-                    "type": answered.webhook_type, "attempt": answered.attempt,
-                    "status": answered.status, "body": body, "error": answered.error,
-                    "outcome": answered.outcome, "retry_in_ms": answered.retry_in_ms,
-                }));
-            }
-            Observed::Decided(decided) => {
-                let answer = decided.answer.to_string();
-                if decided.source == "fallback" {
-                    self.fallbacks += 1;
-                    let reason = decided.fallback_reason.clone().unwrap_or_default();
-                    // The exact words of the try that failed last (the decision URL's, or
-                    // the fallback URL's); a rate limit or shutdown has no try.
-                    let why = self
-                        .why
-                        .remove(&decided.decision_id)
-                        .unwrap_or_else(|| reason.replace('_', " "));
-                    self.finding(format!(
-                        "decision.{} {}: your answer was not used ({reason}: {why}); the fallback plays instead: {}",
-                        decided.kind,
-                        decided.decision_id,
-                        clip(&answer, 300)
-                    ));
-                } else if decided.source == "fallback_url" {
-                    self.out.line(&format!(
-                        "       answered by the fallback URL: {}",
-                        clip(&answer, 300)
-                    ));
-                }
-                self.out.record(json!({
-                    "at_ms": at, "kind": "decided", "decision_id": decided.decision_id,
-                    "decision": decided.kind, "source": decided.source,
-                    "fallback_reason": decided.fallback_reason, "answer": decided.answer,
-                }));
-            }
-        }
-    }
-
-    /// Waits until every event of the call is delivered or dead, printing each attempt.
-    async fn wait_events(&mut self) {
-        let store = self.handle.core.store.clone();
-        let cfg = self.handle.core.runtime.load().config.raw.delivery.clone();
-        let attempts = cfg.retry_schedule_s.len() as u64 + 1;
-        let worst = Duration::from_millis(
-            attempts * cfg.timeout_ms + cfg.retry_schedule_s.iter().sum::<u64>() * 1000 + 5_000,
-        );
-        let until = Instant::now() + worst;
-        loop {
-            self.drain();
-            let pending = match store.outbox_depth().await {
-                Ok(depth) => depth
-                    .iter()
-                    .filter(|d| d.tenant == TENANT)
-                    .map(|d| d.pending)
-                    .sum::<u64>(),
-                Err(e) => {
-                    self.finding(format!("cannot read the outbox: {e}"));
-                    return;
-                }
-            };
-            if pending == 0 {
-                self.drain();
-                return;
-            }
-            if Instant::now() >= until {
-                self.finding(format!(
-                    "{pending} event(s) still waiting for delivery after {} s",
-                    worst.as_secs()
-                ));
-                return;
-            }
-            if let Ok(Some(what)) =
-                tokio::time::timeout(Duration::from_millis(200), self.observed.recv()).await
-            {
-                self.show(what);
-            }
-        }
-    }
-
-    /// The closing lines; the exit status.
-    fn summary(&mut self) -> u8 {
-        let answered = self.decisions.saturating_sub(self.fallbacks);
-        let line = format!(
-            "summary: {} decision(s), {answered} answered by your endpoint, {} fallback(s); {} event(s) delivered, {} not delivered",
-            self.decisions,
-            self.fallbacks,
-            self.delivered.len(),
-            self.dead.len()
-        );
-        self.out.line(&line);
-        let at = self.at_ms();
-        self.out.record(json!({
-            "at_ms": at, "kind": "summary", "decisions": self.decisions,
-            "fallbacks": self.fallbacks, "delivered": self.delivered, "not_delivered": self.dead,
-            "findings": self.findings,
-        }));
-        if self.findings.is_empty() {
-            self.out.line("result: the call completed");
-            EXIT_OK
-        } else {
-            self.out
-                .line(&format!("result: {} finding(s):", self.findings.len()));
-            for f in self.findings.clone() {
-                self.out.line(&format!("  - {f}"));
-            }
-            EXIT_FINDINGS
-        }
-    }
-}
-
-/// At most `max` characters of `text` on one line.
-fn clip(text: &str, max: usize) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .collect();
-    if one_line.chars().count() <= max {
-        return one_line;
-    }
-    let mut cut: String = one_line.chars().take(max).collect();
-    cut.push_str("...");
-    cut
 }
 
 /// Now, in Unix seconds.

@@ -57,6 +57,7 @@ pub async fn play(sim: &mut Sim<'_>) -> Result<(), String> {
     let r = call(sim, "QueryCallInfo", params).await?;
     expect_ok(&r, "QueryCallInfo")?;
     let call_id = text(&r, "CallID");
+    sim.volatile(&call_id);
     sim.step(&format!(
         "the call is {call_id} in OpenScape Contact Center"
     ));
@@ -183,7 +184,7 @@ async fn queued(
         .await;
     }
     // The contact centre (the customer's system, through the command API) assigns it.
-    let path = format!("/api/{}/openscape/calls/{call_id}/assign", super::TENANT);
+    let path = sim.api_path("openscape", &format!("calls/{call_id}/assign"));
     let body = serde_json::json!({ "extension": EXTENSION }).to_string();
     let reply = sim
         .request(
@@ -272,7 +273,7 @@ async fn call(
     function: &str,
     params: Vec<X>,
 ) -> Result<Map<String, Value>, String> {
-    let path = format!("/openscape/{}/{}", super::TENANT, sim.scenario.channel);
+    let path = sim.path("openscape", &format!("/{}", sim.scenario.channel));
     let body = xmlrpc::write_call(&xmlrpc::MethodCall {
         method: function.to_owned(),
         params,

@@ -236,16 +236,34 @@ async fn stub(answers: Answers, deadline_ms: u64) -> Result<Stub, String> {
 
 /// What a recording says happened, with what changes from run to run masked: ids, times,
 /// signatures, the endpoint.
-fn comparable(entries: &[Value]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
+fn comparable(entries: &[Value]) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut decisions = Vec::new();
     let mut events = Vec::new();
     let mut platform = Vec::new();
+    // The values ivrgate made up for the run, each written as its position: the n-th value
+    // of the recording stands for the n-th value of the replay.
+    let mut volatiles: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e["kind"] == "volatile")
+        .filter_map(|e| e["value"].as_str())
+        .enumerate()
+        .map(|(i, v)| (v.to_owned(), format!("<made-up #{}>", i + 1)))
+        .collect();
+    // Longest first, so a value inside another is not replaced in it.
+    volatiles.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+    let masked = |value: Value| {
+        let mut text = value.to_string();
+        for (v, name) in &volatiles {
+            text = text.replace(v.as_str(), name);
+        }
+        text
+    };
     for e in entries {
         match e["kind"].as_str().unwrap_or("") {
             "webhook" => {
                 let kind = e["type"].as_str().unwrap_or("").to_owned();
                 let body = serde_json::from_str::<Value>(e["body"].as_str().unwrap_or(""))
-                    .map(|b| mask(b, kind.starts_with("decision.")))
+                    .map(mask)
                     .unwrap_or(Value::Null);
                 let mut headers: Vec<String> = e["headers"]
                     .as_object()
@@ -257,34 +275,40 @@ fn comparable(entries: &[Value]) -> (Vec<Value>, Vec<Value>, Vec<Value>) {
                     "headers": headers, "body": body,
                 });
                 if kind.starts_with("decision.") {
-                    decisions.push(entry);
+                    decisions.push(masked(entry));
                 } else {
-                    events.push(entry);
+                    events.push(masked(entry));
                 }
             }
-            "platform_request" => platform.push(json!({
+            "platform_request" => platform.push(masked(json!({
                 "request": e["label"], "path": e["path"], "content_type": e["content_type"],
                 "body": e["body"],
-            })),
-            "platform_reply" => platform.push(json!({
+            }))),
+            "platform_reply" => platform.push(masked(json!({
                 "reply": e["status"], "content_type": e["content_type"], "body": e["body"],
-            })),
+            }))),
             _ => {}
         }
     }
-    events.sort_by_key(|e| e.to_string());
+    events.sort();
     (decisions, events, platform)
 }
 
 const VOLATILE: &str = "<varies>";
 
-/// A payload with its per-run values replaced.
-fn mask(mut body: Value, decision: bool) -> Value {
-    if decision {
-        body["timestamp"] = json!(VOLATILE);
-    }
+/// A payload with its per-run values replaced: ids and the times of the run (a decision's
+/// or a PTK or OpenScape event's `timestamp` is when ivrgate received it).
+fn mask(mut body: Value) -> Value {
+    body["timestamp"] = json!(VOLATILE);
     if let Some(data) = body.get_mut("data").and_then(Value::as_object_mut) {
-        for key in ["decision_id", "event_id", "call_id", "received_at"] {
+        for key in [
+            "decision_id",
+            "event_id",
+            "call_id",
+            "received_at",
+            "due_at",
+            "retry_at",
+        ] {
             if data.contains_key(key) {
                 data.insert(key.into(), json!(VOLATILE));
             }
@@ -312,6 +336,13 @@ pub async fn replay(path: &Path) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if scenario.platform == super::Platform::Ctips {
+        eprintln!(
+            "ivrgate simulate: {} records a CTIPS call; --replay covers voicenter, openscape and ptk (a CTIPS session's ids, epochs and event times are the server's own, so two runs never send the same webhooks)",
+            path.display()
+        );
+        return EXIT_USAGE;
+    }
     let deadline = scenario.deadline_ms.unwrap_or(3_000);
     let stub = match stub(Answers::from(&recorded), deadline).await {
         Ok(s) => s,
@@ -378,7 +409,7 @@ pub fn compare(recorded: &[Value], now: &[Value], bad_signatures: &[String]) -> 
     for id in bad_signatures {
         out.push(format!("webhook {id}: the signature does not verify"));
     }
-    let mut list = |what: &str, a: &[Value], b: &[Value]| {
+    let mut list = |what: &str, a: &[String], b: &[String]| {
         if a.len() != b.len() {
             out.push(format!("{what}: {} recorded, {} now", a.len(), b.len()));
         }
@@ -387,8 +418,8 @@ pub fn compare(recorded: &[Value], now: &[Value], bad_signatures: &[String]) -> 
                 out.push(format!(
                     "{what} #{}: recorded {} / now {}",
                     i + 1,
-                    super::clip(&x.to_string(), 600),
-                    super::clip(&y.to_string(), 600)
+                    super::call::clip(x, 600),
+                    super::call::clip(y, 600)
                 ));
             }
         }

@@ -119,7 +119,7 @@ pub struct Scenario {
     /// OpenScape: the IVR channel (line) the call arrives on.
     #[serde(default = "default_channel")]
     pub channel: String,
-    /// OpenScape and CTIPS: the queue (OpenScape) or service (CTIPS) the call is for.
+    /// CTIPS: the service the call arrives on (default 3, routed externally).
     #[serde(default)]
     pub queue: Option<String>,
     /// PTK: the Mindful tenant name the IVR sends.

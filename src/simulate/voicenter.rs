@@ -455,7 +455,7 @@ async fn send(
     sub_path: &str,
     fields: Map<String, Value>,
 ) -> Result<Reply, String> {
-    let path = format!("/voicenter/{}{sub_path}", super::TENANT);
+    let path = sim.path("voicenter", sub_path);
     let (content_type, body) = match sim.scenario.encoding {
         Encoding::Json => {
             let body = if method.is_empty() {

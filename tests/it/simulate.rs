@@ -555,3 +555,333 @@ fn an_openscape_routing_answer_out_of_range_plays_no_routing_with_its_reason() {
         ],
     );
 }
+
+#[test]
+fn a_ptk_call_takes_the_callback_offer_and_the_dialer_calls_back_when_due() {
+    let mut receiver = PyReceiver::start("menu-dial", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--scenario",
+        example("ptk-callback.toml").to_str().expect("path"),
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+    ]);
+    assert!(status.success(), "exit {status:?}\n{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "simulating a call on ptk from 5551234 to 8005550100",
+            "-> GetSegmentState (SOAP 1.1)",
+            "webhook decision.segment_state dec_",
+            "ptk: the segment is in Normal mode, estimated wait 300 s; callback offered",
+            "-> CreateInteraction (SOAP 1.1)",
+            "ptk: the interaction is V",
+            "caller: presses 1",
+            "-> InteractionRequestContact (SOAP 1.1)",
+            "event callback.due msg_",
+            "ptk: the callback is due: the platform's dialer calls 5551234",
+            "-> InteractionOutboundConnected",
+            "-> InteractionQueued",
+            "-> InteractionDequeued",
+            "InteractionDequeued: 107000, request completed",
+            "result: the call completed",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+    let state = got
+        .iter()
+        .find(|r| r["type"] == "decision.segment_state")
+        .expect("segment state asked");
+    assert_eq!(state["data"]["ptk_tenant"], "Portree");
+    assert_eq!(state["data"]["segment"], "VHT_Test");
+    let mut events: Vec<String> = types(&got)
+        .into_iter()
+        .filter(|t| !t.starts_with("decision."))
+        .collect();
+    events.sort();
+    assert_eq!(
+        events,
+        [
+            "callback.due",
+            "ptk.interaction.callback_requested",
+            "ptk.interaction.created",
+            "ptk.interaction.dequeued",
+            "ptk.interaction.outbound_connected",
+            "ptk.interaction.queued"
+        ]
+    );
+    // One interaction throughout, numbered in order.
+    let mut seqs: Vec<u64> = got
+        .iter()
+        .filter(|r| !r["type"].as_str().unwrap_or("").starts_with("decision."))
+        .map(|r| r["data"]["seq"].as_u64().expect("seq"))
+        .collect();
+    seqs.sort();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn a_segment_answer_ptk_cannot_use_is_named_and_the_caller_holds_for_an_agent() {
+    let mut receiver = PyReceiver::start("bad", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--platform",
+        "ptk",
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+        "--keys",
+        "2",
+        "--scenario",
+        example("ptk-callback.toml").to_str().expect("path"),
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    // The answer is refused with its reason and the configured state plays: Normal, with
+    // the 120 s estimate and a callback offered, which the caller declines.
+    in_order(
+        &out,
+        &[
+            "your answer was not used (invalid_answer: invalid answer: segment_state takes default or a native object, not enqueue); the fallback plays instead: {\"action\":\"default\"}",
+            "ptk: the segment is in Normal mode, estimated wait 120 s; callback offered",
+            "caller: presses 2",
+            "-> InteractionQueued",
+            "ptk: an agent answers",
+            "InteractionDequeued: 107000",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    let dequeued = got
+        .iter()
+        .find(|r| r["type"] == "ptk.interaction.dequeued")
+        .expect("dequeued");
+    assert_eq!(dequeued["data"]["reason"], "AgentAnswered");
+}
+
+#[test]
+fn a_ctips_session_comes_online_and_a_route_request_is_answered_with_route_select() {
+    let mut receiver = PyReceiver::start("menu-dial", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--scenario",
+        example("ctips-route.toml").to_str().expect("path"),
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+    ]);
+    assert!(status.success(), "exit {status:?}\n{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "simulating a call on ctips from 0501234567 to 1800",
+            "~ ivrgate -> CTIPS OpenConnection (200)",
+            "~ ivrgate -> CTIPS OnLine (200)",
+            "~ CTIPS -> ivrgate StartSession (acknowledged)",
+            "ctips: the session is online",
+            "arrives on service 3; CTIPS publishes a RouteRequest (RouteTimeout 10 s)",
+            "webhook decision.route_request dec_",
+            "~ ivrgate -> CTIPS RouteSelect (200)",
+            "PublishCTIEvent CTIRouteUsed",
+            "ctips: CTIPS routes the call as selected: RouteToService 4",
+            "PublishCTIEvent CTICallEnd",
+            "result: the call completed",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+    let decision = got
+        .iter()
+        .find(|r| r["type"] == "decision.route_request")
+        .expect("route decision");
+    assert_eq!(decision["data"]["from"], "0501234567");
+    let deadline = decision["data"]["deadline_ms"].as_u64().expect("deadline");
+    assert!(
+        deadline <= 8_500,
+        "RouteTimeout 10 s less the margin: {deadline}"
+    );
+    let t = types(&got);
+    for expected in [
+        "ctips.session.online",
+        "ctips.route.requested",
+        "ctips.route.used",
+        "ctips.call.ended",
+    ] {
+        assert!(t.iter().any(|x| x == expected), "{expected} in {t:?}");
+    }
+    let used = got
+        .iter()
+        .find(|r| r["type"] == "ctips.route.used")
+        .expect("route used");
+    assert_eq!(used["data"]["decision_id"], decision["data"]["decision_id"]);
+}
+
+#[test]
+fn a_route_ctips_cannot_carry_out_is_named_with_ctips_reason() {
+    let receiver = PyReceiver::start("bad", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&["--platform", "ctips", "--url", &url, "--secret", SECRET]);
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "{\"action\": \"enqueue\", \"queue\": \"99\"}",
+            "~ ivrgate -> CTIPS RouteSelect (200)",
+            "PublishCTIEvent CTIRouteRequestFailed",
+            "! CTIPS could not carry out the route for call",
+            "(CTIRouteRequestFailed): DestinationInvalidServiceIdentifier: no service 99",
+            "result: 1 finding(s)",
+        ],
+    );
+}
+
+/// Recordings committed as fixtures (tests/fixtures/simulate/, made with --record against
+/// tests/py/sim_receiver.py): replaying each must give the same exchange. They fail when a
+/// change alters what a receiver gets or what a platform is told for the same answers;
+/// re-record them (docs/simulate.md) when such a change is intended.
+#[test]
+fn committed_recordings_replay_to_the_same_exchange() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/simulate");
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    for path in names {
+        let (status, out, err) = simulate(&["--replay", path.to_str().expect("path")]);
+        assert!(
+            status.success() && out.contains("replay: the same exchange as recorded"),
+            "{}: {status:?}\n{out}\n{err}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_ctips_recording_is_refused_for_replay_with_the_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ctips.jsonl");
+    std::fs::write(
+        &path,
+        "{\"record\":\"ivrgate-simulate\",\"version\":1,\"scenario\":{\"platform\":\"ctips\"}}\n",
+    )
+    .expect("write");
+    let (status, _, err) = simulate(&["--replay", path.to_str().expect("path")]);
+    assert_eq!(status.code(), Some(64));
+    assert!(
+        err.contains("--replay covers voicenter, openscape and ptk"),
+        "{err}"
+    );
+}
+
+/// The issue's "Done when": the service runs (`ivrgate serve`, the built binary), a simulated
+/// call is pointed at it and reaches a receiver over TLS with a private CA, and what happened
+/// is read from the admin API (and, when the receiver is gone, from the service's log).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_service_takes_a_simulated_call_to_a_tls_receiver_and_its_admin_api_tells() {
+    use crate::process::{free_port, Daemon};
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = Ca::new("receiver private CA");
+    let (cert, key) = ca.issue("127.0.0.1", false);
+    let (ca_path, cert_path, key_path) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+    );
+    std::fs::write(&ca_path, ca.pem()).expect("ca");
+    std::fs::write(&cert_path, cert).expect("cert");
+    std::fs::write(&key_path, key).expect("key");
+    let mut receiver = PyReceiver::start("menu-dial", Some((&cert_path, &key_path)));
+    let port = free_port();
+    let toml = format!(
+        r#"listen = "127.0.0.1:{port}"
+state_dir = "{state}"
+
+[logging]
+level = "info"
+
+[storage]
+min_free_bytes = 0
+
+[delivery]
+retry_schedule_s = [1, 1]
+jitter_percent = 0
+
+[[tenants]]
+id = "acme"
+webhook_url = "{url}"
+webhook_secret = "{SECRET}"
+ca_file = "{ca}"
+"#,
+        state = dir.path().join("state").display(),
+        url = receiver.url("https"),
+        ca = ca_path.display()
+    );
+    let mut daemon = Daemon::spawn_with("svc", dir.path(), port, &toml, None);
+    daemon.ready().await;
+    let gateway = format!("http://127.0.0.1:{port}");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            simulate(&args)
+        })
+    };
+    let args = |keys: &str| -> Vec<String> {
+        [
+            "--gateway",
+            &gateway,
+            "--tenant",
+            "acme",
+            "--platform",
+            "voicenter",
+            "--keys",
+            keys,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let (status, out, err) = run(args("1")).await.expect("join");
+    assert!(status.success(), "{out}\n{err}\n{}", daemon.log_text());
+    in_order(
+        &out,
+        &[
+            &format!("through the running gateway at http://127.0.0.1:{port} (tenant acme)"),
+            "voicenter: dials 2001",
+            "err 0: the CDR is stored",
+            &format!(
+                "admin API, tenant acme: endpoint {}, pending 0, dead 0",
+                receiver.url("https")
+            ),
+            "result: the call completed",
+        ],
+    );
+    let got = receiver.requests().to_vec();
+    assert_eq!(got.len(), 4, "{got:#?}");
+    assert!(got.iter().all(|r| r["verified"] == true), "{got:#?}");
+
+    // The receiver goes away: the call falls back, its events go dead within the schedule,
+    // and the admin API and the log say why.
+    drop(receiver);
+    let (status, out, _) = run(args("1")).await.expect("join");
+    assert_eq!(status.code(), Some(1), "{out}");
+    in_order(
+        &out,
+        &[
+            "<- voicenter answered 200: {\"STATUS\":1}",
+            "admin API, tenant acme: endpoint",
+            "dead 2",
+            "2 event(s) of tenant acme went dead during the call (last error: connection refused",
+        ],
+    );
+    let log = daemon.log_text();
+    assert!(
+        log.contains("decision answered with the fallback") && log.contains("connect_error"),
+        "{log}"
+    );
+}

@@ -15,7 +15,10 @@ verify gets 401. FLOW says how decisions are answered:
               anything else hangs up.
   bad         what the platform cannot carry out: Voicenter's ivr_action after the first
               menu, a dial to two targets at once (its CALL dials one); OpenScape's
-              routing_info, an enqueue with priority 500 (1 to 100).
+              routing_info, an enqueue with priority 500 (1 to 100); PTK's segment_state,
+              an enqueue (it takes default or a native state).
+              segment_state (menu-dial): Normal, EWT 300 s, a callback offered.
+              route_request (CTIPS): to service 4; bad: to service 99, which CTIPS has not.
 """
 import json
 import ssl
@@ -57,6 +60,14 @@ def answer(payload):
         if choice == "2":
             return {"action": "dial", "targets": ["2001"]}
         return {"action": "hangup"}
+    if kind == "route_request":
+        if FLOW == "bad":
+            return {"action": "enqueue", "queue": "99"}
+        return {"action": "enqueue", "queue": "4", "attach": {"crm_id": "C-3"}}
+    if kind == "segment_state":
+        if FLOW == "bad":
+            return {"action": "enqueue", "queue": "Sales"}
+        return {"native": {"OperationMode": "Normal", "EWT": 300, "OfferTreatment": 1}}
     return {"action": "default"}
 
 

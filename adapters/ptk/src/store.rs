@@ -42,7 +42,8 @@ pub fn slot_key(tenant: &str, ptk: &str, segment: &str, slot: u64) -> EntityKey 
     EntityKey::new(tenant, SLOT, format!("{ptk}/{segment}/{slot}"))
 }
 
-fn slot_of(tenant: &str, i: &Interaction) -> Option<EntityKey> {
+/// The slot entity an interaction's appointment holds.
+pub fn slot_of(tenant: &str, i: &Interaction) -> Option<EntityKey> {
     Some(slot_key(tenant, &i.tenant, i.segment.as_deref()?, i.slot?))
 }
 
@@ -64,11 +65,16 @@ enum Out {
     Done(Reply),
 }
 
+/// The slots a transition is expected to leave and take, when the method knows them (it read
+/// the interaction, or books a time): then an appointment is one round trip too.
+pub type Slots = (Option<EntityKey>, Option<EntityKey>);
+
 /// Runs `step` on interaction `id` in one transition with its PTK tenant's licence counter and
 /// the slots it leaves and takes. `step` sees what is stored; it must be pure.
 ///
-/// One round trip for an interaction without an appointment; one holding an appointment, or
-/// booking one, is read first without its slots, which are then read with it.
+/// One round trip for an interaction without an appointment, or when `slots` are right; when
+/// they are not, the run reads the interaction, finds them, and runs again with them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<F>(
     gw: &dyn Gateway,
     tenant: &str,
@@ -76,13 +82,14 @@ pub async fn run<F>(
     ptk_tenant: &str,
     id: &str,
     now: SystemTime,
+    slots: Slots,
     mut step: F,
 ) -> Ran
 where
     F: FnMut(&Stored) -> Result<Step, Reply> + Send,
 {
     let ikey = key(tenant, id);
-    let (mut old_slot, mut new_slot) = (None, None);
+    let (mut old_slot, mut new_slot) = slots;
     for _ in 0..5 {
         let mut keys = vec![ikey.clone(), EntityKey::new(tenant, LICENCE, ptk_tenant)];
         keys.extend(old_slot.clone());

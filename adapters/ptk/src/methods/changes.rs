@@ -74,8 +74,13 @@ pub(super) async fn modify(cx: &Cx<'_>) -> Answered {
                 .await?
                 .ok_or_else(|| Reply::error(NOT_FOUND, "no such interaction"))?;
             let seg = appointment(cx, &current, at).await?;
+            let slots = booking(cx, &current, seg, Some(at));
             drop(current);
-            on_live(cx, &ptk, &id, None, |i| model::rebook(&ctx, i, seg, at)).await
+            let ran = on_slots(cx, &ptk, &id, slots, |stored| {
+                model::rebook(&ctx, model::live(stored, &ptk, None)?, seg, at)
+            })
+            .await;
+            Ok(finish(ran))
         }
         "Result" => {
             let (result, kind) = cx
@@ -244,13 +249,24 @@ pub(super) async fn update_interaction_data(cx: &Cx<'_>) -> Answered {
         };
         updates.push(update);
     }
+    let booked = updates.iter().rev().find_map(|u| match u {
+        Update::Appointment(at, seg) => Some((*at, *seg)),
+        _ => None,
+    });
+    let slots = match booked {
+        Some((at, seg)) => booking(cx, &current, seg, Some(at)),
+        None => {
+            let held = store::slot_of(cx.tenant, &current);
+            (held.clone(), held)
+        }
+    };
     drop(current);
     // One transition for every value. A claim another interaction holds (a contact pending
     // in the queue, an external tracking id) refuses the whole of it: that value is marked
     // refused and the rest run again.
     let ctx = cx.ctx();
     loop {
-        let ran = on_interaction(cx, &ptk, &id, |stored| {
+        let ran = on_slots(cx, &ptk, &id, slots.clone(), |stored| {
             let i = model::live(stored, &ptk, None)?;
             model::update_interaction_data(&ctx, i, &updates)
         })

@@ -40,7 +40,11 @@ pub(super) async fn add_interaction(cx: &Cx<'_>) -> Answered {
         "ptk callback accepted by the segment"
     );
     let ctx = cx.ctx();
-    let ran = create(cx, &args.ptk, |id| {
+    let slot = args.at.map(|at| {
+        let start = crate::settings::slot_start(seg, at);
+        store::slot_key(cx.tenant, &args.ptk, &seg.name, start)
+    });
+    let ran = create(cx, &args.ptk, slot, |id| {
         let data = user_data(cx)?.unwrap_or_default();
         Ok(model::add(&ctx, id, &args, seg, data))
     })
@@ -110,7 +114,7 @@ pub(super) async fn create_interaction(cx: &Cx<'_>) -> Answered {
         ));
     }
     let ctx = cx.ctx();
-    let ran = create(cx, &ptk, |id| {
+    let ran = create(cx, &ptk, None, |id| {
         let data = user_data(cx)?.unwrap_or_default();
         Ok(model::create(
             &ctx,

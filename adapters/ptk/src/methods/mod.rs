@@ -15,7 +15,7 @@ mod timers;
 
 use std::time::SystemTime;
 
-use ivrgate_adapter::{Answer, CallRef, DecisionRequest};
+use ivrgate_adapter::{Answer, CallRef, DecisionRequest, EntityKey};
 use serde_json::{json, Map, Value};
 
 pub(crate) use timers::on_timer;
@@ -470,7 +470,29 @@ async fn on_interaction<F>(cx: &Cx<'_>, ptk: &str, id: &str, step: F) -> Ran
 where
     F: FnMut(&Stored) -> Result<Step, Reply> + Send,
 {
-    store::run(cx.gw, cx.tenant, cx.settings, ptk, id, cx.now, step).await
+    on_slots(cx, ptk, id, (None, None), step).await
+}
+
+/// [`on_interaction`] for a method that knows the slots it leaves and takes.
+async fn on_slots<F>(cx: &Cx<'_>, ptk: &str, id: &str, slots: store::Slots, step: F) -> Ran
+where
+    F: FnMut(&Stored) -> Result<Step, Reply> + Send,
+{
+    store::run(cx.gw, cx.tenant, cx.settings, ptk, id, cx.now, slots, step).await
+}
+
+/// The slots a (re)booking leaves and takes: `current`'s, and the one holding `at` in `seg`.
+fn booking(
+    cx: &Cx<'_>,
+    current: &Interaction,
+    seg: &Segment,
+    at: Option<SystemTime>,
+) -> store::Slots {
+    let taken = at.map(|at| {
+        let slot = crate::settings::slot_start(seg, at);
+        store::slot_key(cx.tenant, &current.tenant, &seg.name, slot)
+    });
+    (store::slot_of(cx.tenant, current), taken)
 }
 
 /// Runs `step` on the PTK tenant's live interaction `id` (an ended one answers `ended`, see
@@ -484,16 +506,16 @@ where
     ))
 }
 
-/// Creates a new interaction with a fresh id: `make` builds its first step; an id already in
-/// use (another instance drew the same) is retried with another.
-async fn create<F>(cx: &Cx<'_>, ptk: &str, mut make: F) -> Ran
+/// Creates a new interaction with a fresh id: `make` builds its first step (booking `slot`,
+/// if any); an id already in use (another instance drew the same) is retried with another.
+async fn create<F>(cx: &Cx<'_>, ptk: &str, slot: Option<EntityKey>, mut make: F) -> Ran
 where
     F: FnMut(&str) -> Result<Step, Reply> + Send,
 {
     for _ in 0..5 {
         let id = interaction::new_id(cx.now);
         let mut collided = false;
-        let ran = on_interaction(cx, ptk, &id, |stored| {
+        let ran = on_slots(cx, ptk, &id, (None, slot.clone()), |stored| {
             collided = !matches!(stored, Stored::Absent);
             if collided {
                 return Err(Reply::code(0));

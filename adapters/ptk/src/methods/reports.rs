@@ -212,7 +212,7 @@ pub(super) async fn queued(cx: &Cx<'_>) -> Answered {
             })
             .await
         }
-        None => create(cx, &ptk, |new_id| Ok(build(new_id))).await,
+        None => create(cx, &ptk, None, |new_id| Ok(build(new_id))).await,
     };
     if let (Ran::Taken { .. }, Some(ext)) = (&ran, ext) {
         // The same report arrived twice at once: the first one created it.
@@ -270,19 +270,22 @@ pub(super) async fn request_contact(cx: &Cx<'_>) -> Answered {
             ))
         }
     };
-    drop(current);
     let contact = model::normalize_contact(Some(seg), number).ok_or_else(|| {
         Reply::error(INVALID_CONTACT, "the contact fails phone number validation")
     })?;
     let at = at_text.map(time).transpose()?;
+    let slots = booking(cx, &current, seg, at);
+    drop(current);
     let state = segment_state(cx, seg).await?;
     mode_status(&state)?;
     accepts_callback(cx, seg, &state, at)?;
     let ctx = cx.ctx();
-    on_live(cx, &ptk, &id, None, |i| {
+    let ran = on_slots(cx, &ptk, &id, slots, |stored| {
+        let i = model::live(stored, &ptk, None)?;
         model::request_contact(&ctx, i, seg, &contact, at, uri)
     })
-    .await
+    .await;
+    Ok(finish(ran))
 }
 
 pub(super) async fn send_to_queue(cx: &Cx<'_>) -> Answered {

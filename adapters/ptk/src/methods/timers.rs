@@ -48,6 +48,7 @@ pub(crate) async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), 
         &ptk,
         id,
         ctx.now,
+        (None, None),
         |stored| match &due {
             Some(due) => model::fall_due(&ctx, stored, due),
             None => model::expire_idle(&ctx, stored),
