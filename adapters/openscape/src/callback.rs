@@ -430,7 +430,7 @@ pub(crate) async fn create_callback(req: &Req<'_>) -> Effect {
         from: call.ani.clone(),
     };
     let alias = template.number_alias();
-    for attempt in 0..5 {
+    for attempt in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         let id = new_callback_id(req, attempt);
         let key = EntityKey::new(req.tenant, model::CALLBACK_KIND, &id);
         let state = model::to_value(&Callback {

@@ -396,7 +396,7 @@ async fn register(gw: &dyn Gateway, tenant: &str, device: &str, body: &Value) ->
     let settings = settings_of(gw, tenant);
     let call_max = settings.call_max();
     let ctx = plain_ctx(gw, &settings, "command", Map::new());
-    for attempt in 0..5u32 {
+    for attempt in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         if generated {
             let seed = format!("{tenant}/{device}/{now:?}/{attempt}");
             call.call_id = format!(

@@ -464,7 +464,7 @@ async fn call_function(req: &Req<'_>, ctx: Ctx) -> Effect {
 
 async fn initialize(req: &Req<'_>) -> Effect {
     let ctx = req.ctx();
-    for _ in 0..5 {
+    for _ in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         let current = match load_channel(req).await {
             Ok(ch) => ch.and_then(|c| c.call_id),
             Err(eff) => return eff,
@@ -524,7 +524,7 @@ async fn query_call_info(req: &Req<'_>) -> Effect {
     let ctx = req.ctx();
     let unmonitored = req.args.str("TrunkConnectedIVRCall") == Some("1;");
     if unmonitored {
-        for attempt in 0..5 {
+        for attempt in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
             let id = new_call_id(req, attempt);
             let ran = run(req, Some(&id), |ch, _, exists| {
                 model::query_call_info_unmonitored(ch, req.channel, &id, exists, &ctx).ok_or(Stale)

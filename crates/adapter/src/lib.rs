@@ -70,7 +70,36 @@ pub struct Handled {
     pub vendor_call_id: Option<String>,
 }
 
-/// One legacy platform. The binary wires adapters in with a closed `match` on the path.
+impl Handled {
+    /// An answer with `status`, `Content-Type: content_type` and `body`, about no call in
+    /// particular (set `vendor_call_id` when it is). A status that is not one (never with the
+    /// adapters' constants) answers 500; a content type that is not a header value is left
+    /// out.
+    pub fn new(
+        status: u16,
+        content_type: &str,
+        body: impl Into<bytes::Bytes>,
+        method: impl Into<String>,
+        outcome: &'static str,
+    ) -> Handled {
+        let mut response = http::Response::new(body.into());
+        *response.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        if let Ok(value) = http::HeaderValue::from_str(content_type) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        Handled {
+            response,
+            method: method.into(),
+            outcome,
+            vendor_call_id: None,
+        }
+    }
+}
+
+/// One legacy platform. The binary wires adapters in with a closed list (`src/adapters.rs`).
 pub trait Adapter: Send + Sync + 'static {
     /// The adapter's name, used as the first path segment and as a metrics label.
     fn name(&self) -> &'static str;

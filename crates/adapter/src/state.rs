@@ -269,5 +269,13 @@ impl CommandReply {
     }
 }
 
+/// How many times an adapter chooses a transition's keys again: when the fresh id it drew
+/// is taken, or when what it read to choose the keys (the slot an interaction holds, the
+/// call on a channel) changed before the transition ran. [`crate::Gateway::transition`]
+/// already recomputes on a version conflict of the keys it was given; this bounds choosing
+/// them. A collision or a change in between is rare, five in a row means something is wrong
+/// (the adapter answers with its platform's error).
+pub const REPLAN_ATTEMPTS: u32 = 5;
+
 /// How long to wait at most in [`crate::Gateway::wait_change`]; longer requests are capped.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
