@@ -1,7 +1,7 @@
 //! ivrgate: lets legacy IVR and contact-center platforms be driven by, and report to, signed
 //! JSON webhooks. This crate is the core and the daemon: configuration, the durable store,
 //! decisions, event delivery, timers and the HTTP server. Each legacy platform lives in its
-//! own adapter crate under `adapters/`; [`server::App`] is the one place that knows them all.
+//! own adapter crate under `adapters/`; [`adapters`] is the one place that knows them all.
 
 #![forbid(unsafe_code)]
 
@@ -17,8 +17,10 @@ pub mod cluster;
 pub mod config;
 pub mod connectors;
 pub mod core;
+pub mod decisions;
 pub mod delivery;
 pub mod entities;
+pub mod envelope;
 pub mod failure;
 pub mod ids;
 pub mod liveness;
@@ -33,6 +35,7 @@ pub mod store;
 pub mod systemd;
 pub mod timers;
 pub mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
@@ -141,7 +144,7 @@ pub async fn run(
     core.extra_adapters = options.adapters;
     core.observer = options.observer;
     let core = Arc::new(core);
-    let app = Arc::new(server::App {
+    let app = Arc::new(web::App {
         core: core.clone(),
         shutting_down: AtomicBool::new(false),
         bodies: budget::BodyBudget::new(),

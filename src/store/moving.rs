@@ -482,7 +482,10 @@ mod tests {
         NewEvent {
             event_id: id.into(),
             event_type: "call.cdr".into(),
-            payload: Arc::new(json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}})),
+            payload: Arc::new(crate::envelope::EventPayload::raw(
+                "call.cdr",
+                json!({"pad": "x".repeat(bytes)}),
+            )),
         }
     }
 
@@ -547,7 +550,7 @@ mod tests {
                     value: "42".into(),
                     owner_kind: "voicenter".into(),
                     owner_id: "v1".into(),
-                    claim: Some(None),
+                    action: AliasAction::Claim { until_ms: None },
                 }],
                 timers: vec![TimerOp::Set {
                     key: "t1".into(),

@@ -1938,7 +1938,7 @@ async fn apply_alias(
     alias: &super::AliasOp,
     now_ms: i64,
 ) -> Result<Option<super::CommitOutcome>, ApplyError> {
-    let Some(until) = alias.claim else {
+    let super::AliasAction::Claim { until_ms: until } = alias.action else {
         let stmt = tx
             .prepare_cached(
                 "DELETE FROM aliases WHERE tenant = $1 AND namespace = $2 AND value = $3 \

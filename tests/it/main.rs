@@ -14,6 +14,7 @@ mod fidelity;
 mod hardening;
 mod memory;
 mod openscape;
+mod openscape_state;
 mod operations;
 mod ops;
 mod pgloss;

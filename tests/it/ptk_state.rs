@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use ivrgate::clock::ManualClock;
-use ivrgate_adapter::{transition_one, Change, EntityKey, Gateway as _, Write};
+use ivrgate_adapter::{transition_one, Change, EntityKey, Gateway as _, TimerChange, Write};
 use ivrgate_ptk::testing::text_of;
 use serde_json::{json, Value};
 
@@ -405,5 +405,134 @@ async fn ptk_state_written_by_the_previous_release_still_loads() {
             want["method"], want["case"]
         );
     }
+    gw.stop().await;
+}
+
+/// The sum of the `/metrics` series starting with `prefix`.
+async fn series(gw: &Gateway, prefix: &str) -> f64 {
+    gw.get("/metrics")
+        .await
+        .1
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn ptk_state_that_does_not_read_is_an_internal_error_never_an_ended_call() {
+    let receiver = Receiver::start().await;
+    let (gw, _tmp) = start(&receiver).await;
+    let core = gw.handle.core.clone();
+    // A live interaction whose state no release wrote: an unknown status.
+    let id = "V0001000000000123112026150000000";
+    let garbage = json!({"id": id, "tenant": "Portree", "interaction_type": "FIFO",
+        "status": "Sleeping", "created": "2026-11-23T15:00:00Z"});
+    let key = EntityKey::new("acme", "ptk", id);
+    transition_one(core.as_ref(), key.clone(), |_| {
+        Change::Write(Write::state(garbage.clone()))
+    })
+    .await
+    .expect("seeded");
+    let before = core.load(key.clone()).await.expect("load").expect("stored");
+    let with_id = format!("{T}<InteractionId>{id}</InteractionId>");
+    for (method, params) in [
+        ("GetInteractionData", format!("<data>{with_id}</data>")),
+        ("FindInteraction", format!("<data>{with_id}</data>")),
+        ("InteractionOutboundConnected", with_id.clone()),
+        (
+            "InteractionDisconnectedByCaller",
+            format!("{with_id}<Reason>Abandon</Reason>"),
+        ),
+        (
+            "RemoveInteraction",
+            format!("<data>{with_id}<Reason>Web Canceled</Reason></data>"),
+        ),
+    ] {
+        let answer = call(&gw, method, &params).await;
+        assert_eq!(code(&answer), 109000, "{method}: {answer}");
+        assert!(
+            !answer.contains("Sleeping"),
+            "the reason stays in the log: {answer}"
+        );
+    }
+    // Nothing was written: not ended, no new version, no event.
+    let after = core.load(key.clone()).await.expect("load").expect("stored");
+    assert_eq!(after.version, before.version);
+    assert_eq!(after.state, Some(garbage.clone()));
+    assert_eq!(after.status, "active");
+    assert!(receiver
+        .next_within(Duration::from_millis(300))
+        .await
+        .is_none());
+    assert_eq!(
+        series(
+            &gw,
+            "ivrgate_requests_total{adapter=\"ptk\",method=\"InteractionOutboundConnected\",outcome=\"internal_error\"}"
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        series(&gw, "ivrgate_requests_total{adapter=\"ptk\",method=\"").await,
+        5.0,
+        "every request counted once"
+    );
+
+    // Its due timer falls due: the timer fails (logged, counted, tried again after its
+    // lease) and the interaction is still not ended.
+    transition_one(core.as_ref(), key.clone(), |_| {
+        Change::Write(Write::state(garbage.clone()).timer(TimerChange::Set {
+            name: "callback.due".into(),
+            due: SystemTime::UNIX_EPOCH + Duration::from_secs(AT_S as u64),
+            payload: json!({"due": "2026-11-23T15:00:00Z"}),
+        }))
+    })
+    .await
+    .expect("timer set");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while series(&gw, "ivrgate_timers_run_total{outcome=\"failed\"}").await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the timer did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = core.load(key.clone()).await.expect("load").expect("stored");
+    assert_eq!(
+        (after.status.as_str(), after.state),
+        ("active", Some(garbage.clone()))
+    );
+    assert!(receiver
+        .next_within(Duration::from_millis(300))
+        .await
+        .is_none());
+
+    // A licence counter that does not read refuses new interactions rather than counting
+    // from zero, and is left as it is.
+    let licence = EntityKey::new("acme", "ptk.licence", "Portree");
+    transition_one(core.as_ref(), licence.clone(), |_| {
+        Change::Write(Write::state(json!({"live": "many"})))
+    })
+    .await
+    .expect("seeded");
+    let answer = call(
+        &gw,
+        "AddInteraction",
+        &format!("<data>{T}<Segment>VHT_Test</Segment><Contact>5550009</Contact></data>"),
+    )
+    .await;
+    assert_eq!(code(&answer), 109000, "{answer}");
+    let answer = call(
+        &gw,
+        "GetSegmentState",
+        &format!("<data>{T}<Segment>VHT_Test</Segment></data>"),
+    )
+    .await;
+    assert_eq!(code(&answer), 109000, "{answer}");
+    assert_eq!(
+        state_of(&gw, "ptk.licence", "Portree").await,
+        json!({"live": "many"})
+    );
     gw.stop().await;
 }

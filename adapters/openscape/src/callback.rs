@@ -1,12 +1,66 @@
 //! CreateCallback's inputs: the schedule strings (`telephone;mm/dd/yyyy;hh:mm;mm/dd/yyyy;hh:mm`
 //! in the caller's local time), the canonical telephone format (seed 000 §4.3) and the
-//! weekly open hours of a callback queue in an IANA time zone.
+//! weekly open hours of a callback queue in an IANA time zone; and the callback request as
+//! it is kept ([`Callback`]).
 
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::{Offset, TimeZone};
 use jiff::{Timestamp, ToSpan};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 use crate::codes;
+
+/// A callback request as stored (an `openscape.callback` entity, id = its CallbackID) and
+/// sent as the `data` of its `openscape.callback.*` events, with the keys in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    pub callback_id: String,
+    /// The platform's CallID of the call that asked for it.
+    #[serde(rename = "CallID")]
+    pub call_id: String,
+    pub queue: String,
+    pub description: String,
+    pub contact_name: String,
+    /// The caller's local time minus UTC, as CreateCallback gave it.
+    pub time_zone_offset_min: i64,
+    pub schedules: Vec<Window>,
+    pub contact_data: Map<String, Value>,
+    pub business_unit: Option<String>,
+    /// The caller's number (the call's ANI).
+    pub from: String,
+}
+
+/// One schedule of a stored callback: the number as given, and its window in UTC (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub phone: String,
+    pub start: String,
+    pub end: String,
+}
+
+impl Window {
+    pub fn of(schedule: &Schedule) -> Window {
+        Window {
+            phone: schedule.phone.clone(),
+            start: schedule.start.to_string(),
+            end: schedule.end.to_string(),
+        }
+    }
+}
+
+impl Callback {
+    /// The alias (namespace `openscape.callback.number`) that keeps a second callback to the
+    /// same number out of the queue: the queue and the first schedule's digits.
+    pub fn number_alias(&self) -> String {
+        let digits = self
+            .schedules
+            .first()
+            .and_then(|w| phone_digits(&w.phone))
+            .unwrap_or_default();
+        format!("{}/{digits}", self.queue)
+    }
+}
 
 /// One schedule: where and when (UTC) the caller wants to be called back.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,6 +341,19 @@ fn minutes(text: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored callback is the document the untyped release wrote, key for key and in
+    /// order (it is also the `data` of the callback events).
+    #[test]
+    fn a_callback_is_stored_in_the_shape_it_always_had() {
+        let text = r#"{"callback_id":"17676144000370112","CallID":"7614400032831104","queue":"CBQueue","description":"Callback","contact_name":"Alan Smith","time_zone_offset_min":0,"schedules":[{"phone":"+1 (555) 555-0199--12","start":"2026-01-05T09:00:00Z","end":"2026-01-05T16:00:00Z"}],"contact_data":{"Name":"John"},"business_unit":null,"from":"9055550000"}"#;
+        let callback: Callback = serde_json::from_str(text).expect("reads");
+        assert_eq!(callback.call_id, "7614400032831104");
+        assert_eq!(callback.number_alias(), "CBQueue/15555550199");
+        assert_eq!(serde_json::to_string(&callback).expect("writes"), text);
+        // A document without its schedules is not a callback.
+        assert!(serde_json::from_str::<Callback>(r#"{"callback_id":"1"}"#).is_err());
+    }
 
     #[test]
     fn seed_phone_formats() {

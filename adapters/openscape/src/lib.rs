@@ -476,7 +476,12 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         code = effect.code,
         "openscape function answered"
     );
-    let outcome = if outcome != "ok" {
+    if let Some(why) = &effect.unreadable {
+        why.log(&request.tenant, function.name);
+    }
+    let outcome = if effect.unreadable.is_some() {
+        "state_unreadable"
+    } else if outcome != "ok" {
         outcome
     } else if effect.code == codes::TIMED_OUT {
         "timeout"
@@ -694,14 +699,18 @@ enum Ran {
     Stale,
 }
 
-/// A code no function returns: the step saw entities other than those it was set up for.
-const STALE: i32 = i32::MIN;
+/// A step's answer when it saw other entities than those it was set up for (the channel's
+/// call changed meanwhile, a generated CallID is taken): nothing is written, and the caller
+/// runs it again with the keys read anew.
+struct Stale;
 
-/// Runs `step` on the channel and the call `call_id` (when given) in one transition.
+/// Runs `step` on the channel and the call `call_id` (when given) in one transition. When
+/// either state cannot be read, the step does not run: nothing is written and the effect is
+/// the internal error ([`Effect::unreadable`]).
 async fn run(
     req: &Req<'_>,
     call_id: Option<&str>,
-    mut step: impl FnMut(Option<&Channel>, Option<&Call>, bool) -> Effect + Send,
+    mut step: impl FnMut(Option<&Channel>, Option<&Call>, bool) -> Result<Effect, Stale> + Send,
 ) -> Ran {
     let mut keys = vec![req.channel_key()];
     if let Some(id) = call_id {
@@ -709,23 +718,26 @@ async fn run(
     }
     let now = req.now;
     let call_max = req.settings.call_max();
-    let mut result = Effect::code(codes::UNKNOWN_ERROR);
+    let mut result = Ok(Effect::code(codes::UNKNOWN_ERROR));
     let mut f = |read: &[Option<Entity>]| {
-        let ch: Option<Channel> = model::read(read.first().and_then(Option::as_ref));
         let call_entity = read.get(1).and_then(Option::as_ref);
-        let call: Option<Call> = model::read(call_entity);
-        let eff = step(ch.as_ref(), call.as_ref(), call_entity.is_some());
-        let changes = if eff.code == STALE {
-            Vec::new()
-        } else {
-            eff.changes(now, call_max)
+        let ch = model::read::<Channel>(read.first().and_then(Option::as_ref));
+        let eff = match (ch, model::read::<Call>(call_entity)) {
+            (Ok(ch), Ok(call)) => step(ch.as_ref(), call.as_ref(), call_entity.is_some()),
+            (Err(why), _) | (_, Err(why)) => Ok(Effect::unreadable(why)),
+        };
+        let changes = match &eff {
+            Ok(eff) if eff.unreadable.is_none() => eff.changes(now, call_max),
+            _ => Vec::new(),
         };
         result = eff;
         changes
     };
     match req.gw.transition(keys, &mut f).await {
-        Ok(Transitioned::Done(_)) if result.code == STALE => Ran::Stale,
-        Ok(Transitioned::Done(_)) => Ran::Done(result),
+        Ok(Transitioned::Done(_)) => match result {
+            Ok(eff) => Ran::Done(eff),
+            Err(Stale) => Ran::Stale,
+        },
         Ok(Transitioned::AliasTaken { .. }) => Ran::Taken,
         Err(e) => {
             tracing::warn!(tenant = %req.tenant, channel = %req.channel, function = req.function.name, reason = %e, "openscape state not stored");
@@ -742,18 +754,24 @@ fn done(ran: Ran, taken: i32) -> Effect {
     }
 }
 
+/// An entity and its state as `T`. The error is the answer: the store's refusal as the
+/// platform's code, or the internal error when the state cannot be read (tell the two apart
+/// by [`Effect::unreadable`]).
 async fn load<T: for<'de> serde::Deserialize<'de>>(
     gw: &dyn Gateway,
     key: EntityKey,
-) -> Result<(Option<T>, Option<Entity>), i32> {
+) -> Result<(Option<T>, Option<Entity>), Effect> {
     match gw.load(key).await {
-        Ok(e) => Ok((model::read(e.as_ref()), e)),
-        Err(e) => Err(store_code(&e)),
+        Ok(e) => match model::read(e.as_ref()) {
+            Ok(state) => Ok((state, e)),
+            Err(why) => Err(Effect::unreadable(why)),
+        },
+        Err(e) => Err(Effect::code(store_code(&e))),
     }
 }
 
 /// The channel and its preconditions for call functions.
-async fn load_channel(req: &Req<'_>) -> Result<Option<Channel>, i32> {
+async fn load_channel(req: &Req<'_>) -> Result<Option<Channel>, Effect> {
     load(req.gw, req.channel_key()).await.map(|(c, _)| c)
 }
 
@@ -761,7 +779,7 @@ async fn dispatch(req: &Req<'_>) -> (Effect, &'static str) {
     let eff = match req.function.name {
         "Initialize" => initialize(req).await,
         "SetCallInfo" => done(
-            run(req, None, |ch, _, _| model::set_call_info(req.args, ch)).await,
+            run(req, None, |ch, _, _| Ok(model::set_call_info(req.args, ch))).await,
             0,
         ),
         "QueryCallInfo" => query_call_info(req).await,
@@ -784,8 +802,8 @@ async fn call_function(req: &Req<'_>, ctx: Ctx) -> Effect {
     let name = req.function.name;
     done(
         run(req, Some(&call_id), |ch, call, _| {
-            model::call_function(name, req.args, ch, call, &ctx)
-                .unwrap_or_else(|| Effect::code(codes::UNKNOWN_ERROR))
+            Ok(model::call_function(name, req.args, ch, call, &ctx)
+                .unwrap_or_else(|| Effect::code(codes::UNKNOWN_ERROR)))
         })
         .await,
         codes::FAILED,
@@ -797,14 +815,14 @@ async fn initialize(req: &Req<'_>) -> Effect {
     for _ in 0..5 {
         let current = match load_channel(req).await {
             Ok(ch) => ch.and_then(|c| c.call_id),
-            Err(code) => return Effect::code(code),
+            Err(eff) => return eff,
         };
         let expected = current.clone();
         let ran = run(req, current.as_deref(), |ch, call, _| {
             if ch.and_then(|c| c.call_id.clone()) != expected {
-                return Effect::code(STALE);
+                return Err(Stale);
             }
-            model::initialize(req.args, call, &ctx)
+            Ok(model::initialize(req.args, call, &ctx))
         })
         .await;
         if !matches!(ran, Ran::Stale) {
@@ -857,8 +875,7 @@ async fn query_call_info(req: &Req<'_>) -> Effect {
         for attempt in 0..5 {
             let id = new_call_id(req, attempt);
             let ran = run(req, Some(&id), |ch, _, exists| {
-                model::query_call_info_unmonitored(ch, req.channel, &id, exists, &ctx)
-                    .unwrap_or_else(|| Effect::code(STALE))
+                model::query_call_info_unmonitored(ch, req.channel, &id, exists, &ctx).ok_or(Stale)
             })
             .await;
             if !matches!(ran, Ran::Stale) {
@@ -872,7 +889,7 @@ async fn query_call_info(req: &Req<'_>) -> Effect {
     let ch = match load_channel(req).await {
         Ok(Some(ch)) if ch.initialized => ch,
         Ok(_) => return Effect::code(codes::NOT_INITIALIZED),
-        Err(code) => return Effect::code(code),
+        Err(eff) => return eff,
     };
     let device = req.args.text("Device");
     let key = EntityKey::new(req.tenant, model::DEVICE_KIND, &device);
@@ -885,15 +902,18 @@ async fn query_call_info(req: &Req<'_>) -> Effect {
         Err(e) => return Effect::code(store_code(&e)),
     };
     loop {
-        let call_id = entity
-            .as_ref()
-            .and_then(|e| e.state.as_ref())
-            .and_then(|s| s.get("call_id"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let call_id = match model::read::<model::Device>(entity.as_ref()) {
+            Ok(device) => device.and_then(|d| d.call_id),
+            Err(why) => return Effect::unreadable(why),
+        };
         if let Some(call_id) = call_id {
             let ran = run(req, Some(&call_id), |ch, call, _| {
-                model::query_call_info_monitored(ch, req.channel, call, &device)
+                Ok(model::query_call_info_monitored(
+                    ch,
+                    req.channel,
+                    call,
+                    &device,
+                ))
             })
             .await;
             let eff = done(ran, codes::FAILED);
@@ -915,43 +935,61 @@ async fn query_call_info(req: &Req<'_>) -> Effect {
     }
 }
 
-/// Whether the T-Server is reported operational (state 8), or nothing says otherwise.
-async fn tserver_up(req: &Req<'_>) -> bool {
+/// Whether the T-Server is reported operational (state 8), or nothing says otherwise (also
+/// when the store cannot be read); an unreadable system status is the internal error.
+async fn tserver_up(req: &Req<'_>) -> Result<bool, Effect> {
     let key = EntityKey::new(req.tenant, model::SYSTEM_KIND, model::SYSTEM_ID);
-    let Ok((Some(system), _)) = load::<command::System>(req.gw, key).await else {
-        return true;
-    };
-    system.tserver_up()
+    match load::<command::System>(req.gw, key).await {
+        Ok((Some(system), _)) => Ok(system.tserver_up()),
+        Err(eff) if eff.unreadable.is_some() => Err(eff),
+        _ => Ok(true),
+    }
 }
 
+/// The tenant's live calls. One whose state cannot be read is left out, and logged: it is
+/// another call's, and must not fail this one's request.
 async fn live_calls(gw: &dyn Gateway, tenant: &str) -> Vec<Call> {
     gw.list(tenant, model::CALL_KIND, 10_000)
         .await
         .unwrap_or_default()
         .iter()
-        .filter_map(|e| model::read::<Call>(Some(e)))
+        .filter_map(|e| match model::read::<Call>(Some(e)) {
+            Ok(call) => call,
+            Err(why) => {
+                tracing::error!(tenant, reason = %why, "openscape call left out of the live calls: its state cannot be read");
+                None
+            }
+        })
         .collect()
 }
 
 /// EstimatedWait and CallsInQueue: the pushed figures, or the calls queued here.
-async fn queue_figures(req: &Req<'_>, queue: &str) -> (i64, i64) {
+async fn queue_figures(req: &Req<'_>, queue: &str) -> Result<(i64, i64), Effect> {
     let key = EntityKey::new(req.tenant, model::QUEUE_KIND, queue);
-    if let Ok((Some(q), _)) = load::<command::QueueFigures>(req.gw, key).await {
-        return (q.estimated_wait_s, q.calls_in_queue);
+    match load::<command::QueueFigures>(req.gw, key).await {
+        Ok((Some(q), _)) => return Ok((q.estimated_wait_s, q.calls_in_queue)),
+        Err(eff) if eff.unreadable.is_some() => return Err(eff),
+        _ => {}
     }
     let queued = live_calls(req.gw, req.tenant)
         .await
         .iter()
         .filter(|c| c.status == model::Status::Queued && c.queue.as_deref() == Some(queue))
         .count();
-    (0, queued as i64)
+    Ok((0, queued as i64))
 }
 
 async fn enqueue(req: &Req<'_>) -> Effect {
     let mut ctx = req.ctx();
-    ctx.tserver_up = tserver_up(req).await;
+    ctx.tserver_up = match tserver_up(req).await {
+        Ok(up) => up,
+        Err(eff) => return eff,
+    };
     let queue = req.args.text("QueueName");
-    let (wait, in_queue) = queue_figures(req, &queue).await;
+    let (wait, in_queue) = match queue_figures(req, &queue).await {
+        Ok(figures) => figures,
+        Err(eff) => return eff,
+    };
     ctx.queue_figures = (wait, in_queue + 1);
     if let Some(agent) = req.args.str("AgentID") {
         let key = EntityKey::new(req.tenant, model::AGENT_KIND, agent);
@@ -964,19 +1002,21 @@ async fn query_call_status(req: &Req<'_>) -> Effect {
     let call_id = req.args.text("CallID");
     let ch = match load_channel(req).await {
         Ok(ch) => ch,
-        Err(code) => return Effect::code(code),
+        Err(eff) => return eff,
     };
     let key = req.call_key(&call_id);
     let (call, entity) = match load::<Call>(req.gw, key.clone()).await {
         Ok(x) => x,
-        Err(code) => return Effect::code(code),
+        Err(eff) => return eff,
     };
     let mut call = match model::precheck(ch.as_ref(), call.as_ref(), &call_id) {
         Ok(c) => c.clone(),
         Err(code) => return Effect::code(code),
     };
-    if !tserver_up(req).await {
-        return Effect::code(codes::TSERVER_DOWN);
+    match tserver_up(req).await {
+        Ok(true) => {}
+        Ok(false) => return Effect::code(codes::TSERVER_DOWN),
+        Err(eff) => return eff,
     }
     let timeout =
         Duration::from_millis(u64::try_from(req.args.int("Timeout").unwrap_or(0)).unwrap_or(0));
@@ -994,12 +1034,13 @@ async fn query_call_status(req: &Req<'_>) -> Effect {
                 Waited::Changed(Some(e)) => {
                     version = Some(e.version);
                     match model::read::<Call>(Some(&e)) {
-                        Some(c) if c.status != initial => {
+                        Ok(Some(c)) if c.status != initial => {
                             call = c;
                             break;
                         }
-                        Some(_) => {}
-                        None => return Effect::code(codes::UNKNOWN_CALL),
+                        Ok(Some(_)) => {}
+                        Ok(None) => return Effect::code(codes::UNKNOWN_CALL),
+                        Err(why) => return Effect::unreadable(why),
                     }
                 }
                 Waited::Changed(None) => return Effect::code(codes::UNKNOWN_CALL),
@@ -1039,8 +1080,8 @@ async fn get_transit_number(req: &Req<'_>) -> Effect {
             .cloned()
             .unwrap_or_default();
         let ran = run(req, Some(&call_id), |ch, call, _| match check(ch, call) {
-            Ok(call) => model::allocate_transit(&call, &number, &ctx),
-            Err(eff) => *eff,
+            Ok(call) => Ok(model::allocate_transit(&call, &number, &ctx)),
+            Err(eff) => Ok(*eff),
         })
         .await;
         match ran {
@@ -1051,11 +1092,13 @@ async fn get_transit_number(req: &Req<'_>) -> Effect {
     Effect::code(codes::TRANSIT_BUSY)
 }
 
-async fn precheck_call(req: &Req<'_>) -> Result<Call, i32> {
+async fn precheck_call(req: &Req<'_>) -> Result<Call, Effect> {
     let call_id = req.args.text("CallID");
     let ch = load_channel(req).await?;
     let (call, _) = load::<Call>(req.gw, req.call_key(&call_id)).await?;
-    model::precheck(ch.as_ref(), call.as_ref(), &call_id).cloned()
+    model::precheck(ch.as_ref(), call.as_ref(), &call_id)
+        .cloned()
+        .map_err(Effect::code)
 }
 
 fn decision_outcome(source: &AnswerSource) -> &'static str {
@@ -1068,7 +1111,7 @@ fn decision_outcome(source: &AnswerSource) -> &'static str {
 async fn query_routing_info(req: &Req<'_>) -> (Effect, &'static str) {
     let call = match precheck_call(req).await {
         Ok(c) => c,
-        Err(code) => return (Effect::code(code), "ok"),
+        Err(eff) => return (eff, "ok"),
     };
     let anidnis = req.args.text("ANIDNIS");
     if !anidnis.is_empty() && !anidnis.contains(';') {
@@ -1120,7 +1163,10 @@ async fn query_routing_info(req: &Req<'_>) -> (Effect, &'static str) {
         Answer::Native(_) => None,
     };
     let figures = match queue {
-        Some(q) => queue_figures(req, &q).await,
+        Some(q) => match queue_figures(req, &q).await {
+            Ok(figures) => figures,
+            Err(eff) => return (eff, "ok"),
+        },
         None => (0, 0),
     };
     let outcome = decision_outcome(&decision.source);
@@ -1167,16 +1213,16 @@ async fn channel_wait_ms(req: &Req<'_>) -> Option<u64> {
     Some(wait_cap(channel.rpc_timeout_ms).as_millis() as u64)
 }
 
-async fn require_initialized(req: &Req<'_>) -> Result<Channel, i32> {
+async fn require_initialized(req: &Req<'_>) -> Result<Channel, Effect> {
     match load_channel(req).await? {
         Some(ch) if ch.initialized => Ok(ch),
-        _ => Err(codes::NOT_INITIALIZED),
+        _ => Err(Effect::code(codes::NOT_INITIALIZED)),
     }
 }
 
 async fn query_queue_statistics(req: &Req<'_>) -> (Effect, &'static str) {
-    if let Err(code) = require_initialized(req).await {
-        return (Effect::code(code), "ok");
+    if let Err(eff) = require_initialized(req).await {
+        return (eff, "ok");
     }
     let queue = req.args.text("QueueName");
     if req.settings.multitenant() {
@@ -1203,10 +1249,11 @@ async fn query_queue_statistics(req: &Req<'_>) -> (Effect, &'static str) {
         return (eff, outcome);
     }
     let key = EntityKey::new(req.tenant, model::QUEUE_KIND, &queue);
-    let pushed = load::<command::QueueFigures>(req.gw, key)
-        .await
-        .ok()
-        .and_then(|(q, _)| q);
+    let pushed = match load::<command::QueueFigures>(req.gw, key).await {
+        Ok((q, _)) => q,
+        Err(eff) if eff.unreadable.is_some() => return (eff, "ok"),
+        Err(_) => None,
+    };
     let eff = match pushed {
         Some(q) => Effect::code(codes::OK)
             .out("CallsInQueue", q.calls_in_queue)
@@ -1237,8 +1284,8 @@ async fn query_queue_statistics(req: &Req<'_>) -> (Effect, &'static str) {
 }
 
 async fn query_agent_status(req: &Req<'_>) -> (Effect, &'static str) {
-    if let Err(code) = require_initialized(req).await {
-        return (Effect::code(code), "ok");
+    if let Err(eff) = require_initialized(req).await {
+        return (eff, "ok");
     }
     let agent_id = req.args.text("AgentID");
     let device = req.args.text("Device");
@@ -1289,7 +1336,10 @@ async fn query_agent_status(req: &Req<'_>) -> (Effect, &'static str) {
             Err(e) => return (Effect::code(store_code(&e)), "ok"),
         }
     };
-    let agent: command::Agent = model::read(Some(&entity)).unwrap_or_default();
+    let agent: command::Agent = match model::read(Some(&entity)) {
+        Ok(agent) => agent.unwrap_or_default(),
+        Err(why) => return (Effect::unreadable(why), "ok"),
+    };
     let eff = Effect::code(codes::OK)
         .out("AgentID", entity.key.id.clone())
         .out("Device", agent.device.unwrap_or_default())
@@ -1298,8 +1348,8 @@ async fn query_agent_status(req: &Req<'_>) -> (Effect, &'static str) {
 }
 
 async fn query_system_status(req: &Req<'_>) -> (Effect, &'static str) {
-    if let Err(code) = require_initialized(req).await {
-        return (Effect::code(code), "ok");
+    if let Err(eff) = require_initialized(req).await {
+        return (eff, "ok");
     }
     if let Some((o, outcome)) = figures_decision(req, SYSTEM_STATUS, Map::new()).await {
         let states = o
@@ -1321,11 +1371,11 @@ async fn query_system_status(req: &Req<'_>) -> (Effect, &'static str) {
         return (eff, outcome);
     }
     let key = EntityKey::new(req.tenant, model::SYSTEM_KIND, model::SYSTEM_ID);
-    let system = load::<command::System>(req.gw, key)
-        .await
-        .ok()
-        .and_then(|(s, _)| s)
-        .unwrap_or_default();
+    let system = match load::<command::System>(req.gw, key).await {
+        Ok((s, _)) => s.unwrap_or_default(),
+        Err(eff) if eff.unreadable.is_some() => return (eff, "ok"),
+        Err(_) => command::System::default(),
+    };
     if !system.administration_server_available {
         return (Effect::code(codes::NO_STATUS_INFO), "ok");
     }
@@ -1354,7 +1404,7 @@ fn new_callback_id(req: &Req<'_>, attempt: u32) -> String {
 async fn create_callback(req: &Req<'_>) -> Effect {
     let call = match precheck_call(req).await {
         Ok(c) => c,
-        Err(code) => return Effect::code(code),
+        Err(eff) => return eff,
     };
     let s = req.settings;
     if s.multitenant() && call.business_unit.is_none() {
@@ -1411,31 +1461,26 @@ async fn create_callback(req: &Req<'_>) -> Effect {
     }
     let last_end = schedules.iter().map(|sch| sch.end).max().unwrap_or(now);
     let until = model::at_ms(last_end.as_millisecond());
-    let digits = schedules
-        .first()
-        .map(|sch| sch.digits.clone())
-        .unwrap_or_default();
-    let state = json!({
-        "callback_id": "",
-        "CallID": call.call_id,
-        "queue": queue,
-        "description": req.args.text("Description"),
-        "contact_name": req.args.text("ContactName"),
-        "time_zone_offset_min": offset,
-        "schedules": schedules.iter().map(|sch| json!({
-            "phone": sch.phone,
-            "start": sch.start.to_string(),
-            "end": sch.end.to_string(),
-        })).collect::<Vec<_>>(),
-        "contact_data": call.contact_data,
-        "business_unit": call.business_unit,
-        "from": call.ani,
-    });
+    let template = callback::Callback {
+        callback_id: String::new(),
+        call_id: call.call_id.clone(),
+        queue,
+        description: req.args.text("Description"),
+        contact_name: req.args.text("ContactName"),
+        time_zone_offset_min: offset,
+        schedules: schedules.iter().map(callback::Window::of).collect(),
+        contact_data: call.contact_data.clone(),
+        business_unit: call.business_unit.clone(),
+        from: call.ani.clone(),
+    };
+    let alias = template.number_alias();
     for attempt in 0..5 {
         let id = new_callback_id(req, attempt);
         let key = EntityKey::new(req.tenant, model::CALLBACK_KIND, &id);
-        let mut st = state.clone();
-        st["callback_id"] = json!(id);
+        let state = model::to_value(&callback::Callback {
+            callback_id: id.clone(),
+            ..template.clone()
+        });
         let mut fresh = false;
         let mut f = |read: &[Option<Entity>]| {
             fresh = read.first().is_some_and(Option::is_none);
@@ -1445,20 +1490,20 @@ async fn create_callback(req: &Req<'_>) -> Effect {
             let mut ev = ivrgate_adapter::EntityEvent::new("openscape.callback.created");
             ev.correlation.insert("CallID".into(), json!(call.call_id));
             ev.correlation.insert("CallbackID".into(), json!(id));
-            if let Value::Object(o) = &st {
+            if let Value::Object(o) = &state {
                 ev.data = o.clone();
             }
             ev.vendor_fields = req.args.to_json();
             ev.vendor_fields
                 .insert("function".into(), json!("CreateCallback"));
             vec![ivrgate_adapter::Change::Write(
-                ivrgate_adapter::Write::state(st.clone()).event(ev).alias(
-                    ivrgate_adapter::AliasChange::Claim {
+                ivrgate_adapter::Write::state(state.clone())
+                    .event(ev)
+                    .alias(ivrgate_adapter::AliasChange::Claim {
                         namespace: model::NS_CALLBACK.into(),
-                        value: format!("{queue}/{digits}"),
+                        value: alias.clone(),
                         until: Some(until),
-                    },
-                ),
+                    }),
             )]
         };
         match req.gw.transition(vec![key], &mut f).await {
@@ -1478,48 +1523,50 @@ async fn delete_callback(req: &Req<'_>) -> Effect {
         Ok(Some(ch)) if ch.initialized && ch.queried => {}
         Ok(Some(ch)) if ch.initialized => return Effect::code(codes::NO_CALL_INFO),
         Ok(_) => return Effect::code(codes::NOT_INITIALIZED),
-        Err(code) => return Effect::code(code),
+        Err(eff) => return eff,
     }
     let id = req.args.text("CallbackID");
     let key = EntityKey::new(req.tenant, model::CALLBACK_KIND, &id);
     let mut found = false;
+    let mut broken = None;
     let args = req.args.to_json();
     let result = ivrgate_adapter::transition_one(req.gw, key, |e| {
-        let state = e.and_then(|e| e.state.clone());
-        found = state.is_some();
-        let Some(state) = state else {
+        broken = None;
+        let stored = match model::read::<callback::Callback>(e) {
+            Ok(stored) => stored,
+            Err(why) => {
+                broken = Some(why);
+                return ivrgate_adapter::Change::Keep;
+            }
+        };
+        found = stored.is_some();
+        let Some(stored) = stored else {
             return ivrgate_adapter::Change::Keep;
         };
         let mut ev = ivrgate_adapter::EntityEvent::new("openscape.callback.deleted");
         ev.correlation.insert("CallbackID".into(), json!(id));
-        if let Some(c) = state.get("CallID") {
-            ev.correlation.insert("CallID".into(), c.clone());
-        }
-        if let Value::Object(o) = &state {
-            ev.data = o.clone();
+        ev.correlation
+            .insert("CallID".into(), json!(stored.call_id));
+        if let Value::Object(o) = model::to_value(&stored) {
+            ev.data = o;
         }
         ev.vendor_fields = args.clone();
         ev.vendor_fields
             .insert("function".into(), json!("DeleteCallback"));
-        let queue = state.get("queue").and_then(Value::as_str).unwrap_or("");
-        let digits = state
-            .get("schedules")
-            .and_then(|s| s.get(0))
-            .and_then(|s| s.get("phone"))
-            .and_then(Value::as_str)
-            .and_then(callback::phone_digits)
-            .unwrap_or_default();
         ivrgate_adapter::Change::Write(ivrgate_adapter::Write {
             state: None,
             events: vec![ev],
             aliases: vec![ivrgate_adapter::AliasChange::Release {
                 namespace: model::NS_CALLBACK.into(),
-                value: format!("{queue}/{digits}"),
+                value: stored.number_alias(),
             }],
             ..ivrgate_adapter::Write::default()
         })
     })
     .await;
+    if let Some(why) = broken {
+        return Effect::unreadable(why);
+    }
     match result {
         Ok(_) if found => Effect::code(codes::OK),
         Ok(_) => Effect::code(codes::CB_INVALID_ID),
@@ -1552,9 +1599,16 @@ async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
         args: Map::new(),
     };
     let call_max = settings.call_max();
+    let mut unreadable = None;
     let result = ivrgate_adapter::transition_one(gw, timer.entity.clone(), |e| {
-        let Some(call) = model::read::<Call>(e) else {
-            return ivrgate_adapter::Change::Keep;
+        unreadable = None;
+        let call = match model::read::<Call>(e) {
+            Ok(Some(call)) => call,
+            Ok(None) => return ivrgate_adapter::Change::Keep,
+            Err(why) => {
+                unreadable = Some(why);
+                return ivrgate_adapter::Change::Keep;
+            }
         };
         match model::transit_arrived(&call, &number, "expired", &ctx) {
             Some(eff) => eff.changes(ctx.now, call_max).pop().unwrap_or_default(),
@@ -1562,6 +1616,11 @@ async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
         }
     })
     .await;
+    // Left untouched; the core logs and counts the failure and runs the timer again after
+    // its lease, until the call ends.
+    if let Some(why) = unreadable {
+        return Err(why.to_string());
+    }
     match result {
         Ok(_) => {
             tracing::info!(tenant = %timer.entity.tenant, call_id = %timer.entity.id, transit_number = %number, "openscape transit number expired");
