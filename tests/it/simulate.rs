@@ -811,6 +811,9 @@ min_free_bytes = 0
 [delivery]
 retry_schedule_s = [1, 1]
 jitter_percent = 0
+# Two events of three attempts each fail below: the sixth failure in a row would otherwise
+# find the breaker open (after 5) and wait 30 s.
+breaker_failures = 100
 
 [[tenants]]
 id = "acme"
