@@ -81,26 +81,26 @@ impl Gateway for CtipsStore {
         NoStore.now()
     }
 
-    fn load<'a>(&'a self, _key: EntityKey) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {
-        Box::pin(async { Ok(None) })
+    fn load<'a>(&'a self, key: EntityKey) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {
+        NoStore.load(key)
     }
 
     fn find<'a>(
         &'a self,
-        _tenant: &'a str,
-        _namespace: &'a str,
-        _value: &'a str,
+        tenant: &'a str,
+        namespace: &'a str,
+        value: &'a str,
     ) -> BoxFuture<'a, Result<Option<Entity>, RecordError>> {
-        Box::pin(async { Ok(None) })
+        NoStore.find(tenant, namespace, value)
     }
 
     fn list<'a>(
         &'a self,
-        _tenant: &'a str,
-        _kind: &'a str,
-        _limit: usize,
+        tenant: &'a str,
+        kind: &'a str,
+        limit: usize,
     ) -> BoxFuture<'a, Result<Vec<Entity>, RecordError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        NoStore.list(tenant, kind, limit)
     }
 
     fn transition<'a>(
