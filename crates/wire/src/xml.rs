@@ -219,14 +219,8 @@ impl<'a> Tokenizer<'a> {
                     }
                     return Ok(self.after_run(run, Token::End, None));
                 }
-                Event::Text(text) => text
-                    .xml10_content()
-                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?,
-                Event::CData(data) => data
-                    .xml10_content()
-                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?,
-                Event::GeneralRef(reference) => {
-                    Cow::Owned(resolve_reference(&reference, position)?)
+                Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                    event_text(&event, position)?
                 }
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
                 Event::Eof => {
@@ -284,6 +278,23 @@ impl<'a> Tokenizer<'a> {
                 return Ok(());
             }
         }
+    }
+}
+
+/// The text a `Text`, `CData` or `GeneralRef` event carries: content with XML 1.0 line ends,
+/// a reference resolved. Every other event carries none (empty).
+pub(crate) fn event_text<'a>(
+    event: &Event<'a>,
+    position: usize,
+) -> Result<Cow<'a, str>, WireError> {
+    let malformed = |e: quick_xml::encoding::EncodingError| {
+        WireError::MalformedXml(format!("{e} at byte {position}"))
+    };
+    match event {
+        Event::Text(text) => text.xml10_content().map_err(malformed),
+        Event::CData(data) => data.xml10_content().map_err(malformed),
+        Event::GeneralRef(reference) => resolve_reference(reference, position).map(Cow::Owned),
+        _ => Ok(Cow::Borrowed("")),
     }
 }
 
@@ -377,21 +388,8 @@ pub(crate) fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, Wi
                     None => root = Some(open),
                 }
             }
-            Event::Text(text) => {
-                let text = text
-                    .xml10_content()
-                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                add_text(&mut stack, text, position)?;
-            }
-            Event::CData(data) => {
-                let text = data
-                    .xml10_content()
-                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                add_text(&mut stack, text, position)?;
-            }
-            Event::GeneralRef(reference) => {
-                let resolved = resolve_reference(&reference, position)?;
-                add_text(&mut stack, Cow::Owned(resolved), position)?;
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                add_text(&mut stack, event_text(&event, position)?, position)?;
             }
             Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
             Event::Eof => break,

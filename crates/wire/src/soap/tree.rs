@@ -397,21 +397,12 @@ pub fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, WireError
                     None => root = Some(open),
                 }
             }
-            Event::Text(text) => {
-                let text = text
-                    .xml10_content()
-                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                add_text(&mut stack, text, position)?;
-            }
-            Event::CData(data) => {
-                let text = data
-                    .xml10_content()
-                    .map_err(|e| WireError::MalformedXml(format!("{e} at byte {position}")))?;
-                add_text(&mut stack, text, position)?;
-            }
-            Event::GeneralRef(reference) => {
-                let resolved = crate::xml::resolve_reference(&reference, position)?;
-                add_text(&mut stack, Cow::Owned(resolved), position)?;
+            Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
+                add_text(
+                    &mut stack,
+                    crate::xml::event_text(&event, position)?,
+                    position,
+                )?;
             }
             Event::Comment(_) | Event::PI(_) | Event::Decl(_) => {}
             Event::Eof => break,
