@@ -52,20 +52,22 @@ pub(super) fn scalar_text(v: Option<&Value>) -> Option<String> {
     v.and_then(scalar).map(|s| s.trim().to_owned())
 }
 
+/// The items of a JSON array by their `key` field; items without one (or not an array at
+/// all) are left out.
+fn by_key(list: Option<&Value>, key: &str) -> Map<String, Value> {
+    let mut out = Map::new();
+    for item in list.and_then(Value::as_array).into_iter().flatten() {
+        if let Some(id) = scalar_text(item.get(key)).filter(|i| !i.is_empty()) {
+            out.insert(id, item.clone());
+        }
+    }
+    out
+}
+
 /// One extension's view from GetExtensionsCalls: its status and its calls by `ivrid`.
 pub(super) fn extension_view(ext: &Value) -> Option<(String, Value)> {
     let username = scalar_text(ext.get("username")).filter(|u| !u.is_empty())?;
-    let mut calls = Map::new();
-    for call in ext
-        .get("calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(id) = scalar_text(call.get("ivrid")).filter(|i| !i.is_empty()) {
-            calls.insert(id, call.clone());
-        }
-    }
+    let calls = by_key(ext.get("calls"), "ivrid");
     Some((
         username,
         json!({
@@ -193,17 +195,7 @@ pub(super) fn extension_changes(
 /// One queue's view from GetQueuesCallers: its callers by `CallID`.
 pub(super) fn queue_view(queue: &Value) -> Option<(String, Value)> {
     let id = scalar_text(queue.get("ID")).filter(|i| !i.is_empty())?;
-    let mut callers = Map::new();
-    for c in queue
-        .get("Callers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(call) = scalar_text(c.get("CallID")).filter(|i| !i.is_empty()) {
-            callers.insert(call, c.clone());
-        }
-    }
+    let callers = by_key(queue.get("Callers"), "CallID");
     Some((id, json!({"name": queue.get("Name"), "callers": callers})))
 }
 
