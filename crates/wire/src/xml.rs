@@ -433,7 +433,7 @@ fn local_name(raw: &[u8]) -> String {
 }
 
 /// Refuses `<!DOCTYPE` and `<!ENTITY` anywhere, whatever their case, before parsing starts.
-fn refuse_declarations(xml: &str) -> Result<(), WireError> {
+pub(crate) fn refuse_declarations(xml: &str) -> Result<(), WireError> {
     let bytes = xml.as_bytes();
     for (i, _) in xml.match_indices("<!") {
         let rest = bytes.get(i + 2..).unwrap_or_default();
