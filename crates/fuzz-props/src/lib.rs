@@ -106,3 +106,23 @@ pub(crate) struct Tally {
     pub(crate) bytes: usize,
     pub(crate) depth: usize,
 }
+
+impl Tally {
+    /// A decoded XML tree: within the depth limit, at most one element per four input bytes
+    /// and no more text (names, text, attribute values) than the input.
+    pub(crate) fn check_tree(&self, input: usize) {
+        assert!(self.depth <= DEPTH, "elements nest {} deep", self.depth);
+        assert!(
+            self.nodes * 4 <= input,
+            "{} elements from {} bytes",
+            self.nodes,
+            input
+        );
+        assert!(
+            self.bytes <= input,
+            "{} bytes of text from {}",
+            self.bytes,
+            input
+        );
+    }
+}
