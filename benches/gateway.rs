@@ -259,7 +259,7 @@ name = "Bench_Queue"
     );
     let config = ivrgate::config::Config::parse(&toml, Path::new("bench.toml"))
         .expect("parse config")
-        .validate(&ivrgate::decision_points())
+        .validate(ivrgate::adapters::all())
         .expect("valid config");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -715,7 +715,7 @@ heartbeat_interval_s = 5
     );
     let config = ivrgate::config::Config::parse(&toml, Path::new("ctips.toml"))
         .expect("parse config")
-        .validate(&ivrgate::decision_points())
+        .validate(ivrgate::adapters::all())
         .expect("valid config");
     let (stop, stop_rx) = oneshot::channel::<()>();
     let join = tokio::spawn(ivrgate::run(

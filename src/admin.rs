@@ -18,12 +18,11 @@
 use std::net::SocketAddr;
 
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
-use crate::server::{json, App, Body};
 use crate::store::{EventQuery, EventStatus, ReplayFilter};
+use crate::web::{json, App, Body};
 
 /// Most events one page of `GET /admin/events` lists.
 const MAX_PAGE: usize = 1_000;
@@ -32,26 +31,23 @@ fn rfc3339_ms(ms: i64) -> String {
     ivrgate_adapter::epoch::rfc3339(crate::clock::from_ms(ms))
 }
 
-/// Reads a small JSON body (an empty one is `{}`), or the 400 answer saying why not.
-async fn json_body(req: Request<Incoming>) -> Result<Value, Response<Body>> {
-    let body = match Limited::new(req.into_body(), 64 * 1024).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return Err(json(
-                StatusCode::BAD_REQUEST,
-                &json!({"error": "cannot read body"}),
-            ))
+/// Reads a JSON body (none is `{}`) like every request body (`web::read_json`), or the
+/// answer saying why not. The reservation in the body budget is held until answered.
+async fn json_body(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<(Value, crate::budget::Reservation), Response<Body>> {
+    let runtime = app.core.runtime.load_full();
+    let (parts, body) = req.into_parts();
+    match crate::web::read_json(app, &parts.headers, body, &runtime.config.raw.server).await {
+        Ok((Value::Null, held)) => Ok((json!({}), held)),
+        Ok(read) => Ok(read),
+        Err(refused) => {
+            let mut response = json(refused.status, &json!({"error": refused.message}));
+            refused.decorate(&mut response);
+            Err(response)
         }
-    };
-    if body.is_empty() {
-        return Ok(json!({}));
     }
-    serde_json::from_slice(&body).map_err(|e| {
-        json(
-            StatusCode::BAD_REQUEST,
-            &json!({"error": format!("body is not JSON: {e}")}),
-        )
-    })
 }
 
 /// Why a replay matched nothing, in words an operator can act on.
@@ -213,8 +209,8 @@ pub async fn handle(
             }
         }
         (Method::POST, ["replay"]) => {
-            let value = match json_body(req).await {
-                Ok(v) => v,
+            let (value, _held) = match json_body(app, req).await {
+                Ok(read) => read,
                 Err(answer) => return answer,
             };
             let filter = ReplayFilter {
@@ -372,8 +368,8 @@ pub async fn handle(
             json(StatusCode::OK, &json!({"events": events, "next": next}))
         }
         (Method::POST, ["retry"]) => {
-            let value = match json_body(req).await {
-                Ok(v) => v,
+            let (value, _held) = match json_body(app, req).await {
+                Ok(read) => read,
                 Err(answer) => return answer,
             };
             let config = &runtime.config;

@@ -11,35 +11,20 @@
 //!   path, and every read and write the adapter makes is scoped to it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ivrgate_adapter::{Command, CommandReply};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::metrics::RequestLabels;
-use crate::server::{json, App, Body, BodyRefused};
+use crate::web::{json, App, Body};
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     json(
         status,
         &json!({"error": {"code": code, "message": message}}),
     )
-}
-
-/// Reads a command's body: `null` when there is none (only whitespace), otherwise UTF-8
-/// JSON read leniently within `max_depth`, or why it is not.
-pub fn read_body(bytes: &[u8], max_depth: usize) -> Result<Value, String> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Value::Null);
-    }
-    let limits = ivrgate_wire::Limits {
-        max_depth,
-        ..ivrgate_wire::Limits::default()
-    };
-    let text = std::str::from_utf8(bytes).map_err(|_| "body is not UTF-8".to_owned())?;
-    ivrgate_wire::json::parse_lenient(text, &limits).map_err(|e| e.to_string())
 }
 
 pub async fn handle(
@@ -101,58 +86,27 @@ pub async fn handle(
     }
     let query = req.uri().query().map(str::to_owned);
     let (parts, body) = req.into_parts();
-    let server = &config.raw.server;
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(server.body_read_timeout_ms);
-    let declared = crate::server::declared_length(&parts.headers);
     // Command bodies count in the same budget as legacy ones; held until answered.
-    let (bytes, _reservation) = match crate::server::read_budgeted(
-        app, body, declared, server, deadline,
+    let (body, _reservation) = match crate::web::read_json(
+        app,
+        &parts.headers,
+        body,
+        &config.raw.server,
     )
     .await
     {
         Ok(read) => read,
-        Err(BodyRefused::Busy(rest)) => {
-            count("busy");
-            tracing::warn!(%peer, tenant = tenant_id, "request bodies in flight fill the memory budget; command answered busy");
-            crate::server::discard(rest, &parts.headers, server.max_body_bytes, deadline).await;
-            let mut response = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                "too many request bodies in flight; send it again shortly",
-            );
-            response.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
+        Err(refused) => {
+            if refused.code == "busy" {
+                count("busy");
+                tracing::warn!(%peer, tenant = tenant_id, "request bodies in flight fill the memory budget; command answered busy");
+            } else {
+                count("bad_request");
+                tracing::info!(%peer, tenant = tenant_id, reason = %refused.message, "command body refused");
+            }
+            let mut response = error(refused.status, refused.code, &refused.message);
+            refused.decorate(&mut response);
             return response;
-        }
-        Err(BodyRefused::TooLarge | BodyRefused::Read(_)) => {
-            count("bad_request");
-            return error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                "request body too large or unreadable",
-            );
-        }
-        Err(BodyRefused::Timeout) => {
-            count("bad_request");
-            return error(
-                StatusCode::REQUEST_TIMEOUT,
-                "timeout",
-                "request body not received in time",
-            );
-        }
-    };
-    let body = match read_body(&bytes, config.raw.server.max_nesting_depth) {
-        Ok(value) => value,
-        Err(why) => {
-            count("bad_request");
-            tracing::info!(%peer, tenant = tenant_id, reason = %why, "command body is not JSON");
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                &format!("body is not JSON: {why}"),
-            );
         }
     };
     let command = Command {

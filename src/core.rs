@@ -1,20 +1,21 @@
-//! The gateway core: what adapters call through [`ivrgate_adapter::Gateway`]. Decisions ask the
-//! customer's webhook under a deadline and always come back with something the platform can
-//! carry out; events become one unit of work each, committed (fsynced) before the adapter
-//! acknowledges.
+//! The gateway core: what adapters call through [`ivrgate_adapter::Gateway`]. `Core` holds
+//! the running configuration ([`Runtime`]), the store, the webhook clients and breakers;
+//! events become one unit of work each, committed (fsynced) before the adapter acknowledges.
+//! Decisions are in [`crate::decisions`], entities in [`crate::entities`], and every payload
+//! is written by [`crate::envelope`].
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 use ivrgate_adapter::epoch::rfc3339;
 use ivrgate_adapter::{
-    Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint, DecisionRequest, Entity,
-    EntityKey, EventSubmission, FallbackReason, Gateway, ParsedSettings, RecordError, Recorded,
-    TransitionFn, Transitioned, Waited,
+    BoxFuture, CallEffect, Decision, DecisionPoint, DecisionRequest, Entity, EntityKey,
+    EventSubmission, Gateway, ParsedSettings, RecordError, Recorded, TransitionFn, Transitioned,
+    Waited,
 };
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -24,11 +25,13 @@ use crate::breaker::Breakers;
 use crate::clock::SharedClock;
 use crate::cluster::{BreakerNews, Membership};
 use crate::config::{ResolvedConfig, ResolvedTenant};
-use crate::metrics::{AdapterLabels, DecisionLabels, Metrics, OutcomeLabels, ReasonLabels};
+use crate::decisions::PendingDecision;
+use crate::envelope::{note_core_keys, Envelope, EventData, EventPayload, Reported, EVENT_KEYS};
+use crate::ids;
+use crate::metrics::{AdapterLabels, Metrics, OutcomeLabels};
 use crate::store::{
     CallKey, CallRow, CallWrite, CommitOutcome, DedupWrite, NewEvent, Store, UnitOfWork,
 };
-use crate::{ids, signing};
 
 /// Per-configuration state: rebuilt on reload, and resized when the live instances on the
 /// store change ([`crate::cluster`]): the limiters and slots hold this instance's share.
@@ -164,15 +167,6 @@ impl WebhookClients {
     }
 }
 
-/// Which try of a decision webhook this is: the decision URL (1), then the fallback URL (2).
-#[derive(Clone, Copy)]
-struct Attempt<'a> {
-    decision_id: &'a str,
-    call: &'a str,
-    number: u8,
-    of: u8,
-}
-
 pub struct Core {
     pub runtime: ArcSwap<Runtime>,
     pub store: Store,
@@ -195,14 +189,14 @@ pub struct Core {
     pub disabled_endpoints: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Decisions answered by this process whose call-state write is queued but not yet
     /// committed, so a request on the same call moments later still sees them.
-    pending_decisions: Arc<std::sync::Mutex<HashMap<CallKey, PendingDecision>>>,
+    pub(crate) pending_decisions: Arc<std::sync::Mutex<HashMap<CallKey, PendingDecision>>>,
     /// Set when the gateway stops: long-polls answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Set when the shutdown grace has run out: every decision still waiting for the
     /// customer answers with its fallback at once (a caller never hears dead air).
     pub grace_over: tokio::sync::watch::Sender<bool>,
     /// Decisions being decided now (for the shutdown log line).
-    decisions_open: std::sync::atomic::AtomicUsize,
+    pub(crate) decisions_open: std::sync::atomic::AtomicUsize,
     /// Transitions on the same entity in this process take turns (striped by key), so they
     /// do not keep invalidating each other; versions still guard against other processes.
     pub(crate) entity_locks: Vec<tokio::sync::Mutex<()>>,
@@ -217,14 +211,9 @@ pub struct Core {
     pub liveness: crate::liveness::Liveness,
     /// The client commands call platform APIs with (`Gateway::platform_api`).
     pub platform_api: crate::connectors::ApiClient,
-}
-
-#[derive(Clone)]
-struct PendingDecision {
-    decision_id: String,
-    call_id: String,
-    last: Value,
-    attached: Map<String, Value>,
+    /// Sees every webhook sent and answered and how each decision was settled
+    /// (`ivrgate simulate`; the daemon sets none).
+    pub observer: Option<Arc<dyn crate::observe::Observer>>,
 }
 
 impl Core {
@@ -273,6 +262,7 @@ impl Core {
             liveness: Default::default(),
             platform_api: crate::connectors::ApiClient::new(metrics.clone())
                 .map_err(|e| anyhow::anyhow!(e))?,
+            observer: None,
         })
     }
 
@@ -323,7 +313,7 @@ impl Core {
             .unwrap_or_else(|p| p.into_inner()) = tenants.into_iter().collect();
     }
 
-    fn call_key(tenant: &str, vendor: &str, vendor_call_id: &str) -> CallKey {
+    pub(crate) fn call_key(tenant: &str, vendor: &str, vendor_call_id: &str) -> CallKey {
         CallKey {
             tenant: tenant.to_owned(),
             vendor: vendor.to_owned(),
@@ -331,7 +321,7 @@ impl Core {
         }
     }
 
-    async fn load(&self, key: &CallKey) -> Option<CallRow> {
+    pub(crate) async fn load(&self, key: &CallKey) -> Option<CallRow> {
         match self.store.load_call(key.clone()).await {
             Ok(row) => row,
             Err(e) => {
@@ -346,450 +336,15 @@ impl Core {
         self.decisions_open.load(Ordering::Relaxed)
     }
 
-    /// Asks the customer, then the fallback URL, unless the shutdown grace runs out first:
-    /// then the decision gives up on both at once (`FallbackReason::Shutdown`).
-    async fn ask_customer(
-        &self,
-        tenant: &ResolvedTenant,
-        decision_id: &str,
-        call: &str,
-        body: &[u8],
-        deadline: Instant,
-        point: &DecisionPoint,
-    ) -> Result<(Answer, AnswerSource), FallbackReason> {
-        let of = if tenant.fallback_target.is_some() {
-            2
-        } else {
-            1
-        };
-        let asked = async {
-            let first = Attempt {
-                decision_id,
-                call,
-                number: 1,
-                of,
-            };
-            match self
-                .ask(
-                    tenant,
-                    &tenant.decision_target,
-                    &first,
-                    body,
-                    deadline,
-                    point,
-                )
-                .await
-            {
-                Ok(answer) => Ok((answer, AnswerSource::Customer)),
-                Err(reason) => match &tenant.fallback_target {
-                    Some(url) if Instant::now() < deadline => {
-                        let second = Attempt { number: 2, ..first };
-                        self.ask(tenant, url, &second, body, deadline, point)
-                            .await
-                            .map(|answer| (answer, AnswerSource::FallbackUrl))
-                            .map_err(|_| reason)
-                    }
-                    _ => Err(reason),
-                },
-            }
-        };
-        let mut grace_over = self.grace_over.subscribe();
-        tokio::select! {
-            biased;
-            _ = grace_over.wait_for(|over| *over) => Err(FallbackReason::Shutdown),
-            result = asked => result,
-        }
-    }
-
-    async fn decide_inner(&self, req: DecisionRequest) -> Decision {
-        self.decisions_open.fetch_add(1, Ordering::Relaxed);
-        let _open = Defer(Some(|| {
-            self.decisions_open.fetch_sub(1, Ordering::Relaxed);
-        }));
-        let started = Instant::now();
-        let runtime = self.runtime.load_full();
-        let point = req.point;
-        let Some(tenant) = runtime.config.tenant(&req.tenant) else {
-            // The server only routes configured tenants here; a reload may have removed it.
-            return Decision {
-                decision_id: ids::decision_id(),
-                call_id: None,
-                answer: (point.default_fallback)(),
-                source: AnswerSource::Fallback(FallbackReason::Invalid),
-                attached: Map::new(),
-            };
-        };
-        let settings = tenant.decisions.get(point.kind);
-        let deadline_ms = settings
-            .map(|s| s.deadline_ms)
-            .unwrap_or(tenant_default_deadline(tenant))
-            .min(req.deadline_ms.unwrap_or(u64::MAX));
-        let fallback = settings
-            .map(|s| s.fallback.clone())
-            .unwrap_or_else(point.default_fallback);
-        let deadline = started + Duration::from_millis(deadline_ms);
-        let decision_id = ids::decision_id();
-        let key = req
-            .call
-            .vendor_call_id
-            .as_deref()
-            .map(|id| Self::call_key(&tenant.id, point.vendor, id));
-        // The call's state is worth half the time left at most: a slow store, or a pool busy
-        // with other reads, must not eat the time the customer's webhook and the fallbacks
-        // need. Past it the decision goes on without the state, as after a failed read.
-        let row = match &key {
-            Some(key) => {
-                let budget = deadline.saturating_duration_since(Instant::now()) / 2;
-                match tokio::time::timeout(budget, self.load(key)).await {
-                    Ok(row) => row,
-                    Err(_) => {
-                        tracing::error!(
-                            tenant = %key.tenant, waited_ms = budget.as_millis() as u64,
-                            "cannot read call state within half the decision's deadline; deciding without it"
-                        );
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
-        let pending = key.as_ref().and_then(|k| {
-            self.pending_decisions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(k)
-                .cloned()
-        });
-        let call_id = key.as_ref().map(|_| match (&pending, &row) {
-            (Some(p), _) => p.call_id.clone(),
-            (None, Some(r)) => r.call_id.clone(),
-            (None, None) => ids::call_id(),
-        });
-        let mut attached = match &pending {
-            Some(p) => p.attached.clone(),
-            None => row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
-        };
-        let previous = match &pending {
-            Some(p) => p.last.clone(),
-            None => row
-                .as_ref()
-                .and_then(|r| r.state.as_ref())
-                .and_then(|s| s.get("last_decision"))
-                .cloned()
-                .unwrap_or(Value::Null),
-        };
-        let now = self.clock.now();
-        self.note_undecodable(&tenant.id, point.vendor, point.kind, &req.data);
-        let mut data = Map::new();
-        data.insert("decision_id".into(), json!(decision_id));
-        data.insert("tenant".into(), json!(tenant.id));
-        data.insert("vendor".into(), json!(point.vendor));
-        data.insert("kind".into(), json!(point.kind));
-        data.insert("call_id".into(), json!(call_id));
-        data.insert("deadline_ms".into(), json!(deadline_ms));
-        data.insert(
-            "correlation".into(),
-            Value::Object(req.call.correlation.clone()),
-        );
-        data.insert("attached".into(), Value::Object(attached.clone()));
-        data.insert("previous_decision".into(), previous);
-        for (k, v) in &req.data {
-            data.insert(k.clone(), v.clone());
-        }
-        data.insert(
-            "vendor_fields".into(),
-            Value::Object(req.vendor_fields.clone()),
-        );
-        let body = json!({
-            "type": format!("decision.{}", point.kind),
-            "timestamp": rfc3339(now),
-            "data": data,
-        });
-        let body = serde_json::to_vec(&body).unwrap_or_default();
-
-        let limited = runtime
-            .decision_limits
-            .get(&tenant.id)
-            .is_some_and(|l| l.check().is_err());
-        let (answer, source) = if limited {
-            (
-                fallback.clone(),
-                AnswerSource::Fallback(FallbackReason::RateLimited),
-            )
-        } else {
-            match self
-                .ask_customer(
-                    tenant,
-                    &decision_id,
-                    call_id.as_deref().unwrap_or("-"),
-                    &body,
-                    deadline,
-                    point,
-                )
-                .await
-            {
-                Ok(answered) => answered,
-                Err(reason) => (fallback.clone(), AnswerSource::Fallback(reason)),
-            }
-        };
-        for (k, v) in point.attached_by(&answer) {
-            attached.insert(k, v);
-        }
-        let (source_label, reason) = match &source {
-            AnswerSource::Customer => ("customer", None),
-            AnswerSource::FallbackUrl => ("fallback_url", None),
-            AnswerSource::Fallback(reason) => ("fallback", Some(reason.as_str())),
-        };
-        let elapsed = started.elapsed();
-        self.metrics
-            .decision_seconds
-            .get_or_create(&DecisionLabels {
-                kind: point.kind.to_owned(),
-                source: source_label.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
-        if let Some(reason) = reason {
-            self.metrics
-                .fallbacks
-                .get_or_create(&ReasonLabels {
-                    kind: point.kind.to_owned(),
-                    reason: reason.to_owned(),
-                })
-                .inc();
-            tracing::warn!(
-                tenant = %tenant.id, kind = point.kind, decision_id = %decision_id,
-                call_id = call_id.as_deref().unwrap_or("-"),
-                vendor_call_id = req.call.vendor_call_id.as_deref().unwrap_or("-"), reason,
-                elapsed_ms = elapsed.as_millis() as u64, answer = answer.label(),
-                "decision answered with the fallback"
-            );
-        } else {
-            tracing::debug!(
-                tenant = %tenant.id, kind = point.kind, decision_id = %decision_id,
-                source = source_label, elapsed_ms = elapsed.as_millis() as u64,
-                answer = answer.label(), "decision answered"
-            );
-        }
-        if let (Some(key), Some(call_id)) = (key, call_id.clone()) {
-            let last = json!({
-                "decision_id": decision_id,
-                "kind": point.kind,
-                "at": rfc3339(now),
-                "answer": answer.label(),
-                "source": source_label,
-                "fallback_reason": reason,
-            });
-            self.pending_decisions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    key.clone(),
-                    PendingDecision {
-                        decision_id: decision_id.clone(),
-                        call_id: call_id.clone(),
-                        last: last.clone(),
-                        attached: attached.clone(),
-                    },
-                );
-            self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
-        }
-        Decision {
-            decision_id,
-            call_id,
-            answer,
-            source,
-            attached,
-        }
-    }
-
-    /// Records a decision on its call. The legacy side is answered without waiting for this
-    /// commit (a decision is not an acknowledgement of a stored event); the write is queued
-    /// now, so a later request on the same call reads it.
-    fn commit_decision(
-        self: &Core,
-        key: CallKey,
-        call_id: String,
-        row: Option<CallRow>,
-        attached: Map<String, Value>,
-        last: Value,
-        runtime: &Runtime,
-    ) {
-        let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
-        let adapter_expiry = self
-            .adapter(&key.vendor)
-            .is_some_and(|a| a.keeps_call_state());
-        let retry_key = key.clone();
-        let overlay_key = key.clone();
-        let overlay = self.pending_decisions.clone();
-        let decision_id = last
-            .get("decision_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let store = self.store.clone();
-        let clock = self.clock.clone();
-        let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {
-            let mut state = row
-                .and_then(|r| r.state.clone())
-                .unwrap_or_else(|| json!({"started_at": rfc3339(crate::clock::from_ms(now_ms))}));
-            if let Some(obj) = state.as_object_mut() {
-                let n = obj.get("decisions").and_then(Value::as_u64).unwrap_or(0);
-                obj.insert("decisions".into(), json!(n + 1));
-                obj.insert("last_decision".into(), last.clone());
-            }
-            let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
-            for (k, v) in &attached {
-                merged.insert(k.clone(), v.clone());
-            }
-            UnitOfWork {
-                tenant: key.tenant.clone(),
-                now_ms,
-                call: Some(CallWrite {
-                    key: key.clone(),
-                    call_id: row
-                        .map(|r| r.call_id.clone())
-                        .unwrap_or_else(|| call_id.clone()),
-                    expected_version: row.map(|r| r.version),
-                    status: "active",
-                    attached: merged,
-                    state: Some(state.into()),
-                    // An adapter that keeps its calls in entities sets their expiry (a PTK
-                    // interaction waits days for its appointment, an OpenScape call has its
-                    // own limit); a decision leaves it alone.
-                    expires_at_ms: match row {
-                        Some(r) if r.state.is_some() && adapter_expiry => r.expires_at_ms,
-                        _ => Some(now_ms + ttl_ms),
-                    },
-                }),
-                ..UnitOfWork::default()
-            }
-        };
-        let first = build(row.as_ref(), clock.now_ms());
-        let pending = store.commit_queued(first);
-        tokio::spawn(async move {
-            // However the write ends, this decision is no longer pending.
-            let _clear = Defer(Some(move || {
-                let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
-                if map
-                    .get(&overlay_key)
-                    .is_some_and(|p| p.decision_id == decision_id)
-                {
-                    map.remove(&overlay_key);
-                }
-            }));
-            let mut outcome = pending.await;
-            for _ in 0..5 {
-                match outcome {
-                    Ok(CommitOutcome::Conflict) => {
-                        let row = store.load_call(retry_key.clone()).await.ok().flatten();
-                        outcome = store.commit(build(row.as_ref(), clock.now_ms())).await;
-                    }
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot record decision on its call");
-                        return;
-                    }
-                }
-            }
-        });
-    }
-
-    /// One signed POST of a decision to `target` within `deadline`. A failure is logged (WARN
-    /// `decision webhook failed`) with the endpoint (redacted), what went wrong, the
-    /// decision's kind, id and call, and the attempt as "n of N" (the decision URL, then the
-    /// fallback URL).
-    async fn ask(
-        &self,
-        tenant: &ResolvedTenant,
-        target: &reqwest::Url,
-        attempt: &Attempt<'_>,
-        body: &[u8],
-        deadline: Instant,
-        point: &DecisionPoint,
-    ) -> Result<Answer, FallbackReason> {
-        let url = target.as_str();
-        let decision_id = attempt.decision_id;
-        let failed = |reason: FallbackReason, error: &str| {
-            tracing::warn!(
-                tenant = %tenant.id, endpoint = %crate::redact::url(url),
-                event_type = %format!("decision.{}", point.kind), decision_id = %decision_id,
-                call = %attempt.call, attempt = %format!("{} of {}", attempt.number, attempt.of),
-                reason = %reason.as_str(), error = %error, "decision webhook failed"
-            );
-            reason
-        };
-        if !self.decision_breakers.try_acquire(url) {
-            return Err(failed(
-                FallbackReason::CircuitOpen,
-                "circuit breaker open after repeated failures; not asked",
-            ));
-        }
-        let timestamp = crate::clock::to_ms(self.clock.now()) / 1000;
-        let signature = signing::signature_header(&tenant.secrets, decision_id, timestamp, body);
-        let request = self
-            .decision_client(tenant)
-            .post(target.clone())
-            .header("content-type", "application/json")
-            .header("webhook-id", decision_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body.to_vec());
-        let exchange = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let bytes = read_capped(response, MAX_ANSWER_BYTES).await?;
-            Ok::<_, reqwest::Error>((status, bytes))
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        let result = tokio::time::timeout_at(deadline.into(), exchange).await;
-        let (status, bytes) = match result {
-            Err(_) => {
-                self.decision_breakers.failure(url);
-                let why = format!(
-                    "timeout: no answer within the decision's deadline ({} ms left)",
-                    left.as_millis()
-                );
-                return Err(failed(FallbackReason::Timeout, &why));
-            }
-            Ok(Err(e)) => {
-                self.decision_breakers.failure(url);
-                let reason = if e.is_timeout() {
-                    FallbackReason::Timeout
-                } else {
-                    FallbackReason::Connect
-                };
-                // Never the URL: the endpoint is logged redacted, apart.
-                return Err(failed(reason, &crate::failure::describe(&e, left)));
-            }
-            Ok(Ok(pair)) => pair,
-        };
-        if !status.is_success() {
-            if status.is_server_error() {
-                self.decision_breakers.failure(url);
-            }
-            return Err(failed(
-                FallbackReason::Status,
-                &crate::failure::status(status),
-            ));
-        }
-        self.decision_breakers.success(url);
-        // Customers porting a legacy server may answer with the vendor's own (sometimes
-        // not quite JSON) examples; the lenient reader takes those too.
-        let limits = ivrgate_wire::Limits::default();
-        let parsed = std::str::from_utf8(&bytes)
-            .map_err(|_| "answer is not UTF-8".to_owned())
-            .and_then(|text| {
-                ivrgate_wire::json::parse_lenient(text, &limits)
-                    .map_err(|e| format!("not JSON: {e}"))
-            })
-            .and_then(|v| Answer::from_json(&v))
-            .and_then(|a| (point.validate)(&a).map(|()| a));
-        parsed.map_err(|why| failed(FallbackReason::Invalid, &format!("invalid answer: {why}")))
-    }
-
     /// Logs and counts each vendor field an adapter could not decode in the request's charset
     /// (`data.undecodable`, field name to base64). The field's name is logged, never its value.
-    fn note_undecodable(&self, tenant: &str, vendor: &str, what: &str, data: &Map<String, Value>) {
+    pub(crate) fn note_undecodable(
+        &self,
+        tenant: &str,
+        vendor: &str,
+        what: &str,
+        data: &Map<String, Value>,
+    ) {
         let Some(Value::Object(fields)) = data.get("undecodable") else {
             return;
         };
@@ -843,21 +398,14 @@ impl Core {
         // The vendor's fields (the bulk of a large event) move into the payload; a retry after
         // a version conflict takes them back from the payload it sent, copying them only if
         // the store still holds that payload.
-        let mut vendor_fields = Value::Object(std::mem::take(&mut ev.vendor_fields));
-        let mut sent: Option<Arc<Value>> = None;
+        let mut vendor_fields = std::mem::take(&mut ev.vendor_fields);
+        let mut sent: Option<Arc<EventPayload>> = None;
+        note_core_keys(&ev.data, &EVENT_KEYS, ev.event_type);
         for _ in 0..8 {
             if let Some(previous) = sent.take() {
                 vendor_fields = match Arc::try_unwrap(previous) {
-                    Ok(mut payload) => payload
-                        .get_mut("data")
-                        .and_then(|d| d.get_mut("vendor_fields"))
-                        .map(Value::take)
-                        .unwrap_or_default(),
-                    Err(shared) => shared
-                        .get("data")
-                        .and_then(|d| d.get("vendor_fields"))
-                        .cloned()
-                        .unwrap_or_default(),
+                    Ok(mut payload) => payload.take_vendor_fields(),
+                    Err(shared) => shared.vendor_fields(),
                 };
             }
             let now = self.clock.now();
@@ -914,31 +462,21 @@ impl Core {
                 .as_ref()
                 .map(|c| c.attached.clone())
                 .unwrap_or_default();
-            let mut data = Map::new();
-            data.insert("event_id".into(), json!(event_id));
-            data.insert("tenant".into(), json!(tenant.id));
-            data.insert("vendor".into(), json!(ev.vendor));
-            data.insert("call_id".into(), json!(call_id));
-            data.insert(
-                "correlation".into(),
-                Value::Object(ev.call.correlation.clone()),
-            );
-            data.insert("attached".into(), Value::Object(attached));
-            for (k, v) in &ev.data {
-                data.insert(k.clone(), v.clone());
-            }
-            data.insert("received_at".into(), json!(rfc3339(now)));
-            data.insert("vendor_fields".into(), std::mem::take(&mut vendor_fields));
-            // Built by moving `data` in: `json!` would serialize a copy of it (the vendor
-            // fields included) and only then drop the original.
-            let mut payload = Map::new();
-            payload.insert("type".into(), Value::String(ev.event_type.to_owned()));
-            payload.insert(
-                "timestamp".into(),
-                Value::String(rfc3339(ev.occurred_at.unwrap_or(now))),
-            );
-            payload.insert("data".into(), Value::Object(data));
-            let payload = Arc::new(Value::Object(payload));
+            let payload = Arc::new(Envelope {
+                kind: ev.event_type.to_owned(),
+                timestamp: ev.occurred_at.unwrap_or(now),
+                data: EventData::Reported(Reported {
+                    event_id: event_id.clone(),
+                    tenant: tenant.id.clone(),
+                    vendor: ev.vendor.to_owned(),
+                    call_id: call_id.clone(),
+                    correlation: ev.call.correlation.clone(),
+                    attached,
+                    fields: ev.data.clone(),
+                    received_at: now,
+                    vendor_fields: std::mem::take(&mut vendor_fields),
+                }),
+            });
             sent = Some(payload.clone());
             let uow = UnitOfWork {
                 tenant: tenant.id.clone(),
@@ -1001,10 +539,6 @@ impl Core {
     }
 }
 
-/// The largest decision answer read; the rest of a larger one is ignored, so the answer is
-/// invalid (truncated JSON) and the fallback answers.
-pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
-
 /// Reads a response body up to `cap` bytes. Reading it (rather than dropping it) also lets
 /// the connection go back to the pool.
 pub async fn read_capped(
@@ -1020,26 +554,6 @@ pub async fn read_capped(
         }
     }
     Ok(body.freeze())
-}
-
-/// Runs a closure when dropped.
-struct Defer<F: FnOnce()>(Option<F>);
-
-impl<F: FnOnce()> Drop for Defer<F> {
-    fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
-            f();
-        }
-    }
-}
-
-fn tenant_default_deadline(tenant: &ResolvedTenant) -> u64 {
-    tenant
-        .decisions
-        .values()
-        .map(|d| d.deadline_ms)
-        .min()
-        .unwrap_or(3_000)
 }
 
 impl Gateway for Core {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify, Semaphore};
 
 use crate::core::Core;
+use crate::observe::{self, Observed};
 use crate::store::{Delivery, DeliveryUpdate};
 use crate::{clock, retry, signing};
 
@@ -206,6 +207,40 @@ async fn deliver(
         signing::signature_header(&tenant.secrets, &row.event_id, timestamp, &row.payload);
     // Per attempt, so a reload applies `delivery.timeout_ms` at once.
     let timeout = Duration::from_millis(cfg.timeout_ms);
+    let of = cfg.retry_schedule_s.len() as u32 + 1;
+    if let Some(observer) = &core.observer {
+        observer.observe(Observed::Sent(observe::Sent {
+            id: row.event_id.clone(),
+            webhook_type: row.event_type.clone(),
+            url: crate::redact::url(url),
+            attempt: row.attempts + 1,
+            of,
+            headers: vec![
+                ("content-type".into(), "application/json".into()),
+                ("webhook-id".into(), row.event_id.clone()),
+                ("webhook-timestamp".into(), timestamp.to_string()),
+                ("webhook-signature".into(), signature.clone()),
+            ],
+            body: row.payload.clone(),
+        }));
+    }
+    let started = std::time::Instant::now();
+    let observe =
+        |status: Option<u16>, outcome: &str, error: Option<&str>, retry_in: Option<Duration>| {
+            if let Some(observer) = &core.observer {
+                observer.observe(Observed::Answered(observe::Answered {
+                    id: row.event_id.clone(),
+                    webhook_type: row.event_type.clone(),
+                    attempt: row.attempts + 1,
+                    status,
+                    body: None,
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    error: error.map(str::to_owned),
+                    outcome: outcome.to_owned(),
+                    retry_in_ms: retry_in.map(|d| d.as_millis() as u64),
+                }));
+            }
+        };
     let result = core
         .delivery_client(tenant)
         .post(tenant.webhook_target.clone())
@@ -226,12 +261,15 @@ async fn deliver(
     let endpoint = crate::redact::url(url);
     let call = row.call_id.as_deref().unwrap_or("-");
     let attempt = format!("{attempts} of {}", cfg.retry_schedule_s.len() + 1);
+    let mut answered_status = None;
     let (error, retry_after) = match result {
         Ok(response) if response.status().is_success() => {
+            let response_status = response.status().as_u16();
             // Drain (a little of) the body so the connection is reused.
             let _ = crate::core::read_capped(response, 64 * 1024).await;
             core.delivery_breakers.success(url);
             core.metrics.delivery("delivered");
+            observe(Some(response_status), "delivered", None, None);
             tracing::debug!(tenant = %tenant.id, event_id = %row.event_id, event_type = %row.event_type, attempts, "event delivered");
             finish(DeliveryUpdate::Delivered {
                 id: row.id,
@@ -242,6 +280,12 @@ async fn deliver(
         }
         Ok(response) if response.status().as_u16() == 410 => {
             core.metrics.delivery("gone");
+            observe(
+                Some(410),
+                "gone",
+                Some("410 Gone: endpoint disabled until re-enabled through the admin API"),
+                None,
+            );
             tracing::error!(
                 tenant = %tenant.id, endpoint = %endpoint, event_type = %row.event_type,
                 event_id = %row.event_id, call = %call, attempt = %attempt,
@@ -268,6 +312,7 @@ async fn deliver(
         }
         Ok(response) => {
             let status = response.status();
+            answered_status = Some(status.as_u16());
             let retry_after = response
                 .headers()
                 .get("retry-after")
@@ -294,11 +339,13 @@ async fn deliver(
                 event_id = %row.event_id, call = %call, attempt = %attempt, error = %error,
                 "delivery failed and the retry schedule is exhausted: event dead-lettered"
             );
+            observe(answered_status, "dead", Some(&error), None);
             DeliveryUpdate::Dead { id: row.id, error }
         }
         (Some(delay), after) => {
             let delay = after.unwrap_or(delay);
             core.metrics.delivery("retry");
+            observe(answered_status, "retry", Some(&error), Some(delay));
             tracing::warn!(
                 tenant = %tenant.id, endpoint = %endpoint, event_type = %row.event_type,
                 event_id = %row.event_id, call = %call, attempt = %attempt, error = %error,

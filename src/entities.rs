@@ -9,7 +9,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ivrgate_adapter::epoch::rfc3339;
 use ivrgate_adapter::state::MAX_WAIT;
 use ivrgate_adapter::{
     AliasChange, Change, Entity, EntityKey, RecordError, TimerChange, TransitionFn, Transitioned,
@@ -20,31 +19,61 @@ use tokio::sync::Notify;
 
 use crate::clock::{from_ms, to_ms};
 use crate::core::Core;
+use crate::envelope::{note_core_keys, Envelope, EventData, Reported, EVENT_KEYS};
 use crate::ids;
 use crate::metrics::OutcomeLabels;
 use crate::store::{
-    AliasOp, CallKey, CallRow, CallWrite, CommitOutcome, EntityWrite, NewEvent, TimerOp, UnitOfWork,
+    AliasAction, AliasOp, CallKey, CallRow, CallWrite, CommitOutcome, EntityWrite, NewEvent,
+    TimerOp, UnitOfWork,
 };
 
 /// The timer kind of entity timers in the store.
 pub const TIMER_KIND: &str = "entity";
 
-/// Keys of an entity's state that the core writes (decisions on call-like entities); a
-/// transition that leaves them out keeps them.
-const CORE_KEYS: [&str; 3] = ["decisions", "last_decision", "started_at"];
+/// Keys of a call's stored state that the core writes: decisions on a call-like entity, and
+/// what `record` keeps on a call. They live in the stored document beside the adapter's keys
+/// (so rows written by earlier releases read the same, and `call.expired` shows them in
+/// `last_state`), but an adapter never sees them: [`split`] takes them out of every entity it
+/// reads, and [`join`] puts them back, in this order, after the adapter's keys when it writes.
+const CORE_KEYS: [&str; 4] = ["decisions", "last_decision", "started_at", "last_event_at"];
 
-/// Keys of an event's `data` the core sets; an adapter's own fields cannot replace them.
-const RESERVED: [&str; 9] = [
-    "event_id",
-    "tenant",
-    "vendor",
-    "call_id",
-    "seq",
-    "correlation",
-    "attached",
-    "received_at",
-    "vendor_fields",
-];
+/// A stored state split into the adapter's document and the core's keys (in [`CORE_KEYS`]
+/// order). A state that is not an object has no core keys.
+fn split(state: Option<Value>) -> (Option<Value>, Map<String, Value>) {
+    let mut core = Map::new();
+    match state {
+        Some(Value::Object(mut doc)) => {
+            for key in CORE_KEYS {
+                if let Some(value) = doc.shift_remove(key) {
+                    core.insert(key.to_owned(), value);
+                }
+            }
+            (Some(Value::Object(doc)), core)
+        }
+        other => (other, core),
+    }
+}
+
+/// The document stored for an adapter's new state: its keys, then the core's as read. A key
+/// of the core's that the adapter wrote is the adapter's mistake: logged, and the core's kept.
+fn join(state: Option<Value>, core: &Map<String, Value>, kind: &str) -> Option<Value> {
+    match state {
+        Some(Value::Object(mut doc)) => {
+            for key in CORE_KEYS {
+                if doc.shift_remove(key).is_some() {
+                    tracing::warn!(
+                        key,
+                        kind,
+                        "adapter state names a key the core keeps; left out"
+                    );
+                }
+            }
+            doc.extend(core.iter().map(|(k, v)| (k.clone(), v.clone())));
+            Some(Value::Object(doc))
+        }
+        other => other,
+    }
+}
 
 /// How often a transition is recomputed when its entities keep changing under it.
 const ATTEMPTS: usize = 16;
@@ -57,16 +86,19 @@ fn call_key(key: &EntityKey) -> CallKey {
     }
 }
 
-fn entity(key: EntityKey, row: CallRow) -> Entity {
-    Entity {
+/// The entity an adapter sees of a stored row, and the core's keys of its state.
+fn entity(key: EntityKey, row: CallRow) -> (Entity, Map<String, Value>) {
+    let (state, core) = split(row.state);
+    let entity = Entity {
         key,
         entity_id: row.call_id,
         version: row.version,
         status: row.status,
-        state: row.state,
+        state,
         attached: row.attached,
         expires_at: row.expires_at_ms.map(from_ms),
-    }
+    };
+    (entity, core)
 }
 
 /// The store key of an entity's timer.
@@ -140,6 +172,14 @@ impl Core {
     }
 
     pub(crate) async fn load_entity(&self, key: EntityKey) -> Result<Option<Entity>, RecordError> {
+        Ok(self.load_split(key).await?.map(|(entity, _)| entity))
+    }
+
+    /// An entity as the adapter sees it, with the core's keys of its state.
+    async fn load_split(
+        &self,
+        key: EntityKey,
+    ) -> Result<Option<(Entity, Map<String, Value>)>, RecordError> {
         let row = self
             .store
             .load_call(call_key(&key))
@@ -188,6 +228,7 @@ impl Core {
                     EntityKey::new(key.tenant, key.vendor, key.vendor_call_id),
                     row,
                 )
+                .0
             })
             .collect())
     }
@@ -231,8 +272,11 @@ impl Core {
                 tokio::time::sleep(Duration::from_millis(pause)).await;
             }
             let mut read = Vec::with_capacity(keys.len());
+            let mut cores = Vec::with_capacity(keys.len());
             for key in &keys {
-                read.push(self.load_entity(key.clone()).await?);
+                let (entity, core) = self.load_split(key.clone()).await?.unzip();
+                read.push(entity);
+                cores.push(core.unwrap_or_default());
             }
             let changes = f(&read);
             let now = self.clock.now();
@@ -258,16 +302,10 @@ impl Core {
                     .as_ref()
                     .map(|e| e.entity_id.clone())
                     .unwrap_or_else(ids::call_id);
-                let mut state = write.state;
-                if let (Some(Value::Object(new)), Some(Some(Value::Object(old)))) =
-                    (state.as_mut(), before.as_ref().map(|e| &e.state))
-                {
-                    for k in CORE_KEYS {
-                        if let (false, Some(v)) = (new.contains_key(k), old.get(k)) {
-                            new.insert(k.to_owned(), v.clone());
-                        }
-                    }
-                }
+                let state = match cores.get(i) {
+                    Some(core) => join(write.state, core, &key.kind),
+                    None => write.state,
+                };
                 let attached = write
                     .attached
                     .or_else(|| before.as_ref().map(|e| e.attached.clone()))
@@ -282,28 +320,23 @@ impl Core {
                     .events
                     .into_iter()
                     .map(|ev| {
+                        note_core_keys(&ev.data, &EVENT_KEYS, &ev.event_type);
                         let event_id = ids::event_id();
-                        let mut data = Map::new();
-                        data.insert("event_id".into(), json!(event_id));
-                        data.insert("tenant".into(), json!(tenant.id));
-                        data.insert("vendor".into(), json!(key.adapter()));
-                        data.insert("call_id".into(), json!(entity_id));
-                        data.insert("correlation".into(), Value::Object(ev.correlation));
-                        data.insert("attached".into(), Value::Object(attached.clone()));
-                        for (k, v) in ev.data {
-                            if RESERVED.contains(&k.as_str()) {
-                                tracing::debug!(key = %k, event_type = %ev.event_type, "adapter data key reserved by the core: dropped");
-                                continue;
-                            }
-                            data.insert(k, v);
-                        }
-                        data.insert("received_at".into(), json!(rfc3339(now)));
-                        data.insert("vendor_fields".into(), Value::Object(ev.vendor_fields));
-                        let payload = json!({
-                            "type": ev.event_type,
-                            "timestamp": rfc3339(ev.occurred_at.unwrap_or(now)),
-                            "data": data,
-                        });
+                        let payload = Envelope {
+                            kind: ev.event_type.clone(),
+                            timestamp: ev.occurred_at.unwrap_or(now),
+                            data: EventData::Reported(Reported {
+                                event_id: event_id.clone(),
+                                tenant: tenant.id.clone(),
+                                vendor: key.adapter().to_owned(),
+                                call_id: Some(entity_id.clone()),
+                                correlation: ev.correlation,
+                                attached: attached.clone(),
+                                fields: ev.data,
+                                received_at: now,
+                                vendor_fields: ev.vendor_fields,
+                            }),
+                        };
                         NewEvent {
                             event_id,
                             event_type: ev.event_type,
@@ -331,20 +364,28 @@ impl Core {
                     });
                 }
                 for alias in write.aliases {
-                    let (namespace, value, claim) = match alias {
+                    let (namespace, value, action) = match alias {
                         AliasChange::Claim {
                             namespace,
                             value,
                             until,
-                        } => (namespace, value, Some(until.map(to_ms))),
-                        AliasChange::Release { namespace, value } => (namespace, value, None),
+                        } => (
+                            namespace,
+                            value,
+                            AliasAction::Claim {
+                                until_ms: until.map(to_ms),
+                            },
+                        ),
+                        AliasChange::Release { namespace, value } => {
+                            (namespace, value, AliasAction::Release)
+                        }
                     };
                     uow.aliases.push(AliasOp {
                         namespace,
                         value,
                         owner_kind: key.kind.clone(),
                         owner_id: key.id.clone(),
-                        claim,
+                        action,
                     });
                 }
                 let state = state.map(Arc::new);
@@ -394,8 +435,10 @@ impl Core {
                     let mut after = read;
                     for (i, mut entity, state) in fresh {
                         // The store has let go of its share by now; a copy only if it has not.
-                        entity.state =
+                        // The core's keys (last, where `join` put them) are not the adapter's.
+                        let state =
                             state.map(|s| Arc::try_unwrap(s).unwrap_or_else(|s| (*s).clone()));
+                        entity.state = split(state).0;
                         if let Some(slot) = after.get_mut(i) {
                             *slot = Some(entity);
                         }
@@ -479,5 +522,58 @@ impl Core {
                 _ = stopping.changed() => return Waited::ShuttingDown,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &Option<Value>) -> Vec<String> {
+        v.as_ref()
+            .and_then(Value::as_object)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// A state stored by an earlier release, with the core's keys among the adapter's (an
+    /// adapter that kept the whole map), reads as the adapter's keys in their order.
+    #[test]
+    fn the_adapter_never_sees_the_cores_keys() {
+        let stored = json!({
+            "started_at": "2026-01-05T12:00:00Z",
+            "route": {"state": "pending"},
+            "decisions": 2,
+            "agent": "7",
+            "last_decision": {"decision_id": "dec_1"},
+        });
+        let (adapter, core) = split(Some(stored));
+        assert_eq!(
+            adapter,
+            Some(json!({"route": {"state": "pending"}, "agent": "7"}))
+        );
+        assert_eq!(keys(&adapter), ["route", "agent"]);
+        assert_eq!(
+            core.keys().collect::<Vec<_>>(),
+            ["decisions", "last_decision", "started_at"]
+        );
+    }
+
+    /// The stored document is the adapter's keys, then the core's as read; a core key the
+    /// adapter wrote does not replace the core's.
+    #[test]
+    fn a_write_keeps_the_cores_keys_after_the_adapters() {
+        let (_, core) = split(Some(json!({"decisions": 1, "x": 0, "started_at": "t0"})));
+        let written = join(
+            Some(json!({"b": 1, "decisions": 99, "a": 2})),
+            &core,
+            "openscape",
+        );
+        assert_eq!(keys(&written), ["b", "a", "decisions", "started_at"]);
+        assert_eq!(written.as_ref().map(|s| &s["decisions"]), Some(&json!(1)));
+        // Ending (no state) and a state that is no object are left as they are.
+        assert_eq!(join(None, &core, "openscape"), None);
+        assert_eq!(join(Some(json!(3)), &core, "x"), Some(json!(3)));
+        assert_eq!(split(Some(json!("s"))), (Some(json!("s")), Map::new()));
     }
 }

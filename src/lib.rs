@@ -1,7 +1,7 @@
 //! ivrgate: lets legacy IVR and contact-center platforms be driven by, and report to, signed
 //! JSON webhooks. This crate is the core and the daemon: configuration, the durable store,
 //! decisions, event delivery, timers and the HTTP server. Each legacy platform lives in its
-//! own adapter crate under `adapters/`; [`server::App`] is the one place that knows them all.
+//! own adapter crate under `adapters/`; [`adapters`] is the one place that knows them all.
 
 #![forbid(unsafe_code)]
 
@@ -17,47 +17,48 @@ pub mod cluster;
 pub mod config;
 pub mod connectors;
 pub mod core;
+pub mod decisions;
 pub mod delivery;
 pub mod entities;
+pub mod envelope;
 pub mod failure;
 pub mod ids;
 pub mod liveness;
 pub mod metrics;
+pub mod observe;
 pub mod redact;
 pub mod retry;
 pub mod server;
 pub mod signing;
+pub mod simulate;
 pub mod store;
 pub mod systemd;
 pub mod timers;
 pub mod tls;
+pub mod web;
 
 use std::future::Future;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use ivrgate_adapter::DecisionPoint;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::{Config, ConfigError, ResolvedConfig};
 
-/// Every decision point of every adapter, for checking configuration.
-pub fn decision_points() -> Vec<&'static DecisionPoint> {
-    adapters::all()
-        .iter()
-        .flat_map(|a| a.decision_points().iter())
-        .collect()
-}
-
 /// Options a test or benchmark may change.
 #[derive(Clone)]
 pub struct Options {
     pub clock: SharedClock,
-    /// Adapters served beside the built-in ones. Only tests set it (an adapter with
-    /// connectors, before any shipped adapter has one); the daemon never does.
+    /// Adapters served beside the built-in ones, exactly as a built-in one is (routes,
+    /// settings section, decision points, timers, connectors, command API). Only tests set
+    /// it; the daemon never does. A configuration given to [`run`] must have been validated
+    /// with them too (`Config::validate` with `adapters::all()` and these).
     pub adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
+    /// Watches the webhooks the core sends ([`observe`]); `ivrgate simulate` sets one, the
+    /// daemon never does.
+    pub observer: Option<Arc<dyn observe::Observer>>,
 }
 
 impl Default for Options {
@@ -65,6 +66,7 @@ impl Default for Options {
         Options {
             clock: Arc::new(SystemClock),
             adapters: Vec::new(),
+            observer: None,
         }
     }
 }
@@ -84,7 +86,7 @@ impl Handle {
         let running = self.core.runtime.load_full();
         let bound = running.config.raw.listen;
         let mut problems = config.reload_refusals(&running.config.raw);
-        match config.validate_on(&decision_points(), bound) {
+        match config.validate_on(&self.core.adapters(), bound) {
             Ok(resolved) if problems.is_empty() => {
                 self.core
                     .runtime
@@ -130,16 +132,19 @@ pub async fn run(
         )?,
     };
     let metrics = Arc::new(metrics::Metrics::new());
+    let mut every_adapter = adapters::all().to_vec();
+    every_adapter.extend(options.adapters.iter().copied());
     let mut core = core::Core::new(
         config,
         store.clone(),
         options.clock,
         metrics,
-        decision_points(),
+        adapters::decision_points(&every_adapter),
     )?;
     core.extra_adapters = options.adapters;
+    core.observer = options.observer;
     let core = Arc::new(core);
-    let app = Arc::new(server::App {
+    let app = Arc::new(web::App {
         core: core.clone(),
         shutting_down: AtomicBool::new(false),
         bodies: budget::BodyBudget::new(),

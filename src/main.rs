@@ -31,6 +31,7 @@ const USAGE: &str = "usage:
   ivrgate replay --config PATH [--tenant ID] [--event ID] [--include-delivered]
   ivrgate reload --pid PID
   ivrgate move-store --config PATH
+  ivrgate simulate --platform NAME --url URL --secret SECRET [--scenario FILE] [...]
   ivrgate --help | --version";
 
 /// `--help`: the usage, what each command does, and where to read more.
@@ -49,6 +50,10 @@ commands:
   reload --pid PID         ask the running `serve` process PID to reload its configuration
                            and wait for its verdict: exit 0 when applied, 1 (with every
                            reason) when refused; the unit's ExecReload
+  simulate --platform NAME --url URL --secret SECRET
+                           play a whole call against your webhook without a PBX: the
+                           same signed webhooks a real call sends, each step printed
+                           (`ivrgate simulate --help`)
   --help, -h               this text
   --version, -V            the version
 
@@ -66,11 +71,20 @@ fn main() -> ExitCode {
             .cloned()
     };
     // `--help` anywhere (`ivrgate serve --help`) asks for help, not for that command.
+    if command == "simulate" && args.iter().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "{}\n\n{}",
+            ivrgate::simulate::HELP,
+            ivrgate::simulate::USAGE
+        );
+        return ExitCode::SUCCESS;
+    }
     if command == "help" || args.iter().any(|a| a == "--help" || a == "-h") {
         println!("{HELP}\n\n{USAGE}");
         return ExitCode::SUCCESS;
     }
     match command {
+        "simulate" => ivrgate::simulate::main(&args[1..]),
         "check-config" => {
             let Some(path) = args
                 .get(1)
@@ -214,7 +228,7 @@ fn check_online(path: &str, pg: &ivrgate::store::postgres::PgSettings) -> ExitCo
 
 fn load(path: &std::path::Path) -> Result<ResolvedConfig, String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    config.validate(&ivrgate::decision_points()).map_err(|e| {
+    config.validate(ivrgate::adapters::all()).map_err(|e| {
         // Each problem points at its line, as a parse error does (values masked).
         let located = match std::fs::read_to_string(path) {
             Ok(text) => ivrgate::config::locate_problems(&text, &e.to_string()),

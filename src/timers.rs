@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ivrgate_adapter::epoch::rfc3339;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::core::Core;
+use crate::envelope::{Envelope, EventData, Expired};
 use crate::ids;
 use crate::store::{CallWrite, CommitOutcome, NewEvent, TimerRow, UnitOfWork};
 
@@ -144,20 +144,20 @@ async fn expire_call(core: &Core, timer: TimerRow) {
             events.push(NewEvent {
                 event_id: event_id.clone(),
                 event_type: "call.expired".into(),
-                payload: std::sync::Arc::new(json!({
-                    "type": "call.expired",
-                    "timestamp": rfc3339(now),
-                    "data": {
-                        "event_id": event_id,
-                        "tenant": key.tenant,
-                        "vendor": key.vendor,
-                        "call_id": row.call_id,
-                        "correlation": {"vendor_call_id": key.vendor_call_id},
-                        "attached": row.attached,
-                        "last_state": row.state,
-                        "expired_at": rfc3339(now),
-                    },
-                })),
+                payload: Arc::new(Envelope {
+                    kind: "call.expired".into(),
+                    timestamp: now,
+                    data: EventData::Expired(Expired {
+                        event_id,
+                        tenant: key.tenant.clone(),
+                        vendor: key.vendor.clone(),
+                        call_id: row.call_id.clone(),
+                        vendor_call_id: key.vendor_call_id.clone(),
+                        attached: row.attached.clone(),
+                        last_state: row.state.clone(),
+                        expired_at: now,
+                    }),
+                }),
             });
         }
         let uow = UnitOfWork {

@@ -133,7 +133,10 @@ fn event(id: &str) -> NewEvent {
     NewEvent {
         event_id: id.into(),
         event_type: "call.progress".into(),
-        payload: Arc::new(json!({"type": "call.progress", "data": {"call_id": "x"}})),
+        payload: Arc::new(crate::envelope::EventPayload::raw(
+            "call.progress",
+            json!({"call_id": "x"}),
+        )),
     }
 }
 
@@ -434,7 +437,7 @@ fn claim(owner: &str, value: &str, until: Option<i64>) -> AliasOp {
         value: value.into(),
         owner_kind: "ptk".into(),
         owner_id: owner.into(),
-        claim: Some(until),
+        action: AliasAction::Claim { until_ms: until },
     }
 }
 
@@ -495,7 +498,7 @@ async fn an_alias_belongs_to_one_entity_until_it_lapses(h: &Harness) {
     );
     // Released by its owner only.
     let mut release = claim("a", "42", None);
-    release.claim = None;
+    release.action = AliasAction::Release;
     let by_a = UnitOfWork {
         aliases: vec![release.clone()],
         ..uow(None, vec![])

@@ -78,13 +78,13 @@ pub struct CallWrite {
 }
 
 /// An event to put in the outbox. When the unit of work writes a call, the event gets the
-/// call's next sequence number, written into `payload.data.seq`.
+/// call's next sequence number, written as `data.seq` ([`crate::envelope::WithSeq`]).
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub event_id: String,
     pub event_type: String,
     /// Shared, so a caller that must retry a unit of work gets it back without a copy.
-    pub payload: std::sync::Arc<Value>,
+    pub payload: std::sync::Arc<crate::envelope::EventPayload>,
 }
 
 #[derive(Debug, Clone)]
@@ -124,9 +124,17 @@ pub struct AliasOp {
     /// The owner: the entity's kind (`vendor` column) and id (`vendor_call_id`).
     pub owner_kind: String,
     pub owner_id: String,
-    /// `None` releases the alias (if the owner holds it); `Some(until)` claims it, lapsing at
-    /// `until` when that is set.
-    pub claim: Option<Option<i64>>,
+    pub action: AliasAction,
+}
+
+/// What an [`AliasOp`] does to its alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasAction {
+    /// Release it, if the owner holds it.
+    Release,
+    /// Claim it (refused while another owner holds it and its claim has not lapsed), lapsing
+    /// at `until_ms` when that is set; claiming one's own alias again moves the lapse.
+    Claim { until_ms: Option<i64> },
 }
 
 /// One atomic change.

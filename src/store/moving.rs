@@ -342,122 +342,111 @@ async fn copy_outbox(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<
     }
 }
 
+/// A SQL parameter of PostgreSQL.
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Copies one small table whole: every row `select` reads from SQLite (`read` makes it a
+/// tuple), inserted into PostgreSQL by `insert` with `params` of it. Returns the count.
+async fn copy_table<T: Send + 'static>(
+    sqlite: &Sqlite,
+    tx: &Tx<'_>,
+    select: &'static str,
+    read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    insert: &str,
+    params: fn(&T) -> Vec<Param<'_>>,
+) -> Result<u64, String> {
+    let rows: Vec<T> = sqlite
+        .run(move |c| c.prepare(select)?.query_map([], read)?.collect())
+        .await?;
+    for row in &rows {
+        tx.execute(insert, &params(row)).await.map_err(pg)?;
+    }
+    Ok(rows.len() as u64)
+}
+
+/// A timer: key, kind, tenant, due time, payload.
+type TimerRow = (String, String, String, i64, String);
 /// A dedupe row: tenant, key hash, expiry, status, content type, body.
-type DedupRow = (String, Vec<u8>, i64, i64, String, Vec<u8>);
+type DedupRow = (String, Vec<u8>, i64, i32, String, Vec<u8>);
+/// An alias: tenant, namespace, value, owner kind, owner id, lapse.
+type AliasRow = (String, String, String, String, String, Option<i64>);
+/// A connector lease: tenant, adapter, name, epoch.
+type LeaseRow = (String, String, String, i64);
+/// A disabled endpoint: tenant, when, why.
+type EndpointRow = (String, i64, String);
 
 /// Timers, dedupe answers, aliases, connector leases and disabled endpoints: small tables,
 /// read whole.
 async fn copy_rest(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<(), String> {
-    let timers: Vec<(String, String, String, i64, String)> = sqlite
-        .run(|c| {
-            c.prepare("SELECT key, kind, tenant, due_ms, payload FROM timers")?
-                .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect()
-        })
-        .await?;
-    for (key, kind, tenant, due, payload) in &timers {
-        tx.execute(
-            "INSERT INTO timers (key, kind, tenant, due_ms, payload) \
-             VALUES ($1, $2, $3, $4, $5::text::json)",
-            &[key, kind, tenant, due, payload],
-        )
-        .await
-        .map_err(pg)?;
-        moved.timers += 1;
-    }
-    let dedup: Vec<DedupRow> = sqlite
-        .run(|c| {
-            c.prepare(
-                "SELECT tenant, key_hash, expires_at_ms, status, content_type, body FROM dedup",
-            )?
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect()
-        })
-        .await?;
-    for (tenant, key_hash, expires, status, content_type, body) in &dedup {
-        let status = i32::try_from(*status).unwrap_or(500);
-        tx.execute(
-            "INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[tenant, key_hash, expires, &status, content_type, body],
-        )
-        .await
-        .map_err(pg)?;
-        moved.dedup += 1;
-    }
-    let aliases: Vec<(String, String, String, String, String, Option<i64>)> = sqlite
-        .run(|c| {
-            c.prepare(
-                "SELECT tenant, namespace, value, owner_kind, owner_id, until_ms FROM aliases",
-            )?
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect()
-        })
-        .await?;
-    for (tenant, namespace, value, owner_kind, owner_id, until) in &aliases {
-        tx.execute(
-            "INSERT INTO aliases (tenant, namespace, value, owner_kind, owner_id, until_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[tenant, namespace, value, owner_kind, owner_id, until],
-        )
-        .await
-        .map_err(pg)?;
-        moved.aliases += 1;
-    }
-    let leases: Vec<(String, String, String, i64)> = sqlite
-        .run(|c| {
-            c.prepare("SELECT tenant, adapter, name, epoch FROM leases")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                .collect()
-        })
-        .await?;
-    for (tenant, adapter, name, epoch) in &leases {
-        // Released (its holder is stopped), the epoch kept.
-        tx.execute(
-            "INSERT INTO leases (tenant, adapter, name, holder, epoch, until_ms) \
-             VALUES ($1, $2, $3, NULL, $4, 0)",
-            &[tenant, adapter, name, epoch],
-        )
-        .await
-        .map_err(pg)?;
-        moved.leases += 1;
-    }
-    let endpoints: Vec<(String, i64, String)> = sqlite
-        .run(|c| {
-            c.prepare("SELECT tenant, disabled_at_ms, reason FROM endpoints")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect()
-        })
-        .await?;
-    for (tenant, at, reason) in &endpoints {
-        tx.execute(
-            "INSERT INTO endpoints (tenant, disabled_at_ms, reason) VALUES ($1, $2, $3)",
-            &[tenant, at, reason],
-        )
-        .await
-        .map_err(pg)?;
-        moved.endpoints += 1;
-    }
+    moved.timers = copy_table::<TimerRow>(
+        sqlite,
+        tx,
+        "SELECT key, kind, tenant, due_ms, payload FROM timers",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        "INSERT INTO timers (key, kind, tenant, due_ms, payload) \
+         VALUES ($1, $2, $3, $4, $5::text::json)",
+        |t| vec![&t.0, &t.1, &t.2, &t.3, &t.4],
+    )
+    .await?;
+    moved.dedup = copy_table::<DedupRow>(
+        sqlite,
+        tx,
+        "SELECT tenant, key_hash, expires_at_ms, status, content_type, body FROM dedup",
+        |r| {
+            let status = i32::try_from(r.get::<_, i64>(3)?).unwrap_or(500);
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                status,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
+        "INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        |d| vec![&d.0, &d.1, &d.2, &d.3, &d.4, &d.5],
+    )
+    .await?;
+    moved.aliases = copy_table::<AliasRow>(
+        sqlite,
+        tx,
+        "SELECT tenant, namespace, value, owner_kind, owner_id, until_ms FROM aliases",
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        },
+        "INSERT INTO aliases (tenant, namespace, value, owner_kind, owner_id, until_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        |a| vec![&a.0, &a.1, &a.2, &a.3, &a.4, &a.5],
+    )
+    .await?;
+    // Released (its holder is stopped), the epoch kept.
+    moved.leases = copy_table::<LeaseRow>(
+        sqlite,
+        tx,
+        "SELECT tenant, adapter, name, epoch FROM leases",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        "INSERT INTO leases (tenant, adapter, name, holder, epoch, until_ms) \
+         VALUES ($1, $2, $3, NULL, $4, 0)",
+        |l| vec![&l.0, &l.1, &l.2, &l.3],
+    )
+    .await?;
+    moved.endpoints = copy_table::<EndpointRow>(
+        sqlite,
+        tx,
+        "SELECT tenant, disabled_at_ms, reason FROM endpoints",
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        "INSERT INTO endpoints (tenant, disabled_at_ms, reason) VALUES ($1, $2, $3)",
+        |e| vec![&e.0, &e.1, &e.2],
+    )
+    .await?;
     Ok(())
 }
 
@@ -482,7 +471,10 @@ mod tests {
         NewEvent {
             event_id: id.into(),
             event_type: "call.cdr".into(),
-            payload: Arc::new(json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}})),
+            payload: Arc::new(crate::envelope::EventPayload::raw(
+                "call.cdr",
+                json!({"pad": "x".repeat(bytes)}),
+            )),
         }
     }
 
@@ -547,7 +539,7 @@ mod tests {
                     value: "42".into(),
                     owner_kind: "voicenter".into(),
                     owner_id: "v1".into(),
-                    claim: Some(None),
+                    action: AliasAction::Claim { until_ms: None },
                 }],
                 timers: vec![TimerOp::Set {
                     key: "t1".into(),

@@ -2059,9 +2059,9 @@ fn unit_steps<'a>(
     }
     for alias in &uow.aliases {
         steps.push(alias_step(tx, st, &uow.tenant, alias, uow.now_ms));
-        checks.push(match alias.claim {
-            Some(_) => Check::Claimed,
-            None => Check::Ok,
+        checks.push(match alias.action {
+            super::AliasAction::Claim { .. } => Check::Claimed,
+            super::AliasAction::Release => Check::Ok,
         });
     }
     for timer in &uow.timers {
@@ -2346,8 +2346,8 @@ fn alias_step<'a>(
     now_ms: i64,
 ) -> Step<'a> {
     Box::pin(async move {
-        match alias.claim {
-            None => {
+        match alias.action {
+            super::AliasAction::Release => {
                 tx.execute(
                     &st.alias_release,
                     &[
@@ -2360,7 +2360,7 @@ fn alias_step<'a>(
                 )
                 .await
             }
-            Some(until) => {
+            super::AliasAction::Claim { until_ms: until } => {
                 tx.execute(
                     &st.alias_claim,
                     &[
@@ -2435,7 +2435,7 @@ async fn apply_uow<'u>(
     }
     for alias in &uow.aliases {
         let written = alias_step(tx, st, &uow.tenant, alias, uow.now_ms).await?;
-        if alias.claim.is_some() && !claimed(&written) {
+        if matches!(alias.action, super::AliasAction::Claim { .. }) && !claimed(&written) {
             let row = tx
                 .query_one(
                     &st.alias_owner,

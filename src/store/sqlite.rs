@@ -397,7 +397,7 @@ impl Space {
             .iter()
             .chain(uow.entities.iter().flat_map(|e| &e.events));
         for event in events {
-            bytes += json_len(&event.payload) + 128;
+            bytes += json_len(event.payload.as_ref()) + 128;
         }
         if let Some(dedup) = &uow.dedup {
             bytes += dedup.response.body.len() as u64 + 128;
@@ -407,7 +407,7 @@ impl Space {
 }
 
 /// The length of a value's JSON text, without building it.
-fn json_len(value: &Value) -> u64 {
+fn json_len(value: &impl serde::Serialize) -> u64 {
     struct Count(u64);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -1769,56 +1769,7 @@ impl std::io::Write for ByteCount {
     }
 }
 
-/// An event payload as stored: `data.seq` set to the sequence number (in place when `data`
-/// already has one, else last), as inserting it into a copy of the payload would.
-pub(crate) struct WithSeq<'a>(pub(crate) &'a Value, pub(crate) Option<i64>);
-
-impl serde::Serialize for WithSeq<'_> {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let (Some(seq), Value::Object(payload)) = (self.1, self.0) else {
-            return self.0.serialize(serializer);
-        };
-        let mut map = serializer.serialize_map(Some(payload.len()))?;
-        for (key, value) in payload {
-            match value {
-                Value::Object(data) if key == "data" => {
-                    map.serialize_entry(key, &DataWithSeq(data, seq))?
-                }
-                _ => map.serialize_entry(key, value)?,
-            }
-        }
-        map.end()
-    }
-}
-
-struct DataWithSeq<'a>(&'a serde_json::Map<String, Value>, i64);
-
-impl serde::Serialize for DataWithSeq<'_> {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let has_seq = self.0.contains_key("seq");
-        let len = self.0.len() + usize::from(!has_seq);
-        let mut map = serializer.serialize_map(Some(len))?;
-        for (key, value) in self.0 {
-            if key == "seq" {
-                map.serialize_entry(key, &self.1)?;
-            } else {
-                map.serialize_entry(key, value)?;
-            }
-        }
-        if !has_seq {
-            map.serialize_entry("seq", &self.1)?;
-        }
-        map.end()
-    }
-}
+pub(crate) use crate::envelope::WithSeq;
 
 /// Claims or releases one alias; a claim held (and not lapsed) by another owner is refused.
 fn apply_alias(
@@ -1827,8 +1778,8 @@ fn apply_alias(
     alias: &AliasOp,
     now_ms: i64,
 ) -> Result<Option<CommitOutcome>> {
-    match alias.claim {
-        None => {
+    match alias.action {
+        AliasAction::Release => {
             c.prepare_cached(
                 "DELETE FROM aliases WHERE tenant = ?1 AND namespace = ?2 AND value = ?3 \
                  AND owner_kind = ?4 AND owner_id = ?5",
@@ -1842,7 +1793,7 @@ fn apply_alias(
             ])?;
             Ok(None)
         }
-        Some(until) => {
+        AliasAction::Claim { until_ms: until } => {
             let claimed = c
                 .prepare_cached(
                     "INSERT INTO aliases (tenant, namespace, value, owner_kind, owner_id, until_ms) \
@@ -2268,7 +2219,11 @@ mod tests {
             events: vec![NewEvent {
                 event_id: format!("msg_{n}"),
                 event_type: "call.cdr".into(),
-                payload: json!({"type": "call.cdr", "data": {"pad": "x".repeat(bytes)}}).into(),
+                payload: crate::envelope::EventPayload::raw(
+                    "call.cdr",
+                    json!({"pad": "x".repeat(bytes)}),
+                )
+                .into(),
             }],
             ..UnitOfWork::default()
         }

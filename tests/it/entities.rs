@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use ivrgate_adapter::{
-    transition_one, AliasChange, CallRef, Change, DecisionRequest, EntityEvent, EntityKey,
-    Gateway as _, TimerChange, Transitioned, Waited, Write,
+    transition_one, AliasChange, CallEffect, CallRef, Change, DecisionRequest, EntityEvent,
+    EntityKey, EventSubmission, Gateway as _, Recorded, TimerChange, Transitioned, Waited, Write,
 };
 use serde_json::{json, Map, Value};
 
@@ -351,14 +351,26 @@ async fn decisions_on_a_call_like_entity_keep_its_state_and_its_expiry() {
         .expect("load")
         .map(|e| e.entity_id);
     assert_eq!(decision.call_id, entity_id, "the decision names the entity");
-    // The decision's write is queued; wait for it to land.
+    // The decision's write is queued; wait for it to land. It is the core's: kept in the
+    // stored state, never shown to the adapter.
+    let stored = || async {
+        let row = core
+            .store
+            .load_call(ivrgate::store::CallKey {
+                tenant: "acme".into(),
+                vendor: "openscape".into(),
+                vendor_call_id: "IVR-77".into(),
+            })
+            .await
+            .expect("row")
+            .expect("stored");
+        row.state.expect("live")
+    };
     let deadline = tokio::time::Instant::now() + WAIT;
     let with_decision = loop {
         let e = core.load(k.clone()).await.expect("load").expect("entity");
-        if e.state
-            .as_ref()
-            .is_some_and(|s| s.get("last_decision").is_some())
-        {
+        if stored().await.get("last_decision").is_some() {
+            assert_eq!(e.state, Some(json!({"mine": 1})), "the adapter's view");
             break e;
         }
         assert!(
@@ -387,7 +399,8 @@ async fn decisions_on_a_call_like_entity_keep_its_state_and_its_expiry() {
     let after = core.load(k).await.expect("load").expect("entity");
     let state = after.state.expect("live");
     assert_eq!(state["mine"], json!(2));
-    assert!(state.get("last_decision").is_some());
+    assert!(stored().await.get("last_decision").is_some());
+    assert_eq!(state, json!({"mine": 2}), "the adapter's view");
     let hook = receiver.next_of("test.after").await;
     assert_eq!(hook.json["data"]["attached"]["crm"], json!("42"));
     gw.stop().await;
@@ -500,7 +513,7 @@ async fn short_command_tokens_are_a_configuration_error() {
     );
     let err = ivrgate::config::Config::parse(&toml, std::path::Path::new("t.toml"))
         .expect("parses")
-        .validate(&ivrgate::decision_points())
+        .validate(ivrgate::adapters::all())
         .expect_err("too short");
     assert!(err.to_string().contains("command_token"), "{err}");
 }
@@ -533,5 +546,106 @@ async fn adapter_event_data_cannot_replace_the_cores_fields() {
     assert_eq!(hook.json["data"]["seq"], json!(1));
     assert_eq!(hook.json["data"]["tenant"], json!("acme"));
     assert_eq!(hook.json["data"]["mine"], json!(1));
+    gw.stop().await;
+}
+
+/// `Gateway::record` keeps the core's keys too (it used to let an adapter's `data` replace
+/// `event_id`, `call_id` and the rest): the event's id stays its `webhook-id`, the call is the
+/// one recorded, and the adapter's own fields still arrive.
+#[tokio::test]
+async fn recorded_event_data_cannot_replace_the_cores_fields() {
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&receiver.url("/hook"), "").await;
+    let core = gw.handle.core.clone();
+    let mut data = Map::new();
+    for (k, v) in [
+        ("event_id", json!("msg_forged")),
+        ("call_id", json!("not-the-call")),
+        ("tenant", json!("other")),
+        ("attached", json!({"forged": true})),
+        ("seq", json!(99)),
+        ("mine", json!(1)),
+    ] {
+        data.insert(k.to_owned(), v);
+    }
+    let recorded = core
+        .record(EventSubmission {
+            tenant: "acme".into(),
+            vendor: "voicenter",
+            event_type: "call.hangup",
+            call: CallRef {
+                vendor_call_id: Some("R-1".into()),
+                correlation: Map::new(),
+            },
+            occurred_at: None,
+            data,
+            vendor_fields: Map::new(),
+            effect: CallEffect::End,
+            dedup: None,
+        })
+        .await
+        .expect("recorded");
+    let Recorded::New {
+        event_id, call_id, ..
+    } = recorded
+    else {
+        panic!("{recorded:?}")
+    };
+    let hook = receiver.next_of("call.hangup").await;
+    let data = &hook.json["data"];
+    assert_eq!(data["event_id"], json!(event_id));
+    assert_eq!(hook.header("webhook-id"), event_id);
+    assert_eq!(data["call_id"], json!(call_id));
+    assert_eq!(data["tenant"], json!("acme"));
+    assert_eq!(data["attached"], json!({}));
+    assert_eq!(data["seq"], json!(1));
+    assert_eq!(data["mine"], json!(1));
+    gw.stop().await;
+}
+
+/// A decision's payload keeps the core's keys: the adapter's fields cannot rename the
+/// decision (its `webhook-id`), its call or its kind.
+#[tokio::test]
+async fn decision_data_cannot_replace_the_cores_fields() {
+    let receiver = Receiver::start().await;
+    receiver.answer(|_| crate::support::Reply::ok(r#"{"action":"hangup"}"#));
+    let gw = Gateway::start(&receiver.url("/hook"), "").await;
+    let core = gw.handle.core.clone();
+    let mut data = Map::new();
+    for (k, v) in [
+        ("decision_id", json!("dec_forged")),
+        ("call_id", json!("not-the-call")),
+        ("kind", json!("other")),
+        ("deadline_ms", json!(1)),
+        ("previous_decision", json!({"forged": true})),
+        ("mine", json!(1)),
+    ] {
+        data.insert(k.to_owned(), v);
+    }
+    let decision = core
+        .decide(DecisionRequest {
+            tenant: "acme".into(),
+            point: &ivrgate_openscape::DECISION_POINTS[0],
+            call: CallRef {
+                vendor_call_id: Some("D-1".into()),
+                correlation: Map::new(),
+            },
+            data,
+            vendor_fields: Map::new(),
+            deadline_ms: None,
+        })
+        .await;
+    let hook = receiver.next_of("decision.").await;
+    let data = &hook.json["data"];
+    assert_eq!(data["decision_id"], json!(decision.decision_id));
+    assert_eq!(hook.header("webhook-id"), decision.decision_id);
+    assert_eq!(data["call_id"], json!(decision.call_id));
+    assert_eq!(
+        data["kind"],
+        json!(ivrgate_openscape::DECISION_POINTS[0].kind)
+    );
+    assert_ne!(data["deadline_ms"], json!(1));
+    assert_eq!(data["previous_decision"], Value::Null);
+    assert_eq!(data["mine"], json!(1));
     gw.stop().await;
 }

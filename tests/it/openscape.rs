@@ -1372,7 +1372,7 @@ fn openscape_example_config_section_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/example.toml");
     let text = std::fs::read_to_string(&path).expect("example");
     let config = ivrgate::config::Config::parse(&text, &path).expect("parse");
-    if let Err(e) = config.validate(&ivrgate::decision_points()) {
+    if let Err(e) = config.validate(ivrgate::adapters::all()) {
         panic!("config/example.toml: {e}");
     }
     // So does the section the tests use; a wrong one names each problem.

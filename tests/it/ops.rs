@@ -187,6 +187,29 @@ async fn the_admin_api_needs_its_token_or_a_direct_local_request() {
     gw.stop().await;
 }
 
+/// The admin API reads its JSON bodies as every body is read (`web::read_json`): within
+/// `server.max_body_bytes`, lenient JSON with the error saying why, none meaning `{}`.
+#[tokio::test]
+async fn admin_bodies_are_read_like_every_body() {
+    let rx = Receiver::start().await;
+    let gw = Gateway::start(&rx.url("/hooks"), "[server]\nmax_body_bytes = 64\n").await;
+    let (status, _, body) = gw.post("/admin/replay", "application/json", "").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).expect("json")["replayed"],
+        json!(0)
+    );
+    let (status, _, body) = gw
+        .post("/admin/retry", "application/json", "{\"tenant\":")
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("body is not JSON"), "{body}");
+    let big = format!("{{\"tenant\":\"{}\"}}", "a".repeat(100));
+    let (status, _, body) = gw.post("/admin/retry", "application/json", big).await;
+    assert_eq!(status, 413, "{body}");
+    gw.stop().await;
+}
+
 /// Polls `GET path` until `ready` holds for its JSON; panics with the last answer after WAIT.
 async fn poll_json(
     gw: &Gateway,

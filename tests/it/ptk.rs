@@ -1801,3 +1801,59 @@ ewt_s = 0
         gw.stop().await;
     }
 }
+
+#[tokio::test]
+async fn ptk_create_retries_racing_for_the_last_licence_return_the_original() {
+    let receiver = Receiver::start().await;
+    let gw = Arc::new(Gateway::start(&receiver.url("/hook"), &ptk_toml("licences = 1")).await);
+    let t = "<Tenant>Portree</Tenant>";
+    // Copies of one CreateInteraction at once, with one licence: the copies that find the
+    // licence taken by the first are retries of it, not requests for a second licence.
+    let create_xml =
+        format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>LAST-1</ExternalTrackingId>");
+    assert_one_interaction(&gw, "CreateInteraction", &create_xml, 16, &[107000]).await;
+    // Another interaction still finds no licence.
+    expect(
+        &gw,
+        "CreateInteraction",
+        &format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>LAST-2</ExternalTrackingId>"),
+        109005,
+    )
+    .await;
+    if let Ok(gw) = Arc::try_unwrap(gw) {
+        gw.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn ptk_modify_client_id_moves_the_client_id_index() {
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&receiver.url("/hook"), &ptk_toml("")).await;
+    let t = "<Tenant>Portree</Tenant>";
+    let add = |contact: &str, client: &str| {
+        format!("<data>{t}<Segment>VHT_Test</Segment><Contact>{contact}</Contact><Options><ClientId>{client}</ClientId></Options></data>")
+    };
+    let first = id_of(&expect(&gw, "AddInteraction", &add("5556001", "old-1"), 107000).await);
+    let modify = |id: &str, client: &str| {
+        format!("<data>{t}<InteractionId>{id}</InteractionId><Action>ClientId</Action><Options><ClientId>{client}</ClientId></Options></data>")
+    };
+    expect(&gw, "ModifyInteraction", &modify(&first, "new-1"), 107000).await;
+    // A retry under the new ClientId finds the interaction...
+    let retried = id_of(&expect(&gw, "AddInteraction", &add("5556001", "new-1"), 107000).await);
+    assert_eq!(retried, first, "the new ClientId names the interaction");
+    // ...and the old ClientId is free for another request.
+    let other = id_of(&expect(&gw, "AddInteraction", &add("5556002", "old-1"), 107000).await);
+    assert_ne!(other, first, "the old ClientId no longer names it");
+    // A ClientId another interaction holds cannot be given to this one.
+    let answer = expect(&gw, "ModifyInteraction", &modify(&other, "new-1"), 108039).await;
+    assert!(answer.contains("another interaction"), "{answer}");
+    let data = expect(
+        &gw,
+        "GetInteractionData",
+        &format!("<data>{t}<InteractionId>{other}</InteractionId></data>"),
+        107000,
+    )
+    .await;
+    assert!(data.contains("Value=\"old-1\""), "unchanged: {data}");
+    gw.stop().await;
+}

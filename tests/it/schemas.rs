@@ -328,7 +328,7 @@ fn example_toml_fallback() -> Value {
 
 /// Whether ivrgate accepts `answer` at the decision point `kind`.
 fn accepted_at(answer: &Value, kind: &str) -> Result<(), String> {
-    let points = ivrgate::decision_points();
+    let points = ivrgate::adapters::decision_points(ivrgate::adapters::all());
     let point = points
         .iter()
         .find(|p| p.kind == kind)

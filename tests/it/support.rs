@@ -321,9 +321,11 @@ impl Gateway {
         clock: Arc<ManualClock>,
         adapters: Vec<&'static dyn ivrgate_adapter::Adapter>,
     ) -> Gateway {
+        let mut every_adapter = ivrgate::adapters::all().to_vec();
+        every_adapter.extend(adapters.iter().copied());
         let config = Config::parse(toml, Path::new("test.toml"))
             .expect("parse")
-            .validate(&ivrgate::decision_points())
+            .validate(&every_adapter)
             .expect("valid config");
         // The configured address with a free port: 0.0.0.0 makes a non-loopback listener
         // (reached over 127.0.0.1).
@@ -345,6 +347,7 @@ impl Gateway {
             ivrgate::Options {
                 clock: shared,
                 adapters,
+                observer: None,
             },
             move |h| {
                 let _ = handle_tx.send(h);

@@ -25,12 +25,12 @@ use crate::support::*;
 const WAIT_LONG: Duration = Duration::from_secs(30);
 
 /// A certificate authority made for one test.
-struct Ca {
+pub(crate) struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Ca {
-    fn new(name: &str) -> Ca {
+    pub(crate) fn new(name: &str) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -45,13 +45,13 @@ impl Ca {
         }
     }
 
-    fn pem(&self) -> String {
+    pub(crate) fn pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// A certificate for `name` (an IP address or DNS name) signed by this CA, for a server
     /// or a client: (certificate PEM, key PEM).
-    fn issue(&self, name: &str, client: bool) -> (String, String) {
+    pub(crate) fn issue(&self, name: &str, client: bool) -> (String, String) {
         self.issue_until(name, client, None)
     }
 

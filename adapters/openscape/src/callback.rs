@@ -1,12 +1,68 @@
 //! CreateCallback's inputs: the schedule strings (`telephone;mm/dd/yyyy;hh:mm;mm/dd/yyyy;hh:mm`
 //! in the caller's local time), the canonical telephone format (seed 000 §4.3) and the
-//! weekly open hours of a callback queue in an IANA time zone.
+//! weekly open hours of a callback queue in an IANA time zone; and the callback request as
+//! it is kept ([`Callback`]).
 
+use ivrgate_adapter::{Entity, EntityKey, Transitioned};
 use jiff::civil::{Date, DateTime, Time, Weekday};
 use jiff::tz::{Offset, TimeZone};
 use jiff::{Timestamp, ToSpan};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
-use crate::codes;
+use crate::model::{self, Effect};
+use crate::{codes, fnv, load_channel, precheck_call, store_code, Req};
+
+/// A callback request as stored (an `openscape.callback` entity, id = its CallbackID) and
+/// sent as the `data` of its `openscape.callback.*` events, with the keys in this order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Callback {
+    pub callback_id: String,
+    /// The platform's CallID of the call that asked for it.
+    #[serde(rename = "CallID")]
+    pub call_id: String,
+    pub queue: String,
+    pub description: String,
+    pub contact_name: String,
+    /// The caller's local time minus UTC, as CreateCallback gave it.
+    pub time_zone_offset_min: i64,
+    pub schedules: Vec<Window>,
+    pub contact_data: Map<String, Value>,
+    pub business_unit: Option<String>,
+    /// The caller's number (the call's ANI).
+    pub from: String,
+}
+
+/// One schedule of a stored callback: the number as given, and its window in UTC (RFC 3339).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub phone: String,
+    pub start: String,
+    pub end: String,
+}
+
+impl Window {
+    pub fn of(schedule: &Schedule) -> Window {
+        Window {
+            phone: schedule.phone.clone(),
+            start: schedule.start.to_string(),
+            end: schedule.end.to_string(),
+        }
+    }
+}
+
+impl Callback {
+    /// The alias (namespace `openscape.callback.number`) that keeps a second callback to the
+    /// same number out of the queue: the queue and the first schedule's digits.
+    pub fn number_alias(&self) -> String {
+        let digits = self
+            .schedules
+            .first()
+            .and_then(|w| phone_digits(&w.phone))
+            .unwrap_or_default();
+        format!("{}/{digits}", self.queue)
+    }
+}
 
 /// One schedule: where and when (UTC) the caller wants to be called back.
 #[derive(Debug, Clone, PartialEq)]
@@ -284,9 +340,213 @@ fn minutes(text: &str) -> Option<u16> {
     Some(h * 60 + m)
 }
 
+/// A new CallbackID: the time in milliseconds and four digits of the request's hash.
+fn new_callback_id(req: &Req<'_>, attempt: u32) -> String {
+    let seed = format!(
+        "{}/{}/{:?}/{attempt}",
+        req.tenant,
+        req.args.text("CallID"),
+        req.now
+    );
+    format!(
+        "{:013}{:04}",
+        model::ms(req.now).rem_euclid(10_000_000_000_000),
+        fnv(seed.as_bytes()) % 10_000
+    )
+}
+
+/// CreateCallback: the schedules checked against the queue's rules, then a new callback entity
+/// with its number claimed in the queue (a second request for it is -1006).
+pub(crate) async fn create_callback(req: &Req<'_>) -> Effect {
+    let call = match precheck_call(req).await {
+        Ok(c) => c,
+        Err(eff) => return eff,
+    };
+    let s = req.settings;
+    if s.multitenant() && call.business_unit.is_none() {
+        return Effect::code(codes::BAD_BUSINESS_UNIT);
+    }
+    let queue = req.args.text("QueueName");
+    let Some(cbq) = s.callback_queues.get(&queue) else {
+        return Effect::code(codes::CB_BAD_QUEUE);
+    };
+    if call.contact_data_len() > 1000 {
+        return Effect::code(codes::CB_DATA_TOO_LONG);
+    }
+    let offset = req.args.int("TimeZoneOffset").unwrap_or(0);
+    let mut schedules = Vec::new();
+    for name in ["Schedule1", "Schedule2", "Schedule3"] {
+        if let Some(text) = req.args.str(name) {
+            match parse_schedule(text, offset) {
+                Ok(sch) => schedules.push(sch),
+                Err(code) => return Effect::code(code),
+            }
+        }
+    }
+    let excluded = s.excluded_digits();
+    if schedules.iter().any(|sch| excluded.contains(&sch.digits)) {
+        return Effect::code(codes::CB_EXCLUDED);
+    }
+    let Ok(now) = jiff::Timestamp::from_millisecond(model::ms(req.now)) else {
+        return Effect::code(codes::UNKNOWN_ERROR);
+    };
+    if schedules.iter().all(|sch| sch.end <= now) {
+        return Effect::code(codes::CB_ALL_EXPIRED);
+    }
+    let horizon = now
+        .checked_add(jiff::SignedDuration::from_hours(
+            24 * i64::from(cbq.max_days_ahead),
+        ))
+        .unwrap_or(now);
+    if schedules
+        .iter()
+        .any(|sch| sch.start > horizon || sch.end > horizon)
+    {
+        return Effect::code(codes::CB_TOO_FAR);
+    }
+    let hours = match cbq.hours() {
+        Ok(h) => h,
+        Err(_) => OpenHours::always(),
+    };
+    if !schedules
+        .iter()
+        .filter(|sch| sch.end > now)
+        .any(|sch| hours.overlaps(sch.start.max(now), sch.end))
+    {
+        return Effect::code(codes::CB_NO_OVERLAP);
+    }
+    let last_end = schedules.iter().map(|sch| sch.end).max().unwrap_or(now);
+    let until = model::at_ms(last_end.as_millisecond());
+    let template = Callback {
+        callback_id: String::new(),
+        call_id: call.call_id.clone(),
+        queue,
+        description: req.args.text("Description"),
+        contact_name: req.args.text("ContactName"),
+        time_zone_offset_min: offset,
+        schedules: schedules.iter().map(Window::of).collect(),
+        contact_data: call.contact_data.clone(),
+        business_unit: call.business_unit.clone(),
+        from: call.ani.clone(),
+    };
+    let alias = template.number_alias();
+    for attempt in 0..5 {
+        let id = new_callback_id(req, attempt);
+        let key = EntityKey::new(req.tenant, model::CALLBACK_KIND, &id);
+        let state = model::to_value(&Callback {
+            callback_id: id.clone(),
+            ..template.clone()
+        });
+        let mut fresh = false;
+        let mut f = |read: &[Option<Entity>]| {
+            fresh = read.first().is_some_and(Option::is_none);
+            if !fresh {
+                return Vec::new();
+            }
+            let mut ev = ivrgate_adapter::EntityEvent::new("openscape.callback.created");
+            ev.correlation.insert("CallID".into(), json!(call.call_id));
+            ev.correlation.insert("CallbackID".into(), json!(id));
+            if let Value::Object(o) = &state {
+                ev.data = o.clone();
+            }
+            ev.vendor_fields = req.args.to_json();
+            ev.vendor_fields
+                .insert("function".into(), json!("CreateCallback"));
+            vec![ivrgate_adapter::Change::Write(
+                ivrgate_adapter::Write::state(state.clone())
+                    .event(ev)
+                    .alias(ivrgate_adapter::AliasChange::Claim {
+                        namespace: model::NS_CALLBACK.into(),
+                        value: alias.clone(),
+                        until: Some(until),
+                    }),
+            )]
+        };
+        match req.gw.transition(vec![key], &mut f).await {
+            Ok(Transitioned::Done(_)) if fresh => {
+                return Effect::code(codes::OK).out("CallbackID", id);
+            }
+            Ok(Transitioned::Done(_)) => continue,
+            Ok(Transitioned::AliasTaken { .. }) => return Effect::code(codes::CB_DUPLICATE),
+            Err(e) => return Effect::code(store_code(&e)),
+        }
+    }
+    Effect::code(codes::UNKNOWN_ERROR)
+}
+
+/// DeleteCallback: the callback ends and its number is free again.
+pub(crate) async fn delete_callback(req: &Req<'_>) -> Effect {
+    match load_channel(req).await {
+        Ok(Some(ch)) if ch.initialized && ch.queried => {}
+        Ok(Some(ch)) if ch.initialized => return Effect::code(codes::NO_CALL_INFO),
+        Ok(_) => return Effect::code(codes::NOT_INITIALIZED),
+        Err(eff) => return eff,
+    }
+    let id = req.args.text("CallbackID");
+    let key = EntityKey::new(req.tenant, model::CALLBACK_KIND, &id);
+    let mut found = false;
+    let mut broken = None;
+    let args = req.args.to_json();
+    let result = ivrgate_adapter::transition_one(req.gw, key, |e| {
+        broken = None;
+        let stored = match model::read::<Callback>(e) {
+            Ok(stored) => stored,
+            Err(why) => {
+                broken = Some(why);
+                return ivrgate_adapter::Change::Keep;
+            }
+        };
+        found = stored.is_some();
+        let Some(stored) = stored else {
+            return ivrgate_adapter::Change::Keep;
+        };
+        let mut ev = ivrgate_adapter::EntityEvent::new("openscape.callback.deleted");
+        ev.correlation.insert("CallbackID".into(), json!(id));
+        ev.correlation
+            .insert("CallID".into(), json!(stored.call_id));
+        if let Value::Object(o) = model::to_value(&stored) {
+            ev.data = o;
+        }
+        ev.vendor_fields = args.clone();
+        ev.vendor_fields
+            .insert("function".into(), json!("DeleteCallback"));
+        ivrgate_adapter::Change::Write(ivrgate_adapter::Write {
+            state: None,
+            events: vec![ev],
+            aliases: vec![ivrgate_adapter::AliasChange::Release {
+                namespace: model::NS_CALLBACK.into(),
+                value: stored.number_alias(),
+            }],
+            ..ivrgate_adapter::Write::default()
+        })
+    })
+    .await;
+    if let Some(why) = broken {
+        return Effect::unreadable(why);
+    }
+    match result {
+        Ok(_) if found => Effect::code(codes::OK),
+        Ok(_) => Effect::code(codes::CB_INVALID_ID),
+        Err(e) => Effect::code(store_code(&e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored callback is the document the untyped release wrote, key for key and in
+    /// order (it is also the `data` of the callback events).
+    #[test]
+    fn a_callback_is_stored_in_the_shape_it_always_had() {
+        let text = r#"{"callback_id":"17676144000370112","CallID":"7614400032831104","queue":"CBQueue","description":"Callback","contact_name":"Alan Smith","time_zone_offset_min":0,"schedules":[{"phone":"+1 (555) 555-0199--12","start":"2026-01-05T09:00:00Z","end":"2026-01-05T16:00:00Z"}],"contact_data":{"Name":"John"},"business_unit":null,"from":"9055550000"}"#;
+        let callback: Callback = serde_json::from_str(text).expect("reads");
+        assert_eq!(callback.call_id, "7614400032831104");
+        assert_eq!(callback.number_alias(), "CBQueue/15555550199");
+        assert_eq!(serde_json::to_string(&callback).expect("writes"), text);
+        // A document without its schedules is not a callback.
+        assert!(serde_json::from_str::<Callback>(r#"{"callback_id":"1"}"#).is_err());
+    }
 
     #[test]
     fn seed_phone_formats() {

@@ -133,6 +133,17 @@ fn store_error(e: &ivrgate_adapter::RecordError) -> CommandReply {
     CommandReply::error(503, "unavailable", e.to_string())
 }
 
+/// An entity whose stored state cannot be read: logged, left as it is, answered 500 (never
+/// taken for an absent or ended one).
+fn unreadable(tenant: &str, why: &model::Unreadable) -> CommandReply {
+    why.log(tenant, "command");
+    CommandReply::error(
+        500,
+        "internal_error",
+        format!("the stored state of {} {} cannot be read", why.kind, why.id),
+    )
+}
+
 fn text_field(body: &Value, name: &str, max: usize) -> Result<String, CommandReply> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(String::new()),
@@ -250,10 +261,14 @@ pub async fn handle(gw: &dyn Gateway, command: Command) -> CommandReply {
 async fn list_calls(gw: &dyn Gateway, tenant: &str) -> CommandReply {
     match gw.list(tenant, model::CALL_KIND, 1000).await {
         Ok(entities) => {
-            let calls: Vec<Value> = entities
-                .iter()
-                .filter_map(|e| model::read::<Call>(Some(e)).map(|c| with_ids(c.view(), e)))
-                .collect();
+            let mut calls = Vec::with_capacity(entities.len());
+            for e in &entities {
+                match model::read::<Call>(Some(e)) {
+                    Ok(Some(c)) => calls.push(with_ids(c.view(), e)),
+                    Ok(None) => {}
+                    Err(why) => return unreadable(tenant, &why),
+                }
+            }
             CommandReply::ok(json!({"calls": calls}))
         }
         Err(e) => store_error(&e),
@@ -269,8 +284,9 @@ fn with_ids(mut view: Value, e: &Entity) -> Value {
 async fn get_call(gw: &dyn Gateway, tenant: &str, id: &str) -> CommandReply {
     match gw.load(EntityKey::new(tenant, model::CALL_KIND, id)).await {
         Ok(Some(e)) => match model::read::<Call>(Some(&e)) {
-            Some(c) => CommandReply::ok(json!({"call": with_ids(c.view(), &e)})),
-            None => CommandReply::error(410, "ended", "the call has ended"),
+            Ok(Some(c)) => CommandReply::ok(json!({"call": with_ids(c.view(), &e)})),
+            Ok(None) => CommandReply::error(410, "ended", "the call has ended"),
+            Err(why) => unreadable(tenant, &why),
         },
         Ok(None) => not_found("call"),
         Err(e) => store_error(&e),
@@ -308,10 +324,19 @@ async fn order_call(
     let call_max = settings.call_max();
     let mut outcome: Result<Value, (u16, &'static str, String)> =
         Err((404, "not_found", "no such call".into()));
+    let mut broken = None;
     let result = transition_one(gw, EntityKey::new(tenant, model::CALL_KIND, id), |e| {
-        let Some(call) = model::read::<Call>(e) else {
-            outcome = Err((404, "not_found", "no such live call".into()));
-            return Change::Keep;
+        broken = None;
+        let call = match model::read::<Call>(e) {
+            Ok(Some(call)) => call,
+            Ok(None) => {
+                outcome = Err((404, "not_found", "no such live call".into()));
+                return Change::Keep;
+            }
+            Err(why) => {
+                broken = Some(why);
+                return Change::Keep;
+            }
         };
         match model::order(&call, order, &target, &ctx) {
             Ok(eff) => {
@@ -327,6 +352,9 @@ async fn order_call(
         }
     })
     .await;
+    if let Some(why) = broken {
+        return unreadable(tenant, &why);
+    }
     match (result, outcome) {
         (Err(e), _) => store_error(&e),
         (Ok(_), Ok(view)) => CommandReply::ok(json!({"call": view})),
@@ -436,10 +464,17 @@ async fn transit_arrived(gw: &dyn Gateway, tenant: &str, number: &str) -> Comman
     let ctx = plain_ctx(gw, &settings, "command", Map::new());
     let call_max = settings.call_max();
     let mut view = None;
+    let mut broken = None;
     let result = transition_one(gw, owner, |e| {
         view = None;
-        let Some(call) = model::read::<Call>(e) else {
-            return Change::Keep;
+        broken = None;
+        let call = match model::read::<Call>(e) {
+            Ok(Some(call)) => call,
+            Ok(None) => return Change::Keep,
+            Err(why) => {
+                broken = Some(why);
+                return Change::Keep;
+            }
         };
         match model::transit_arrived(&call, number, "arrived", &ctx) {
             Some(eff) => {
@@ -453,6 +488,9 @@ async fn transit_arrived(gw: &dyn Gateway, tenant: &str, number: &str) -> Comman
         }
     })
     .await;
+    if let Some(why) = broken {
+        return unreadable(tenant, &why);
+    }
     match (result, view) {
         (Err(e), _) => store_error(&e),
         (Ok(_), Some(v)) => CommandReply::ok(json!({"call": v})),
@@ -545,8 +583,16 @@ async fn put_agent(gw: &dyn Gateway, tenant: &str, id: &str, body: &Value) -> Co
         status,
     };
     let state = model::to_value(&agent);
+    let mut broken = None;
     let result = transition_one(gw, EntityKey::new(tenant, model::AGENT_KIND, id), |e| {
-        let old: Option<Agent> = model::read(e);
+        broken = None;
+        let old: Option<Agent> = match model::read(e) {
+            Ok(old) => old,
+            Err(why) => {
+                broken = Some(why);
+                return Change::Keep;
+            }
+        };
         let mut write = Write::state(state.clone());
         if let Some(old_device) = old.and_then(|a| a.device) {
             if Some(&old_device) != device.as_ref() {
@@ -566,6 +612,9 @@ async fn put_agent(gw: &dyn Gateway, tenant: &str, id: &str, body: &Value) -> Co
         Change::Write(write)
     })
     .await;
+    if let Some(why) = broken {
+        return unreadable(tenant, &why);
+    }
     match result {
         Ok(Transitioned::Done(_)) => {
             CommandReply::ok(json!({"agent_id": id, "device": device, "status": status}))
@@ -581,8 +630,16 @@ async fn put_agent(gw: &dyn Gateway, tenant: &str, id: &str, body: &Value) -> Co
 
 async fn delete_agent(gw: &dyn Gateway, tenant: &str, id: &str) -> CommandReply {
     let mut found = false;
+    let mut broken = None;
     let result = transition_one(gw, EntityKey::new(tenant, model::AGENT_KIND, id), |e| {
-        let old: Option<Agent> = model::read(e);
+        broken = None;
+        let old: Option<Agent> = match model::read(e) {
+            Ok(old) => old,
+            Err(why) => {
+                broken = Some(why);
+                return Change::Keep;
+            }
+        };
         found = old.is_some();
         let Some(old) = old else { return Change::Keep };
         Change::Write(Write {
@@ -599,6 +656,9 @@ async fn delete_agent(gw: &dyn Gateway, tenant: &str, id: &str) -> CommandReply 
         })
     })
     .await;
+    if let Some(why) = broken {
+        return unreadable(tenant, &why);
+    }
     match result {
         Ok(_) if found => CommandReply::ok(json!({"agent_id": id, "deleted": true})),
         Ok(_) => not_found("agent"),

@@ -216,11 +216,57 @@ impl Call {
     }
 }
 
-/// Reads an entity's state as `T`; `None` when absent, ended or unreadable.
-pub fn read<T: for<'de> Deserialize<'de>>(entity: Option<&ivrgate_adapter::Entity>) -> Option<T> {
-    entity
-        .and_then(|e| e.state.clone())
-        .and_then(|s| serde_json::from_value(s).ok())
+/// What a device entity (`openscape.device`, id = the device) holds: the monitored call the
+/// command API registered on it, for the channel's QueryCallInfo to take.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub call_id: Option<String>,
+}
+
+/// An entity whose stored state this release cannot read as its type (written by hand, by
+/// a newer release, or damaged). Never taken for an absent or ended entity: the request is
+/// answered with the platform's internal error (-305), the entity is left as it is, and
+/// [`Unreadable::log`] says which one and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    pub kind: String,
+    pub id: String,
+    pub error: String,
+}
+
+impl Unreadable {
+    pub fn log(&self, tenant: &str, function: &str) {
+        tracing::error!(
+            tenant, function, kind = %self.kind, id = %self.id, error = %self.error,
+            "openscape entity state unreadable: answered -305, entity left untouched"
+        );
+    }
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "state of {} {} unreadable: {}",
+            self.kind, self.id, self.error
+        )
+    }
+}
+
+/// Reads an entity's state as `T`: `None` when the entity is absent or ended, an error when
+/// it has a state that is not a `T`.
+pub fn read<T: for<'de> Deserialize<'de>>(
+    entity: Option<&ivrgate_adapter::Entity>,
+) -> Result<Option<T>, Unreadable> {
+    let Some(e) = entity else { return Ok(None) };
+    let Some(state) = &e.state else {
+        return Ok(None);
+    };
+    T::deserialize(state).map(Some).map_err(|err| Unreadable {
+        kind: e.key.kind.clone(),
+        id: e.key.id.clone(),
+        error: err.to_string(),
+    })
 }
 
 pub fn to_value<T: Serialize>(value: &T) -> Value {
@@ -246,12 +292,25 @@ pub struct Effect {
     pub events: Vec<EntityEvent>,
     pub timers: Vec<TimerChange>,
     pub aliases: Vec<AliasChange>,
+    /// Set when the answer is -305 because an entity's state could not be read: logged and
+    /// counted (`state_unreadable`) where the request is answered.
+    pub unreadable: Option<Unreadable>,
 }
 
 impl Effect {
     pub fn code(code: i32) -> Effect {
         Effect {
             code,
+            ..Effect::default()
+        }
+    }
+
+    /// The platform's internal error for an entity whose state could not be read; nothing
+    /// is written.
+    pub fn unreadable(why: Unreadable) -> Effect {
+        Effect {
+            code: codes::UNKNOWN_ERROR,
+            unreadable: Some(why),
             ..Effect::default()
         }
     }
@@ -939,6 +998,41 @@ pub fn position(call: &Call, others: &[Call]) -> i64 {
 mod tests {
     use super::*;
     use crate::params::{function, parse};
+
+    fn stored(state: Option<Value>) -> ivrgate_adapter::Entity {
+        ivrgate_adapter::Entity {
+            key: ivrgate_adapter::EntityKey::new("acme", CALL_KIND, "77"),
+            entity_id: "call_x".into(),
+            version: 3,
+            status: if state.is_some() { "active" } else { "ended" }.into(),
+            state,
+            attached: Map::new(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn read_tells_absent_ended_and_unreadable_apart() {
+        assert_eq!(read::<Call>(None), Ok(None));
+        assert_eq!(read::<Call>(Some(&stored(None))), Ok(None));
+        let call = read::<Call>(Some(&stored(Some(
+            json!({"call_id": "77", "status": "queued"}),
+        ))));
+        assert_eq!(call.map(|c| c.map(|c| c.status)), Ok(Some(Status::Queued)));
+        let broken = read::<Call>(Some(&stored(Some(json!({"status": "teleported"})))));
+        let Err(why) = broken else {
+            panic!("{broken:?}")
+        };
+        assert_eq!((why.kind.as_str(), why.id.as_str()), (CALL_KIND, "77"));
+        assert!(why.error.contains("teleported"), "{}", why.error);
+        let eff = Effect::unreadable(why);
+        assert_eq!(eff.code, codes::UNKNOWN_ERROR);
+        let changes = eff.changes(SystemTime::UNIX_EPOCH, Duration::ZERO);
+        assert!(
+            changes.iter().all(|c| matches!(c, Change::Keep)),
+            "{changes:?}"
+        );
+    }
 
     fn ctx() -> Ctx {
         Ctx {

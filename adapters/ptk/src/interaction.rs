@@ -1,122 +1,15 @@
-//! Interactions: their ids, their state (kept by the core as the JSON state of a `ptk`
-//! entity) and UserData with its merge rule.
+//! Interactions' ids, and UserData as the SOAP requests carry it, with its merge rule (the
+//! stored form is in [`crate::state`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::SystemTime;
 
 use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::soap::Element;
-
-/// The status of an interaction (ivrgate's names for the Queue Manager states).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Status {
-    /// Created by CreateInteraction: receiving inbound treatment.
-    Inbound,
-    /// In the holding queue (InteractionQueued, InteractionSendToQueue).
-    QueuedHold,
-    /// A callback waiting for its ASAP or appointment time.
-    CallbackPending,
-    /// The callback fell due: the platform is calling the contact.
-    CallbackDue,
-    /// The contact answered the callback.
-    OutboundConnected,
-    /// The connected callback waits in the callback queue for an agent.
-    QueuedCallback,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Inbound => "Inbound",
-            Status::QueuedHold => "QueuedHold",
-            Status::CallbackPending => "CallbackPending",
-            Status::CallbackDue => "CallbackDue",
-            Status::OutboundConnected => "OutboundConnected",
-            Status::QueuedCallback => "QueuedCallback",
-        }
-    }
-}
-
-/// A live interaction, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Interaction {
-    pub id: String,
-    pub tenant: String,
-    #[serde(default)]
-    pub segment: Option<String>,
-    #[serde(default)]
-    pub queue: Option<String>,
-    #[serde(default)]
-    pub contact: Option<String>,
-    /// FIFO (ASAP callback), Appointment, or Inbound.
-    pub interaction_type: String,
-    pub status: Status,
-    #[serde(default)]
-    pub appointment: Option<String>,
-    /// The slot the appointment holds (epoch seconds of its start).
-    #[serde(default)]
-    pub slot: Option<u64>,
-    #[serde(default)]
-    pub external_id: Option<String>,
-    #[serde(default)]
-    pub client_id: Option<String>,
-    #[serde(default)]
-    pub source_application: Option<String>,
-    #[serde(default)]
-    pub skill: Option<String>,
-    #[serde(default)]
-    pub attempts: u32,
-    #[serde(default)]
-    pub result: Option<String>,
-    /// When the callback is due (UTC text), while pending.
-    #[serde(default)]
-    pub due: Option<String>,
-    pub created: String,
-    #[serde(default)]
-    pub user_data: Map<String, Value>,
-    /// The licence it took: `voice` (CreateInteraction: held during inbound treatment, released
-    /// by the next report as the seed says) or `callback` (AddInteraction: held until it ends).
-    #[serde(default)]
-    pub licence: Option<String>,
-    /// When a report last moved it (UTC text); the idle timer compares against it.
-    #[serde(default)]
-    pub touched: Option<String>,
-    /// Failed outbound attempts per reason.
-    #[serde(default)]
-    pub failures: Map<String, Value>,
-}
-
-impl Interaction {
-    /// Reads the stored state in place: a clone of it first would hold its UserData twice.
-    pub fn from_state(state: &Value) -> Option<Interaction> {
-        Interaction::deserialize(state).ok()
-    }
-
-    /// Whether it holds one of its PTK tenant's licences now.
-    pub fn holds_licence(&self) -> bool {
-        match self.licence.as_deref() {
-            Some("voice") => self.status == Status::Inbound,
-            Some(_) => true,
-            None => false,
-        }
-    }
-
-    /// The state to store. UserData is moved into it, not copied: with a large UserData the
-    /// interaction and a copy of its state would each hold it while the transition runs.
-    pub fn into_state(mut self) -> Value {
-        let user_data = std::mem::take(&mut self.user_data);
-        let mut state = serde_json::to_value(&self).unwrap_or(Value::Null);
-        if let Value::Object(fields) = &mut state {
-            // Replaces the empty map where it was serialized: the key order is unchanged.
-            fields.insert("user_data".into(), Value::Object(user_data));
-        }
-        state
-    }
-}
+use crate::state::{UserData, UserValue};
 
 /// Whether `id` has the documented form: `V` and 31 digits.
 pub fn valid_id(id: &str) -> bool {
@@ -144,14 +37,13 @@ pub fn new_id(now: SystemTime) -> String {
     format!("V{:04}{:010}{}", node(), n, stamp)
 }
 
-/// Reads UserData (`UserDataAssignment` children with `Key` and `Value`) into a map.
-/// A value is `{"string": ..}`, `{"integer": n}`, `{"binary": "hex"}` or `{"list": {..}}`.
-pub fn read_user_data(container: &Element, depth: usize) -> Result<Map<String, Value>, String> {
+/// Reads UserData (`UserDataAssignment` children with `Key` and `Value`).
+pub fn read_user_data(container: &Element, depth: usize) -> Result<UserData, String> {
     if depth > 16 {
         return Err("UserData nested too deep".into());
     }
     // Sized to the assignments: grown by insertion, it would keep room for up to twice them.
-    let mut out = Map::with_capacity(container.children.len());
+    let mut out = UserData::with_capacity(container.children.len());
     for assignment in container
         .children
         .iter()
@@ -178,69 +70,63 @@ pub fn read_user_data(container: &Element, depth: usize) -> Result<Map<String, V
     Ok(out)
 }
 
-fn read_value(value: &Element, depth: usize) -> Result<Value, String> {
+fn read_value(value: &Element, depth: usize) -> Result<UserValue, String> {
     let Some(typed) = value.children.first() else {
-        return Ok(serde_json::json!({"string": value.value()}));
+        return Ok(UserValue::String(value.value().to_owned()));
     };
     let name = typed.name.to_ascii_lowercase();
     match name.as_str() {
-        "stringvalue" => {
-            // One entry, sized so: `json!` would leave room for three.
-            let mut one = Map::with_capacity(1);
-            one.insert("string".into(), Value::String(typed.text.to_string()));
-            Ok(Value::Object(one))
-        }
+        "stringvalue" => Ok(UserValue::String(typed.text.to_string())),
         "integervalue" => typed
             .value()
             .parse::<i64>()
-            .map(|n| serde_json::json!({"integer": n}))
+            .map(UserValue::Integer)
             .map_err(|_| format!("IntegerValue {:?} is not an integer", typed.value())),
         "binaryvalue" => {
             let hex = typed.value();
             if hex.len() % 2 == 0 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-                Ok(serde_json::json!({"binary": hex.to_ascii_uppercase()}))
+                Ok(UserValue::Binary(hex.to_ascii_uppercase()))
             } else {
                 Err(format!("BinaryValue {hex:?} is not hexadecimal"))
             }
         }
-        "listvalue" => Ok(serde_json::json!({"list": read_user_data(typed, depth + 1)?})),
+        "listvalue" => Ok(UserValue::List(read_user_data(typed, depth + 1)?)),
         other => Err(format!("unexpected <{other}> in a UserData Value")),
     }
 }
 
 /// Merges `new` into `old` as UpdateUserData documents: a new value or list replaces the
 /// old one, except that two lists are merged.
-pub fn merge(old: &mut Map<String, Value>, new: &Map<String, Value>) {
+pub fn merge(old: &mut UserData, new: &UserData) {
     for (key, value) in new {
-        let both_lists =
-            old.get(key).and_then(|v| v.get("list")).is_some() && value.get("list").is_some();
-        if both_lists {
-            if let (Some(Value::Object(target)), Some(Value::Object(source))) = (
-                old.get_mut(key).and_then(|v| v.get_mut("list")),
-                value.get("list"),
-            ) {
-                merge(target, source);
-                continue;
-            }
+        if let (Some(UserValue::List(target)), UserValue::List(source)) = (old.get_mut(key), value)
+        {
+            merge(target, source);
+            continue;
         }
         old.insert(key.clone(), value.clone());
     }
 }
 
 /// Writes UserData as `UserDataAssignment` elements.
-pub fn write_user_data(w: &mut crate::soap::Writer, data: &Map<String, Value>) {
+pub fn write_user_data(w: &mut crate::soap::Writer, data: &UserData) {
     for (key, value) in data {
         w.open("UserDataAssignment").leaf("Key", key).open("Value");
-        if let Some(s) = value.get("string").and_then(Value::as_str) {
-            w.leaf("StringValue", s);
-        } else if let Some(n) = value.get("integer").and_then(Value::as_i64) {
-            w.leaf("IntegerValue", &n.to_string());
-        } else if let Some(b) = value.get("binary").and_then(Value::as_str) {
-            w.leaf("BinaryValue", b);
-        } else if let Some(Value::Object(list)) = value.get("list") {
-            w.open("ListValue");
-            write_user_data(w, list);
-            w.close("ListValue");
+        match value {
+            UserValue::String(s) => {
+                w.leaf("StringValue", s);
+            }
+            UserValue::Integer(n) => {
+                w.leaf("IntegerValue", &n.to_string());
+            }
+            UserValue::Binary(b) => {
+                w.leaf("BinaryValue", b);
+            }
+            UserValue::List(list) => {
+                w.open("ListValue");
+                write_user_data(w, list);
+                w.close("ListValue");
+            }
         }
         w.close("Value").close("UserDataAssignment");
     }
@@ -248,39 +134,36 @@ pub fn write_user_data(w: &mut crate::soap::Writer, data: &Map<String, Value>) {
 
 /// UserData as plain JSON for webhooks: strings, integers, `hex:..` for binary, objects for
 /// lists.
-pub fn plain(data: &Map<String, Value>) -> Value {
+pub fn plain(data: &UserData) -> Value {
     Value::Object(
         data.iter()
             .map(|(k, v)| {
-                let plain = if let Some(s) = v.get("string") {
-                    s.clone()
-                } else if let Some(n) = v.get("integer") {
-                    n.clone()
-                } else if let Some(b) = v.get("binary").and_then(Value::as_str) {
-                    Value::String(format!("hex:{b}"))
-                } else if let Some(Value::Object(list)) = v.get("list") {
-                    plain(list)
-                } else {
-                    Value::Null
+                let plain = match v {
+                    UserValue::String(s) => Value::String(s.clone()),
+                    UserValue::Integer(n) => Value::from(*n),
+                    UserValue::Binary(b) => Value::String(format!("hex:{b}")),
+                    UserValue::List(list) => plain(list),
                 };
                 (k.clone(), plain)
             })
-            .collect(),
+            .collect::<Map<String, Value>>(),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{Interaction, InteractionType, Licence, Status};
+    use serde::Deserialize;
     use serde_json::json;
 
-    fn s(n: i64) -> Value {
-        json!({"integer": n})
+    fn s(n: i64) -> UserValue {
+        UserValue::Integer(n)
     }
-    fn list(pairs: &[(&str, Value)]) -> Value {
-        json!({"list": pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect::<Map<_, _>>()})
+    fn list(pairs: &[(&str, UserValue)]) -> UserValue {
+        UserValue::List(map(pairs))
     }
-    fn map(pairs: &[(&str, Value)]) -> Map<String, Value> {
+    fn map(pairs: &[(&str, UserValue)]) -> UserData {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
@@ -330,37 +213,43 @@ mod tests {
 
     #[test]
     fn the_state_moves_user_data_in_as_serialization_would_and_reads_back() {
-        let mut i = Interaction {
-            id: "V0014000000001917072015093838470".into(),
-            tenant: "T".into(),
-            segment: Some("S".into()),
-            queue: None,
-            contact: Some("5551234".into()),
-            interaction_type: "FIFO".into(),
-            status: Status::CallbackPending,
-            appointment: None,
-            slot: Some(1_437_125_918),
-            external_id: None,
-            client_id: Some("c1".into()),
-            source_application: None,
-            skill: None,
-            attempts: 2,
-            result: None,
-            due: Some("2015-07-17T09:38:38Z".into()),
-            created: "2015-07-17T09:38:38Z".into(),
-            user_data: map(&[("b", s(1)), ("a", list(&[("n", json!({"string": "x"}))]))]),
-            licence: Some("callback".into()),
-            touched: None,
-            failures: map(&[("busy", json!(1))]),
-        };
+        let mut i = Interaction::new(
+            "V0014000000001917072015093838470",
+            "T",
+            "2015-07-17T09:38:38Z".into(),
+        );
+        i.segment = Some("S".into());
+        i.contact = Some("5551234".into());
+        i.interaction_type = InteractionType::Fifo;
+        i.status = Status::CallbackPending;
+        i.slot = Some(1_437_125_918);
+        i.client_id = Some("c1".into());
+        i.attempts = 2;
+        i.due = Some("2015-07-17T09:38:38Z".into());
+        i.user_data = map(&[
+            ("b", s(1)),
+            ("a", list(&[("n", UserValue::String("x".into()))])),
+        ]);
+        i.licence = Some(Licence::Callback);
+        i.failures.insert("busy".into(), 1);
         let serialized = serde_json::to_string(&i).expect("json");
         let state = i.clone().into_state();
         // Same text, keys in the same order: stored states do not change shape.
         assert_eq!(state.to_string(), serialized);
-        assert_eq!(Interaction::from_state(&state), Some(i.clone()));
-        i.user_data = Map::new();
-        assert_eq!(Interaction::from_state(&i.clone().into_state()), Some(i));
-        assert_eq!(Interaction::from_state(&json!({"id": 1})), None);
+        assert!(
+            serialized.contains(r#""interaction_type":"FIFO""#),
+            "{serialized}"
+        );
+        assert!(
+            serialized.contains(r#""licence":"callback""#),
+            "{serialized}"
+        );
+        assert_eq!(Interaction::deserialize(&state).ok(), Some(i.clone()));
+        i.user_data = UserData::new();
+        assert_eq!(
+            Interaction::deserialize(&i.clone().into_state()).ok(),
+            Some(i)
+        );
     }
 
     #[test]
@@ -372,9 +261,13 @@ mod tests {
         let e = crate::soap::parse(xml, 32).expect("xml");
         let data = read_user_data(&e, 0).expect("data");
         assert_eq!(
-            Value::Object(data),
+            serde_json::to_value(&data).expect("json"),
             json!({"s": {"string": "x"}, "i": {"integer": 7}, "b": {"binary": "0AFF"},
                    "l": {"list": {"n": {"string": "plain"}}}})
+        );
+        assert_eq!(
+            plain(&data),
+            json!({"s": "x", "i": 7, "b": "hex:0AFF", "l": {"n": "plain"}})
         );
         let bad = crate::soap::parse(
             "<UserData><UserDataAssignment><Key>i</Key><Value><IntegerValue>x</IntegerValue></Value></UserDataAssignment></UserData>",

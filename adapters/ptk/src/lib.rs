@@ -14,10 +14,18 @@
 
 pub mod codes;
 mod interaction;
+mod method;
 mod methods;
+mod model;
 mod reply;
 pub mod settings;
+// The SOAP reading and writing is the adapter's own; the fuzz targets and the integration
+// tests reach it through the `testing` feature only.
+#[cfg(feature = "testing")]
 pub mod soap;
+#[cfg(not(feature = "testing"))]
+mod soap;
+mod state;
 mod store;
 pub mod wsdl;
 
@@ -158,7 +166,7 @@ pub(crate) struct Cx<'a> {
     pub tenant: &'a str,
     pub settings: &'a Settings,
     pub params: &'a Element<'a>,
-    pub method: &'static wsdl::Method,
+    pub method: method::Method,
     pub now: SystemTime,
     /// Whether contacts are masked in log lines.
     pub mask: bool,
@@ -181,7 +189,7 @@ impl<'a> Cx<'a> {
     /// where each is made rather than kept for the whole request: with a large UserData it is
     /// several times the body's size, and an event takes it by value.
     pub fn vendor_fields(&self) -> Map<String, Value> {
-        methods::to_json(self.params, 0)
+        model::to_json(self.params, 0)
     }
 
     /// A parameter element, wherever it is (parameters, then `Options`).
@@ -257,7 +265,7 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         Err(why) => return fault(&request, announced, "unknown", &why),
     };
     let version = soap_request.version;
-    let Some(method) = wsdl::method(&soap_request.operation.name) else {
+    let Some(method) = method::Method::parse(&soap_request.operation.name) else {
         let name: String = soap_request
             .operation
             .name
@@ -318,7 +326,7 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         tracing::warn!(
             tenant = %request.tenant,
             ptk_tenant = %ptk_tenant,
-            method = method.name,
+            method = method.name(),
             interaction_id = interaction_id.as_deref().unwrap_or(""),
             reason = %reason,
             "ptk request refused with a SOAP fault"
@@ -327,13 +335,15 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
             soap_fault_status(version),
             version.content_type(),
             soap::fault(version, reason),
-            method.name,
+            method.name(),
             "bad_request",
             interaction_id,
         );
     }
     let outcome = if reply.succeeded() {
         "ok"
+    } else if reply.internal {
+        "internal_error"
     } else if matches!(
         reply.code,
         codes::RESOURCES_UNAVAILABLE
@@ -346,12 +356,22 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
     } else {
         "rejected"
     };
-    if reply.succeeded() {
+    if reply.internal {
+        tracing::error!(
+            tenant = %request.tenant,
+            ptk_tenant = %ptk_tenant,
+            method = method.name(),
+            interaction_id = interaction_id.as_deref().unwrap_or(""),
+            code = reply.code,
+            reason = %reply.message,
+            "ptk request failed inside ivrgate; answered 109000 and changed nothing"
+        );
+    } else if reply.succeeded() {
         // The core logs every request at info; this adds the PTK's own fields.
         tracing::debug!(
             tenant = %request.tenant,
             ptk_tenant = %ptk_tenant,
-            method = method.name,
+            method = method.name(),
             interaction_id = interaction_id.as_deref().unwrap_or(""),
             code = reply.code,
             "ptk request completed"
@@ -360,7 +380,7 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         tracing::warn!(
             tenant = %request.tenant,
             ptk_tenant = %ptk_tenant,
-            method = method.name,
+            method = method.name(),
             interaction_id = interaction_id.as_deref().unwrap_or(""),
             code = reply.code,
             result = codes::describe(reply.code).0,
@@ -369,12 +389,19 @@ async fn handle(gw: &dyn Gateway, request: Inbound) -> Handled {
         );
     }
     let guid = guid();
-    let body = reply::render(version, &namespace, method, &client_id, &guid, &reply);
+    let body = reply::render(
+        version,
+        &namespace,
+        method.operation(),
+        &client_id,
+        &guid,
+        &reply,
+    );
     respond(
         200,
         version.content_type(),
         body,
-        method.name,
+        method.name(),
         outcome,
         interaction_id,
     )
@@ -445,8 +472,9 @@ pub(crate) fn guid() -> String {
 }
 
 /// Helpers for the integration tests: the element paths of a document, to compare a
-/// response's shape with the seed's example.
-#[doc(hidden)]
+/// response's shape with the seed's example. Only with the `testing` feature (the root
+/// crate's dev-dependencies turn it on).
+#[cfg(feature = "testing")]
 pub mod testing {
     use crate::soap::{parse, Element};
 

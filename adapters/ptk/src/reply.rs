@@ -2,7 +2,10 @@
 
 use crate::codes;
 use crate::soap::{envelope, escape, Version, Writer};
-use crate::wsdl::{Method, Shape};
+use crate::wsdl::{Operation, Shape};
+
+/// What an internal failure answers in `ErrorMessage`.
+pub const INTERNAL_MESSAGE: &str = "ivrgate could not read its stored state; the error is logged";
 
 /// What a method answers: its status code and the pieces its shape carries.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +20,9 @@ pub struct Reply {
     /// Answer a SOAP Fault with this reason instead (a parameter the WSDL types as an
     /// enumeration holds something else and the method documents no status code for it).
     pub fault: Option<String>,
+    /// The request failed on ivrgate's side, not the caller's (a stored state that does not
+    /// read): answered 109000, logged as an error and counted as `internal_error`.
+    pub internal: bool,
 }
 
 impl Reply {
@@ -43,6 +49,16 @@ impl Reply {
         }
     }
 
+    /// 109000 UnexpectedError for a fault of ivrgate's own; `why` is logged, not answered.
+    pub fn internal(why: impl Into<String>) -> Reply {
+        Reply {
+            code: crate::codes::UNEXPECTED,
+            message: why.into(),
+            internal: true,
+            ..Reply::default()
+        }
+    }
+
     pub fn ok() -> Reply {
         Reply::code(codes::COMPLETED)
     }
@@ -55,6 +71,15 @@ impl Reply {
     pub fn with_id(mut self, id: impl Into<String>) -> Reply {
         self.interaction_id = Some(id.into());
         self
+    }
+
+    /// The `ErrorMessage` answered: an internal failure's reason stays in the log.
+    pub fn answered_message(&self) -> &str {
+        if self.internal {
+            INTERNAL_MESSAGE
+        } else {
+            &self.message
+        }
     }
 
     /// Whether the code reports success.
@@ -70,7 +95,7 @@ impl Reply {
 pub fn render(
     version: Version,
     namespace: &str,
-    method: &Method,
+    method: &Operation,
     client_id: &str,
     guid: &str,
     reply: &Reply,
@@ -90,7 +115,7 @@ pub fn render(
                 .open("Status")
                 .leaf("Code", &reply.code.to_string())
                 .leaf("Description", description)
-                .leaf("ErrorMessage", &reply.message)
+                .leaf("ErrorMessage", reply.answered_message())
                 .leaf("Result", name)
                 .close("Status")
                 .close("Header");

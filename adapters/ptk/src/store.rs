@@ -4,18 +4,17 @@
 use std::time::{Duration, SystemTime};
 
 use ivrgate_adapter::{
-    AliasChange, Change, Entity, EntityEvent, EntityKey, Gateway, RecordError, TimerChange,
-    Transitioned, Write,
+    Change, Entity, EntityKey, Gateway, RecordError, TimerChange, Transitioned, Write,
 };
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::codes;
-use crate::interaction::{Interaction, Status};
+use crate::model::{self, Step, IDLE_TIMER};
 use crate::reply::Reply;
 use crate::settings::{epoch_s, format_time, Settings};
-
-/// The timer that ends an interaction nobody reported on for `idle_expiry_s`.
-pub const IDLE_TIMER: &str = "idle";
+use crate::state::{
+    counter_state, read_counter, Interaction, LicenceCounter, SlotBookings, Status, Stored,
+};
 
 /// The entity kind of interactions (call-like: the adapter's own name).
 pub const KIND: &str = "ptk";
@@ -23,25 +22,6 @@ pub const KIND: &str = "ptk";
 pub const LICENCE: &str = "ptk.licence";
 /// One appointment slot's bookings.
 pub const SLOT: &str = "ptk.slot";
-/// Alias namespaces.
-pub const EXTERNAL: &str = "ptk.external";
-pub const CLIENT: &str = "ptk.client";
-pub const CONTACT: &str = "ptk.contact";
-
-/// What a method does to an interaction, computed from what it read.
-#[derive(Debug, Default)]
-pub struct Step {
-    /// Leave the interaction as it is (a repeated report, a stale timer).
-    pub keep: bool,
-    /// The new state; `None` ends the interaction (its licence and slot are released).
-    pub next: Option<Interaction>,
-    pub events: Vec<EntityEvent>,
-    pub timers: Vec<TimerChange>,
-    pub aliases: Vec<AliasChange>,
-    pub reply: Reply,
-    /// AddInteraction/CreateInteraction: counts toward the licence quota window (109035).
-    pub counts_request: bool,
-}
 
 /// The outcome of [`run`].
 #[derive(Debug)]
@@ -58,23 +38,18 @@ pub fn key(tenant: &str, id: &str) -> EntityKey {
     EntityKey::new(tenant, KIND, id)
 }
 
-fn slot_key(tenant: &str, i: &Interaction) -> Option<EntityKey> {
-    Some(EntityKey::new(
-        tenant,
-        SLOT,
-        format!("{}/{}/{}", i.tenant, i.segment.as_deref()?, i.slot?),
-    ))
+pub fn slot_key(tenant: &str, ptk: &str, segment: &str, slot: u64) -> EntityKey {
+    EntityKey::new(tenant, SLOT, format!("{ptk}/{segment}/{slot}"))
 }
 
-/// The interaction in an entity, and whether the entity exists but ended.
-pub fn read(entity: Option<&Entity>) -> (Option<Interaction>, bool) {
-    match entity {
-        None => (None, false),
-        Some(e) => match e.state.as_ref().and_then(Interaction::from_state) {
-            Some(i) => (Some(i), false),
-            None => (None, true),
-        },
-    }
+/// The slot entity an interaction's appointment holds.
+pub fn slot_of(tenant: &str, i: &Interaction) -> Option<EntityKey> {
+    Some(slot_key(tenant, &i.tenant, i.segment.as_deref()?, i.slot?))
+}
+
+/// The interaction in an entity.
+pub fn read(entity: Option<&Entity>) -> Stored {
+    Stored::read(entity)
 }
 
 /// The code for a storage refusal: the PTK's "try again".
@@ -84,14 +59,22 @@ pub fn storage(error: &RecordError) -> Reply {
 
 enum Out {
     Pending,
-    Retry,
+    /// The slots the step leaves and takes are not the ones read: read them too.
+    Slots(Option<EntityKey>, Option<EntityKey>),
     Refused(Reply),
     Done(Reply),
 }
 
+/// The slots a transition is expected to leave and take, when the method knows them (it read
+/// the interaction, or books a time): then an appointment is one round trip too.
+pub type Slots = (Option<EntityKey>, Option<EntityKey>);
+
 /// Runs `step` on interaction `id` in one transition with its PTK tenant's licence counter and
-/// the slots it leaves and takes. `step` sees the live interaction (or `None`) and whether
-/// the entity exists but ended; it must be pure.
+/// the slots it leaves and takes. `step` sees what is stored; it must be pure.
+///
+/// One round trip for an interaction without an appointment, or when `slots` are right; when
+/// they are not, the run reads the interaction, finds them, and runs again with them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<F>(
     gw: &dyn Gateway,
     tenant: &str,
@@ -99,186 +82,30 @@ pub async fn run<F>(
     ptk_tenant: &str,
     id: &str,
     now: SystemTime,
+    slots: Slots,
     mut step: F,
 ) -> Ran
 where
-    F: FnMut(Option<&Interaction>, bool) -> Result<Step, Reply> + Send,
+    F: FnMut(&Stored) -> Result<Step, Reply> + Send,
 {
     let ikey = key(tenant, id);
+    let (mut old_slot, mut new_slot) = slots;
     for _ in 0..5 {
-        // A dry run on what is stored now tells which slot entities the transition touches.
-        // Only the slots are kept from it: what it read and built (the stored interaction,
-        // the step's with the request's UserData and parameters) need not stay alive through
-        // the transition.
-        let (old_slot, new_slot) = {
-            let stored = match gw.load(ikey.clone()).await {
-                Ok(e) => e,
-                Err(e) => return Ran::Refused(storage(&e)),
-            };
-            let (current, ended) = read(stored.as_ref());
-            drop(stored);
-            let planned = match step(current.as_ref(), ended) {
-                Ok(s) => s,
-                Err(reply) => return Ran::Refused(reply),
-            };
-            let old_slot = current.as_ref().and_then(|i| slot_key(tenant, i));
-            let new_slot = if planned.keep {
-                old_slot.clone()
-            } else {
-                planned.next.as_ref().and_then(|i| slot_key(tenant, i))
-            };
-            (old_slot, new_slot)
-        };
-        let lkey = EntityKey::new(tenant, LICENCE, ptk_tenant);
-        let mut keys = vec![ikey.clone(), lkey];
-        if let Some(k) = &old_slot {
-            keys.push(k.clone());
-        }
-        if let Some(k) = new_slot.as_ref().filter(|k| Some(*k) != old_slot.as_ref()) {
-            keys.push(k.clone());
-        }
+        let mut keys = vec![ikey.clone(), EntityKey::new(tenant, LICENCE, ptk_tenant)];
+        keys.extend(old_slot.clone());
+        keys.extend(new_slot.clone().filter(|k| Some(k) != old_slot.as_ref()));
         let mut out = Out::Pending;
-        let now_s = epoch_s(now);
         let mut f = |read_back: &[Option<Entity>]| -> Vec<Change> {
-            let (current, ended) = read(read_back.first().and_then(Option::as_ref));
-            let s = match step(current.as_ref(), ended) {
-                Ok(s) => s,
-                Err(reply) => {
-                    out = Out::Refused(reply);
-                    return vec![];
-                }
-            };
-            if s.keep {
-                out = Out::Done(s.reply);
-                return vec![];
-            }
-            let was = current.as_ref().and_then(|i| slot_key(tenant, i));
-            let will = s.next.as_ref().and_then(|i| slot_key(tenant, i));
-            if was != old_slot || will != new_slot {
-                out = Out::Retry;
-                return vec![];
-            }
-            let mut changes = vec![Change::Keep; read_back.len()];
-            // The licence counters.
-            let licence = read_back
-                .get(1)
-                .and_then(Option::as_ref)
-                .and_then(|e| e.state.clone())
-                .unwrap_or_else(|| json!({}));
-            let field = |name: &str| licence.get(name).and_then(Value::as_u64).unwrap_or(0);
-            let (mut start, mut count, mut live) =
-                (field("window_start"), field("count"), field("live"));
-            let mut licence_changed = false;
-            if s.counts_request {
-                if now_s >= start + settings.licence_window_s {
-                    start = now_s;
-                    count = 0;
-                }
-                if settings
-                    .licence_requests_per_window
-                    .is_some_and(|max| count >= max)
-                {
-                    out = Out::Refused(Reply::error(
-                        codes::BANDWIDTH_EXCEEDED,
-                        format!(
-                            "more than {} requests in {} s",
-                            settings.licence_requests_per_window.unwrap_or(0),
-                            settings.licence_window_s
-                        ),
-                    ));
-                    return vec![];
-                }
-                count += 1;
-                licence_changed = true;
-            }
-            let held = current.as_ref().is_some_and(Interaction::holds_licence);
-            let holds = s.next.as_ref().is_some_and(Interaction::holds_licence);
-            // The interaction as read is not needed past here: a large UserData is not held
-            // twice while the new state is built.
-            drop(current);
-            match (held, holds) {
-                (false, true) => {
-                    if settings.licences.is_some_and(|max| live >= max) {
-                        out = Out::Refused(Reply::error(
-                            codes::LICENCE_UNAVAILABLE,
-                            "every licence is in use",
-                        ));
-                        return vec![];
-                    }
-                    live += 1;
-                    licence_changed = true;
-                }
-                (true, false) => {
-                    live = live.saturating_sub(1);
-                    licence_changed = true;
-                }
-                _ => {}
-            }
-            if licence_changed {
-                changes[1] = Change::Write(Write::state(
-                    json!({"window_start": start, "count": count, "live": live}),
-                ));
-            }
-            // The slots.
-            if was != will {
-                for (index, entity) in read_back.iter().enumerate().skip(2) {
-                    let Some(k) = keys.get(index) else { continue };
-                    let booked = entity
-                        .as_ref()
-                        .and_then(|e| e.state.as_ref())
-                        .and_then(|s| s.get("count"))
-                        .and_then(Value::as_u64)
-                        .unwrap_or(0);
-                    if Some(k) == was.as_ref() {
-                        let left = booked.saturating_sub(1);
-                        changes[index] = Change::Write(Write {
-                            state: (left > 0).then(|| json!({"count": left})),
-                            ..Write::default()
-                        });
-                    } else if Some(k) == will.as_ref() {
-                        let capacity = s
-                            .next
-                            .as_ref()
-                            .and_then(|i| settings.segment(&i.tenant, i.segment.as_deref()?))
-                            .map(|seg| u64::from(seg.slot_capacity))
-                            .unwrap_or(0);
-                        if booked >= capacity {
-                            out = Out::Refused(Reply::error(
-                                codes::TIME_FULL,
-                                "the appointment slot is full",
-                            ));
-                            return vec![];
-                        }
-                        changes[index] = Change::Write(Write::state(json!({"count": booked + 1})));
-                    }
-                }
-            }
-            // An interaction nobody reports on ends after `idle_expiry_s` (see the idle timer);
-            // a callback waiting for its time is not idle.
-            let mut timers = s.timers;
-            let mut next = s.next;
-            match next.as_mut() {
-                Some(i) if i.status != Status::CallbackPending => {
-                    i.touched = Some(format_time(now));
-                    timers.push(TimerChange::Set {
-                        name: IDLE_TIMER.into(),
-                        due: now + Duration::from_secs(settings.idle_expiry_s),
-                        payload: Value::Null,
-                    });
-                }
-                _ => timers.push(TimerChange::Cancel {
-                    name: IDLE_TIMER.into(),
-                }),
-            }
-            changes[0] = Change::Write(Write {
-                state: next.map(Interaction::into_state),
-                attached: None,
-                expires_at: None,
-                events: s.events,
-                timers,
-                aliases: s.aliases,
-            });
-            out = Out::Done(s.reply);
+            let (changes, result) = transition(
+                &mut step,
+                read_back,
+                &keys,
+                (&old_slot, &new_slot),
+                settings,
+                now,
+                tenant,
+            );
+            out = result;
             changes
         };
         let result = gw.transition(keys.clone(), &mut f).await;
@@ -290,11 +117,119 @@ where
         match out {
             Out::Done(reply) => return Ran::Done { reply },
             Out::Refused(reply) => return Ran::Refused(reply),
-            Out::Retry | Out::Pending => continue,
+            Out::Slots(was, will) => (old_slot, new_slot) = (was, will),
+            Out::Pending => {}
         }
     }
     Ran::Refused(Reply::error(
         codes::RESOURCES_UNAVAILABLE,
         "the interaction kept changing; try again",
     ))
+}
+
+/// The changes of one run of the transition: the step's, the licence counter's and the
+/// slots'.
+fn transition<F>(
+    step: &mut F,
+    read_back: &[Option<Entity>],
+    keys: &[EntityKey],
+    (old_slot, new_slot): (&Option<EntityKey>, &Option<EntityKey>),
+    settings: &Settings,
+    now: SystemTime,
+    tenant: &str,
+) -> (Vec<Change>, Out)
+where
+    F: FnMut(&Stored) -> Result<Step, Reply>,
+{
+    let current = read(read_back.first().and_then(Option::as_ref));
+    let s = match step(&current) {
+        Ok(s) => s,
+        Err(reply) => return (vec![], Out::Refused(reply)),
+    };
+    if s.keep {
+        return (vec![], Out::Done(s.reply));
+    }
+    let was = current.live().and_then(|i| slot_of(tenant, i));
+    let will = s.next.as_ref().and_then(|i| slot_of(tenant, i));
+    if was != *old_slot || will != *new_slot {
+        return (vec![], Out::Slots(was, will));
+    }
+    let mut changes = vec![Change::Keep; read_back.len()];
+    let licence = match read_counter::<LicenceCounter>(read_back.get(1).and_then(Option::as_ref)) {
+        Ok(l) => l,
+        Err(why) => return (vec![], Out::Refused(Reply::internal(why))),
+    };
+    let held = current.live().is_some_and(Interaction::holds_licence);
+    let holds = s.next.as_ref().is_some_and(Interaction::holds_licence);
+    // The interaction as read is not needed past here: a large UserData is not held twice
+    // while the new state is built.
+    drop(current);
+    match model::account_licence(
+        licence,
+        settings,
+        epoch_s(now),
+        s.counts_request,
+        held,
+        holds,
+    ) {
+        Err(reply) => return (vec![], Out::Refused(reply)),
+        Ok(Some(counter)) => changes[1] = Change::Write(Write::state(counter_state(&counter))),
+        Ok(None) => {}
+    }
+    if was != will {
+        for (index, entity) in read_back.iter().enumerate().skip(2) {
+            let Some(k) = keys.get(index) else { continue };
+            let booked = match read_counter::<SlotBookings>(entity.as_ref()) {
+                Ok(slot) => slot.count,
+                Err(why) => return (vec![], Out::Refused(Reply::internal(why))),
+            };
+            if Some(k) == was.as_ref() {
+                let left = booked.saturating_sub(1);
+                changes[index] = Change::Write(Write {
+                    state: (left > 0).then(|| counter_state(&SlotBookings { count: left })),
+                    ..Write::default()
+                });
+            } else if Some(k) == will.as_ref() {
+                let capacity = s
+                    .next
+                    .as_ref()
+                    .and_then(|i| settings.segment(&i.tenant, i.segment.as_deref()?))
+                    .map(|seg| u64::from(seg.slot_capacity))
+                    .unwrap_or(0);
+                match model::book_slot(booked, capacity) {
+                    Ok(count) => {
+                        changes[index] =
+                            Change::Write(Write::state(counter_state(&SlotBookings { count })))
+                    }
+                    Err(reply) => return (vec![], Out::Refused(reply)),
+                }
+            }
+        }
+    }
+    // An interaction nobody reports on ends after `idle_expiry_s` (see the idle timer); a
+    // callback waiting for its time is not idle.
+    let mut timers = s.timers;
+    let mut next = s.next;
+    match next.as_mut() {
+        Some(i) if i.status != Status::CallbackPending => {
+            i.touched = Some(format_time(now));
+            timers.push(TimerChange::Set {
+                name: IDLE_TIMER.into(),
+                due: now + Duration::from_secs(settings.idle_expiry_s),
+                payload: Value::Null,
+            });
+        }
+        _ => timers.push(TimerChange::Cancel {
+            name: IDLE_TIMER.into(),
+        }),
+    }
+    changes[0] = Change::Write(Write {
+        state: next.map(Interaction::into_state),
+        attached: None,
+        expires_at: None,
+        events: s.events,
+        timers,
+        aliases: s.aliases,
+    });
+    (changes, Out::Done(s.reply))
 }

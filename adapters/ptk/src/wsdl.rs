@@ -142,10 +142,10 @@ pub static ENUMERATIONS: &[&Enumeration] = &[
     &REMOVE_REASONS,
 ];
 
-/// One method: its name, whether the WSDL wraps its parameters in `data`, its parameters
-/// and its response shape.
+/// One method's WSDL operation: its name, whether the WSDL wraps its parameters in `data`,
+/// its parameters and its response shape. In the order of [`crate::method::Method`].
 #[derive(Debug)]
-pub struct Method {
+pub struct Operation {
     pub name: &'static str,
     pub wrapped: bool,
     pub params: &'static [(&'static str, Kind)],
@@ -158,20 +158,20 @@ const T: (&str, Kind) = ("Tenant", Text);
 const ID: (&str, Kind) = ("InteractionId", Text);
 const OPT: (&str, Kind) = ("Options", Options);
 
-pub static METHODS: &[Method] = &[
-    Method {
+pub static METHODS: &[Operation] = &[
+    Operation {
         name: "AddInteraction",
         wrapped: true,
         params: &[T, ("Segment", Text), ("Contact", Text), OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "AssociateInteractionWithExternalTrackingID",
         wrapped: false,
         params: &[T, ID, ("ExternalTrackingId", Text)],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "CreateInteraction",
         wrapped: false,
         params: &[
@@ -183,67 +183,67 @@ pub static METHODS: &[Method] = &[
         ],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "FindInteraction",
         wrapped: true,
         params: &[T, ("Contact", Text), ("Segment", Text), ID, OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "GetInteractionData",
         wrapped: true,
         params: &[T, ID, OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "GetNextAvailableAppointmentTime",
         wrapped: true,
         params: &[T, ("Segment", Text), OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "GetSegments",
         wrapped: true,
         params: &[T, OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "GetSegmentState",
         wrapped: true,
         params: &[T, ("Segment", Text), OPT, ("SourceApplication", Text)],
         shape: Shape::SegmentState,
     },
-    Method {
+    Operation {
         name: "GetSegmentVariables",
         wrapped: true,
         params: &[T, ("Segment", Text), OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "GetStatus",
         wrapped: true,
         params: &[T, OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "GetSystemVariables",
         wrapped: false,
         params: &[T],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "GetVersion",
         wrapped: true,
         params: &[OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "InteractionCancelled",
         wrapped: false,
         params: &[T, ID, ("CancelledBy", Enum(&CANCELLED_BY))],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionDequeued",
         wrapped: false,
         params: &[
@@ -254,7 +254,7 @@ pub static METHODS: &[Method] = &[
         ],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionDisconnectedByApplication",
         wrapped: false,
         params: &[
@@ -266,13 +266,13 @@ pub static METHODS: &[Method] = &[
         ],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionDisconnectedByCaller",
         wrapped: false,
         params: &[T, ID, ("Reason", Enum(&CALLER_DISCONNECT_REASONS))],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionOutboundAttemptFailed",
         wrapped: false,
         params: &[
@@ -284,13 +284,13 @@ pub static METHODS: &[Method] = &[
         ],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionOutboundConnected",
         wrapped: false,
         params: &[T, ID],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionQueued",
         wrapped: false,
         params: &[
@@ -302,13 +302,13 @@ pub static METHODS: &[Method] = &[
         ],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionRequestContact",
         wrapped: false,
         params: &[T, ID, ("ContactURI", Text), ("Segment", Text)],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "InteractionSendToQueue",
         wrapped: false,
         params: &[
@@ -320,42 +320,37 @@ pub static METHODS: &[Method] = &[
         ],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "ModifyInteraction",
         wrapped: true,
         params: &[T, ID, ("Action", Enum(&MODIFY_ACTIONS)), OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "RemoveInteraction",
         wrapped: true,
         params: &[T, ID, ("Reason", Enum(&REMOVE_REASONS)), OPT],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "UpdateInteractionData",
         wrapped: false,
         params: &[T, ID, ("InteractionData", InteractionData)],
         shape: Shape::Result,
     },
-    Method {
+    Operation {
         name: "UpdateUserData",
         wrapped: true,
         params: &[T, ID, ("UserData", UserData)],
         shape: Shape::Toolkit,
     },
-    Method {
+    Operation {
         name: "ValidateContact",
         wrapped: true,
         params: &[T, ("Segment", Text), ("Contact", Text), OPT],
         shape: Shape::Toolkit,
     },
 ];
-
-/// The method with this name (case-insensitive).
-pub fn method(name: &str) -> Option<&'static Method> {
-    METHODS.iter().find(|m| m.name.eq_ignore_ascii_case(name))
-}
 
 fn type_of(kind: Kind) -> String {
     match kind {
@@ -647,7 +642,10 @@ mod tests {
         }
     }
 
-    fn method_named(name: &str) -> &'static Method {
-        method(name).unwrap_or_else(|| panic!("{name}"))
+    fn method_named(name: &str) -> &'static Operation {
+        METHODS
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("{name}"))
     }
 }

@@ -189,6 +189,11 @@ impl Adapter for Voicenter {
         None
     }
 
+    /// Voicenter's section is named after what it configures: its outbound APIs.
+    fn settings_section(&self) -> &'static str {
+        "voicenter_api"
+    }
+
     /// `[tenants.voicenter_api]`: Voicenter's outbound APIs (see [`api`]).
     fn parse_settings(
         &self,

@@ -105,7 +105,14 @@ pub trait Adapter: Send + Sync + 'static {
         }
     }
 
-    /// Checks and parses the tenant's `[tenants.<adapter>]` configuration section (as JSON;
+    /// The key of this adapter's section in a tenant's configuration (`[tenants.<key>]`),
+    /// handed to [`Adapter::parse_settings`]. Defaults to [`Adapter::name`]; the core refuses
+    /// a tenant key that is neither one of its own settings nor an adapter's section.
+    fn settings_section(&self) -> &'static str {
+        self.name()
+    }
+
+    /// Checks and parses the tenant's `[tenants.<section>]` configuration section (as JSON;
     /// `Null` when absent), once per configuration load, so `check-config` reports mistakes
     /// before any port is bound (each problem one line) and requests get the parsed form
     /// through [`Gateway::settings`] without parsing it again.

@@ -1320,7 +1320,7 @@ fn run_ready<F: Future>(future: F) -> Option<F::Output> {
     None
 }
 
-/// The command API's body reader (`api::read_body`) and the adapters' commands. Input:
+/// The command API's body reader (`web::parse_json`) and the adapters' commands. Input:
 /// `METHOD adapter/path`, then the body. The body is within the limits and linear in the
 /// input; every answer is a valid status with a JSON body, errors as `{"error": {"code",
 /// "message"}}`.
@@ -1333,7 +1333,7 @@ pub fn command(data: &[u8]) {
     };
     let path = path.trim_matches('/');
     let (adapter, path) = path.split_once('/').unwrap_or((path, ""));
-    let Ok(body) = ivrgate::api::read_body(body, DEPTH) else {
+    let Ok(body) = ivrgate::web::parse_json(body, DEPTH) else {
         return;
     };
     check_json(&body, data.len(), "command body");
@@ -1381,8 +1381,7 @@ pub fn config(data: &[u8]) {
     if text.contains("file:") {
         return;
     }
-    let points = ivrgate::decision_points();
-    if let Ok(resolved) = config.validate(&points) {
+    if let Ok(resolved) = config.validate(ivrgate::adapters::all()) {
         for tenant in &config.tenants {
             assert!(
                 resolved.tenant(&tenant.id).is_some(),

@@ -1,0 +1,572 @@
+//! Decisions: what [`ivrgate_adapter::Gateway::decide`] does. The customer's decision URL is
+//! asked with a signed POST under the decision's deadline, then the fallback URL within the
+//! same deadline, then the configured fallback answers (rate limit, breaker, shutdown grace
+//! included): a caller never hears dead air. The answer is recorded on the call without
+//! being awaited, with an in-process overlay until that write commits.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ivrgate_adapter::epoch::rfc3339;
+use ivrgate_adapter::{
+    Answer, AnswerSource, Decision, DecisionPoint, DecisionRequest, FallbackReason,
+};
+use serde_json::{json, Map, Value};
+
+use crate::config::ResolvedTenant;
+use crate::core::{read_capped, Core, Runtime};
+use crate::envelope::{note_core_keys, DecisionData, Envelope, DECISION_KEYS};
+use crate::metrics::{DecisionLabels, ReasonLabels};
+use crate::observe::{self, Observed};
+use crate::store::{CallKey, CallRow, CallWrite, CommitOutcome, UnitOfWork};
+use crate::{ids, signing};
+
+/// Which try of a decision webhook this is: the decision URL (1), then the fallback URL (2).
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    decision_id: &'a str,
+    call: &'a str,
+    number: u8,
+    of: u8,
+}
+
+/// A decision answered by this process whose write on its call is queued but not committed:
+/// what a request on the same call moments later reads instead of the stored row.
+#[derive(Clone)]
+pub(crate) struct PendingDecision {
+    decision_id: String,
+    call_id: String,
+    last: Value,
+    attached: Map<String, Value>,
+}
+
+impl Core {
+    /// Asks the customer, then the fallback URL, unless the shutdown grace runs out first:
+    /// then the decision gives up on both at once (`FallbackReason::Shutdown`).
+    async fn ask_customer(
+        &self,
+        tenant: &ResolvedTenant,
+        decision_id: &str,
+        call: &str,
+        body: &[u8],
+        deadline: Instant,
+        point: &DecisionPoint,
+    ) -> Result<(Answer, AnswerSource), FallbackReason> {
+        let of = if tenant.fallback_target.is_some() {
+            2
+        } else {
+            1
+        };
+        let asked = async {
+            let first = Attempt {
+                decision_id,
+                call,
+                number: 1,
+                of,
+            };
+            match self
+                .ask(
+                    tenant,
+                    &tenant.decision_target,
+                    &first,
+                    body,
+                    deadline,
+                    point,
+                )
+                .await
+            {
+                Ok(answer) => Ok((answer, AnswerSource::Customer)),
+                Err(reason) => match &tenant.fallback_target {
+                    Some(url) if Instant::now() < deadline => {
+                        let second = Attempt { number: 2, ..first };
+                        self.ask(tenant, url, &second, body, deadline, point)
+                            .await
+                            .map(|answer| (answer, AnswerSource::FallbackUrl))
+                            .map_err(|_| reason)
+                    }
+                    _ => Err(reason),
+                },
+            }
+        };
+        let mut grace_over = self.grace_over.subscribe();
+        tokio::select! {
+            biased;
+            _ = grace_over.wait_for(|over| *over) => Err(FallbackReason::Shutdown),
+            result = asked => result,
+        }
+    }
+
+    pub(crate) async fn decide_inner(&self, req: DecisionRequest) -> Decision {
+        self.decisions_open.fetch_add(1, Ordering::Relaxed);
+        let _open = Defer(Some(|| {
+            self.decisions_open.fetch_sub(1, Ordering::Relaxed);
+        }));
+        let started = Instant::now();
+        let runtime = self.runtime.load_full();
+        let point = req.point;
+        let Some(tenant) = runtime.config.tenant(&req.tenant) else {
+            // The server only routes configured tenants here; a reload may have removed it.
+            return Decision {
+                decision_id: ids::decision_id(),
+                call_id: None,
+                answer: (point.default_fallback)(),
+                source: AnswerSource::Fallback(FallbackReason::Invalid),
+                attached: Map::new(),
+            };
+        };
+        let settings = tenant.decisions.get(point.kind);
+        let deadline_ms = settings
+            .map(|s| s.deadline_ms)
+            .unwrap_or(tenant_default_deadline(tenant))
+            .min(req.deadline_ms.unwrap_or(u64::MAX));
+        let fallback = settings
+            .map(|s| s.fallback.clone())
+            .unwrap_or_else(point.default_fallback);
+        let deadline = started + Duration::from_millis(deadline_ms);
+        let decision_id = ids::decision_id();
+        let key = req
+            .call
+            .vendor_call_id
+            .as_deref()
+            .map(|id| Self::call_key(&tenant.id, point.vendor, id));
+        // The call's state is worth half the time left at most: a slow store, or a pool busy
+        // with other reads, must not eat the time the customer's webhook and the fallbacks
+        // need. Past it the decision goes on without the state, as after a failed read.
+        let row = match &key {
+            Some(key) => {
+                let budget = deadline.saturating_duration_since(Instant::now()) / 2;
+                match tokio::time::timeout(budget, self.load(key)).await {
+                    Ok(row) => row,
+                    Err(_) => {
+                        tracing::error!(
+                            tenant = %key.tenant, waited_ms = budget.as_millis() as u64,
+                            "cannot read call state within half the decision's deadline; deciding without it"
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let pending = key.as_ref().and_then(|k| {
+            self.pending_decisions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(k)
+                .cloned()
+        });
+        let call_id = key.as_ref().map(|_| match (&pending, &row) {
+            (Some(p), _) => p.call_id.clone(),
+            (None, Some(r)) => r.call_id.clone(),
+            (None, None) => ids::call_id(),
+        });
+        let mut attached = match &pending {
+            Some(p) => p.attached.clone(),
+            None => row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
+        };
+        let previous = match &pending {
+            Some(p) => p.last.clone(),
+            None => row
+                .as_ref()
+                .and_then(|r| r.state.as_ref())
+                .and_then(|s| s.get("last_decision"))
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
+        let now = self.clock.now();
+        self.note_undecodable(&tenant.id, point.vendor, point.kind, &req.data);
+        let payload_type = format!("decision.{}", point.kind);
+        note_core_keys(&req.data, &DECISION_KEYS, &payload_type);
+        let body = serde_json::to_vec(&Envelope {
+            kind: payload_type,
+            timestamp: now,
+            data: DecisionData {
+                decision_id: &decision_id,
+                tenant: &tenant.id,
+                vendor: point.vendor,
+                kind: point.kind,
+                call_id: call_id.as_deref(),
+                deadline_ms,
+                correlation: &req.call.correlation,
+                attached: &attached,
+                previous_decision: &previous,
+                fields: &req.data,
+                vendor_fields: &req.vendor_fields,
+            },
+        })
+        .unwrap_or_default();
+
+        let limited = runtime
+            .decision_limits
+            .get(&tenant.id)
+            .is_some_and(|l| l.check().is_err());
+        let (answer, source) = if limited {
+            (
+                fallback.clone(),
+                AnswerSource::Fallback(FallbackReason::RateLimited),
+            )
+        } else {
+            match self
+                .ask_customer(
+                    tenant,
+                    &decision_id,
+                    call_id.as_deref().unwrap_or("-"),
+                    &body,
+                    deadline,
+                    point,
+                )
+                .await
+            {
+                Ok(answered) => answered,
+                Err(reason) => (fallback.clone(), AnswerSource::Fallback(reason)),
+            }
+        };
+        for (k, v) in point.attached_by(&answer) {
+            attached.insert(k, v);
+        }
+        let (source_label, reason) = match &source {
+            AnswerSource::Customer => ("customer", None),
+            AnswerSource::FallbackUrl => ("fallback_url", None),
+            AnswerSource::Fallback(reason) => ("fallback", Some(reason.as_str())),
+        };
+        let elapsed = started.elapsed();
+        self.metrics
+            .decision_seconds
+            .get_or_create(&DecisionLabels {
+                kind: point.kind.to_owned(),
+                source: source_label.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if let Some(reason) = reason {
+            self.metrics
+                .fallbacks
+                .get_or_create(&ReasonLabels {
+                    kind: point.kind.to_owned(),
+                    reason: reason.to_owned(),
+                })
+                .inc();
+            tracing::warn!(
+                tenant = %tenant.id, kind = point.kind, decision_id = %decision_id,
+                call_id = call_id.as_deref().unwrap_or("-"),
+                vendor_call_id = req.call.vendor_call_id.as_deref().unwrap_or("-"), reason,
+                elapsed_ms = elapsed.as_millis() as u64, answer = answer.label(),
+                "decision answered with the fallback"
+            );
+        } else {
+            tracing::debug!(
+                tenant = %tenant.id, kind = point.kind, decision_id = %decision_id,
+                source = source_label, elapsed_ms = elapsed.as_millis() as u64,
+                answer = answer.label(), "decision answered"
+            );
+        }
+        if let Some(observer) = &self.observer {
+            observer.observe(Observed::Decided(observe::Decided {
+                decision_id: decision_id.clone(),
+                kind: point.kind.to_owned(),
+                vendor: point.vendor.to_owned(),
+                vendor_call_id: req.call.vendor_call_id.clone(),
+                source: source_label.to_owned(),
+                fallback_reason: reason.map(str::to_owned),
+                answer: answer.to_json(),
+            }));
+        }
+        if let (Some(key), Some(call_id)) = (key, call_id.clone()) {
+            let last = json!({
+                "decision_id": decision_id,
+                "kind": point.kind,
+                "at": rfc3339(now),
+                "answer": answer.label(),
+                "source": source_label,
+                "fallback_reason": reason,
+            });
+            self.pending_decisions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    key.clone(),
+                    PendingDecision {
+                        decision_id: decision_id.clone(),
+                        call_id: call_id.clone(),
+                        last: last.clone(),
+                        attached: attached.clone(),
+                    },
+                );
+            self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
+        }
+        Decision {
+            decision_id,
+            call_id,
+            answer,
+            source,
+            attached,
+        }
+    }
+
+    /// Records a decision on its call. The legacy side is answered without waiting for this
+    /// commit (a decision is not an acknowledgement of a stored event); the write is queued
+    /// now, so a later request on the same call reads it.
+    fn commit_decision(
+        self: &Core,
+        key: CallKey,
+        call_id: String,
+        row: Option<CallRow>,
+        attached: Map<String, Value>,
+        last: Value,
+        runtime: &Runtime,
+    ) {
+        let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
+        let adapter_expiry = self
+            .adapter(&key.vendor)
+            .is_some_and(|a| a.keeps_call_state());
+        let retry_key = key.clone();
+        let overlay_key = key.clone();
+        let overlay = self.pending_decisions.clone();
+        let decision_id = last
+            .get("decision_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let store = self.store.clone();
+        let clock = self.clock.clone();
+        let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {
+            let mut state = row
+                .and_then(|r| r.state.clone())
+                .unwrap_or_else(|| json!({"started_at": rfc3339(crate::clock::from_ms(now_ms))}));
+            if let Some(obj) = state.as_object_mut() {
+                let n = obj.get("decisions").and_then(Value::as_u64).unwrap_or(0);
+                obj.insert("decisions".into(), json!(n + 1));
+                obj.insert("last_decision".into(), last.clone());
+            }
+            let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
+            for (k, v) in &attached {
+                merged.insert(k.clone(), v.clone());
+            }
+            UnitOfWork {
+                tenant: key.tenant.clone(),
+                now_ms,
+                call: Some(CallWrite {
+                    key: key.clone(),
+                    call_id: row
+                        .map(|r| r.call_id.clone())
+                        .unwrap_or_else(|| call_id.clone()),
+                    expected_version: row.map(|r| r.version),
+                    status: "active",
+                    attached: merged,
+                    state: Some(state.into()),
+                    // An adapter that keeps its calls in entities sets their expiry (a PTK
+                    // interaction waits days for its appointment, an OpenScape call has its
+                    // own limit); a decision leaves it alone.
+                    expires_at_ms: match row {
+                        Some(r) if r.state.is_some() && adapter_expiry => r.expires_at_ms,
+                        _ => Some(now_ms + ttl_ms),
+                    },
+                }),
+                ..UnitOfWork::default()
+            }
+        };
+        let first = build(row.as_ref(), clock.now_ms());
+        let pending = store.commit_queued(first);
+        tokio::spawn(async move {
+            // However the write ends, this decision is no longer pending.
+            let _clear = Defer(Some(move || {
+                let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
+                if map
+                    .get(&overlay_key)
+                    .is_some_and(|p| p.decision_id == decision_id)
+                {
+                    map.remove(&overlay_key);
+                }
+            }));
+            let mut outcome = pending.await;
+            for _ in 0..5 {
+                match outcome {
+                    Ok(CommitOutcome::Conflict) => {
+                        let row = store.load_call(retry_key.clone()).await.ok().flatten();
+                        outcome = store.commit(build(row.as_ref(), clock.now_ms())).await;
+                    }
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot record decision on its call");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// One signed POST of a decision to `target` within `deadline`. A failure is logged (WARN
+    /// `decision webhook failed`) with the endpoint (redacted), what went wrong, the
+    /// decision's kind, id and call, and the attempt as "n of N" (the decision URL, then the
+    /// fallback URL).
+    async fn ask(
+        &self,
+        tenant: &ResolvedTenant,
+        target: &reqwest::Url,
+        attempt: &Attempt<'_>,
+        body: &[u8],
+        deadline: Instant,
+        point: &DecisionPoint,
+    ) -> Result<Answer, FallbackReason> {
+        let url = target.as_str();
+        let decision_id = attempt.decision_id;
+        let started = Instant::now();
+        // What came back, for an observer (`ivrgate simulate`); `error` when it is not used.
+        let observe = |status: Option<u16>,
+                       answer: Option<&bytes::Bytes>,
+                       outcome: &str,
+                       error: Option<&str>| {
+            if let Some(observer) = &self.observer {
+                observer.observe(Observed::Answered(observe::Answered {
+                    id: decision_id.to_owned(),
+                    webhook_type: format!("decision.{}", point.kind),
+                    attempt: u32::from(attempt.number),
+                    status,
+                    body: answer.cloned(),
+                    elapsed_ms: started.elapsed().as_millis() as u64,
+                    error: error.map(str::to_owned),
+                    outcome: outcome.to_owned(),
+                    retry_in_ms: None,
+                }));
+            }
+        };
+        let failed = |reason: FallbackReason, error: &str| {
+            tracing::warn!(
+                tenant = %tenant.id, endpoint = %crate::redact::url(url),
+                event_type = %format!("decision.{}", point.kind), decision_id = %decision_id,
+                call = %attempt.call, attempt = %format!("{} of {}", attempt.number, attempt.of),
+                reason = %reason.as_str(), error = %error, "decision webhook failed"
+            );
+            reason
+        };
+        if !self.decision_breakers.try_acquire(url) {
+            let why = "circuit breaker open after repeated failures; not asked";
+            observe(None, None, FallbackReason::CircuitOpen.as_str(), Some(why));
+            return Err(failed(FallbackReason::CircuitOpen, why));
+        }
+        let timestamp = crate::clock::to_ms(self.clock.now()) / 1000;
+        let signature = signing::signature_header(&tenant.secrets, decision_id, timestamp, body);
+        if let Some(observer) = &self.observer {
+            observer.observe(Observed::Sent(observe::Sent {
+                id: decision_id.to_owned(),
+                webhook_type: format!("decision.{}", point.kind),
+                url: crate::redact::url(url),
+                attempt: u32::from(attempt.number),
+                of: u32::from(attempt.of),
+                headers: vec![
+                    ("content-type".into(), "application/json".into()),
+                    ("webhook-id".into(), decision_id.to_owned()),
+                    ("webhook-timestamp".into(), timestamp.to_string()),
+                    ("webhook-signature".into(), signature.clone()),
+                ],
+                body: bytes::Bytes::copy_from_slice(body),
+            }));
+        }
+        let request = self
+            .decision_client(tenant)
+            .post(target.clone())
+            .header("content-type", "application/json")
+            .header("webhook-id", decision_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body.to_vec());
+        let exchange = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let bytes = read_capped(response, MAX_ANSWER_BYTES).await?;
+            Ok::<_, reqwest::Error>((status, bytes))
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = tokio::time::timeout_at(deadline.into(), exchange).await;
+        let (status, bytes) = match result {
+            Err(_) => {
+                self.decision_breakers.failure(url);
+                let why = format!(
+                    "timeout: no answer within the decision's deadline ({} ms left)",
+                    left.as_millis()
+                );
+                observe(None, None, FallbackReason::Timeout.as_str(), Some(&why));
+                return Err(failed(FallbackReason::Timeout, &why));
+            }
+            Ok(Err(e)) => {
+                self.decision_breakers.failure(url);
+                let reason = if e.is_timeout() {
+                    FallbackReason::Timeout
+                } else {
+                    FallbackReason::Connect
+                };
+                // Never the URL: the endpoint is logged redacted, apart.
+                let why = crate::failure::describe(&e, left);
+                observe(None, None, reason.as_str(), Some(&why));
+                return Err(failed(reason, &why));
+            }
+            Ok(Ok(pair)) => pair,
+        };
+        if !status.is_success() {
+            if status.is_server_error() {
+                self.decision_breakers.failure(url);
+            }
+            let why = crate::failure::status(status);
+            let reason = FallbackReason::Status;
+            observe(
+                Some(status.as_u16()),
+                Some(&bytes),
+                reason.as_str(),
+                Some(&why),
+            );
+            return Err(failed(reason, &why));
+        }
+        self.decision_breakers.success(url);
+        // Customers porting a legacy server may answer with the vendor's own (sometimes
+        // not quite JSON) examples; the lenient reader takes those too.
+        let limits = ivrgate_wire::Limits::default();
+        let parsed = std::str::from_utf8(&bytes)
+            .map_err(|_| "answer is not UTF-8".to_owned())
+            .and_then(|text| {
+                ivrgate_wire::json::parse_lenient(text, &limits)
+                    .map_err(|e| format!("not JSON: {e}"))
+            })
+            .and_then(|v| Answer::from_json(&v))
+            .and_then(|a| (point.validate)(&a).map(|()| a));
+        match parsed {
+            Ok(answer) => {
+                observe(Some(status.as_u16()), Some(&bytes), "answer", None);
+                Ok(answer)
+            }
+            Err(why) => {
+                let why = format!("invalid answer: {why}");
+                let reason = FallbackReason::Invalid;
+                observe(
+                    Some(status.as_u16()),
+                    Some(&bytes),
+                    reason.as_str(),
+                    Some(&why),
+                );
+                Err(failed(reason, &why))
+            }
+        }
+    }
+}
+
+/// The largest decision answer read; the rest of a larger one is ignored, so the answer is
+/// invalid (truncated JSON) and the fallback answers.
+pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// Runs a closure when dropped.
+struct Defer<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+fn tenant_default_deadline(tenant: &ResolvedTenant) -> u64 {
+    tenant
+        .decisions
+        .values()
+        .map(|d| d.deadline_ms)
+        .min()
+        .unwrap_or(3_000)
+}
