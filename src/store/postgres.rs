@@ -1147,6 +1147,10 @@ impl PgStore {
                 "DELETE FROM outbox WHERE status = 1 AND done_at_ms <= $1",
                 now_ms - delivered_retention_ms,
             ),
+            (
+                "DELETE FROM breakers WHERE open_until_ms <= $1",
+                now_ms - super::STALE_BREAKER_MS,
+            ),
         ] {
             n += client.execute(sql, &[&at]).await.map_err(db_err)?;
         }
