@@ -387,7 +387,8 @@ pub struct DecisionRequest {
     pub tenant: String,
     pub point: &'static DecisionPoint,
     pub call: CallRef,
-    /// Vendor-neutral fields (`from`, `to`, `dtmf`, `menu`, ...).
+    /// Vendor-neutral fields (`from`, `to`, `dtmf`, `menu`, ...). One named like a key the
+    /// core sets (`decision_id`, `call_id`, `kind`, `previous_decision`, ...) is left out.
     pub data: Map<String, Value>,
     /// The vendor's fields, untouched.
     pub vendor_fields: Map<String, Value>,
@@ -480,7 +481,8 @@ pub struct EventSubmission {
     pub call: CallRef,
     /// When it happened, if the vendor said so plausibly; otherwise the receipt time is used.
     pub occurred_at: Option<SystemTime>,
-    /// Vendor-neutral fields.
+    /// Vendor-neutral fields. One named like a key the core sets (`event_id`, `call_id`,
+    /// `tenant`, `attached`, `seq`, ...) is left out of the payload, and logged.
     pub data: Map<String, Value>,
     /// The vendor's fields, untouched.
     pub vendor_fields: Map<String, Value>,

@@ -60,7 +60,9 @@ pub struct Entity {
     /// your own status inside `state`).
     pub status: String,
     /// The live state; `None` once the entity ended. An ended entity keeps its id and sequence
-    /// counter for the retention period, so late events continue its sequence.
+    /// counter for the retention period, so late events continue its sequence. Only the
+    /// adapter's own document: what the core keeps on a call-like entity (its decisions,
+    /// `started_at`) is stored beside it and never appears here, nor can a write replace it.
     pub state: Option<Value>,
     /// Data the customer attached through decisions (neutral `attach` or native).
     pub attached: Map<String, Value>,
@@ -131,7 +133,8 @@ impl Write {
 
 /// A durable webhook event produced by a transition. The core builds the payload as for
 /// [`crate::Gateway::record`]: `data` holds `event_id`, `tenant`, `vendor`, `call_id` (the
-/// entity id), `seq`, `correlation`, `attached`, the fields below and `vendor_fields`.
+/// entity id), `correlation`, `attached`, the fields below, `received_at`, `vendor_fields`
+/// and `seq`. A field below named like one of the core's keys is left out (and logged).
 #[derive(Debug, Clone, Default)]
 pub struct EntityEvent {
     /// The webhook type, e.g. `ptk.interaction.queued`.
