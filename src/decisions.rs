@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::ResolvedTenant;
 use crate::core::{read_capped, Core, Runtime};
-use crate::envelope::{note_core_keys, DecisionData, DecisionRecord, Envelope, DECISION_KEYS};
+use crate::envelope::{note_core_keys, DecisionData, Envelope, DECISION_KEYS};
 use crate::metrics::{DecisionLabels, ReasonLabels};
 use crate::observe::{self, Observed};
 use crate::store::{CallKey, CallRow, CallWrite, CommitOutcome, UnitOfWork};
@@ -129,12 +129,11 @@ impl Core {
             .vendor_call_id
             .as_deref()
             .map(|id| Self::call_key(&tenant.id, point.vendor, id));
+        // The call's state is worth half the time left at most: a slow store, or a pool busy
+        // with other reads, must not eat the time the customer's webhook and the fallbacks
+        // need. Past it the decision goes on without the state, as after a failed read.
         let row = match &key {
             Some(key) => {
-                // The call's state is worth half the time left at most: a slow store, or a
-                // pool busy with other reads, must not eat the time the customer's webhook and
-                // the fallbacks need. Past it the decision goes on without the state, as after
-                // a failed read.
                 let budget = deadline.saturating_duration_since(Instant::now()) / 2;
                 match tokio::time::timeout(budget, self.load(key)).await {
                     Ok(row) => row,
@@ -272,14 +271,14 @@ impl Core {
             }));
         }
         if let (Some(key), Some(call_id)) = (key, call_id.clone()) {
-            let record = DecisionRecord {
-                decision_id: decision_id.clone(),
-                kind: point.kind,
-                at: now,
-                answer: answer.label(),
-                source: source_label,
-                fallback_reason: reason,
-            };
+            let last = json!({
+                "decision_id": decision_id,
+                "kind": point.kind,
+                "at": rfc3339(now),
+                "answer": answer.label(),
+                "source": source_label,
+                "fallback_reason": reason,
+            });
             self.pending_decisions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -288,11 +287,11 @@ impl Core {
                     PendingDecision {
                         decision_id: decision_id.clone(),
                         call_id: call_id.clone(),
-                        last: record.to_value(),
+                        last: last.clone(),
                         attached: attached.clone(),
                     },
                 );
-            self.commit_decision(key, call_id, row, attached.clone(), record, &runtime);
+            self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
         }
         Decision {
             decision_id,
@@ -312,7 +311,7 @@ impl Core {
         call_id: String,
         row: Option<CallRow>,
         attached: Map<String, Value>,
-        record: DecisionRecord,
+        last: Value,
         runtime: &Runtime,
     ) {
         let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
@@ -322,8 +321,11 @@ impl Core {
         let retry_key = key.clone();
         let overlay_key = key.clone();
         let overlay = self.pending_decisions.clone();
-        let decision_id = record.decision_id.clone();
-        let last = record.to_value();
+        let decision_id = last
+            .get("decision_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
         let store = self.store.clone();
         let clock = self.clock.clone();
         let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {

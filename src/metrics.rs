@@ -156,7 +156,8 @@ impl Metrics {
             timers_run: add(
                 &mut registry,
                 "timers_run",
-                "Adapter timers that fell due, by outcome (ok, failed, unknown_adapter, unreadable)",
+                "Adapter timers that fell due, by outcome (ok, failed, unknown_adapter, \
+                 unreadable)",
                 Default::default(),
             ),
             calls_expired: add(

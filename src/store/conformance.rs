@@ -119,6 +119,7 @@ on_both_backends!(
     a_resend_on_two_instances_at_once_is_recorded_once,
     a_batch_gives_each_unit_its_own_outcome_as_sent,
     a_batch_gives_each_unit_its_own_outcome_when_one_fails,
+    a_lapsed_shared_breaker_is_purged_a_day_later,
 );
 
 fn key(vendor_call_id: &str) -> CallKey {
@@ -895,4 +896,42 @@ async fn a_batch_gives_each_unit_its_own_outcome_as_sent(h: &Harness) {
 
 async fn a_batch_gives_each_unit_its_own_outcome_when_one_fails(h: &Harness) {
     a_batch_gives_each_unit_its_own_outcome(h, true).await;
+}
+
+/// A shared breaker's row nobody removes (its endpoint never probed again) goes with the
+/// purge a day after it lapsed; one still open, or lapsed less than a day ago, stays.
+async fn a_lapsed_shared_breaker_is_purged_a_day_later(h: &Harness) {
+    const DAY: i64 = 24 * 3600 * 1000;
+    let purge = |at: i64| async move {
+        h.store
+            .purge(at, i64::MAX / 4, i64::MAX / 4)
+            .await
+            .expect("purge")
+    };
+    let open = || async {
+        h.store
+            .open_breakers()
+            .await
+            .expect("open breakers")
+            .into_iter()
+            .map(|b| b.endpoint)
+            .collect::<Vec<_>>()
+    };
+    // One lapses at once, one stays open for three days.
+    h.store
+        .trip_breaker("delivery".into(), "lapsed".into(), 0)
+        .await
+        .expect("trip");
+    h.store
+        .trip_breaker("delivery".into(), "open".into(), 3 * DAY)
+        .await
+        .expect("trip");
+    assert_eq!(open().await, ["open"]);
+    assert_eq!(purge(now()).await, 0, "lapsed only a moment ago");
+    assert_eq!(purge(now() + 2 * DAY).await, 1, "lapsed a day ago");
+    assert_eq!(open().await, ["open"], "the open one stays");
+    assert_eq!(purge(now() + 2 * DAY).await, 0);
+    // Its row goes only once it too lapsed a day before the purge's time.
+    assert_eq!(purge(now() + 5 * DAY).await, 1);
+    assert!(open().await.is_empty(), "its row is gone");
 }

@@ -155,6 +155,15 @@ impl PgSettings {
         other
     }
 
+    /// How long a store operation may take in all: a connection from the pool (at most
+    /// `connect_timeout + statement_timeout`), then its statements (the server stops each after
+    /// `statement_timeout`). `statement_timeout` is the server's: a database that hangs (or a
+    /// network that swallows packets) never answers, so every operation is also bounded here
+    /// and fails, which callers answer with their platform's "try again".
+    pub fn answer_within(&self) -> Duration {
+        self.connect_timeout + 2 * self.statement_timeout
+    }
+
     /// Opens the pool (connections are made on first use).
     pub fn pool(&self) -> Result<Pool, String> {
         let mut config = self.config.clone();
@@ -381,6 +390,8 @@ pub struct PgStore {
     owner_id: String,
     /// An instance whose heartbeat is older than this is dead: its leases are taken at once.
     lapse: Duration,
+    /// The longest any store operation may take, answer or not (see [`PgSettings::answer_within`]).
+    answer_within: Duration,
     changes: Arc<super::ChangeFeed>,
     writer: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Job>>>,
     writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -424,11 +435,13 @@ impl PgStore {
             settings.group_commit_max.max(1),
             owner_id.clone(),
             changes.clone(),
+            settings.answer_within(),
         ));
         let store = PgStore {
             pool,
             owner_id,
             lapse,
+            answer_within: settings.answer_within(),
             changes,
             writer: std::sync::Mutex::new(Some(tx)),
             writer_task: std::sync::Mutex::new(Some(writer_task)),
@@ -1147,6 +1160,10 @@ impl PgStore {
                 "DELETE FROM outbox WHERE status = 1 AND done_at_ms <= $1",
                 now_ms - delivered_retention_ms,
             ),
+            (
+                "DELETE FROM breakers WHERE open_until_ms <= $1",
+                now_ms - super::STALE_BREAKER_MS,
+            ),
         ] {
             n += client.execute(sql, &[&at]).await.map_err(db_err)?;
         }
@@ -1384,6 +1401,7 @@ async fn writer_loop(
     max: usize,
     owner_id: String,
     changes: Arc<super::ChangeFeed>,
+    answer_within: Duration,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max);
     // The writer's own connection, kept from batch to batch: it never queues for one behind
@@ -1416,7 +1434,17 @@ async fn writer_loop(
         }
         let uows: Vec<&super::UnitOfWork> = batch.iter().map(|j| &j.uow).collect();
         let durable = batch.iter().any(|j| !j.lazy);
-        let results = run_batch(&pool, &mut conn, &uows, durable, &owner_id).await;
+        let results = tokio::time::timeout(
+            answer_within,
+            run_batch(&pool, &mut conn, &uows, durable, &owner_id),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            // Whether it committed is unknown: callers answer "try again", and a resend meets
+            // its stored answer if it did.
+            pool.retain(|_, _| false);
+            Err(no_answer(answer_within))
+        });
         if results.is_err() {
             // Whatever state it was left in, it is not used again.
             if let Some(broken) = conn.take() {
@@ -2462,9 +2490,38 @@ async fn apply_uow<'u>(
     Ok((CommitOutcome::Committed { seqs }, events))
 }
 
+/// The error of an operation the database did not answer in time.
+fn no_answer(within: Duration) -> super::StoreError {
+    super::StoreError::Backend(format!(
+        "PostgreSQL: no answer within {} ms",
+        within.as_millis()
+    ))
+}
+
+impl PgStore {
+    /// Runs one store operation for at most [`PgSettings::answer_within`]. Past it the
+    /// operation is dropped and fails; the pool's idle connections are closed, since the one
+    /// it held may be stuck (it goes back to the pool when the operation is dropped) and a new
+    /// one costs a connect.
+    fn bounded<'a, T: Send + 'a>(
+        &'a self,
+        op: impl std::future::Future<Output = super::Result<T>> + Send + 'a,
+    ) -> ivrgate_adapter::BoxFuture<'a, super::Result<T>> {
+        Box::pin(async move {
+            match tokio::time::timeout(self.answer_within, op).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    self.pool.retain(|_, _| false);
+                    Err(no_answer(self.answer_within))
+                }
+            }
+        })
+    }
+}
+
 impl super::Backend for PgStore {
     fn live_instances(&self) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<String>>> {
-        Box::pin(PgStore::live_instances(self))
+        self.bounded(PgStore::live_instances(self))
     }
 
     fn trip_breaker(
@@ -2473,7 +2530,7 @@ impl super::Backend for PgStore {
         endpoint: String,
         open_ms: i64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        Box::pin(PgStore::trip_breaker(self, scope, endpoint, open_ms))
+        self.bounded(PgStore::trip_breaker(self, scope, endpoint, open_ms))
     }
 
     fn close_breaker(
@@ -2481,13 +2538,13 @@ impl super::Backend for PgStore {
         scope: String,
         endpoint: String,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        Box::pin(PgStore::close_breaker(self, scope, endpoint))
+        self.bounded(PgStore::close_breaker(self, scope, endpoint))
     }
 
     fn open_breakers(
         &self,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::SharedBreaker>>> {
-        Box::pin(PgStore::open_breakers(self))
+        self.bounded(PgStore::open_breakers(self))
     }
 
     fn changes(&self) -> &super::ChangeFeed {
@@ -2507,18 +2564,18 @@ impl super::Backend for PgStore {
     }
 
     fn recover_dead_owners(&self) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<String>>> {
-        Box::pin(PgStore::recover_dead_owners(self))
+        self.bounded(PgStore::recover_dead_owners(self))
     }
 
     fn ping(&self) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        Box::pin(PgStore::ping(self))
+        self.bounded(PgStore::ping(self))
     }
 
     fn load_call(
         &self,
         key: super::CallKey,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<super::CallRow>>> {
-        Box::pin(PgStore::load_call(self, key))
+        self.bounded(PgStore::load_call(self, key))
     }
 
     fn load_call_by_id(
@@ -2526,7 +2583,7 @@ impl super::Backend for PgStore {
         call_id: String,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<(super::CallKey, super::CallRow)>>>
     {
-        Box::pin(PgStore::load_call_by_id(self, call_id))
+        self.bounded(PgStore::load_call_by_id(self, call_id))
     }
 
     fn commit(
@@ -2551,7 +2608,7 @@ impl super::Backend for PgStore {
         limit: usize,
         skip_tenants: Vec<String>,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::Delivery>>> {
-        Box::pin(PgStore::claim_deliveries(
+        self.bounded(PgStore::claim_deliveries(
             self,
             owner,
             now_ms,
@@ -2566,7 +2623,7 @@ impl super::Backend for PgStore {
         owner: String,
         updates: Vec<super::DeliveryUpdate>,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        Box::pin(PgStore::finish_deliveries(self, owner, updates))
+        self.bounded(PgStore::finish_deliveries(self, owner, updates))
     }
 
     fn claim_timers(
@@ -2576,7 +2633,7 @@ impl super::Backend for PgStore {
         lease_ms: i64,
         limit: usize,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::TimerRow>>> {
-        Box::pin(PgStore::claim_timers(self, owner, now_ms, lease_ms, limit))
+        self.bounded(PgStore::claim_timers(self, owner, now_ms, lease_ms, limit))
     }
 
     fn release_timer(
@@ -2584,7 +2641,7 @@ impl super::Backend for PgStore {
         key: String,
         owner: String,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        Box::pin(PgStore::release_timer(self, key, owner))
+        self.bounded(PgStore::release_timer(self, key, owner))
     }
 
     fn finish_timer(
@@ -2592,7 +2649,7 @@ impl super::Backend for PgStore {
         key: String,
         owner: String,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        Box::pin(PgStore::finish_timer(self, key, owner))
+        self.bounded(PgStore::finish_timer(self, key, owner))
     }
 
     fn find_alias(
@@ -2602,7 +2659,7 @@ impl super::Backend for PgStore {
         value: String,
         now_ms: i64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<(String, String)>>> {
-        Box::pin(PgStore::find_alias(self, tenant, namespace, value, now_ms))
+        self.bounded(PgStore::find_alias(self, tenant, namespace, value, now_ms))
     }
 
     fn list_live(
@@ -2611,13 +2668,13 @@ impl super::Backend for PgStore {
         kind: String,
         limit: usize,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<(super::CallKey, super::CallRow)>>> {
-        Box::pin(PgStore::list_live(self, tenant, kind, limit))
+        self.bounded(PgStore::list_live(self, tenant, kind, limit))
     }
 
     fn outbox_depth(
         &self,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::OutboxDepth>>> {
-        Box::pin(PgStore::outbox_depth(self))
+        self.bounded(PgStore::outbox_depth(self))
     }
 
     fn dead_letters(
@@ -2625,20 +2682,20 @@ impl super::Backend for PgStore {
         tenant: Option<String>,
         limit: usize,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::DeadLetter>>> {
-        Box::pin(PgStore::dead_letters(self, tenant, limit))
+        self.bounded(PgStore::dead_letters(self, tenant, limit))
     }
 
     fn queue_summary(
         &self,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::QueueSummary>>> {
-        Box::pin(PgStore::queue_summary(self))
+        self.bounded(PgStore::queue_summary(self))
     }
 
     fn list_events(
         &self,
         query: super::EventQuery,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<super::EventListing>>> {
-        Box::pin(PgStore::list_events(self, query))
+        self.bounded(PgStore::list_events(self, query))
     }
 
     fn retry_now(
@@ -2646,7 +2703,7 @@ impl super::Backend for PgStore {
         tenants: Vec<String>,
         now_ms: i64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
-        Box::pin(async move {
+        self.bounded(async move {
             let n = PgStore::retry_now(self, tenants, now_ms).await?;
             self.wake_outbox(n).await;
             Ok(n)
@@ -2658,7 +2715,7 @@ impl super::Backend for PgStore {
         filter: super::ReplayFilter,
         now_ms: i64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
-        Box::pin(async move {
+        self.bounded(async move {
             let n = PgStore::replay(self, filter, now_ms).await?;
             self.wake_outbox(n).await;
             Ok(n)
@@ -2670,13 +2727,13 @@ impl super::Backend for PgStore {
         tenant: String,
         disabled: Option<(i64, String)>,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        Box::pin(PgStore::set_endpoint_disabled(self, tenant, disabled))
+        self.bounded(PgStore::set_endpoint_disabled(self, tenant, disabled))
     }
 
     fn disabled_endpoints(
         &self,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<(String, String)>>> {
-        Box::pin(PgStore::disabled_endpoints(self))
+        self.bounded(PgStore::disabled_endpoints(self))
     }
 
     fn purge(
@@ -2685,7 +2742,7 @@ impl super::Backend for PgStore {
         call_retention_ms: i64,
         delivered_retention_ms: i64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<u64>> {
-        Box::pin(PgStore::purge(
+        self.bounded(PgStore::purge(
             self,
             now_ms,
             call_retention_ms,
@@ -2697,7 +2754,7 @@ impl super::Backend for PgStore {
         &self,
         call_id: String,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Vec<(i64, String, i64)>>> {
-        Box::pin(PgStore::call_events(self, call_id))
+        self.bounded(PgStore::call_events(self, call_id))
     }
 
     /// Timed by the database's clock (`now_ms` is the host's and is not used): hosts' clocks
@@ -2709,7 +2766,7 @@ impl super::Backend for PgStore {
         _now_ms: i64,
         lease_ms: i64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<super::LeaseAcquire>> {
-        Box::pin(PgStore::acquire_lease(self, key, owner, lease_ms))
+        self.bounded(PgStore::acquire_lease(self, key, owner, lease_ms))
     }
 
     fn renew_lease(
@@ -2720,7 +2777,7 @@ impl super::Backend for PgStore {
         _now_ms: i64,
         lease_ms: i64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<i64>>> {
-        Box::pin(PgStore::renew_lease(self, key, owner, epoch, lease_ms))
+        self.bounded(PgStore::renew_lease(self, key, owner, epoch, lease_ms))
     }
 
     fn release_lease(
@@ -2729,14 +2786,14 @@ impl super::Backend for PgStore {
         owner: String,
         epoch: u64,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<bool>> {
-        Box::pin(PgStore::release_lease(self, key, owner, epoch))
+        self.bounded(PgStore::release_lease(self, key, owner, epoch))
     }
 
     fn read_lease(
         &self,
         key: super::LeaseKey,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<Option<super::LeaseRow>>> {
-        Box::pin(PgStore::read_lease(self, key))
+        self.bounded(PgStore::read_lease(self, key))
     }
 }
 

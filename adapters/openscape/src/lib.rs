@@ -291,7 +291,7 @@ fn valid_token(token: &str) -> bool {
 /// Decodes a call and reads its arguments as `handle` does, without serving it: the function
 /// and its by-value arguments, or why the call is refused. The entry point of the fuzz
 /// targets and their corpus replay (`crates/fuzz-props`); not part of the adapter's interface.
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub fn read_call_for_fuzzing(
     request: &Inbound,
     path_method: Option<String>,
