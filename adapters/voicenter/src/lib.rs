@@ -47,6 +47,11 @@ pub fn decode_for_fuzzing(request: &Inbound) -> Result<(&'static str, Map<String
         .map_err(|rejection| rejection.reason)
 }
 
+/// Query parameters the decoder never copies into vendor fields: what the fuzz targets check
+/// it against (`crates/fuzz-props`); not part of the adapter's interface.
+#[cfg(feature = "testing")]
+pub use request::SECRET_PARAMS;
+
 /// The vendor name: path segment, metrics label and `vendor` of every event.
 pub const VENDOR: &str = "voicenter";
 

@@ -111,7 +111,7 @@ enum Route {
 }
 
 /// Query parameters that may carry a credential; never copied into vendor fields.
-const SECRET_PARAMS: [&str; 10] = [
+pub const SECRET_PARAMS: [&str; 10] = [
     "token",
     "secret",
     "key",

@@ -45,20 +45,6 @@ pub(crate) fn inbound(
     }
 }
 
-/// Query parameters that may carry a credential (the Voicenter adapter's list).
-const SECRET_PARAMS: [&str; 10] = [
-    "token",
-    "secret",
-    "key",
-    "apikey",
-    "api_key",
-    "password",
-    "pass",
-    "signature",
-    "sig",
-    "auth",
-];
-
 /// The Voicenter request decoder (XML-RPC, JSON, form and GET). Input: content type, sub
 /// path, query (empty: none), then the body. The fields are within the limits, linear in the
 /// input (a legacy charset's byte may become three bytes of UTF-8), and a query string never
@@ -87,7 +73,9 @@ pub fn voicenter(data: &[u8]) {
         if let Value::Object(map) = &fields {
             for key in map.keys() {
                 assert!(
-                    !SECRET_PARAMS.iter().any(|s| key.eq_ignore_ascii_case(s)),
+                    !ivrgate_voicenter::SECRET_PARAMS
+                        .iter()
+                        .any(|s| key.eq_ignore_ascii_case(s)),
                     "credential parameter {key:?} copied from the query"
                 );
             }
