@@ -85,6 +85,9 @@ pub struct Sim<'o> {
     pub keys: Keys,
     /// Decisions asked so far in this call.
     pub decisions: u32,
+    /// Decision requests the platform made: `hangup_after` and `max_decisions` count these,
+    /// since against a running gateway (`--gateway`) no webhook is seen in process.
+    asked: u32,
     fallbacks: u32,
     delivered: Vec<String>,
     dead: Vec<String>,
@@ -115,6 +118,7 @@ impl<'o> Sim<'o> {
             started: Instant::now(),
             keys,
             decisions: 0,
+            asked: 0,
             fallbacks: 0,
             delivered: Vec::new(),
             dead: Vec::new(),
@@ -233,18 +237,19 @@ impl<'o> Sim<'o> {
     /// Whether the call may ask one more decision; says why not when it may not.
     pub fn may_decide(&mut self) -> bool {
         if let Some(after) = self.scenario.hangup_after {
-            if self.decisions >= after {
+            if self.asked >= after {
                 self.caller(&format!("hangs up after {after} decision(s), as scripted"));
                 return false;
             }
         }
-        if self.decisions >= self.scenario.max_decisions {
+        if self.asked >= self.scenario.max_decisions {
             self.finding(format!(
                 "the call did not end within {} decisions (max_decisions): the caller hangs up; does your flow loop?",
                 self.scenario.max_decisions
             ));
             return false;
         }
+        self.asked += 1;
         true
     }
 
