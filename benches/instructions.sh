@@ -6,13 +6,15 @@
 #
 #   benches/instructions.sh [gateway|passthrough] [N1] [N2]
 #
-# Needs valgrind. Builds the bench with `cargo bench --no-run` first.
+# Needs valgrind. Builds the bench with `cargo bench --no-run` first, unless BENCH_BIN names a
+# bench binary to count (a copy kept to compare two builds).
 set -eu
 which="${1:-gateway}"
 n1="${2:-1000}"
 n2="${3:-3000}"
 cd "$(dirname "$0")/.."
-bin=$(cargo bench --bench gateway --no-run --message-format=json 2>/dev/null |
+bin=${BENCH_BIN:-}
+[ -n "$bin" ] || bin=$(cargo bench --bench gateway --no-run --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\/gateway-[0-9a-f]*\)".*/\1/p' | tail -n 1)
 [ -x "$bin" ] || { echo "bench binary not found" >&2; exit 1; }
 out=$(mktemp -d)
