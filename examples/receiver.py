@@ -4,7 +4,7 @@
 Prints every webhook ivrgate sends, checks it as Standard Webhooks says, answers decision
 webhooks with a valid action for their decision point and events with 200:
 
-    python3 examples/receiver.py [--listen HOST:PORT]    # default 127.0.0.1:9000
+    python3 examples/receiver.py [--listen HOST:PORT] [--tls CERT KEY]   # default 127.0.0.1:9000
     python3 examples/receiver.py verify ID TIMESTAMP SIGNATURES < body
 
 The secret is WEBHOOK_SECRET (default: the webhook_secret of config/minimal.toml). A request
@@ -24,6 +24,7 @@ import hmac
 import http.server
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -142,10 +143,16 @@ def main(argv):
         print("ok" if ok else "bad")
         sys.exit(0 if ok else 1)
     listen = DEFAULT_LISTEN
-    if argv:
-        if len(argv) != 2 or argv[0] != "--listen":
-            sys.exit(f"receiver: unknown arguments {argv}; usage: receiver.py [--listen HOST:PORT]")
-        listen = argv[1]
+    tls = None
+    usage = "usage: receiver.py [--listen HOST:PORT] [--tls CERT KEY]"
+    rest = list(argv)
+    while rest:
+        if rest[0] == "--listen" and len(rest) >= 2:
+            listen, rest = rest[1], rest[2:]
+        elif rest[0] == "--tls" and len(rest) >= 3:
+            tls, rest = (rest[1], rest[2]), rest[3:]
+        else:
+            sys.exit(f"receiver: unknown arguments {argv}; {usage}")
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
         sys.exit(f"receiver: --listen {listen} is not HOST:PORT")
@@ -153,9 +160,21 @@ def main(argv):
         server = http.server.ThreadingHTTPServer((host.strip("[]"), int(port)), Hooks)
     except OSError as e:
         sys.exit(f"cannot listen on {listen}: {e.strerror} (is another receiver still running?)")
+    scheme = "http"
+    if tls:
+        # HTTPS with the given PEM certificate chain and key (give ivrgate the CA that
+        # signed it as the tenant's ca_file when it is a private one).
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(tls[0], tls[1])
+        except (OSError, ssl.SSLError) as e:
+            sys.exit(f"receiver: cannot load --tls {tls[0]} {tls[1]}: {e}")
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
     where = " (the webhook_url of config/minimal.toml)" if listen == DEFAULT_LISTEN else ""
     which = "WEBHOOK_SECRET" if os.environ.get("WEBHOOK_SECRET") else "its webhook_secret"
-    print(f"listening on http://{listen}/hooks{where}, verifying with {which}; Ctrl-C stops",
+    print(f"listening on {scheme}://{listen}/hooks{where}, verifying with {which}; Ctrl-C stops",
           flush=True)
     try:
         server.serve_forever()

@@ -129,8 +129,23 @@ impl Core {
             .vendor_call_id
             .as_deref()
             .map(|id| Self::call_key(&tenant.id, point.vendor, id));
+        // The call's state is worth half the time left at most: a slow store, or a pool busy
+        // with other reads, must not eat the time the customer's webhook and the fallbacks
+        // need. Past it the decision goes on without the state, as after a failed read.
         let row = match &key {
-            Some(key) => self.load(key).await,
+            Some(key) => {
+                let budget = deadline.saturating_duration_since(Instant::now()) / 2;
+                match tokio::time::timeout(budget, self.load(key)).await {
+                    Ok(row) => row,
+                    Err(_) => {
+                        tracing::error!(
+                            tenant = %key.tenant, waited_ms = budget.as_millis() as u64,
+                            "cannot read call state within half the decision's deadline; deciding without it"
+                        );
+                        None
+                    }
+                }
+            }
             None => None,
         };
         let pending = key.as_ref().and_then(|k| {

@@ -294,6 +294,26 @@ fn tenant_keys_are_the_tenants_own_fields() {
     );
 }
 
+/// A tenant key no adapter claims is refused at its line, like a TOML error would be.
+#[test]
+fn an_unknown_tenant_key_points_at_its_line() {
+    let text = file("127.0.0.1:8080", "[tenants.ptkk]\nenabled = true\n", "");
+    let Err(ConfigError::Invalid(problems)) = parse(&text).validate(crate::adapters::all()) else {
+        panic!("an unclaimed section must be refused");
+    };
+    let located = locate_problems(&text, &problems);
+    let line = text
+        .lines()
+        .position(|l| l == "[tenants.ptkk]")
+        .map(|i| i + 1)
+        .expect("line");
+    assert!(
+        located.contains(&format!("--> line {line}, column ")),
+        "{located}"
+    );
+    assert!(located.starts_with("tenant acme: ptkk is not a tenant setting"));
+}
+
 #[test]
 fn grace_shorter_than_a_deadline_warns() {
     let adapters = crate::adapters::all();

@@ -561,3 +561,10 @@ pub trait Backend: Send + Sync + 'static {
 
 /// The store the core holds.
 pub type Store = Arc<dyn Backend>;
+
+/// How long after it lapsed a shared breaker's row is purged. No instance reads a lapsed row
+/// (`open_breakers` skips it), and an endpoint that answers again removes its row; this
+/// takes the rows nobody will remove (a tenant removed, a URL changed, every instance gone
+/// before its probe). A day, so the stores' two clocks (PostgreSQL times breakers by its
+/// own) never matter.
+pub const STALE_BREAKER_MS: i64 = 24 * 3600 * 1000;

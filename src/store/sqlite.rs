@@ -1313,6 +1313,10 @@ impl SqliteStore {
                 "DELETE FROM outbox WHERE status = 1 AND done_at_ms <= ?1",
                 [now_ms - delivered_retention_ms],
             )?;
+            n += c.execute(
+                "DELETE FROM breakers WHERE open_until_ms <= ?1",
+                [now_ms - STALE_BREAKER_MS],
+            )?;
             Ok(n as u64)
         })
         .await

@@ -461,3 +461,205 @@ fn daemon_alive(daemon: &mut Daemon) {
         panic!("ivrgate died ({status}):\n{}", daemon.log_text());
     }
 }
+
+/// A TCP proxy to `upstream` on `port` that can hang: while `hung` is true it forwards
+/// nothing on the connections it carries and accepts new ones without ever answering (the
+/// database neither refuses nor answers). When `hung` turns false again, every connection it
+/// held is closed and new ones are carried as before.
+async fn hanging_proxy(port: u16, upstream: String, hung: watch::Receiver<bool>) {
+    let listener = bind(port).expect("proxy listens");
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((mut inbound, _)) = accepted else { continue };
+                let upstream = upstream.clone();
+                let mut hung = hung.clone();
+                conns.spawn(async move {
+                    let held = *hung.borrow_and_update();
+                    if held {
+                        // Held open, never answered, closed once the hang ends.
+                        let _ = hung.wait_for(|h| !*h).await;
+                        return;
+                    }
+                    let Ok(mut outbound) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async { hung.wait_for(|h| *h).await.is_ok() } => {
+                            let _ = hung.wait_for(|h| !*h).await;
+                        }
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+/// The database hangs during load (through [`hanging_proxy`]: connections open, nothing
+/// answered) for [`OUTAGE`]: every CDR is answered within [`ANSWER_WITHIN`], with Voicenter's
+/// "try again" while the database hangs; every acknowledged CDR is delivered; storing resumes
+/// once it answers again, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_hanging_during_load() {
+    let Some(db) = TestDb::create("it_pghang").await else {
+        return;
+    };
+    let c = &db.settings.config;
+    let host = match c.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let pg_port = c.get_ports().first().copied().unwrap_or(5432);
+    let upstream = format!("{host}:{pg_port}");
+    let direct = crate::support::pg_url(&db);
+    let proxy_port = free_port();
+    let proxied = direct
+        .replace(&format!("host={host} "), "host=127.0.0.1 ")
+        .replace(
+            &format!(" port={pg_port} "),
+            &format!(" port={proxy_port} "),
+        );
+    assert!(proxied.contains(&format!("port={proxy_port}")), "{proxied}");
+    let (hang, hang_rx) = watch::channel(false);
+    let proxy_task = tokio::spawn(hanging_proxy(proxy_port, upstream, hang_rx));
+
+    let receiver = Receiver::start().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    // Every store operation answers within 1 s + 2 x 2 s.
+    let toml = format!(
+        r#"listen = "127.0.0.1:{port}"
+state_dir = "{state}"
+
+[logging]
+level = "warn"
+
+[storage]
+backend = "postgres"
+url = "{proxied}"
+pool_size = 4
+connect_timeout_ms = 1000
+statement_timeout_ms = 2000
+
+[delivery]
+retry_schedule_s = [1, 1, 1, 2, 2, 2, 4, 4, 4]
+jitter_percent = 0
+lease_ms = 3000
+
+[[tenants]]
+id = "acme"
+webhook_url = "{hooks}"
+webhook_secret = "{SECRET}"
+"#,
+        state = dir.path().join("var").display(),
+        hooks = receiver.url("/hooks"),
+    );
+    let mut daemon = Daemon::spawn_with("pghang", dir.path(), port, &toml, None);
+    daemon.ready().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let start = Instant::now();
+    let senders: Vec<_> = (0..2)
+        .map(|w| {
+            tokio::spawn(load(
+                w,
+                daemon.url("/voicenter/acme/cdr"),
+                stop.clone(),
+                sent.clone(),
+                2_000,
+            ))
+        })
+        .collect();
+    let deadline = Instant::now() + RECOVERY;
+    while acked_since(&sent, start) < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "no CDRs acknowledged before the hang:\n{}",
+            daemon.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    hang.send_replace(true);
+    let hung_at = Instant::now();
+    tokio::time::sleep(OUTAGE).await;
+    hang.send_replace(false);
+    let back_at = Instant::now();
+    daemon_alive(&mut daemon);
+
+    let deadline = back_at + RECOVERY;
+    while acked_since(&sent, back_at) < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing acknowledged within {RECOVERY:?} of the database answering again:\n{}",
+            daemon.log_text()
+        );
+        daemon_alive(&mut daemon);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for s in senders {
+        tokio::time::timeout(ANSWER_WITHIN * 2, s)
+            .await
+            .expect("senders stop")
+            .expect("sender");
+    }
+
+    let sent = std::mem::take(&mut *sent.lock().expect("log"));
+    let failures: Vec<_> = sent.iter().filter(|s| s.outcome.is_err()).collect();
+    assert!(failures.is_empty(), "{failures:#?}\n{}", daemon.log_text());
+    let slow: Vec<_> = sent.iter().filter(|s| s.took >= ANSWER_WITHIN).collect();
+    assert!(slow.is_empty(), "{slow:#?}\n{}", daemon.log_text());
+    let during = |s: &&Sent| s.at >= hung_at + Duration::from_secs(1) && s.at + s.took <= back_at;
+    let retried = sent
+        .iter()
+        .filter(during)
+        .filter(|s| s.outcome == Ok(false))
+        .count();
+    assert!(
+        retried >= 1,
+        "no \"try again\" while the database hung:\n{}",
+        daemon.log_text()
+    );
+    let acked: BTreeSet<String> = sent
+        .iter()
+        .filter(|s| s.outcome == Ok(true))
+        .map(|s| s.key.clone())
+        .collect();
+    eprintln!(
+        "pghang: {} CDRs sent, {} acknowledged, {retried} \"try again\" while the database \
+         hung, slowest answer {:?}",
+        sent.len(),
+        acked.len(),
+        sent.iter().map(|s| s.took).max(),
+    );
+
+    let mut missing = acked.clone();
+    let deadline = Instant::now() + DELIVERY;
+    while !missing.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged CDRs never delivered, e.g. {:?}:\n{}",
+            missing.len(),
+            acked.len(),
+            missing.iter().next(),
+            daemon.log_text()
+        );
+        let Some(hook) = receiver.next_within(Duration::from_millis(500)).await else {
+            continue;
+        };
+        assert!(hook.verifies());
+        if let Some(key) = hook.json["data"]["vendor_fields"]["ivruniqueid"].as_str() {
+            missing.remove(key);
+        }
+    }
+    daemon_alive(&mut daemon);
+
+    drop(daemon);
+    proxy_task.abort();
+    db.drop_db().await;
+}

@@ -1341,20 +1341,24 @@ fn scalar_text(v: Option<&Value>) -> Option<String> {
     v.and_then(scalar).map(|s| s.trim().to_owned())
 }
 
+/// A scalar's text, trimmed, when it is not empty.
+fn non_empty_text(v: Option<&Value>) -> Option<String> {
+    scalar_text(v).filter(|t| !t.is_empty())
+}
+
+/// The objects of a list by their `key` (those without one left out): an extension's calls
+/// by `ivrid`, a queue's callers by `CallID`.
+fn keyed_by(list: Option<&Value>, key: &str) -> Map<String, Value> {
+    let items = list.and_then(Value::as_array).into_iter().flatten();
+    items
+        .filter_map(|item| Some((non_empty_text(item.get(key))?, item.clone())))
+        .collect()
+}
+
 /// One extension's view from GetExtensionsCalls: its status and its calls by `ivrid`.
 fn extension_view(ext: &Value) -> Option<(String, Value)> {
-    let username = scalar_text(ext.get("username")).filter(|u| !u.is_empty())?;
-    let mut calls = Map::new();
-    for call in ext
-        .get("calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(id) = scalar_text(call.get("ivrid")).filter(|i| !i.is_empty()) {
-            calls.insert(id, call.clone());
-        }
-    }
+    let username = non_empty_text(ext.get("username"))?;
+    let calls = keyed_by(ext.get("calls"), "ivrid");
     Some((
         username,
         json!({
@@ -1481,18 +1485,8 @@ fn extension_changes(
 
 /// One queue's view from GetQueuesCallers: its callers by `CallID`.
 fn queue_view(queue: &Value) -> Option<(String, Value)> {
-    let id = scalar_text(queue.get("ID")).filter(|i| !i.is_empty())?;
-    let mut callers = Map::new();
-    for c in queue
-        .get("Callers")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        if let Some(call) = scalar_text(c.get("CallID")).filter(|i| !i.is_empty()) {
-            callers.insert(call, c.clone());
-        }
-    }
+    let id = non_empty_text(queue.get("ID"))?;
+    let callers = keyed_by(queue.get("Callers"), "CallID");
     Some((id, json!({"name": queue.get("Name"), "callers": callers})))
 }
 

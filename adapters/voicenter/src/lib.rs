@@ -40,7 +40,7 @@ pub use render::{
 /// Decodes a request as [`Adapter::handle`] does, without serving it: the method name and
 /// the vendor's fields, or why the request is refused. The entry point of the fuzz targets
 /// and their corpus replay (`crates/fuzz-props`); not part of the adapter's interface.
-#[doc(hidden)]
+#[cfg(feature = "testing")]
 pub fn decode_for_fuzzing(request: &Inbound) -> Result<(&'static str, Map<String, Value>), String> {
     request::decode(request)
         .map(|parsed| (parsed.method.as_str(), parsed.fields))
