@@ -233,16 +233,16 @@ impl Core {
         self.metrics
             .decision_seconds
             .get_or_create(&DecisionLabels {
-                kind: point.kind.to_owned(),
-                source: source_label.to_owned(),
+                kind: point.kind,
+                source: source_label,
             })
             .observe(elapsed.as_secs_f64());
         if let Some(reason) = reason {
             self.metrics
                 .fallbacks
                 .get_or_create(&ReasonLabels {
-                    kind: point.kind.to_owned(),
-                    reason: reason.to_owned(),
+                    kind: point.kind,
+                    reason,
                 })
                 .inc();
             tracing::warn!(

@@ -255,9 +255,10 @@ async fn handle(gateway: &dyn Gateway, mut request: Inbound) -> Handled {
         Ok(parsed) => parsed,
         Err(rejection) => return rejected(&request, rejection),
     };
-    // Decoded: the body is needed only as its hash (the resend key) from here on, so its
-    // memory goes back now rather than after the commit.
-    let body_hash = Sha256::digest(&parsed.raw);
+    // Decoded: the body is needed only as its hash (an event's resend key) from here on, so
+    // its memory goes back now rather than after the commit. A decision has no resend key.
+    let body_hash = matches!(parsed.method, Method::HangupCall | Method::Cdr)
+        .then(|| Sha256::digest(&parsed.raw));
     parsed.raw = Bytes::new();
     request.body = Bytes::new();
     let call = fields::call_ref(&parsed.fields);
@@ -293,7 +294,7 @@ async fn handle(gateway: &dyn Gateway, mut request: Inbound) -> Handled {
                 gateway,
                 &request,
                 &parsed,
-                &body_hash,
+                body_hash.as_deref().unwrap_or_default(),
                 EventSubmission {
                     tenant: request.tenant.clone(),
                     vendor: VENDOR,
