@@ -29,7 +29,9 @@
 //! 7. For context: fdatasync latency of the disk under the state directory.
 //!
 //! `IVRGATE_BENCH_SECS` changes the length of each measured phase (default 5);
-//! `IVRGATE_BENCH_PROFILE=1` runs only the gateway's closed-loop decision phase, for `perf`.
+//! `IVRGATE_BENCH_PROFILE=1` runs only the gateway's closed-loop decision phase, for `perf`;
+//! `IVRGATE_BENCH_PHASES=pg` runs only the bare webhook's open loop (the baseline the
+//! overhead subtracts) and phase 7, PostgreSQL, to compare two builds of the store quickly.
 
 /// The same allocator as the daemon (src/main.rs), so the figures are the daemon's.
 #[global_allocator]
@@ -896,6 +898,26 @@ async fn bench(threads: usize) {
     // 1. Overhead at a fixed rate: the bare webhook first, then the gateway, same rate.
     eprintln!("1/6 decision latency at {RATE}/s, open loop");
     let bare = open_loop(RATE, secs, bare_decision.clone(), is_menu_json).await;
+
+    // Only the PostgreSQL phases (with the bare webhook's baseline just measured).
+    if std::env::var("IVRGATE_BENCH_PHASES").is_ok_and(|v| v == "pg") {
+        let _ = gateway.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(15), gateway.join).await;
+        let pg = pg_phases(&client, &template, webhook.addr, &bare, secs, run_id).await;
+        let mut rows = vec![row(
+            "bare webhook round-trip p50 / p99",
+            format!(
+                "{:.3} / {:.3} ms",
+                percentile(&bare.latencies, 50.0),
+                percentile(&bare.latencies, 99.0)
+            ),
+            "",
+            None,
+        )];
+        rows.extend(pg);
+        print_table(threads, secs, &load_before, &loadavg(), &rows);
+        return;
+    }
     let through = open_loop(RATE, secs, gateway_decision.clone(), is_menu).await;
 
     // 2. Throughput beside a bare pass-through proxy.
@@ -1125,6 +1147,10 @@ async fn bench(threads: usize) {
     ];
     let mut rows = rows;
     rows.extend(pg);
+    print_table(threads, secs, &load_before, &load_after, &rows);
+}
+
+fn print_table(threads: usize, secs: Duration, load_before: &str, load_after: &str, rows: &[Row]) {
     let w0 = rows.iter().map(|r| r.name.len()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.value.len()).max().unwrap_or(0);
     let w2 = rows
@@ -1147,7 +1173,7 @@ async fn bench(threads: usize) {
         "measure", "value", "target"
     );
     println!("{line}");
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<w0$}  {:>w1$}  {:<w2$}  {}",
             r.name, r.value, r.target, r.verdict

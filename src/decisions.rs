@@ -15,7 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::ResolvedTenant;
 use crate::core::{read_capped, Core, Runtime};
-use crate::envelope::{note_core_keys, DecisionData, Envelope, DECISION_KEYS};
+use crate::envelope::{note_core_keys, DecisionData, DecisionRecord, Envelope, DECISION_KEYS};
 use crate::metrics::{DecisionLabels, ReasonLabels};
 use crate::observe::{self, Observed};
 use crate::store::{CallKey, CallRow, CallWrite, CommitOutcome, UnitOfWork};
@@ -130,7 +130,23 @@ impl Core {
             .as_deref()
             .map(|id| Self::call_key(&tenant.id, point.vendor, id));
         let row = match &key {
-            Some(key) => self.load(key).await,
+            Some(key) => {
+                // The call's state is worth half the time left at most: a slow store, or a
+                // pool busy with other reads, must not eat the time the customer's webhook and
+                // the fallbacks need. Past it the decision goes on without the state, as after
+                // a failed read.
+                let budget = deadline.saturating_duration_since(Instant::now()) / 2;
+                match tokio::time::timeout(budget, self.load(key)).await {
+                    Ok(row) => row,
+                    Err(_) => {
+                        tracing::error!(
+                            tenant = %key.tenant, waited_ms = budget.as_millis() as u64,
+                            "cannot read call state within half the decision's deadline; deciding without it"
+                        );
+                        None
+                    }
+                }
+            }
             None => None,
         };
         let pending = key.as_ref().and_then(|k| {
@@ -256,14 +272,14 @@ impl Core {
             }));
         }
         if let (Some(key), Some(call_id)) = (key, call_id.clone()) {
-            let last = json!({
-                "decision_id": decision_id,
-                "kind": point.kind,
-                "at": rfc3339(now),
-                "answer": answer.label(),
-                "source": source_label,
-                "fallback_reason": reason,
-            });
+            let record = DecisionRecord {
+                decision_id: decision_id.clone(),
+                kind: point.kind,
+                at: now,
+                answer: answer.label(),
+                source: source_label,
+                fallback_reason: reason,
+            };
             self.pending_decisions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -272,11 +288,11 @@ impl Core {
                     PendingDecision {
                         decision_id: decision_id.clone(),
                         call_id: call_id.clone(),
-                        last: last.clone(),
+                        last: record.to_value(),
                         attached: attached.clone(),
                     },
                 );
-            self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
+            self.commit_decision(key, call_id, row, attached.clone(), record, &runtime);
         }
         Decision {
             decision_id,
@@ -296,7 +312,7 @@ impl Core {
         call_id: String,
         row: Option<CallRow>,
         attached: Map<String, Value>,
-        last: Value,
+        record: DecisionRecord,
         runtime: &Runtime,
     ) {
         let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
@@ -306,11 +322,8 @@ impl Core {
         let retry_key = key.clone();
         let overlay_key = key.clone();
         let overlay = self.pending_decisions.clone();
-        let decision_id = last
-            .get("decision_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
+        let decision_id = record.decision_id.clone();
+        let last = record.to_value();
         let store = self.store.clone();
         let clock = self.clock.clone();
         let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {

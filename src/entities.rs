@@ -14,7 +14,7 @@ use ivrgate_adapter::{
     AliasChange, Change, Entity, EntityKey, RecordError, TimerChange, TransitionFn, Transitioned,
     Waited,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use tokio::sync::Notify;
 
 use crate::clock::{from_ms, to_ms};
@@ -99,6 +99,18 @@ fn entity(key: EntityKey, row: CallRow) -> (Entity, Map<String, Value>) {
         expires_at: row.expires_at_ms.map(from_ms),
     };
     (entity, core)
+}
+
+/// What the store keeps of an entity timer besides its key and due time: whose it is and
+/// what the adapter gave, handed back in [`ivrgate_adapter::TimerFired`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EntityTimer {
+    /// The entity's kind (its prefix names the adapter that runs the timer) and id.
+    pub kind: String,
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub payload: Value,
 }
 
 /// The store key of an entity's timer.
@@ -351,12 +363,13 @@ impl Core {
                             kind: TIMER_KIND.to_owned(),
                             tenant: tenant.id.clone(),
                             due_ms: to_ms(due),
-                            payload: json!({
-                                "kind": key.kind,
-                                "id": key.id,
-                                "name": name,
-                                "payload": payload,
-                            }),
+                            payload: serde_json::to_value(EntityTimer {
+                                kind: key.kind.clone(),
+                                id: key.id.clone(),
+                                name,
+                                payload,
+                            })
+                            .unwrap_or(Value::Null),
                         },
                         TimerChange::Cancel { name } => TimerOp::Delete {
                             key: timer_key(key, &name),
@@ -528,6 +541,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn keys(v: &Option<Value>) -> Vec<String> {
         v.as_ref()
@@ -557,6 +571,24 @@ mod tests {
             core.keys().collect::<Vec<_>>(),
             ["decisions", "last_decision", "started_at"]
         );
+    }
+
+    /// An entity timer's stored payload keeps the shape earlier releases wrote (rows in the
+    /// store read back), with the adapter's payload optional.
+    #[test]
+    fn entity_timers_read_as_earlier_releases_wrote_them() {
+        let stored = json!({"kind": "openscape", "id": "77", "name": "transit_expiry", "payload": {"number": "8801"}});
+        let timer: EntityTimer = serde_json::from_value(stored.clone()).expect("reads");
+        assert_eq!(
+            (timer.kind.as_str(), timer.name.as_str()),
+            ("openscape", "transit_expiry")
+        );
+        assert_eq!(serde_json::to_value(&timer).expect("writes"), stored);
+        let bare: EntityTimer =
+            serde_json::from_value(json!({"kind": "ptk", "id": "V1", "name": "due"}))
+                .expect("reads");
+        assert_eq!(bare.payload, Value::Null);
+        assert!(serde_json::from_value::<EntityTimer>(json!({"kind": "ptk"})).is_err());
     }
 
     /// The stored document is the adapter's keys, then the core's as read; a core key the

@@ -125,6 +125,42 @@ pub struct DecisionData<'a> {
     pub vendor_fields: &'a Map<String, Value>,
 }
 
+/// What was answered at a call's latest decision (`decision_record` in `common.json`): kept in
+/// the call's state as `last_decision`, so it is the next decision's `previous_decision` and
+/// part of `call.expired`'s `last_state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub decision_id: String,
+    /// The decision point's kind.
+    pub kind: &'static str,
+    pub at: SystemTime,
+    /// The answer's action kind, or `native`.
+    pub answer: &'static str,
+    /// `customer`, `fallback_url` or `fallback`.
+    pub source: &'static str,
+    pub fallback_reason: Option<&'static str>,
+}
+
+impl Serialize for DecisionRecord {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(6))?;
+        map.serialize_entry("decision_id", &self.decision_id)?;
+        map.serialize_entry("kind", self.kind)?;
+        map.serialize_entry("at", &Time(self.at))?;
+        map.serialize_entry("answer", self.answer)?;
+        map.serialize_entry("source", self.source)?;
+        map.serialize_entry("fallback_reason", &self.fallback_reason)?;
+        map.end()
+    }
+}
+
+impl DecisionRecord {
+    /// The record as it goes into the call's state document.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
 /// Logs each of an adapter's fields that names a key the core sets (`keys`): the envelope
 /// leaves it out, so this is an adapter's mistake, said once per payload built.
 pub fn note_core_keys(fields: &Map<String, Value>, keys: &[&str], payload_type: &str) {
@@ -451,6 +487,40 @@ mod tests {
                 r#""vendor_fields":{"ivrid":"9","DTMF":"5"}}}"#
             )
         );
+    }
+
+    #[test]
+    fn a_decision_record_keeps_its_documented_shape() {
+        let record = DecisionRecord {
+            decision_id: "dec_1".into(),
+            kind: "ivr_action",
+            at: at(9_120),
+            answer: "menu",
+            source: "fallback",
+            fallback_reason: Some("timeout"),
+        };
+        assert_eq!(
+            record.to_value(),
+            json!({"decision_id": "dec_1", "kind": "ivr_action", "at": "1970-01-01T00:00:09.12Z",
+                   "answer": "menu", "source": "fallback", "fallback_reason": "timeout"})
+        );
+        let keys: Vec<String> = map(record.to_value()).keys().cloned().collect();
+        assert_eq!(
+            keys,
+            [
+                "decision_id",
+                "kind",
+                "at",
+                "answer",
+                "source",
+                "fallback_reason"
+            ]
+        );
+        let answered = DecisionRecord {
+            fallback_reason: None,
+            ..record
+        };
+        assert_eq!(answered.to_value()["fallback_reason"], Value::Null);
     }
 
     #[test]

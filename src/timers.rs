@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::core::Core;
+use crate::entities::EntityTimer;
 use crate::envelope::{Envelope, EventData, Expired};
 use crate::ids;
 use crate::store::{CallWrite, CommitOutcome, NewEvent, TimerRow, UnitOfWork};
@@ -60,16 +62,6 @@ pub async fn run(core: Arc<Core>, mut shutdown: watch::Receiver<bool>) {
 /// Hands an entity timer to the adapter owning the entity, then drops it unless the adapter
 /// set it again. A failure leaves it leased, so it runs again when the lease lapses.
 async fn run_entity_timer(core: &Core, timer: TimerRow) {
-    let field = |name: &str| {
-        timer
-            .payload
-            .get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let entity = ivrgate_adapter::EntityKey::new(&timer.tenant, field("kind"), field("id"));
-    let name = field("name");
     let count = |outcome: &str| {
         core.metrics
             .timers_run
@@ -78,6 +70,22 @@ async fn run_entity_timer(core: &Core, timer: TimerRow) {
             })
             .inc();
     };
+    let stored = match EntityTimer::deserialize(&timer.payload) {
+        Ok(stored) => stored,
+        Err(e) => {
+            // Not a timer any release wrote: nobody can run it, and it would fall due again
+            // after every lease.
+            count("unreadable");
+            tracing::error!(key = %timer.key, error = %e, "entity timer unreadable; dropped");
+            let _ = core
+                .store
+                .finish_timer(timer.key, core.instance.clone())
+                .await;
+            return;
+        }
+    };
+    let entity = ivrgate_adapter::EntityKey::new(&timer.tenant, stored.kind, stored.id);
+    let name = stored.name;
     let Some(adapter) = core.adapter(entity.adapter()) else {
         count("unknown_adapter");
         tracing::warn!(kind = %entity.kind, key = %timer.key, "timer for an unknown adapter dropped");
@@ -91,7 +99,7 @@ async fn run_entity_timer(core: &Core, timer: TimerRow) {
         entity: entity.clone(),
         name: name.clone(),
         due: crate::clock::from_ms(timer.due_ms),
-        payload: timer.payload.get("payload").cloned().unwrap_or(Value::Null),
+        payload: stored.payload,
     };
     match adapter.on_timer(core, fired).await {
         Ok(()) => {

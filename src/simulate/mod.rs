@@ -72,7 +72,7 @@ reason and the fallback that plays instead.
   --decision-url URL  where decision webhooks go, when not --url
   --secret SECRET     your whsec_ secret; env:NAME or file:PATH read it from there;
                       default: the IVRGATE_SIMULATE_SECRET environment variable
-  --scenario FILE     a scenario (TOML): caller, called, keys, transfer outcome, ...;
+  --scenario FILE     a scenario (TOML, or JSON named *.json): caller, called, keys, ...;
                       examples/simulate/*.toml
   --keys 1,2          the keys the caller presses, one per menu (then 1, the first option)
   --caller, --called  the caller's number and the number called
@@ -97,7 +97,8 @@ reason and the fallback that plays instead.
 Exit status: 0 the call completed, every decision answered by your endpoint and every event
 delivered; 1 the call ran but a fallback played, an event was not delivered, the flow did not
 end within max_decisions or a replay differs (each said in the summary); 2 the simulation
-could not run; 64 bad usage or scenario. Documentation: docs/simulate.md.";
+could not run; 64 bad usage or scenario. Documentation: /usr/share/doc/ivrgate/simulate.md
+(docs/simulate.md in the source); example scenarios beside it in examples/simulate/.";
 
 /// What the command line asks for.
 #[derive(Debug, Default)]

@@ -181,12 +181,20 @@ impl Scenario {
         }
     }
 
-    /// Reads a scenario file; the error names the file and what is wrong.
+    /// Reads a scenario file, TOML or (named `*.json`) JSON; the error names the file and
+    /// what is wrong.
     pub fn load(path: &std::path::Path) -> Result<Scenario, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read scenario {}: {e}", path.display()))?;
-        let scenario: Scenario = toml::from_str(&text)
-            .map_err(|e| format!("scenario {}: {}", path.display(), e.message()))?;
+        let json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        let scenario: Scenario = if json {
+            serde_json::from_str(&text).map_err(|e| format!("scenario {}: {e}", path.display()))?
+        } else {
+            toml::from_str(&text)
+                .map_err(|e| format!("scenario {}: {}", path.display(), e.message()))?
+        };
         scenario
             .check()
             .map_err(|e| format!("scenario {}: {e}", path.display()))?;
@@ -258,6 +266,25 @@ mod tests {
         let bad: Scenario =
             toml::from_str("platform = \"voicenter\"\nkeys = [\"1a\"]\n").expect("parses");
         assert!(bad.check().expect_err("refused").contains("1a"));
+    }
+
+    #[test]
+    fn a_json_scenario_reads_like_a_toml_one() {
+        let dir = std::env::temp_dir().join(format!("ivrgate-scenario-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("call.json");
+        std::fs::write(
+            &path,
+            r#"{"platform": "ptk", "keys": ["2"], "transfer": "busy"}"#,
+        )
+        .expect("write");
+        let s = Scenario::load(&path).expect("scenario");
+        assert_eq!(s.platform, Platform::Ptk);
+        assert_eq!(s.transfer, TransferOutcome::Busy);
+        std::fs::write(&path, r#"{"platform": "ptk", "kees": []}"#).expect("write");
+        let e = Scenario::load(&path).expect_err("unknown field");
+        assert!(e.contains("kees"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

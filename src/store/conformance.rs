@@ -117,6 +117,8 @@ on_both_backends!(
     a_queued_write_commits_before_later_writes,
     concurrent_writers_on_two_instances_keep_sequences_gapless,
     a_resend_on_two_instances_at_once_is_recorded_once,
+    a_batch_gives_each_unit_its_own_outcome_as_sent,
+    a_batch_gives_each_unit_its_own_outcome_when_one_fails,
 );
 
 fn key(vendor_call_id: &str) -> CallKey {
@@ -735,4 +737,162 @@ async fn a_resend_on_two_instances_at_once_is_recorded_once(h: &Harness) {
     }
     let depth = h.store.outbox_depth().await.expect("depth");
     assert_eq!(depth[0].pending, 10);
+}
+
+/// Units of work queued together (committed in one batch by the writer) get the outcome
+/// each would get alone, in queue order: a stale version, a resend, a taken alias and a
+/// full quota refuse only their own unit, and a later unit on the same call sees the
+/// earlier one committed. With `failing`, one unit carries an event id already stored:
+/// it fails alone and every other unit still commits.
+async fn a_batch_gives_each_unit_its_own_outcome(h: &Harness, failing: bool) {
+    let (a, x) = (key("a"), "x");
+    // Before the batch: call A (version 1, its event "taken" numbered 1, the id the failing
+    // unit reuses), a stored resend answer, an alias held by entity x.
+    let mut setup = uow(
+        Some(call_write(&a, "call_a", None, Some(json!({})))),
+        vec![],
+    );
+    setup.dedup = Some(dedup("<stored/>"));
+    setup.entities = vec![entity(x, "ent_x", None)];
+    setup.aliases = vec![claim(x, "7", None)];
+    setup.events = vec![event("taken")];
+    assert!(matches!(
+        commit(&h.store, setup).await,
+        CommitOutcome::Committed { .. }
+    ));
+    let quota = |events: Vec<NewEvent>| UnitOfWork {
+        tenant: "quota".into(),
+        outbox_quota: Some(2),
+        ..uow(None, events)
+    };
+    let with_key = |byte: u8, body: &str, id: &str| {
+        let mut d = dedup(body);
+        d.key_hash = [byte; 32];
+        UnitOfWork {
+            dedup: Some(d),
+            ..uow(None, vec![event(id)])
+        }
+    };
+    let update_a = |version: i64, id: &str| {
+        uow(
+            Some(call_write(
+                &a,
+                "call_a",
+                Some(version),
+                Some(json!({"v": version})),
+            )),
+            vec![event(id)],
+        )
+    };
+    let mut units = vec![
+        uow(
+            Some(call_write(&key("b"), "call_b", None, Some(json!({})))),
+            vec![event("b1"), event("b2")],
+        ),
+        update_a(1, "a1"),
+        update_a(1, "stale"),
+        update_a(2, "a2"),
+        with_key(7, "<other/>", "resent"),
+        with_key(8, "<new/>", "fresh"),
+        UnitOfWork {
+            entities: vec![entity("y", "ent_y", None)],
+            aliases: vec![claim("y", "7", None)],
+            ..uow(None, vec![])
+        },
+        quota(vec![event("q1"), event("q2")]),
+        quota(vec![event("q3")]),
+    ];
+    if failing {
+        units.push(uow(None, vec![event("taken")]));
+    }
+    units.push(uow(
+        Some(call_write(&key("c"), "call_c", None, Some(json!({})))),
+        vec![event("c1")],
+    ));
+    // Queued at once: the writer takes them together.
+    let queued: Vec<_> = units
+        .into_iter()
+        .map(|u| h.store.commit_queued(u))
+        .collect();
+    let mut outcomes = Vec::new();
+    for q in queued {
+        outcomes.push(
+            tokio::time::timeout(Duration::from_secs(60), q)
+                .await
+                .expect("answered"),
+        );
+    }
+    let c = outcomes.pop().expect("call c");
+    if failing {
+        let failed = outcomes.pop().expect("the failing unit");
+        assert!(failed.is_err(), "an event id stored already: {failed:?}");
+    }
+    let outcomes: Vec<CommitOutcome> = outcomes
+        .into_iter()
+        .map(|o| o.expect("no other unit failed"))
+        .collect();
+    let committed = |seqs: Vec<Option<i64>>| CommitOutcome::Committed { seqs };
+    assert_eq!(
+        outcomes,
+        vec![
+            committed(vec![Some(1), Some(2)]),
+            committed(vec![Some(2)]),
+            CommitOutcome::Conflict,
+            committed(vec![Some(3)]),
+            CommitOutcome::Duplicate(dedup("<stored/>").response),
+            committed(vec![None]),
+            CommitOutcome::AliasTaken {
+                namespace: "agent".into(),
+                value: "7".into(),
+                owner_kind: "ptk".into(),
+                owner_id: x.into(),
+            },
+            committed(vec![None, None]),
+            CommitOutcome::QuotaExceeded,
+        ]
+    );
+    assert_eq!(c.expect("call c"), committed(vec![Some(1)]));
+    assert_eq!(events_of(h, "call_a").await, vec![1, 2, 3]);
+    assert_eq!(events_of(h, "call_b").await, vec![1, 2]);
+    assert_eq!(events_of(h, "call_c").await, vec![1]);
+    let row = h.store.load_call(a).await.expect("load").expect("row");
+    assert_eq!((row.version, row.next_seq), (3, 4));
+    assert_eq!(row.state, Some(json!({"v": 2})));
+    assert!(
+        h.store
+            .load_call(CallKey {
+                vendor: "ptk".into(),
+                ..key("y")
+            })
+            .await
+            .expect("load")
+            .is_none(),
+        "the unit refused for its alias wrote nothing"
+    );
+    // Pending: setup 2 (its event and entity x's), b 2, a 2, fresh 1, c 1; quota 2.
+    let depth = h.store.outbox_depth().await.expect("depth");
+    let pending: Vec<(&str, u64)> = depth
+        .iter()
+        .map(|d| (d.tenant.as_str(), d.pending))
+        .collect();
+    assert_eq!(pending, vec![("acme", 8), ("quota", 2)]);
+    // Each call's events go out in sequence order.
+    let claimed = h
+        .store
+        .claim_deliveries(h.store.owner_id().into(), now() + 1, 60_000, 100, vec![])
+        .await
+        .expect("claim");
+    let order: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
+    for (first, second) in [("b1", "b2"), ("a1", "a2"), ("q1", "q2")] {
+        let at = |id: &str| order.iter().position(|e| *e == id).expect(id);
+        assert!(at(first) < at(second), "{first} before {second}: {order:?}");
+    }
+}
+
+async fn a_batch_gives_each_unit_its_own_outcome_as_sent(h: &Harness) {
+    a_batch_gives_each_unit_its_own_outcome(h, false).await;
+}
+
+async fn a_batch_gives_each_unit_its_own_outcome_when_one_fails(h: &Harness) {
+    a_batch_gives_each_unit_its_own_outcome(h, true).await;
 }

@@ -176,7 +176,23 @@ fn pg(e: tokio_postgres::Error) -> String {
     format!("writing to PostgreSQL: {}", describe(&e))
 }
 
-#[allow(clippy::type_complexity)]
+/// One call row as read from SQLite: rowid, tenant, vendor, vendor_call_id, call_id,
+/// status, version, next_seq, attached, state, expires_at_ms, updated_at_ms.
+type CallRow = (
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+    i64,
+);
+
 async fn copy_calls(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<(), String> {
     let insert = tx
         .prepare(
@@ -188,34 +204,14 @@ async fn copy_calls(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<(
         .map_err(pg)?;
     let mut after = i64::MIN;
     loop {
-        let rows: Vec<(
-            i64,
-            [String; 5],
-            i64,
-            i64,
-            String,
-            Option<String>,
-            Option<i64>,
-            i64,
-        )> = sqlite
+        let rows: Vec<CallRow> = sqlite
             .run(move |c| {
                 c.prepare(
                     "SELECT rowid, tenant, vendor, vendor_call_id, call_id, status, version, \
                          next_seq, attached, state, expires_at_ms, updated_at_ms FROM calls \
                          WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
                 )?
-                .query_map([after, CHUNK], |r| {
-                    Ok((
-                        r.get(0)?,
-                        [r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?],
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                    ))
-                })?
+                .query_map([after, CHUNK], |r| CallRow::try_from(r))?
                 .collect()
             })
             .await?;
@@ -225,7 +221,11 @@ async fn copy_calls(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<(
         after = last.0;
         for (
             _,
-            [tenant, vendor, vendor_call_id, call_id, status],
+            tenant,
+            vendor,
+            vendor_call_id,
+            call_id,
+            status,
             version,
             next_seq,
             attached,
@@ -297,23 +297,7 @@ async fn copy_outbox(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<
                      FROM outbox o LEFT JOIN payloads p ON p.id = o.id \
                      WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
                 )?
-                .query_map([after, CHUNK], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                        r.get(9)?,
-                        r.get(10)?,
-                        r.get(11)?,
-                        r.get(12)?,
-                    ))
-                })?
+                .query_map([after, CHUNK], |r| OutboxRow::try_from(r))?
                 .collect()
             })
             .await?;
@@ -382,7 +366,7 @@ async fn copy_rest(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<()
         sqlite,
         tx,
         "SELECT key, kind, tenant, due_ms, payload FROM timers",
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        |r| TimerRow::try_from(r),
         "INSERT INTO timers (key, kind, tenant, due_ms, payload) \
          VALUES ($1, $2, $3, $4, $5::text::json)",
         |t| vec![&t.0, &t.1, &t.2, &t.3, &t.4],
@@ -412,16 +396,7 @@ async fn copy_rest(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<()
         sqlite,
         tx,
         "SELECT tenant, namespace, value, owner_kind, owner_id, until_ms FROM aliases",
-        |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
-        },
+        |r| AliasRow::try_from(r),
         "INSERT INTO aliases (tenant, namespace, value, owner_kind, owner_id, until_ms) \
          VALUES ($1, $2, $3, $4, $5, $6)",
         |a| vec![&a.0, &a.1, &a.2, &a.3, &a.4, &a.5],
@@ -432,7 +407,7 @@ async fn copy_rest(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<()
         sqlite,
         tx,
         "SELECT tenant, adapter, name, epoch FROM leases",
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        |r| LeaseRow::try_from(r),
         "INSERT INTO leases (tenant, adapter, name, holder, epoch, until_ms) \
          VALUES ($1, $2, $3, NULL, $4, 0)",
         |l| vec![&l.0, &l.1, &l.2, &l.3],
@@ -442,7 +417,7 @@ async fn copy_rest(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<()
         sqlite,
         tx,
         "SELECT tenant, disabled_at_ms, reason FROM endpoints",
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| EndpointRow::try_from(r),
         "INSERT INTO endpoints (tenant, disabled_at_ms, reason) VALUES ($1, $2, $3)",
         |e| vec![&e.0, &e.1, &e.2],
     )

@@ -1386,6 +1386,9 @@ async fn writer_loop(
     changes: Arc<super::ChangeFeed>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max);
+    // The writer's own connection, kept from batch to batch: it never queues for one behind
+    // the reads (at 1,000 decisions/s the pool is busy), and its statements stay prepared.
+    let mut conn: Option<deadpool_postgres::Object> = None;
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while batch.len() < max {
@@ -1413,7 +1416,13 @@ async fn writer_loop(
         }
         let uows: Vec<&super::UnitOfWork> = batch.iter().map(|j| &j.uow).collect();
         let durable = batch.iter().any(|j| !j.lazy);
-        let results = run_batch(&pool, &uows, durable, &owner_id).await;
+        let results = run_batch(&pool, &mut conn, &uows, durable, &owner_id).await;
+        if results.is_err() {
+            // Whatever state it was left in, it is not used again.
+            if let Some(broken) = conn.take() {
+                drop(deadpool_postgres::Object::take(broken));
+            }
+        }
         let outbox = match &results {
             Ok(outcomes) => outcomes.iter().zip(&uows).any(|(o, u)| {
                 matches!(o, Ok(super::CommitOutcome::Committed { .. })) && u.event_count() > 0
@@ -1443,25 +1452,39 @@ async fn writer_loop(
 /// an error rolls back only its own writes). The pending-event counters are moved once per
 /// tenant at the end, so their rows stay locked only for the commit; a `NOTIFY` tells other
 /// instances what changed. `Err` when the transaction itself failed: nothing committed.
+///
+/// Round trips bound a writer whose database is a network hop (or a busy process) away, so
+/// the batch is sent as a pipeline: every unit's statements go out back to back, in the
+/// order the units are applied, and their answers are read afterwards. A unit commits as
+/// sent when all its statements succeeded and its guards held (resend key claimed, rows at
+/// the expected version, aliases claimed, quota not reached). The first try sends the units
+/// without a savepoint each (a subtransaction per unit is a good part of the server's work);
+/// when one of them did not commit as sent, the try is rolled back and the units go again,
+/// each under its savepoint. Then, at the first unit that did not commit as sent, the
+/// transaction rolls back to that unit's savepoint (undoing it and every unit sent after
+/// it), the unit is applied alone, statement by statement ([`apply_uow`], the exact outcome:
+/// conflict, duplicate, refusal or error, with deadlock retries), and the units after it go
+/// out again. The events of all committed units are inserted at the end in one statement;
+/// should that fail, every unit is applied again alone with its own events, so one unit's
+/// failure fails only it.
 async fn run_batch(
     pool: &Pool,
+    conn: &mut Option<deadpool_postgres::Object>,
     uows: &[&super::UnitOfWork],
     durable: bool,
     owner_id: &str,
 ) -> super::Result<Vec<super::Result<super::CommitOutcome>>> {
-    let mut client = pool
-        .get()
-        .await
-        .map_err(|e| super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e))))?;
-    let tx = client.transaction().await.map_err(db_err)?;
-    if !durable {
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(db_err)?;
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
+        *conn =
+            Some(pool.get().await.map_err(|e| {
+                super::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
+            })?);
     }
-    let mut counters = Counters::default();
-    let mut outcomes: Vec<Option<super::Result<super::CommitOutcome>>> = vec![None; uows.len()];
-    let (mut outbox, mut timers, mut rows) = (false, false, false);
+    let Some(client) = conn.as_mut() else {
+        return Err(super::StoreError::Closed);
+    };
+    let tx = client.transaction().await.map_err(db_err)?;
+    let st = Stmts::prepare(&tx).await.map_err(db_err)?;
     // Rows are locked in one order by every instance (the call's key; a stable sort keeps
     // this instance's writes to one call in the order they were queued), so two instances'
     // batches touching the same calls wait on each other instead of deadlocking.
@@ -1469,75 +1492,280 @@ async fn run_batch(
     if sortable(uows) {
         order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
     }
-    // A committed unit's savepoint is released together with the next one's creation (one
-    // round trip); the last one goes with the COMMIT.
-    let mut held = false;
-    for at in order {
-        let uow = uows[at];
-        let mut tries = 0;
-        let outcome = loop {
-            let open = if held {
-                "RELEASE uow; SAVEPOINT uow"
-            } else {
-                "SAVEPOINT uow"
-            };
-            tx.batch_execute(open).await.map_err(db_err)?;
-            held = false;
-            let mut delta = Counters::default();
-            let applied = apply_uow(&tx, uow, &counters, &mut delta).await;
-            match applied {
-                Ok(super::CommitOutcome::Committed { seqs }) => {
-                    held = true;
-                    counters.absorb(delta);
-                    outbox |= uow.event_count() > 0;
-                    timers |= !uow.timers.is_empty();
-                    rows = true;
-                    break Ok(super::CommitOutcome::Committed { seqs });
-                }
-                other => {
-                    tx.batch_execute("ROLLBACK TO uow; RELEASE uow")
-                        .await
-                        .map_err(db_err)?;
-                    match other {
-                        Err(ApplyError::Db(e)) if retryable(&e) && tries < DEADLOCK_RETRIES => {
-                            tries += 1;
-                            continue;
-                        }
-                        Err(e) => break Err(e.into_store()),
-                        Ok(refused) => break Ok(refused),
+    let mut batch = Batch::new(uows.len());
+    // Sent ahead of the first unit: the commit mode, and the pending counters of the tenants
+    // whose units have a quota (the quota is checked here, from these and the batch's own
+    // additions).
+    let mut quota_tenants: Vec<&str> = uows
+        .iter()
+        .filter(|u| u.outbox_quota.is_some() && u.event_count() > 0)
+        .map(|u| u.tenant.as_str())
+        .collect();
+    quota_tenants.sort_unstable();
+    quota_tenants.dedup();
+    let mut prelude: Vec<Step<'_>> = Vec::new();
+    if !durable {
+        prelude.push(simple(&tx, "SET LOCAL synchronous_commit = off".to_owned()));
+    }
+    if !quota_tenants.is_empty() {
+        let (tx, st, tenants) = (&tx, &st, quota_tenants.clone());
+        prelude.push(Box::pin(async move {
+            tx.query(&st.pending_many, &[&tenants])
+                .await
+                .map(Reply::Rows)
+        }));
+    }
+    // Everything this batch writes comes after this savepoint, so it can all be undone.
+    prelude.push(simple(&tx, "SAVEPOINT b".to_owned()));
+    let mut prelude = Some(prelude);
+    // The first try sends the units without a savepoint each (a subtransaction per unit is
+    // a good part of the server's work): when all commit as sent, as they nearly always do,
+    // that is the batch. Otherwise it is undone and every unit gets its savepoint.
+    let mut savepoints = false;
+    let mut window = order.len();
+    let mut pos = 0;
+    while pos < order.len() {
+        let end = (pos + window).min(order.len());
+        let mut steps = prelude.take().unwrap_or_default();
+        let ahead = steps.len();
+        let mut spans = Vec::with_capacity(end - pos);
+        for (p, &at) in order.iter().enumerate().take(end).skip(pos) {
+            let start = steps.len() - ahead;
+            if savepoints {
+                steps.push(simple(&tx, format!("SAVEPOINT p{p}")));
+            }
+            let mut checks = Vec::new();
+            unit_steps(&tx, &st, uows[at], &mut steps, &mut checks);
+            spans.push((start, checks));
+        }
+        let mut replies = pipeline(steps).await;
+        let replies = {
+            let units = replies.split_off(ahead);
+            for reply in replies {
+                if let Reply::Rows(rows) = reply.map_err(db_err)? {
+                    for r in rows {
+                        let (tenant, pending): (String, i64) =
+                            (r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?);
+                        batch.counters.read.insert(tenant, pending);
+                    }
+                    for tenant in &quota_tenants {
+                        batch.counters.read.entry((*tenant).to_owned()).or_insert(0);
                     }
                 }
             }
+            units
         };
-        outcomes[at] = Some(outcome);
-    }
-    for (tenant, delta) in counters.deltas() {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, GREATEST($2::bigint, 0)) \
-                 ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending + $2::bigint, 0)",
-            )
-            .await
-            .map_err(db_err)?;
-        tx.execute(&stmt, &[&tenant, &delta])
-            .await
-            .map_err(db_err)?;
-    }
-    for (changed, what) in [(outbox, "outbox"), (timers, "timers"), (rows, "rows")] {
-        if changed {
-            let stmt = tx.prepare_cached(NOTIFY_SQL).await.map_err(db_err)?;
-            tx.execute(&stmt, &[&format!("{owner_id}:{what}")])
-                .await
-                .map_err(db_err)?;
+        let mut stopped = None;
+        for (i, (start, checks)) in spans.iter().enumerate() {
+            let (p, at) = (pos + i, order[pos + i]);
+            let uow = uows[at];
+            let first = usize::from(savepoints);
+            let answers = &replies[start + first..start + first + checks.len()];
+            let saved = !savepoints || replies[*start].is_ok();
+            let settled = match (saved, settle(uow, checks, answers, &batch.counters)) {
+                (true, Some(firsts)) => {
+                    let mut rows = Vec::new();
+                    unit_events(uow, &firsts, &mut rows)
+                        .ok()
+                        .map(|seqs| (seqs, rows))
+                }
+                _ => None,
+            };
+            match settled {
+                Some((seqs, rows)) => {
+                    let events = uow.event_count() as i64;
+                    if events > 0 {
+                        *batch.counters.delta.entry(uow.tenant.clone()).or_insert(0) += events;
+                    }
+                    batch.committed(at, uow, seqs, rows);
+                }
+                None => {
+                    stopped = Some(p);
+                    break;
+                }
+            }
+        }
+        drop(replies);
+        match stopped {
+            None => {
+                pos = end;
+                window = window.saturating_mul(2);
+            }
+            Some(_) if !savepoints => {
+                tx.batch_execute("ROLLBACK TO b").await.map_err(db_err)?;
+                batch.reset();
+                savepoints = true;
+                pos = 0;
+            }
+            Some(p) => {
+                tx.batch_execute(&format!("ROLLBACK TO p{p}"))
+                    .await
+                    .map_err(db_err)?;
+                slow_unit(&tx, &st, uows[order[p]], order[p], &mut batch, false).await?;
+                pos = p + 1;
+                // Conflicts come in runs (units on one hot call): send fewer at once, so a
+                // refusal costs fewer units sent again.
+                window = (window / 2).max(PIPELINE_MIN);
+            }
         }
     }
+    drop(prelude);
+    if let Err(e) = finish(&tx, &st, &batch, owner_id).await {
+        tracing::warn!(error = %describe(&e), units = uows.len(), "a batch's writes failed together; applying its units one by one");
+        tx.batch_execute("ROLLBACK TO b").await.map_err(db_err)?;
+        batch.reset();
+        for &at in &order {
+            slow_unit(&tx, &st, uows[at], at, &mut batch, true).await?;
+        }
+        finish(&tx, &st, &batch, owner_id).await.map_err(db_err)?;
+    }
     tx.commit().await.map_err(db_err)?;
-    Ok(outcomes
+    Ok(batch
+        .outcomes
         .into_iter()
         .map(|o| {
             o.unwrap_or_else(|| Err(super::StoreError::Backend("write was not applied".into())))
         })
         .collect())
+}
+
+/// After a refusal, at least this many units go out in the next pipeline.
+const PIPELINE_MIN: usize = 4;
+
+/// What a batch has committed so far (under its savepoints).
+struct Batch<'a> {
+    counters: Counters,
+    outcomes: Vec<Option<super::Result<super::CommitOutcome>>>,
+    /// The events of the committed units, inserted together by [`finish`].
+    events: Vec<EventRow<'a>>,
+    outbox: bool,
+    timers: bool,
+    rows: bool,
+}
+
+impl<'a> Batch<'a> {
+    fn new(units: usize) -> Batch<'a> {
+        Batch {
+            counters: Counters::default(),
+            outcomes: vec![None; units],
+            events: Vec::new(),
+            outbox: false,
+            timers: false,
+            rows: false,
+        }
+    }
+
+    fn committed(
+        &mut self,
+        at: usize,
+        uow: &super::UnitOfWork,
+        seqs: Vec<Option<i64>>,
+        events: Vec<EventRow<'a>>,
+    ) {
+        self.outcomes[at] = Some(Ok(super::CommitOutcome::Committed { seqs }));
+        self.events.extend(events);
+        self.outbox |= uow.event_count() > 0;
+        self.timers |= !uow.timers.is_empty();
+        self.rows = true;
+    }
+
+    /// Forgets every unit (after rolling them all back); the counters as read stay.
+    fn reset(&mut self) {
+        self.counters.delta.clear();
+        self.outcomes.iter_mut().for_each(|o| *o = None);
+        self.events.clear();
+        (self.outbox, self.timers, self.rows) = (false, false, false);
+    }
+}
+
+/// Applies one unit of work alone under its own savepoint, statement by statement, and
+/// records its outcome; with `inline` its events are inserted at once (else they join the
+/// batch's). A deadlock victim is tried again. `Err` when the transaction itself failed.
+async fn slow_unit<'a>(
+    tx: &Tx<'_>,
+    st: &Stmts,
+    uow: &'a super::UnitOfWork,
+    at: usize,
+    batch: &mut Batch<'a>,
+    inline: bool,
+) -> super::Result<()> {
+    let mut tries = 0;
+    let outcome = loop {
+        tx.batch_execute("SAVEPOINT uow").await.map_err(db_err)?;
+        let mut mine = Counters::default();
+        let mut applied = apply_uow(tx, st, uow, &batch.counters, &mut mine).await;
+        if inline {
+            let failed = match &applied {
+                Ok((super::CommitOutcome::Committed { .. }, events)) if !events.is_empty() => {
+                    outbox_step(tx, st, events).await.err()
+                }
+                _ => None,
+            };
+            if let Some(e) = failed {
+                applied = Err(ApplyError::Db(e));
+            }
+        }
+        match applied {
+            Ok((super::CommitOutcome::Committed { seqs }, events)) => {
+                tx.batch_execute("RELEASE uow").await.map_err(db_err)?;
+                batch.counters.absorb(mine);
+                batch.committed(at, uow, seqs, if inline { Vec::new() } else { events });
+                return Ok(());
+            }
+            other => {
+                tx.batch_execute("ROLLBACK TO uow; RELEASE uow")
+                    .await
+                    .map_err(db_err)?;
+                match other {
+                    Err(ApplyError::Db(e)) if retryable(&e) && tries < DEADLOCK_RETRIES => {
+                        tries += 1;
+                        continue;
+                    }
+                    Err(e) => break Err(e.into_store()),
+                    Ok((refused, _)) => break Ok(refused),
+                }
+            }
+        }
+    };
+    batch.outcomes[at] = Some(outcome);
+    Ok(())
+}
+
+/// The end of a batch, as one pipeline: its events in one statement, the pending counters
+/// moved once per tenant, and the notices to other instances.
+async fn finish(
+    tx: &Tx<'_>,
+    st: &Stmts,
+    batch: &Batch<'_>,
+    owner_id: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    if !batch.events.is_empty() {
+        steps.push(Box::pin(outbox_step(tx, st, &batch.events)));
+    }
+    for (tenant, delta) in batch.counters.deltas() {
+        steps.push(Box::pin(async move {
+            tx.execute(&st.pending_add, &[&tenant, &delta])
+                .await
+                .map(Reply::Count)
+        }));
+    }
+    for (changed, what) in [
+        (batch.outbox, "outbox"),
+        (batch.timers, "timers"),
+        (batch.rows, "rows"),
+    ] {
+        if changed {
+            let channel = format!("{owner_id}:{what}");
+            steps.push(Box::pin(async move {
+                tx.execute(&st.notify, &[&channel]).await.map(Reply::Count)
+            }));
+        }
+    }
+    for reply in pipeline(steps).await {
+        reply?;
+    }
+    Ok(())
 }
 
 /// Whether sorting by [`lock_key`] keeps every pair of units of work that write a common
@@ -1642,189 +1870,418 @@ impl Counters {
     }
 }
 
-/// Applies one unit of work inside the batch's transaction (its savepoint is the caller's).
-/// The resend key is claimed first, so of two instances given the same resend at once one
-/// records it and the other answers with its stored answer.
-async fn apply_uow(
-    tx: &deadpool_postgres::Transaction<'_>,
-    uow: &super::UnitOfWork,
-    batch: &Counters,
-    mine: &mut Counters,
-) -> Result<super::CommitOutcome, ApplyError> {
-    use super::CommitOutcome;
-    if let Some(dedup) = &uow.dedup {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, key_hash) DO UPDATE SET \
-                 expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
-                 content_type = excluded.content_type, body = excluded.body \
-                 WHERE dedup.expires_at_ms <= $7 RETURNING 1",
-            )
-            .await?;
-        let claimed = tx
-            .query_opt(
-                &stmt,
-                &[
-                    &uow.tenant,
-                    &&dedup.key_hash[..],
-                    &dedup.expires_at_ms,
-                    &i32::from(dedup.response.status),
-                    &dedup.response.content_type,
-                    &dedup.response.body,
-                    &uow.now_ms,
-                ],
-            )
-            .await?;
-        if claimed.is_none() {
-            let stmt = tx
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// What one statement of a pipeline answered.
+enum Reply {
+    Done,
+    Row(Option<tokio_postgres::Row>),
+    Rows(Vec<tokio_postgres::Row>),
+    Count(u64),
+}
+
+/// One statement, not yet sent: tokio-postgres sends a request when its future is first
+/// polled.
+type Step<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Reply, tokio_postgres::Error>> + Send + 'a>,
+>;
+
+/// Sends `steps` to the server back to back and then reads every answer. Each step is polled
+/// once in order first, which puts its request on the connection in that order without
+/// waiting for the one before (a pipeline); the answers come back in the same order, and
+/// are awaited in it. A failed statement fails the statements after it in the same
+/// transaction too ("current transaction is aborted"), until a rollback to a savepoint.
+async fn pipeline(mut steps: Vec<Step<'_>>) -> Vec<Result<Reply, tokio_postgres::Error>> {
+    let mut replies: Vec<Option<Result<Reply, tokio_postgres::Error>>> =
+        steps.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (step, reply) in steps.iter_mut().zip(replies.iter_mut()) {
+            if let std::task::Poll::Ready(answer) = std::future::Future::poll(step.as_mut(), cx) {
+                *reply = Some(answer);
+            }
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    for (step, reply) in steps.into_iter().zip(replies.iter_mut()) {
+        if reply.is_none() {
+            *reply = Some(step.await);
+        }
+    }
+    replies.into_iter().flatten().collect()
+}
+
+fn simple<'a>(tx: &'a Tx<'a>, sql: String) -> Step<'a> {
+    Box::pin(async move { tx.batch_execute(&sql).await.map(|()| Reply::Done) })
+}
+
+/// The writer's statements, prepared once per connection (the cache is the connection's).
+struct Stmts {
+    dedup_claim: tokio_postgres::Statement,
+    dedup_read: tokio_postgres::Statement,
+    pending_one: tokio_postgres::Statement,
+    pending_many: tokio_postgres::Statement,
+    pending_add: tokio_postgres::Statement,
+    call_insert: tokio_postgres::Statement,
+    call_update: tokio_postgres::Statement,
+    timer_set: tokio_postgres::Statement,
+    timer_delete: tokio_postgres::Statement,
+    alias_release: tokio_postgres::Statement,
+    alias_claim: tokio_postgres::Statement,
+    alias_owner: tokio_postgres::Statement,
+    outbox_insert: tokio_postgres::Statement,
+    notify: tokio_postgres::Statement,
+}
+
+impl Stmts {
+    async fn prepare(tx: &Tx<'_>) -> Result<Stmts, tokio_postgres::Error> {
+        Ok(Stmts {
+            dedup_claim: tx
+                .prepare_cached(
+                    "INSERT INTO dedup (tenant, key_hash, expires_at_ms, status, content_type, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, key_hash) DO UPDATE SET \
+                     expires_at_ms = excluded.expires_at_ms, status = excluded.status, \
+                     content_type = excluded.content_type, body = excluded.body \
+                     WHERE dedup.expires_at_ms <= $7 RETURNING 1",
+                )
+                .await?,
+            dedup_read: tx
                 .prepare_cached(
                     "SELECT status, content_type, body FROM dedup \
                      WHERE tenant = $1 AND key_hash = $2",
                 )
-                .await?;
-            if let Some(r) = tx
-                .query_opt(&stmt, &[&uow.tenant, &&dedup.key_hash[..]])
-                .await?
-            {
-                return Ok(CommitOutcome::Duplicate(ivrgate_adapter::StoredResponse {
-                    status: u16::try_from(r.get::<_, i32>(0)).unwrap_or(500),
-                    content_type: r.get(1),
-                    body: r.get(2),
-                }));
-            }
-        }
-    }
-    let total_events = uow.event_count() as i64;
-    if let (Some(quota), true) = (uow.outbox_quota, total_events > 0) {
-        let stored = match batch.read.get(&uow.tenant) {
-            Some(p) => *p,
-            None => {
-                let stmt = tx
-                    .prepare_cached("SELECT pending FROM tenant_counters WHERE tenant = $1")
-                    .await?;
-                let p = tx
-                    .query_opt(&stmt, &[&uow.tenant])
-                    .await?
-                    .map_or(0, |r| r.get::<_, i64>(0));
-                mine.read.insert(uow.tenant.clone(), p);
-                p
-            }
-        };
-        let pending = stored + batch.delta.get(&uow.tenant).copied().unwrap_or(0);
-        if pending.max(0) as u64 + total_events as u64 > quota {
-            return Ok(CommitOutcome::QuotaExceeded);
-        }
-    }
-    let mut seqs = Vec::with_capacity(uow.events.len());
-    match &uow.call {
-        Some(call) => {
-            let Some(first) = write_call(tx, call, uow.events.len() as i64, uow.now_ms).await?
-            else {
-                return Ok(CommitOutcome::Conflict);
-            };
-            seqs = insert_events(tx, uow, Some((&call.call_id, first)), &uow.events).await?;
-        }
-        None => {
-            insert_events(tx, uow, None, &uow.events).await?;
-            seqs.resize(uow.events.len(), None);
-        }
-    }
-    for entity in &uow.entities {
-        let Some(first) =
-            write_call(tx, &entity.row, entity.events.len() as i64, uow.now_ms).await?
-        else {
-            return Ok(CommitOutcome::Conflict);
-        };
-        insert_events(tx, uow, Some((&entity.row.call_id, first)), &entity.events).await?;
-    }
-    for alias in &uow.aliases {
-        if let Some(taken) = apply_alias(tx, &uow.tenant, alias, uow.now_ms).await? {
-            return Ok(taken);
-        }
-    }
-    if total_events > 0 {
-        *mine.delta.entry(uow.tenant.clone()).or_insert(0) += total_events;
-    }
-    for timer in &uow.timers {
-        match timer {
-            super::TimerOp::Set {
-                key,
-                kind,
-                tenant,
-                due_ms,
-                payload,
-            } => set_timer(tx, key, kind, tenant, *due_ms, payload).await?,
-            super::TimerOp::Delete { key } => {
-                let stmt = tx
-                    .prepare_cached("DELETE FROM timers WHERE key = $1")
-                    .await?;
-                tx.execute(&stmt, &[key]).await?;
-            }
-        }
-    }
-    Ok(CommitOutcome::Committed { seqs })
-}
-
-/// Writes a call (or entity) row guarded by its version and moves its expiry timer. Returns
-/// the sequence number of the first of its `events` new events, or `None` on a conflict (a
-/// concurrent writer of the same row, in this instance or another, got there first).
-async fn write_call(
-    tx: &deadpool_postgres::Transaction<'_>,
-    call: &super::CallWrite,
-    events: i64,
-    now_ms: i64,
-) -> Result<Option<i64>, ApplyError> {
-    let attached = serde_json::Value::Object(call.attached.clone());
-    let status: &str = call.status;
-    let first_seq = match call.expected_version {
-        None => {
-            let stmt = tx
+                .await?,
+            pending_one: tx
+                .prepare_cached("SELECT pending FROM tenant_counters WHERE tenant = $1")
+                .await?,
+            pending_many: tx
+                .prepare_cached("SELECT tenant, pending FROM tenant_counters WHERE tenant = ANY($1)")
+                .await?,
+            pending_add: tx
+                .prepare_cached(
+                    "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, GREATEST($2::bigint, 0)) \
+                     ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending + $2::bigint, 0)",
+                )
+                .await?,
+            call_insert: tx
                 .prepare_cached(
                     "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
                      status, attached, state, expires_at_ms, updated_at_ms) \
                      VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9, $10) ON CONFLICT DO NOTHING",
                 )
-                .await?;
-            let inserted = tx
-                .execute(
-                    &stmt,
-                    &[
-                        &call.key.tenant,
-                        &call.key.vendor,
-                        &call.key.vendor_call_id,
-                        &call.call_id,
-                        &(1 + events),
-                        &status,
-                        &attached,
-                        &call.state.as_deref(),
-                        &call.expires_at_ms,
-                        &now_ms,
-                    ],
-                )
-                .await?;
-            if inserted == 0 {
-                return Ok(None);
-            }
-            1
-        }
-        Some(version) => {
-            let stmt = tx
+                .await?,
+            call_update: tx
                 .prepare_cached(
                     "UPDATE calls SET version = version + 1, next_seq = next_seq + $1::bigint, status = $2, \
                      attached = $3, state = $4, expires_at_ms = $5, updated_at_ms = $6 \
                      WHERE tenant = $7 AND vendor = $8 AND vendor_call_id = $9 AND version = $10 \
                      AND call_id = $11 RETURNING next_seq - $1::bigint",
                 )
-                .await?;
-            let updated = tx
+                .await?,
+            timer_set: tx
+                .prepare_cached(
+                    "INSERT INTO timers (key, kind, tenant, due_ms, payload) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (key) DO UPDATE SET due_ms = excluded.due_ms, payload = excluded.payload, \
+                     lease_owner = NULL, lease_until_ms = 0",
+                )
+                .await?,
+            timer_delete: tx
+                .prepare_cached("DELETE FROM timers WHERE key = $1")
+                .await?,
+            alias_release: tx
+                .prepare_cached(
+                    "DELETE FROM aliases WHERE tenant = $1 AND namespace = $2 AND value = $3 \
+                     AND owner_kind = $4 AND owner_id = $5",
+                )
+                .await?,
+            alias_claim: tx
+                .prepare_cached(
+                    "INSERT INTO aliases AS a (tenant, namespace, value, owner_kind, owner_id, until_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, namespace, value) DO UPDATE \
+                     SET owner_kind = excluded.owner_kind, owner_id = excluded.owner_id, \
+                     until_ms = excluded.until_ms \
+                     WHERE (a.owner_kind = excluded.owner_kind AND a.owner_id = excluded.owner_id) \
+                     OR (a.until_ms IS NOT NULL AND a.until_ms <= $7)",
+                )
+                .await?,
+            alias_owner: tx
+                .prepare_cached(
+                    "SELECT owner_kind, owner_id FROM aliases \
+                     WHERE tenant = $1 AND namespace = $2 AND value = $3",
+                )
+                .await?,
+            // Every event of a batch in one statement, in the order given (the outbox ids,
+            // which order deliveries, follow it).
+            outbox_insert: tx
+                .prepare_cached(
+                    "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, \
+                     created_at_ms, next_attempt_ms) \
+                     SELECT e.event_id, e.tenant, e.call_id, e.seq, e.event_type, e.payload, e.at, e.at \
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], \
+                     $6::bytea[], $7::bigint[]) WITH ORDINALITY \
+                     AS e(event_id, tenant, call_id, seq, event_type, payload, at, n) ORDER BY e.n",
+                )
+                .await?,
+            notify: tx.prepare_cached(NOTIFY_SQL).await?,
+        })
+    }
+}
+
+/// What a statement of a unit must answer for the unit to commit as sent.
+enum Check {
+    /// Only that it succeeded.
+    Ok,
+    /// A resend key or an alias claimed (a row returned, or a row written).
+    Claimed,
+    /// A call or entity row written at its expected version; the answer gives the first
+    /// sequence number of its new events.
+    Row,
+}
+
+/// The statements of one unit of work, in the order [`apply_uow`] runs them, pushed on
+/// `steps`, with what each must answer pushed on `checks`.
+fn unit_steps<'a>(
+    tx: &'a Tx<'a>,
+    st: &'a Stmts,
+    uow: &'a super::UnitOfWork,
+    steps: &mut Vec<Step<'a>>,
+    checks: &mut Vec<Check>,
+) {
+    if let Some(dedup) = &uow.dedup {
+        steps.push(dedup_step(tx, st, uow, dedup));
+        checks.push(Check::Claimed);
+    }
+    for (call, events) in written_rows(uow) {
+        steps.push(call_step(tx, st, call, events, uow.now_ms));
+        checks.push(Check::Row);
+        steps.push(expiry_step(tx, st, call));
+        checks.push(Check::Ok);
+    }
+    for alias in &uow.aliases {
+        steps.push(alias_step(tx, st, &uow.tenant, alias, uow.now_ms));
+        checks.push(match alias.action {
+            super::AliasAction::Claim { .. } => Check::Claimed,
+            super::AliasAction::Release => Check::Ok,
+        });
+    }
+    for timer in &uow.timers {
+        steps.push(timer_step(tx, st, timer));
+        checks.push(Check::Ok);
+    }
+}
+
+/// The rows a unit of work writes (its call's, then each entity's), with their new events'
+/// count.
+fn written_rows(uow: &super::UnitOfWork) -> impl Iterator<Item = (&super::CallWrite, i64)> {
+    uow.call
+        .iter()
+        .map(|c| (c, uow.events.len() as i64))
+        .chain(uow.entities.iter().map(|e| (&e.row, e.events.len() as i64)))
+}
+
+/// Whether a unit sent in a pipeline committed as sent: the first sequence numbers of its
+/// written rows when every statement succeeded, every guard held and its events fit the
+/// tenant's quota (the counters read ahead plus what the batch added before it); `None`
+/// when it must be applied alone to find its outcome.
+fn settle(
+    uow: &super::UnitOfWork,
+    checks: &[Check],
+    answers: &[Result<Reply, tokio_postgres::Error>],
+    counters: &Counters,
+) -> Option<Vec<i64>> {
+    let mut firsts = Vec::new();
+    for (check, answer) in checks.iter().zip(answers) {
+        let answer = answer.as_ref().ok()?;
+        match check {
+            Check::Ok => {}
+            Check::Claimed => {
+                if !claimed(answer) {
+                    return None;
+                }
+            }
+            Check::Row => firsts.push(first_seq(answer)?),
+        }
+    }
+    let total = uow.event_count() as i64;
+    if let (Some(quota), true) = (uow.outbox_quota, total > 0) {
+        let stored = *counters.read.get(&uow.tenant)?;
+        let pending = stored + counters.delta.get(&uow.tenant).copied().unwrap_or(0);
+        if pending.max(0) as u64 + total as u64 > quota {
+            return None;
+        }
+    }
+    Some(firsts)
+}
+
+fn claimed(answer: &Reply) -> bool {
+    matches!(answer, Reply::Row(Some(_))) || matches!(answer, Reply::Count(n) if *n > 0)
+}
+
+/// The first sequence number of a written row's new events: 1 for a row created, the
+/// returned one for a row updated; `None` when the row was not written (a conflict).
+fn first_seq(answer: &Reply) -> Option<i64> {
+    match answer {
+        Reply::Count(1) => Some(1),
+        Reply::Row(Some(r)) => r.try_get::<_, i64>(0).ok(),
+        _ => None,
+    }
+}
+
+/// An outbox row, inserted with the batch's others by [`outbox_step`].
+struct EventRow<'a> {
+    event_id: &'a str,
+    tenant: &'a str,
+    call_id: Option<&'a str>,
+    seq: Option<i64>,
+    event_type: &'a str,
+    payload: Vec<u8>,
+    at: i64,
+}
+
+/// The outbox rows of a unit whose rows were written with `firsts` (the first new sequence
+/// number of each, in [`written_rows`] order), pushed on `out`; the sequence numbers its
+/// answer carries (its call's events').
+fn unit_events<'a>(
+    uow: &'a super::UnitOfWork,
+    firsts: &[i64],
+    out: &mut Vec<EventRow<'a>>,
+) -> super::Result<Vec<Option<i64>>> {
+    let mut firsts = firsts.iter().copied();
+    let mut next = || {
+        firsts
+            .next()
+            .ok_or_else(|| super::StoreError::Backend("a written row has no sequence".into()))
+    };
+    let seqs = match &uow.call {
+        Some(call) => push_events(uow, Some((&call.call_id, next()?)), &uow.events, out)?,
+        None => {
+            push_events(uow, None, &uow.events, out)?;
+            vec![None; uow.events.len()]
+        }
+    };
+    for entity in &uow.entities {
+        push_events(
+            uow,
+            Some((&entity.row.call_id, next()?)),
+            &entity.events,
+            out,
+        )?;
+    }
+    Ok(seqs)
+}
+
+/// Events numbered from `first_seq` of their call when they have one (written into
+/// `payload.data.seq`).
+fn push_events<'a>(
+    uow: &'a super::UnitOfWork,
+    call: Option<(&'a String, i64)>,
+    events: &'a [super::NewEvent],
+    out: &mut Vec<EventRow<'a>>,
+) -> super::Result<Vec<Option<i64>>> {
+    let mut seqs = Vec::with_capacity(events.len());
+    for (i, event) in events.iter().enumerate() {
+        let seq = call.map(|(_, first)| first + i as i64);
+        let payload = serde_json::to_vec(&super::sqlite::WithSeq(&event.payload, seq))
+            .map_err(|e| super::StoreError::Backend(format!("cannot encode event: {e}")))?;
+        out.push(EventRow {
+            event_id: &event.event_id,
+            tenant: &uow.tenant,
+            call_id: call.map(|(id, _)| id.as_str()),
+            seq,
+            event_type: &event.event_type,
+            payload,
+            at: uow.now_ms,
+        });
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+async fn outbox_step(
+    tx: &Tx<'_>,
+    st: &Stmts,
+    rows: &[EventRow<'_>],
+) -> Result<Reply, tokio_postgres::Error> {
+    let ids: Vec<&str> = rows.iter().map(|r| r.event_id).collect();
+    let tenants: Vec<&str> = rows.iter().map(|r| r.tenant).collect();
+    let calls: Vec<Option<&str>> = rows.iter().map(|r| r.call_id).collect();
+    let seqs: Vec<Option<i64>> = rows.iter().map(|r| r.seq).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.event_type).collect();
+    let payloads: Vec<&[u8]> = rows.iter().map(|r| &r.payload[..]).collect();
+    let ats: Vec<i64> = rows.iter().map(|r| r.at).collect();
+    tx.execute(
+        &st.outbox_insert,
+        &[&ids, &tenants, &calls, &seqs, &types, &payloads, &ats],
+    )
+    .await
+    .map(Reply::Count)
+}
+
+/// Claims the resend key: a row back when claimed (new, or replacing an expired one).
+fn dedup_step<'a>(
+    tx: &'a Tx<'a>,
+    st: &'a Stmts,
+    uow: &'a super::UnitOfWork,
+    dedup: &'a super::DedupWrite,
+) -> Step<'a> {
+    Box::pin(async move {
+        tx.query_opt(
+            &st.dedup_claim,
+            &[
+                &uow.tenant,
+                &&dedup.key_hash[..],
+                &dedup.expires_at_ms,
+                &i32::from(dedup.response.status),
+                &dedup.response.content_type,
+                &dedup.response.body,
+                &uow.now_ms,
+            ],
+        )
+        .await
+        .map(Reply::Row)
+    })
+}
+
+/// Writes a call (or entity) row guarded by its version: a created row counts 1 (0 when it
+/// exists already), an updated one returns the first sequence number of its `events` new
+/// events (none when another writer, in this instance or another, got there first).
+fn call_step<'a>(
+    tx: &'a Tx<'a>,
+    st: &'a Stmts,
+    call: &'a super::CallWrite,
+    events: i64,
+    now_ms: i64,
+) -> Step<'a> {
+    Box::pin(async move {
+        let attached = tokio_postgres::types::Json(&call.attached);
+        let state = call.state.as_deref();
+        match call.expected_version {
+            None => tx
+                .execute(
+                    &st.call_insert,
+                    &[
+                        &call.key.tenant,
+                        &call.key.vendor,
+                        &call.key.vendor_call_id,
+                        &call.call_id,
+                        &(1 + events),
+                        &call.status,
+                        &attached,
+                        &state,
+                        &call.expires_at_ms,
+                        &now_ms,
+                    ],
+                )
+                .await
+                .map(Reply::Count),
+            Some(version) => tx
                 .query_opt(
-                    &stmt,
+                    &st.call_update,
                     &[
                         &events,
-                        &status,
+                        &call.status,
                         &attached,
-                        &call.state.as_deref(),
+                        &state,
                         &call.expires_at_ms,
                         &now_ms,
                         &call.key.tenant,
@@ -1834,172 +2291,175 @@ async fn write_call(
                         &call.call_id,
                     ],
                 )
-                .await?;
-            match updated {
-                Some(r) => r.get::<_, i64>(0),
-                None => return Ok(None),
+                .await
+                .map(Reply::Row),
+        }
+    })
+}
+
+/// Moves a written call's expiry timer (or removes it when the call no longer expires).
+fn expiry_step<'a>(tx: &'a Tx<'a>, st: &'a Stmts, call: &'a super::CallWrite) -> Step<'a> {
+    Box::pin(async move {
+        let key = format!("call_expiry:{}", call.call_id);
+        match call.expires_at_ms {
+            Some(due) => {
+                let payload = serde_json::json!({"call_id": call.call_id});
+                tx.execute(
+                    &st.timer_set,
+                    &[&key, &"call_expiry", &call.key.tenant, &due, &payload],
+                )
+                .await
+            }
+            None => tx.execute(&st.timer_delete, &[&key]).await,
+        }
+        .map(Reply::Count)
+    })
+}
+
+fn timer_step<'a>(tx: &'a Tx<'a>, st: &'a Stmts, op: &'a super::TimerOp) -> Step<'a> {
+    Box::pin(async move {
+        match op {
+            super::TimerOp::Set {
+                key,
+                kind,
+                tenant,
+                due_ms,
+                payload,
+            } => {
+                tx.execute(&st.timer_set, &[key, kind, tenant, due_ms, payload])
+                    .await
+            }
+            super::TimerOp::Delete { key } => tx.execute(&st.timer_delete, &[key]).await,
+        }
+        .map(Reply::Count)
+    })
+}
+
+/// Claims (a row written when claimed) or releases one alias; a claim held, and not
+/// lapsed, by another owner is not written. Of two instances claiming one alias at once, the
+/// second waits for the first's commit and then finds it taken.
+fn alias_step<'a>(
+    tx: &'a Tx<'a>,
+    st: &'a Stmts,
+    tenant: &'a str,
+    alias: &'a super::AliasOp,
+    now_ms: i64,
+) -> Step<'a> {
+    Box::pin(async move {
+        match alias.action {
+            super::AliasAction::Release => {
+                tx.execute(
+                    &st.alias_release,
+                    &[
+                        &tenant,
+                        &alias.namespace,
+                        &alias.value,
+                        &alias.owner_kind,
+                        &alias.owner_id,
+                    ],
+                )
+                .await
+            }
+            super::AliasAction::Claim { until_ms: until } => {
+                tx.execute(
+                    &st.alias_claim,
+                    &[
+                        &tenant,
+                        &alias.namespace,
+                        &alias.value,
+                        &alias.owner_kind,
+                        &alias.owner_id,
+                        &until,
+                        &now_ms,
+                    ],
+                )
+                .await
             }
         }
-    };
-    let timer_key = format!("call_expiry:{}", call.call_id);
-    match call.expires_at_ms {
-        Some(due) => {
-            set_timer(
-                tx,
-                &timer_key,
-                "call_expiry",
-                &call.key.tenant,
-                due,
-                &serde_json::json!({"call_id": call.call_id}),
-            )
-            .await?
+        .map(Reply::Count)
+    })
+}
+
+/// Applies one unit of work alone, statement by statement, inside the batch's transaction
+/// (its savepoint is the caller's), and finds its exact outcome; a committed unit's events
+/// come back for the caller to insert. The resend key is claimed first, so of two instances
+/// given the same resend at once one records it and the other answers with its stored answer.
+async fn apply_uow<'u>(
+    tx: &Tx<'_>,
+    st: &Stmts,
+    uow: &'u super::UnitOfWork,
+    batch: &Counters,
+    mine: &mut Counters,
+) -> Result<(super::CommitOutcome, Vec<EventRow<'u>>), ApplyError> {
+    use super::CommitOutcome;
+    if let Some(dedup) = &uow.dedup {
+        if !claimed(&dedup_step(tx, st, uow, dedup).await?) {
+            if let Some(r) = tx
+                .query_opt(&st.dedup_read, &[&uow.tenant, &&dedup.key_hash[..]])
+                .await?
+            {
+                let response = ivrgate_adapter::StoredResponse {
+                    status: u16::try_from(r.try_get::<_, i32>(0)?).unwrap_or(500),
+                    content_type: r.try_get(1)?,
+                    body: r.try_get(2)?,
+                };
+                return Ok((CommitOutcome::Duplicate(response), Vec::new()));
+            }
         }
-        None => {
-            let stmt = tx
-                .prepare_cached("DELETE FROM timers WHERE key = $1")
+    }
+    let total_events = uow.event_count() as i64;
+    if let (Some(quota), true) = (uow.outbox_quota, total_events > 0) {
+        let stored = match batch.read.get(&uow.tenant) {
+            Some(p) => *p,
+            None => {
+                let p = match tx.query_opt(&st.pending_one, &[&uow.tenant]).await? {
+                    Some(r) => r.try_get::<_, i64>(0)?,
+                    None => 0,
+                };
+                mine.read.insert(uow.tenant.clone(), p);
+                p
+            }
+        };
+        let pending = stored + batch.delta.get(&uow.tenant).copied().unwrap_or(0);
+        if pending.max(0) as u64 + total_events as u64 > quota {
+            return Ok((CommitOutcome::QuotaExceeded, Vec::new()));
+        }
+    }
+    let mut firsts = Vec::new();
+    for (call, events) in written_rows(uow) {
+        let Some(first) = first_seq(&call_step(tx, st, call, events, uow.now_ms).await?) else {
+            return Ok((CommitOutcome::Conflict, Vec::new()));
+        };
+        firsts.push(first);
+        expiry_step(tx, st, call).await?;
+    }
+    for alias in &uow.aliases {
+        let written = alias_step(tx, st, &uow.tenant, alias, uow.now_ms).await?;
+        if matches!(alias.action, super::AliasAction::Claim { .. }) && !claimed(&written) {
+            let row = tx
+                .query_one(
+                    &st.alias_owner,
+                    &[&uow.tenant, &alias.namespace, &alias.value],
+                )
                 .await?;
-            tx.execute(&stmt, &[&timer_key]).await?;
+            let taken = CommitOutcome::AliasTaken {
+                namespace: alias.namespace.clone(),
+                value: alias.value.clone(),
+                owner_kind: row.try_get(0)?,
+                owner_id: row.try_get(1)?,
+            };
+            return Ok((taken, Vec::new()));
         }
     }
-    Ok(Some(first_seq))
-}
-
-/// Puts events in the outbox, numbered from `first_seq` of their call when they have one
-/// (written into `payload.data.seq`).
-async fn insert_events(
-    tx: &deadpool_postgres::Transaction<'_>,
-    uow: &super::UnitOfWork,
-    call: Option<(&String, i64)>,
-    events: &[super::NewEvent],
-) -> Result<Vec<Option<i64>>, ApplyError> {
-    let mut seqs = Vec::with_capacity(events.len());
-    if events.is_empty() {
-        return Ok(seqs);
+    for timer in &uow.timers {
+        timer_step(tx, st, timer).await?;
     }
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO outbox (event_id, tenant, call_id, seq, event_type, payload, \
-             created_at_ms, next_attempt_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-        )
-        .await?;
-    let call_id = call.map(|(id, _)| id.as_str());
-    for (i, event) in events.iter().enumerate() {
-        let seq = call.map(|(_, first)| first + i as i64);
-        let payload =
-            serde_json::to_vec(&super::sqlite::WithSeq(&event.payload, seq)).map_err(|e| {
-                ApplyError::Other(super::StoreError::Backend(format!(
-                    "cannot encode event: {e}"
-                )))
-            })?;
-        tx.execute(
-            &stmt,
-            &[
-                &event.event_id,
-                &uow.tenant,
-                &call_id,
-                &seq,
-                &event.event_type,
-                &payload,
-                &uow.now_ms,
-            ],
-        )
-        .await?;
-        seqs.push(seq);
+    let mut events = Vec::new();
+    let seqs = unit_events(uow, &firsts, &mut events).map_err(ApplyError::Other)?;
+    if total_events > 0 {
+        *mine.delta.entry(uow.tenant.clone()).or_insert(0) += total_events;
     }
-    Ok(seqs)
-}
-
-async fn set_timer(
-    tx: &deadpool_postgres::Transaction<'_>,
-    key: &str,
-    kind: &str,
-    tenant: &str,
-    due: i64,
-    payload: &serde_json::Value,
-) -> Result<(), ApplyError> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO timers (key, kind, tenant, due_ms, payload) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (key) DO UPDATE SET due_ms = excluded.due_ms, payload = excluded.payload, \
-             lease_owner = NULL, lease_until_ms = 0",
-        )
-        .await?;
-    tx.execute(&stmt, &[&key, &kind, &tenant, &due, payload])
-        .await?;
-    Ok(())
-}
-
-/// Claims or releases one alias; a claim held (and not lapsed) by another owner is refused.
-/// Of two instances claiming one alias at once, the second waits for the first's commit and
-/// then finds it taken.
-async fn apply_alias(
-    tx: &deadpool_postgres::Transaction<'_>,
-    tenant: &str,
-    alias: &super::AliasOp,
-    now_ms: i64,
-) -> Result<Option<super::CommitOutcome>, ApplyError> {
-    let super::AliasAction::Claim { until_ms: until } = alias.action else {
-        let stmt = tx
-            .prepare_cached(
-                "DELETE FROM aliases WHERE tenant = $1 AND namespace = $2 AND value = $3 \
-                 AND owner_kind = $4 AND owner_id = $5",
-            )
-            .await?;
-        tx.execute(
-            &stmt,
-            &[
-                &tenant,
-                &alias.namespace,
-                &alias.value,
-                &alias.owner_kind,
-                &alias.owner_id,
-            ],
-        )
-        .await?;
-        return Ok(None);
-    };
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO aliases AS a (tenant, namespace, value, owner_kind, owner_id, until_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, namespace, value) DO UPDATE \
-             SET owner_kind = excluded.owner_kind, owner_id = excluded.owner_id, \
-             until_ms = excluded.until_ms \
-             WHERE (a.owner_kind = excluded.owner_kind AND a.owner_id = excluded.owner_id) \
-             OR (a.until_ms IS NOT NULL AND a.until_ms <= $7)",
-        )
-        .await?;
-    let claimed = tx
-        .execute(
-            &stmt,
-            &[
-                &tenant,
-                &alias.namespace,
-                &alias.value,
-                &alias.owner_kind,
-                &alias.owner_id,
-                &until,
-                &now_ms,
-            ],
-        )
-        .await?;
-    if claimed > 0 {
-        return Ok(None);
-    }
-    let stmt = tx
-        .prepare_cached(
-            "SELECT owner_kind, owner_id FROM aliases \
-             WHERE tenant = $1 AND namespace = $2 AND value = $3",
-        )
-        .await?;
-    let row = tx
-        .query_one(&stmt, &[&tenant, &alias.namespace, &alias.value])
-        .await?;
-    Ok(Some(super::CommitOutcome::AliasTaken {
-        namespace: alias.namespace.clone(),
-        value: alias.value.clone(),
-        owner_kind: row.get(0),
-        owner_id: row.get(1),
-    }))
+    Ok((CommitOutcome::Committed { seqs }, events))
 }
 
 impl super::Backend for PgStore {

@@ -1857,3 +1857,45 @@ async fn ptk_modify_client_id_moves_the_client_id_index() {
     assert!(data.contains("Value=\"old-1\""), "unchanged: {data}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn ptk_update_interaction_data_writes_its_values_together_but_a_taken_id_alone_fails() {
+    let receiver = Receiver::start().await;
+    let gw = Gateway::start(&receiver.url("/hook"), &ptk_toml("")).await;
+    let t = "<Tenant>Portree</Tenant>";
+    let holder =
+        format!("{t}<Segment>VHT_Test</Segment><ExternalTrackingId>HELD-1</ExternalTrackingId>");
+    expect(&gw, "CreateInteraction", &holder, 107000).await;
+    let add = format!("<data>{t}<Segment>VHT_Test</Segment><Contact>5557001</Contact></data>");
+    let id = id_of(&expect(&gw, "AddInteraction", &add, 107000).await);
+    let pair =
+        |k: &str, v: &str| format!("<KeyValuePair><Key>{k}</Key><Value>{v}</Value></KeyValuePair>");
+    let update = |pairs: &str| {
+        format!("{t}<InteractionId>{id}</InteractionId><InteractionData>{pairs}</InteractionData>")
+    };
+    // The external id another interaction holds fails; the contact beside it is written.
+    let pairs = pair("Contact", "5557002") + &pair("ExternalTrackingId", "HELD-1");
+    expect(&gw, "UpdateInteractionData", &update(&pairs), 108042).await;
+    let data = expect(
+        &gw,
+        "GetInteractionData",
+        &format!("<data>{t}<InteractionId>{id}</InteractionId></data>"),
+        107000,
+    )
+    .await;
+    assert_eq!(attrs_of(&data, "Interaction", "Contact"), ["5557002"]);
+    assert!(!data.contains("HELD-1"), "{data}");
+    // Both free: both written, one answer.
+    let pairs = pair("Contact", "5557003") + &pair("ExternalTrackingId", "FREE-1");
+    expect(&gw, "UpdateInteractionData", &update(&pairs), 107000).await;
+    let data = expect(
+        &gw,
+        "GetInteractionData",
+        &format!("<data>{t}<InteractionId>{id}</InteractionId></data>"),
+        107000,
+    )
+    .await;
+    assert_eq!(attrs_of(&data, "Interaction", "Contact"), ["5557003"]);
+    assert!(data.contains("Value=\"FREE-1\""), "{data}");
+    gw.stop().await;
+}

@@ -811,6 +811,9 @@ min_free_bytes = 0
 [delivery]
 retry_schedule_s = [1, 1]
 jitter_percent = 0
+# Two events of three attempts each fail below: the sixth failure in a row would otherwise
+# find the breaker open (after 5) and wait 30 s.
+breaker_failures = 100
 
 [[tenants]]
 id = "acme"
@@ -884,4 +887,38 @@ ca_file = "{ca}"
         log.contains("decision answered with the fallback") && log.contains("connect_error"),
         "{log}"
     );
+}
+
+#[test]
+fn a_receiver_slower_than_the_deadline_is_named_with_the_timeout() {
+    let mut receiver = PyReceiver::start("slow", None);
+    let url = receiver.url("http");
+    let (status, out, err) = simulate(&[
+        "--platform",
+        "voicenter",
+        "--url",
+        &url,
+        "--secret",
+        SECRET,
+        "--deadline-ms",
+        "300",
+    ]);
+    assert_eq!(status.code(), Some(1), "{out}\n{err}");
+    in_order(
+        &out,
+        &[
+            "webhook decision.ivr_action dec_",
+            "your answer was not used (timeout: timeout: no answer within the decision's deadline",
+            "the fallback plays instead: {\"action\":\"default\"}",
+            "<- voicenter answered 200: {\"STATUS\":1}",
+        ],
+    );
+    // The receiver did get it, signed, with the deadline it was given.
+    let got = receiver.requests().to_vec();
+    let decision = got
+        .iter()
+        .find(|r| r["type"] == "decision.ivr_action")
+        .expect("decision");
+    assert_eq!(decision["verified"], true);
+    assert_eq!(decision["data"]["deadline_ms"], 300);
 }

@@ -13,6 +13,7 @@ verify gets 401. FLOW says how decisions are answered:
               Every other decision point: its platform's own answer (see below).
               routing_info: by the contact data "Choice": 1 enqueues in Sales, 2 dials 2001,
               anything else hangs up.
+  slow        menu-dial's answers, each decision after 1 s.
   bad         what the platform cannot carry out: Voicenter's ivr_action after the first
               menu, a dial to two targets at once (its CALL dials one); OpenScape's
               routing_info, an enqueue with priority 500 (1 to 100); PTK's segment_state,
@@ -24,6 +25,7 @@ import json
 import ssl
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from standardwebhooks.webhooks import Webhook
@@ -89,6 +91,8 @@ class Handler(BaseHTTPRequestHandler):
         if not entry["verified"]:
             status, out = 401, {"error": "bad signature"}
         elif str(entry["type"]).startswith("decision."):
+            if FLOW == "slow":
+                time.sleep(1.0)
             status, out = 200, answer(payload)
         else:
             status, out = 200, {}

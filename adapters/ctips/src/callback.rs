@@ -3,7 +3,6 @@
 //! HeartbeatMessage) and StartSession. The token is compared in constant time; a callback
 //! naming an epoch this instance does not hold now gets a fault, so CTIPS drops that session.
 
-use bytes::Bytes;
 use ivrgate_adapter::{Gateway, Handled, Inbound, RecordError};
 use serde_json::Map;
 
@@ -30,19 +29,7 @@ pub fn callback_shape(segments: &[&str]) -> Option<(String, u64)> {
 }
 
 fn respond(status: u16, body: String, method: &str, outcome: &'static str) -> Handled {
-    let mut response = http::Response::new(Bytes::from(body));
-    *response.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/xml; charset=utf-8"),
-    );
-    Handled {
-        response,
-        method: method.to_owned(),
-        outcome,
-        vendor_call_id: None,
-    }
+    Handled::new(status, "text/xml; charset=utf-8", body, method, outcome)
 }
 
 fn envelope(body: &str) -> String {
@@ -81,19 +68,13 @@ pub fn fault(client: bool, reason: &str, method: &str, outcome: &'static str) ->
 }
 
 fn plain(status: u16, text: &'static str, outcome: &'static str) -> Handled {
-    let mut response = http::Response::new(Bytes::from_static(text.as_bytes()));
-    *response.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::NOT_FOUND);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    Handled {
-        response,
-        method: "unknown".into(),
+    Handled::new(
+        status,
+        "text/plain; charset=utf-8",
+        text.as_bytes(),
+        "unknown",
         outcome,
-        vendor_call_id: None,
-    }
+    )
 }
 
 /// Serves one callback request.

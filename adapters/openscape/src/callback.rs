@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::model::{self, Effect};
-use crate::{codes, fnv, load_channel, precheck_call, store_code, Req};
+use crate::{codes, fnv, load_channel, precheck_call, store_code, transition_typed, Req};
 
 /// A callback request as stored (an `openscape.callback` entity, id = its CallbackID) and
 /// sent as the `data` of its `openscape.callback.*` events, with the keys in this order.
@@ -430,7 +430,7 @@ pub(crate) async fn create_callback(req: &Req<'_>) -> Effect {
         from: call.ani.clone(),
     };
     let alias = template.number_alias();
-    for attempt in 0..5 {
+    for attempt in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         let id = new_callback_id(req, attempt);
         let key = EntityKey::new(req.tenant, model::CALLBACK_KIND, &id);
         let state = model::to_value(&Callback {
@@ -485,17 +485,8 @@ pub(crate) async fn delete_callback(req: &Req<'_>) -> Effect {
     let id = req.args.text("CallbackID");
     let key = EntityKey::new(req.tenant, model::CALLBACK_KIND, &id);
     let mut found = false;
-    let mut broken = None;
     let args = req.args.to_json();
-    let result = ivrgate_adapter::transition_one(req.gw, key, |e| {
-        broken = None;
-        let stored = match model::read::<Callback>(e) {
-            Ok(stored) => stored,
-            Err(why) => {
-                broken = Some(why);
-                return ivrgate_adapter::Change::Keep;
-            }
-        };
+    let result = transition_typed(req.gw, key, |stored: Option<Callback>| {
         found = stored.is_some();
         let Some(stored) = stored else {
             return ivrgate_adapter::Change::Keep;
@@ -521,13 +512,11 @@ pub(crate) async fn delete_callback(req: &Req<'_>) -> Effect {
         })
     })
     .await;
-    if let Some(why) = broken {
-        return Effect::unreadable(why);
-    }
     match result {
-        Ok(_) if found => Effect::code(codes::OK),
-        Ok(_) => Effect::code(codes::CB_INVALID_ID),
-        Err(e) => Effect::code(store_code(&e)),
+        Err(why) => Effect::unreadable(why),
+        Ok(Ok(_)) if found => Effect::code(codes::OK),
+        Ok(Ok(_)) => Effect::code(codes::CB_INVALID_ID),
+        Ok(Err(e)) => Effect::code(store_code(&e)),
     }
 }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use crate::model::{self, Call, Order};
-use crate::{plain_ctx, settings_of};
+use crate::{plain_ctx, settings_of, transition_typed};
 
 /// Figures of one queue, as pushed (`PUT queues/{queue}/statistics`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -324,19 +324,11 @@ async fn order_call(
     let call_max = settings.call_max();
     let mut outcome: Result<Value, (u16, &'static str, String)> =
         Err((404, "not_found", "no such call".into()));
-    let mut broken = None;
-    let result = transition_one(gw, EntityKey::new(tenant, model::CALL_KIND, id), |e| {
-        broken = None;
-        let call = match model::read::<Call>(e) {
-            Ok(Some(call)) => call,
-            Ok(None) => {
-                outcome = Err((404, "not_found", "no such live call".into()));
-                return Change::Keep;
-            }
-            Err(why) => {
-                broken = Some(why);
-                return Change::Keep;
-            }
+    let key = EntityKey::new(tenant, model::CALL_KIND, id);
+    let result = transition_typed(gw, key, |call: Option<Call>| {
+        let Some(call) = call else {
+            outcome = Err((404, "not_found", "no such live call".into()));
+            return Change::Keep;
         };
         match model::order(&call, order, &target, &ctx) {
             Ok(eff) => {
@@ -352,9 +344,10 @@ async fn order_call(
         }
     })
     .await;
-    if let Some(why) = broken {
-        return unreadable(tenant, &why);
-    }
+    let result = match result {
+        Ok(result) => result,
+        Err(why) => return unreadable(tenant, &why),
+    };
     match (result, outcome) {
         (Err(e), _) => store_error(&e),
         (Ok(_), Ok(view)) => CommandReply::ok(json!({"call": view})),
@@ -403,7 +396,7 @@ async fn register(gw: &dyn Gateway, tenant: &str, device: &str, body: &Value) ->
     let settings = settings_of(gw, tenant);
     let call_max = settings.call_max();
     let ctx = plain_ctx(gw, &settings, "command", Map::new());
-    for attempt in 0..5u32 {
+    for attempt in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         if generated {
             let seed = format!("{tenant}/{device}/{now:?}/{attempt}");
             call.call_id = format!(
@@ -464,17 +457,10 @@ async fn transit_arrived(gw: &dyn Gateway, tenant: &str, number: &str) -> Comman
     let ctx = plain_ctx(gw, &settings, "command", Map::new());
     let call_max = settings.call_max();
     let mut view = None;
-    let mut broken = None;
-    let result = transition_one(gw, owner, |e| {
+    let result = transition_typed(gw, owner, |call: Option<Call>| {
         view = None;
-        broken = None;
-        let call = match model::read::<Call>(e) {
-            Ok(Some(call)) => call,
-            Ok(None) => return Change::Keep,
-            Err(why) => {
-                broken = Some(why);
-                return Change::Keep;
-            }
+        let Some(call) = call else {
+            return Change::Keep;
         };
         match model::transit_arrived(&call, number, "arrived", &ctx) {
             Some(eff) => {
@@ -488,9 +474,10 @@ async fn transit_arrived(gw: &dyn Gateway, tenant: &str, number: &str) -> Comman
         }
     })
     .await;
-    if let Some(why) = broken {
-        return unreadable(tenant, &why);
-    }
+    let result = match result {
+        Ok(result) => result,
+        Err(why) => return unreadable(tenant, &why),
+    };
     match (result, view) {
         (Err(e), _) => store_error(&e),
         (Ok(_), Some(v)) => CommandReply::ok(json!({"call": v})),
@@ -583,16 +570,8 @@ async fn put_agent(gw: &dyn Gateway, tenant: &str, id: &str, body: &Value) -> Co
         status,
     };
     let state = model::to_value(&agent);
-    let mut broken = None;
-    let result = transition_one(gw, EntityKey::new(tenant, model::AGENT_KIND, id), |e| {
-        broken = None;
-        let old: Option<Agent> = match model::read(e) {
-            Ok(old) => old,
-            Err(why) => {
-                broken = Some(why);
-                return Change::Keep;
-            }
-        };
+    let key = EntityKey::new(tenant, model::AGENT_KIND, id);
+    let result = transition_typed(gw, key, |old: Option<Agent>| {
         let mut write = Write::state(state.clone());
         if let Some(old_device) = old.and_then(|a| a.device) {
             if Some(&old_device) != device.as_ref() {
@@ -612,9 +591,10 @@ async fn put_agent(gw: &dyn Gateway, tenant: &str, id: &str, body: &Value) -> Co
         Change::Write(write)
     })
     .await;
-    if let Some(why) = broken {
-        return unreadable(tenant, &why);
-    }
+    let result = match result {
+        Ok(result) => result,
+        Err(why) => return unreadable(tenant, &why),
+    };
     match result {
         Ok(Transitioned::Done(_)) => {
             CommandReply::ok(json!({"agent_id": id, "device": device, "status": status}))
@@ -630,16 +610,8 @@ async fn put_agent(gw: &dyn Gateway, tenant: &str, id: &str, body: &Value) -> Co
 
 async fn delete_agent(gw: &dyn Gateway, tenant: &str, id: &str) -> CommandReply {
     let mut found = false;
-    let mut broken = None;
-    let result = transition_one(gw, EntityKey::new(tenant, model::AGENT_KIND, id), |e| {
-        broken = None;
-        let old: Option<Agent> = match model::read(e) {
-            Ok(old) => old,
-            Err(why) => {
-                broken = Some(why);
-                return Change::Keep;
-            }
-        };
+    let key = EntityKey::new(tenant, model::AGENT_KIND, id);
+    let result = transition_typed(gw, key, |old: Option<Agent>| {
         found = old.is_some();
         let Some(old) = old else { return Change::Keep };
         Change::Write(Write {
@@ -656,13 +628,11 @@ async fn delete_agent(gw: &dyn Gateway, tenant: &str, id: &str) -> CommandReply 
         })
     })
     .await;
-    if let Some(why) = broken {
-        return unreadable(tenant, &why);
-    }
     match result {
-        Ok(_) if found => CommandReply::ok(json!({"agent_id": id, "deleted": true})),
-        Ok(_) => not_found("agent"),
-        Err(e) => store_error(&e),
+        Err(why) => unreadable(tenant, &why),
+        Ok(Ok(_)) if found => CommandReply::ok(json!({"agent_id": id, "deleted": true})),
+        Ok(Ok(_)) => not_found("agent"),
+        Ok(Err(e)) => store_error(&e),
     }
 }
 

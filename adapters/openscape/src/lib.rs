@@ -376,6 +376,36 @@ fn done(ran: Ran, taken: i32) -> Effect {
     }
 }
 
+/// One transition on one entity whose state is read as `T` (`None`: absent or ended). When
+/// the state cannot be read the step does not run, nothing is written, and the answer is
+/// why; otherwise the transition's own outcome.
+pub(crate) async fn transition_typed<T, F>(
+    gw: &dyn Gateway,
+    key: EntityKey,
+    mut step: F,
+) -> Result<Result<Transitioned, RecordError>, model::Unreadable>
+where
+    T: for<'de> serde::Deserialize<'de>,
+    F: FnMut(Option<T>) -> ivrgate_adapter::Change + Send,
+{
+    let mut broken = None;
+    let result = ivrgate_adapter::transition_one(gw, key, |e| match model::read::<T>(e) {
+        Ok(state) => {
+            broken = None;
+            step(state)
+        }
+        Err(why) => {
+            broken = Some(why);
+            ivrgate_adapter::Change::Keep
+        }
+    })
+    .await;
+    match broken {
+        Some(why) => Err(why),
+        None => Ok(result),
+    }
+}
+
 /// An entity and its state as `T`. The error is the answer: the store's refusal as the
 /// platform's code, or the internal error when the state cannot be read (tell the two apart
 /// by [`Effect::unreadable`]).
@@ -434,7 +464,7 @@ async fn call_function(req: &Req<'_>, ctx: Ctx) -> Effect {
 
 async fn initialize(req: &Req<'_>) -> Effect {
     let ctx = req.ctx();
-    for _ in 0..5 {
+    for _ in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         let current = match load_channel(req).await {
             Ok(ch) => ch.and_then(|c| c.call_id),
             Err(eff) => return eff,
@@ -494,7 +524,7 @@ async fn query_call_info(req: &Req<'_>) -> Effect {
     let ctx = req.ctx();
     let unmonitored = req.args.str("TrunkConnectedIVRCall") == Some("1;");
     if unmonitored {
-        for attempt in 0..5 {
+        for attempt in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
             let id = new_call_id(req, attempt);
             let ran = run(req, Some(&id), |ch, _, exists| {
                 model::query_call_info_unmonitored(ch, req.channel, &id, exists, &ctx).ok_or(Stale)
@@ -748,28 +778,19 @@ async fn on_timer(gw: &dyn Gateway, timer: TimerFired) -> Result<(), String> {
         args: Map::new(),
     };
     let call_max = settings.call_max();
-    let mut unreadable = None;
-    let result = ivrgate_adapter::transition_one(gw, timer.entity.clone(), |e| {
-        unreadable = None;
-        let call = match model::read::<Call>(e) {
-            Ok(Some(call)) => call,
-            Ok(None) => return ivrgate_adapter::Change::Keep,
-            Err(why) => {
-                unreadable = Some(why);
-                return ivrgate_adapter::Change::Keep;
-            }
+    let result = transition_typed(gw, timer.entity.clone(), |call: Option<Call>| {
+        let Some(call) = call else {
+            return ivrgate_adapter::Change::Keep;
         };
         match model::transit_arrived(&call, &number, "expired", &ctx) {
             Some(eff) => eff.changes(ctx.now, call_max).pop().unwrap_or_default(),
             None => ivrgate_adapter::Change::Keep,
         }
     })
-    .await;
-    // Left untouched; the core logs and counts the failure and runs the timer again after
-    // its lease, until the call ends.
-    if let Some(why) = unreadable {
-        return Err(why.to_string());
-    }
+    .await
+    // An unreadable call is left untouched; the core logs and counts the failure and runs
+    // the timer again after its lease, until the call ends.
+    .map_err(|why| why.to_string())?;
     match result {
         Ok(_) => {
             tracing::info!(tenant = %timer.entity.tenant, call_id = %timer.entity.id, transit_number = %number, "openscape transit number expired");

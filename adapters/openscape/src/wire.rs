@@ -3,7 +3,6 @@
 //! `ReturnText` in the caller's language and every by-reference parameter by name; faults
 //! for what is no function call at all.
 
-use bytes::Bytes;
 use ivrgate_adapter::{Handled, Inbound};
 use ivrgate_wire::{charset, json as wjson, xmlrpc, Limits};
 use serde_json::{json, Map, Value};
@@ -181,17 +180,7 @@ pub(crate) fn response(
     method: &str,
     outcome: &'static str,
 ) -> Handled {
-    let response = http::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .body(Bytes::from(body))
-        .unwrap_or_else(|_| http::Response::new(Bytes::new()));
-    Handled {
-        response,
-        method: method.to_owned(),
-        outcome,
-        vendor_call_id: None,
-    }
+    Handled::new(status, content_type, body, method, outcome)
 }
 
 #[cfg(test)]

@@ -31,7 +31,6 @@ pub mod wsdl;
 
 use std::time::SystemTime;
 
-use bytes::Bytes;
 use ivrgate_adapter::action::{Action, Envelope};
 use ivrgate_adapter::{
     Adapter, Answer, BoxFuture, DecisionPoint, Gateway, Handled, Inbound, TimerFired,
@@ -441,16 +440,9 @@ fn respond(
     outcome: &'static str,
     vendor_call_id: Option<String>,
 ) -> Handled {
-    let response = http::Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_TYPE, content_type)
-        .body(Bytes::from(body))
-        .unwrap_or_else(|_| http::Response::new(Bytes::new()));
     Handled {
-        response,
-        method: method.to_owned(),
-        outcome,
         vendor_call_id,
+        ..Handled::new(status, content_type, body, method, outcome)
     }
 }
 

@@ -224,6 +224,7 @@ pub struct LicenceCounter {
 
 /// One appointment slot's bookings (`ptk.slot`); ended when none are left.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SlotBookings {
     pub count: u64,
 }

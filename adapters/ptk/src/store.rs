@@ -90,7 +90,7 @@ where
 {
     let ikey = key(tenant, id);
     let (mut old_slot, mut new_slot) = slots;
-    for _ in 0..5 {
+    for _ in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         let mut keys = vec![ikey.clone(), EntityKey::new(tenant, LICENCE, ptk_tenant)];
         keys.extend(old_slot.clone());
         keys.extend(new_slot.clone().filter(|k| Some(k) != old_slot.as_ref()));

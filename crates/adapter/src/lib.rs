@@ -70,7 +70,36 @@ pub struct Handled {
     pub vendor_call_id: Option<String>,
 }
 
-/// One legacy platform. The binary wires adapters in with a closed `match` on the path.
+impl Handled {
+    /// An answer with `status`, `Content-Type: content_type` and `body`, about no call in
+    /// particular (set `vendor_call_id` when it is). A status that is not one (never with the
+    /// adapters' constants) answers 500; a content type that is not a header value is left
+    /// out.
+    pub fn new(
+        status: u16,
+        content_type: &str,
+        body: impl Into<bytes::Bytes>,
+        method: impl Into<String>,
+        outcome: &'static str,
+    ) -> Handled {
+        let mut response = http::Response::new(body.into());
+        *response.status_mut() =
+            http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        if let Ok(value) = http::HeaderValue::from_str(content_type) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, value);
+        }
+        Handled {
+            response,
+            method: method.into(),
+            outcome,
+            vendor_call_id: None,
+        }
+    }
+}
+
+/// One legacy platform. The binary wires adapters in with a closed list (`src/adapters.rs`).
 pub trait Adapter: Send + Sync + 'static {
     /// The adapter's name, used as the first path segment and as a metrics label.
     fn name(&self) -> &'static str;
@@ -358,7 +387,8 @@ pub struct DecisionRequest {
     pub tenant: String,
     pub point: &'static DecisionPoint,
     pub call: CallRef,
-    /// Vendor-neutral fields (`from`, `to`, `dtmf`, `menu`, ...).
+    /// Vendor-neutral fields (`from`, `to`, `dtmf`, `menu`, ...). One named like a key the
+    /// core sets (`decision_id`, `call_id`, `kind`, `previous_decision`, ...) is left out.
     pub data: Map<String, Value>,
     /// The vendor's fields, untouched.
     pub vendor_fields: Map<String, Value>,
@@ -451,7 +481,8 @@ pub struct EventSubmission {
     pub call: CallRef,
     /// When it happened, if the vendor said so plausibly; otherwise the receipt time is used.
     pub occurred_at: Option<SystemTime>,
-    /// Vendor-neutral fields.
+    /// Vendor-neutral fields. One named like a key the core sets (`event_id`, `call_id`,
+    /// `tenant`, `attached`, `seq`, ...) is left out of the payload, and logged.
     pub data: Map<String, Value>,
     /// The vendor's fields, untouched.
     pub vendor_fields: Map<String, Value>,

@@ -60,7 +60,9 @@ pub struct Entity {
     /// your own status inside `state`).
     pub status: String,
     /// The live state; `None` once the entity ended. An ended entity keeps its id and sequence
-    /// counter for the retention period, so late events continue its sequence.
+    /// counter for the retention period, so late events continue its sequence. Only the
+    /// adapter's own document: what the core keeps on a call-like entity (its decisions,
+    /// `started_at`) is stored beside it and never appears here, nor can a write replace it.
     pub state: Option<Value>,
     /// Data the customer attached through decisions (neutral `attach` or native).
     pub attached: Map<String, Value>,
@@ -131,7 +133,8 @@ impl Write {
 
 /// A durable webhook event produced by a transition. The core builds the payload as for
 /// [`crate::Gateway::record`]: `data` holds `event_id`, `tenant`, `vendor`, `call_id` (the
-/// entity id), `seq`, `correlation`, `attached`, the fields below and `vendor_fields`.
+/// entity id), `correlation`, `attached`, the fields below, `received_at`, `vendor_fields`
+/// and `seq`. A field below named like one of the core's keys is left out (and logged).
 #[derive(Debug, Clone, Default)]
 pub struct EntityEvent {
     /// The webhook type, e.g. `ptk.interaction.queued`.
@@ -265,6 +268,14 @@ impl CommandReply {
         }
     }
 }
+
+/// How many times an adapter chooses a transition's keys again: when the fresh id it drew
+/// is taken, or when what it read to choose the keys (the slot an interaction holds, the
+/// call on a channel) changed before the transition ran. [`crate::Gateway::transition`]
+/// already recomputes on a version conflict of the keys it was given; this bounds choosing
+/// them. A collision or a change in between is rare, five in a row means something is wrong
+/// (the adapter answers with its platform's error).
+pub const REPLAN_ATTEMPTS: u32 = 5;
 
 /// How long to wait at most in [`crate::Gateway::wait_change`]; longer requests are capped.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);

@@ -105,6 +105,23 @@ pub(crate) enum Token<'a> {
     Eof,
 }
 
+/// A reader over `xml` (its size checked and declarations refused by the caller), past
+/// leading whitespace or a byte order mark (senders, PHP scripts and the seed's own
+/// examples, put them before the declaration), configured as every reader of this crate is:
+/// the caller matches closing tags, an empty element is one event, comments are checked.
+/// With the offset the reader starts at, for error positions.
+pub(crate) fn reader(xml: &str) -> (Reader<&[u8]>, usize) {
+    let doc = xml.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}');
+    let start = xml.len() - doc.len();
+    let mut reader = Reader::from_str(doc);
+    let config = reader.config_mut();
+    config.check_end_names = false;
+    config.trim_markup_names_in_closing_tags = true;
+    config.expand_empty_elements = false;
+    config.check_comments = true;
+    (reader, start)
+}
+
 /// Reads a document one token at a time, with the checks and leniencies described at the
 /// top of this module. Holds only the names of the open elements, never the document's
 /// content; a reader that stops early calls [`Tokenizer::drain`] to learn whether the
@@ -125,20 +142,7 @@ impl<'a> Tokenizer<'a> {
     pub(crate) fn new(xml: &'a str, limits: &Limits) -> Result<Self, WireError> {
         limits.check_size(xml.len())?;
         refuse_declarations(xml)?;
-        // Senders (PHP scripts, the seed's own examples) put whitespace before the
-        // declaration; a byte order mark left in the text is skipped too.
-        let start = xml.len()
-            - xml
-                .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
-                .len();
-        let mut reader = Reader::from_str(&xml[start..]);
-        {
-            let config = reader.config_mut();
-            config.check_end_names = false;
-            config.trim_markup_names_in_closing_tags = true;
-            config.expand_empty_elements = false;
-            config.check_comments = true;
-        }
+        let (reader, start) = reader(xml);
         Ok(Tokenizer {
             reader,
             start,
@@ -316,20 +320,7 @@ pub(crate) fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, Wi
     limits.check_size(xml.len())?;
     refuse_declarations(xml)?;
     let max_depth = limits.depth();
-    // Senders (PHP scripts, the seed's own examples) put whitespace before the declaration;
-    // a byte order mark left in the text is skipped too.
-    let start = xml.len()
-        - xml
-            .trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}')
-            .len();
-    let mut reader = Reader::from_str(&xml[start..]);
-    {
-        let config = reader.config_mut();
-        config.check_end_names = false;
-        config.trim_markup_names_in_closing_tags = true;
-        config.expand_empty_elements = false;
-        config.check_comments = true;
-    }
+    let (mut reader, start) = reader(xml);
     let mut stack: Vec<Element<'a>> = Vec::new();
     let mut root: Option<Element<'a>> = None;
     loop {

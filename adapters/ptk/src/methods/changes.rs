@@ -53,21 +53,40 @@ async fn appointment<'c>(
     }
 }
 
+/// ModifyInteraction's `Action`: which field the request changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    AppointmentTime,
+    Result,
+    ClientId,
+    /// `DataName` or `DataValue`: one UserData value, named by DataName.
+    Data,
+}
+
+impl Action {
+    /// The action named (case-insensitively), or 108030 naming the valid ones.
+    fn parse(text: Option<&str>) -> Result<Action, Reply> {
+        let valid = wsdl::MODIFY_ACTIONS.values;
+        let named = text.and_then(|a| valid.iter().find(|x| x.eq_ignore_ascii_case(a)));
+        match named.copied() {
+            Some("AppointmentTime") => Ok(Action::AppointmentTime),
+            Some("Result") => Ok(Action::Result),
+            Some("ClientId") => Ok(Action::ClientId),
+            Some(_) => Ok(Action::Data),
+            None => Err(Reply::error(
+                BAD_ACTION,
+                format!("Action must be one of {}", valid.join(", ")),
+            )),
+        }
+    }
+}
+
 pub(super) async fn modify(cx: &Cx<'_>) -> Answered {
     let (ptk, id) = report_target(cx, NOT_FOUND)?;
-    let actions = wsdl::MODIFY_ACTIONS.values;
-    let action = cx
-        .text("Action")
-        .and_then(|a| actions.iter().find(|x| x.eq_ignore_ascii_case(a)))
-        .ok_or_else(|| {
-            Reply::error(
-                BAD_ACTION,
-                format!("Action must be one of {}", actions.join(", ")),
-            )
-        })?;
+    let action = Action::parse(cx.text("Action"))?;
     let ctx = cx.ctx();
-    match *action {
-        "AppointmentTime" => {
+    match action {
+        Action::AppointmentTime => {
             let at = appointment_time(cx.text("AppointmentTime"))?;
             // Read first for the segment whose live state (perhaps a decision) takes it.
             let current = load_live(cx, &ptk, &id)
@@ -82,7 +101,7 @@ pub(super) async fn modify(cx: &Cx<'_>) -> Answered {
             .await;
             Ok(finish(ran))
         }
-        "Result" => {
+        Action::Result => {
             let (result, kind) = cx
                 .text("Result")
                 .and_then(|r| {
@@ -99,7 +118,7 @@ pub(super) async fn modify(cx: &Cx<'_>) -> Answered {
             })
             .await
         }
-        "ClientId" => {
+        Action::ClientId => {
             let client = cx
                 .text("ClientId")
                 .ok_or_else(|| Reply::error(DATA_VALUE_REQUIRED, "Options/ClientId is required"))?;
@@ -116,7 +135,7 @@ pub(super) async fn modify(cx: &Cx<'_>) -> Answered {
                 other => Ok(finish(other)),
             }
         }
-        _ => {
+        Action::Data => {
             if cx.element("DataName").is_none_or(|e| e.value().is_empty()) {
                 return Err(Reply::error(BAD_DATA_NAME, "Options/DataName is required"));
             }
@@ -281,5 +300,45 @@ pub(super) async fn update_interaction_data(cx: &Cx<'_>) -> Answered {
             return Ok(taken(&namespace));
         };
         *claimer = Update::Refused(taken(&namespace));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modify_actions_are_read_once_into_their_enum() {
+        assert_eq!(
+            Action::parse(Some("appointmenttime")).map_err(|r| r.code),
+            Ok(Action::AppointmentTime)
+        );
+        assert_eq!(
+            Action::parse(Some("Result")).map_err(|r| r.code),
+            Ok(Action::Result)
+        );
+        assert_eq!(
+            Action::parse(Some("CLIENTID")).map_err(|r| r.code),
+            Ok(Action::ClientId)
+        );
+        assert_eq!(
+            Action::parse(Some("DataName")).map_err(|r| r.code),
+            Ok(Action::Data)
+        );
+        assert_eq!(
+            Action::parse(Some("DataValue")).map_err(|r| r.code),
+            Ok(Action::Data)
+        );
+        for bad in [None, Some("Contact")] {
+            let refused = Action::parse(bad)
+                .map_err(|r| (r.code, r.message))
+                .expect_err("bad");
+            assert_eq!(refused.0, BAD_ACTION);
+            assert!(
+                refused.1.contains("AppointmentTime, Result, ClientId"),
+                "{}",
+                refused.1
+            );
+        }
     }
 }

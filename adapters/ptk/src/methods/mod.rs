@@ -512,7 +512,7 @@ async fn create<F>(cx: &Cx<'_>, ptk: &str, slot: Option<EntityKey>, mut make: F)
 where
     F: FnMut(&str) -> Result<Step, Reply> + Send,
 {
-    for _ in 0..5 {
+    for _ in 0..ivrgate_adapter::state::REPLAN_ATTEMPTS {
         let id = interaction::new_id(cx.now);
         let mut collided = false;
         let ran = on_slots(cx, ptk, &id, (None, slot.clone()), |stored| {

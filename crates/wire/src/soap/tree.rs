@@ -13,7 +13,6 @@
 use std::borrow::Cow;
 
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::Reader;
 
 use super::{Limits, XSI_NS};
 use crate::WireError;
@@ -330,17 +329,8 @@ pub fn parse<'a>(xml: &'a str, limits: &Limits) -> Result<Element<'a>, WireError
     limits.check_size(xml.len())?;
     refuse_declarations(xml)?;
     let max_depth = limits.depth();
-    // Senders put whitespace (or a byte order mark left in the text) before the declaration.
-    let doc = xml.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{FEFF}');
-    let start = xml.len() - doc.len();
-    let mut reader = Reader::from_str(doc);
-    {
-        let config = reader.config_mut();
-        config.check_end_names = false;
-        config.trim_markup_names_in_closing_tags = true;
-        config.expand_empty_elements = false;
-        config.check_comments = true;
-    }
+    let (mut reader, start) = crate::xml::reader(xml);
+    let doc = &xml[start..];
     let mut stack: Vec<Element<'a>> = Vec::new();
     let mut scopes = Scopes::default();
     let mut root: Option<Element<'a>> = None;
