@@ -292,7 +292,7 @@ pub(super) fn separate_payload(c: &Connection, id: i64) -> Result<Option<bytes::
 }
 
 /// A writer that only counts what is written to it.
-struct ByteCount(usize);
+pub(super) struct ByteCount(pub(super) usize);
 
 impl std::io::Write for ByteCount {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::liveness::Beat;
 
-use super::uow::{apply_uow, find_duplicate};
+use super::uow::{apply_uow, find_duplicate, ByteCount};
 use super::*;
 
 impl SqliteStore {
@@ -279,19 +279,9 @@ impl Space {
 
 /// The length of a value's JSON text, without building it.
 fn json_len(value: &impl serde::Serialize) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
+    let mut count = ByteCount(0);
     let _ = serde_json::to_writer(&mut count, value);
-    count.0
+    count.0 as u64
 }
 
 pub(super) fn writer_loop(
