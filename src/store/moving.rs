@@ -194,68 +194,30 @@ type CallRow = (
 );
 
 async fn copy_calls(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<(), String> {
-    let insert = tx
-        .prepare(
-            "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
-             status, attached, state, expires_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::json, $9::text::json, $10, $11)",
-        )
-        .await
-        .map_err(pg)?;
-    let mut after = i64::MIN;
-    loop {
-        let rows: Vec<CallRow> = sqlite
-            .run(move |c| {
-                c.prepare(
-                    "SELECT rowid, tenant, vendor, vendor_call_id, call_id, status, version, \
-                         next_seq, attached, state, expires_at_ms, updated_at_ms FROM calls \
-                         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
-                )?
-                .query_map([after, CHUNK], |r| CallRow::try_from(r))?
-                .collect()
-            })
-            .await?;
-        let Some(last) = rows.last() else {
-            return Ok(());
-        };
-        after = last.0;
-        for (
-            _,
-            tenant,
-            vendor,
-            vendor_call_id,
-            call_id,
-            status,
-            version,
-            next_seq,
-            attached,
-            state,
-            expires,
-            updated,
-        ) in &rows
-        {
-            tx.execute(
-                &insert,
-                &[
-                    tenant,
-                    vendor,
-                    vendor_call_id,
-                    call_id,
-                    version,
-                    next_seq,
-                    status,
-                    attached,
-                    state,
-                    expires,
-                    updated,
-                ],
-            )
-            .await
-            .map_err(pg)?;
+    copy_chunked::<CallRow>(
+        sqlite,
+        tx,
+        "SELECT rowid, tenant, vendor, vendor_call_id, call_id, status, version, next_seq, \
+         attached, state, expires_at_ms, updated_at_ms FROM calls \
+         WHERE rowid > ?1 ORDER BY rowid LIMIT ?2",
+        |r| {
+            let row = CallRow::try_from(r)?;
+            Ok((row.0, row))
+        },
+        "INSERT INTO calls (tenant, vendor, vendor_call_id, call_id, version, next_seq, \
+         status, attached, state, expires_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::json, $9::text::json, $10, $11)",
+        |c| {
+            vec![
+                &c.1, &c.2, &c.3, &c.4, &c.6, &c.7, &c.5, &c.8, &c.9, &c.10, &c.11,
+            ]
+        },
+        |c| {
             moved.calls += 1;
-            moved.live_calls += u64::from(state.is_some());
-        }
-    }
+            moved.live_calls += u64::from(c.9.is_some());
+        },
+    )
+    .await
 }
 
 /// One outbox row as read from SQLite: id, event_id, tenant, call_id, seq, event_type,
@@ -277,57 +239,74 @@ type OutboxRow = (
 );
 
 async fn copy_outbox(sqlite: &Sqlite, tx: &Tx<'_>, moved: &mut Moved) -> Result<(), String> {
-    let insert = tx
-        .prepare(
-            "INSERT INTO outbox (id, event_id, tenant, call_id, seq, event_type, payload, \
-             created_at_ms, status, attempts, next_attempt_ms, last_error, done_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .await
-        .map_err(pg)?;
-    let mut after = i64::MIN;
-    loop {
-        let rows: Vec<OutboxRow> = sqlite
-            .run(move |c| {
-                // A large payload lives in `payloads` (the outbox column is then empty).
-                c.prepare(
-                    "SELECT o.id, event_id, tenant, call_id, seq, event_type, \
-                     CASE WHEN length(o.payload) = 0 THEN coalesce(p.body, o.payload) ELSE o.payload END, \
-                     created_at_ms, status, attempts, next_attempt_ms, last_error, done_at_ms \
-                     FROM outbox o LEFT JOIN payloads p ON p.id = o.id \
-                     WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
-                )?
-                .query_map([after, CHUNK], |r| OutboxRow::try_from(r))?
-                .collect()
-            })
-            .await?;
-        let Some(last) = rows.last() else {
-            return Ok(());
-        };
-        after = last.0;
-        for row in &rows {
+    copy_chunked::<(OutboxRow, i16, i32)>(
+        sqlite,
+        tx,
+        // A large payload lives in `payloads` (the outbox column is then empty).
+        "SELECT o.id, event_id, tenant, call_id, seq, event_type, \
+         CASE WHEN length(o.payload) = 0 THEN coalesce(p.body, o.payload) ELSE o.payload END, \
+         created_at_ms, status, attempts, next_attempt_ms, last_error, done_at_ms \
+         FROM outbox o LEFT JOIN payloads p ON p.id = o.id \
+         WHERE o.id > ?1 ORDER BY o.id LIMIT ?2",
+        |r| {
+            let row = OutboxRow::try_from(r)?;
             let status = i16::try_from(row.8).unwrap_or(0);
             let attempts = i32::try_from(row.9).unwrap_or(i32::MAX);
-            tx.execute(
-                &insert,
-                &[
-                    &row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6, &row.7, &status,
-                    &attempts, &row.10, &row.11, &row.12,
-                ],
-            )
-            .await
-            .map_err(pg)?;
-            match status {
-                0 => moved.pending += 1,
-                1 => moved.delivered += 1,
-                _ => moved.dead += 1,
-            }
-        }
-    }
+            Ok((row.0, (row, status, attempts)))
+        },
+        "INSERT INTO outbox (id, event_id, tenant, call_id, seq, event_type, payload, \
+         created_at_ms, status, attempts, next_attempt_ms, last_error, done_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        |(o, status, attempts)| {
+            vec![
+                &o.0, &o.1, &o.2, &o.3, &o.4, &o.5, &o.6, &o.7, status, attempts, &o.10, &o.11,
+                &o.12,
+            ]
+        },
+        |(_, status, _)| match status {
+            0 => moved.pending += 1,
+            1 => moved.delivered += 1,
+            _ => moved.dead += 1,
+        },
+    )
+    .await
 }
 
 /// A SQL parameter of PostgreSQL.
 type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// Copies a large table [`CHUNK`] rows a round trip, in key order: `select` reads the rows
+/// whose key is past `?1`, at most `?2` of them, and `read` makes one its key and a tuple;
+/// each tuple is inserted into PostgreSQL by `insert` with `params` of it, then `count`ed.
+async fn copy_chunked<T: Send + 'static>(
+    sqlite: &Sqlite,
+    tx: &Tx<'_>,
+    select: &'static str,
+    read: fn(&rusqlite::Row<'_>) -> rusqlite::Result<(i64, T)>,
+    insert: &str,
+    params: fn(&T) -> Vec<Param<'_>>,
+    mut count: impl FnMut(&T),
+) -> Result<(), String> {
+    let insert = tx.prepare(insert).await.map_err(pg)?;
+    let mut after = i64::MIN;
+    loop {
+        let rows: Vec<(i64, T)> = sqlite
+            .run(move |c| {
+                c.prepare(select)?
+                    .query_map([after, CHUNK], read)?
+                    .collect()
+            })
+            .await?;
+        let Some((last, _)) = rows.last() else {
+            return Ok(());
+        };
+        after = *last;
+        for (_, row) in &rows {
+            tx.execute(&insert, &params(row)).await.map_err(pg)?;
+            count(row);
+        }
+    }
+}
 
 /// Copies one small table whole: every row `select` reads from SQLite (`read` makes it a
 /// tuple), inserted into PostgreSQL by `insert` with `params` of it. Returns the count.
