@@ -105,6 +105,19 @@ fn simulate(args: &[&str]) -> (ExitStatus, String, String) {
     run_with_timeout(&mut command, CALL)
 }
 
+/// Runs `ivrgate simulate` on one of `examples/simulate/`'s scenarios against `url`.
+fn simulate_example(scenario: &str, url: &str) -> (ExitStatus, String, String) {
+    let path = example(scenario);
+    simulate(&[
+        "--scenario",
+        path.to_str().expect("path"),
+        "--url",
+        url,
+        "--secret",
+        SECRET,
+    ])
+}
+
 /// Asserts that `needles` appear in `text` in this order.
 fn in_order(text: &str, needles: &[&str]) {
     let mut from = 0;
@@ -127,14 +140,7 @@ fn types(requests: &[Value]) -> Vec<String> {
 fn a_voicenter_call_plays_menu_then_dial_with_every_webhook_signed_and_delivered() {
     let mut receiver = PyReceiver::start("menu-dial", None);
     let url = receiver.url("http");
-    let (status, out, err) = simulate(&[
-        "--scenario",
-        example("voicenter-menu-dial.toml").to_str().expect("path"),
-        "--url",
-        &url,
-        "--secret",
-        SECRET,
-    ]);
+    let (status, out, err) = simulate_example("voicenter-menu-dial.toml", &url);
     assert!(status.success(), "exit {status:?}\n{out}\n{err}");
     in_order(
         &out,
@@ -195,14 +201,7 @@ fn a_voicenter_call_plays_menu_then_dial_with_every_webhook_signed_and_delivered
 fn a_goto_leads_to_the_layer_input_in_xml_rpc_and_a_busy_target_ends_the_call() {
     let mut receiver = PyReceiver::start("menu-dial", None);
     let url = receiver.url("http");
-    let (status, out, err) = simulate(&[
-        "--scenario",
-        example("voicenter-layer.toml").to_str().expect("path"),
-        "--url",
-        &url,
-        "--secret",
-        SECRET,
-    ]);
+    let (status, out, err) = simulate_example("voicenter-layer.toml", &url);
     assert!(status.success(), "exit {status:?}\n{out}\n{err}");
     in_order(
         &out,
@@ -477,14 +476,7 @@ fn bad_usage_exits_64_and_help_exits_0() {
 fn an_openscape_call_is_routed_queued_assigned_and_transferred() {
     let mut receiver = PyReceiver::start("menu-dial", None);
     let url = receiver.url("http");
-    let (status, out, err) = simulate(&[
-        "--scenario",
-        example("openscape-queue.toml").to_str().expect("path"),
-        "--url",
-        &url,
-        "--secret",
-        SECRET,
-    ]);
+    let (status, out, err) = simulate_example("openscape-queue.toml", &url);
     assert!(status.success(), "exit {status:?}\n{out}\n{err}");
     in_order(
         &out,
@@ -560,14 +552,7 @@ fn an_openscape_routing_answer_out_of_range_plays_no_routing_with_its_reason() {
 fn a_ptk_call_takes_the_callback_offer_and_the_dialer_calls_back_when_due() {
     let mut receiver = PyReceiver::start("menu-dial", None);
     let url = receiver.url("http");
-    let (status, out, err) = simulate(&[
-        "--scenario",
-        example("ptk-callback.toml").to_str().expect("path"),
-        "--url",
-        &url,
-        "--secret",
-        SECRET,
-    ]);
+    let (status, out, err) = simulate_example("ptk-callback.toml", &url);
     assert!(status.success(), "exit {status:?}\n{out}\n{err}");
     in_order(
         &out,
@@ -665,14 +650,7 @@ fn a_segment_answer_ptk_cannot_use_is_named_and_the_caller_holds_for_an_agent() 
 fn a_ctips_session_comes_online_and_a_route_request_is_answered_with_route_select() {
     let mut receiver = PyReceiver::start("menu-dial", None);
     let url = receiver.url("http");
-    let (status, out, err) = simulate(&[
-        "--scenario",
-        example("ctips-route.toml").to_str().expect("path"),
-        "--url",
-        &url,
-        "--secret",
-        SECRET,
-    ]);
+    let (status, out, err) = simulate_example("ctips-route.toml", &url);
     assert!(status.success(), "exit {status:?}\n{out}\n{err}");
     in_order(
         &out,
