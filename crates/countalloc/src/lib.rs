@@ -10,9 +10,10 @@ use std::alloc::{GlobalAlloc, Layout};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-/// Counter slots. Threads past this many share slots, which stays correct (the increments
-/// are atomic) and only costs some of the contention this crate avoids.
+/// Counter slots: one per thread for the first `SLOTS - 1` threads, the last one shared by
+/// every thread after them.
 pub const SLOTS: usize = 256;
+const SHARED: usize = SLOTS - 1;
 
 /// One counter alone on its cache line.
 #[repr(align(128))]
@@ -31,16 +32,23 @@ thread_local! {
 }
 
 fn count_one() {
-    // During thread teardown the thread-local may be gone: count in slot 0 then.
+    // During thread teardown the thread-local may be gone: count in the shared slot then.
     let slot = MY_SLOT
         .try_with(|s| {
             if s.get() == usize::MAX {
-                s.set(NEXT_SLOT.fetch_add(1, Ordering::Relaxed) % SLOTS);
+                s.set(NEXT_SLOT.fetch_add(1, Ordering::Relaxed).min(SHARED));
             }
             s.get()
         })
-        .unwrap_or(0);
-    COUNTS[slot].0.fetch_add(1, Ordering::Relaxed);
+        .unwrap_or(SHARED);
+    let counter = &COUNTS[slot].0;
+    if slot == SHARED {
+        counter.fetch_add(1, Ordering::Relaxed);
+    } else {
+        // Only this thread writes its own slot: a plain load and store (no locked
+        // read-modify-write) cannot lose a count, and costs next to nothing.
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 /// Wraps the allocator `A`, counting each `alloc`, `alloc_zeroed` and `realloc`.
