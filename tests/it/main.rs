@@ -12,6 +12,7 @@ mod edge;
 mod entities;
 mod fidelity;
 mod hardening;
+mod instances;
 mod memory;
 mod openscape;
 mod openscape_state;
