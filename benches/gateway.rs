@@ -993,12 +993,14 @@ async fn bench(threads: usize) {
     }
 
     // 2. Throughput beside a bare pass-through proxy.
+    let mut passthrough_rate = None;
     if selected("throughput") {
         eprintln!("2/8 decision throughput, {CLIENTS} clients, closed loop");
         let _ = closed_loop(CLIENTS, WARMUP, proxy_decision.clone(), is_menu_json).await;
         let proxy_tp = closed_loop(CLIENTS, secs, proxy_decision.clone(), is_menu_json).await;
         let gateway_tp = closed_loop(CLIENTS, secs, gateway_decision.clone(), is_menu).await;
         let ratio = gateway_tp.per_second / proxy_tp.per_second;
+        passthrough_rate = Some(proxy_tp.per_second);
         rows.push(row(
             &format!("throughput via gateway ({CLIENTS} clients)"),
             throughput(&gateway_tp),
@@ -1207,7 +1209,18 @@ async fn bench(threads: usize) {
                 None,
             ));
         }
-        rows.extend(pg_phases(&client, &template, webhook.addr, bare, secs, run_id).await);
+        rows.extend(
+            pg_phases(
+                &client,
+                &template,
+                webhook.addr,
+                bare,
+                passthrough_rate,
+                secs,
+                run_id,
+            )
+            .await,
+        );
     }
 
     let load_after = loadavg();
@@ -1342,6 +1355,7 @@ async fn pg_phases(
     template: &Arc<str>,
     webhook: SocketAddr,
     bare: &OpenLoop,
+    passthrough_rate: Option<f64>,
     secs: Duration,
     run_id: u32,
 ) -> Vec<Row> {
@@ -1384,7 +1398,8 @@ async fn pg_phases(
             })
         };
         let _ = closed_loop(4, WARMUP, decision.clone(), is_menu).await;
-        let through = open_loop(RATE, secs, decision, is_menu).await;
+        let through = open_loop(RATE, secs, decision.clone(), is_menu).await;
+        let decision_tp = closed_loop(CLIENTS, secs, decision, is_menu).await;
         let cdr: MakeRequest = {
             let (client, addrs) = (client.clone(), addrs.clone());
             let offset = 2_000_000_000u64 * n as u64;
@@ -1409,6 +1424,22 @@ async fn pg_phases(
                 g50 - b50,
                 g99 - b99,
                 through.errors
+            ),
+            "",
+            None,
+        ));
+        rows.push(row(
+            &format!("PostgreSQL, {label}: throughput ({CLIENTS} clients)"),
+            format!(
+                "{}, {:.0} allocations/req{}",
+                throughput(&decision_tp),
+                decision_tp.allocs,
+                passthrough_rate
+                    .map(|p| format!(
+                        ", {:.0} % of pass-through",
+                        100.0 * decision_tp.per_second / p
+                    ))
+                    .unwrap_or_default()
             ),
             "",
             None,
