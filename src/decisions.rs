@@ -165,6 +165,8 @@ impl Core {
             None => row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
         };
         let previous = match &pending {
+            // The last decision is part of the call's live state: none once the call ended.
+            _ if row.as_ref().is_some_and(|r| r.state.is_none()) => Value::Null,
             Some(p) => p.last.clone(),
             None => row
                 .as_ref()
@@ -221,9 +223,8 @@ impl Core {
                 Err(reason) => (fallback.clone(), AnswerSource::Fallback(reason)),
             }
         };
-        for (k, v) in point.attached_by(&answer) {
-            attached.insert(k, v);
-        }
+        let own = point.attached_by(&answer);
+        attached.extend(own.clone());
         let (source_label, reason) = match &source {
             AnswerSource::Customer => ("customer", None),
             AnswerSource::FallbackUrl => ("fallback_url", None),
@@ -291,7 +292,7 @@ impl Core {
                         attached: attached.clone(),
                     },
                 );
-            self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
+            self.commit_decision(key, call_id, row, attached.clone(), own, last, &runtime);
         }
         Decision {
             decision_id,
@@ -304,13 +305,24 @@ impl Core {
 
     /// Records a decision on its call. The legacy side is answered without waiting for this
     /// commit (a decision is not an acknowledgement of a stored event); the write is queued
-    /// now, so a later request on the same call reads it.
+    /// now, so a later request on the same call reads it. `attached` is the call's data as
+    /// the decision's webhook showed it plus what its answer attached (`own`).
+    ///
+    /// The write never brings back a call that ended or expired (its row has no live state):
+    /// a hangup (or expiry) committed before it stays the call's end, with no new state and
+    /// no expiry timer, so no `call.expired` follows a `call.hangup`, and `previous_decision`
+    /// stays `null`. Only the answer's own attached keys are recorded on such a call
+    /// (attached data outlives the call: a later CDR carries them); with none, nothing is
+    /// written. A write rebuilt after a version conflict puts only `own` over the row as it
+    /// is then, so what another writer attached or changed meanwhile stays.
+    #[allow(clippy::too_many_arguments)]
     fn commit_decision(
         self: &Core,
         key: CallKey,
         call_id: String,
         row: Option<CallRow>,
         attached: Map<String, Value>,
+        own: Map<String, Value>,
         last: Value,
         runtime: &Runtime,
     ) {
@@ -328,7 +340,44 @@ impl Core {
             .to_owned();
         let store = self.store.clone();
         let clock = self.clock.clone();
-        let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {
+        let build = move |row: Option<&CallRow>, now_ms: i64, rebuilt: bool| {
+            // The decision's view of the attached data on its first write (it read this row),
+            // its answer's keys alone over a row read again or one that ended.
+            let ended = row.filter(|r| r.state.is_none());
+            let keys = if rebuilt || ended.is_some() {
+                &own
+            } else {
+                &attached
+            };
+            let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
+            let mut changed = false;
+            for (k, v) in keys {
+                if merged.get(k) != Some(v) {
+                    merged.insert(k.clone(), v.clone());
+                    changed = true;
+                }
+            }
+            // An ended or expired call stays so: its status, state and expiry as they are.
+            if let Some(r) = ended {
+                return changed.then(|| UnitOfWork {
+                    tenant: key.tenant.clone(),
+                    now_ms,
+                    call: Some(CallWrite {
+                        key: key.clone(),
+                        call_id: r.call_id.clone(),
+                        expected_version: Some(r.version),
+                        status: if r.status == "expired" {
+                            "expired"
+                        } else {
+                            "ended"
+                        },
+                        attached: merged,
+                        state: None,
+                        expires_at_ms: r.expires_at_ms,
+                    }),
+                    ..UnitOfWork::default()
+                });
+            }
             let mut state = row
                 .and_then(|r| r.state.clone())
                 .unwrap_or_else(|| json!({"started_at": rfc3339(crate::clock::from_ms(now_ms))}));
@@ -337,11 +386,7 @@ impl Core {
                 obj.insert("decisions".into(), json!(n + 1));
                 obj.insert("last_decision".into(), last.clone());
             }
-            let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
-            for (k, v) in &attached {
-                merged.insert(k.clone(), v.clone());
-            }
-            UnitOfWork {
+            Some(UnitOfWork {
                 tenant: key.tenant.clone(),
                 now_ms,
                 call: Some(CallWrite {
@@ -362,10 +407,10 @@ impl Core {
                     },
                 }),
                 ..UnitOfWork::default()
-            }
+            })
         };
-        let first = build(row.as_ref(), clock.now_ms());
-        let pending = store.commit_queued(first);
+        let pending =
+            build(row.as_ref(), clock.now_ms(), false).map(|uow| store.commit_queued(uow));
         tokio::spawn(async move {
             // However the write ends, this decision is no longer pending.
             let _clear = Defer(Some(move || {
@@ -377,12 +422,16 @@ impl Core {
                     map.remove(&overlay_key);
                 }
             }));
+            let Some(pending) = pending else { return };
             let mut outcome = pending.await;
             for _ in 0..5 {
                 match outcome {
                     Ok(CommitOutcome::Conflict) => {
                         let row = store.load_call(retry_key.clone()).await.ok().flatten();
-                        outcome = store.commit(build(row.as_ref(), clock.now_ms())).await;
+                        match build(row.as_ref(), clock.now_ms(), true) {
+                            Some(uow) => outcome = store.commit(uow).await,
+                            None => return,
+                        }
                     }
                     Ok(_) => return,
                     Err(e) => {
