@@ -160,6 +160,14 @@ impl Core {
             (None, Some(r)) => r.call_id.clone(),
             (None, None) => ids::call_id(),
         });
+        // A new call's id is in the overlay from now on, not only once the customer answered:
+        // an event on the call meanwhile (the caller hangs up while the customer is asked)
+        // takes the same id (`Core::pending_call`), so the call never gets two. Taken out
+        // again if this decision ends before its write is queued.
+        let minted = match (&key, &call_id, &pending, &row) {
+            (Some(key), Some(id), None, None) => Some(self.hold_call_id(key, &decision_id, id)),
+            _ => None,
+        };
         let mut attached = match &pending {
             Some(p) => p.attached.clone(),
             None => row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
@@ -292,6 +300,10 @@ impl Core {
                         attached: attached.clone(),
                     },
                 );
+            if let Some(mut minted) = minted {
+                // The entry is this decision's own now, cleared once its write ends.
+                minted.0 = None;
+            }
             self.commit_decision(key, call_id, row, attached.clone(), own, last, &runtime);
         }
         Decision {
@@ -301,6 +313,46 @@ impl Core {
             source,
             attached,
         }
+    }
+
+    /// Puts a new call's id in the overlay for a decision still asking the customer; the
+    /// guard takes it out again when dropped armed (the decision ended before its write was
+    /// queued, e.g. its request was cancelled).
+    fn hold_call_id(
+        &self,
+        key: &CallKey,
+        decision_id: &str,
+        call_id: &str,
+    ) -> Defer<impl FnOnce()> {
+        let overlay = self.pending_decisions.clone();
+        overlay.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key.clone(),
+            PendingDecision {
+                decision_id: decision_id.to_owned(),
+                call_id: call_id.to_owned(),
+                last: Value::Null,
+                attached: Map::new(),
+            },
+        );
+        let (key, decision_id) = (key.clone(), decision_id.to_owned());
+        Defer(Some(move || {
+            let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&key).is_some_and(|p| p.decision_id == decision_id) {
+                map.remove(&key);
+            }
+        }))
+    }
+
+    /// The id and attached data of a call this instance has given an id but whose row may
+    /// not be stored yet: a decision's write queued and not committed, or a new call's first
+    /// decision still asking the customer. The event path takes them when the store has no
+    /// row, so a call keeps one id.
+    pub(crate) fn pending_call(&self, key: &CallKey) -> Option<(String, Map<String, Value>)> {
+        self.pending_decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|p| (p.call_id.clone(), p.attached.clone()))
     }
 
     /// Records a decision on its call. The legacy side is answered without waiting for this

@@ -521,3 +521,53 @@ async fn a_decision_write_rebuilt_after_a_conflict_keeps_what_another_writer_att
     );
     pair.stop().await;
 }
+
+on_both_backends!(2: a_hangup_during_a_new_calls_first_decision_takes_its_call_id);
+
+/// One instance: a new call's first decision asks its customer, who answers only once the
+/// test says; meanwhile the caller hangs up and the HANGUP_CALL is stored (no row yet: the
+/// decision's write is not even queued). The `call.hangup` carries the `call_id` the
+/// decision webhook carried, and the call's row keeps it, ended, with what the answer
+/// attached. Before the fix, the event path did not read the overlay and gave the call a
+/// second id. Then a second call hangs up right after its first decision is answered, its
+/// write usually still queued: the same id again (this held before too, as this instance's
+/// writes commit in the order queued: the hangup's insert meets the decision's row, and
+/// the event is built again on it).
+async fn a_hangup_during_a_new_calls_first_decision_takes_its_call_id(backend: Backend) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let rx = receiver_held(&gate).await;
+    let Some(pair) = Pair::start(backend, "xinst_newcall", &rx.url("/hooks")).await else {
+        return;
+    };
+    let call = "c-new-hangup";
+    let (layer, call_id) = tokio::join!(answered_layer(&pair.a, call, "5"), async {
+        let decision = rx.next_of("decision.layer_input").await.json["data"].clone();
+        assert_eq!(decision["previous_decision"], Value::Null, "{decision}");
+        hang_up(&pair.a, call).await;
+        let hangup = rx.next_of("call.hangup").await.json["data"].clone();
+        assert_eq!(
+            hangup["call_id"], decision["call_id"],
+            "the call got a second id: {hangup}"
+        );
+        gate.add_permits(1);
+        decision["call_id"].clone()
+    });
+    assert_eq!(layer, 5);
+    let row = pair
+        .peek
+        .until_row(call, |r| r.attached.get("late").is_some())
+        .await;
+    assert_eq!(row.call_id, call_id.as_str().expect("call id"));
+    assert_eq!(
+        (row.status.as_str(), &row.state, row.expiry_timers),
+        ("ended", &None, 0),
+        "{row:?}"
+    );
+
+    let call = "c-new-hangup-after";
+    let decision = decide(&pair.a, &rx, call, "1").await;
+    hang_up(&pair.a, call).await;
+    let hangup = rx.next_of("call.hangup").await.json["data"].clone();
+    assert_eq!(hangup["call_id"], decision["call_id"], "{hangup}");
+    pair.stop().await;
+}
