@@ -415,10 +415,16 @@ impl Core {
                 None => None,
             };
             let call = key.as_ref().map(|key| {
-                let call_id = row
-                    .as_ref()
-                    .map(|r| r.call_id.clone())
-                    .unwrap_or_else(ids::call_id);
+                // Without a row, a decision of this instance may have given the call its id
+                // already (its write not committed yet, or its customer still asked: the
+                // caller hung up meanwhile); the event takes that id and the decision's
+                // attached data, so the call has one id.
+                let (call_id, attached) = match &row {
+                    Some(r) => (r.call_id.clone(), r.attached.clone()),
+                    None => self
+                        .pending_call(key)
+                        .unwrap_or_else(|| (ids::call_id(), Map::new())),
+                };
                 let live = row.as_ref().and_then(|r| r.state.clone());
                 let (status, state, expires) = match (ev.effect, live) {
                     (CallEffect::End, _) => ("ended", None, None),
@@ -452,7 +458,7 @@ impl Core {
                     call_id,
                     expected_version: row.as_ref().map(|r| r.version),
                     status,
-                    attached: row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
+                    attached,
                     state: state.map(Into::into),
                     expires_at_ms: expires,
                 }

@@ -160,11 +160,21 @@ impl Core {
             (None, Some(r)) => r.call_id.clone(),
             (None, None) => ids::call_id(),
         });
+        // A new call's id is in the overlay from now on, not only once the customer answered:
+        // an event on the call meanwhile (the caller hangs up while the customer is asked)
+        // takes the same id (`Core::pending_call`), so the call never gets two. Taken out
+        // again if this decision ends before its write is queued.
+        let minted = match (&key, &call_id, &pending, &row) {
+            (Some(key), Some(id), None, None) => Some(self.hold_call_id(key, &decision_id, id)),
+            _ => None,
+        };
         let mut attached = match &pending {
             Some(p) => p.attached.clone(),
             None => row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
         };
         let previous = match &pending {
+            // The last decision is part of the call's live state: none once the call ended.
+            _ if row.as_ref().is_some_and(|r| r.state.is_none()) => Value::Null,
             Some(p) => p.last.clone(),
             None => row
                 .as_ref()
@@ -221,9 +231,8 @@ impl Core {
                 Err(reason) => (fallback.clone(), AnswerSource::Fallback(reason)),
             }
         };
-        for (k, v) in point.attached_by(&answer) {
-            attached.insert(k, v);
-        }
+        let own = point.attached_by(&answer);
+        attached.extend(own.clone());
         let (source_label, reason) = match &source {
             AnswerSource::Customer => ("customer", None),
             AnswerSource::FallbackUrl => ("fallback_url", None),
@@ -291,7 +300,11 @@ impl Core {
                         attached: attached.clone(),
                     },
                 );
-            self.commit_decision(key, call_id, row, attached.clone(), last, &runtime);
+            if let Some(mut minted) = minted {
+                // The entry is this decision's own now, cleared once its write ends.
+                minted.0 = None;
+            }
+            self.commit_decision(key, call_id, row, attached.clone(), own, last, &runtime);
         }
         Decision {
             decision_id,
@@ -302,15 +315,66 @@ impl Core {
         }
     }
 
+    /// Puts a new call's id in the overlay for a decision still asking the customer; the
+    /// guard takes it out again when dropped armed (the decision ended before its write was
+    /// queued, e.g. its request was cancelled).
+    fn hold_call_id(
+        &self,
+        key: &CallKey,
+        decision_id: &str,
+        call_id: &str,
+    ) -> Defer<impl FnOnce()> {
+        let overlay = self.pending_decisions.clone();
+        overlay.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            key.clone(),
+            PendingDecision {
+                decision_id: decision_id.to_owned(),
+                call_id: call_id.to_owned(),
+                last: Value::Null,
+                attached: Map::new(),
+            },
+        );
+        let (key, decision_id) = (key.clone(), decision_id.to_owned());
+        Defer(Some(move || {
+            let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&key).is_some_and(|p| p.decision_id == decision_id) {
+                map.remove(&key);
+            }
+        }))
+    }
+
+    /// The id and attached data of a call this instance has given an id but whose row may
+    /// not be stored yet: a decision's write queued and not committed, or a new call's first
+    /// decision still asking the customer. The event path takes them when the store has no
+    /// row, so a call keeps one id.
+    pub(crate) fn pending_call(&self, key: &CallKey) -> Option<(String, Map<String, Value>)> {
+        self.pending_decisions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .map(|p| (p.call_id.clone(), p.attached.clone()))
+    }
+
     /// Records a decision on its call. The legacy side is answered without waiting for this
     /// commit (a decision is not an acknowledgement of a stored event); the write is queued
-    /// now, so a later request on the same call reads it.
+    /// now, so a later request on the same call reads it. `attached` is the call's data as
+    /// the decision's webhook showed it plus what its answer attached (`own`).
+    ///
+    /// The write never brings back a call that ended or expired (its row has no live state):
+    /// a hangup (or expiry) committed before it stays the call's end, with no new state and
+    /// no expiry timer, so no `call.expired` follows a `call.hangup`, and `previous_decision`
+    /// stays `null`. Only the answer's own attached keys are recorded on such a call
+    /// (attached data outlives the call: a later CDR carries them); with none, nothing is
+    /// written. A write rebuilt after a version conflict puts only `own` over the row as it
+    /// is then, so what another writer attached or changed meanwhile stays.
+    #[allow(clippy::too_many_arguments)]
     fn commit_decision(
         self: &Core,
         key: CallKey,
         call_id: String,
         row: Option<CallRow>,
         attached: Map<String, Value>,
+        own: Map<String, Value>,
         last: Value,
         runtime: &Runtime,
     ) {
@@ -328,7 +392,44 @@ impl Core {
             .to_owned();
         let store = self.store.clone();
         let clock = self.clock.clone();
-        let build = move |row: Option<&CallRow>, now_ms: i64| -> UnitOfWork {
+        let build = move |row: Option<&CallRow>, now_ms: i64, rebuilt: bool| {
+            // The decision's view of the attached data on its first write (it read this row),
+            // its answer's keys alone over a row read again or one that ended.
+            let ended = row.filter(|r| r.state.is_none());
+            let keys = if rebuilt || ended.is_some() {
+                &own
+            } else {
+                &attached
+            };
+            let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
+            let mut changed = false;
+            for (k, v) in keys {
+                if merged.get(k) != Some(v) {
+                    merged.insert(k.clone(), v.clone());
+                    changed = true;
+                }
+            }
+            // An ended or expired call stays so: its status, state and expiry as they are.
+            if let Some(r) = ended {
+                return changed.then(|| UnitOfWork {
+                    tenant: key.tenant.clone(),
+                    now_ms,
+                    call: Some(CallWrite {
+                        key: key.clone(),
+                        call_id: r.call_id.clone(),
+                        expected_version: Some(r.version),
+                        status: if r.status == "expired" {
+                            "expired"
+                        } else {
+                            "ended"
+                        },
+                        attached: merged,
+                        state: None,
+                        expires_at_ms: r.expires_at_ms,
+                    }),
+                    ..UnitOfWork::default()
+                });
+            }
             let mut state = row
                 .and_then(|r| r.state.clone())
                 .unwrap_or_else(|| json!({"started_at": rfc3339(crate::clock::from_ms(now_ms))}));
@@ -337,11 +438,7 @@ impl Core {
                 obj.insert("decisions".into(), json!(n + 1));
                 obj.insert("last_decision".into(), last.clone());
             }
-            let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
-            for (k, v) in &attached {
-                merged.insert(k.clone(), v.clone());
-            }
-            UnitOfWork {
+            Some(UnitOfWork {
                 tenant: key.tenant.clone(),
                 now_ms,
                 call: Some(CallWrite {
@@ -362,10 +459,10 @@ impl Core {
                     },
                 }),
                 ..UnitOfWork::default()
-            }
+            })
         };
-        let first = build(row.as_ref(), clock.now_ms());
-        let pending = store.commit_queued(first);
+        let pending =
+            build(row.as_ref(), clock.now_ms(), false).map(|uow| store.commit_queued(uow));
         tokio::spawn(async move {
             // However the write ends, this decision is no longer pending.
             let _clear = Defer(Some(move || {
@@ -377,12 +474,16 @@ impl Core {
                     map.remove(&overlay_key);
                 }
             }));
+            let Some(pending) = pending else { return };
             let mut outcome = pending.await;
             for _ in 0..5 {
                 match outcome {
                     Ok(CommitOutcome::Conflict) => {
                         let row = store.load_call(retry_key.clone()).await.ok().flatten();
-                        outcome = store.commit(build(row.as_ref(), clock.now_ms())).await;
+                        match build(row.as_ref(), clock.now_ms(), true) {
+                            Some(uow) => outcome = store.commit(uow).await,
+                            None => return,
+                        }
                     }
                     Ok(_) => return,
                     Err(e) => {

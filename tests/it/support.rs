@@ -59,6 +59,8 @@ pub struct Reply {
     pub body: String,
     pub delay: Duration,
     pub headers: Vec<(String, String)>,
+    /// Held until the gate gives a permit (at most `WAIT`), then answered.
+    pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl Reply {
@@ -68,6 +70,7 @@ impl Reply {
             body: body.into(),
             delay: Duration::ZERO,
             headers: Vec::new(),
+            gate: None,
         }
     }
 
@@ -77,11 +80,19 @@ impl Reply {
             body: String::new(),
             delay: Duration::ZERO,
             headers: Vec::new(),
+            gate: None,
         }
     }
 
     pub fn after(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    /// Answers only once `gate` gives a permit (`add_permits(1)`), or after `WAIT`: the test
+    /// decides when the request in flight ends.
+    pub fn held(mut self, gate: &Arc<tokio::sync::Semaphore>) -> Reply {
+        self.gate = Some(gate.clone());
         self
     }
 
@@ -157,6 +168,13 @@ impl Receiver {
                             let behaviour = b.lock().expect("behaviour").clone();
                             let reply = behaviour(&hook);
                             let _ = tx.send(hook);
+                            if let Some(gate) = &reply.gate {
+                                if let Ok(Ok(permit)) =
+                                    tokio::time::timeout(WAIT, gate.acquire()).await
+                                {
+                                    permit.forget();
+                                }
+                            }
                             if !reply.delay.is_zero() {
                                 tokio::time::sleep(reply.delay).await;
                             }
