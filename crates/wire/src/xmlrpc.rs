@@ -24,6 +24,7 @@ use base64::Engine as _;
 
 use std::borrow::Cow;
 
+use crate::reply::Reply;
 use crate::xml::{is_blank, Name, Token, Tokenizer};
 use crate::{Limits, WireError};
 
@@ -170,6 +171,28 @@ pub fn write_response(value: &Value) -> String {
     out
 }
 
+/// [`write_response`] of [`Value::from_json`]`(value)`, written straight from the JSON: the
+/// same bytes without a copy of the tree. For answers built as JSON (the Voicenter adapter's).
+pub fn write_json_response(value: &serde_json::Value) -> String {
+    // room for a small answer's markup, so most are written without growing
+    let mut out = String::with_capacity(RESPONSE_CAPACITY);
+    out.push_str(DECLARATION);
+    out.push_str("<methodResponse><params><param>");
+    write_json_value(&mut out, value);
+    out.push_str("</param></params></methodResponse>");
+    out
+}
+
+/// [`write_response`] of the value a [`Reply`] stands for, written from the reply.
+pub fn write_reply(reply: &Reply<'_>) -> String {
+    let mut out = String::with_capacity(RESPONSE_CAPACITY);
+    out.push_str(DECLARATION);
+    out.push_str("<methodResponse><params><param>");
+    write_reply_value(&mut out, reply);
+    out.push_str("</param></params></methodResponse>");
+    out
+}
+
 /// `<methodResponse><fault>` with `faultCode`/`faultString`.
 pub fn write_fault(fault: &Fault) -> String {
     let mut out = String::from(DECLARATION);
@@ -311,6 +334,10 @@ impl Value {
 }
 
 const DECLARATION: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>";
+
+/// What [`write_json_response`] and [`write_reply`] reserve at first: room for a reply of a
+/// dozen members.
+const RESPONSE_CAPACITY: usize = 1024;
 
 /// An optional sign and at least one ASCII digit, nothing else.
 fn is_integer(text: &str) -> bool {
@@ -589,13 +616,7 @@ fn scalar(name: &str, text: &str) -> Result<Value, WireError> {
 fn write_value(out: &mut String, value: &Value) {
     out.push_str("<value>");
     match value {
-        Value::Int(i) => {
-            if i32::try_from(*i).is_ok() {
-                out.push_str(&format!("<int>{i}</int>"));
-            } else {
-                out.push_str(&format!("<i8>{i}</i8>"));
-            }
-        }
+        Value::Int(i) => write_int(out, *i),
         Value::Bool(b) => out.push_str(if *b {
             "<boolean>1</boolean>"
         } else {
@@ -656,9 +677,104 @@ fn write_value(out: &mut String, value: &Value) {
     out.push_str("</value>");
 }
 
+/// `<int>` for a value that fits in 32 bits, `<i8>` beyond.
+fn write_int(out: &mut String, i: i64) {
+    use std::fmt::Write as _;
+    // writing to a String cannot fail
+    let _ = if i32::try_from(i).is_ok() {
+        write!(out, "<int>{i}</int>")
+    } else {
+        write!(out, "<i8>{i}</i8>")
+    };
+}
+
+/// [`write_value`] of the value `reply` stands for, without building it.
+fn write_reply_value(out: &mut String, reply: &Reply<'_>) {
+    out.push_str("<value>");
+    match reply {
+        Reply::Int(i) => write_int(out, *i),
+        Reply::Str(text) => {
+            out.push_str("<string>");
+            escape_into(out, text);
+            out.push_str("</string>");
+        }
+        Reply::Strs(texts) => {
+            out.push_str("<array><data>");
+            for text in texts.iter() {
+                out.push_str("<value><string>");
+                escape_into(out, text);
+                out.push_str("</string></value>");
+            }
+            out.push_str("</data></array>");
+        }
+        Reply::Fields(fields) => {
+            out.push_str("<struct>");
+            for (name, value) in fields {
+                out.push_str("<member><name>");
+                escape_into(out, name);
+                out.push_str("</name>");
+                write_reply_value(out, value);
+                out.push_str("</member>");
+            }
+            out.push_str("</struct>");
+        }
+    }
+    out.push_str("</value>");
+}
+
+/// [`write_value`] of [`Value::from_json`]`(value)`, without building it.
+fn write_json_value(out: &mut String, value: &serde_json::Value) {
+    use serde_json::Value as J;
+    match value {
+        J::Number(n) => match n.as_i64() {
+            Some(i) => {
+                out.push_str("<value>");
+                write_int(out, i);
+                out.push_str("</value>");
+            }
+            // beyond i64 or not an integer: as from_json reads it (a rare case, so the copy of the text is no matter)
+            None => write_value(out, &Value::from_json(value)),
+        },
+        J::String(s) => {
+            out.push_str("<value><string>");
+            escape_into(out, s);
+            out.push_str("</string></value>");
+        }
+        J::Object(map) => {
+            out.push_str("<value><struct>");
+            for (name, value) in map {
+                out.push_str("<member><name>");
+                escape_into(out, name);
+                out.push_str("</name>");
+                write_json_value(out, value);
+                out.push_str("</member>");
+            }
+            out.push_str("</struct></value>");
+        }
+        J::Array(items) => {
+            out.push_str("<value><array><data>");
+            for item in items {
+                write_json_value(out, item);
+            }
+            out.push_str("</data></array></value>");
+        }
+        J::Null | J::Bool(_) => write_value(out, &Value::from_json(value)),
+    }
+}
+
 /// Escapes text for element content; characters XML 1.0 forbids become U+FFFD.
 fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
+    let mut rest = text;
+    // runs of characters kept as they are go out whole; a byte that may need work (markup,
+    // a control character, the lead byte of U+FFFE and U+FFFF) is looked at as a character
+    while let Some(at) = rest
+        .bytes()
+        .position(|b| b < 0x20 || matches!(b, b'&' | b'<' | b'>' | 0xEF))
+    {
+        out.push_str(&rest[..at]);
+        let Some(c) = rest[at..].chars().next() else {
+            break;
+        };
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -668,7 +784,9 @@ fn escape_into(out: &mut String, text: &str) {
             c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
             c => out.push(c),
         }
+        rest = &rest[at + c.len_utf8()..];
     }
+    out.push_str(rest);
 }
 
 #[cfg(test)]
@@ -1157,6 +1275,88 @@ mod tests {
                 ),
             ])
         );
+    }
+
+    #[test]
+    fn json_responses_are_written_as_from_json_writes_them() {
+        use serde_json::json;
+        let values = [
+            sample().to_json(),
+            json!({"STATUS": 0, "ACTION": "MENU", "LANGUAGE": "he", "DATA": {
+                "REC": "a<b>&c\r\u{1}\u{fffe}\u{ffff}\u{fffd}\u{f000}ש\t\n", "LOOP": 1,
+                "DIALSTRINGS": ["SIP/1", ""], "X": null, "Y": false, "Z": true}}),
+            json!([
+                i64::MIN,
+                i64::MAX,
+                u64::MAX,
+                2147483648_i64,
+                -2147483649_i64,
+                0.5
+            ]),
+            serde_json::from_str("[1e400, -0, 00, 99999999999999999999999, -1.0]")
+                .unwrap_or_default(),
+            json!("plain"),
+            json!(null),
+        ];
+        for value in values {
+            assert_eq!(
+                write_json_response(&value),
+                write_response(&Value::from_json(&value)),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn escaping_runs_is_escaping_each_character() {
+        fn one_by_one(text: &str) -> String {
+            let mut out = String::new();
+            for c in text.chars() {
+                match c {
+                    '&' => out.push_str("&amp;"),
+                    '<' => out.push_str("&lt;"),
+                    '>' => out.push_str("&gt;"),
+                    '\r' => out.push_str("&#13;"),
+                    '\t' | '\n' => out.push(c),
+                    c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {
+                        out.push('\u{FFFD}')
+                    }
+                    c => out.push(c),
+                }
+            }
+            out
+        }
+        let pieces = [
+            "",
+            "a",
+            "&",
+            "<",
+            ">",
+            "\r",
+            "\n",
+            "\t",
+            "\u{0}",
+            "\u{1f}",
+            " ",
+            "ש",
+            "\u{fffe}",
+            "\u{ffff}",
+            "\u{fffd}",
+            "\u{f000}",
+            "\u{10ffff}",
+            "x y",
+            "&amp;",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    let text = format!("{a}{b}{c}");
+                    let mut out = String::new();
+                    escape_into(&mut out, &text);
+                    assert_eq!(out, one_by_one(&text), "{text:?}");
+                }
+            }
+        }
     }
 
     #[test]
