@@ -1067,7 +1067,7 @@ fn points_and_fallbacks() {
         assert_eq!((point.validate)(&(point.default_fallback)()), Ok(()));
     }
     assert_eq!(
-        render::ivr_action(&(DECISION_POINTS[0].default_fallback)()),
+        render::ivr_action(&(DECISION_POINTS[0].default_fallback)()).map(|r| r.to_json()),
         Ok(json!({"STATUS": 1}))
     );
 }
