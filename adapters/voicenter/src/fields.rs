@@ -1,6 +1,6 @@
 //! From Voicenter's fields to the call reference and the vendor-neutral `data`.
 
-use crate::request::{get, Method};
+use crate::request::{get, get_entry, same_name, Method};
 use ivrgate_adapter::epoch::{plausible_epoch, time_field};
 use ivrgate_adapter::CallRef;
 use serde_json::{Map, Value};
@@ -23,7 +23,14 @@ const RELATED_ID_FIELDS: [&str; 1] = ["OriginalIvrUniqueID"];
 /// across a line inside `<string>`, and Voicenter ids never contain whitespace.
 pub(crate) fn clean_id(value: &Value) -> Option<String> {
     let text = match value {
-        Value::String(s) => s.chars().filter(|c| !c.is_whitespace()).collect::<String>(),
+        // an id without whitespace, as most are, is copied whole
+        Value::String(s) if s.bytes().all(|b| b.is_ascii_graphic()) => s.clone(),
+        Value::String(s) => {
+            let mut id = String::with_capacity(s.len());
+            s.split(char::is_whitespace)
+                .for_each(|part| id.push_str(part));
+            id
+        }
         Value::Number(n) => n.to_string(),
         _ => return None,
     };
@@ -35,20 +42,25 @@ pub(crate) fn clean_id(value: &Value) -> Option<String> {
 pub(crate) fn call_ref(fields: &Map<String, Value>) -> CallRef {
     let mut call = CallRef::default();
     for (key, value) in fields {
-        let name = key.trim();
         let known = CALL_ID_FIELDS
             .iter()
             .chain(RELATED_ID_FIELDS.iter())
-            .any(|k| name.eq_ignore_ascii_case(k));
+            .any(|k| same_name(key, k));
         if known {
             if let Some(id) = clean_id(value) {
                 call.correlation.insert(key.clone(), Value::String(id));
             }
         }
     }
-    call.vendor_call_id = CALL_ID_FIELDS
-        .iter()
-        .find_map(|name| get(fields, name).and_then(clean_id));
+    // the id under the first of the names sent, as cleaned above (a field the loop left out
+    // has no id)
+    call.vendor_call_id = CALL_ID_FIELDS.iter().find_map(|name| {
+        let (key, _) = get_entry(fields, name)?;
+        call.correlation
+            .get(key)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
     call
 }
 
@@ -59,8 +71,9 @@ pub(crate) fn neutral(
     fields: &Map<String, Value>,
     now: SystemTime,
 ) -> (Map<String, Value>, Option<SystemTime>) {
-    let mut data = Map::new();
-    let first = |names: &[&str]| names.iter().find_map(|n| get(fields, n)).cloned();
+    // room for the fields a request usually maps to, so the map is not grown on the way
+    let mut data = Map::with_capacity(16);
+    let first = |names: &[&str]| names.iter().find_map(|n| get(fields, n));
 
     let from_names: &[&str] = if method == Method::Popup {
         &["phone", "CALLER_ID", "caller"]
@@ -75,7 +88,7 @@ pub(crate) fn neutral(
     put_str(
         &mut data,
         "to",
-        did.or_else(|| target.clone().filter(|v| !is_blank(v))),
+        did.or_else(|| target.filter(|v| !is_blank(v))),
     );
     put_str(&mut data, "target", target);
     put_str(&mut data, "caller_name", first(&["CALLER_NAME"]));
@@ -89,7 +102,7 @@ pub(crate) fn neutral(
         first(&["PREVIOUS_LAYER_ID"]),
     );
     if let Some(status) = first(&["CALL_STATUS", "status", "statusCall"]) {
-        if let Some(s) = scalar_text(&status) {
+        if let Some(s) = scalar_text(status) {
             data.insert("status".into(), Value::String(neutral_status(&s)));
         }
     }
@@ -107,7 +120,7 @@ pub(crate) fn neutral(
     let time = first(&["time", "CALL_TIME_EPOCH"]);
     let start = first(&["CALL_START_EPOCH"]);
     let mut occurred_at = None;
-    for (name, raw) in [("time", &time), ("start_time", &start)] {
+    for (name, raw) in [("time", time), ("start_time", start)] {
         if let Some(raw) = raw {
             data.insert(name.into(), time_field(raw, now));
             if occurred_at.is_none() {
@@ -118,22 +131,22 @@ pub(crate) fn neutral(
 
     put_str(&mut data, "call_type", first(&["type"]));
     put_str(&mut data, "direction", first(&["direction"]));
-    if let Some(url) = first(&["record"]).as_ref().and_then(scalar_text) {
+    if let Some(url) = first(&["record"]).and_then(scalar_text) {
         let url: String = url.chars().filter(|c| !c.is_whitespace()).collect();
         data.insert("recording_url".into(), Value::String(url));
     }
     put_int(&mut data, "queue_id", first(&["queueid"]));
     put_str(&mut data, "queue_name", first(&["queuename"]));
     if let Some(price) = first(&["price"]) {
-        if let Some(n) = number(&price) {
+        if let Some(n) = number(price) {
             data.insert("price".into(), n);
         }
     }
     if let Some(ivr) = first(&["IVR"]) {
-        data.insert("ivr".into(), embedded_json(ivr));
+        data.insert("ivr".into(), embedded_json(ivr.clone()));
     }
     if let Some(custom) = first(&["CUSTOM_DATA"]) {
-        data.insert("custom_data".into(), embedded_json(custom));
+        data.insert("custom_data".into(), embedded_json(custom.clone()));
     }
     (data, occurred_at)
 }
@@ -181,16 +194,16 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-fn put_str(data: &mut Map<String, Value>, name: &str, value: Option<Value>) {
-    if let Some(text) = value.as_ref().and_then(scalar_text) {
+fn put_str(data: &mut Map<String, Value>, name: &str, value: Option<&Value>) {
+    if let Some(text) = value.and_then(scalar_text) {
         data.insert(name.into(), Value::String(text));
     }
 }
 
 /// An integer field, sent as a number or a numeric string, of any size: its digits are kept
 /// (`999999999999999999999999999999` stays that, never a rounded float or a dropped field).
-fn put_int(data: &mut Map<String, Value>, name: &str, value: Option<Value>) {
-    if let Some(n) = value.as_ref().and_then(integer) {
+fn put_int(data: &mut Map<String, Value>, name: &str, value: Option<&Value>) {
+    if let Some(n) = value.and_then(integer) {
         data.insert(name.into(), Value::Number(n));
     }
 }

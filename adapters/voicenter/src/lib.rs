@@ -28,7 +28,9 @@ use ivrgate_adapter::{
     mask_phone, Adapter, Answer, AnswerSource, BoxFuture, CallEffect, Decision, DecisionPoint,
     DecisionRequest, Dedup, EventSubmission, Gateway, Handled, Inbound, Recorded, StoredResponse,
 };
+use ivrgate_wire::reply::Reply;
 use ivrgate_wire::xmlrpc;
+use render::Rendered;
 use request::{Encoding, ErrorShape, Method, Parsed, Rejection};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -408,7 +410,7 @@ fn encode(encoding: Encoding, body: &Value) -> StoredResponse {
         Encoding::XmlRpc => StoredResponse {
             status: 200,
             content_type: XML.into(),
-            body: xmlrpc::write_response(&xmlrpc::Value::from_json(body)).into_bytes(),
+            body: xmlrpc::write_json_response(body).into_bytes(),
         },
         Encoding::Json | Encoding::Form => StoredResponse {
             status: 200,
@@ -418,13 +420,32 @@ fn encode(encoding: Encoding, body: &Value) -> StoredResponse {
     }
 }
 
+/// Writes a reply as an XML-RPC `methodResponse` or as JSON: the bytes [`encode`] writes for
+/// its JSON tree.
+fn encode_reply(encoding: Encoding, reply: &Reply<'_>) -> StoredResponse {
+    match encoding {
+        Encoding::XmlRpc => StoredResponse {
+            status: 200,
+            content_type: XML.into(),
+            body: xmlrpc::write_reply(reply).into_bytes(),
+        },
+        Encoding::Json | Encoding::Form => StoredResponse {
+            status: 200,
+            content_type: JSON.into(),
+            body: reply.write_json(),
+        },
+    }
+}
+
 /// Renders a decision in the request's encoding (the pop-up answers JSON always).
 fn answer_decision(request: &Inbound, parsed: &Parsed, decision: &Decision) -> Handled {
     let method = parsed.method;
     let rendered = match method {
         Method::GetIvrAction => render::ivr_action(&decision.answer),
-        Method::LayerInput => render::layer_input(&decision.answer, &decision.attached),
-        _ => render::caller_lookup(&decision.answer),
+        Method::LayerInput => {
+            render::layer_input(&decision.answer, &decision.attached).map(Rendered::Tree)
+        }
+        _ => render::caller_lookup(&decision.answer).map(Rendered::Tree),
     };
     let mut outcome = match decision.source {
         AnswerSource::Fallback(_) => "fallback",
@@ -442,10 +463,10 @@ fn answer_decision(request: &Inbound, parsed: &Parsed, decision: &Decision) -> H
                 "voicenter answer not renderable; answered the platform default"
             );
             outcome = "fallback";
-            match method {
+            Rendered::Tree(match method {
                 Method::Popup => render::popup(POPUP_NOT_FOUND, "", "", "0", ""),
                 _ => render::status(1),
-            }
+            })
         }
     };
     let encoding = if method == Method::Popup {
@@ -453,7 +474,11 @@ fn answer_decision(request: &Inbound, parsed: &Parsed, decision: &Decision) -> H
     } else {
         parsed.encoding
     };
-    handled(encode(encoding, &body), method.as_str(), outcome)
+    let stored = match &body {
+        Rendered::Tree(tree) => encode(encoding, tree),
+        Rendered::Reply(reply) => encode_reply(encoding, reply),
+    };
+    handled(stored, method.as_str(), outcome)
 }
 
 fn rejected(request: &Inbound, rejection: Rejection) -> Handled {

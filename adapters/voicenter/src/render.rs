@@ -6,6 +6,9 @@
 
 use ivrgate_adapter::action::{Action, Envelope, Goto};
 use ivrgate_adapter::Answer;
+use std::borrow::Cow;
+
+use ivrgate_wire::reply::Reply;
 use serde_json::{json, Map, Value};
 
 /// `CALL_MAX_DIAL` when a dial action gives no ring timeout: the seed documents the field as
@@ -20,7 +23,18 @@ const BLANK_RECORD: &str = "blank";
 
 /// `{"STATUS": 1}`: Voicenter falls back to its own flow.
 pub(crate) fn status(code: i64) -> Value {
-    json!({ "STATUS": code })
+    members([("STATUS", Value::from(code))])
+}
+
+/// An object of the seed's field names in the order given. Built directly rather than with
+/// `json!`, which writes every value through serde's serializer: GET_IVR_ACTION replies are
+/// rendered twice per decision (the core's validation, then the answer).
+fn members<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let mut map = Map::with_capacity(N);
+    for (name, value) in fields {
+        map.insert(name.to_owned(), value);
+    }
+    Value::Object(map)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -30,17 +44,62 @@ pub(crate) fn status(code: i64) -> Value {
 const IVR_POSSIBLE: &str = "menu, say_digits, dial, goto, record, hangup, default";
 
 /// The reply to GET_IVR_ACTION.
-pub(crate) fn ivr_action(answer: &Answer) -> Result<Value, String> {
+pub(crate) fn ivr_action(answer: &Answer) -> Result<Rendered<'_>, String> {
     match answer {
-        Answer::Native(native) => native_ivr(native),
+        Answer::Native(native) => native_ivr(native).map(Rendered::Tree),
         Answer::Action(envelope) => neutral_ivr(envelope),
     }
 }
 
-fn neutral_ivr(envelope: &Envelope) -> Result<Value, String> {
+/// A reply as rendered. A neutral GET_IVR_ACTION answer (the one a call flow run by webhooks
+/// gets at every step) is the seed's field names over the answer's own values, borrowed:
+/// validating it, which the core does once per decision before the adapter renders it again,
+/// copies nothing, and it is written in the request's encoding without a JSON tree.
+#[derive(Debug)]
+pub(crate) enum Rendered<'a> {
+    /// `STATUS`, `ACTION`, `LANGUAGE`, `DATA` of a neutral answer.
+    Reply(Reply<'a>),
+    /// Every other reply.
+    Tree(Value),
+}
+
+impl Rendered<'_> {
+    /// The reply as JSON (tests).
+    #[cfg(test)]
+    pub(crate) fn to_json(&self) -> Value {
+        match self {
+            Rendered::Reply(reply) => reply.to_json(),
+            Rendered::Tree(tree) => tree.clone(),
+        }
+    }
+}
+
+fn text(text: &str) -> Reply<'_> {
+    Reply::Str(Cow::Borrowed(text))
+}
+
+fn int(n: impl Into<i64>) -> Reply<'static> {
+    Reply::Int(n.into())
+}
+
+type Fields<'a> = Vec<(&'static str, Reply<'a>)>;
+
+fn put_text<'a>(fields: &mut Fields<'a>, name: &'static str, value: &'a Option<String>) {
+    if let Some(value) = value {
+        fields.push((name, text(value)));
+    }
+}
+
+fn put_int<T: Copy + Into<i64>>(fields: &mut Fields<'_>, name: &'static str, value: &Option<T>) {
+    if let Some(value) = value {
+        fields.push((name, int(*value)));
+    }
+}
+
+fn neutral_ivr(envelope: &Envelope) -> Result<Rendered<'_>, String> {
     let language = language(envelope.language.as_deref())?;
     let (action, data) = match &envelope.action {
-        Action::Default {} => return Ok(status(1)),
+        Action::Default {} => return Ok(Rendered::Tree(status(1))),
         Action::Menu {
             prompt,
             menu,
@@ -50,10 +109,14 @@ fn neutral_ivr(envelope: &Envelope) -> Result<Value, String> {
             validate,
         } => (
             "MENU",
-            json!({
-                "REC": prompt, "LOOP": repeat, "DELAY": pause_s, "SIZE": max_digits,
-                "MENU": menu, "VALIDATION": u8::from(*validate),
-            }),
+            vec![
+                ("REC", text(prompt)),
+                ("LOOP", int(*repeat)),
+                ("DELAY", int(*pause_s)),
+                ("SIZE", int(*max_digits)),
+                ("MENU", text(menu)),
+                ("VALIDATION", int(u8::from(*validate))),
+            ],
         ),
         Action::SayDigits {
             digits,
@@ -75,14 +138,19 @@ fn neutral_ivr(envelope: &Envelope) -> Result<Value, String> {
             check_digits(digits)?;
             (
                 "SAYDIGITS",
-                json!({
-                    "REC": prompt.as_deref().unwrap_or(BLANK_RECORD),
-                    "LOOP": repeat, "DELAY": pause_s, "SIZE": max_digits,
-                    "MENU": menu.as_deref().unwrap_or(""),
-                    "VALIDATION": u8::from(*validate),
-                    "SAYDIGITSRECORD": digits_prompt.as_deref().unwrap_or(BLANK_RECORD),
-                    "DIGITS": digits,
-                }),
+                vec![
+                    ("REC", text(prompt.as_deref().unwrap_or(BLANK_RECORD))),
+                    ("LOOP", int(*repeat)),
+                    ("DELAY", int(*pause_s)),
+                    ("SIZE", int(*max_digits)),
+                    ("MENU", text(menu.as_deref().unwrap_or(""))),
+                    ("VALIDATION", int(u8::from(*validate))),
+                    (
+                        "SAYDIGITSRECORD",
+                        text(digits_prompt.as_deref().unwrap_or(BLANK_RECORD)),
+                    ),
+                    ("DIGITS", text(digits)),
+                ],
             )
         }
         Action::Dial {
@@ -115,24 +183,21 @@ fn neutral_ivr(envelope: &Envelope) -> Result<Value, String> {
             if target.trim().is_empty() {
                 return Err("dial target is empty".into());
             }
-            let mut data = Map::new();
-            data.insert("TARGET".into(), json!(target.trim()));
-            data.insert("CALLERID".into(), json!(caller_id.as_deref().unwrap_or("")));
-            data.insert(
-                "CALLERNAME".into(),
-                json!(caller_name.as_deref().unwrap_or("")),
-            );
-            put_opt(&mut data, "CALLER_REC", caller_prompt);
-            put_opt(&mut data, "MOH_CLASS", music_class);
-            put_opt(&mut data, "TARGET_REC", target_prompt);
-            data.insert(
-                "CALL_MAX_DIAL".into(),
-                json!(ring_timeout_s.unwrap_or(DEFAULT_RING_TIMEOUT_S)),
-            );
-            data.insert(
-                "CALL_MAX".into(),
-                json!(max_duration_s.unwrap_or(DEFAULT_MAX_CALL_S)),
-            );
+            let mut data = Vec::with_capacity(CALL_FIELDS.len());
+            data.push(("TARGET", text(target.trim())));
+            data.push(("CALLERID", text(caller_id.as_deref().unwrap_or(""))));
+            data.push(("CALLERNAME", text(caller_name.as_deref().unwrap_or(""))));
+            put_text(&mut data, "CALLER_REC", caller_prompt);
+            put_text(&mut data, "MOH_CLASS", music_class);
+            put_text(&mut data, "TARGET_REC", target_prompt);
+            data.push((
+                "CALL_MAX_DIAL",
+                int(ring_timeout_s.unwrap_or(DEFAULT_RING_TIMEOUT_S)),
+            ));
+            data.push((
+                "CALL_MAX",
+                int(max_duration_s.unwrap_or(DEFAULT_MAX_CALL_S)),
+            ));
             if let Some(Goto {
                 target,
                 prompt,
@@ -141,18 +206,18 @@ fn neutral_ivr(envelope: &Envelope) -> Result<Value, String> {
                 pause_s,
             }) = on_failure
             {
-                data.insert("NEXT_MENU".into(), json!(target));
-                put_opt(&mut data, "NEXT_MENU_RECORD", prompt);
-                put_opt(&mut data, "NEXT_MENU_LOOP", repeat);
-                put_opt(&mut data, "NEXT_MENU_SIZE", max_digits);
-                put_opt(&mut data, "NEXT_MENU_WAIT", pause_s);
+                data.push(("NEXT_MENU", text(target)));
+                put_text(&mut data, "NEXT_MENU_RECORD", prompt);
+                put_int(&mut data, "NEXT_MENU_LOOP", repeat);
+                put_int(&mut data, "NEXT_MENU_SIZE", max_digits);
+                put_int(&mut data, "NEXT_MENU_WAIT", pause_s);
             }
-            data.insert("REC_STATUS".into(), json!(u8::from(*record)));
-            put_opt(&mut data, "DTMF_PLAY", dtmf_after_answer);
+            data.push(("REC_STATUS", int(u8::from(*record))));
+            put_text(&mut data, "DTMF_PLAY", dtmf_after_answer);
             if !dialstrings.is_empty() {
-                data.insert("DIALSTRINGS".into(), json!(dialstrings));
+                data.push(("DIALSTRINGS", Reply::Strs(dialstrings)));
             }
-            ("CALL", Value::Object(data))
+            ("CALL", data)
         }
         Action::Goto {
             target,
@@ -166,27 +231,28 @@ fn neutral_ivr(envelope: &Envelope) -> Result<Value, String> {
             }
             (
                 "VO",
-                json!({
-                    "LAYER": layer_number("goto target", target)?,
-                    "RECORD": prompt.as_deref().unwrap_or(BLANK_RECORD),
-                    "LOOP": repeat, "DELAY": pause_s,
-                }),
+                vec![
+                    ("LAYER", int(layer_number("goto target", target)?)),
+                    ("RECORD", text(prompt.as_deref().unwrap_or(BLANK_RECORD))),
+                    ("LOOP", int(*repeat)),
+                    ("DELAY", int(*pause_s)),
+                ],
             )
         }
         Action::Record {
             prompt,
             max_duration_s,
         } => {
-            let mut data = Map::new();
-            put_opt(&mut data, "REC", prompt);
-            put_opt(&mut data, "MAXDURATION", max_duration_s);
-            ("SILENTRECORD", Value::Object(data))
+            let mut data = Vec::with_capacity(2);
+            put_text(&mut data, "REC", prompt);
+            put_int(&mut data, "MAXDURATION", max_duration_s);
+            ("SILENTRECORD", data)
         }
         Action::Hangup { prompt, cause } => {
-            let mut data = Map::new();
-            put_opt(&mut data, "HANGUP_REC", prompt);
-            put_opt(&mut data, "HANGUP_CAUSE", cause);
-            ("HANGUP", Value::Object(data))
+            let mut data = Vec::with_capacity(2);
+            put_text(&mut data, "HANGUP_REC", prompt);
+            put_int(&mut data, "HANGUP_CAUSE", cause);
+            ("HANGUP", data)
         }
         other => {
             return Err(format!(
@@ -195,7 +261,12 @@ fn neutral_ivr(envelope: &Envelope) -> Result<Value, String> {
             ))
         }
     };
-    Ok(json!({ "STATUS": 0, "ACTION": action, "LANGUAGE": language, "DATA": data }))
+    Ok(Rendered::Reply(Reply::Fields(vec![
+        ("STATUS", int(0)),
+        ("ACTION", text(action)),
+        ("LANGUAGE", Reply::Str(language)),
+        ("DATA", Reply::Fields(data)),
+    ])))
 }
 
 /// The native actions of GET_IVR_ACTION and their `DATA` fields (seed 003, section 5.1).
@@ -275,11 +346,16 @@ fn native_ivr(native: &Value) -> Result<Value, String> {
         }
     }
     let language = match object.get("LANGUAGE") {
-        Some(Value::String(l)) => language(Some(l))?,
+        Some(Value::String(l)) => language_code(l)?,
         None | Some(Value::Null) => DEFAULT_LANGUAGE.to_owned(),
         Some(_) => return Err("LANGUAGE is not a string".into()),
     };
-    Ok(json!({ "STATUS": 0, "ACTION": action, "LANGUAGE": language, "DATA": data }))
+    Ok(members([
+        ("STATUS", Value::from(0)),
+        ("ACTION", Value::String(action)),
+        ("LANGUAGE", Value::String(language)),
+        ("DATA", Value::Object(data)),
+    ]))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -773,10 +849,10 @@ fn coerce(field: &Field, value: &Value) -> Result<Value, &'static str> {
 // Small shared checks
 // ---------------------------------------------------------------------------------------------
 
-fn language(requested: Option<&str>) -> Result<String, String> {
+fn language(requested: Option<&str>) -> Result<Cow<'static, str>, String> {
     match requested {
-        None => Ok(DEFAULT_LANGUAGE.to_owned()),
-        Some(l) => language_code(l),
+        None => Ok(Cow::Borrowed(DEFAULT_LANGUAGE)),
+        Some(l) => language_code(l).map(Cow::Owned),
     }
 }
 

@@ -518,18 +518,46 @@ pub(crate) fn find_key(fields: &Map<String, Value>, name: &str) -> Option<String
     if fields.contains_key(name) {
         return Some(name.to_owned());
     }
-    fields
-        .keys()
-        .find(|k| k.trim().eq_ignore_ascii_case(name))
-        .cloned()
+    fields.keys().find(|k| same_name(k, name)).cloned()
 }
 
 /// The value under `name` (exact, else trimmed and case-insensitive).
+///
+/// One pass over the fields rather than a hashed lookup and then a pass: most names asked
+/// for are missing from a request, so the pass is made anyway, and for the few dozen fields
+/// of a request the hash cost more than the comparisons it saved.
 pub(crate) fn get<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    fields.get(name).or_else(|| {
-        fields
-            .iter()
-            .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    })
+    get_entry(fields, name).map(|(_, value)| value)
+}
+
+/// [`get`] with the key as sent.
+pub(crate) fn get_entry<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+) -> Option<(&'a String, &'a Value)> {
+    let mut loose = None;
+    for entry in fields {
+        if entry.0 == name {
+            return Some(entry);
+        }
+        if loose.is_none() && same_name(entry.0, name) {
+            loose = Some(entry);
+        }
+    }
+    loose
+}
+
+/// Whether `key`, trimmed, is `name` whatever its ASCII case; trims only a key that needs it.
+pub(crate) fn same_name(key: &str, name: &str) -> bool {
+    let bytes = key.as_bytes();
+    // trimming only shortens a key
+    if bytes.len() < name.len() {
+        return false;
+    }
+    let plain = |b: Option<&u8>| b.is_some_and(u8::is_ascii_graphic);
+    if plain(bytes.first()) && plain(bytes.last()) {
+        key.eq_ignore_ascii_case(name)
+    } else {
+        key.trim().eq_ignore_ascii_case(name)
+    }
 }

@@ -1067,7 +1067,7 @@ fn points_and_fallbacks() {
         assert_eq!((point.validate)(&(point.default_fallback)()), Ok(()));
     }
     assert_eq!(
-        render::ivr_action(&(DECISION_POINTS[0].default_fallback)()),
+        render::ivr_action(&(DECISION_POINTS[0].default_fallback)()).map(|r| r.to_json()),
         Ok(json!({"STATUS": 1}))
     );
 }
@@ -1270,4 +1270,56 @@ async fn binary_garbage_never_panics() {
         let handled = run(&gateway, request).await;
         assert_eq!(handled.outcome, "bad_request");
     }
+}
+
+#[test]
+fn fields_are_found_by_exact_then_trimmed_case_insensitive_name() {
+    let fields: Map<String, Value> = serde_json::from_value(json!({
+        " did ": "loose", "DID": "exact", "\u{a0}Menu\t": "m", "CALLER": "c", "DI D": "x",
+    }))
+    .unwrap_or_default();
+    let value = |name: &str| request::get(&fields, name).and_then(Value::as_str);
+    assert_eq!(
+        value("DID"),
+        Some("exact"),
+        "an exact name wins wherever it is"
+    );
+    assert_eq!(value("did"), Some("loose"), "else the first trimmed match");
+    assert_eq!(value("menu"), Some("m"), "trimmed as str::trim trims");
+    assert_eq!(value("caller"), Some("c"));
+    assert_eq!(value("CALLER_ID"), None);
+    assert_eq!(value(" did"), None, "a name is never trimmed");
+    assert_eq!(
+        request::find_key(&fields, "Menu"),
+        Some("\u{a0}Menu\t".to_owned())
+    );
+    assert_eq!(
+        request::get_entry(&fields, "did").map(|(k, _)| k.as_str()),
+        Some(" did ")
+    );
+}
+
+#[test]
+fn ids_lose_their_whitespace() {
+    let id = |v: Value| fields::clean_id(&v);
+    assert_eq!(
+        id(json!("ced4619f30fc\n   d6869X")),
+        Some("ced4619f30fcd6869X".into())
+    );
+    assert_eq!(id(json!(" a\u{2028}b\u{b}c ")), Some("abc".into()));
+    assert_eq!(id(json!("plain-id_1")), Some("plain-id_1".into()));
+    assert_eq!(id(json!(" \n")), None);
+    assert_eq!(id(json!(15616841651_i64)), Some("15616841651".into()));
+    assert_eq!(id(json!(true)), None);
+    // the call's id is the first of its names, as cleaned for the correlation ids
+    let fields: Map<String, Value> = serde_json::from_value(json!({
+        "ivrid": "second", "ivr_unique_id ": "first\n id", "CALLID": ""
+    }))
+    .unwrap_or_default();
+    let call = fields::call_ref(&fields);
+    assert_eq!(call.vendor_call_id.as_deref(), Some("firstid"));
+    assert_eq!(
+        Value::Object(call.correlation),
+        json!({"ivrid": "second", "ivr_unique_id ": "firstid"})
+    );
 }

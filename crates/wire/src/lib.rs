@@ -4,7 +4,8 @@
 //! replies back into bytes the legacy side accepts. It knows nothing about any vendor: it
 //! decodes body charsets ([`charset`]), reads and writes XML-RPC ([`xmlrpc`]) and SOAP ([`soap`]), reads the loose
 //! JSON that real senders and the vendor documents produce ([`json`]) and reads
-//! `application/x-www-form-urlencoded` bodies ([`form`]). Readers accept the quirks seen in
+//! `application/x-www-form-urlencoded` bodies ([`form`]); answers built only to be written go
+//! out as JSON or XML-RPC without a tree built first ([`reply`]). Readers accept the quirks seen in
 //! the seed documents (each one is documented where it is handled and tested with the seed's
 //! own example); writers only ever emit strictly valid protocol. Every reader enforces the
 //! size and depth [`Limits`] and refuses DOCTYPE and entity declarations, so no input can make
@@ -16,6 +17,7 @@
 pub mod charset;
 pub mod form;
 pub mod json;
+pub mod reply;
 pub mod soap;
 pub mod xmlrpc;
 

@@ -4,8 +4,9 @@
 //! (The generic tree it replaced is kept for the tests, as the reference the streaming
 //! reader is compared with.)
 //!
-//! Element names are reduced to their lowercase local name (`ex:nil` becomes `nil`,
-//! `methodResponse` becomes `methodresponse`); attributes are ignored; comments and
+//! Element names are reduced to their local name (`ex:nil` becomes `nil`), compared
+//! case-insensitively and shown lowercase (`methodResponse` is `methodresponse`), borrowed
+//! from the document rather than copied ([`Name`]); attributes are ignored; comments and
 //! processing instructions are skipped; text, CDATA and references are merged into one text
 //! node per run. DOCTYPE and entity declarations are refused, as are references to anything but
 //! the five predefined entities and character references.
@@ -88,12 +89,104 @@ impl<'a> Element<'a> {
 
 const ROOT_ALIASES: [&str; 2] = ["methodcall", "methodresponse"];
 
+/// An element's local name as the document writes it (`ex:Nil` is `Nil`), borrowed from the
+/// document: compared case-insensitively ([`Name::is`], [`Name::lowered`]) and shown
+/// lowercase, as the reader's messages always named elements.
+#[derive(Debug, Clone)]
+pub(crate) struct Name<'a>(Cow<'a, str>);
+
+impl<'a> Name<'a> {
+    /// The local name (after the last `:`) of `raw`, a name quick-xml read from `doc`.
+    fn of(doc: &'a str, raw: &[u8]) -> Name<'a> {
+        fn local(name: &str) -> &str {
+            // names are short: a plain scan beats a searcher
+            match name.bytes().rposition(|b| b == b':') {
+                Some(colon) => &name[colon + 1..],
+                None => name,
+            }
+        }
+        match in_doc(doc, raw) {
+            Some(name) => Name(Cow::Borrowed(local(name))),
+            None => Name(Cow::Owned(local(&String::from_utf8_lossy(raw)).to_string())),
+        }
+    }
+
+    /// Whether this is the element `lowercase` names, whatever its case.
+    pub(crate) fn is(&self, lowercase: &str) -> bool {
+        self.0.eq_ignore_ascii_case(lowercase)
+    }
+
+    /// The name's bytes lowercased into `buf`, to match on; empty (no element's name) when
+    /// it is longer than `buf`, which holds every name of the XML-RPC grammar.
+    pub(crate) fn lowered<'b>(&self, buf: &'b mut [u8; 16]) -> &'b [u8] {
+        let bytes = self.0.as_bytes();
+        let Some(head) = buf.get_mut(..bytes.len()) else {
+            return b"";
+        };
+        head.copy_from_slice(bytes);
+        head.make_ascii_lowercase();
+        head
+    }
+
+    fn trimmed(self) -> Name<'a> {
+        match self.0 {
+            Cow::Borrowed(name) => Name(Cow::Borrowed(name.trim())),
+            Cow::Owned(name) => Name(Cow::Owned(name.trim().to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0
+            .chars()
+            .try_for_each(|c| std::fmt::Write::write_char(f, c.to_ascii_lowercase()))
+    }
+}
+
+/// `part`, a slice of an event quick-xml read from `doc`, as the text of `doc` it is: the
+/// document is already `&str`, so this costs no UTF-8 check (slicing checks the two char
+/// boundaries only). `None` for bytes that are not part of `doc`: a slice of another live
+/// buffer cannot overlap the document's memory.
+fn in_doc<'a>(doc: &'a str, part: &[u8]) -> Option<&'a str> {
+    if part.is_empty() {
+        return Some("");
+    }
+    let start = (part.as_ptr() as usize).checked_sub(doc.as_ptr() as usize)?;
+    doc.get(start..start.checked_add(part.len())?)
+}
+
+/// Whether `text` is empty or only whitespace (as `str::trim` reads it), without the trim
+/// when it is ASCII whitespace, as between the elements of every document: eight bytes at a
+/// time while they are spaces, as indentation is.
+pub(crate) fn is_blank(text: &str) -> bool {
+    let mut words = text.as_bytes().chunks_exact(8);
+    let ascii = words.all(|w| w == b"        " || w.iter().all(u8::is_ascii_whitespace))
+        && words.remainder().iter().all(u8::is_ascii_whitespace);
+    ascii || text.trim().is_empty()
+}
+
+/// Whether `bytes` hold a carriage return (text that needs its line ends normalised), eight
+/// bytes at a time.
+fn has_carriage_return(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    const CR: u64 = u64::from_ne_bytes([b'\r'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    // a word has a zero byte where it had a carriage return before the xor
+    let found = words.any(|w| {
+        let x = u64::from_ne_bytes(w.try_into().unwrap_or([b'\r'; 8])) ^ CR;
+        x.wrapping_sub(ONES) & !x & HIGH != 0
+    });
+    found || words.remainder().contains(&b'\r')
+}
+
 /// What the [`Tokenizer`] hands out.
 #[derive(Debug)]
 pub(crate) enum Token<'a> {
     /// A start tag (or an empty element, which is followed by its [`Token::End`]), with its
-    /// lowercase local name.
-    Start(String),
+    /// local name.
+    Start(Name<'a>),
     /// The end of the element last started; its name was checked against the start tag.
     End,
     /// A run of character data inside an element (already unescaped), merged across
@@ -128,13 +221,17 @@ pub(crate) fn reader(xml: &str) -> (Reader<&[u8]>, usize) {
 /// document was well formed after all.
 pub(crate) struct Tokenizer<'a> {
     reader: Reader<&'a [u8]>,
+    /// The document the reader reads (leading whitespace skipped), which the names and text
+    /// handed out borrow from.
+    doc: &'a str,
     /// Offset of the reader's input in the document (leading whitespace skipped).
     start: usize,
-    open: Vec<String>,
+    open: Vec<Name<'a>>,
     max_depth: usize,
     root_done: bool,
-    /// Tokens already read: an empty element's `End`, a tag read after a text run.
-    pending: std::collections::VecDeque<Token<'a>>,
+    /// Tokens already read (an empty element's `End`, a tag read after a text run), handed
+    /// out first, in order: never more than two.
+    pending: [Option<Token<'a>>; 2],
 }
 
 impl<'a> Tokenizer<'a> {
@@ -145,18 +242,33 @@ impl<'a> Tokenizer<'a> {
         let (reader, start) = reader(xml);
         Ok(Tokenizer {
             reader,
+            doc: &xml[start..],
             start,
-            open: Vec::new(),
+            open: Vec::with_capacity(8),
             max_depth: limits.depth(),
             root_done: false,
-            pending: std::collections::VecDeque::with_capacity(3),
+            pending: [None, None],
         })
     }
 
     /// The next token. After an error the document is malformed and the tokenizer must not
     /// be used again.
     pub(crate) fn next(&mut self) -> Result<Token<'a>, WireError> {
-        if let Some(token) = self.pending.pop_front() {
+        self.read(false)
+    }
+
+    /// [`Tokenizer::next`] for a reader that ignores blank text (between the elements of an
+    /// element that holds only elements): a text run is handed out without the blank pieces
+    /// before its first other piece, and not at all when it is blank. The same tokens
+    /// otherwise, read from the same events, so the same errors; only cheaper, since the
+    /// whitespace between elements is most of a document's text.
+    pub(crate) fn next_skipping_blanks(&mut self) -> Result<Token<'a>, WireError> {
+        self.read(true)
+    }
+
+    fn read(&mut self, skip_blanks: bool) -> Result<Token<'a>, WireError> {
+        if let Some(token) = self.pending[0].take() {
+            self.pending.swap(0, 1);
             return Ok(token);
         }
         let mut run: Option<Cow<'a, str>> = None;
@@ -171,7 +283,7 @@ impl<'a> Tokenizer<'a> {
             let text = match event {
                 Event::DocType(_) => return Err(WireError::DoctypeRefused),
                 Event::Start(tag) | Event::Empty(tag) if self.root_done => {
-                    let name = local_name(tag.local_name().as_ref());
+                    let name = Name::of(self.doc, tag.name().as_ref());
                     return Err(WireError::MalformedXml(format!(
                         "second root element <{name}> at byte {position}"
                     )));
@@ -182,7 +294,7 @@ impl<'a> Tokenizer<'a> {
                             limit: self.max_depth,
                         });
                     }
-                    let name = local_name(tag.local_name().as_ref());
+                    let name = Name::of(self.doc, tag.name().as_ref());
                     self.open.push(name.clone());
                     return Ok(self.after_run(run, Token::Start(name), None));
                 }
@@ -195,21 +307,20 @@ impl<'a> Tokenizer<'a> {
                     if self.open.is_empty() {
                         self.root_done = true;
                     }
-                    let name = local_name(tag.local_name().as_ref());
+                    let name = Name::of(self.doc, tag.name().as_ref());
                     return Ok(self.after_run(run, Token::Start(name), Some(Token::End)));
                 }
                 Event::End(tag) => {
-                    let name = local_name(tag.name().as_ref());
-                    let name = name.trim();
+                    let name = Name::of(self.doc, tag.name().as_ref()).trimmed();
                     let Some(open) = self.open.pop() else {
                         return Err(WireError::MalformedXml(format!(
                             "unexpected closing tag </{name}> at byte {position}"
                         )));
                     };
                     let root_alias = self.open.is_empty()
-                        && ROOT_ALIASES.contains(&open.as_str())
-                        && ROOT_ALIASES.contains(&name);
-                    if open != name && !root_alias {
+                        && ROOT_ALIASES.iter().any(|alias| open.is(alias))
+                        && ROOT_ALIASES.iter().any(|alias| name.is(alias));
+                    if !open.0.eq_ignore_ascii_case(&name.0) && !root_alias {
                         return Err(WireError::MalformedXml(format!(
                             "closing tag </{name}> does not match <{open}> at byte {position}"
                         )));
@@ -219,9 +330,14 @@ impl<'a> Tokenizer<'a> {
                     }
                     return Ok(self.after_run(run, Token::End, None));
                 }
-                Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {
-                    event_text(&event, position)?
-                }
+                Event::Text(text) => match in_doc(self.doc, &text) {
+                    // line ends need no normalising without a carriage return
+                    Some(content) if !has_carriage_return(content.as_bytes()) => {
+                        Cow::Borrowed(content)
+                    }
+                    _ => event_text(&Event::Text(text), position)?,
+                },
+                Event::CData(_) | Event::GeneralRef(_) => event_text(&event, position)?,
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
                 Event::Eof => {
                     if let Some(open) = self.open.last() {
@@ -237,7 +353,7 @@ impl<'a> Tokenizer<'a> {
             };
             if self.open.is_empty() {
                 // Text outside the root element may only be whitespace.
-                if !text.trim().is_empty() {
+                if !is_blank(&text) {
                     return Err(WireError::MalformedXml(format!(
                         "text outside the root element at byte {position}"
                     )));
@@ -246,6 +362,7 @@ impl<'a> Tokenizer<'a> {
             }
             match &mut run {
                 Some(run) => run.to_mut().push_str(&text),
+                None if skip_blanks && is_blank(&text) => {}
                 None => run = Some(text),
             }
         }
@@ -260,12 +377,11 @@ impl<'a> Tokenizer<'a> {
     ) -> Token<'a> {
         match run {
             Some(run) => {
-                self.pending.push_back(token);
-                self.pending.extend(then);
+                self.pending = [Some(token), then];
                 Token::Text(run)
             }
             None => {
-                self.pending.extend(then);
+                self.pending[0] = then;
                 token
             }
         }
@@ -423,6 +539,7 @@ fn add_text<'a>(
     }
 }
 
+#[cfg(test)]
 fn local_name(raw: &[u8]) -> String {
     let name = String::from_utf8_lossy(raw);
     let local = match name.rsplit_once(':') {
@@ -435,8 +552,12 @@ fn local_name(raw: &[u8]) -> String {
 /// Refuses `<!DOCTYPE` and `<!ENTITY` anywhere, whatever their case, before parsing starts.
 pub(crate) fn refuse_declarations(xml: &str) -> Result<(), WireError> {
     let bytes = xml.as_bytes();
-    for (i, _) in xml.match_indices("<!") {
-        let rest = bytes.get(i + 2..).unwrap_or_default();
+    // a search for the one byte (`!` is rare in a document) rather than for `<!`
+    for (i, _) in xml.match_indices('!') {
+        if i.checked_sub(1).and_then(|before| bytes.get(before)) != Some(&b'<') {
+            continue;
+        }
+        let rest = bytes.get(i + 1..).unwrap_or_default();
         let starts =
             |word: &[u8]| rest.len() >= word.len() && rest[..word.len()].eq_ignore_ascii_case(word);
         if starts(b"doctype") || starts(b"entity") {
@@ -444,4 +565,64 @@ pub(crate) fn refuse_declarations(xml: &str) -> Result<(), WireError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blank_is_what_trim_leaves_empty() {
+        let pieces = [
+            "", " ", "\n", "\t", "\r", "\u{b}", "\u{c}", "\u{a0}", "\u{2028}", "\u{3000}", "x",
+            "\u{1c}", "        ", "ש",
+        ];
+        for a in pieces {
+            for b in pieces {
+                for c in pieces {
+                    // across the eight-byte words too
+                    for text in [format!("{a}{b}{c}"), format!("{a}         {b}{c}        ")] {
+                        assert_eq!(is_blank(&text), text.trim().is_empty(), "{text:?}");
+                        assert_eq!(
+                            has_carriage_return(text.as_bytes()),
+                            text.contains('\r'),
+                            "{text:?}"
+                        );
+                    }
+                }
+            }
+        }
+        for at in 0..40 {
+            let mut text = "a".repeat(40);
+            text.replace_range(at..=at, "\r");
+            assert!(has_carriage_return(text.as_bytes()), "{at}");
+        }
+    }
+
+    #[test]
+    fn names_are_local_compared_and_shown_lowercase() {
+        let doc = "<Ex:Value><ns:a:STRING/><datetime.iso8601/><Ünicode/><averyveryverylongname/>";
+        let name = |raw: &str| {
+            let at = doc.find(raw).unwrap_or_default();
+            Name::of(doc, &doc.as_bytes()[at..at + raw.len()])
+        };
+        let mut buf = [0; 16];
+        let value = name("Ex:Value");
+        assert!(matches!(value.0, Cow::Borrowed("Value")));
+        assert!(value.is("value") && !value.is("values"));
+        assert_eq!(value.lowered(&mut buf), b"value");
+        assert_eq!(value.to_string(), "value");
+        assert_eq!(name("ns:a:STRING").lowered(&mut buf), b"string");
+        assert_eq!(
+            name("datetime.iso8601").lowered(&mut buf),
+            b"datetime.iso8601"
+        );
+        assert_eq!(name("Ünicode").to_string(), "Ünicode".to_ascii_lowercase());
+        let long = name("averyveryverylongname");
+        assert_eq!(long.lowered(&mut buf), b"");
+        assert_eq!(long.to_string(), "averyveryverylongname");
+        // bytes that are not the document's are copied
+        assert!(matches!(Name::of(doc, b"x:Copied").0, Cow::Owned(ref n) if n == "Copied"));
+        assert!(matches!(Name::of(doc, b"").0, Cow::Borrowed("")));
+    }
 }
