@@ -1209,6 +1209,7 @@ async fn bench(threads: usize) {
                 None,
             ));
         }
+        let ceiling = 1000.0 / percentile(&fsync, 50.0);
         rows.extend(
             pg_phases(
                 &client,
@@ -1218,6 +1219,7 @@ async fn bench(threads: usize) {
                 passthrough_rate,
                 secs,
                 run_id,
+                ceiling,
             )
             .await,
         );
@@ -1347,9 +1349,11 @@ fn rss_kib() -> u64 {
 // PostgreSQL
 
 /// Decision overhead (open loop at [`RATE`], against the bare webhook measured before) and
-/// CDR acknowledgements (closed loop) on a fresh PostgreSQL database, with one instance and
-/// with three sharing it; requests are spread over the instances in turn. Skipped (one
-/// row saying so) when no PostgreSQL answers (`IVRGATE_TEST_PG`, default 127.0.0.1:5432).
+/// CDR acknowledgements (closed loop, beside the same disk's one-fsync-per-ack `ceiling`) on
+/// a fresh PostgreSQL database, with one instance and with three sharing it; requests are
+/// spread over the instances in turn. Skipped (one row saying so) when no PostgreSQL
+/// answers (`IVRGATE_TEST_PG`, default 127.0.0.1:5432).
+#[allow(clippy::too_many_arguments)] // the run's shared figures, passed as they are
 async fn pg_phases(
     client: &reqwest::Client,
     template: &Arc<str>,
@@ -1358,6 +1362,7 @@ async fn pg_phases(
     passthrough_rate: Option<f64>,
     secs: Duration,
     run_id: u32,
+    ceiling: f64,
 ) -> Vec<Row> {
     let Some(db) = ivrgate::store::postgres::testing::TestDb::create("bench").await else {
         return vec![row("PostgreSQL", "skipped: no server".into(), "", None)];
@@ -1450,6 +1455,12 @@ async fn pg_phases(
                 "{:.0} acks/s, non-acks {}, {:.0} us CPU/ack",
                 cdr_tp.per_second, cdr_tp.errors, cdr_tp.cpu_us
             ),
+            ">= 2x ceiling",
+            Some(cdr_tp.per_second >= TARGET_CDR_CEILINGS * ceiling),
+        ));
+        rows.push(row(
+            "  acks per fsync-per-ack ceiling (acks/s / (1 / fsync p50))",
+            format!("{:.2} x", cdr_tp.per_second / ceiling),
             "",
             None,
         ));

@@ -54,7 +54,8 @@ pub struct StorageConfig {
     /// outcomes may use the reserve, so stored events still drain while the disk is full.
     /// 0 turns the check off.
     pub min_free_bytes: u64,
-    /// Most transactions committed together in one fsync.
+    /// Most units of work committed together in one transaction (one fsync covers one or
+    /// more such transactions).
     pub group_commit_max: usize,
     /// How often this instance reads the registry of live instances (its share of the
     /// tenants' limits follows their number) and the breakers others opened; on PostgreSQL

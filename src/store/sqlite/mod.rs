@@ -1,9 +1,11 @@
-//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a commit is on
-//! disk before it is acknowledged. All writes go through one writer thread per process that
-//! commits whatever is queued in one transaction (group commit: one fsync for many units of
-//! work, each under its own savepoint). Several processes may open the same file; SQLite's
-//! write lock serializes their transactions and `PRAGMA data_version` tells each process that
-//! another one committed.
+//! The embedded store: one SQLite file in WAL mode; a commit is on disk before it is
+//! acknowledged. All writes go through one writer thread per process that applies whatever is
+//! queued in one transaction (group commit) and commits it with `synchronous=NORMAL` (the log
+//! written, not synced); a sync thread then syncs the `-wal` file and only after that answers
+//! the transaction's writes, while the writer already fills the next transaction (`sync.rs`
+//! has the argument that this is as durable as `synchronous=FULL`). Several processes may
+//! open the same file; SQLite's write lock serializes their transactions and `PRAGMA
+//! data_version` tells each process that another one committed.
 //!
 //! Free space is checked by the writer before each batch that would add rows (one `statvfs`
 //! while it holds the write lock): a unit of work that could reach into the configured reserve
@@ -12,7 +14,7 @@
 //! full disk.
 //!
 //! The code is split along those lines: `schema.rs` (tables and migrations), `writer.rs` (the
-//! writer thread, group commit, free space), `uow.rs` (a unit of work applied), `reads.rs`,
+//! writer thread, group commit, free space), `sync.rs` (the sync thread), `uow.rs` (a unit of work applied), `reads.rs`,
 //! `claims.rs` (deliveries and timers), `cluster.rs` (owners, connector leases, instances,
 //! breakers) and `admin.rs`; this file opens and closes the store and implements [`Backend`].
 
@@ -34,6 +36,7 @@ mod claims;
 mod cluster;
 mod reads;
 mod schema;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod uow;
@@ -44,7 +47,8 @@ pub use writer::FreeSpace;
 
 use cluster::{free_claims, read_lease};
 use schema::migrate;
-use writer::{writer_loop, Job, Space, WAL_SIZE_LIMIT};
+use sync::{fdatasync, sync_loop, Pipe, WalSync};
+use writer::{writer_loop, Msg, Space, Writer, WAL_SIZE_LIMIT};
 
 pub struct SqliteStore {
     path: PathBuf,
@@ -53,9 +57,13 @@ pub struct SqliteStore {
     /// This process's liveness proof, held until [`SqliteStore::close`].
     owner: Mutex<Option<Owner>>,
     space: Arc<Space>,
-    writer: Mutex<Option<std::sync::mpsc::Sender<Job>>>,
+    /// The writer thread's queue. The sync thread holds only a weak reference, to wake the
+    /// writer: dropping this one (close, drop) ends the writer once it has drained the queue.
+    writer: Mutex<Option<Arc<std::sync::mpsc::Sender<Msg>>>>,
+    /// The writer thread; it ends the sync thread (`sync.rs`) before it ends.
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    /// The writer's last turn (it turns at least every [`FOREIGN_POLL`] while it lives).
+    /// The write pipeline's last turn: the writer's while no sync is pending (it turns at
+    /// least every [`FOREIGN_POLL`] while it lives), the sync thread's after each sync.
     writer_beat: Arc<Beat>,
     readers: Mutex<Vec<Connection>>,
     pub changes: Arc<ChangeFeed>,
@@ -103,17 +111,34 @@ impl SqliteStore {
         group_commit_max: usize,
         probe: FreeSpace,
     ) -> Result<Arc<SqliteStore>> {
+        SqliteStore::open_with(dir, group_commit_max, probe, fdatasync())
+    }
+
+    /// [`SqliteStore::open_with_free_space`] with the `-wal` file made durable by `sync`
+    /// (tests watch or hold it).
+    fn open_with(
+        dir: &Path,
+        group_commit_max: usize,
+        probe: FreeSpace,
+        sync: WalSync,
+    ) -> Result<Arc<SqliteStore>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", dir.display())))?;
         let path = dir.join("ivrgate.db");
         let conn = open(&path)?;
         migrate(&conn)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+        // Commits write the log without syncing it; the sync thread syncs it before any
+        // write is acknowledged (see `sync.rs`).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let wal_path = dir.join("ivrgate.db-wal");
+        let wal = std::fs::File::open(&wal_path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", wal_path.display())))?;
         let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         let space = Arc::new(Space {
             reserve: AtomicU64::new(0),
             probe,
-            wal: dir.join("ivrgate.db-wal"),
+            wal: wal_path,
             page_size: page_size.max(512) as u64,
             full: AtomicBool::new(false),
             probe_failed: AtomicBool::new(false),
@@ -124,17 +149,33 @@ impl SqliteStore {
                 owner::owners_dir(dir).display()
             ))
         })?;
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let tx = Arc::new(tx);
+        let (to_sync, synced) = std::sync::mpsc::channel();
         let changes = Arc::new(ChangeFeed::default());
         let stop = Arc::new(AtomicBool::new(false));
-        let writer_changes = changes.clone();
-        let max = group_commit_max.max(1);
-        let writer_space = space.clone();
+        let pipe = Arc::new(Pipe::default());
         let writer_beat = Arc::new(Beat::default());
+        let sync_thread = {
+            let (pipe, wake, beat) = (pipe.clone(), Arc::downgrade(&tx), writer_beat.clone());
+            std::thread::Builder::new()
+                .name("ivrgate-sync".into())
+                .spawn(move || sync_loop(synced, wal, sync, pipe, wake, beat))
+                .map_err(|e| StoreError::Backend(format!("cannot start sync thread: {e}")))?
+        };
+        let writer = Writer::new(
+            conn,
+            group_commit_max,
+            changes.clone(),
+            space.clone(),
+            to_sync,
+            sync_thread,
+            pipe,
+        );
         let beat = writer_beat.clone();
         let writer_thread = std::thread::Builder::new()
             .name("ivrgate-writer".into())
-            .spawn(move || writer_loop(conn, rx, max, writer_changes, writer_space, &beat))
+            .spawn(move || writer_loop(writer, rx, &beat))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             path,

@@ -1,5 +1,6 @@
 //! What only the embedded store does: large payloads kept apart, the free-space reserve,
-//! schema versions, dead owners' claims and connector leases. Behaviour both backends share is
+//! schema versions, dead owners' claims and connector leases, acknowledgements only after
+//! the sync that covers them. Behaviour both backends share is
 //! tested in `store/conformance.rs`.
 
 use rusqlite::params;
@@ -581,4 +582,220 @@ fn a_dead_owners_lease_is_taken_at_once_and_a_closed_ones_is_released() {
         assert_eq!((row.holder, row.epoch), (None, 1), "closing releases");
     });
     a.close();
+}
+
+/// A `-wal` sync the test holds: each call counts itself as started and waits until the test
+/// releases it (sync `n` is released once `released >= n`).
+#[derive(Default)]
+struct HeldSyncs {
+    /// (started, released)
+    state: std::sync::Mutex<(usize, usize)>,
+    turn: std::sync::Condvar,
+}
+
+impl HeldSyncs {
+    fn sync(self: &Arc<Self>) -> sync::WalSync {
+        let held = self.clone();
+        Arc::new(move |wal: &std::fs::File| {
+            let mut state = held.state.lock().expect("lock");
+            state.0 += 1;
+            let n = state.0;
+            held.turn.notify_all();
+            while state.1 < n {
+                state = held.turn.wait(state).expect("wait");
+            }
+            drop(state);
+            wal.sync_data()
+        })
+    }
+
+    fn wait_started(&self, n: usize) {
+        let state = self.state.lock().expect("lock");
+        let (state, waited) = self
+            .turn
+            .wait_timeout_while(state, std::time::Duration::from_secs(10), |s| s.0 < n)
+            .expect("wait");
+        assert!(!waited.timed_out(), "sync {n} never started: {state:?}");
+    }
+
+    fn release(&self, n: usize) {
+        self.state.lock().expect("lock").1 = n;
+        self.turn.notify_all();
+    }
+}
+
+fn multi_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn no_probe() -> FreeSpace {
+    Arc::new(|| Ok(u64::MAX))
+}
+
+/// The writer commits the next transaction while the last one syncs, but a write is answered
+/// only after a sync that began after its transaction committed: B, committed while the sync
+/// of A runs, is not acknowledged when that sync ends, only when the next one does.
+#[test]
+fn an_acknowledgement_waits_for_a_sync_begun_after_its_commit() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let held = Arc::new(HeldSyncs::default());
+    // One write per transaction, so B commits while A's sync is held.
+    let store = SqliteStore::open_with(dir.path(), 1, no_probe(), held.sync()).expect("open");
+    let inspect = Connection::open(dir.path().join("ivrgate.db")).expect("inspect");
+    let visible = |event: &str| -> bool {
+        inspect
+            .query_row(
+                "SELECT count(*) FROM outbox WHERE event_id = ?1",
+                [event],
+                |r| r.get::<_, i64>(0),
+            )
+            .expect("count")
+            == 1
+    };
+    let rt = multi_thread_runtime();
+    let commit = |n: usize| {
+        let store = store.clone();
+        rt.spawn(async move { store.commit(event(n, 10)).await })
+    };
+    let a = commit(1);
+    held.wait_started(1);
+    let b = commit(2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !visible("msg_2") {
+        assert!(std::time::Instant::now() < deadline, "B never committed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(visible("msg_1"));
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(!a.is_finished(), "A answered before its sync ended");
+    assert!(!b.is_finished(), "B answered before any sync ended");
+
+    held.release(1);
+    let a = rt.block_on(a).expect("join").expect("commit A");
+    assert!(matches!(a, CommitOutcome::Committed { .. }), "{a:?}");
+    // B committed after sync 1 began: only sync 2 covers it.
+    held.wait_started(2);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    assert!(
+        !b.is_finished(),
+        "B answered after a sync that began before it committed"
+    );
+    held.release(2);
+    let b = rt.block_on(b).expect("join").expect("commit B");
+    assert!(matches!(b, CommitOutcome::Committed { .. }), "{b:?}");
+    held.release(usize::MAX);
+    store.close();
+}
+
+/// What a power cut would leave, taken at every sync: the `-wal` file as it is when the sync
+/// begins (then the database file), the state a sync is sure to have made durable. Every
+/// acknowledged write, under concurrent load, is in the image of the last sync before its
+/// acknowledgement, read back by SQLite's own recovery.
+#[test]
+fn every_acknowledged_write_is_in_the_image_of_the_last_sync() {
+    type Image = Arc<(Vec<u8>, Vec<u8>)>;
+    let dir = tempfile::tempdir().expect("tmp");
+    let last: Arc<std::sync::Mutex<Image>> = Arc::default();
+    let sync: sync::WalSync = {
+        let (last, db) = (last.clone(), dir.path().join("ivrgate.db"));
+        let wal = dir.path().join("ivrgate.db-wal");
+        Arc::new(move |file: &std::fs::File| {
+            // The log first: a checkpoint between the two copies puts its frames in the
+            // database file, never takes them from both.
+            let log = std::fs::read(&wal)?;
+            let main = std::fs::read(&db)?;
+            // Give the writer time to commit more behind this sync's back.
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            file.sync_data()?;
+            *last.lock().expect("lock") = Arc::new((main, log));
+            Ok(())
+        })
+    };
+    let store = SqliteStore::open_with(dir.path(), 8, no_probe(), sync).expect("open");
+    let rt = multi_thread_runtime();
+    let acked: Vec<(String, Image)> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for client in 0..16 {
+            let (store, last) = (store.clone(), last.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..20 {
+                    let n = client * 100 + i;
+                    let outcome = store.commit(event(n, 300)).await.expect("commit");
+                    assert!(matches!(outcome, CommitOutcome::Committed { .. }));
+                    let image = last.lock().expect("lock").clone();
+                    acked.push((format!("msg_{n}"), image));
+                }
+                acked
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.expect("join"));
+        }
+        all
+    });
+    store.close();
+    let mut images: Vec<(Image, Vec<String>)> = Vec::new();
+    for (event_id, image) in acked {
+        match images.iter_mut().find(|(i, _)| Arc::ptr_eq(i, &image)) {
+            Some((_, ids)) => ids.push(event_id),
+            None => images.push((image, vec![event_id])),
+        }
+    }
+    assert!(images.len() > 1, "one sync for everything: no pipeline");
+    for (image, ids) in &images {
+        let cut = tempfile::tempdir().expect("tmp");
+        std::fs::write(cut.path().join("ivrgate.db"), &image.0).expect("write db");
+        std::fs::write(cut.path().join("ivrgate.db-wal"), &image.1).expect("write wal");
+        let conn = Connection::open(cut.path().join("ivrgate.db")).expect("recover");
+        for id in ids {
+            let found: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM outbox WHERE event_id = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+                .expect("count");
+            assert_eq!(
+                found, 1,
+                "{id} was acknowledged but is not in the last synced image"
+            );
+        }
+    }
+}
+
+/// A failed sync is never taken for a durable commit: its writes are answered with an
+/// error, and so is every acknowledged write after it (the page cache may have lost pages a
+/// later sync would not report).
+#[test]
+fn a_failed_sync_refuses_its_writes_and_all_after() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let fail = Arc::new(AtomicBool::new(false));
+    let sync: sync::WalSync = {
+        let fail = fail.clone();
+        Arc::new(move |file: &std::fs::File| {
+            if fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("EIO (test)"));
+            }
+            file.sync_data()
+        })
+    };
+    let store = SqliteStore::open_with(dir.path(), 16, no_probe(), sync).expect("open");
+    runtime().block_on(async {
+        let ok = store.commit(event(1, 10)).await.expect("commit");
+        assert!(matches!(ok, CommitOutcome::Committed { .. }), "{ok:?}");
+        fail.store(true, Ordering::SeqCst);
+        assert!(store.commit(event(2, 10)).await.is_err());
+        fail.store(false, Ordering::SeqCst);
+        assert!(
+            store.commit(event(3, 10)).await.is_err(),
+            "a sync after a failed one does not make the store durable again"
+        );
+    });
+    store.close();
 }

@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use crate::liveness::Beat;
 
+use super::sync::{sync_refused, Pipe};
 use super::uow::{apply_uow, find_duplicate, ByteCount};
 use super::*;
 
@@ -78,7 +79,7 @@ impl SqliteStore {
         });
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
-        sender.send(job).map_err(|_| StoreError::Closed)?;
+        sender.send(Msg::Job(job)).map_err(|_| StoreError::Closed)?;
         Ok(answer)
     }
 }
@@ -284,123 +285,317 @@ fn json_len(value: &impl serde::Serialize) -> u64 {
     count.0 as u64
 }
 
-pub(super) fn writer_loop(
+/// What the writer thread is sent.
+pub(super) enum Msg {
+    Job(Job),
+    /// The sync thread finished a sync: a transaction held open for it may commit now.
+    Synced,
+}
+
+/// The writer thread's part of the store: its connection and where committed batches go.
+pub(super) struct Writer {
     conn: Connection,
-    rx: std::sync::mpsc::Receiver<Job>,
+    /// Most writes in one transaction (`storage.group_commit_max`).
     max: usize,
     changes: Arc<ChangeFeed>,
     space: Arc<Space>,
-    beat: &Beat,
-) {
-    use std::sync::mpsc::RecvTimeoutError;
-    // `data_version` on this connection changes only when another connection (another
-    // process) committed: that is what wakes this process's waiters for foreign changes.
-    let version = |c: &Connection| {
-        c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+    /// Committed batches awaiting their sync (see `sync.rs`).
+    to_sync: std::sync::mpsc::Sender<Vec<Job>>,
+    /// The sync thread, which ends once `to_sync` is dropped and its work is answered.
+    sync_thread: Option<std::thread::JoinHandle<()>>,
+    pipe: Arc<Pipe>,
+    /// `PRAGMA data_version` when last read: it changes only when another connection
+    /// (another process) committed, which wakes this process's waiters for foreign changes.
+    seen: Option<i64>,
+}
+
+/// The transaction the writer holds open, with the writes applied in it in queue order.
+struct Open {
+    jobs: Vec<Job>,
+    /// Some write in it waits to be acknowledged (it commits only with a sync to follow).
+    durable: bool,
+    touches_outbox: bool,
+    /// Room left for writes that add rows, read at the first such write (`None` before).
+    budget: Option<Option<u64>>,
+    refused: usize,
+    admitted: usize,
+    /// Each write runs under a savepoint of its own: only once one failed without.
+    guarded: bool,
+}
+
+impl Writer {
+    pub(super) fn new(
+        conn: Connection,
+        max: usize,
+        changes: Arc<ChangeFeed>,
+        space: Arc<Space>,
+        to_sync: std::sync::mpsc::Sender<Vec<Job>>,
+        sync_thread: std::thread::JoinHandle<()>,
+        pipe: Arc<Pipe>,
+    ) -> Writer {
+        let mut writer = Writer {
+            conn,
+            max: max.max(1),
+            changes,
+            space,
+            to_sync,
+            sync_thread: Some(sync_thread),
+            pipe,
+            seen: None,
+        };
+        writer.seen = writer.data_version();
+        writer
+    }
+
+    /// Lets the sync thread answer what it was handed and end, then closes the connection:
+    /// the `-wal` file it syncs stays in place while the connection is open.
+    fn finish(self) {
+        let Writer {
+            conn,
+            to_sync,
+            sync_thread,
+            ..
+        } = self;
+        drop(to_sync);
+        if let Some(handle) = sync_thread {
+            let _ = handle.join();
+        }
+        drop(conn);
+    }
+
+    fn data_version(&self) -> Option<i64> {
+        self.conn
+            .query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
             .ok()
-    };
-    let mut seen = version(&conn);
-    let mut synchronous_full = true;
-    let mut batch: Vec<Job> = Vec::with_capacity(max);
-    loop {
-        beat.beat();
-        let first = match rx.recv_timeout(FOREIGN_POLL) {
-            Ok(job) => Some(job),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => break,
-        };
-        let now = version(&conn);
-        if now != seen {
-            seen = now;
-            changes.all();
+    }
+
+    /// Wakes every waiter when another process committed since the last look.
+    fn look_for_foreign_commits(&mut self) {
+        let now = self.data_version();
+        if now != self.seen {
+            self.seen = now;
+            self.changes.all();
         }
-        let Some(first) = first else { continue };
-        batch.push(first);
-        while batch.len() < max {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    }
+
+    /// Opens a transaction and applies `jobs` in it; on failure answers them at once.
+    fn begin(&mut self, jobs: Vec<Job>) -> Option<Open> {
+        self.look_for_foreign_commits();
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "store commit failed");
+            for job in jobs {
+                job.complete(Err(e.clone()));
+            }
+            return None;
+        }
+        let mut open = Open {
+            jobs: Vec::with_capacity(self.max.min(jobs.len().max(64))),
+            durable: false,
+            touches_outbox: false,
+            budget: None,
+            refused: 0,
+            admitted: 0,
+            guarded: false,
+        };
+        for job in jobs {
+            if let Err(e) = self.apply(&mut open, job) {
+                self.fail(open, e);
+                return None;
             }
         }
-        // Writes nobody waits on give others a moment to join them, unless a durable one
-        // (an acknowledgement waits on it) arrives.
-        if batch.iter().all(|j| j.lazy()) {
-            let until = std::time::Instant::now() + LAZY_WINDOW;
-            while batch.len() < max {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                match rx.recv_timeout(left) {
-                    Ok(job) => {
-                        let durable = !job.lazy();
-                        batch.push(job);
-                        if durable {
-                            break;
-                        }
-                    }
-                    Err(_) => break,
+        Some(open)
+    }
+
+    /// Applies one write in the open transaction. Free space is read once the write lock is
+    /// held (so other processes' commits are on disk), at the first write that adds rows;
+    /// those that could reach into the reserve are refused, in queue order. A write runs
+    /// without a savepoint of its own (copying every page it touches into the statement
+    /// journal costs more than the write) until one fails: then the transaction starts again
+    /// with each write under its savepoint, so a failed write leaves nothing behind. `Err`:
+    /// the transaction is lost.
+    fn apply(&mut self, open: &mut Open, mut job: Job) -> Result<()> {
+        if let Some(need) = job.growth() {
+            let budget = open
+                .budget
+                .get_or_insert_with(|| self.space.budget(&self.conn));
+            if let Some(left) = budget.as_mut() {
+                if need > *left {
+                    job.refuse();
+                    open.refused += 1;
+                } else {
+                    *left -= need;
+                    open.admitted += 1;
                 }
             }
         }
-        let durable = batch.iter().any(|j| !j.lazy());
-        if durable != synchronous_full {
-            let mode = if durable { "FULL" } else { "NORMAL" };
-            match conn.pragma_update(None, "synchronous", mode) {
-                Ok(()) => synchronous_full = durable,
-                Err(e) => tracing::error!(error = %e, mode, "cannot set synchronous"),
+        open.durable |= !job.lazy();
+        open.touches_outbox |= job.touches_outbox();
+        if open.guarded {
+            apply_guarded(&self.conn, &mut job)?;
+            open.jobs.push(job);
+            return Ok(());
+        }
+        let failed = job.apply(&self.conn).is_err();
+        open.jobs.push(job);
+        if failed {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            open.guarded = true;
+            for job in open.jobs.iter_mut() {
+                apply_guarded(&self.conn, job)?;
             }
         }
-        let outcome = if durable && !synchronous_full {
-            Err(StoreError::Backend("cannot make the commit durable".into()))
+        Ok(())
+    }
+
+    /// Ends a transaction that cannot commit: nothing in it happened.
+    fn fail(&self, open: Open, e: StoreError) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        tracing::error!(error = %e, "store commit failed");
+        for job in open.jobs {
+            job.complete(Err(e.clone()));
+        }
+    }
+
+    /// Commits the open transaction (its frames written to the write-ahead log, not synced:
+    /// the connection runs with `synchronous=NORMAL`) and hands it to the sync thread, which
+    /// answers its writes after a sync that began after this commit returned. A transaction
+    /// of writes nobody acknowledges is answered at once; the next sync covers it.
+    fn commit(&mut self, open: Open) {
+        if open.durable && self.pipe.failed.load(Ordering::Acquire) {
+            return self.fail(open, sync_refused());
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            return self.fail(open, e.into());
+        }
+        self.space.note(open.refused, open.admitted);
+        if open.durable {
+            self.pipe.in_flight.fetch_add(1, Ordering::AcqRel);
+            if let Err(unsent) = self.to_sync.send(open.jobs) {
+                self.pipe.in_flight.fetch_sub(1, Ordering::AcqRel);
+                for job in unsent.0 {
+                    job.complete(Err(sync_refused()));
+                }
+            }
         } else {
-            run_batch(&conn, &mut batch, &space)
-        };
-        let outbox = batch.iter().any(|j| j.touches_outbox());
-        for job in batch.drain(..) {
-            job.complete(outcome.clone());
-        }
-        match &outcome {
-            Ok(()) => {
-                if outbox {
-                    changes.outbox.notify_one();
-                }
+            for job in open.jobs {
+                job.complete(Ok(()));
             }
-            Err(e) => tracing::error!(error = %e, "store commit failed"),
+        }
+        if open.touches_outbox {
+            self.changes.outbox.notify_one();
         }
     }
 }
 
-/// Runs a batch in one transaction. Free space is read once the write lock is held (so other
-/// processes' commits are on disk), and only when a write in the batch adds rows; those that
-/// could reach into the reserve are refused, in queue order, the rest applied.
-fn run_batch(conn: &Connection, batch: &mut [Job], space: &Space) -> Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let mut budget = if batch.iter().any(|j| j.growth().is_some()) {
-        space.budget(conn)
-    } else {
-        None
-    };
-    let (mut refused, mut admitted) = (0, 0);
-    for job in batch.iter_mut() {
-        if let (Some(need), Some(left)) = (job.growth(), budget.as_mut()) {
-            if need > *left {
-                job.refuse();
-                refused += 1;
-            } else {
-                *left -= need;
-                admitted += 1;
-            }
+/// Applies one write under a savepoint of its own: when it fails, what it wrote is undone
+/// and the others stand. `Err`: the transaction is lost.
+fn apply_guarded(conn: &Connection, job: &mut Job) -> Result<()> {
+    conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+    match job.apply(conn) {
+        Ok(()) => {
+            conn.prepare_cached("RELEASE job")?.execute([])?;
         }
-        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
-        match job.apply(conn) {
-            Ok(()) => {
-                conn.prepare_cached("RELEASE job")?.execute([])?;
-            }
-            Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
-        }
+        Err(_) => conn.execute_batch("ROLLBACK TO job; RELEASE job")?,
     }
-    if let Err(e) = conn.execute_batch("COMMIT") {
-        let _ = conn.execute_batch("ROLLBACK");
-        return Err(e.into());
-    }
-    space.note(refused, admitted);
     Ok(())
+}
+
+/// The writer thread. Writes are applied as they arrive in one open transaction, which
+/// commits as soon as no sync is running (or at `max` writes): while the sync thread syncs
+/// the last commit, the next transaction fills, so one sync covers everything that arrived
+/// during the previous one, and the writer never waits on the disk. Writes nobody
+/// acknowledges wait up to [`LAZY_WINDOW`] for company (outside any transaction) and, alone,
+/// commit without a sync of their own.
+pub(super) fn writer_loop(mut w: Writer, rx: std::sync::mpsc::Receiver<Msg>, beat: &Beat) {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    use std::time::{Duration, Instant};
+    let mut open: Option<Open> = None;
+    let mut lazy: Vec<Job> = Vec::new();
+    let mut lazy_until = Instant::now();
+    let mut closing = false;
+    loop {
+        let syncing = w.pipe.in_flight.load(Ordering::Acquire) > 0;
+        // While a sync runs, its thread proves the pipeline turns (a hung disk stops both).
+        if !syncing {
+            beat.beat();
+        }
+        let wait = match (&open, lazy.is_empty()) {
+            (Some(_), _) if !syncing => Duration::ZERO,
+            (None, false) => lazy_until.saturating_duration_since(Instant::now()),
+            _ => FOREIGN_POLL,
+        };
+        let mut next = if wait.is_zero() {
+            rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            })
+        } else {
+            rx.recv_timeout(wait)
+        };
+        loop {
+            match next {
+                Ok(Msg::Job(job)) => match open.as_mut() {
+                    Some(o) => {
+                        if let Err(e) = w.apply(o, job) {
+                            if let Some(o) = open.take() {
+                                w.fail(o, e);
+                            }
+                        }
+                    }
+                    None if job.lazy() => {
+                        if lazy.is_empty() {
+                            lazy_until = Instant::now() + LAZY_WINDOW;
+                        }
+                        lazy.push(job);
+                    }
+                    None => {
+                        lazy.push(job);
+                        open = w.begin(std::mem::take(&mut lazy));
+                    }
+                },
+                Ok(Msg::Synced) => {}
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    closing = true;
+                    break;
+                }
+            }
+            let held = open.as_ref().map_or(0, |o| o.jobs.len()) + lazy.len();
+            if held >= w.max {
+                break;
+            }
+            next = rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            });
+        }
+        if open.is_none()
+            && !lazy.is_empty()
+            && (closing || lazy.len() >= w.max || Instant::now() >= lazy_until)
+        {
+            open = w.begin(std::mem::take(&mut lazy));
+        }
+        if let Some(o) = open.take() {
+            let due = closing
+                || !o.durable
+                || o.jobs.len() >= w.max
+                || w.pipe.in_flight.load(Ordering::Acquire) == 0;
+            if due {
+                w.commit(o);
+            } else {
+                open = Some(o);
+            }
+        }
+        if open.is_none() && lazy.is_empty() {
+            if closing {
+                break;
+            }
+            w.look_for_foreign_commits();
+        }
+    }
+    w.finish();
 }
