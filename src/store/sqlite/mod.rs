@@ -65,6 +65,8 @@ pub struct SqliteStore {
     /// The write pipeline's last turn: the writer's while no sync is pending (it turns at
     /// least every [`FOREIGN_POLL`] while it lives), the sync thread's after each sync.
     writer_beat: Arc<Beat>,
+    /// Shared with the writer and sync threads: whether the writer lingers parked.
+    pipe: Arc<Pipe>,
     readers: Mutex<Vec<Connection>>,
     pub changes: Arc<ChangeFeed>,
     stop: Arc<AtomicBool>,
@@ -170,7 +172,7 @@ impl SqliteStore {
             space.clone(),
             to_sync,
             sync_thread,
-            pipe,
+            pipe.clone(),
         );
         let beat = writer_beat.clone();
         let writer_thread = std::thread::Builder::new()
@@ -186,6 +188,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             writer_thread: Mutex::new(Some(writer_thread)),
             writer_beat,
+            pipe,
             readers: Mutex::new(Vec::new()),
             changes,
             stop,

@@ -53,6 +53,11 @@ pub(super) struct Pipe {
     pub(super) in_flight: AtomicUsize,
     /// A sync failed: acknowledged writes are refused from then on.
     pub(super) failed: AtomicBool,
+    /// The writer waits out the lazy window parked (see `writer_loop`): only a write that
+    /// someone waits on unparks it; writes nobody waits on join the queue without a wake.
+    pub(super) lingering: AtomicBool,
+    /// The writer thread, to unpark it; set when it starts.
+    pub(super) writer: std::sync::OnceLock<std::thread::Thread>,
 }
 
 /// Syncs the `-wal` file for every round of committed transactions handed over (all those

@@ -80,6 +80,14 @@ impl SqliteStore {
         let guard = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let sender = guard.as_ref().ok_or(StoreError::Closed)?;
         sender.send(Msg::Job(job)).map_err(|_| StoreError::Closed)?;
+        // A writer lingering for company is woken only by a write someone waits on. It set
+        // `lingering` before it last looked at the queue, so this job is either seen by
+        // that look or unparks it.
+        if !lazy && self.pipe.lingering.load(Ordering::SeqCst) {
+            if let Some(writer) = self.pipe.writer.get() {
+                writer.unpark();
+            }
+        }
         Ok(answer)
     }
 }
@@ -517,6 +525,7 @@ pub(super) fn writer_loop(mut w: Writer, rx: std::sync::mpsc::Receiver<Msg>, bea
     let mut lazy: Vec<Job> = Vec::new();
     let mut lazy_until = Instant::now();
     let mut closing = false;
+    let _ = w.pipe.writer.set(std::thread::current());
     loop {
         let syncing = w.pipe.in_flight.load(Ordering::Acquire) > 0;
         // While a sync runs, its thread proves the pipeline turns (a hung disk stops both).
@@ -528,11 +537,26 @@ pub(super) fn writer_loop(mut w: Writer, rx: std::sync::mpsc::Receiver<Msg>, bea
             (None, false) => lazy_until.saturating_duration_since(Instant::now()),
             _ => FOREIGN_POLL,
         };
-        let mut next = if wait.is_zero() {
+        let try_recv = |rx: &std::sync::mpsc::Receiver<Msg>| {
             rx.try_recv().map_err(|e| match e {
                 TryRecvError::Empty => RecvTimeoutError::Timeout,
                 TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
             })
+        };
+        let mut next = if wait.is_zero() {
+            try_recv(&rx)
+        } else if open.is_none() && !lazy.is_empty() {
+            // Only writes nobody waits on are held: wait out their window parked, so the
+            // writes that join them (a decision's, one per call) do not each wake this
+            // thread. A write someone waits on unparks it (see `enqueue`).
+            w.pipe.lingering.store(true, Ordering::SeqCst);
+            let mut first = try_recv(&rx);
+            if matches!(first, Err(RecvTimeoutError::Timeout)) {
+                std::thread::park_timeout(wait);
+                first = try_recv(&rx);
+            }
+            w.pipe.lingering.store(false, Ordering::SeqCst);
+            first
         } else {
             rx.recv_timeout(wait)
         };
@@ -568,10 +592,7 @@ pub(super) fn writer_loop(mut w: Writer, rx: std::sync::mpsc::Receiver<Msg>, bea
             if held >= w.max {
                 break;
             }
-            next = rx.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            });
+            next = try_recv(&rx);
         }
         if open.is_none()
             && !lazy.is_empty()
