@@ -43,49 +43,28 @@ impl Reply<'_> {
 
     /// The reply as compact JSON text: `serde_json::to_vec` of [`Reply::to_json`].
     pub fn write_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        self.json_into(&mut out);
-        out
-    }
-
-    fn json_into(&self, out: &mut Vec<u8>) {
-        match self {
-            Reply::Int(n) => {
-                use std::io::Write as _;
-                // writing to a Vec cannot fail
-                let _ = write!(out, "{n}");
-            }
-            Reply::Str(text) => json_string(out, text),
-            Reply::Strs(texts) => {
-                out.push(b'[');
-                for (i, text) in texts.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    json_string(out, text);
-                }
-                out.push(b']');
-            }
-            Reply::Fields(fields) => {
-                out.push(b'{');
-                for (i, (name, value)) in fields.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    json_string(out, name);
-                    out.push(b':');
-                    value.json_into(out);
-                }
-                out.push(b'}');
-            }
-        }
+        // serializing into a Vec cannot fail
+        serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
-/// A JSON string, escaped as serde_json escapes it.
-fn json_string(out: &mut Vec<u8>, text: &str) {
-    // serializing a &str into a Vec cannot fail
-    let _ = serde_json::to_writer(&mut *out, text);
+/// Serialized straight from the borrowed text, with no JSON tree built.
+impl serde::Serialize for Reply<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Reply::Int(n) => s.serialize_i64(*n),
+            Reply::Str(text) => s.serialize_str(text),
+            Reply::Strs(texts) => s.collect_seq(texts.iter()),
+            Reply::Fields(fields) => {
+                let mut map = s.serialize_map(Some(fields.len()))?;
+                for (name, value) in fields {
+                    map.serialize_entry(name, value)?;
+                }
+                map.end()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
