@@ -335,12 +335,7 @@ impl Core {
             },
         );
         let (key, decision_id) = (key.clone(), decision_id.to_owned());
-        Defer(Some(move || {
-            let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
-            if map.get(&key).is_some_and(|p| p.decision_id == decision_id) {
-                map.remove(&key);
-            }
-        }))
+        Defer(Some(move || forget_pending(&overlay, &key, &decision_id)))
     }
 
     /// The id and attached data of a call this instance has given an id but whose row may
@@ -466,13 +461,7 @@ impl Core {
         tokio::spawn(async move {
             // However the write ends, this decision is no longer pending.
             let _clear = Defer(Some(move || {
-                let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
-                if map
-                    .get(&overlay_key)
-                    .is_some_and(|p| p.decision_id == decision_id)
-                {
-                    map.remove(&overlay_key);
-                }
+                forget_pending(&overlay, &overlay_key, &decision_id)
             }));
             let Some(pending) = pending else { return };
             let mut outcome = pending.await;
@@ -651,6 +640,19 @@ impl Core {
 /// The largest decision answer read; the rest of a larger one is ignored, so the answer is
 /// invalid (truncated JSON) and the fallback answers.
 pub const MAX_ANSWER_BYTES: usize = 256 * 1024;
+
+/// Takes a decision's entry out of the overlay, unless a later decision on the call has
+/// replaced it.
+fn forget_pending(
+    overlay: &std::sync::Mutex<std::collections::HashMap<CallKey, PendingDecision>>,
+    key: &CallKey,
+    decision_id: &str,
+) {
+    let mut map = overlay.lock().unwrap_or_else(|p| p.into_inner());
+    if map.get(key).is_some_and(|p| p.decision_id == decision_id) {
+        map.remove(key);
+    }
+}
 
 /// Runs a closure when dropped.
 struct Defer<F: FnOnce()>(Option<F>);
