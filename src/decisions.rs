@@ -5,6 +5,7 @@
 //! being awaited, with an in-process overlay until that write commits.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ivrgate_adapter::epoch::rfc3339;
@@ -36,8 +37,10 @@ struct Attempt<'a> {
 pub(crate) struct PendingDecision {
     decision_id: String,
     call_id: String,
-    last: Value,
-    attached: Map<String, Value>,
+    /// Shared with the queued write (copying them per decision cost more than the rest of
+    /// the overlay's bookkeeping).
+    last: Arc<Value>,
+    attached: Arc<Map<String, Value>>,
 }
 
 impl Core {
@@ -169,13 +172,13 @@ impl Core {
             _ => None,
         };
         let mut attached = match &pending {
-            Some(p) => p.attached.clone(),
+            Some(p) => Map::clone(&p.attached),
             None => row.as_ref().map(|r| r.attached.clone()).unwrap_or_default(),
         };
         let previous = match &pending {
             // The last decision is part of the call's live state: none once the call ended.
             _ if row.as_ref().is_some_and(|r| r.state.is_none()) => Value::Null,
-            Some(p) => p.last.clone(),
+            Some(p) => Value::clone(&p.last),
             None => row
                 .as_ref()
                 .and_then(|r| r.state.as_ref())
@@ -280,14 +283,15 @@ impl Core {
             }));
         }
         if let (Some(key), Some(call_id)) = (key, call_id.clone()) {
-            let last = json!({
+            let last = Arc::new(json!({
                 "decision_id": decision_id,
                 "kind": point.kind,
                 "at": rfc3339(now),
                 "answer": answer.label(),
                 "source": source_label,
                 "fallback_reason": reason,
-            });
+            }));
+            let shared = Arc::new(attached.clone());
             self.pending_decisions
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -297,14 +301,14 @@ impl Core {
                         decision_id: decision_id.clone(),
                         call_id: call_id.clone(),
                         last: last.clone(),
-                        attached: attached.clone(),
+                        attached: shared.clone(),
                     },
                 );
             if let Some(mut minted) = minted {
                 // The entry is this decision's own now, cleared once its write ends.
                 minted.0 = None;
             }
-            self.commit_decision(key, call_id, row, attached.clone(), own, last, &runtime);
+            self.commit_decision(key, call_id, row, shared, own, last, &runtime);
         }
         Decision {
             decision_id,
@@ -330,8 +334,8 @@ impl Core {
             PendingDecision {
                 decision_id: decision_id.to_owned(),
                 call_id: call_id.to_owned(),
-                last: Value::Null,
-                attached: Map::new(),
+                last: Arc::new(Value::Null),
+                attached: Arc::default(),
             },
         );
         let (key, decision_id) = (key.clone(), decision_id.to_owned());
@@ -347,7 +351,7 @@ impl Core {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
-            .map(|p| (p.call_id.clone(), p.attached.clone()))
+            .map(|p| (p.call_id.clone(), Map::clone(&p.attached)))
     }
 
     /// Records a decision on its call. The legacy side is answered without waiting for this
@@ -368,17 +372,18 @@ impl Core {
         key: CallKey,
         call_id: String,
         row: Option<CallRow>,
-        attached: Map<String, Value>,
+        attached: Arc<Map<String, Value>>,
         own: Map<String, Value>,
-        last: Value,
+        last: Arc<Value>,
         runtime: &Runtime,
     ) {
         let ttl_ms = runtime.config.raw.storage.call_ttl_s as i64 * 1000;
         let adapter_expiry = self
             .adapter(&key.vendor)
             .is_some_and(|a| a.keeps_call_state());
-        let retry_key = key.clone();
-        let overlay_key = key.clone();
+        // Shared by the write, its retries and the overlay's clean-up.
+        let key = Arc::new(key);
+        let (overlay_key, write_key) = (key.clone(), key.clone());
         let overlay = self.pending_decisions.clone();
         let decision_id = last
             .get("decision_id")
@@ -394,7 +399,7 @@ impl Core {
             let keys = if rebuilt || ended.is_some() {
                 &own
             } else {
-                &attached
+                &*attached
             };
             let mut merged = row.map(|r| r.attached.clone()).unwrap_or_default();
             let mut changed = false;
@@ -407,10 +412,10 @@ impl Core {
             // An ended or expired call stays so: its status, state and expiry as they are.
             if let Some(r) = ended {
                 return changed.then(|| UnitOfWork {
-                    tenant: key.tenant.clone(),
+                    tenant: write_key.tenant.clone(),
                     now_ms,
                     call: Some(CallWrite {
-                        key: key.clone(),
+                        key: CallKey::clone(&write_key),
                         call_id: r.call_id.clone(),
                         expected_version: Some(r.version),
                         status: if r.status == "expired" {
@@ -431,13 +436,13 @@ impl Core {
             if let Some(obj) = state.as_object_mut() {
                 let n = obj.get("decisions").and_then(Value::as_u64).unwrap_or(0);
                 obj.insert("decisions".into(), json!(n + 1));
-                obj.insert("last_decision".into(), last.clone());
+                obj.insert("last_decision".into(), Value::clone(&last));
             }
             Some(UnitOfWork {
-                tenant: key.tenant.clone(),
+                tenant: write_key.tenant.clone(),
                 now_ms,
                 call: Some(CallWrite {
-                    key: key.clone(),
+                    key: CallKey::clone(&write_key),
                     call_id: row
                         .map(|r| r.call_id.clone())
                         .unwrap_or_else(|| call_id.clone()),
@@ -468,7 +473,7 @@ impl Core {
             for _ in 0..5 {
                 match outcome {
                     Ok(CommitOutcome::Conflict) => {
-                        let row = store.load_call(retry_key.clone()).await.ok().flatten();
+                        let row = store.load_call(CallKey::clone(&key)).await.ok().flatten();
                         match build(row.as_ref(), clock.now_ms(), true) {
                             Some(uow) => outcome = store.commit(uow).await,
                             None => return,
