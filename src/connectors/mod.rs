@@ -356,6 +356,10 @@ async fn supervise(core: Weak<Core>, entry: Arc<Entry>, mut shutdown: watch::Rec
             return;
         };
         let t = timing(&core_ref);
+        // Listening for the owner sweep's wake-up from before the lease is read: a dead
+        // holder's lease freed while this try is under way must not wait a third of a lease.
+        let mut swept = Box::pin(core_ref.connectors.wake.notified());
+        swept.as_mut().enable();
         let now = core_ref.clock.now_ms();
         let got = core_ref
             .store
@@ -421,7 +425,7 @@ async fn supervise(core: Weak<Core>, entry: Arc<Entry>, mut shutdown: watch::Rec
                 () = tokio::time::sleep_until(deadline) => false,
                 _ = shutdown.changed() => false,
                 _ = wanted.changed() => false,
-                () = core_ref.connectors.wake.notified() => false,
+                () = swept.as_mut() => false,
                 () = core_ref.store.changes().foreign.notified() => true,
             };
             if !woken {
@@ -434,6 +438,7 @@ async fn supervise(core: Weak<Core>, entry: Arc<Entry>, mut shutdown: watch::Rec
                 _ => break,
             }
         }
+        drop(swept);
         drop(core_ref);
     }
 }
