@@ -1,5 +1,6 @@
 //! Deliveries and timers claimed by one instance: taken with `FOR UPDATE SKIP LOCKED` under
-//! a lease timed by the database's clock, then finished or released.
+//! a lease timed by the database's clock, then finished or released (deliveries' outcomes
+//! are committed by the finisher, `finisher.rs`).
 
 use super::{db_err, PgStore, DB_NOW_MS};
 
@@ -58,69 +59,6 @@ impl PgStore {
             .collect();
         claimed.sort_by_key(|(next, d)| (*next, d.id));
         Ok(claimed.into_iter().map(|(_, d)| d).collect())
-    }
-
-    /// [`crate::store::Backend::finish_deliveries`], in one transaction; rows no longer leased to
-    /// `owner` are left alone.
-    pub async fn finish_deliveries(
-        &self,
-        owner: String,
-        updates: Vec<crate::store::DeliveryUpdate>,
-    ) -> crate::store::Result<()> {
-        use crate::store::DeliveryUpdate;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(db_err)?;
-        for update in &updates {
-            let settled = match update {
-                DeliveryUpdate::Delivered { id, at_ms } => Some((*id, 1i16, None, Some(*at_ms))),
-                DeliveryUpdate::Dead { id, error } => Some((*id, 2i16, Some(error.clone()), None)),
-                DeliveryUpdate::Retry { id, next_ms, error } => {
-                    tx.execute(
-                        "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = $1, \
-                         last_error = $2, lease_owner = NULL, lease_until_ms = 0 \
-                         WHERE id = $3 AND lease_owner = $4 AND status = 0",
-                        &[next_ms, error, id, &owner],
-                    )
-                    .await
-                    .map_err(db_err)?;
-                    None
-                }
-                DeliveryUpdate::Release { id, next_ms } => {
-                    tx.execute(
-                        "UPDATE outbox SET next_attempt_ms = $1, lease_owner = NULL, \
-                         lease_until_ms = 0 WHERE id = $2 AND lease_owner = $3 AND status = 0",
-                        &[next_ms, id, &owner],
-                    )
-                    .await
-                    .map_err(db_err)?;
-                    None
-                }
-            };
-            let Some((id, status, error, at_ms)) = settled else {
-                continue;
-            };
-            let tenant = tx
-                .query_opt(
-                    "UPDATE outbox SET status = $1, attempts = attempts + 1, \
-                     last_error = COALESCE($2, last_error), done_at_ms = $3, lease_owner = NULL, \
-                     lease_until_ms = 0 WHERE id = $4 AND lease_owner = $5 AND status = 0 \
-                     RETURNING tenant",
-                    &[&status, &error, &at_ms, &id, &owner],
-                )
-                .await
-                .map_err(db_err)?;
-            if let Some(row) = tenant {
-                let tenant: String = row.get(0);
-                tx.execute(
-                    "INSERT INTO tenant_counters (tenant, pending) VALUES ($1, 0) \
-                     ON CONFLICT (tenant) DO UPDATE SET pending = GREATEST(tenant_counters.pending - 1, 0)",
-                    &[&tenant],
-                )
-                .await
-                .map_err(db_err)?;
-            }
-        }
-        tx.commit().await.map_err(db_err)
     }
 }
 

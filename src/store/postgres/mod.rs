@@ -31,6 +31,7 @@ mod admin;
 mod claims;
 mod cluster;
 mod feed;
+mod finisher;
 mod migrate;
 mod reads;
 mod shared;
@@ -41,6 +42,7 @@ pub use feed::{ChangeListener, CHANGES_CHANNEL, NOTIFY_SQL};
 pub use migrate::{migrate, migrations, Migrated};
 
 use cluster::free_claims;
+use finisher::{finisher_loop, Finish};
 use migrate::stored_version;
 use writer::{writer_loop, Job};
 
@@ -256,6 +258,9 @@ pub struct PgStore {
     changes: Arc<super::ChangeFeed>,
     writer: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Job>>>,
     writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Deliveries' outcomes, group-committed by their own task (`finisher.rs`).
+    finisher: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedSender<Finish>>>,
+    finisher_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// The heartbeat and the change feed, stopped on close.
     background: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     listener: std::sync::Mutex<Option<ChangeListener>>,
@@ -298,6 +303,13 @@ impl PgStore {
             changes.clone(),
             settings.answer_within(),
         ));
+        let (finish_tx, finish_rx) = tokio::sync::mpsc::unbounded_channel();
+        let finisher_task = tokio::spawn(finisher_loop(
+            pool.clone(),
+            finish_rx,
+            settings.group_commit_max.max(1),
+            settings.answer_within(),
+        ));
         let store = PgStore {
             pool,
             owner_id,
@@ -306,6 +318,8 @@ impl PgStore {
             changes,
             writer: std::sync::Mutex::new(Some(tx)),
             writer_task: std::sync::Mutex::new(Some(writer_task)),
+            finisher: std::sync::Mutex::new(Some(finish_tx)),
+            finisher_task: std::sync::Mutex::new(Some(finisher_task)),
             background: std::sync::Mutex::new(Vec::new()),
             listener: std::sync::Mutex::new(None),
         };
@@ -348,10 +362,13 @@ impl PgStore {
     /// Stops taking writes, commits what is queued, gives this instance's claims back and
     /// leaves the registry, so other instances take its work at once.
     pub async fn shutdown(&self) {
-        lock(&self.writer).take();
-        let writer = lock(&self.writer_task).take();
-        if let Some(writer) = writer {
-            let _ = writer.await;
+        self.close();
+        let tasks = [
+            lock(&self.writer_task).take(),
+            lock(&self.finisher_task).take(),
+        ];
+        for task in tasks.into_iter().flatten() {
+            let _ = task.await;
         }
         for task in lock(&self.background).drain(..) {
             task.abort();
@@ -371,9 +388,11 @@ impl PgStore {
         let _ = self.deregister().await;
     }
 
-    /// Stops taking writes (what is queued still commits); see [`PgStore::shutdown`].
+    /// Stops taking writes and deliveries' outcomes (what is queued still commits); see
+    /// [`PgStore::shutdown`].
     pub fn close(&self) {
         lock(&self.writer).take();
+        lock(&self.finisher).take();
     }
 
     pub fn owner_id(&self) -> &str {
@@ -536,7 +555,8 @@ impl super::Backend for PgStore {
         owner: String,
         updates: Vec<super::DeliveryUpdate>,
     ) -> ivrgate_adapter::BoxFuture<'_, super::Result<()>> {
-        self.bounded(PgStore::finish_deliveries(self, owner, updates))
+        // Bounded by the finisher, batch by batch.
+        Box::pin(PgStore::finish_deliveries(self, owner, updates))
     }
 
     fn claim_timers(

@@ -1110,3 +1110,190 @@ fn every_migration_file_is_listed_with_its_marker() {
         );
     }
 }
+
+#[tokio::test]
+async fn concurrent_finishes_settle_exactly_the_rows_their_owner_holds() {
+    use crate::store::DeliveryUpdate;
+    let Some(db) = TestDb::create("finishes").await else {
+        return;
+    };
+    let (a, b) = two_instances(&db).await;
+    // 160 rows of two tenants, eight kinds by id % 8 (what each is and gets below).
+    let client = a.client().await.expect("client");
+    let n = 160i64;
+    for i in 0..n {
+        let (status, attempts, owner): (i16, i32, Option<&str>) = match i % 8 {
+            4 | 5 => (0, 0, Some("own_b")),
+            6 => (1, 1, Some("own_a")),
+            _ => (0, 0, Some("own_a")),
+        };
+        client
+            .execute(
+                "INSERT INTO outbox (id, event_id, tenant, event_type, payload, created_at_ms, \
+                 next_attempt_ms, status, attempts, lease_owner, lease_until_ms) \
+                 VALUES ($1, $2, $3, 'call.cdr', '\\x7b7d', 1, 100, $4, $5, $6, 9000000000000)",
+                &[
+                    &i,
+                    &format!("msg_{i}"),
+                    &if (i / 8) % 2 == 0 { "acme" } else { "beta" },
+                    &status,
+                    &attempts,
+                    &owner,
+                ],
+            )
+            .await
+            .expect("insert");
+    }
+    // acme has room to count down; beta's counter is lower than what settles (never below 0).
+    client
+        .execute(
+            "INSERT INTO tenant_counters (tenant, pending) VALUES ('acme', 100), ('beta', 3)",
+            &[],
+        )
+        .await
+        .expect("counters");
+    // Each call on its own, all at once, on two instances.
+    let mut calls: Vec<(&PgStore, &str, Vec<DeliveryUpdate>)> = Vec::new();
+    for id in 0..n {
+        let delivered = |at_ms| DeliveryUpdate::Delivered { id, at_ms };
+        match id % 8 {
+            // Delivered, reported twice: settled and counted once.
+            0 => {
+                calls.push((&a, "own_a", vec![delivered(10)]));
+                calls.push((&a, "own_a", vec![delivered(10)]));
+            }
+            1 => calls.push((
+                &a,
+                "own_a",
+                vec![DeliveryUpdate::Dead {
+                    id,
+                    error: "boom".into(),
+                }],
+            )),
+            2 => calls.push((
+                &a,
+                "own_a",
+                vec![DeliveryUpdate::Retry {
+                    id,
+                    next_ms: 5_000,
+                    error: "503".into(),
+                }],
+            )),
+            3 => calls.push((
+                &a,
+                "own_a",
+                vec![DeliveryUpdate::Release { id, next_ms: 7_000 }],
+            )),
+            // Held by own_b: its outcome counts, own_a's does not.
+            4 => {
+                calls.push((&a, "own_a", vec![delivered(11)]));
+                calls.push((&b, "own_b", vec![delivered(12)]));
+            }
+            // Held by own_b, who says nothing: untouched.
+            5 => calls.push((
+                &a,
+                "own_a",
+                vec![
+                    delivered(13),
+                    DeliveryUpdate::Dead {
+                        id,
+                        error: "x".into(),
+                    },
+                ],
+            )),
+            // Already settled: untouched, not counted again.
+            6 => calls.push((
+                &a,
+                "own_a",
+                vec![DeliveryUpdate::Dead {
+                    id,
+                    error: "late".into(),
+                }],
+            )),
+            // Two outcomes in one call: the first holds, the second finds the row released.
+            _ => calls.push((
+                &a,
+                "own_a",
+                vec![
+                    DeliveryUpdate::Release { id, next_ms: 8_000 },
+                    delivered(14),
+                ],
+            )),
+        }
+    }
+    // Queued when called: every call is in a finisher's queue before the first answer.
+    let answers: Vec<_> = calls
+        .into_iter()
+        .map(|(store, owner, updates)| tokio::spawn(store.finish_deliveries(owner.into(), updates)))
+        .collect();
+    for answer in answers {
+        answer.await.expect("join").expect("finished");
+    }
+    type Row = (i16, i32, i64, Option<String>, Option<String>, Option<i64>);
+    let rows: Vec<(i64, Row)> = client
+        .query(
+            "SELECT id, status, attempts, next_attempt_ms, lease_owner, last_error, done_at_ms \
+             FROM outbox ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                (r.get(1), r.get(2), r.get(3), r.get(4), r.get(5), r.get(6)),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), n as usize);
+    let mut settled = std::collections::BTreeMap::<&str, i64>::new();
+    for (id, row) in rows {
+        let expected: Row = match id % 8 {
+            0 => (1, 1, 100, None, None, Some(10)),
+            1 => (2, 1, 100, None, Some("boom".into()), None),
+            2 => (0, 1, 5_000, None, Some("503".into()), None),
+            3 => (0, 0, 7_000, None, None, None),
+            4 => (1, 1, 100, None, None, Some(12)),
+            5 => (0, 0, 100, Some("own_b".into()), None, None),
+            6 => (1, 1, 100, Some("own_a".into()), None, None),
+            _ => (0, 0, 8_000, None, None, None),
+        };
+        assert_eq!(row, expected, "row {id}");
+        if matches!(id % 8, 0 | 1 | 4) {
+            *settled
+                .entry(if (id / 8) % 2 == 0 { "acme" } else { "beta" })
+                .or_insert(0) += 1;
+        }
+    }
+    assert_eq!(settled.get("acme"), Some(&30));
+    let counters: Vec<(String, i64)> = client
+        .query(
+            "SELECT tenant, pending FROM tenant_counters ORDER BY tenant",
+            &[],
+        )
+        .await
+        .expect("counters")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        counters,
+        vec![("acme".to_owned(), 70), ("beta".to_owned(), 0)]
+    );
+    // Nothing to record is no work; a closed store takes nothing more.
+    a.finish_deliveries("own_a".into(), Vec::new())
+        .await
+        .expect("nothing");
+    a.close();
+    assert!(matches!(
+        a.finish_deliveries(
+            "own_a".into(),
+            vec![DeliveryUpdate::Release { id: 3, next_ms: 1 }]
+        )
+        .await,
+        Err(crate::store::StoreError::Closed)
+    ));
+    drop(client);
+    db.drop_db().await;
+}
