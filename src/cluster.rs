@@ -174,7 +174,7 @@ async fn refresh(core: &Core) -> Result<(), String> {
         let targets = [
             Some(tenant.webhook_url.as_str()),
             Some(tenant.decision_target.as_str()),
-            tenant.fallback_target.as_ref().map(|u| u.as_str()),
+            tenant.fallback_target.as_ref().map(|t| t.as_str()),
         ];
         for url in targets.into_iter().flatten() {
             urls.insert(endpoint_key(url), url);

@@ -17,6 +17,7 @@ use ivrgate_adapter::{
     EventSubmission, Gateway, ParsedSettings, RecordError, Recorded, TransitionFn, Transitioned,
     Waited,
 };
+use rustls::pki_types::CertificateDer;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
@@ -25,6 +26,7 @@ use crate::breaker::Breakers;
 use crate::clock::SharedClock;
 use crate::cluster::{BreakerNews, Membership};
 use crate::config::{ResolvedConfig, ResolvedTenant};
+use crate::decision_client::{BuildError, DecisionClient};
 use crate::decisions::PendingDecision;
 use crate::envelope::{note_core_keys, Envelope, EventData, EventPayload, Reported, EVENT_KEYS};
 use crate::ids;
@@ -137,31 +139,26 @@ impl Runtime {
 /// public roots; a tenant with a `ca_file` gets a pair that trusts its CA too.
 #[derive(Clone)]
 pub struct WebhookClients {
-    pub decision: reqwest::Client,
+    pub decision: DecisionClient,
     pub delivery: reqwest::Client,
 }
 
 impl WebhookClients {
     /// Builds both clients, trusting `extra_roots` besides the public roots.
-    pub fn new(extra_roots: &[reqwest::Certificate]) -> reqwest::Result<WebhookClients> {
+    pub fn new(extra_roots: &[CertificateDer<'static>]) -> Result<WebhookClients, BuildError> {
         // Redirects are not followed: only a 2xx from the configured URL counts, and a
         // signed POST must not be replayed elsewhere (or turned into a GET). Timeouts are
-        // set per request (the decision's deadline, `delivery.timeout_ms`).
-        let mut decision = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2));
+        // set per request (the decision's deadline, `delivery.timeout_ms`). Decisions have
+        // a client of their own, lighter than reqwest (`decision_client.rs`).
         let mut delivery = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(5));
         for root in extra_roots {
-            decision = decision.add_root_certificate(root.clone());
-            delivery = delivery.add_root_certificate(root.clone());
+            delivery = delivery.add_root_certificate(reqwest::Certificate::from_der(root)?);
         }
         Ok(WebhookClients {
-            decision: decision.build()?,
+            decision: DecisionClient::new(extra_roots)?,
             delivery: delivery.build()?,
         })
     }
@@ -175,7 +172,7 @@ pub struct Core {
     pub instance: String,
     pub points: Vec<&'static DecisionPoint>,
     /// Decision webhooks: their own connection pool, so they never wait behind deliveries.
-    pub decision_http: reqwest::Client,
+    pub decision_http: DecisionClient,
     pub delivery_http: reqwest::Client,
     /// Breakers for decision URLs and for event endpoints, kept apart: a customer whose
     /// event handler fails must still get its calls' decisions.
@@ -284,7 +281,7 @@ impl Core {
     }
 
     /// The client for a tenant's decision webhooks: its own when it names a `ca_file`.
-    pub fn decision_client<'a>(&'a self, tenant: &'a ResolvedTenant) -> &'a reqwest::Client {
+    pub fn decision_client<'a>(&'a self, tenant: &'a ResolvedTenant) -> &'a DecisionClient {
         tenant
             .http
             .as_ref()

@@ -15,7 +15,8 @@ use ivrgate_adapter::{
 use serde_json::{json, Map, Value};
 
 use crate::config::ResolvedTenant;
-use crate::core::{read_capped, Core, Runtime};
+use crate::core::{Core, Runtime};
+use crate::decision_client::{Target, WebhookHeaders};
 use crate::envelope::{note_core_keys, DecisionData, Envelope, DECISION_KEYS};
 use crate::metrics::{DecisionLabels, ReasonLabels};
 use crate::observe::{self, Observed};
@@ -496,7 +497,7 @@ impl Core {
     async fn ask(
         &self,
         tenant: &ResolvedTenant,
-        target: &reqwest::Url,
+        target: &Target,
         attempt: &Attempt<'_>,
         body: &[u8],
         deadline: Instant,
@@ -556,20 +557,14 @@ impl Core {
                 body: bytes::Bytes::copy_from_slice(body),
             }));
         }
-        let request = self
-            .decision_client(tenant)
-            .post(target.clone())
-            .header("content-type", "application/json")
-            .header("webhook-id", decision_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .body(body.to_vec());
-        let exchange = async {
-            let response = request.send().await?;
-            let status = response.status();
-            let bytes = read_capped(response, MAX_ANSWER_BYTES).await?;
-            Ok::<_, reqwest::Error>((status, bytes))
+        let headers = WebhookHeaders {
+            id: decision_id,
+            timestamp,
+            signature: &signature,
         };
+        let exchange = self
+            .decision_client(tenant)
+            .post(target, &headers, body, MAX_ANSWER_BYTES);
         let left = deadline.saturating_duration_since(Instant::now());
         let result = tokio::time::timeout_at(deadline.into(), exchange).await;
         let (status, bytes) = match result {
@@ -590,7 +585,7 @@ impl Core {
                     FallbackReason::Connect
                 };
                 // Never the URL: the endpoint is logged redacted, apart.
-                let why = crate::failure::describe(&e, left);
+                let why = e.describe(left);
                 observe(None, None, reason.as_str(), Some(&why));
                 return Err(failed(reason, &why));
             }

@@ -15,10 +15,42 @@ pub fn describe(e: &reqwest::Error, timeout: Duration) -> String {
     if e.is_timeout() {
         return timed_out(timeout);
     }
+    explain(e.source(), e.is_connect(), timeout)
+}
+
+/// Whether `e` or one of its causes is a timeout (an `io::Error` of kind `TimedOut`, or
+/// hyper's own), as reqwest tells it.
+pub fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// [`describe`]'s words for a chain of causes from `first` on (the decision client's hyper
+/// errors start there; a reqwest error starts with its source, whose text is the same),
+/// `connect` when it failed making the connection.
+pub fn explain(
+    first: Option<&(dyn std::error::Error + 'static)>,
+    connect: bool,
+    timeout: Duration,
+) -> String {
     let mut chain = Vec::new();
     let mut tls = None;
     let mut io_kind = None;
-    let mut source = e.source();
+    let mut source = first;
     while let Some(cause) = source {
         // io::Errors nest (hyper's connect error wraps tokio-rustls's, which wraps the
         // rustls error), and an io::Error's `source` skips its own payload: look inside.
@@ -54,14 +86,14 @@ pub fn describe(e: &reqwest::Error, timeout: Duration) -> String {
         Some(ErrorKind::TimedOut) => return timed_out(timeout),
         _ => {}
     }
-    if e.is_connect() {
+    if connect {
         format!("connect error: {detail}")
     } else {
         format!("request error: {detail}")
     }
 }
 
-fn timed_out(timeout: Duration) -> String {
+pub fn timed_out(timeout: Duration) -> String {
     format!("timeout after {} ms", timeout.as_millis())
 }
 

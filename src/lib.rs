@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod config;
 pub mod connectors;
 pub mod core;
+pub mod decision_client;
 pub mod decisions;
 pub mod delivery;
 pub mod entities;

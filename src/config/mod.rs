@@ -159,8 +159,8 @@ pub struct ResolvedTenant {
     pub fallback_url: Option<String>,
     /// The same URLs, parsed once rather than on every request.
     pub webhook_target: reqwest::Url,
-    pub decision_target: reqwest::Url,
-    pub fallback_target: Option<reqwest::Url>,
+    pub decision_target: crate::decision_client::Target,
+    pub fallback_target: Option<crate::decision_client::Target>,
     pub secrets: Vec<crate::signing::SigningKey>,
     pub decisions: BTreeMap<&'static str, ResolvedDecision>,
     pub outbox_quota: u64,

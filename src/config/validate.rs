@@ -9,12 +9,14 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use ivrgate_adapter::{Adapter, Answer, DecisionPoint};
+use rustls::pki_types::CertificateDer;
 
 use super::tenants::TENANT_KEYS;
 use super::{
     Config, ConfigError, ResolvedConfig, ResolvedDecision, ResolvedTenant, Result, Secret,
     TenantConfig,
 };
+use crate::decision_client::Target;
 
 /// The problems found so far, one line each.
 type Problems = Vec<String>;
@@ -217,40 +219,60 @@ fn resolve_tenant(
         .decision_url
         .clone()
         .unwrap_or_else(|| tenant.webhook_url.clone());
-    let targets = (parse(&tenant.webhook_url), parse(&decision_url));
-    let resolved = if let (Some(webhook_target), Some(decision_target)) = targets {
-        let settings = adapter_settings(tenant, context.adapters, &mut own);
-        let http = webhook_clients(tenant, &mut own);
-        let command_token = token(
-            tenant.command_token.as_ref(),
-            "command_token",
-            &Length::AtLeast16,
-            &mut own,
-        );
-        Some(ResolvedTenant {
-            id: id.clone(),
-            http,
-            settings,
-            command_token,
-            webhook_target,
-            decision_target,
-            fallback_target: tenant.fallback_url.as_deref().and_then(parse),
-            webhook_url: tenant.webhook_url.clone(),
-            decision_url,
-            fallback_url: tenant.fallback_url.clone(),
-            secrets,
-            decisions,
-            outbox_quota: tenant.outbox_quota,
-            decisions_per_second: tenant.decisions_per_second.max(1),
-            deliveries_per_second: tenant.deliveries_per_second.max(1),
-            path_token,
-            basic_auth,
-            allow_ips: tenant.inbound.allow_ips.clone(),
-        })
-    } else {
+    // Decisions are sent to request targets made once here (`decision_client::Target`).
+    let target = |name: &str, url: &str, own: &mut Problems| match parse(url).map(Target::new) {
+        Some(Ok(target)) => Some(target),
+        Some(Err(why)) => {
+            own.push(format!("{name} {:?}: {why}", crate::redact::url(url)));
+            None
+        }
         // Already reported by check_url above.
-        None
+        None => None,
     };
+    let decision_name = match tenant.decision_url {
+        Some(_) => "decision_url",
+        None => "webhook_url",
+    };
+    let decision_target = target(decision_name, &decision_url, &mut own);
+    let fallback_target = match &tenant.fallback_url {
+        Some(url) => target("fallback_url", url, &mut own).map(Some),
+        None => Some(None),
+    };
+    let targets = (parse(&tenant.webhook_url), decision_target, fallback_target);
+    let resolved =
+        if let (Some(webhook_target), Some(decision_target), Some(fallback_target)) = targets {
+            let settings = adapter_settings(tenant, context.adapters, &mut own);
+            let http = webhook_clients(tenant, &mut own);
+            let command_token = token(
+                tenant.command_token.as_ref(),
+                "command_token",
+                &Length::AtLeast16,
+                &mut own,
+            );
+            Some(ResolvedTenant {
+                id: id.clone(),
+                http,
+                settings,
+                command_token,
+                webhook_target,
+                decision_target,
+                fallback_target,
+                webhook_url: tenant.webhook_url.clone(),
+                decision_url,
+                fallback_url: tenant.fallback_url.clone(),
+                secrets,
+                decisions,
+                outbox_quota: tenant.outbox_quota,
+                decisions_per_second: tenant.decisions_per_second.max(1),
+                deliveries_per_second: tenant.deliveries_per_second.max(1),
+                path_token,
+                basic_auth,
+                allow_ips: tenant.inbound.allow_ips.clone(),
+            })
+        } else {
+            // Already reported above.
+            None
+        };
     problems.extend(own.into_iter().map(|p| format!("tenant {id}: {p}")));
     resolved
 }
@@ -528,10 +550,12 @@ fn strict_fallback(
     }
 }
 /// The certificates of a tenant's `ca_file`: at least one.
-fn read_ca_file(path: &Path) -> std::result::Result<Vec<reqwest::Certificate>, String> {
+fn read_ca_file(path: &Path) -> std::result::Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
     let pem =
         std::fs::read(path).map_err(|e| format!("ca_file: cannot read {}: {e}", path.display()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|_| format!("ca_file {}: not a PEM certificate bundle", path.display()))?;
     if certs.is_empty() {
         return Err(format!(

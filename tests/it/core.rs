@@ -801,28 +801,77 @@ async fn failing_event_deliveries_do_not_short_circuit_decisions_on_the_same_url
 async fn redirects_are_not_followed() {
     let rx = Receiver::start().await;
     let elsewhere = rx.url("/elsewhere");
+    let status = std::sync::Arc::new(std::sync::atomic::AtomicU16::new(307));
+    let answered = status.clone();
     rx.answer(move |hook| {
         if hook.path == "/elsewhere" {
             Reply::ok(MENU)
         } else {
-            Reply::status(307).header("location", &elsewhere)
+            Reply::status(answered.load(std::sync::atomic::Ordering::Relaxed))
+                .header("location", &elsewhere)
         }
     });
     let gw = Gateway::start(&rx.url("/hooks"), HANGUP_FALLBACK).await;
-    let (_, _, body) = gw
-        .post("/voicenter/acme", "application/json", ivr_action("c-redir"))
-        .await;
-    assert_eq!(
-        serde_json::from_str::<Value>(&body).expect("json")["ACTION"],
-        "HANGUP"
-    );
-    gw.post("/voicenter/acme/cdr", "application/json", cdr("c-redir", 1))
-        .await;
+    // Every redirect is the customer's answer, and not a 2xx: the caller gets the fallback.
+    for code in [301, 302, 303, 307, 308] {
+        status.store(code, std::sync::atomic::Ordering::Relaxed);
+        let (_, _, body) = gw
+            .post(
+                "/voicenter/acme",
+                "application/json",
+                ivr_action(&format!("c-redir-{code}")),
+            )
+            .await;
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).expect("json")["ACTION"],
+            "HANGUP",
+            "{code}"
+        );
+    }
+    gw.post(
+        "/voicenter/acme/cdr",
+        "application/json",
+        cdr("c-redir-307", 1),
+    )
+    .await;
     let hooks = rx.drain(Duration::from_millis(800)).await;
     assert!(
         hooks.iter().all(|h| h.path == "/hooks"),
         "a redirect was followed"
     );
-    assert_eq!(hooks.len(), 2, "{hooks:?}");
+    assert_eq!(hooks.len(), 6, "{hooks:?}");
+    let (_, metrics) = gw.get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"ivrgate_decision_fallbacks_total{kind="ivr_action",reason="bad_status"} 5"#
+        ),
+        "{metrics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn credentials_in_the_decision_url_are_sent_as_basic_authorization() {
+    let rx = Receiver::start().await;
+    rx.answer(|_| Reply::ok(MENU));
+    let hooks = rx.url("/hooks");
+    let with_credentials = hooks.replacen("http://", "http://dec%40ider:s3cret@", 1);
+    let gw = Gateway::start(
+        &hooks,
+        &format!("decision_url = \"{with_credentials}?k=v\"\n{HANGUP_FALLBACK}"),
+    )
+    .await;
+    let (_, _, body) = gw
+        .post("/voicenter/acme", "application/json", ivr_action("c-basic"))
+        .await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).expect("json")["ACTION"],
+        "MENU"
+    );
+    let hook = rx.next().await;
+    assert_eq!(hook.path, "/hooks");
+    // "dec@ider:s3cret": the user name percent-decoded.
+    assert_eq!(hook.header("authorization"), "Basic ZGVjQGlkZXI6czNjcmV0");
+    assert!(hook.verifies());
     gw.stop().await;
 }

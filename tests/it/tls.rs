@@ -839,3 +839,78 @@ fn an_expired_or_expiring_certificate_is_a_warning() {
     let fine = check(&ca.issue_until("127.0.0.1", false, Some(now + time::Duration::days(90))));
     assert!(!fine.contains("warning"), "{fine}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decision_reaches_a_receiver_with_a_private_ca_and_falls_back_without_it() {
+    // The customer's decision receiver has a certificate from their own CA.
+    let customer = Ca::new("customer decision CA");
+    let receiver = Receiver::start_tls(receiver_tls(&customer.issue("127.0.0.1", false))).await;
+    receiver.answer(|_| {
+        Reply::ok(r#"{"action":"menu","prompt":"welcome","menu":"main","max_digits":1}"#)
+    });
+    let hooks = receiver.url("/hooks");
+    assert!(hooks.starts_with("https://"), "{hooks}");
+    let dir = tempfile::tempdir().expect("tmp");
+    let customer_ca = dir.path().join("customer-ca.pem");
+    std::fs::write(&customer_ca, customer.pem()).expect("customer CA");
+    let fallback = "\n[tenants.decisions.ivr_action]\ndeadline_ms = 2000\n\
+                    fallback = { action = \"hangup\", prompt = \"sorry\", cause = 16 }\n";
+    let decision = |call: &str| {
+        json!({"METHOD": "GET_IVR_ACTION", "DATA": {
+            "DID": "0730000000", "CALLER_ID": "0540000000", "CALLER_NAME": "Dana",
+            "IVR_UNIQUE_ID": call, "DTMF": "", "MENU": "-1", "PREVIOUS_MENU": "-1"}})
+        .to_string()
+    };
+    let action = |body: &str| {
+        serde_json::from_str::<Value>(body).expect("json")["ACTION"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    // With the tenant's ca_file the customer answers, over TLS, signed.
+    let gw = Gateway::start(
+        &hooks,
+        &format!("ca_file = \"{}\"\n{fallback}", customer_ca.display()),
+    )
+    .await;
+    let (status, _, body) = gw
+        .post("/voicenter/acme", "application/json", decision("tls-dec-1"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(action(&body), "MENU", "{body}");
+    let hook = receiver.next().await;
+    assert_eq!(hook.path, "/hooks");
+    assert_eq!(
+        hook.json["type"],
+        json!("decision.ivr_action"),
+        "{}",
+        hook.json
+    );
+    assert_eq!(hook.header("content-type"), "application/json");
+    assert!(hook.header("webhook-id").starts_with("dec_"), "{hook:?}");
+    assert!(hook.verifies());
+    // The connection is kept and used again.
+    let (_, _, body) = gw
+        .post("/voicenter/acme", "application/json", decision("tls-dec-2"))
+        .await;
+    assert_eq!(action(&body), "MENU", "{body}");
+    receiver.next().await;
+    gw.stop().await;
+
+    // Without it the receiver's certificate is not trusted: the caller gets the fallback.
+    let gw = Gateway::start(&hooks, fallback).await;
+    let (status, _, body) = gw
+        .post("/voicenter/acme", "application/json", decision("tls-dec-3"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(action(&body), "HANGUP", "{body}");
+    assert!(
+        receiver
+            .next_within(Duration::from_millis(300))
+            .await
+            .is_none(),
+        "a request got through an untrusted TLS handshake"
+    );
+    gw.stop().await;
+}
