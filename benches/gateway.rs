@@ -202,22 +202,25 @@ async fn start_webhook() -> Arc<Webhook> {
 }
 
 /// The baseline: a minimal hyper proxy that reads the legacy XML body, forwards the same
-/// JSON webhook request the gateway makes, and returns the webhook's body.
+/// JSON webhook request the gateway makes, and returns the webhook's body. Its client is
+/// hyper's pooled client with the settings of the gateway's decision client (which is the
+/// same client, over rustls where the URL is https).
 async fn start_passthrough(webhook: SocketAddr, captured: CapturedDecision) -> SocketAddr {
+    use hyper_util::client::legacy::{connect::HttpConnector, Client};
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
     let addr = listener.local_addr().expect("addr");
-    // The same client settings as the gateway's decision client.
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(256)
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
-    let url: Arc<str> = format!("http://{webhook}/decide").into();
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(256)
+            .build(connector);
+    let uri: hyper::Uri = format!("http://{webhook}/decide").parse().expect("uri");
     let captured = Arc::new(captured);
     serve(listener, move |req: Request<Incoming>| {
         let client = client.clone();
-        let url = url.clone();
+        let uri = uri.clone();
         let captured = captured.clone();
         async move {
             let _xml = req
@@ -226,12 +229,20 @@ async fn start_passthrough(webhook: SocketAddr, captured: CapturedDecision) -> S
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            let mut forward = client.post(&*url).body(captured.body.clone());
+            let mut forward = Request::post(uri);
             for (k, v) in &captured.headers {
-                forward = forward.header(k, v);
+                forward = forward.header(k.as_str(), v.as_str());
             }
-            let body = match forward.send().await {
-                Ok(r) => r.bytes().await.unwrap_or_default(),
+            let body = match forward.body(Full::new(captured.body.clone())) {
+                Ok(request) => match client.request(request).await {
+                    Ok(r) => r
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|c| c.to_bytes())
+                        .unwrap_or_default(),
+                    Err(_) => Bytes::new(),
+                },
                 Err(_) => Bytes::new(),
             };
             respond("text/xml", body)
