@@ -14,7 +14,8 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 
 use super::uow::{pipeline, Reply, Step};
-use super::{db_err, describe, lock, no_answer, PgStore};
+use super::writer::{retryable, ApplyError};
+use super::{describe, lock, no_answer, PgStore};
 use crate::store::DeliveryUpdate;
 
 /// Outcomes of one caller waiting for the finisher.
@@ -82,13 +83,13 @@ pub(super) async fn finisher_loop(
         match commit(&pool, &mut conn, &work, answer_within).await {
             // A statement the database refused (say an error text it cannot store) fails
             // only its own caller's outcomes, as when each caller had its transaction.
-            Err(BatchError::Db(e)) if e.code().is_some() && batch.len() > 1 => {
+            Err(ApplyError::Db(e)) if e.code().is_some() && batch.len() > 1 => {
                 tracing::warn!(error = %describe(&e), callers = batch.len(), "a batch of delivery outcomes failed; committing them one caller at a time");
                 for job in batch.drain(..) {
                     let alone = Work::of(std::slice::from_ref(&job));
                     let result = commit(&pool, &mut conn, &alone, answer_within)
                         .await
-                        .map_err(BatchError::into_store);
+                        .map_err(ApplyError::into_store);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, updates = alone.len(), "cannot record delivery outcomes");
                     }
@@ -96,7 +97,7 @@ pub(super) async fn finisher_loop(
                 }
             }
             result => {
-                let result = result.map_err(BatchError::into_store);
+                let result = result.map_err(ApplyError::into_store);
                 if let Err(e) = &result {
                     tracing::error!(error = %e, updates = work.len(), "cannot record delivery outcomes");
                 }
@@ -115,7 +116,7 @@ async fn commit(
     conn: &mut Option<deadpool_postgres::Object>,
     work: &Work,
     answer_within: Duration,
-) -> Result<(), BatchError> {
+) -> Result<(), ApplyError> {
     let mut tries = 0;
     loop {
         let result = tokio::time::timeout(answer_within, run_batch(pool, conn, work))
@@ -124,7 +125,7 @@ async fn commit(
                 // Whether it committed is unknown: the rows stay leased, and are sent again
                 // (at least once) when the lease lapses.
                 pool.retain(|_, _| false);
-                Err(BatchError::Store(no_answer(answer_within)))
+                Err(ApplyError::Other(no_answer(answer_within)))
             });
         if result.is_err() {
             // Whatever state it was left in (a transaction open), it is not used again.
@@ -133,7 +134,7 @@ async fn commit(
             }
         }
         match result {
-            Err(BatchError::Db(e)) if retryable(&e) && tries < DEADLOCK_RETRIES => tries += 1,
+            Err(ApplyError::Db(e)) if retryable(&e) && tries < DEADLOCK_RETRIES => tries += 1,
             other => return other,
         }
     }
@@ -235,26 +236,6 @@ fn id_of(update: &DeliveryUpdate) -> i64 {
     }
 }
 
-enum BatchError {
-    Db(tokio_postgres::Error),
-    Store(crate::store::StoreError),
-}
-
-impl BatchError {
-    fn into_store(self) -> crate::store::StoreError {
-        match self {
-            BatchError::Db(e) => db_err(e),
-            BatchError::Store(e) => e,
-        }
-    }
-}
-
-impl From<tokio_postgres::Error> for BatchError {
-    fn from(e: tokio_postgres::Error) -> Self {
-        BatchError::Db(e)
-    }
-}
-
 /// Delivered and dead rows: settled, their tenants returned (one row per settled row).
 const SETTLE_SQL: &str = "UPDATE outbox o SET status = u.status, attempts = o.attempts + 1, \
      last_error = COALESCE(u.error, o.last_error), done_at_ms = u.at_ms, lease_owner = NULL, \
@@ -287,17 +268,17 @@ async fn run_batch(
     pool: &Pool,
     conn: &mut Option<deadpool_postgres::Object>,
     work: &Work,
-) -> Result<(), BatchError> {
+) -> Result<(), ApplyError> {
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(pool.get().await.map_err(|e| {
-            BatchError::Store(crate::store::StoreError::Backend(format!(
+            ApplyError::Other(crate::store::StoreError::Backend(format!(
                 "PostgreSQL: {}",
                 describe(&e)
             )))
         })?);
     }
     let Some(client) = conn.as_mut() else {
-        return Err(BatchError::Store(crate::store::StoreError::Closed));
+        return Err(ApplyError::Other(crate::store::StoreError::Closed));
     };
     let client: &deadpool_postgres::ClientWrapper = client;
     let settle_st = client.prepare_cached(SETTLE_SQL).await?;
@@ -363,12 +344,4 @@ async fn run_batch(
         reply?;
     }
     Ok(())
-}
-
-fn retryable(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
-    matches!(
-        e.code(),
-        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
-    )
 }

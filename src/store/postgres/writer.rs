@@ -522,7 +522,7 @@ fn lock_key(uow: &crate::store::UnitOfWork) -> Option<(&str, &str, &str)> {
     ))
 }
 
-fn retryable(e: &tokio_postgres::Error) -> bool {
+pub(super) fn retryable(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     matches!(
         e.code(),
@@ -536,7 +536,7 @@ pub(super) enum ApplyError {
 }
 
 impl ApplyError {
-    fn into_store(self) -> crate::store::StoreError {
+    pub(super) fn into_store(self) -> crate::store::StoreError {
         match self {
             ApplyError::Db(e) => db_err(e),
             ApplyError::Other(e) => e,
