@@ -273,6 +273,14 @@ impl<'a> Tokenizer<'a> {
         }
         let mut run: Option<Cow<'a, str>> = None;
         loop {
+            // Blank text before a reader's next element need not become an event at all:
+            // quick-xml skips the whitespace (space, tab, CR, LF, all whitespace to `str::trim`
+            // too) in the same read as the markup after it. Only before a run starts, so a
+            // run's text is never cut, and only inside the root element, where whitespace is
+            // all such text can be. Positions of what follows skipped whitespace are taken
+            // from the event itself ([`Tokenizer::at`]).
+            self.reader.config_mut().trim_text_start =
+                skip_blanks && run.is_none() && !self.open.is_empty();
             let position = self.reader.buffer_position() as usize + self.start;
             let event = self.reader.read_event().map_err(|e| {
                 WireError::MalformedXml(format!(
@@ -284,6 +292,7 @@ impl<'a> Tokenizer<'a> {
                 Event::DocType(_) => return Err(WireError::DoctypeRefused),
                 Event::Start(tag) | Event::Empty(tag) if self.root_done => {
                     let name = Name::of(self.doc, tag.name().as_ref());
+                    let position = self.at(tag.name().as_ref(), "<");
                     return Err(WireError::MalformedXml(format!(
                         "second root element <{name}> at byte {position}"
                     )));
@@ -311,6 +320,7 @@ impl<'a> Tokenizer<'a> {
                     return Ok(self.after_run(run, Token::Start(name), Some(Token::End)));
                 }
                 Event::End(tag) => {
+                    let position = self.at(tag.name().as_ref(), "</");
                     let name = Name::of(self.doc, tag.name().as_ref()).trimmed();
                     let Some(open) = self.open.pop() else {
                         return Err(WireError::MalformedXml(format!(
@@ -337,7 +347,11 @@ impl<'a> Tokenizer<'a> {
                     }
                     _ => event_text(&Event::Text(text), position)?,
                 },
-                Event::CData(_) | Event::GeneralRef(_) => event_text(&event, position)?,
+                Event::CData(_) => event_text(&event, position)?,
+                Event::GeneralRef(ref reference) => {
+                    let position = self.at(reference, "&");
+                    event_text(&event, position)?
+                }
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
                 Event::Eof => {
                     if let Some(open) = self.open.last() {
@@ -366,6 +380,16 @@ impl<'a> Tokenizer<'a> {
                 None => run = Some(text),
             }
         }
+    }
+
+    /// The offset in the input of the markup `lead` that `part`, a slice of an event just
+    /// read from the document, follows: where the event starts, even when skipped whitespace
+    /// came before it in the same read.
+    fn at(&self, part: &[u8], lead: &str) -> usize {
+        (part.as_ptr() as usize)
+            .wrapping_sub(self.doc.as_ptr() as usize)
+            .wrapping_sub(lead.len())
+            .wrapping_add(self.start)
     }
 
     /// `token` (and `then`) after the text run read before them, if any.

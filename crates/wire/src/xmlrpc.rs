@@ -1612,6 +1612,34 @@ mod tests {
     }
 
     #[test]
+    fn errors_after_skipped_whitespace_name_the_markup_position() {
+        // the whitespace between elements is skipped in the same read as the markup after
+        // it; errors still name where the markup starts, as the tree reader does
+        let cases = [
+            (
+                "<methodCall>\n  </params></methodCall>",
+                "closing tag </params> does not match <methodcall> at byte 15",
+            ),
+            (
+                "<methodCall>\r\n\t&bogus;</methodCall>",
+                "unknown entity &bogus; at byte 15",
+            ),
+            (
+                "<methodCall><params> \n <param>  \n</value></param></params></methodCall>",
+                "closing tag </value> does not match <param> at byte 33",
+            ),
+        ];
+        for (doc, message) in cases {
+            assert_eq!(
+                parse_call(doc, &limits()),
+                Err(WireError::MalformedXml(message.to_string())),
+                "{doc:?}"
+            );
+            agree(doc, &limits());
+        }
+    }
+
+    #[test]
     fn streaming_reader_agrees_with_the_tree_reader() {
         let mut generator = Gen(0x2545_F491_4F6C_DD1D);
         let shallow = Limits {
