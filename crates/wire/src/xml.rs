@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 
-use quick_xml::events::{BytesRef, Event};
+use quick_xml::events::{BytesRef, BytesText, Event};
 use quick_xml::Reader;
 
 use crate::{Limits, WireError};
@@ -181,6 +181,17 @@ fn has_carriage_return(bytes: &[u8]) -> bool {
     found || words.remainder().contains(&b'\r')
 }
 
+/// Which blank text a [`Tokenizer`] read hands out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blanks {
+    /// All text, as read.
+    Keep,
+    /// No blank run, nor the blank start of a run ([`Tokenizer::next_skipping_blanks`]).
+    Skip,
+    /// No blank run just before a start tag ([`Tokenizer::next_before_start`]).
+    BeforeStart,
+}
+
 /// What the [`Tokenizer`] hands out.
 #[derive(Debug)]
 pub(crate) enum Token<'a> {
@@ -254,7 +265,7 @@ impl<'a> Tokenizer<'a> {
     /// The next token. After an error the document is malformed and the tokenizer must not
     /// be used again.
     pub(crate) fn next(&mut self) -> Result<Token<'a>, WireError> {
-        self.read(false)
+        self.read(Blanks::Keep)
     }
 
     /// [`Tokenizer::next`] for a reader that ignores blank text (between the elements of an
@@ -263,16 +274,33 @@ impl<'a> Tokenizer<'a> {
     /// otherwise, read from the same events, so the same errors; only cheaper, since the
     /// whitespace between elements is most of a document's text.
     pub(crate) fn next_skipping_blanks(&mut self) -> Result<Token<'a>, WireError> {
-        self.read(true)
+        self.read(Blanks::Skip)
     }
 
-    fn read(&mut self, skip_blanks: bool) -> Result<Token<'a>, WireError> {
+    /// [`Tokenizer::next`] for a reader that ignores blank text before a start tag but keeps
+    /// any other text exactly (an XML-RPC `<value>`: `<value> <string>` is typed, `<value> </value>`
+    /// is the string `" "`): a start tag after nothing but whitespace comes without the text
+    /// run before it. The same tokens otherwise, and the same errors.
+    pub(crate) fn next_before_start(&mut self) -> Result<Token<'a>, WireError> {
+        self.read(Blanks::BeforeStart)
+    }
+
+    fn read(&mut self, blanks: Blanks) -> Result<Token<'a>, WireError> {
         if let Some(token) = self.pending[0].take() {
             self.pending.swap(0, 1);
             return Ok(token);
         }
         let mut run: Option<Cow<'a, str>> = None;
         loop {
+            // Blank text before a reader's next element need not become an event at all:
+            // quick-xml skips the whitespace (space, tab, CR, LF, all whitespace to `str::trim`
+            // too) in the same read as the markup after it. Only before a run starts, so a
+            // run's text is never cut, and only inside the root element, where whitespace is
+            // all such text can be. Positions of what follows skipped whitespace are taken
+            // from the event itself ([`Tokenizer::at`]); a reader that keeps blank text
+            // unless a start tag follows gets the skipped text back otherwise.
+            let trim = blanks != Blanks::Keep && run.is_none() && !self.open.is_empty();
+            self.reader.config_mut().trim_text_start = trim;
             let position = self.reader.buffer_position() as usize + self.start;
             let event = self.reader.read_event().map_err(|e| {
                 WireError::MalformedXml(format!(
@@ -280,10 +308,18 @@ impl<'a> Tokenizer<'a> {
                     self.reader.error_position() as usize + self.start
                 ))
             })?;
+            if trim
+                && blanks == Blanks::BeforeStart
+                && !matches!(event, Event::Start(_) | Event::Empty(_))
+            {
+                // not a start tag: the whitespace skipped before it is text after all
+                run = self.skipped(position)?;
+            }
             let text = match event {
                 Event::DocType(_) => return Err(WireError::DoctypeRefused),
                 Event::Start(tag) | Event::Empty(tag) if self.root_done => {
                     let name = Name::of(self.doc, tag.name().as_ref());
+                    let position = self.at(tag.name().as_ref(), "<");
                     return Err(WireError::MalformedXml(format!(
                         "second root element <{name}> at byte {position}"
                     )));
@@ -311,16 +347,22 @@ impl<'a> Tokenizer<'a> {
                     return Ok(self.after_run(run, Token::Start(name), Some(Token::End)));
                 }
                 Event::End(tag) => {
+                    let position = self.at(tag.name().as_ref(), "</");
                     let name = Name::of(self.doc, tag.name().as_ref()).trimmed();
                     let Some(open) = self.open.pop() else {
                         return Err(WireError::MalformedXml(format!(
                             "unexpected closing tag </{name}> at byte {position}"
                         )));
                     };
-                    let root_alias = self.open.is_empty()
-                        && ROOT_ALIASES.iter().any(|alias| open.is(alias))
-                        && ROOT_ALIASES.iter().any(|alias| name.is(alias));
-                    if !open.0.eq_ignore_ascii_case(&name.0) && !root_alias {
+                    // a closing tag is nearly always written as its start tag was: the exact
+                    // comparison first, the case-insensitive one only when that fails
+                    let same = open.0 == name.0 || open.0.eq_ignore_ascii_case(&name.0);
+                    let root_alias = || {
+                        self.open.is_empty()
+                            && ROOT_ALIASES.iter().any(|alias| open.is(alias))
+                            && ROOT_ALIASES.iter().any(|alias| name.is(alias))
+                    };
+                    if !same && !root_alias() {
                         return Err(WireError::MalformedXml(format!(
                             "closing tag </{name}> does not match <{open}> at byte {position}"
                         )));
@@ -337,7 +379,11 @@ impl<'a> Tokenizer<'a> {
                     }
                     _ => event_text(&Event::Text(text), position)?,
                 },
-                Event::CData(_) | Event::GeneralRef(_) => event_text(&event, position)?,
+                Event::CData(_) => event_text(&event, position)?,
+                Event::GeneralRef(ref reference) => {
+                    let position = self.at(reference, "&");
+                    event_text(&event, position)?
+                }
                 Event::Comment(_) | Event::PI(_) | Event::Decl(_) => continue,
                 Event::Eof => {
                     if let Some(open) = self.open.last() {
@@ -362,13 +408,43 @@ impl<'a> Tokenizer<'a> {
             }
             match &mut run {
                 Some(run) => run.to_mut().push_str(&text),
-                None if skip_blanks && is_blank(&text) => {}
+                None if blanks == Blanks::Skip && is_blank(&text) => {}
                 None => run = Some(text),
             }
         }
     }
 
+    /// The whitespace quick-xml skipped from `position` on before the event it read last, as
+    /// the text it is (line ends normalised); `None` when there was none.
+    fn skipped(&self, position: usize) -> Result<Option<Cow<'a, str>>, WireError> {
+        let rest = self.doc.get(position - self.start..).unwrap_or_default();
+        let end = rest
+            .bytes()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+            .unwrap_or(rest.len());
+        let skipped = &rest[..end];
+        Ok(match skipped {
+            "" => None,
+            _ if !has_carriage_return(skipped.as_bytes()) => Some(Cow::Borrowed(skipped)),
+            _ => Some(event_text(
+                &Event::Text(BytesText::from_escaped(skipped)),
+                position,
+            )?),
+        })
+    }
+
+    /// The offset in the input of the markup `lead` that `part`, a slice of an event just
+    /// read from the document, follows: where the event starts, even when skipped whitespace
+    /// came before it in the same read.
+    fn at(&self, part: &[u8], lead: &str) -> usize {
+        (part.as_ptr() as usize)
+            .wrapping_sub(self.doc.as_ptr() as usize)
+            .wrapping_sub(lead.len())
+            .wrapping_add(self.start)
+    }
+
     /// `token` (and `then`) after the text run read before them, if any.
+    #[inline]
     fn after_run(
         &mut self,
         run: Option<Cow<'a, str>>,

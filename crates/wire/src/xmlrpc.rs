@@ -466,7 +466,7 @@ impl<'a> Reader<'a> {
     fn value(&mut self) -> Result<Value, WireError> {
         let mut text = None;
         loop {
-            match self.tokens.next()? {
+            match self.tokens.next_before_start()? {
                 Token::Text(run) => text = Some(run),
                 Token::End => return Ok(Value::Str(text.map(Cow::into_owned).unwrap_or_default())),
                 Token::Start(inner) => {
@@ -1608,6 +1608,61 @@ mod tests {
                 out.push_str(self.pick(&["<x/>", "junk", " \n", "<!-- -->"]));
             }
             out
+        }
+    }
+
+    #[test]
+    fn whitespace_skipped_in_a_value_is_kept_unless_a_type_follows() {
+        let cases = [
+            ("<value>  </value>", "  "),
+            ("<value>\r\n \r</value>", "\n \n"),
+            ("<value> <!--c--> </value>", "  "),
+            ("<value> <?p?>\t</value>", " \t"),
+            ("<value> &amp;</value>", " &"),
+            ("<value>\n <![CDATA[x]]> </value>", "\n x "),
+            ("<value>\n x</value>", "\n x"),
+            ("<value> <string>s</string> </value>", "s"),
+            ("<value>\r\n<nil/></value>", ""),
+        ];
+        for (xml, text) in cases {
+            let expected = match text {
+                "" => Value::Nil,
+                text => Value::Str(text.to_string()),
+            };
+            assert_eq!(one(xml), Ok(expected), "{xml:?}");
+            agree(
+                &format!("<methodCall><methodName>m</methodName><params><param>{xml}</param></params></methodCall>"),
+                &limits(),
+            );
+        }
+        assert!(one("<value> x <string>s</string></value>").is_err());
+    }
+
+    #[test]
+    fn errors_after_skipped_whitespace_name_the_markup_position() {
+        // the whitespace between elements is skipped in the same read as the markup after
+        // it; errors still name where the markup starts, as the tree reader does
+        let cases = [
+            (
+                "<methodCall>\n  </params></methodCall>",
+                "closing tag </params> does not match <methodcall> at byte 15",
+            ),
+            (
+                "<methodCall>\r\n\t&bogus;</methodCall>",
+                "unknown entity &bogus; at byte 15",
+            ),
+            (
+                "<methodCall><params> \n <param>  \n</value></param></params></methodCall>",
+                "closing tag </value> does not match <param> at byte 33",
+            ),
+        ];
+        for (doc, message) in cases {
+            assert_eq!(
+                parse_call(doc, &limits()),
+                Err(WireError::MalformedXml(message.to_string())),
+                "{doc:?}"
+            );
+            agree(doc, &limits());
         }
     }
 
