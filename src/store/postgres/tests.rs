@@ -1297,3 +1297,81 @@ async fn concurrent_finishes_settle_exactly_the_rows_their_owner_holds() {
     drop(client);
     db.drop_db().await;
 }
+
+/// A statement failing in the pipeline that ends with `COMMIT` makes that `COMMIT` a
+/// rollback without an error: the batch's units are applied again one by one in a new
+/// transaction, and when its end fails too, the whole batch fails and no unit is reported
+/// committed (nor is anything of it stored). The writer goes on with its next batch.
+#[tokio::test]
+async fn a_batch_whose_end_fails_commits_none_of_its_units() {
+    use crate::store::{NewEvent, UnitOfWork};
+    let Some(db) = TestDb::create("batch_end_fails").await else {
+        return;
+    };
+    let (a, _b) = two_instances(&db).await;
+    let client = a.client().await.expect("client");
+    // The pending counter of tenant "boom" cannot be written: the last pipeline's counter
+    // statement fails, behind the units' writes, ahead of `COMMIT`.
+    client
+        .batch_execute(
+            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN IF NEW.tenant = 'boom' THEN RAISE EXCEPTION 'no counter for boom'; END IF; \
+             RETURN NEW; END $$; \
+             CREATE TRIGGER refuse_boom BEFORE INSERT OR UPDATE ON tenant_counters \
+             FOR EACH ROW EXECUTE FUNCTION refuse_boom()",
+        )
+        .await
+        .expect("trigger");
+    let unit = |tenant: &str, id: &str| UnitOfWork {
+        tenant: tenant.into(),
+        now_ms: 1,
+        events: vec![NewEvent {
+            event_id: id.into(),
+            event_type: "call.cdr".into(),
+            payload: Arc::new(crate::envelope::EventPayload::raw(
+                "call.cdr",
+                serde_json::json!({"id": id}),
+            )),
+        }],
+        ..UnitOfWork::default()
+    };
+    // Queued at once: the writer takes them together (one durable, the others lazy).
+    let mut queued: Vec<_> = (0..5)
+        .map(|i| a.commit_queued(unit("boom", &format!("boom_{i}"))))
+        .map(|q| Box::pin(q) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>)
+        .collect();
+    queued.push(Box::pin(a.commit(unit("boom", "boom_last"))));
+    for (i, q) in queued.into_iter().enumerate() {
+        let outcome = tokio::time::timeout(Duration::from_secs(60), q)
+            .await
+            .expect("answered");
+        assert!(outcome.is_err(), "unit {i} reported {outcome:?}");
+    }
+    let stored: i64 = client
+        .query_one("SELECT count(*) FROM outbox", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(stored, 0, "nothing of the failed batches is stored");
+    // The writer takes the next batch on a connection of its own again.
+    client
+        .batch_execute("DROP TRIGGER refuse_boom ON tenant_counters")
+        .await
+        .expect("drop trigger");
+    let outcome = a.commit(unit("boom", "after")).await.expect("commit after");
+    assert_eq!(
+        outcome,
+        crate::store::CommitOutcome::Committed { seqs: vec![None] }
+    );
+    let depth = a.outbox_depth().await.expect("depth");
+    assert_eq!(
+        depth
+            .iter()
+            .map(|d| (d.tenant.as_str(), d.pending))
+            .collect::<Vec<_>>(),
+        vec![("boom", 1)]
+    );
+    drop(client);
+    a.shutdown().await;
+    db.drop_db().await;
+}

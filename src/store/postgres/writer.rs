@@ -157,22 +157,25 @@ pub(super) async fn writer_loop(
 /// Runs a batch in one transaction, each unit of work under its own savepoint (a refusal or
 /// an error rolls back only its own writes). The pending-event counters are moved once per
 /// tenant at the end, so their rows stay locked only for the commit; a `NOTIFY` tells other
-/// instances what changed. `Err` when the transaction itself failed: nothing committed.
+/// instances what changed. `Err` when the transaction itself failed: nothing committed (or,
+/// when the answer to `COMMIT` was lost, unknown; never reported committed).
 ///
 /// Round trips bound a writer whose database is a network hop (or a busy process) away, so
-/// the batch is sent as a pipeline: every unit's statements go out back to back, in the
-/// order the units are applied, and their answers are read afterwards. A unit commits as
-/// sent when all its statements succeeded and its guards held (resend key claimed, rows at
-/// the expected version, aliases claimed, quota not reached). The first try sends the units
-/// without a savepoint each (a subtransaction per unit is a good part of the server's work);
-/// when one of them did not commit as sent, the try is rolled back and the units go again,
-/// each under its savepoint. Then, at the first unit that did not commit as sent, the
-/// transaction rolls back to that unit's savepoint (undoing it and every unit sent after
-/// it), the unit is applied alone, statement by statement ([`apply_uow`], the exact outcome:
-/// conflict, duplicate, refusal or error, with deadlock retries), and the units after it go
-/// out again. The events of all committed units are inserted at the end in one statement;
-/// should that fail, every unit is applied again alone with its own events, so one unit's
-/// failure fails only it.
+/// the batch is sent as pipelines, two when every unit commits as sent: `BEGIN` and every
+/// unit's statements go out back to back, in the order the units are applied, and their
+/// answers are read afterwards; then the batch's events, counters, notices and `COMMIT`
+/// ([`finish`]). A unit commits as sent when all its statements succeeded and its guards
+/// held (resend key claimed, rows at the expected version, aliases claimed, quota not
+/// reached). The first try sends the units without a savepoint each (a subtransaction per
+/// unit is a good part of the server's work); when one of them did not commit as sent, the
+/// try is rolled back and the units go again, each under its savepoint. Then, at the first
+/// unit that did not commit as sent, the transaction rolls back to that unit's savepoint
+/// (undoing it and every unit sent after it), the unit is applied alone, statement by
+/// statement ([`apply_uow`], the exact outcome: conflict, duplicate, refusal or error, with
+/// deadlock retries), and the units after it go out again. The events of all committed units
+/// are inserted at the end in one statement; should that (or anything else in the last
+/// pipeline) fail, the transaction rolled back, and every unit is applied again alone with
+/// its own events in a new one ([`one_by_one`]), so one unit's failure fails only it.
 async fn run_batch(
     pool: &Pool,
     conn: &mut Option<deadpool_postgres::Object>,
@@ -180,16 +183,59 @@ async fn run_batch(
     durable: bool,
     owner_id: &str,
 ) -> crate::store::Result<Vec<crate::store::Result<crate::store::CommitOutcome>>> {
+    if uows.is_empty() {
+        return Ok(Vec::new());
+    }
     if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(pool.get().await.map_err(|e| {
             crate::store::StoreError::Backend(format!("PostgreSQL: {}", describe(&e)))
         })?);
     }
-    let Some(client) = conn.as_mut() else {
+    let Some(client) = conn.as_ref() else {
         return Err(crate::store::StoreError::Closed);
     };
-    let tx = client.transaction().await.map_err(db_err)?;
-    let st = Stmts::prepare(&tx).await.map_err(db_err)?;
+    let tx: &Tx = client;
+    // Prepared on the connection's first batch, then taken from its cache (no round trip).
+    let st = Stmts::prepare(tx).await.map_err(db_err)?;
+    let mut batch = Batch::new(uows.len());
+    let order = as_sent(tx, &st, uows, durable, &mut batch).await?;
+    match finish(tx, &st, &batch, owner_id).await.map_err(db_err)? {
+        Ended::Committed => {}
+        Ended::RolledBack(e) => {
+            tracing::warn!(error = %describe(&e), units = uows.len(), "a batch's writes failed together; applying its units one by one");
+            batch = Batch::new(uows.len());
+            one_by_one(tx, &st, uows, &order, durable, &mut batch).await?;
+            match finish(tx, &st, &batch, owner_id).await.map_err(db_err)? {
+                Ended::Committed => {}
+                Ended::RolledBack(e) => return Err(db_err(e)),
+            }
+        }
+    }
+    Ok(batch
+        .outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| {
+                Err(crate::store::StoreError::Backend(
+                    "write was not applied".into(),
+                ))
+            })
+        })
+        .collect())
+}
+
+/// Opens the batch's transaction and applies its units in it (see [`run_batch`]), recording
+/// each unit's outcome in `batch`, and gives the order they were applied in. `BEGIN` goes out
+/// in the first pipeline, with the units, not awaited alone: every statement after it is the
+/// transaction's, as the connection is this writer's alone and carries no transaction
+/// between batches (one that failed is not used again). `Err` when the transaction failed.
+async fn as_sent<'a>(
+    tx: &Tx,
+    st: &Stmts,
+    uows: &[&'a crate::store::UnitOfWork],
+    durable: bool,
+    batch: &mut Batch<'a>,
+) -> crate::store::Result<Vec<usize>> {
     // Rows are locked in one order by every instance (the call's key; a stable sort keeps
     // this instance's writes to one call in the order they were queued), so two instances'
     // batches touching the same calls wait on each other instead of deadlocking.
@@ -197,10 +243,9 @@ async fn run_batch(
     if sortable(uows) {
         order.sort_by(|&a, &b| lock_key(uows[a]).cmp(&lock_key(uows[b])));
     }
-    let mut batch = Batch::new(uows.len());
-    // Sent ahead of the first unit: the commit mode, and the pending counters of the tenants
-    // whose units have a quota (the quota is checked here, from these and the batch's own
-    // additions).
+    // Sent ahead of the first unit: the transaction's start, its commit mode, and the pending
+    // counters of the tenants whose units have a quota (the quota is checked here, from these
+    // and the batch's own additions).
     let mut quota_tenants: Vec<&str> = uows
         .iter()
         .filter(|u| u.outbox_quota.is_some() && u.event_count() > 0)
@@ -208,20 +253,16 @@ async fn run_batch(
         .collect();
     quota_tenants.sort_unstable();
     quota_tenants.dedup();
-    let mut prelude: Vec<Step<'_>> = Vec::new();
-    if !durable {
-        prelude.push(simple(&tx, "SET LOCAL synchronous_commit = off".to_owned()));
-    }
+    // Everything this batch writes comes after savepoint `b`, so it can all be undone.
+    let mut prelude: Vec<Step<'_>> = vec![simple(tx, begin(durable) + "; SAVEPOINT b")];
     if !quota_tenants.is_empty() {
-        let (tx, st, tenants) = (&tx, &st, quota_tenants.clone());
+        let tenants = quota_tenants.clone();
         prelude.push(Box::pin(async move {
             tx.query(&st.pending_many, &[&tenants])
                 .await
                 .map(Reply::Rows)
         }));
     }
-    // Everything this batch writes comes after this savepoint, so it can all be undone.
-    prelude.push(simple(&tx, "SAVEPOINT b".to_owned()));
     let mut prelude = Some(prelude);
     // The first try sends the units without a savepoint each (a subtransaction per unit is
     // a good part of the server's work): when all commit as sent, as they nearly always do,
@@ -237,10 +278,10 @@ async fn run_batch(
         for (p, &at) in order.iter().enumerate().take(end).skip(pos) {
             let start = steps.len() - ahead;
             if savepoints {
-                steps.push(simple(&tx, format!("SAVEPOINT p{p}")));
+                steps.push(simple(tx, format!("SAVEPOINT p{p}")));
             }
             let mut checks = Vec::new();
-            unit_steps(&tx, &st, uows[at], &mut steps, &mut checks);
+            unit_steps(tx, st, uows[at], &mut steps, &mut checks);
             spans.push((start, checks));
         }
         let mut replies = pipeline(steps).await;
@@ -306,7 +347,7 @@ async fn run_batch(
                 tx.batch_execute(&format!("ROLLBACK TO p{p}"))
                     .await
                     .map_err(db_err)?;
-                slow_unit(&tx, &st, uows[order[p]], order[p], &mut batch, false).await?;
+                slow_unit(tx, st, uows[order[p]], order[p], batch, false).await?;
                 pos = p + 1;
                 // Conflicts come in runs (units on one hot call): send fewer at once, so a
                 // refusal costs fewer units sent again.
@@ -314,28 +355,35 @@ async fn run_batch(
             }
         }
     }
-    drop(prelude);
-    if let Err(e) = finish(&tx, &st, &batch, owner_id).await {
-        tracing::warn!(error = %describe(&e), units = uows.len(), "a batch's writes failed together; applying its units one by one");
-        tx.batch_execute("ROLLBACK TO b").await.map_err(db_err)?;
-        batch.reset();
-        for &at in &order {
-            slow_unit(&tx, &st, uows[at], at, &mut batch, true).await?;
-        }
-        finish(&tx, &st, &batch, owner_id).await.map_err(db_err)?;
+    Ok(order)
+}
+
+/// The statements that open a batch's transaction: a batch nobody waits on commits without
+/// waiting for its WAL flush.
+fn begin(durable: bool) -> String {
+    if durable {
+        "BEGIN".to_owned()
+    } else {
+        "BEGIN; SET LOCAL synchronous_commit = off".to_owned()
     }
-    tx.commit().await.map_err(db_err)?;
-    Ok(batch
-        .outcomes
-        .into_iter()
-        .map(|o| {
-            o.unwrap_or_else(|| {
-                Err(crate::store::StoreError::Backend(
-                    "write was not applied".into(),
-                ))
-            })
-        })
-        .collect())
+}
+
+/// Applies every unit alone, in `order`, in a new transaction (the batch's first one rolled
+/// back), each with its own events, recording its outcome in `batch`. `Err` when the
+/// transaction failed.
+async fn one_by_one<'a>(
+    tx: &Tx,
+    st: &Stmts,
+    uows: &[&'a crate::store::UnitOfWork],
+    order: &[usize],
+    durable: bool,
+    batch: &mut Batch<'a>,
+) -> crate::store::Result<()> {
+    tx.batch_execute(&begin(durable)).await.map_err(db_err)?;
+    for &at in order {
+        slow_unit(tx, st, uows[at], at, batch, true).await?;
+    }
+    Ok(())
 }
 
 /// After a refusal, at least this many units go out in the next pipeline.
@@ -391,7 +439,7 @@ impl<'a> Batch<'a> {
 /// records its outcome; with `inline` its events are inserted at once (else they join the
 /// batch's). A deadlock victim is tried again. `Err` when the transaction itself failed.
 async fn slow_unit<'a>(
-    tx: &Tx<'_>,
+    tx: &Tx,
     st: &Stmts,
     uow: &'a crate::store::UnitOfWork,
     at: usize,
@@ -442,14 +490,31 @@ async fn slow_unit<'a>(
     Ok(())
 }
 
+/// How a batch's transaction ended.
+enum Ended {
+    Committed,
+    /// A statement before `COMMIT` failed (the first such error): the transaction rolled
+    /// back, and the connection is out of it, ready for another.
+    RolledBack(tokio_postgres::Error),
+}
+
 /// The end of a batch, as one pipeline: its events in one statement, the pending counters
-/// moved once per tenant, and the notices to other instances.
+/// moved once per tenant, the notices to other instances, and `COMMIT`.
+///
+/// The batch's units are committed only when every statement here succeeded and `COMMIT`
+/// too. A statement the server refused aborted the transaction, which makes `COMMIT` (sent
+/// behind it, not knowing) a rollback without an error: that is [`Ended::RolledBack`], as is
+/// a statement that failed before it was sent (its parameters could not be encoded), for
+/// which `COMMIT` is not sent but `ROLLBACK` after the others' answers. Whenever a unit
+/// committed, the "rows" notice is among the statements, so an aborted transaction cannot
+/// reach `COMMIT` unnoticed. `Err` when the outcome is not known (the connection failed, or
+/// an error came from this side after the statement ran): the connection is not used again.
 async fn finish(
-    tx: &Tx<'_>,
+    tx: &Tx,
     st: &Stmts,
     batch: &Batch<'_>,
     owner_id: &str,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<Ended, tokio_postgres::Error> {
     let mut steps: Vec<Step<'_>> = Vec::new();
     if !batch.events.is_empty() {
         steps.push(Box::pin(outbox_step(tx, st, &batch.events)));
@@ -473,10 +538,90 @@ async fn finish(
             }));
         }
     }
-    for reply in pipeline(steps).await {
-        reply?;
+    debug_assert!(
+        batch
+            .outcomes
+            .iter()
+            .all(|o| !matches!(o, Some(Ok(crate::store::CommitOutcome::Committed { .. }))))
+            || batch.rows
+    );
+    match pipeline_then(steps, simple(tx, "COMMIT".to_owned())).await {
+        Piped::Sent(replies, commit) => {
+            commit?;
+            match replies.into_iter().find_map(Result::err) {
+                None => Ok(Ended::Committed),
+                // The server refused it: the transaction was aborted, `COMMIT` rolled it back.
+                Some(e) if e.code().is_some() => Ok(Ended::RolledBack(e)),
+                // Failed on this side after it was sent: whether it ran is not known.
+                Some(e) => Err(e),
+            }
+        }
+        Piped::Unsent(e) => {
+            tx.batch_execute("ROLLBACK").await?;
+            Ok(Ended::RolledBack(e))
+        }
     }
-    Ok(())
+}
+
+/// What [`pipeline_then`] answered.
+enum Piped {
+    /// Every statement's answer, and the last one's.
+    Sent(
+        Vec<Result<Reply, tokio_postgres::Error>>,
+        Result<Reply, tokio_postgres::Error>,
+    ),
+    /// A statement failed before it was sent (the first such error); the last one was not
+    /// sent, the others' answers were read.
+    Unsent(tokio_postgres::Error),
+}
+
+/// [`pipeline`] with a last statement sent behind `steps` only when each of them was sent:
+/// a statement whose request could not be made (its parameters could not be encoded) fails
+/// on its first poll, without reaching the server, and then `last` is dropped unsent.
+async fn pipeline_then<'a>(mut steps: Vec<Step<'a>>, mut last: Step<'a>) -> Piped {
+    let mut replies: Vec<Option<Result<Reply, tokio_postgres::Error>>> =
+        steps.iter().map(|_| None).collect();
+    let mut unsent = None;
+    let mut answer = None;
+    std::future::poll_fn(|cx| {
+        for (step, reply) in steps.iter_mut().zip(replies.iter_mut()) {
+            if let std::task::Poll::Ready(r) = std::future::Future::poll(step.as_mut(), cx) {
+                *reply = Some(match r {
+                    // Failed on its first poll: it never reached the server. (Its place
+                    // among the answers, dropped then, is kept by a stand-in.)
+                    Err(e) if unsent.is_none() => {
+                        unsent = Some(e);
+                        Ok(Reply::Done)
+                    }
+                    r => r,
+                });
+            }
+        }
+        if unsent.is_none() {
+            if let std::task::Poll::Ready(r) = std::future::Future::poll(last.as_mut(), cx) {
+                answer = Some(r);
+            }
+        }
+        std::task::Poll::Ready(())
+    })
+    .await;
+    let mut answers = Vec::with_capacity(steps.len());
+    for (step, reply) in steps.into_iter().zip(replies) {
+        answers.push(match reply {
+            Some(r) => r,
+            None => step.await,
+        });
+    }
+    match unsent {
+        Some(e) => Piped::Unsent(e),
+        None => {
+            let answer = match answer {
+                Some(r) => r,
+                None => last.await,
+            };
+            Piped::Sent(answers, answer)
+        }
+    }
 }
 
 /// Whether sorting by [`lock_key`] keeps every pair of units of work that write a common
